@@ -1,0 +1,143 @@
+"""HTTP helpers shared by every blueprint: declaring endpoints, parsing bodies, writing responses.
+
+``endpoint(...)`` registers a view on a blueprint *and* records its request/response models, so the OpenAPI
+document (``core/openapi.py``) is generated from the same models that parse and serialise the traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel, ValidationError
+
+from core.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # OpenAPI form: /api/v1/trades/{trade_id}
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: bool = True
+    idempotent: bool = False
+    extra_statuses: tuple[int, ...] = field(default_factory=tuple)
+    response_media_types: tuple[str, ...] = ("application/json",)
+
+
+REGISTRY: list[Endpoint] = []
+_RULE_PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+
+
+def endpoint(
+    bp: Blueprint,
+    rule: str,
+    method: str,
+    *,
+    summary: str,
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    auth: bool = True,
+    idempotent: bool = False,
+    response_media_types: tuple[str, ...] = ("application/json",),
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Route ``rule`` on ``bp`` and document it. ``auth`` only documents; the view enforces it."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        full = (bp.url_prefix or "") + rule
+        REGISTRY.append(
+            Endpoint(
+                method=method.lower(),
+                path=_RULE_PARAM.sub(r"{\1}", full),
+                summary=summary,
+                tag=bp.name,
+                body=body,
+                query=query,
+                response=response,
+                status=status,
+                auth=auth,
+                idempotent=idempotent,
+                response_media_types=response_media_types,
+            )
+        )
+        bp.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method])
+        return view
+
+    return decorate
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object; 415 for another media type, 400 for anything unreadable."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Send the body as application/json.")
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw or b"null", parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return data
+
+
+def _errors_from(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join(str(part) for part in err["loc"]) or "body",
+            "code": err["type"],
+            "message": err["msg"],
+        }
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def parse_body(model: type[M]) -> M:
+    """Validate the JSON body against ``model``; 422 ``validation_failed`` lists every bad field."""
+    try:
+        return model.model_validate(json_body())
+    except ValidationError as exc:
+        raise ValidationFailed(_errors_from(exc)) from exc
+
+
+def parse_query(model: type[M]) -> M:
+    """Validate the query string against ``model`` (values arrive as strings and are coerced)."""
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise ValidationFailed(_errors_from(exc)) from exc
+
+
+def respond(model: BaseModel | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Serialise ``model`` (or nothing, for 204) as the response."""
+    if model is None:
+        return Response(status=status, headers=headers)
+    return Response(
+        model.model_dump_json(), status=status, mimetype="application/json", headers=headers
+    )
+
+
+def respond_json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json")
+
+
+class RequestModel(BaseModel):
+    """Base of every request body: unknown fields are refused, types are strict (no "12" for 12)."""
+
+    model_config = {"extra": "forbid", "strict": True}

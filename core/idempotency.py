@@ -1,0 +1,119 @@
+"""Idempotency keys for money-moving POSTs.
+
+The record of a key is inserted **in the same transaction as the effect it guards**, before the effect:
+
+* a retry with the same key and the same request replays the stored answer;
+* the same key with a different request is refused (422 ``idempotency_key_reused``);
+* concurrent duplicates: the second insert waits on the unique index until the first transaction ends.
+  If the first committed, the second gets an ``IntegrityError`` and replays the stored answer; if the
+  first rolled back, the second proceeds. Either way there is exactly one effect.
+
+Only successful answers are stored. A request that failed changed nothing (its transaction rolled back), so
+a retry with the same key runs again, which is what a client retrying after an error wants.
+
+Keys live at least ``IDEMPOTENCY_TTL_HOURS`` (default 24) and are purged by the background worker after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core import clock
+from core.db import UTCDateTime, db, run_in_transaction
+from core.errors import IdempotencyKeyMissing, IdempotencyKeyReused, ValidationFailed
+
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
+
+
+class IdempotencyRecord(db.Model):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
+    """A stable hash of what the request asks for. Callers leave secrets (passwords) out of ``body``."""
+    canonical = json.dumps([method.upper(), path, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_key(key: str | None) -> str:
+    if key is None or key == "":
+        raise IdempotencyKeyMissing("Send an Idempotency-Key header (for example a UUID) with this request.")
+    if not _KEY_PATTERN.match(key):
+        raise ValidationFailed.field(
+            "Idempotency-Key", "invalid_idempotency_key", "Use 1-255 letters, digits, '.', '_', ':' or '-'."
+        )
+    return key
+
+
+def _stored_answer(scope: str, key: str, request_hash: str) -> tuple[int, dict[str, Any]] | None:
+    record = db.session.scalars(
+        select(IdempotencyRecord).where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+    ).first()
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request.")
+    assert record.status_code is not None and record.response_body is not None
+    return record.status_code, json.loads(record.response_body)
+
+
+def run_idempotent(
+    scope: str, key: str | None, request_hash: str, effect: Callable[[], tuple[int, dict[str, Any]]]
+) -> tuple[int, dict[str, Any], bool]:
+    """Run ``effect`` at most once per ``(scope, key)``; returns ``(status, body, replayed)``."""
+    key = check_key(key)
+
+    def attempt() -> tuple[int, dict[str, Any], bool]:
+        stored = _stored_answer(scope, key, request_hash)
+        if stored is not None:
+            return stored[0], stored[1], True
+        record = IdempotencyRecord(scope=scope, key=key, request_hash=request_hash, created_at=clock.now())
+        db.session.add(record)
+        db.session.flush()  # claims the key now: a concurrent duplicate waits here
+        status, body = effect()
+        record.status_code = status
+        record.response_body = json.dumps(body, separators=(",", ":"))
+        return status, body, False
+
+    try:
+        return run_in_transaction(attempt)
+    except IntegrityError:
+        # Lost the race to a concurrent request with the same key, which has committed by now.
+        def replay() -> tuple[int, dict[str, Any], bool]:
+            stored = _stored_answer(scope, key, request_hash)
+            if stored is None:  # the winner rolled back after all: we are first now
+                return attempt()
+            return stored[0], stored[1], True
+
+        return run_in_transaction(replay)
+
+
+def purge_expired(now: datetime | None = None) -> int:
+    """Delete keys older than the retention period; returns how many."""
+    ttl = timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+    cutoff = (now or clock.now()) - ttl
+
+    def purge() -> int:
+        result = db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    return run_in_transaction(purge)

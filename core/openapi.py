@@ -1,0 +1,142 @@
+"""The OpenAPI 3.1 document, generated from the endpoint registry and its pydantic models.
+
+Never written by hand: every path, body and response schema comes from ``core.api.REGISTRY``. Every
+operation also documents the problem+json error answer as its ``default`` response.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from core.api import REGISTRY, Endpoint
+
+
+class FieldError(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details with a stable machine ``code``."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable machine-readable error code")
+    errors: list[FieldError] | None = None
+    request_id: str | None = None
+
+
+_REF = "#/components/schemas/{model}"
+
+
+def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+        for name in re.findall(r"{([a-z_]+)}", ep.path)
+    ]
+    if ep.query is not None:
+        schema = ep.query.model_json_schema(ref_template=_REF)
+        required = set(schema.get("required", []))
+        for name, prop in schema.get("properties", {}).items():
+            params.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+        defs.update(schema.get("$defs", {}))
+    if ep.idempotent:
+        params.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "description": "Unique per intended effect; retries with the same key replay the first answer.",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,255}$"},
+            }
+        )
+    return params
+
+
+def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], Any]] = [(Problem, "serialization")]
+    for ep in REGISTRY:
+        if ep.body is not None:
+            models.append((ep.body, "validation"))
+        if ep.response is not None:
+            models.append((ep.response, "serialization"))
+    unique = list(dict.fromkeys(models))
+    refs, top = models_json_schema(unique, ref_template=_REF)
+    defs: dict[str, Any] = dict(top.get("$defs", {}))
+
+    paths: dict[str, dict[str, Any]] = {}
+    problem = {"application/problem+json": {"schema": refs[(Problem, "serialization")]}}
+    for ep in sorted(REGISTRY, key=lambda e: (e.path, e.method)):
+        op: dict[str, Any] = {
+            "operationId": f"{ep.method}_{re.sub(r'[^a-z0-9]+', '_', ep.path.lower()).strip('_')}",
+            "summary": ep.summary,
+            "tags": [ep.tag],
+            "parameters": _parameters(ep, defs),
+            "responses": {"default": {"description": "Error (problem details)", "content": problem}},
+        }
+        if ep.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
+            }
+        ok: dict[str, Any] = {"description": "Success"}
+        if ep.response is not None:
+            schema = refs[(ep.response, "serialization")]
+            ok["content"] = {media: {"schema": schema} for media in ep.response_media_types}
+        op["responses"][str(ep.status)] = ok
+        op["security"] = [{"bearerAuth": []}] if ep.auth else []
+        paths.setdefault(ep.path, {})[ep.method] = op
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Mobile wallet with escrow payments and SMS alerts. Amounts are integer fen.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": defs,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def render_docs_page(doc: dict[str, Any]) -> str:
+    """A dependency-free HTML page listing every operation; schemas link to the JSON document."""
+    rows = []
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            ok = [code for code in op["responses"] if code != "default"]
+            rows.append(
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                    method.upper(),
+                    html.escape(path),
+                    html.escape(op.get("summary", "")),
+                    html.escape(body.get("$ref", "").rsplit("/", 1)[-1]),
+                    ", ".join(ok),
+                    "bearer" if op.get("security") else "",
+                )
+            )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        "<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;"
+        "text-align:left}}</style></head><body><h1>{title}</h1><p>{desc} Machine-readable document: "
+        "<a href='/api/v1/openapi.json'>/api/v1/openapi.json</a>.</p><table><tr><th>Method</th><th>Path</th>"
+        "<th>What it does</th><th>Body</th><th>Success</th><th>Auth</th></tr>{rows}</table></body></html>"
+    ).format(
+        title=html.escape(doc["info"]["title"]),
+        desc=html.escape(doc["info"]["description"]),
+        rows="".join(rows),
+    )

@@ -1,0 +1,359 @@
+"""Account use cases: register, log in, passwords, recovery, phone and profile changes, devices.
+
+Each public function is one use case. Password checks go through ``secrets_guard.check_secret`` (which
+records failures in a transaction of its own); the change itself then runs in one transaction together
+with the alerts that announce it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from core import clock
+from core.db import db, run_in_transaction
+from core.errors import NotFound, ValidationFailed
+from core.ids import new_id
+from notifications.outbox import enqueue
+from notifications.templates import format_time, mask_email, mask_phone
+from security import codes, totp
+from security.errors import (
+    DeviceVerificationRequired,
+    InvalidTotpCode,
+    PhoneTaken,
+    TotpNotEnrolled,
+)
+from security.lockout import LockState
+from security.models import Device, User
+from security.passwords import check_login_password, check_payment_password
+from security.secrets_guard import LOGIN, PAYMENT, check_secret, lift_lock, passwords
+from security.tokens import TokenPair, revoke_sessions, start_session
+
+
+@dataclass(frozen=True)
+class Registration:
+    user: User
+    tokens: TokenPair
+
+
+def _is_phone_conflict(exc: IntegrityError) -> bool:
+    # PostgreSQL names the constraint; SQLite names the column.
+    message = str(exc.orig)
+    return "uq_users_phone" in message or "users.phone" in message
+
+
+def _user_by_phone(phone: str) -> User | None:
+    return db.session.scalars(select(User).where(User.phone == phone)).first()
+
+
+def _lock_alert(user: User | None, kind: str):  # noqa: ANN202 - returns the guard's callback
+    if user is None:
+        return None
+    event = "login_locked" if kind == LOGIN else "payment_locked"
+    user_id, phone, locale = user.id, user.phone, user.locale
+
+    def alert(state: LockState) -> None:
+        until = format_time(state.locked_until) if state.locked_until else "SMS reset"
+        enqueue(phone, event, locale=locale, user_id=user_id, until=until)
+
+    return alert
+
+
+def _device(user_id: str, device_key: str) -> Device | None:
+    return db.session.scalars(
+        select(Device).where(Device.user_id == user_id, Device.device_key == device_key)
+    ).first()
+
+
+def register(
+    phone: str,
+    sms_code: str,
+    login_password: str,
+    payment_password: str,
+    device_key: str,
+    email: str | None,
+    locale: str,
+    device_name: str | None = None,
+) -> Registration:
+    """Create an account; the registering device is trusted. Raises ``ValidationFailed`` for weak
+    passwords, ``InvalidSmsCode``, ``PhoneTaken``."""
+    check_login_password(login_password, phone)
+    check_payment_password(payment_password, phone)
+    codes.consume_code(phone, "register", sms_code)
+    hasher = passwords()
+    login_hash, payment_hash = hasher.hash(login_password), hasher.hash(payment_password)
+
+    def work() -> Registration:
+        now = clock.now()
+        user = User(
+            id=new_id("usr"), phone=phone, login_password_hash=login_hash, payment_password_hash=payment_hash,
+            email=email, locale=locale, created_at=now, updated_at=now,
+        )
+        device = Device(
+            id=new_id("dev"), user_id=user.id, device_key=device_key, name=device_name, trusted=True,
+            created_at=now, last_seen_at=now,
+        )
+        db.session.add(user)
+        db.session.flush()  # the user row first: no ORM relationship orders the inserts
+        db.session.add(device)
+        db.session.flush()
+        tokens = start_session(user, device)
+        enqueue(phone, "registered", locale=locale, user_id=user.id, phone=mask_phone(phone))
+        return Registration(user, tokens)
+
+    try:
+        return run_in_transaction(work)
+    except IntegrityError as exc:
+        if not _is_phone_conflict(exc):
+            raise
+        raise PhoneTaken("This phone number already has an account.") from exc
+
+
+def log_in(
+    phone: str,
+    login_password: str,
+    device_key: str,
+    sms_code: str | None,
+    totp_code: str | None,
+    device_name: str | None = None,
+) -> TokenPair:
+    """Log in. A device not yet trusted also needs an SMS code (purpose ``login``) or a TOTP code.
+
+    Raises ``LoginLocked``, ``InvalidCredentials`` (same for unknown numbers),
+    ``DeviceVerificationRequired``, ``InvalidSmsCode``, ``InvalidTotpCode``.
+    """
+    user = run_in_transaction(lambda: _user_by_phone(phone))
+    stored = user.login_password_hash if user else None
+    rehash = check_secret(phone, LOGIN, stored, login_password, _lock_alert(user, LOGIN))
+    assert user is not None  # check_secret raised for unknown numbers
+    user_id = user.id
+    new_hash = passwords().hash(login_password) if rehash else None
+
+    known = run_in_transaction(lambda: _device(user_id, device_key))
+    trusted = known is not None and known.trusted and known.revoked_at is None
+    if not trusted:
+        if totp_code is not None:
+            def check_totp() -> bool:
+                locked_user = db.session.get(User, user_id, with_for_update=True)
+                return bool(locked_user and locked_user.totp_enabled and totp.accept(locked_user, totp_code))
+
+            if not run_in_transaction(check_totp):
+                raise InvalidTotpCode("The authenticator code is wrong or was already used.")
+        elif sms_code is not None:
+            codes.consume_code(phone, "login", sms_code)
+        else:
+            raise DeviceVerificationRequired(
+                "This device is new: request a code with purpose 'login' and send it as sms_code."
+            )
+
+    def work() -> TokenPair:
+        now = clock.now()
+        account = db.session.get(User, user_id)
+        assert account is not None
+        if new_hash is not None:
+            account.login_password_hash = new_hash
+        device = _device(user_id, device_key)
+        if device is None:
+            device = Device(id=new_id("dev"), user_id=user_id, device_key=device_key, name=device_name,
+                            created_at=now, last_seen_at=now)
+            db.session.add(device)
+            db.session.flush()
+        device.last_seen_at = now
+        if not trusted:
+            device.trusted, device.revoked_at = True, None
+            enqueue(account.phone, "new_device_login", locale=account.locale, user_id=user_id,
+                    device=(device_name or "unnamed")[:40], time=format_time(now))
+        return start_session(account, device)
+
+    return run_in_transaction(work)
+
+
+def verify_login_password(user: User, password: str) -> None:
+    """Check the login password of a signed-in user (counts toward the login lock)."""
+    check_secret(user.phone, LOGIN, user.login_password_hash, password, _lock_alert(user, LOGIN))
+
+
+def authorize_payment(user: User, payment_password: str) -> None:
+    """The gate in front of every movement of money: the payment password under its own lockout.
+
+    Raises ``PaymentPasswordLocked`` (423) while locked, ``WrongPaymentPassword`` (401) when wrong.
+    """
+    rehash = check_secret(user.id, PAYMENT, user.payment_password_hash, payment_password, _lock_alert(user, PAYMENT))
+    if rehash:
+        new_hash = passwords().hash(payment_password)
+        user_id = user.id
+
+        def store() -> None:
+            account = db.session.get(User, user_id)
+            assert account is not None
+            account.payment_password_hash = new_hash
+
+        run_in_transaction(store)
+
+
+def change_login_password(user: User, current: str, new: str, session_id: str) -> None:
+    """Change the login password; every other session is revoked. Raises ``InvalidCredentials``,
+    ``LoginLocked``, ``ValidationFailed``."""
+    check_login_password(new, user.phone, field="new_password")
+    verify_login_password(user, current)
+    new_hash = passwords().hash(new)
+    user_id = user.id
+
+    def work() -> None:
+        account = db.session.get(User, user_id)
+        assert account is not None
+        account.login_password_hash, account.updated_at = new_hash, clock.now()
+        revoke_sessions(user_id, "password_changed", keep=session_id)
+        enqueue(account.phone, "login_password_changed", locale=account.locale, user_id=user_id,
+                time=format_time(clock.now()))
+
+    run_in_transaction(work)
+
+
+def change_payment_password(user: User, new: str, current: str | None, sms_code: str | None) -> None:
+    """Change the payment password, proven by the current one or an SMS code (purpose ``recover``);
+    the SMS route also lifts a payment lock."""
+    check_payment_password(new, user.phone, field="new_payment_password")
+    if current is not None:
+        authorize_payment(user, current)
+    else:
+        codes.consume_code(user.phone, "recover", sms_code)
+    new_hash = passwords().hash(new)
+    user_id = user.id
+
+    def work() -> None:
+        account = db.session.get(User, user_id)
+        assert account is not None
+        account.payment_password_hash, account.updated_at = new_hash, clock.now()
+        if current is None:
+            lift_lock(user_id, PAYMENT)
+        enqueue(account.phone, "payment_password_changed", locale=account.locale, user_id=user_id,
+                time=format_time(clock.now()))
+
+    run_in_transaction(work)
+
+
+def recover_password(phone: str, sms_code: str, new_password: str) -> None:
+    """Reset the login password by SMS: lifts any login lock (hard ones too), revokes every session.
+    Raises ``InvalidSmsCode`` (also for unknown numbers, which never get a code), ``ValidationFailed``."""
+    check_login_password(new_password, phone, field="new_password")
+    codes.consume_code(phone, "recover", sms_code)
+    new_hash = passwords().hash(new_password)
+
+    def work() -> None:
+        account = _user_by_phone(phone)
+        if account is None:  # the account vanished between code and reset; nothing to do
+            return
+        account.login_password_hash, account.updated_at = new_hash, clock.now()
+        lift_lock(phone, LOGIN)
+        revoke_sessions(account.id, "password_recovered")
+        enqueue(phone, "password_recovered", locale=account.locale, user_id=account.id,
+                time=format_time(clock.now()))
+
+    run_in_transaction(work)
+
+
+def change_phone(user: User, new_phone: str, sms_code: str, login_password: str) -> None:
+    """Move the account to ``new_phone`` (code sent to the new number); both numbers are told."""
+    verify_login_password(user, login_password)
+    codes.consume_code(new_phone, "change_phone", sms_code)
+    user_id = user.id
+
+    def work() -> None:
+        account = db.session.get(User, user_id)
+        assert account is not None
+        old_phone, now = account.phone, clock.now()
+        account.phone, account.updated_at = new_phone, now
+        db.session.flush()
+        enqueue(old_phone, "phone_changed_old", locale=account.locale, user_id=user_id,
+                new_phone=mask_phone(new_phone), time=format_time(now))
+        enqueue(new_phone, "phone_changed_new", locale=account.locale, user_id=user_id, time=format_time(now))
+
+    try:
+        run_in_transaction(work)
+    except IntegrityError as exc:
+        if not _is_phone_conflict(exc):
+            raise
+        raise PhoneTaken("That phone number already has an account.") from exc
+
+
+def update_profile(user: User, email: str | None, locale: str | None, login_password: str | None,
+                   email_given: bool) -> User:
+    """Change email (needs the login password) and/or locale."""
+    if email_given and email != user.email:
+        if login_password is None:
+            raise ValidationFailed.field("login_password", "missing", "Changing the email needs the login password.")
+        verify_login_password(user, login_password)
+    user_id = user.id
+
+    def work() -> User:
+        account = db.session.get(User, user_id)
+        assert account is not None
+        now = clock.now()
+        if locale is not None:
+            account.locale = locale
+        if email_given and email != account.email:
+            account.email = email
+            enqueue(account.phone, "email_changed", locale=account.locale, user_id=user_id,
+                    email=mask_email(email) if email else "-", time=format_time(now))
+        account.updated_at = now
+        return account
+
+    return run_in_transaction(work)
+
+
+def start_totp_enrolment(user: User) -> tuple[str, str]:
+    """Give the user a fresh secret (not active until confirmed with a code)."""
+    secret = totp.new_secret()
+    user_id = user.id
+
+    def work() -> str:
+        account = db.session.get(User, user_id)
+        assert account is not None
+        account.totp_secret, account.totp_enabled, account.totp_last_step = secret, False, None
+        return account.phone
+
+    phone = run_in_transaction(work)
+    return secret, totp.provisioning_uri(secret, phone)
+
+
+def confirm_totp_enrolment(user: User, code: str) -> None:
+    user_id = user.id
+
+    def work() -> Exception | None:
+        account = db.session.get(User, user_id, with_for_update=True)
+        assert account is not None
+        if not account.totp_secret:
+            return TotpNotEnrolled("Start enrolment with POST /api/v1/me/totp first.")
+        if not totp.accept(account, code):
+            return InvalidTotpCode("The authenticator code is wrong.")
+        account.totp_enabled = True
+        return None
+
+    error = run_in_transaction(work)
+    if error is not None:
+        raise error
+
+
+def list_devices(user: User) -> list[Device]:
+    return list(
+        db.session.scalars(
+            select(Device).where(Device.user_id == user.id, Device.revoked_at.is_(None)).order_by(Device.id.desc())
+        )
+    )
+
+
+def revoke_device(user: User, device_id: str) -> None:
+    """Untrust a device and end its sessions. Another user's device is ``NotFound``."""
+    user_id = user.id
+
+    def work() -> None:
+        device = db.session.get(Device, device_id)
+        if device is None or device.user_id != user_id or device.revoked_at is not None:
+            raise NotFound("No such device.")
+        device.trusted, device.revoked_at = False, clock.now()
+        revoke_sessions(user_id, "device_revoked", device_id=device_id)
+
+    run_in_transaction(work)

@@ -1,0 +1,195 @@
+"""HTTP endpoints of the security package: codes, registration, sessions, devices, profile, passwords."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from core.api import endpoint, json_body, parse_body, respond
+from core.ratelimit import configured, limiter
+from core.errors import ValidationFailed
+from security import accounts, codes
+from security.auth import current_session, current_user
+from security.phones import normalize_phone
+from security.schemas import (
+    Accepted,
+    DeviceList,
+    DeviceOut,
+    LoginPasswordChange,
+    LoginRequest,
+    PasswordReset,
+    PaymentPasswordChange,
+    PaymentPasswordVerify,
+    PhoneChange,
+    ProfilePatch,
+    RefreshRequest,
+    RegisterRequest,
+    RegistrationOut,
+    SmsCodeRequest,
+    TokensOut,
+    TotpEnrolment,
+    TotpVerify,
+    UserOut,
+    Verified,
+)
+from security.tokens import end_session, refresh
+
+bp = Blueprint("accounts", __name__, url_prefix="/api/v1")
+
+
+def phone_key() -> str:
+    """Rate-limit key: the normalised phone number in the body, so reformatting it gains nothing."""
+    data = request.get_json(silent=True)
+    raw = data.get("phone") if isinstance(data, dict) else None
+    if not isinstance(raw, str):
+        return "phone:none"
+    try:
+        return "phone:" + normalize_phone(raw)
+    except ValidationFailed:
+        return "phone:invalid"
+
+
+def _user_out(user) -> UserOut:  # noqa: ANN001 - a security.models.User
+    return UserOut(id=user.id, phone=user.phone, email=user.email, locale=user.locale,
+                   totp_enabled=user.totp_enabled, created_at=user.created_at)
+
+
+@endpoint(bp, "/sms-codes", "POST", summary="Send a one-time code by SMS (always 202)", body=SmsCodeRequest,
+          response=Accepted, status=202, auth=False)
+@limiter.limit(configured("SMS_CODE_LIMIT_PER_PHONE"), key_func=phone_key)
+@limiter.limit(configured("SMS_CODE_LIMIT_PER_CLIENT"))
+def send_sms_code():
+    req = parse_body(SmsCodeRequest)
+    codes.request_code(normalize_phone(req.phone), req.purpose, req.locale)
+    return respond(Accepted(expires_in=int(codes.LIFETIME.total_seconds())), 202)
+
+
+@endpoint(bp, "/users", "POST", summary="Register with a phone number", body=RegisterRequest,
+          response=RegistrationOut, status=201, auth=False)
+@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+def register():
+    req = parse_body(RegisterRequest)
+    result = accounts.register(
+        normalize_phone(req.phone), req.sms_code, req.login_password, req.payment_password, req.device_id,
+        req.email, req.locale, req.device_name,
+    )
+    tokens = result.tokens
+    return respond(RegistrationOut(user=_user_out(result.user), access_token=tokens.access_token,
+                                   refresh_token=tokens.refresh_token, expires_in=tokens.expires_in), 201)
+
+
+@endpoint(bp, "/sessions", "POST", summary="Log in", body=LoginRequest, response=TokensOut, status=201, auth=False)
+@limiter.limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key)
+@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+def log_in():
+    req = parse_body(LoginRequest)
+    tokens = accounts.log_in(normalize_phone(req.phone), req.login_password, req.device_id, req.sms_code,
+                             req.totp_code, req.device_name)
+    return respond(TokensOut(**tokens.__dict__), 201)
+
+
+@endpoint(bp, "/sessions/refresh", "POST", summary="Rotate the refresh token", body=RefreshRequest,
+          response=TokensOut, auth=False)
+@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+def refresh_session():
+    req = parse_body(RefreshRequest)
+    return respond(TokensOut(**refresh(req.refresh_token, req.device_id).__dict__))
+
+
+@endpoint(bp, "/sessions/current", "DELETE", summary="Log out", status=204)
+def log_out():
+    end_session(current_session().id)
+    return respond(None, 204)
+
+
+@endpoint(bp, "/devices", "GET", summary="List my devices", response=DeviceList)
+def list_devices():
+    session = current_session()
+    devices = accounts.list_devices(session.user)
+    return respond(DeviceList(data=[
+        DeviceOut(id=d.id, name=d.name, trusted=d.trusted, current=d.id == session.device_id,
+                  created_at=d.created_at, last_seen_at=d.last_seen_at)
+        for d in devices
+    ]))
+
+
+@endpoint(bp, "/devices/<device_id>", "DELETE", summary="Revoke a device and its sessions", status=204)
+def revoke_device(device_id: str):
+    accounts.revoke_device(current_user(), device_id)
+    return respond(None, 204)
+
+
+@endpoint(bp, "/me", "GET", summary="My profile", response=UserOut)
+def me():
+    return respond(_user_out(current_user()))
+
+
+@endpoint(bp, "/me", "PATCH", summary="Change email (needs login_password) or locale", body=ProfilePatch,
+          response=UserOut)
+def update_me():
+    user = current_user()
+    req = parse_body(ProfilePatch)
+    email_given = "email" in json_body()
+    updated = accounts.update_profile(user, req.email, req.locale, req.login_password, email_given)
+    return respond(_user_out(updated))
+
+
+@endpoint(bp, "/me/login-password", "PUT", summary="Change the login password", body=LoginPasswordChange,
+          status=204)
+def change_login_password():
+    session = current_session()
+    req = parse_body(LoginPasswordChange)
+    accounts.change_login_password(session.user, req.current_password, req.new_password, session.id)
+    return respond(None, 204)
+
+
+@endpoint(bp, "/me/payment-password", "PUT", summary="Change the payment password", body=PaymentPasswordChange,
+          status=204)
+def change_payment_password():
+    user = current_user()
+    req = parse_body(PaymentPasswordChange)
+    accounts.change_payment_password(user, req.new_payment_password, req.current_payment_password, req.sms_code)
+    return respond(None, 204)
+
+
+@endpoint(bp, "/me/payment-password/verify", "POST", summary="Check the payment password (counts toward its lock)",
+          body=PaymentPasswordVerify, response=Verified)
+def verify_payment_password():
+    user = current_user()
+    req = parse_body(PaymentPasswordVerify)
+    accounts.authorize_payment(user, req.payment_password)
+    return respond(Verified())
+
+
+@endpoint(bp, "/password-resets", "POST", summary="Recover the login password by SMS", body=PasswordReset,
+          status=204, auth=False)
+@limiter.limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key)
+@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+def reset_password():
+    req = parse_body(PasswordReset)
+    accounts.recover_password(normalize_phone(req.phone), req.sms_code, req.new_password)
+    return respond(None, 204)
+
+
+@endpoint(bp, "/me/phone", "PUT", summary="Change the phone number", body=PhoneChange, status=204)
+def change_phone():
+    user = current_user()
+    req = parse_body(PhoneChange)
+    accounts.change_phone(user, normalize_phone(req.new_phone, "new_phone"), req.sms_code, req.login_password)
+    return respond(None, 204)
+
+
+@endpoint(bp, "/me/totp", "POST", summary="Start enrolling an authenticator app", response=TotpEnrolment,
+          status=201)
+def enrol_totp():
+    secret, uri = accounts.start_totp_enrolment(current_user())
+    return respond(TotpEnrolment(secret=secret, otpauth_uri=uri), 201)
+
+
+@endpoint(bp, "/me/totp/verify", "POST", summary="Confirm the authenticator with a code", body=TotpVerify,
+          response=Verified)
+def verify_totp():
+    user = current_user()
+    req = parse_body(TotpVerify)
+    accounts.confirm_totp_enrolment(user, req.code)
+    return respond(Verified())
+

@@ -1,0 +1,96 @@
+"""One-time SMS codes: six digits, ten minutes, single use, bound to phone and purpose, five tries.
+
+Codes are stored as an HMAC under the password pepper. Asking for a code always answers the same way,
+whether or not the number has an account; who actually gets a text depends on the purpose:
+
+* ``register``: a code if the number is free, otherwise a notice that it already has an account;
+* ``login`` and ``recover``: a code only if the number has an account;
+* ``change_phone``: a code only if the number is free (it is the *new* number).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from core import clock
+from core.db import db, run_in_transaction
+from core.ids import new_id
+from notifications.outbox import enqueue
+from security.errors import InvalidSmsCode
+from security.models import SmsCode, User
+from security.secrets_guard import passwords
+
+PURPOSES = ("register", "login", "recover", "change_phone")
+LIFETIME = timedelta(minutes=10)
+MAX_ATTEMPTS = 5
+
+
+def _digest(code_id: str, code: str) -> str:
+    return passwords().keyed_digest(f"{code_id}:{code}")
+
+
+def request_code(phone: str, purpose: str, locale: str = "zh") -> None:
+    """Send a code for ``purpose`` to ``phone`` when the purpose allows it (see the module docstring)."""
+
+    def work() -> None:
+        user = db.session.scalars(select(User).where(User.phone == phone)).first()
+        lang = user.locale if user else locale
+        if purpose == "register" and user is not None:
+            enqueue(phone, "account_exists", locale=lang, user_id=user.id)
+            return
+        if (purpose in ("login", "recover") and user is None) or (purpose == "change_phone" and user is not None):
+            return
+        now = clock.now()
+        # Only the newest code for a phone and purpose is valid.
+        db.session.execute(
+            update(SmsCode)
+            .where(SmsCode.phone == phone, SmsCode.purpose == purpose, SmsCode.consumed_at.is_(None))
+            .values(consumed_at=now)
+        )
+        code = f"{secrets.randbelow(10**6):06d}"
+        code_id = new_id("otp")
+        db.session.add(
+            SmsCode(
+                id=code_id,
+                phone=phone,
+                purpose=purpose,
+                code_hash=_digest(code_id, code),
+                attempts=0,
+                created_at=now,
+                expires_at=now + LIFETIME,
+            )
+        )
+        enqueue(
+            phone, "sms_code", locale=lang, user_id=user.id if user else None, sensitive=True,
+            code=code, minutes=int(LIFETIME.total_seconds() // 60), purpose=purpose,
+        )
+
+    run_in_transaction(work)
+
+
+def consume_code(phone: str, purpose: str, code: str | None) -> None:
+    """Accept ``code`` once. Raises ``InvalidSmsCode`` (after recording the try) for anything else."""
+
+    def work() -> bool:
+        now = clock.now()
+        row = db.session.scalars(
+            select(SmsCode)
+            .where(SmsCode.phone == phone, SmsCode.purpose == purpose, SmsCode.consumed_at.is_(None))
+            .order_by(SmsCode.created_at.desc())
+            .limit(1)
+            .with_for_update()
+        ).first()
+        if row is None or row.expires_at <= now or row.attempts >= MAX_ATTEMPTS:
+            return False
+        if code is not None and hmac.compare_digest(row.code_hash, _digest(row.id, code)):
+            row.consumed_at = now
+            return True
+        row.attempts += 1
+        return False
+
+    if not run_in_transaction(work):
+        raise InvalidSmsCode("The code is wrong, expired or used up; request a new one.")

@@ -1,0 +1,89 @@
+"""Errors of the security package. Each code is stable; clients branch on it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from core.errors import AppError, Conflict, Unauthenticated
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+class InvalidCredentials(AppError):
+    """Wrong phone/password pair (also for unknown phone numbers); says how many tries remain."""
+
+    status, code, title = 401, "invalid_credentials", "Invalid credentials"
+
+    def __init__(self, attempts_left: int) -> None:
+        super().__init__("The phone number or password is not correct.", attempts_left=attempts_left)
+
+
+class WrongPaymentPassword(AppError):
+    """The payment password did not match; says how many tries remain before payments lock."""
+
+    status, code, title = 401, "invalid_payment_password", "Wrong payment password"
+
+    def __init__(self, attempts_left: int) -> None:
+        super().__init__("The payment password is not correct.", attempts_left=attempts_left)
+
+
+class _Locked(AppError):
+    status = 423
+
+    def __init__(self, locked_until: datetime | None, hard: bool) -> None:
+        detail = (
+            "Locked after too many wrong entries; reset it with an SMS code to unlock."
+            if hard
+            else "Locked after three wrong entries; it unlocks by itself at locked_until."
+        )
+        super().__init__(detail, locked_until=_iso(locked_until), hard_locked=hard)
+
+
+class LoginLocked(_Locked):
+    """The login password is locked (3 wrong in 24 h, or the hard lock after 10 in a row)."""
+
+    code, title = "login_locked", "Login locked"
+
+
+class PaymentPasswordLocked(_Locked):
+    """The payment password is locked; money cannot move until it unlocks or is reset by SMS."""
+
+    code, title = "payment_password_locked", "Payment password locked"
+
+
+class InvalidSmsCode(AppError):
+    """The SMS code is wrong, expired, already used, meant for another purpose, or out of tries."""
+
+    status, code, title = 401, "invalid_sms_code", "Invalid SMS code"
+
+
+class InvalidTotpCode(AppError):
+    """The authenticator code is wrong, outside ±1 step, or was already used."""
+
+    status, code, title = 401, "invalid_totp_code", "Invalid authenticator code"
+
+
+class DeviceVerificationRequired(AppError):
+    """Correct password from a device this account has not trusted yet: send ``sms_code`` or ``totp_code``."""
+
+    status, code, title = 401, "device_verification_required", "New device: verification code required"
+
+
+class RefreshTokenReused(Unauthenticated):
+    """An already-rotated refresh token was presented: the whole session family is revoked."""
+
+    code, title = "refresh_token_reused", "Refresh token reused"
+
+
+class PhoneTaken(Conflict):
+    """The phone number already belongs to an account."""
+
+    code, title = "phone_taken", "Phone number already registered"
+
+
+class TotpNotEnrolled(Conflict):
+    """Verification was asked for an authenticator that was never enrolled."""
+
+    code, title = "totp_not_enrolled", "No authenticator enrolment in progress"

@@ -1,0 +1,72 @@
+"""Lockout policy for the login and payment passwords (DESIGN 4.2), as plain functions over a value.
+
+* A rolling 24-hour window: the first and second wrong entries inside it answer normally, the third locks
+  for three hours. The lock lifts by itself; the window starts empty after a lock, so an attacker gets at
+  most three guesses per three hours.
+* A success clears everything.
+* Ten wrong entries in a row, across windows, become a hard lock that only an SMS-verified reset lifts.
+* While locked, nothing is checked: a correct password answers "locked" too, so a lock cannot be used to
+  confirm a guess.
+
+The login and payment passwords each have their own ``LockState``; the login state is keyed by phone
+number, so unknown numbers lock exactly like real ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Policy:
+    window: timedelta = timedelta(hours=24)
+    max_failures: int = 3
+    lock_for: timedelta = timedelta(hours=3)
+    hard_lock_after: int = 10
+
+
+POLICY = Policy()
+
+
+@dataclass(frozen=True)
+class LockState:
+    recent_failures: tuple[datetime, ...] = field(default_factory=tuple)
+    consecutive_failures: int = 0
+    locked_until: datetime | None = None
+    hard_locked: bool = False
+
+    def is_locked(self, now: datetime) -> bool:
+        return self.hard_locked or (self.locked_until is not None and now < self.locked_until)
+
+
+def _in_window(state: LockState, now: datetime, policy: Policy) -> tuple[datetime, ...]:
+    return tuple(t for t in state.recent_failures if now - t < policy.window)
+
+
+def record_failure(state: LockState, now: datetime, policy: Policy = POLICY) -> LockState:
+    """The state after one more wrong entry at ``now``; it may be locked."""
+    consecutive = state.consecutive_failures + 1
+    if consecutive >= policy.hard_lock_after:
+        return LockState((), consecutive, None, True)
+    recent = _in_window(state, now, policy) + (now,)
+    if len(recent) >= policy.max_failures:
+        return LockState((), consecutive, now + policy.lock_for, False)
+    return LockState(recent, consecutive, None, False)
+
+
+def record_success(_state: LockState) -> LockState:
+    """A correct entry clears the window and the consecutive count."""
+    return LockState()
+
+
+def lift(_state: LockState) -> LockState:
+    """An SMS-verified reset lifts any lock, hard ones included."""
+    return LockState()
+
+
+def attempts_left(state: LockState, now: datetime, policy: Policy = POLICY) -> int:
+    """Tries left, the locking one included: 2 after the first wrong entry, 1 after the second."""
+    by_window = policy.max_failures - len(_in_window(state, now, policy))
+    by_ceiling = policy.hard_lock_after - state.consecutive_failures
+    return max(0, min(by_window, by_ceiling))

@@ -1,0 +1,136 @@
+"""Request and response models of the security endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from core.api import RequestModel
+
+Phone = Field(min_length=3, max_length=32, description="Mobile number, E.164 (+8613800138000) or national")
+SmsCode = Field(pattern=r"^[0-9]{6}$", description="The 6-digit code from the SMS")
+DeviceId = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="Stable id of the app install")
+Locale = Literal["zh", "en"]
+
+
+class SmsCodeRequest(RequestModel):
+    phone: str = Phone
+    purpose: Literal["register", "login", "recover", "change_phone"]
+    locale: Locale = "zh"
+
+
+class Accepted(BaseModel):
+    accepted: bool = True
+    expires_in: int = Field(description="Seconds a code stays valid")
+
+
+class RegisterRequest(RequestModel):
+    phone: str = Phone
+    sms_code: str = SmsCode
+    login_password: str = Field(min_length=1, max_length=128)
+    payment_password: str = Field(min_length=1, max_length=16)
+    device_id: str = DeviceId
+    device_name: str | None = Field(default=None, max_length=128)
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    locale: Locale = "zh"
+
+
+class UserOut(BaseModel):
+    id: str
+    phone: str
+    email: str | None
+    locale: str
+    totp_enabled: bool
+    created_at: datetime
+
+
+class TokensOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: Literal["Bearer"] = "Bearer"
+
+
+class RegistrationOut(TokensOut):
+    user: UserOut
+
+
+class LoginRequest(RequestModel):
+    phone: str = Phone
+    login_password: str = Field(min_length=1, max_length=128)
+    device_id: str = DeviceId
+    device_name: str | None = Field(default=None, max_length=128)
+    sms_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+    totp_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: str = Field(min_length=1, max_length=128)
+    device_id: str = DeviceId
+
+
+class DeviceOut(BaseModel):
+    id: str
+    name: str | None
+    trusted: bool
+    current: bool
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class DeviceList(BaseModel):
+    data: list[DeviceOut]
+
+
+class ProfilePatch(RequestModel):
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    locale: Locale | None = None
+    login_password: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class LoginPasswordChange(RequestModel):
+    current_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=1, max_length=128)
+
+
+class PaymentPasswordChange(RequestModel):
+    current_payment_password: str | None = Field(default=None, min_length=1, max_length=16)
+    sms_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+    new_payment_password: str = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def one_proof(self) -> PaymentPasswordChange:
+        if (self.current_payment_password is None) == (self.sms_code is None):
+            raise ValueError("send exactly one of current_payment_password or sms_code")
+        return self
+
+
+class PasswordReset(RequestModel):
+    phone: str = Phone
+    sms_code: str = SmsCode
+    new_password: str = Field(min_length=1, max_length=128)
+
+
+class PhoneChange(RequestModel):
+    new_phone: str = Phone
+    sms_code: str = SmsCode
+    login_password: str = Field(min_length=1, max_length=128)
+
+
+class TotpEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpVerify(RequestModel):
+    code: str = Field(pattern=r"^[0-9]{6}$")
+
+
+class PaymentPasswordVerify(RequestModel):
+    payment_password: str = Field(min_length=1, max_length=16)
+
+
+class Verified(BaseModel):
+    verified: bool = True

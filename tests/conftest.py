@@ -1,0 +1,149 @@
+"""Fixtures: a real database (SQLite, or PostgreSQL when WALLET_TEST_DATABASE_URL is set) migrated once per
+run with Alembic and emptied before each test, a frozen clock, the console SMS sender writing to a temp file,
+and an ``api`` helper that drives the HTTP API like a mobile client would."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from core.clock import FrozenClock
+from core.db import db
+from notifications import dispatcher
+from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
+
+PG_URL = os.environ.get("WALLET_TEST_DATABASE_URL", "")
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if PG_URL:
+        _reset_postgres(PG_URL)
+        url = PG_URL
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'wallet.db'}"
+    app = create_app({"DATABASE_URL": url, "WALLET_ENV": "test"})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
+def empty_all_tables() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    else:
+        for name in tables:
+            db.session.execute(text(f"DELETE FROM {name}"))
+    db.session.commit()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def app(database_url: str, clock: FrozenClock, tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(
+        {
+            "DATABASE_URL": database_url,
+            "WALLET_ENV": "test",
+            "CLOCK": clock,
+            "RATELIMIT_ENABLED": False,
+            "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"),
+        }
+    )
+    with app.app_context():
+        empty_all_tables()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Inbox:
+    """What the console sender delivered: runs the dispatcher, then reads the JSON-lines file."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.path = Path(app.config["SMS_CONSOLE_FILE"])
+
+    def messages(self, to: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
+        with self.app.app_context():
+            dispatcher.dispatch_all(self.app.extensions["sms_sender"])
+        if not self.path.exists():
+            return []
+        lines = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
+        return [m for m in lines if (to is None or m["to"] == to) and (event is None or m["event"] == event)]
+
+    def last_code(self, phone: str) -> str:
+        codes = self.messages(to=phone, event="sms_code")
+        assert codes, f"no code was sent to {phone}"
+        return next(word for word in codes[-1]["body"].replace("，", " ").split() if word.isdigit() and len(word) == 6)
+
+
+@pytest.fixture
+def inbox(app: Flask) -> Inbox:
+    return Inbox(app)
+
+
+class Api:
+    """A mobile client: registers, logs in, and calls endpoints with its bearer token."""
+
+    def __init__(self, client: FlaskClient, inbox: Inbox) -> None:
+        self.client, self.inbox = client, inbox
+
+    def code(self, phone: str, purpose: str) -> str:
+        response = self.client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": purpose})
+        assert response.status_code == 202, response.json
+        return self.inbox.last_code(phone)
+
+    def register(self, phone: str | None = None, *, device_id: str = "phone-1", locale: str = "zh",
+                 login_password: str = LOGIN_PASSWORD, payment_password: str = PAYMENT_PASSWORD) -> dict[str, Any]:
+        phone = phone or make_phone()
+        response = self.client.post("/api/v1/users", json={
+            "phone": phone, "sms_code": self.code(phone, "register"), "login_password": login_password,
+            "payment_password": payment_password, "device_id": device_id, "locale": locale,
+        })
+        assert response.status_code == 201, response.json
+        body = response.json
+        assert body is not None
+        return {**body, "phone": phone, "headers": self.bearer(body["access_token"])}
+
+    def login(self, phone: str, password: str = LOGIN_PASSWORD, device_id: str = "phone-1", **extra: Any):
+        return self.client.post("/api/v1/sessions", json={
+            "phone": phone, "login_password": password, "device_id": device_id, **extra,
+        })
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def api(client: FlaskClient, inbox: Inbox) -> Api:
+    return Api(client, inbox)
