@@ -166,7 +166,7 @@ def _install_cli(app: Flask) -> None:
     @click.option("--port", default=5000, type=int)
     def dev(host: str, port: int) -> None:
         """Apply migrations, start the background workers and serve on HOST:PORT (development)."""
-        upgrade()
+        upgrade(revision="heads")
         worker = BackgroundWorker(current_app._get_current_object(), _background_tasks(current_app))  # type: ignore[attr-defined]
         worker.start()
         click.echo(f"SMS messages are appended to {current_app.config['SMS_CONSOLE_FILE']}")
