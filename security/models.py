@@ -57,7 +57,7 @@ class AuthSession(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoke_reason: Mapped[str | None] = mapped_column(String(32))
 
-    user: Mapped[User] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
     device: Mapped[Device] = relationship()
 
 
@@ -73,7 +73,7 @@ class AuthToken(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    session: Mapped[AuthSession] = relationship(lazy="joined")
+    session: Mapped[AuthSession] = relationship(lazy="joined", innerjoin=True)
 
 
 class SmsCode(db.Model):

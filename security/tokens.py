@@ -82,7 +82,9 @@ def refresh(refresh_token: str, device_key: str) -> TokenPair:
     """
 
     def work() -> TokenPair | Exception:
-        row = db.session.get(AuthToken, token_hash(refresh_token), with_for_update=True)
+        row = db.session.scalars(
+            select(AuthToken).where(AuthToken.token_hash == token_hash(refresh_token)).with_for_update(of=AuthToken)
+        ).first()
         now = clock.now()
         if row is None or row.kind != REFRESH or row.session.device.device_key != device_key:
             return Unauthenticated("The refresh token is not valid.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,9 @@ class Inbox:
     def last_code(self, phone: str) -> str:
         codes = self.messages(to=phone, event="sms_code")
         assert codes, f"no code was sent to {phone}"
-        return next(word for word in codes[-1]["body"].replace("，", " ").split() if word.isdigit() and len(word) == 6)
+        found = re.search(r"(?<!\d)\d{6}(?!\d)", codes[-1]["body"])
+        assert found, codes[-1]["body"]
+        return found.group()
 
 
 @pytest.fixture

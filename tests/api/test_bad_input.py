@@ -1,0 +1,141 @@
+"""Acceptance 5 of the foundation: bad input is a 4xx problem+json with a code, never a 500."""
+
+import pytest
+
+from tests.factories import make_phone
+
+REGISTER = "/api/v1/users"
+
+
+def valid_registration(phone=None):
+    return {"phone": phone or make_phone(), "sms_code": "123456", "login_password": "long enough phrase",
+            "payment_password": "135790", "device_id": "d1"}
+
+
+def assert_problem(response, status, code):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.json
+    assert body["code"] == code and body["status"] == status
+    assert {"type", "title", "detail"} <= set(body)
+    return body
+
+
+def test_malformed_json(client):
+    response = client.post(REGISTER, data=b"{not json", content_type="application/json")
+    assert_problem(response, 400, "malformed_request")
+
+
+@pytest.mark.parametrize("payload", [b"[]", b"null", b"42", b'"text"', b'{"phone": NaN}', b"\xff\xfe"])
+def test_bodies_that_are_not_a_json_object(client, payload):
+    response = client.post(REGISTER, data=payload, content_type="application/json")
+    assert_problem(response, 400, "malformed_request")
+
+
+def test_wrong_content_type(client):
+    response = client.post(REGISTER, data="phone=1", content_type="application/x-www-form-urlencoded")
+    assert_problem(response, 415, "unsupported_media_type")
+
+
+def test_oversized_body(client):
+    response = client.post(REGISTER, data=b'{"phone": "' + b"1" * 1_000_000 + b'"}', content_type="application/json")
+    assert_problem(response, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error_code"),
+    [
+        ("phone", 8613800138000, "string_type"),
+        ("sms_code", 123456, "string_type"),
+        ("sms_code", "12345", "string_pattern_mismatch"),
+        ("payment_password", None, "string_type"),
+        ("device_id", "", "string_too_short"),
+        ("locale", "fr", "literal_error"),
+        ("is_staff", True, "extra_forbidden"),
+        ("email", "not-an-email", "string_pattern_mismatch"),
+    ],
+)
+def test_field_errors_name_the_field(client, field, value, error_code):
+    body = valid_registration()
+    body[field] = value
+    problem = assert_problem(client.post(REGISTER, json=body), 422, "validation_failed")
+    assert {"field": field, "code": error_code} == {k: problem["errors"][0][k] for k in ("field", "code")}
+
+
+def test_missing_fields_are_all_listed(client):
+    problem = assert_problem(client.post(REGISTER, json={}), 422, "validation_failed")
+    assert {e["field"] for e in problem["errors"]} == {"phone", "sms_code", "login_password", "payment_password",
+                                                        "device_id"}
+
+
+@pytest.mark.parametrize("phone", ["12345", "+1 202 555 01", "not a phone", "+999123456789", "+8610"])
+def test_invalid_phone_numbers(client, phone):
+    problem = assert_problem(client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": "register"}),
+                             422, "validation_failed")
+    assert problem["errors"][0]["code"] == "invalid_phone"
+
+
+@pytest.mark.parametrize(
+    ("login_password", "payment_password", "field", "code"),
+    [
+        ("short", "135790", "login_password", "weak_password"),
+        ("password123", "135790", "login_password", "weak_password"),
+        ("aaaaaaaaaaaa", "135790", "login_password", "weak_password"),
+        ("long enough phrase", "123456", "payment_password", "weak_payment_password"),
+        ("long enough phrase", "000000", "payment_password", "weak_payment_password"),
+        ("long enough phrase", "121212", "payment_password", "weak_payment_password"),
+        ("long enough phrase", "654321", "payment_password", "weak_payment_password"),
+        ("long enough phrase", "12345a", "payment_password", "invalid_payment_password"),
+        ("long enough phrase", "1357901", "payment_password", "invalid_payment_password"),
+    ],
+)
+def test_weak_passwords_are_refused_before_the_code_is_spent(api, login_password, payment_password, field, code):
+    phone = make_phone()
+    sms_code = api.code(phone, "register")
+    body = {**valid_registration(phone), "sms_code": sms_code, "login_password": login_password,
+            "payment_password": payment_password}
+    problem = assert_problem(api.client.post(REGISTER, json=body), 422, "validation_failed")
+    assert (problem["errors"][0]["field"], problem["errors"][0]["code"]) == (field, code)
+    fixed = {**body, "login_password": "long enough phrase", "payment_password": "135790"}
+    assert api.client.post(REGISTER, json=fixed).status_code == 201
+
+
+def test_registering_a_taken_number(api):
+    phone = api.register()["phone"]
+    api.client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": "register"})
+    # A registered number gets a notice instead of a code, so any code is wrong; the answer reveals nothing new.
+    response = api.client.post(REGISTER, json={**valid_registration(phone)})
+    assert_problem(response, 401, "invalid_sms_code")
+
+
+def test_sms_code_requests_always_answer_202(api, inbox):
+    known = api.register()["phone"]
+    unknown = make_phone()
+    for phone in (known, unknown):
+        for purpose in ("register", "login", "recover", "change_phone"):
+            response = api.client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": purpose})
+            assert response.status_code == 202 and response.json == {"accepted": True, "expires_in": 600}
+    assert [m["event"] for m in inbox.messages(to=unknown)] == ["sms_code", "sms_code"]  # register, change_phone
+
+
+@pytest.mark.parametrize("header", ["", "Bearer", "Bearer ", "Basic abc", "Bearer not-a-token", "Bearer " + "x" * 500])
+def test_missing_and_forged_tokens(client, header):
+    assert_problem(client.get("/api/v1/me", headers={"Authorization": header}), 401, "unauthenticated")
+
+
+def test_unknown_route_and_wrong_method(client):
+    assert_problem(client.get("/api/v1/nothing-here"), 404, "not_found")
+    assert_problem(client.get("/api/v1/users"), 405, "method_not_allowed")
+
+
+def test_security_headers(client):
+    response = client.get("/healthz")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    api_response = client.get("/api/v1/me")
+    assert api_response.headers["Cache-Control"] == "no-store"
+    assert api_response.headers["X-Request-ID"]
+
+
+def test_readiness_checks_the_database(client):
+    assert client.get("/readyz").json == {"status": "ready"}

@@ -1,0 +1,158 @@
+"""DESIGN 4.2 over HTTP, with the clock moved by hand."""
+
+import statistics
+import time
+from datetime import timedelta
+
+from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
+
+WRONG = "definitely not it"
+
+
+def iso(moment):
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_third_wrong_login_locks_for_exactly_three_hours(api, clock):
+    phone = api.register()["phone"]
+    first, second = api.login(phone, WRONG), api.login(phone, WRONG)
+    assert (first.status_code, first.json["code"], first.json["attempts_left"]) == (401, "invalid_credentials", 2)
+    assert (second.status_code, second.json["attempts_left"]) == (401, 1)
+
+    third = api.login(phone, WRONG)
+    assert third.status_code == 423
+    assert third.json["code"] == "login_locked"
+    assert third.json["locked_until"] == iso(clock.now() + timedelta(hours=3))
+
+    clock.advance(hours=2, minutes=59, seconds=59)
+    still = api.login(phone, LOGIN_PASSWORD)  # even the right password is refused while locked
+    assert (still.status_code, still.json["code"]) == (423, "login_locked")
+
+    clock.advance(seconds=1)
+    assert api.login(phone, LOGIN_PASSWORD).status_code == 201
+
+
+def test_failures_25_hours_apart_do_not_add_up(api, clock):
+    phone = api.register()["phone"]
+    for _ in range(4):
+        response = api.login(phone, WRONG)
+        assert response.status_code == 401
+        clock.advance(hours=25)
+
+
+def test_two_failures_then_success_then_two_failures_do_not_lock(api):
+    phone = api.register()["phone"]
+    assert [api.login(phone, WRONG).status_code for _ in range(2)] == [401, 401]
+    assert api.login(phone, LOGIN_PASSWORD).status_code == 201
+    assert [api.login(phone, WRONG).json["attempts_left"] for _ in range(2)] == [2, 1]
+
+
+def test_unknown_number_answers_exactly_like_a_known_one_through_the_whole_sequence(api, clock):
+    known = api.register()["phone"]
+    unknown = make_phone()
+    for step in range(4):
+        a, b = api.login(known, WRONG), api.login(unknown, WRONG)
+        assert a.status_code == b.status_code, step
+        strip = lambda body: {k: v for k, v in body.items() if k != "request_id"}  # noqa: E731
+        assert strip(a.json) == strip(b.json), step
+    clock.advance(hours=3)
+    a, b = api.login(known, WRONG), api.login(unknown, WRONG)
+    assert (a.status_code, a.json["attempts_left"]) == (b.status_code, b.json["attempts_left"]) == (401, 2)
+
+
+def test_unknown_and_known_numbers_take_the_same_time(api):
+    def timed(phone):
+        started = time.perf_counter()
+        response = api.login(phone, WRONG)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 401
+        return elapsed
+
+    known_times, unknown_times = [], []
+    for _ in range(8):  # fresh numbers, two tries each: every sample takes the "wrong, not locked" path
+        known, unknown = api.register()["phone"], make_phone()
+        for _ in range(2):
+            known_times.append(timed(known))
+            unknown_times.append(timed(unknown))
+    k, u = statistics.median(known_times), statistics.median(unknown_times)
+    assert abs(k - u) / max(k, u) < 0.20, (k, u)
+
+
+def test_payment_lock_leaves_login_working(api, clock):
+    account = api.register()
+    verify = lambda pw: api.client.post(  # noqa: E731
+        "/api/v1/me/payment-password/verify", json={"payment_password": pw}, headers=account["headers"]
+    )
+    assert [verify("000111").status_code for _ in range(2)] == [401, 401]
+    locked = verify("000111")
+    assert (locked.status_code, locked.json["code"]) == (423, "payment_password_locked")
+    assert locked.json["locked_until"] == iso(clock.now() + timedelta(hours=3))
+    assert verify(PAYMENT_PASSWORD).status_code == 423
+
+    assert api.client.get("/api/v1/me", headers=account["headers"]).status_code == 200
+    assert api.login(account["phone"], LOGIN_PASSWORD).status_code == 201
+
+    clock.advance(hours=3)
+    fresh = api.bearer(api.login(account["phone"], LOGIN_PASSWORD).json["access_token"])
+    reopened = api.client.post("/api/v1/me/payment-password/verify", json={"payment_password": PAYMENT_PASSWORD},
+                               headers=fresh)
+    assert reopened.status_code == 200
+
+
+def test_login_lock_leaves_nothing_reachable(api):
+    account = api.register()
+    for _ in range(3):
+        api.login(account["phone"], WRONG)
+    for method, path in [("get", "/api/v1/me"), ("get", "/api/v1/devices")]:
+        response = getattr(api.client, method)(path, headers=account["headers"])
+        assert (response.status_code, response.json["code"]) == (423, "login_locked")
+    response = api.client.post("/api/v1/me/payment-password/verify", json={"payment_password": PAYMENT_PASSWORD},
+                               headers=account["headers"])
+    assert response.status_code == 423
+
+
+def test_ten_consecutive_failures_hard_lock_until_an_sms_reset(api, clock):
+    phone = api.register()["phone"]
+    statuses = []
+    for _ in range(10):
+        statuses.append(api.login(phone, WRONG).status_code)
+        clock.advance(hours=25)
+    assert statuses[-1] == 423
+    clock.advance(days=30)
+    locked = api.login(phone, LOGIN_PASSWORD)
+    assert (locked.status_code, locked.json["hard_locked"]) == (423, True)
+
+    code = api.code(phone, "recover")
+    reset = api.client.post("/api/v1/password-resets",
+                            json={"phone": phone, "sms_code": code, "new_password": "a new long secret"})
+    assert reset.status_code == 204
+    assert api.login(phone, "a new long secret").status_code == 201
+
+
+def test_an_sms_reset_lifts_an_ordinary_lock(api):
+    phone = api.register()["phone"]
+    for _ in range(3):
+        api.login(phone, WRONG)
+    code = api.code(phone, "recover")
+    api.client.post("/api/v1/password-resets", json={"phone": phone, "sms_code": code, "new_password": "fresh secret 2"})
+    assert api.login(phone, "fresh secret 2").status_code == 201
+
+
+def test_login_lock_sends_the_owner_one_sms(api, inbox):
+    account = api.register(locale="en")
+    for _ in range(3):
+        api.login(account["phone"], WRONG)
+    locks = inbox.messages(to=account["phone"], event="login_locked")
+    assert len(locks) == 1
+    assert "sign-in is locked until" in locks[0]["body"] and WRONG not in locks[0]["body"]
+
+
+def test_payment_lock_sends_the_owner_an_sms(api, inbox):
+    account = api.register(locale="en")
+    for _ in range(3):
+        api.client.post("/api/v1/me/payment-password/verify", json={"payment_password": "000111"},
+                        headers=account["headers"])
+    locks = inbox.messages(to=account["phone"], event="payment_locked")
+    assert len(locks) == 1
+    assert "payments are locked until" in locks[0]["body"]
+    assert "000111" not in locks[0]["body"] and PAYMENT_PASSWORD not in locks[0]["body"]
