@@ -29,6 +29,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "DISPATCH_INTERVAL_SECONDS": (0.5, float, "dispatcher poll interval"),
     "RATELIMIT_ENABLED": (True, bool, "turn rate limits off (tests only)"),
     "RATELIMIT_STORAGE_URI": ("memory://", str, "limit counters: memory:// or redis://127.0.0.1:6379"),
+    "RATELIMIT_KEY_PREFIX": ("wallet", str, "prefix of the limit counters' keys (share one Redis safely)"),
     "SMS_CODE_LIMIT_PER_PHONE": ("1 per minute;5 per hour;10 per day", str, "code sends per phone"),
     "SMS_CODE_LIMIT_PER_CLIENT": ("30 per hour", str, "code sends per client address"),
     "LOGIN_LIMIT_PER_PHONE": ("20 per hour", str, "login attempts per phone"),

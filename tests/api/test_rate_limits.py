@@ -1,0 +1,68 @@
+"""Code sends and logins are rate-limited per phone and per client address (flask-limiter)."""
+
+import socket
+import uuid
+
+import pytest
+
+from app import create_app
+from core.ratelimit import limiter
+from tests.factories import make_phone
+
+
+def _redis_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limited_client(request, database_url, clock, tmp_path):
+    storage = "memory://"
+    if request.param == "redis":
+        if not _redis_up():
+            pytest.skip("Redis is not running on 127.0.0.1:6379")
+        storage = "redis://127.0.0.1:6379"
+    app = create_app({
+        "DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": storage,
+        "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"),
+        "SMS_CODE_LIMIT_PER_PHONE": "1 per minute", "SMS_CODE_LIMIT_PER_CLIENT": "3 per hour",
+        "LOGIN_LIMIT_PER_PHONE": "2 per hour", "LOGIN_LIMIT_PER_CLIENT": "100 per hour",
+    })
+    with app.app_context():
+        limiter.reset()  # Redis counters outlive a test run; phone numbers repeat between runs
+    client = app.test_client()
+    # Redis counters outlive the test run; a fresh documentation-range address keeps runs independent.
+    client.environ_base["REMOTE_ADDR"] = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    return client
+
+
+def test_one_code_per_phone_per_minute_however_the_number_is_written(limited_client):
+    phone = make_phone()
+    first = limited_client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": "register"})
+    assert first.status_code == 202
+    national = f"+1 ({phone[2:5]}) {phone[5:8]}-{phone[8:]}"
+    second = limited_client.post("/api/v1/sms-codes", json={"phone": national, "purpose": "register"})
+    assert second.status_code == 429
+    assert second.mimetype == "application/problem+json" and second.json["code"] == "rate_limited"
+
+
+def test_code_sends_per_client_address(limited_client):
+    statuses = [
+        limited_client.post("/api/v1/sms-codes", json={"phone": make_phone(), "purpose": "register"}).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [202, 202, 202, 429]
+    other_client = limited_client.post("/api/v1/sms-codes", json={"phone": make_phone(), "purpose": "register"},
+                                       environ_base={"REMOTE_ADDR": "2001:db8::" + uuid.uuid4().hex[:4]})
+    assert other_client.status_code == 202
+
+
+def test_logins_per_phone(limited_client):
+    phone = make_phone()
+    body = {"phone": phone, "login_password": "whatever it is", "device_id": "d"}
+    statuses = [limited_client.post("/api/v1/sessions", json=body).status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]

@@ -1,0 +1,65 @@
+import pytest
+
+from core.config import load
+from core.errors import ValidationFailed
+from security.passwords import Passwords, check_login_password, check_payment_password
+
+FAST = {"time_cost": 1, "memory_kib": 8, "parallelism": 1}
+
+
+def test_hashes_are_argon2id_and_verify():
+    hasher = Passwords("pepper", time_cost=2, memory_kib=19456, parallelism=1)
+    stored = hasher.hash("a long secret")
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert hasher.verify(stored, "a long secret") and not hasher.verify(stored, "a long secreT")
+
+
+def test_the_pepper_is_part_of_the_hash():
+    stored = Passwords("pepper one", **FAST).hash("a long secret")
+    assert not Passwords("pepper two", **FAST).verify(stored, "a long secret")
+
+
+def test_changed_parameters_ask_for_a_rehash():
+    old = Passwords("p", **FAST).hash("secret phrase")
+    assert Passwords("p", time_cost=2, memory_kib=19456, parallelism=1).needs_rehash(old)
+    assert not Passwords("p", **FAST).needs_rehash(old)
+
+
+def test_garbage_hashes_do_not_verify():
+    assert not Passwords("p", **FAST).verify("not a hash", "x")
+
+
+@pytest.mark.parametrize("password", ["short", "x" * 129, "password123", "PASSWORD123", "qwertyuiop", "zzzzzzzzzz",
+                                      "12345678", "2025550142"])
+def test_weak_login_passwords(password):
+    with pytest.raises(ValidationFailed):
+        check_login_password(password, "+12025550142")
+
+
+@pytest.mark.parametrize("password", ["correct horse battery", "Tr0ub4dor&3", "长城长城长城长城"])
+def test_acceptable_login_passwords(password):
+    check_login_password(password, "+12025550142")
+
+
+@pytest.mark.parametrize("pin", ["000000", "111111", "123456", "234567", "987654", "890123", "121212", "123123",
+                                 "550142", "12345", "1234567", "abcdef", "١٢٣٤٥٦"])
+def test_trivial_or_malformed_payment_passwords(pin):
+    with pytest.raises(ValidationFailed):
+        check_payment_password(pin, "+12025550142")
+
+
+@pytest.mark.parametrize("pin", ["135790", "246813", "802461"])
+def test_acceptable_payment_passwords(pin):
+    check_payment_password(pin, "+12025550142")
+
+
+def test_production_refuses_to_start_without_a_pepper(tmp_path):
+    with pytest.raises(RuntimeError, match="PASSWORD_PEPPER"):
+        load({"WALLET_ENV": "production"}, str(tmp_path))
+    with pytest.raises(RuntimeError, match="PASSWORD_PEPPER"):
+        load({"WALLET_ENV": "production", "PASSWORD_PEPPER": "development-pepper-not-a-secret"}, str(tmp_path))
+    assert load({"WALLET_ENV": "production", "PASSWORD_PEPPER": "s3cret"}, str(tmp_path))["PASSWORD_PEPPER"] == "s3cret"
+
+
+def test_development_has_a_default_pepper(tmp_path):
+    assert load({}, str(tmp_path))["PASSWORD_PEPPER"]
