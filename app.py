@@ -19,6 +19,7 @@ from flask import Flask, Response, current_app, g, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_migrate import Migrate, upgrade
 from werkzeug.exceptions import HTTPException
+from werkzeug.serving import run_simple
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import config as settings
@@ -170,7 +171,7 @@ def _install_cli(app: Flask) -> None:
         worker = BackgroundWorker(current_app._get_current_object(), _background_tasks(current_app))  # type: ignore[attr-defined]
         worker.start()
         click.echo(f"SMS messages are appended to {current_app.config['SMS_CONSOLE_FILE']}")
-        current_app.run(host=host, port=port, threaded=True, use_reloader=False)
+        run_simple(host, port, current_app._get_current_object(), threaded=True, use_reloader=False)  # type: ignore[attr-defined]
         worker.stop()
 
     notifications_cli = click.Group("notifications", help="The SMS outbox.")

@@ -48,6 +48,12 @@ def phone_key() -> str:
         return "phone:invalid"
 
 
+def _purpose() -> str:
+    data = request.get_json(silent=True)
+    purpose = data.get("purpose") if isinstance(data, dict) else None
+    return purpose if purpose in codes.PURPOSES else "none"
+
+
 def _user_out(user) -> UserOut:  # noqa: ANN001 - a security.models.User
     return UserOut(id=user.id, phone=user.phone, email=user.email, locale=user.locale,
                    totp_enabled=user.totp_enabled, created_at=user.created_at)
@@ -55,6 +61,7 @@ def _user_out(user) -> UserOut:  # noqa: ANN001 - a security.models.User
 
 @endpoint(bp, "/sms-codes", "POST", summary="Send a one-time code by SMS (always 202)", body=SmsCodeRequest,
           response=Accepted, status=202, auth=False)
+@limiter.limit(configured("SMS_CODE_RESEND_LIMIT"), key_func=lambda: f"{phone_key()}:{_purpose()}")
 @limiter.limit(configured("SMS_CODE_LIMIT_PER_PHONE"), key_func=phone_key)
 @limiter.limit(configured("SMS_CODE_LIMIT_PER_CLIENT"))
 def send_sms_code():

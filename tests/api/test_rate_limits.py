@@ -29,7 +29,8 @@ def limited_client(request, database_url, clock, tmp_path):
         "DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": True,
         "RATELIMIT_STORAGE_URI": storage,
         "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"),
-        "SMS_CODE_LIMIT_PER_PHONE": "1 per minute", "SMS_CODE_LIMIT_PER_CLIENT": "3 per hour",
+        "SMS_CODE_RESEND_LIMIT": "1 per minute", "SMS_CODE_LIMIT_PER_PHONE": "3 per hour",
+        "SMS_CODE_LIMIT_PER_CLIENT": "3 per hour",
         "LOGIN_LIMIT_PER_PHONE": "2 per hour", "LOGIN_LIMIT_PER_CLIENT": "100 per hour",
     })
     with app.app_context():
@@ -48,6 +49,13 @@ def test_one_code_per_phone_per_minute_however_the_number_is_written(limited_cli
     second = limited_client.post("/api/v1/sms-codes", json={"phone": national, "purpose": "register"})
     assert second.status_code == 429
     assert second.mimetype == "application/problem+json" and second.json["code"] == "rate_limited"
+
+
+def test_the_resend_interval_is_per_purpose_and_the_hourly_cap_per_phone(limited_client):
+    phone = make_phone()
+    send = lambda purpose: limited_client.post(  # noqa: E731
+        "/api/v1/sms-codes", json={"phone": phone, "purpose": purpose}).status_code
+    assert [send("register"), send("login"), send("recover"), send("change_phone")] == [202, 202, 202, 429]
 
 
 def test_code_sends_per_client_address(limited_client):
