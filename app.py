@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +18,10 @@ from typing import Any
 
 import click
 from flask import Flask, Response, current_app, g, request
+from flask.cli import AppGroup
 from flask_limiter.errors import RateLimitExceeded
 from flask_migrate import Migrate, upgrade
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import run_simple
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -30,11 +34,29 @@ from core.errors import AppError, RateLimited
 from core.ops import bp as ops_bp
 from core.ratelimit import limiter
 from core.worker import BackgroundWorker, Task
-from notifications import dispatcher
-from notifications.sms import ConsoleSmsSender
+from notifications import dispatcher, sms
+from notifications.api import bp as notifications_bp
+from security import identity_models as _identity_models  # noqa: F401 - register tables
 from security import models as _security_models  # noqa: F401 - register tables
+from security.alerts_api import bp as alerts_bp
 from security.api import bp as accounts_bp
+from security.identity import SimulatedIdentityProvider
+from security.identity_api import bp as identity_bp
+from security.models import User
 from security.passwords import Passwords
+from security.phones import normalize_phone
+from wallet import card_models as _card_models  # noqa: F401 - register tables
+from wallet import check as ledger_check
+from wallet import models as _wallet_models  # noqa: F401 - register tables
+from wallet.banks import SimulatedBank
+from wallet.cards_api import bp as bank_cards_bp
+from wallet import funds
+from wallet import funds_models as _funds_models  # noqa: F401 - register tables
+from wallet import ledger
+from wallet.funds_api import bp as wallet_bp
+from wallet import escrow_models, timeline
+from wallet import trades
+from wallet.trades_api import bp as trades_bp
 
 ROOT = Path(__file__).resolve().parent
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -77,9 +99,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         memory_kib=app.config["ARGON2_MEMORY_KIB"],
         parallelism=app.config["ARGON2_PARALLELISM"],
     )
-    app.extensions["sms_sender"] = app.config.get("SMS_SENDER") or ConsoleSmsSender(app.config["SMS_CONSOLE_FILE"])
+    # Twilio when TWILIO_ACCOUNT_SID is configured, the console (instance/sms.jsonl) otherwise.
+    app.extensions["sms_sender"] = app.config.get("SMS_SENDER") or sms.sender_from_config(app.config)
+
+    app.extensions["identity_provider"] = app.config.get("IDENTITY_PROVIDER") or SimulatedIdentityProvider()
+    app.extensions["bank_gateway"] = app.config.get("BANK_GATEWAY") or SimulatedBank(
+        latency=float(app.config.get("BANK_LATENCY_SECONDS", 0.0))
+    )
 
     app.register_blueprint(accounts_bp)
+    app.register_blueprint(identity_bp)
+    app.register_blueprint(bank_cards_bp)
+    app.register_blueprint(notifications_bp)
+    app.register_blueprint(alerts_bp)
+    app.register_blueprint(wallet_bp)
+    app.register_blueprint(trades_bp)
     app.register_blueprint(ops_bp)
     _install_hooks(app)
     _install_error_handlers(app)
@@ -158,6 +192,10 @@ def _background_tasks(app: Flask) -> list[Task]:
     return [
         Task("dispatch-sms", lambda: dispatcher.dispatch_once(sender), app.config["DISPATCH_INTERVAL_SECONDS"]),
         Task("purge-idempotency-keys", idempotency.purge_expired, 3600),
+        Task("process-withdrawals", funds.process_withdrawals, 1.0),
+        Task("retry-pending-topups", funds.retry_pending_topups, 30.0),
+        Task("expire-holds", ledger.expire_holds, 5.0),
+        Task("escrow-sweep", trades.sweep, 5.0),
     ]
 
 
@@ -174,18 +212,97 @@ def _install_cli(app: Flask) -> None:
         run_simple(host, port, current_app._get_current_object(), threaded=True, use_reloader=False)  # type: ignore[attr-defined]
         worker.stop()
 
-    notifications_cli = click.Group("notifications", help="The SMS outbox.")
+    # AppGroup: its commands run inside an app context however they are invoked (flask CLI or test runner).
+    notifications_cli = AppGroup("notifications", help="The SMS outbox.")
     app.cli.add_command(notifications_cli)
 
     @notifications_cli.command("dispatch")
     @click.option("--once", is_flag=True, help="Send what is due now and exit.")
-    def dispatch(once: bool) -> None:
-        """Send due alerts; runs until stopped unless --once."""
+    @click.option("--batch-size", type=int, default=None, help="Alerts claimed at a time (default SMS_BATCH_SIZE).")
+    def dispatch(once: bool, batch_size: int | None) -> None:
+        """Send due alerts. Runs until SIGTERM or Ctrl-C, which finish the message in hand and give the rest
+        of the batch back to the queue; --once sends what is due and exits."""
         sender = current_app.extensions["sms_sender"]
         if once:
-            click.echo(f"sent {dispatcher.dispatch_all(sender)}")
+            click.echo(f"sent {dispatcher.dispatch_all(sender, batch_size)}")
             return
-        interval = current_app.config["DISPATCH_INTERVAL_SECONDS"]
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
+        dispatcher.run(sender, stop, batch_size=batch_size)
+
+    @notifications_cli.command("status")
+    def notifications_status() -> None:
+        """Queue depth by status and the age of the oldest alert not yet handed to the provider."""
+        for line in dispatcher.queue_status().lines():
+            click.echo(line)
+
+    wallet_cli = AppGroup("wallet", help="The ledger.")
+    app.cli.add_command(wallet_cli)
+
+    @wallet_cli.command("check")
+    def wallet_check() -> None:
+        """Recompute every balance from the transfers and check the ledger invariants; exit 1 if any fails."""
+        problems = ledger_check.check_invariants()
+        for problem in problems:
+            click.echo(problem, err=True)
+        if problems:
+            raise SystemExit(1)
+        counts = ledger_check.counts()
+        click.echo("ledger clean: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+
+    escrow_cli = AppGroup("escrow", help="Escrow trades.")
+    app.cli.add_command(escrow_cli)
+
+    @escrow_cli.command("sweep")
+    @click.option("--loop", is_flag=True, help="Keep sweeping every ESCROW_SWEEP_SECONDS until stopped.")
+    def escrow_sweep(loop: bool) -> None:
+        """Apply due deadlines: close unpaid trades, remind, auto-confirm, settle silent refunds."""
         while True:
-            if not dispatcher.dispatch_once(sender):
-                time.sleep(interval)
+            done = trades.sweep()
+            click.echo(" ".join(f"{name}={n}" for name, n in done.items()))
+            if not loop:
+                return
+            time.sleep(current_app.config["ESCROW_SWEEP_SECONDS"])
+
+    @escrow_cli.command("verify")
+    @click.argument("trade_id")
+    def escrow_verify(trade_id: str) -> None:
+        """Recompute a trade's hash-chained timeline; exit 1 and name the entry if it was tampered with."""
+        trade = db.session.get(escrow_models.Trade, trade_id)
+        if trade is None:
+            raise click.ClickException(f"no trade {trade_id}")
+        result = timeline.verify(trade)
+        if not result.intact:
+            click.echo(f"BROKEN at entry {result.broken_at}: {result.problem}", err=True)
+            raise SystemExit(1)
+        click.echo(f"intact: {result.entries} entries, head {trade.timeline_hash}")
+
+    users_cli = AppGroup("users", help="Accounts.")
+    app.cli.add_command(users_cli)
+
+    @users_cli.command("grant-staff")
+    @click.argument("phone")
+    def grant_staff(phone: str) -> None:
+        """Let the account with PHONE decide disputes."""
+        user = db.session.scalars(select(User).where(User.phone == normalize_phone(phone))).first()
+        if user is None:
+            raise click.ClickException("no account has this phone number")
+        user.is_staff = True
+        db.session.commit()
+        click.echo(f"{user.id} is staff")
+
+    @users_cli.command("set-fee")
+    @click.argument("phone")
+    @click.argument("basis_points", type=click.IntRange(0, 10_000))
+    def set_fee(phone: str, basis_points: int) -> None:
+        """Charge the seller with PHONE a fee of BASIS_POINTS (100 = 1 %) on future trades."""
+        user = db.session.scalars(select(User).where(User.phone == normalize_phone(phone))).first()
+        if user is None:
+            raise click.ClickException("no account has this phone number")
+        settings = db.session.get(escrow_models.SellerSettings, user.id) or escrow_models.SellerSettings(
+            user_id=user.id)
+        settings.fee_bp = basis_points
+        db.session.add(settings)
+        db.session.commit()
+        click.echo(f"{user.id} fee {basis_points} bp")

@@ -91,7 +91,10 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
         ok: dict[str, Any] = {"description": "Success"}
         if ep.response is not None:
             schema = refs[(ep.response, "serialization")]
-            ok["content"] = {media: {"schema": schema} for media in ep.response_media_types}
+            ok["content"] = {
+                media: {"schema": schema if media == "application/json" else {"type": "string"}}
+                for media in ep.response_media_types
+            }
         op["responses"][str(ep.status)] = ok
         op["security"] = [{"bearerAuth": []}] if ep.auth else []
         paths.setdefault(ep.path, {})[ep.method] = op

@@ -1,18 +1,50 @@
-"""The outbox table. One row per SMS; written with the change it announces, sent later by the dispatcher."""
+"""The outbox table. One row per SMS; written with the change it announces, sent later by the dispatcher.
+
+Life of a row (``status``): ``pending`` → ``sending`` (claimed by a dispatcher under a lease) → ``sent``
+(handed to the provider) → ``delivered`` / ``undelivered`` / ``failed`` as the provider's callbacks report;
+or ``failed`` straight from ``sending`` when the provider refuses it for good or it grew too old to retry.
+``provider_status`` is the provider's own word (``queued`` … ``delivered``) and only ever moves forward.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, Integer, String, Text
+from sqlalchemy import CheckConstraint, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import UTCDateTime, db
+from core.pagination import PageQuery, fetch_page
 
 PENDING, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED = (
     "pending", "sending", "sent", "delivered", "undelivered", "failed",
 )
 STATUSES = (PENDING, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED)
+# What a one-time-code alert's body becomes once sent; the API shows it in place of any live code.
+REDACTED = "[one-time code removed after sending]"
+
+# The provider's statuses in the order a message passes through them (Twilio's names). A report may only
+# move a message forward; once a final one is recorded nothing changes it, so duplicated, late or
+# out-of-order callbacks (``delivered`` then a late ``sent``) are harmless.
+PROVIDER_RANK = {"accepted": 0, "scheduled": 0, "queued": 1, "sending": 2, "sent": 3}
+PROVIDER_FINAL = {"delivered": DELIVERED, "read": DELIVERED, "undelivered": UNDELIVERED, "failed": FAILED,
+                  "canceled": FAILED}
+PROVIDER_STATUSES = frozenset(PROVIDER_RANK) | frozenset(PROVIDER_FINAL)
+
+
+def advance_provider_status(current: str | None, reported: str) -> str | None:
+    """The provider status to keep after ``reported`` arrives on top of ``current``."""
+    if current in PROVIDER_FINAL or reported not in PROVIDER_STATUSES:
+        return current
+    if reported in PROVIDER_FINAL or current is None:
+        return reported
+    return reported if PROVIDER_RANK[reported] > PROVIDER_RANK.get(current, -1) else current
+
+
+def status_after_hand_over(provider_status: str | None) -> str:
+    """An alert's ``status`` once the provider has it: ``sent`` until the provider reports a final word."""
+    return PROVIDER_FINAL.get(provider_status or "", SENT)
 
 
 class Alert(db.Model):
@@ -22,6 +54,8 @@ class Alert(db.Model):
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
         # The dispatcher's claim query: due rows in creation order.
         Index("ix_alerts_due", "status", "next_attempt_at"),
+        # GET /me/alerts: one user's alerts, newest first, by cursor.
+        Index("ix_alerts_user_recent", "user_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -34,10 +68,26 @@ class Alert(db.Model):
     # Bodies of one-time-code messages are blanked once sent, so the outbox never keeps a live code.
     sensitive: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    # Hand-overs begun (counted before each one starts, so a dispatcher's death still leaves a trace).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While ``pending``: when to try next. While ``sending``: when the claim's lease runs out.
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The dispatcher claim that owns a ``sending`` row; outcomes from any other claim are fenced off.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    # Set just before the message goes to the provider, cleared with the outcome. Still set when a lease
+    # expires = the dispatcher died mid-hand-over and nobody knows whether the provider took the message.
+    in_flight_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # How many times the message was sent again after such an unknown outcome (each one a possible duplicate).
+    resends_in_doubt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    provider_status: Mapped[str | None] = mapped_column(String(16))
+    provider_error_code: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def alerts_of_user(user_id: str, query: PageQuery) -> tuple[Sequence[Alert], bool]:
+    """One page of ``user_id``'s alerts, newest first, and whether more remain. Never anyone else's."""
+    return fetch_page(select(Alert).where(Alert.user_id == user_id), Alert.id, query)

@@ -2,10 +2,16 @@
 
 Rules for every text: no password, no full card number, no full phone number of anyone but the
 recipient, nothing that lets a reader take over the account (one-time codes aside, which say not to share).
+
+Parameters by name: ``amount`` is integer fen (or a string already made by ``format_amount``); ``card`` is
+``mask_card(number)``; a phone (``payer``, ``payee``, ``new_phone``, ``phone``) is ``mask_phone(e164)``;
+``time``/``until``/``deadline`` are ``format_time(moment)``; ``trade`` is ``short_ref(trade_id)``.
+``render`` masks any run of seven or more digits it is still given, so a careless caller cannot leak one.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -63,6 +69,90 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "您的支付密码连续输错，支付已锁定至 {until}。如非本人操作，请通过短信重置支付密码。",
         "en": "Too many wrong payment passwords: payments are locked until {until}. Not you? Reset it by SMS.",
     },
+    "identity_verified": {
+        "zh": "您的账户已于 {time} 完成实名认证（{name}，证件尾号 {last4}）。如非本人操作，请立即联系客服。",
+        "en": "Your account was verified as {name} (ID ending {last4}) at {time}. Not you? Contact support.",
+    },
+    "card_bound": {
+        "zh": "您的账户已于 {time} 绑定{bank}银行卡 {card}。如非本人操作，请立即联系客服。",
+        "en": "A {bank} card {card} was bound to your account at {time}. Not you? Contact support now.",
+    },
+    "card_removed": {
+        "zh": "您的账户已于 {time} 解绑{bank}银行卡 {card}。如非本人操作，请立即联系客服。",
+        "en": "The {bank} card {card} was removed from your account at {time}. Not you? Contact support now.",
+    },
+    # --- money (amounts are fen, rendered by format_amount; cards are masked by mask_card) ---------------
+    "balance_payment": {
+        "zh": "您于 {time} 用余额支付 {amount} 元给 {payee}。如非本人操作，请立即修改支付密码并联系客服。",
+        "en": "You paid CNY {amount} from your balance to {payee} at {time}. "
+              "Not you? Change your payment password and contact support now.",
+    },
+    "transfer_received": {
+        "zh": "{payer} 于 {time} 向您转账 {amount} 元，已存入余额。",
+        "en": "{payer} sent you CNY {amount} at {time}; it is in your balance.",
+    },
+    "topup_credited": {
+        "zh": "您于 {time} 从银行卡 {card} 充值 {amount} 元，已存入余额。",
+        "en": "CNY {amount} from card {card} was added to your balance at {time}.",
+    },
+    "withdrawal_requested": {
+        "zh": "您于 {time} 申请提现 {amount} 元至银行卡 {card}，正在处理。如非本人操作，请立即联系客服。",
+        "en": "You asked to withdraw CNY {amount} to card {card} at {time}; it is being processed. "
+              "Not you? Contact support now.",
+    },
+    "withdrawal_completed": {
+        "zh": "您提现的 {amount} 元已转入银行卡 {card}。",
+        "en": "Your withdrawal of CNY {amount} was paid to card {card}.",
+    },
+    "withdrawal_failed": {
+        "zh": "您提现至银行卡 {card} 的 {amount} 元未能到账，款项已退回余额。",
+        "en": "Your withdrawal of CNY {amount} to card {card} failed; the money is back in your balance.",
+    },
+    # --- escrow trades ({trade} is short_ref(trade id), never the seller's free-text title) -----------
+    "trade_paid_ship_now": {
+        "zh": "买家已为交易 {trade} 付款 {amount} 元，款项由平台担保。请尽快发货。",
+        "en": "The buyer paid CNY {amount} into escrow for trade {trade}. Please ship now.",
+    },
+    "trade_shipped": {
+        "zh": "交易 {trade} 的卖家已发货。收到货后请确认收货；{deadline} 前未确认将自动确认。",
+        "en": "The seller shipped trade {trade}. Confirm receipt when it arrives; "
+              "it is confirmed automatically at {deadline}.",
+    },
+    "confirm_deadline_reminder": {
+        "zh": "交易 {trade} 将于 {deadline} 自动确认收货，款项将付给卖家。如未收到货，请在此之前申请退款。",
+        "en": "Trade {trade} will be confirmed automatically at {deadline} and the money paid to the seller. "
+              "Not received? Ask for a refund before then.",
+    },
+    "trade_finished": {
+        "zh": "交易 {trade} 已完成，{amount} 元已付给卖家。",
+        "en": "Trade {trade} is finished; CNY {amount} was paid to the seller.",
+    },
+    "refund_requested": {
+        "zh": "买家就交易 {trade} 申请退款 {amount} 元。请在 {deadline} 前处理，逾期视为同意。",
+        "en": "The buyer asked for a refund of CNY {amount} on trade {trade}. "
+              "Answer by {deadline}, or it counts as agreed.",
+    },
+    "refund_agreed": {
+        "zh": "卖家已同意交易 {trade} 的退款 {amount} 元。",
+        "en": "The seller agreed to refund CNY {amount} on trade {trade}.",
+    },
+    "refund_refused": {
+        "zh": "卖家拒绝了交易 {trade} 的退款申请。您可以申请平台介入。",
+        "en": "The seller refused the refund on trade {trade}. You can ask the platform to decide.",
+    },
+    "refund_completed": {
+        "zh": "交易 {trade} 的退款 {amount} 元已退回您的余额。",
+        "en": "The refund of CNY {amount} on trade {trade} is back in your balance.",
+    },
+    "dispute_opened": {
+        "zh": "交易 {trade} 已提交平台裁决，请在应用中提交证据。裁决期间交易期限暂停。",
+        "en": "Trade {trade} went to the platform for a decision. Submit your evidence in the app; "
+              "its deadlines are paused.",
+    },
+    "dispute_decided": {
+        "zh": "平台已对交易 {trade} 作出裁决：{outcome_zh}，退款 {amount} 元。",
+        "en": "The platform decided trade {trade}: {outcome_en}; refund CNY {amount}.",
+    },
 }
 
 PURPOSES = {
@@ -70,6 +160,13 @@ PURPOSES = {
     "login": ("登录新设备", "sign in on a new device"),
     "recover": ("找回密码", "recover your password"),
     "change_phone": ("更换手机号", "change your phone number"),
+}
+
+# ``dispute_decided``: what the platform decided, in each language.
+OUTCOMES = {
+    "release": ("款项付给卖家", "the money goes to the seller"),
+    "refund": ("全额退款给买家", "the buyer is refunded in full"),
+    "split": ("部分退款给买家", "the buyer is refunded in part"),
 }
 
 
@@ -92,6 +189,24 @@ def mask_email(email: str) -> str:
     return f"{local[:1]}***@{domain}"
 
 
+def format_amount(fen: int) -> str:
+    """``19900`` → ``"199.00"``, ``123456789`` → ``"1,234,567.89"``: yuan, two decimals, thousands grouped."""
+    if not isinstance(fen, int) or isinstance(fen, bool):
+        raise TypeError(f"amounts are integer fen, got {type(fen).__name__}")
+    sign = "-" if fen < 0 else ""
+    whole, cents = divmod(abs(fen), 100)
+    return f"{sign}{whole:,}.{cents:02d}"
+
+
+def short_ref(public_id: str) -> str:
+    """A trade's reference in texts: the last 8 characters of its id (``trd_…k3v9x2ab`` → ``K3V9-X2AB``).
+
+    The dash keeps an all-digit tail from looking like (and being masked as) a phone number.
+    """
+    tail = public_id[-8:].upper()
+    return f"{tail[:4]}-{tail[4:]}"
+
+
 def render(event: str, locale: str, params: dict[str, Any]) -> str:
     """The text for ``event`` in ``locale`` (falling back to Chinese), signature first."""
     lang = locale if locale in LOCALES else DEFAULT_LOCALE
@@ -99,10 +214,29 @@ def render(event: str, locale: str, params: dict[str, Any]) -> str:
         template = TEMPLATES[event][lang]
     except KeyError as exc:
         raise KeyError(f"no SMS template for event {event!r}") from exc
-    values = dict(params)
+    values = {name: _safe_value(name, value) for name, value in params.items()}
     if "purpose" in values:
         values["purpose_zh"], values["purpose_en"] = PURPOSES[values["purpose"]]
+    if "outcome" in values:
+        values["outcome_zh"], values["outcome_en"] = OUTCOMES[values["outcome"]]
     return SIGNATURE[lang] + template.format(**values)
+
+
+# Seven or more digits in a row is a phone, card or ID number; no text needs one (codes are six digits).
+_LONG_NUMBER = re.compile(r"\+?\d{7,}")
+
+
+def _safe_value(name: str, value: Any) -> Any:
+    """Amounts given in fen are formatted; a long number that slipped through unmasked is masked here.
+
+    Callers already pass masked values (``mask_phone``, ``mask_card``); this is the second line of defence
+    that makes "no SMS carries a full phone, card or ID number" true whatever a caller passes.
+    """
+    if name == "amount" and isinstance(value, int) and not isinstance(value, bool):
+        return format_amount(value)
+    if name != "code" and isinstance(value, str):
+        return _LONG_NUMBER.sub(lambda match: "****" + match.group()[-4:], value)
+    return value
 
 
 _CST = timezone(timedelta(hours=8))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,36 @@ class Api:
         return self.client.post("/api/v1/sessions", json={
             "phone": phone, "login_password": password, "device_id": device_id, **extra,
         })
+
+    def verified(self, *, real_name: str = "张三", card_ending: str = "", bank_code: str = "ICBC",
+                 **register: Any) -> dict[str, Any]:
+        """A registered user with a verified identity and one bound card (``card_id``)."""
+        from tests.factories_ids import make_card_number, make_id_number
+
+        account = self.register(**register)
+        identity = self.client.post("/api/v1/me/identity", headers=account["headers"],
+                                    json={"real_name": real_name, "id_number": make_id_number()})
+        assert identity.status_code in (200, 201), identity.json
+        card = self.client.post("/api/v1/me/bank-cards", headers=account["headers"], json={
+            "card_number": make_card_number(ending=card_ending), "holder_name": real_name, "bank_code": bank_code,
+            "payment_password": PAYMENT_PASSWORD})
+        assert card.status_code == 201, card.json
+        return {**account, "card_id": card.json["id"]}
+
+    def money(self, path: str, account: dict[str, Any], key: str | None = None, **body: Any):
+        """POST a money movement with the payment password and a fresh (or given) Idempotency-Key."""
+        headers = {**account["headers"], "Idempotency-Key": key or uuid.uuid4().hex}
+        return self.client.post(path, headers=headers, json={"payment_password": PAYMENT_PASSWORD, **body})
+
+    def relogin(self, account: dict[str, Any], device_id: str = "phone-1") -> dict[str, Any]:
+        """Fresh tokens for ``account`` (after the clock moved past the access token's life)."""
+        response = self.login(account["phone"], device_id=device_id)
+        assert response.status_code == 201, response.json
+        account["headers"] = self.bearer(response.json["access_token"])
+        return account
+
+    def balance(self, account: dict[str, Any]) -> int:
+        return self.client.get("/api/v1/wallet", headers=account["headers"]).json["available"]
 
     @staticmethod
     def bearer(token: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from app import create_app
+from core.db import db
 from core.ratelimit import limiter
 from tests.factories import make_phone
 
@@ -38,7 +39,9 @@ def limited_client(request, database_url, clock, tmp_path):
     client = app.test_client()
     # Redis counters outlive the test run; a fresh documentation-range address keeps runs independent.
     client.environ_base["REMOTE_ADDR"] = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
-    return client
+    yield client
+    with app.app_context():
+        db.engine.dispose()
 
 
 def test_one_code_per_phone_per_minute_however_the_number_is_written(limited_client):

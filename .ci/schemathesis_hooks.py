@@ -1,0 +1,92 @@
+"""Schemathesis hooks for ``.ci/schemathesis.sh``: a bearer token that stays usable for the whole run.
+
+A fixed ``-H "Authorization: Bearer ..."`` header dies within seconds of fuzzing: schemathesis logs out
+(``DELETE /sessions/current``), revokes devices, and sends wrong passwords until the login or payment
+password locks (DESIGN 4.2), after which every authenticated operation answers 401/423 and its body is
+never validated. So the token comes from a pool: ``after_call`` notices when the current token was spent
+(logout, revocation, a lock) and the next case gets a freshly registered fictional user.
+
+Environment: ``WALLET_BASE_URL``, ``SMS_CONSOLE_FILE`` (the server's console SMS file), optionally
+``WALLET_FIRST_TOKEN`` (a token registered beforehand) and ``WALLET_PHONE_OFFSET``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+from pathlib import Path
+
+import schemathesis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wallet_client import UserPool, WalletClient, fictional_phones
+
+# Answers that mean the token we sent can no longer reach anything (or no longer reach money).
+_SPENT_CODES = {"unauthenticated", "login_locked", "payment_password_locked", "refresh_token_reused"}
+
+_client = WalletClient(os.environ["WALLET_BASE_URL"], os.environ["SMS_CONSOLE_FILE"])
+_pool = UserPool(
+    _client,
+    fictional_phones(int(os.environ.get("WALLET_PHONE_OFFSET", "1"))),
+    first_token=os.environ.get("WALLET_FIRST_TOKEN") or None,
+)
+
+
+def _operations_needing_auth() -> set[tuple[str, str]]:
+    """(METHOD, path template) of every operation the document says needs a bearer token."""
+    status, doc = _client.call("GET", "/api/v1/openapi.json")
+    if status != 200 or not isinstance(doc, dict):
+        raise RuntimeError(f"GET /api/v1/openapi.json answered {status}")
+    return {
+        (method.upper(), path)
+        for path, operations in doc["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security", doc.get("security", []))
+    }
+
+
+# A 401/423 from a public operation (a login for some generated phone number) says nothing about our token.
+_NEEDS_AUTH = _operations_needing_auth()
+
+
+@atexit.register
+def _report() -> None:
+    print(f"[schemathesis hooks] registered {_pool.registered} replacement user(s) during the run", file=sys.stderr)
+
+
+@schemathesis.auth(refresh_interval=None)
+class PooledBearer:
+    def get(self, case, ctx):
+        return _pool.current()
+
+    def set(self, case, data, ctx):
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+def _sent_token(response) -> str | None:
+    header = response.request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token if scheme == "Bearer" and token else None
+
+
+@schemathesis.hook
+def after_call(ctx, case, response) -> None:
+    token = _sent_token(response)
+    if token is None or (case.method.upper(), case.path) not in _NEEDS_AUTH:
+        return
+    method, path = response.request.method, response.request.path_url.split("?")[0]
+    if method == "DELETE" and path.startswith("/api/v1/sessions/current") and response.status_code == 204:
+        _pool.spent(token)
+        return
+    if method == "DELETE" and path.startswith("/api/v1/devices/") and response.status_code == 204:
+        _pool.spent(token)  # it may have been our own device, which ends our session
+        return
+    if response.status_code in (401, 423):
+        try:
+            code = json.loads(response.content).get("code")
+        except (ValueError, AttributeError):
+            return
+        if code in _SPENT_CODES:
+            _pool.spent(token)

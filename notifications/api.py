@@ -1,0 +1,71 @@
+"""HTTP endpoint of the notifications package: Twilio's delivery status callbacks.
+
+Twilio posts ``application/x-www-form-urlencoded`` and signs the full URL it called plus the form fields
+with the account's auth token (``X-Twilio-Signature``). Behind a proxy the URL this app sees is not the one
+Twilio called, so the signed URL is rebuilt from ``TWILIO_STATUS_CALLBACK_URL`` (the public address we gave
+Twilio) with the query string of the request; without that setting, from the request itself.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import Blueprint, Response, current_app, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.api import endpoint, respond
+from core.errors import Forbidden, ValidationFailed
+from notifications.callbacks import StatusReport, record_delivery_status
+from notifications.sms import signature_valid
+
+bp = Blueprint("notifications", __name__, url_prefix="/api/v1/notifications")
+
+
+class InvalidSignature(Forbidden):
+    """A provider callback arrived without a valid signature (forged, altered, or for another account)."""
+
+    code, title = "invalid_signature", "Invalid signature"
+
+
+class TwilioStatusForm(BaseModel):
+    """The fields we use of Twilio's status callback; Twilio sends more, which are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    MessageSid: str = Field(pattern=r"^[A-Z]{2}[0-9a-fA-F]{32}$")
+    MessageStatus: str = Field(min_length=1, max_length=32)
+    ErrorCode: int | None = None
+
+
+def signed_url() -> str:
+    """The URL Twilio called, as it signed it."""
+    configured = current_app.config["TWILIO_STATUS_CALLBACK_URL"]
+    if configured:
+        parts = urlsplit(configured)
+        base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    else:
+        base = request.base_url
+    query = request.query_string.decode("utf-8", "replace")
+    return f"{base}?{query}" if query else base
+
+
+@endpoint(bp, "/twilio/status", "POST", status=204, auth=False,
+          summary="Twilio delivery status callback (form-encoded; needs a valid X-Twilio-Signature)")
+def twilio_status() -> Response:
+    form = request.form
+    if not signature_valid(
+        current_app.config["TWILIO_AUTH_TOKEN"],
+        signed_url(),
+        form,
+        request.headers.get("X-Twilio-Signature", ""),
+        request.headers.get("X-Twilio-Webhooks-Signature-Settings"),
+    ):
+        raise InvalidSignature("The X-Twilio-Signature header is missing or does not match this request.")
+    try:
+        fields = TwilioStatusForm.model_validate(form.to_dict())
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in err["loc"]), "code": err["type"], "message": err["msg"]}
+                  for err in exc.errors(include_url=False, include_input=False)]
+        raise ValidationFailed(errors) from exc
+    record_delivery_status(StatusReport(fields.MessageSid, fields.MessageStatus.lower(), fields.ErrorCode,
+                                        request.args.get("alert")))
+    return respond(None, 204)

@@ -1,0 +1,60 @@
+"""GET /api/v1/me/alerts: the caller's own SMS alerts with their delivery status, newest first.
+
+It lives in ``security`` because it needs the authenticated user; the rows belong to ``notifications``.
+One-time-code bodies are never shown, not even before the dispatcher blanks them: whoever holds a stolen
+access token must not be able to read the code that guards a password reset or a new device.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint, Response
+from pydantic import BaseModel
+
+from core.api import endpoint, parse_query, respond
+from core.pagination import Page, PageQuery
+from notifications.models import REDACTED, Alert, alerts_of_user
+from notifications.templates import mask_phone
+from security.auth import current_user
+
+bp = Blueprint("alerts", __name__, url_prefix="/api/v1")
+
+
+class AlertOut(BaseModel):
+    id: str
+    event: str
+    to: str
+    body: str
+    status: str
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class AlertPage(Page[AlertOut]):
+    pass
+
+
+def _out(alert: Alert) -> AlertOut:
+    return AlertOut(
+        id=alert.id,
+        event=alert.event,
+        to=mask_phone(alert.to_phone),
+        body=REDACTED if alert.sensitive else alert.body,
+        status=alert.status,
+        created_at=alert.created_at,
+        sent_at=alert.sent_at,
+    )
+
+
+@endpoint(bp, "/me/alerts", "GET", summary="My SMS alerts and their delivery status, newest first",
+          query=PageQuery, response=AlertPage)
+def list_my_alerts() -> Response:
+    user = current_user()
+    query = parse_query(PageQuery)
+    alerts, has_more = alerts_of_user(user.id, query)
+    return respond(AlertPage(
+        data=[_out(alert) for alert in alerts],
+        has_more=has_more,
+        next_starting_after=alerts[-1].id if has_more else None,
+    ))

@@ -1,0 +1,136 @@
+"""Illegal transitions answer a stable 4xx code and change nothing; strangers see 404; tampering is caught."""
+
+import pytest
+from sqlalchemy import text
+
+from core.db import db
+from tests.api.test_escrow_stories import PP, act, books_clean, open_trade, paid_and_shipped, trade
+
+
+@pytest.fixture
+def people(api):
+    buyer = api.verified(real_name="李四")
+    api.money("/api/v1/topups", buyer, amount=50000, bank_card_id=buyer["card_id"])
+    return buyer, api.verified(real_name="王五")
+
+
+def unchanged(api, who, trade_id, before):
+    after = trade(api, who, trade_id)
+    assert after == before
+
+
+def test_confirm_before_ship(api, app, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    act(api, buyer, trade_id, "pay", key="p", **PP)
+    before = trade(api, buyer, trade_id)
+    response = act(api, buyer, trade_id, "confirm", key="c", **PP)
+    assert (response.status_code, response.json["code"]) == (409, "trade_not_confirmable")
+    unchanged(api, buyer, trade_id, before)
+    books_clean(app)
+
+
+def test_ship_twice(api, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    before = trade(api, seller, trade_id)
+    response = act(api, seller, trade_id, "ship", carrier="SF", tracking_number="2")
+    assert (response.status_code, response.json["code"]) == (409, "trade_not_shippable")
+    unchanged(api, seller, trade_id, before)
+
+
+def test_pay_a_closed_trade(api, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    act(api, buyer, trade_id, "cancel")
+    response = act(api, buyer, trade_id, "pay", key="p", **PP)
+    assert (response.status_code, response.json["code"]) == (409, "trade_not_payable")
+    assert api.balance(buyer) == 50000
+
+
+def test_refund_more_than_held(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    before = trade(api, buyer, trade_id)
+    response = act(api, buyer, trade_id, "refunds", amount=20901, reason="all and more")
+    assert (response.status_code, response.json["code"]) == (422, "refund_exceeds_held")
+    unchanged(api, buyer, trade_id, before)
+
+
+def test_only_the_right_party_acts(api, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    assert act(api, seller, trade_id, "pay", key="p", **PP).json["code"] == "buyer_only"
+    act(api, buyer, trade_id, "pay", key="p", **PP)
+    assert act(api, buyer, trade_id, "ship", carrier="SF", tracking_number="1").json["code"] == "seller_only"
+
+
+def test_a_stranger_gets_404_for_everything(api, people):
+    buyer, seller = people
+    stranger = api.verified(real_name="赵六")
+    trade_id = paid_and_shipped(api, buyer, seller)
+    before = trade(api, buyer, trade_id)
+    attempts = [
+        api.client.get(f"/api/v1/trades/{trade_id}", headers=stranger["headers"]),
+        api.client.get(f"/api/v1/trades/{trade_id}/timeline", headers=stranger["headers"]),
+        api.client.get(f"/api/v1/trades/{trade_id}/evidence-bundle", headers=stranger["headers"]),
+        act(api, stranger, trade_id, "confirm", key="x", **PP),
+        act(api, stranger, trade_id, "ship", carrier="SF", tracking_number="1"),
+        act(api, stranger, trade_id, "cancel"),
+        act(api, stranger, trade_id, "extend"),
+        act(api, stranger, trade_id, "refunds", amount=1, reason="mine"),
+        act(api, stranger, trade_id, "evidence", text="hi"),
+        act(api, stranger, trade_id, "disputes", reason="hi"),
+        act(api, stranger, trade_id, "ratings", score=1),
+    ]
+    for response in attempts:
+        assert (response.status_code, response.json["code"]) == (404, "not_found"), response.request.path
+    listed = api.client.get("/api/v1/trades", headers=stranger["headers"]).json["data"]
+    assert listed == []
+    unchanged(api, buyer, trade_id, before)
+
+
+def test_an_unverified_seller_cannot_be_chosen(api):
+    buyer, seller = api.register(), api.register()
+    response = api.client.post("/api/v1/trades", headers=buyer["headers"],
+                               json={"seller_phone": seller["phone"], "title": "x", "amount": 100})
+    assert (response.status_code, response.json["code"]) == (422, "seller_not_verified")
+
+
+def test_a_tampered_timeline_entry_is_named_by_the_verifier(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["escrow", "verify", trade_id])
+    assert ok.exit_code == 0 and "intact: 4 entries" in ok.output
+    with app.app_context():
+        db.session.execute(text("UPDATE trade_timeline SET data = :d WHERE trade_id = :t AND seq = 2"),
+                           {"d": '{"amount":1,"movement":"pay","transfer":"tf_forged"}', "t": trade_id})
+        db.session.commit()
+    broken = runner.invoke(args=["escrow", "verify", trade_id])
+    assert broken.exit_code == 1 and "BROKEN at entry 2" in broken.output
+    bundle = api.client.get(f"/api/v1/trades/{trade_id}/evidence-bundle", headers=buyer["headers"]).json
+    assert (bundle["intact"], bundle["broken_at"]) == (False, 2)
+
+
+def test_a_deleted_timeline_entry_is_found(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    with app.app_context():
+        db.session.execute(text("DELETE FROM trade_timeline WHERE trade_id = :t AND seq = 3"), {"t": trade_id})
+        db.session.commit()
+    broken = app.test_cli_runner().invoke(args=["escrow", "verify", trade_id])
+    assert broken.exit_code == 1 and "entry 3" in broken.output
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"amount": 0, "title": "x"}, {"amount": -1, "title": "x"}, {"amount": 1.5, "title": "x"},
+     {"amount": 100, "title": ""}, {"amount": 100, "title": "x", "shipping_fee": -1},
+     {"amount": 100, "title": "x", "status": "TRADE_FINISHED"}],
+)
+def test_bad_trade_input(api, people, body):
+    buyer, seller = people
+    response = api.client.post("/api/v1/trades", headers=buyer["headers"],
+                               json={"seller_phone": seller["phone"], **body})
+    assert (response.status_code, response.json["code"]) == (422, "validation_failed")

@@ -1,0 +1,237 @@
+"""Money in, out and across, over HTTP, as worked examples that end with the ledger invariants."""
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import db
+from tests.factories import make_phone
+from wallet.check import check_invariants
+from wallet.funds import process_withdrawals
+from wallet.models import Transfer
+
+
+def invariants_hold(app):
+    with app.app_context():
+        assert check_invariants() == []
+
+
+def drain_withdrawals(app, clock, rounds=5):
+    with app.app_context():
+        for _ in range(rounds):
+            clock.advance(seconds=60)
+            process_withdrawals()
+
+
+def test_top_up_pay_a_phone_and_withdraw_with_one_payout_failing(api, app, clock, inbox):
+    alice = api.verified(locale="en")
+    bob = api.register(locale="en")
+
+    topup = api.money("/api/v1/topups", alice, amount=50000, bank_card_id=alice["card_id"])
+    assert (topup.status_code, topup.json["status"]) == (201, "succeeded")
+    assert api.balance(alice) == 50000
+
+    paid = api.money("/api/v1/transfers", alice, amount=19900, to_phone=bob["phone"], note="dinner")
+    assert paid.status_code == 201 and paid.json["balance_after"] == 30100
+    assert (api.balance(alice), api.balance(bob)) == (30100, 19900)
+
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=10000, bank_card_id=alice["card_id"])
+    assert (withdrawal.status_code, withdrawal.json["status"]) == (202, "pending")
+    wallet = api.client.get("/api/v1/wallet", headers=alice["headers"]).json
+    assert (wallet["available"], wallet["pending"]) == (20100, 10000)
+    drain_withdrawals(app, clock)
+    done = api.client.get(f"/api/v1/withdrawals/{withdrawal.json['id']}", headers=alice["headers"]).json
+    assert done["status"] == "succeeded"
+    assert api.client.get("/api/v1/wallet", headers=alice["headers"]).json == {
+        "available": 20100, "pending": 0, "currency": "CNY"}
+
+    events = [m["event"] for m in inbox.messages(to=alice["phone"])]
+    for event in ("topup_credited", "balance_payment", "withdrawal_requested", "withdrawal_completed"):
+        assert event in events
+    received = inbox.messages(to=bob["phone"], event="transfer_received")
+    assert len(received) == 1 and "199.00" in received[0]["body"] and alice["phone"] not in received[0]["body"]
+    invariants_hold(app)
+
+
+def test_a_payout_that_fails_at_the_bank_puts_the_money_back(api, app, clock, inbox):
+    alice = api.verified(card_ending="8888")
+    api.money("/api/v1/topups", alice, amount=50000, bank_card_id=alice["card_id"])
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=10000, bank_card_id=alice["card_id"])
+    assert api.balance(alice) == 40000
+    drain_withdrawals(app, clock)
+    failed = api.client.get(f"/api/v1/withdrawals/{withdrawal.json['id']}", headers=alice["headers"]).json
+    assert failed["status"] == "failed"
+    assert api.client.get("/api/v1/wallet", headers=alice["headers"]).json["pending"] == 0
+    assert api.balance(alice) == 50000
+    assert inbox.messages(to=alice["phone"], event="withdrawal_failed")
+    invariants_hold(app)
+
+
+def test_a_card_with_no_money_at_the_bank_credits_nothing(api, app):
+    alice = api.verified(card_ending="9999")
+    response = api.money("/api/v1/topups", alice, amount=50000, bank_card_id=alice["card_id"])
+    assert (response.status_code, response.json["code"]) == (422, "bank_declined")
+    assert response.json["reason"] == "insufficient_funds_at_bank"
+    assert api.balance(alice) == 0
+    invariants_hold(app)
+
+
+def test_a_retried_top_up_charges_the_card_once(api, app):
+    alice = api.verified()
+    first = api.money("/api/v1/topups", alice, key="topup-1", amount=1000, bank_card_id=alice["card_id"])
+    again = api.money("/api/v1/topups", alice, key="topup-1", amount=1000, bank_card_id=alice["card_id"])
+    assert first.json == again.json and again.headers["Idempotent-Replayed"] == "true"
+    assert api.balance(alice) == 1000
+    other = api.money("/api/v1/topups", alice, key="topup-1", amount=2000, bank_card_id=alice["card_id"])
+    assert (other.status_code, other.json["code"]) == (422, "idempotency_key_reused")
+    invariants_hold(app)
+
+
+def test_paying_an_unknown_number_or_yourself(api):
+    alice = api.verified()
+    api.money("/api/v1/topups", alice, amount=1000, bank_card_id=alice["card_id"])
+    unknown = api.money("/api/v1/transfers", alice, amount=100, to_phone=make_phone())
+    assert (unknown.status_code, unknown.json["code"]) == (404, "recipient_not_found")
+    itself = api.money("/api/v1/transfers", alice, amount=100, to_phone=alice["phone"])
+    assert (itself.status_code, itself.json["code"]) == (422, "cannot_pay_self")
+
+
+def test_paying_more_than_the_balance(api, app):
+    alice, bob = api.verified(), api.register()
+    api.money("/api/v1/topups", alice, amount=1000, bank_card_id=alice["card_id"])
+    response = api.money("/api/v1/transfers", alice, amount=1001, to_phone=bob["phone"])
+    assert (response.status_code, response.json["code"]) == (422, "insufficient_funds")
+    assert (api.balance(alice), api.balance(bob)) == (1000, 0)
+    invariants_hold(app)
+
+
+@pytest.mark.parametrize(
+    ("amount", "code"),
+    [(0, "validation_failed"), (-100, "validation_failed"), (19.99, "validation_failed"),
+     ("100", "validation_failed"), (True, "validation_failed"), (10**13, "validation_failed"),
+     (5_000_001, "limit_exceeded")],
+)
+def test_bad_amounts(api, amount, code):
+    alice, bob = api.verified(), api.register()
+    for path, extra in [("/api/v1/transfers", {"to_phone": bob["phone"]}),
+                        ("/api/v1/topups", {"bank_card_id": alice["card_id"]}),
+                        ("/api/v1/withdrawals", {"bank_card_id": alice["card_id"]})]:
+        response = api.money(path, alice, amount=amount, **extra)
+        assert response.status_code in (422,), (path, response.json)
+        assert response.json["code"] == code, (path, response.json)
+
+
+def test_wrong_currency(api):
+    alice, bob = api.verified(), api.register()
+    response = api.money("/api/v1/transfers", alice, amount=100, currency="USD", to_phone=bob["phone"])
+    assert (response.status_code, response.json["errors"][0]["field"]) == (422, "currency")
+
+
+def test_someone_elses_card_is_not_found(api):
+    alice, mallory = api.verified(), api.verified()
+    for path in ("/api/v1/topups", "/api/v1/withdrawals"):
+        response = api.money(path, mallory, amount=100, bank_card_id=alice["card_id"])
+        assert (response.status_code, response.json["code"]) == (404, "card_not_found")
+
+
+def test_withdrawing_needs_a_verified_identity(api):
+    unverified = api.register()
+    response = api.money("/api/v1/withdrawals", unverified, amount=100, bank_card_id="card_x")
+    assert (response.status_code, response.json["code"]) == (422, "identity_not_verified")
+
+
+def test_the_daily_limit_counts_every_outgoing_payment(api, app):
+    app.config["LIMIT_DAILY"] = 1500
+    alice, bob = api.verified(), api.register()
+    api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"])
+    assert api.money("/api/v1/transfers", alice, amount=1000, to_phone=bob["phone"]).status_code == 201
+    over = api.money("/api/v1/transfers", alice, amount=600, to_phone=bob["phone"])
+    assert (over.status_code, over.json["code"]) == (422, "limit_exceeded")
+    assert api.money("/api/v1/transfers", alice, amount=500, to_phone=bob["phone"]).status_code == 201
+
+
+def test_a_money_call_without_an_idempotency_key_costs_no_password_try(api):
+    alice, bob = api.verified(), api.register()
+    for _ in range(4):
+        response = api.client.post("/api/v1/transfers", headers=alice["headers"],
+                                   json={"payment_password": "000111", "amount": 1, "to_phone": bob["phone"]})
+        assert (response.status_code, response.json["code"]) == (400, "idempotency_key_missing")
+    wrong = api.client.post("/api/v1/transfers", headers={**alice["headers"], "Idempotency-Key": "k"},
+                            json={"payment_password": "000111", "amount": 1, "to_phone": bob["phone"]})
+    assert (wrong.status_code, wrong.json["attempts_left"]) == (401, 2)
+
+
+def test_a_wrong_payment_password_counts_toward_the_payment_lock(api):
+    alice, bob = api.verified(), api.register()
+    statuses = []
+    for i in range(3):
+        response = api.client.post("/api/v1/transfers", headers={**alice["headers"], "Idempotency-Key": f"k{i}"},
+                                   json={"payment_password": "000111", "amount": 1, "to_phone": bob["phone"]})
+        statuses.append((response.status_code, response.json["code"]))
+    assert statuses[-1] == (423, "payment_password_locked")
+
+
+def test_statement_pages_filters_and_csv(api, app):
+    alice, bob = api.verified(), api.register()
+    api.money("/api/v1/topups", alice, amount=10000, bank_card_id=alice["card_id"])
+    for amount in (100, 200, 300):
+        api.money("/api/v1/transfers", alice, amount=amount, to_phone=bob["phone"])
+    page = api.client.get("/api/v1/wallet/transactions?limit=2", headers=alice["headers"]).json
+    assert [(line["kind"], line["amount"], line["balance_after"]) for line in page["data"]] == [
+        ("payment", -300, 9400), ("payment", -200, 9700)]
+    assert page["has_more"] and page["data"][0]["counterparty"] != bob["phone"]
+    rest = api.client.get(f"/api/v1/wallet/transactions?limit=5&starting_after={page['next_starting_after']}",
+                          headers=alice["headers"]).json
+    assert [line["amount"] for line in rest["data"]] == [-100, 10000] and not rest["has_more"]
+    topups = api.client.get("/api/v1/wallet/transactions?kind=topup", headers=alice["headers"]).json["data"]
+    assert [line["kind"] for line in topups] == ["topup"]
+    csv_response = api.client.get("/api/v1/wallet/transactions?format=csv", headers=alice["headers"])
+    assert csv_response.mimetype == "text/csv"
+    rows = csv_response.get_data(as_text=True).strip().splitlines()
+    assert rows[0].startswith("id,created_at,kind,amount") and len(rows) == 5
+    assert api.client.get("/api/v1/wallet/transactions", headers=bob["headers"]).json["data"][0]["amount"] == 300
+
+
+def test_statement_date_filters(api, clock):
+    alice = api.verified()
+    api.money("/api/v1/topups", alice, amount=100, bank_card_id=alice["card_id"])
+    today = clock.now().date().isoformat()
+    clock.advance(days=2)
+    api.relogin(alice)
+    api.money("/api/v1/topups", alice, amount=200, bank_card_id=alice["card_id"])
+    only_first = api.client.get(f"/api/v1/wallet/transactions?from={today}&to={today}", headers=alice["headers"])
+    assert only_first.status_code == 200, only_first.json
+    assert [line["amount"] for line in only_first.json["data"]] == [100]
+
+
+def test_another_users_withdrawal_is_not_found(api):
+    alice, mallory = api.verified(), api.register()
+    api.money("/api/v1/topups", alice, amount=1000, bank_card_id=alice["card_id"])
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=100, bank_card_id=alice["card_id"])
+    response = api.client.get(f"/api/v1/withdrawals/{withdrawal.json['id']}", headers=mallory["headers"])
+    assert response.status_code == 404
+
+
+def test_twenty_concurrent_payments_with_one_key_make_one_transfer(api, app):
+    alice, bob = api.verified(), api.register()
+    api.money("/api/v1/topups", alice, amount=10000, bank_card_id=alice["card_id"])
+    barrier, answers = threading.Barrier(20), []
+
+    def pay():
+        client = app.test_client()
+        barrier.wait()
+        response = client.post("/api/v1/transfers", headers={**alice["headers"], "Idempotency-Key": "same"},
+                               json={"payment_password": "135790", "amount": 700, "to_phone": bob["phone"]})
+        answers.append((response.status_code, response.get_data(as_text=True)))
+
+    threads = [threading.Thread(target=pay) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 20 and len(set(answers)) == 1 and answers[0][0] == 201
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Transfer).where(Transfer.kind == "payment")) == 1
+    assert api.balance(bob) == 700
+    invariants_hold(app)

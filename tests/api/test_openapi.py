@@ -1,0 +1,194 @@
+"""The OpenAPI document is generated, complete and valid: every route under /api/v1 is in it with its method,
+every operation documents its problem+json error answer, and the browsable page lists every path."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import pytest
+
+DOC = "/api/v1/openapi.json"
+DOCS_PAGE = "/api/v1/docs"
+UNDOCUMENTED = {DOC, DOCS_PAGE}  # the document and its page describe the API; they are not part of it
+IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Werkzeug answers these for every rule
+_RULE_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+
+@pytest.fixture
+def doc(client) -> dict[str, Any]:
+    response = client.get(DOC)
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    return response.json
+
+
+def routed_operations(app) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every Flask route under /api/v1, except the document and its page."""
+    operations = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/") or rule.rule in UNDOCUMENTED:
+            continue
+        path = _RULE_PARAM.sub(r"{\1}", rule.rule)
+        operations |= {(method.lower(), path) for method in rule.methods - IGNORED_METHODS}
+    return operations
+
+
+def documented_operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(method, path) for path, item in doc["paths"].items() for method in item}
+
+
+def each_operation(doc: dict[str, Any]):
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            yield f"{method.upper()} {path}", operation
+
+
+def test_the_document_is_openapi_3_1(doc):
+    assert re.fullmatch(r"3\.1\.\d+", doc["openapi"])
+    assert doc["info"]["title"] and doc["info"]["version"]
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+
+
+def test_every_route_under_api_v1_is_documented_with_its_method(app, doc):
+    routed = routed_operations(app)
+    assert routed, "no routes under /api/v1: the blueprints were not registered"
+    missing = routed - documented_operations(doc)
+    assert not missing, f"routes missing from {DOC}: {sorted(missing)}"
+
+
+def test_a_route_added_without_the_endpoint_helper_is_reported_missing(app, client):
+    app.add_url_rule("/api/v1/hand-written", "hand_written", lambda: "", methods=["POST"])
+    documented = documented_operations(client.get(DOC).json)
+    assert ("post", "/api/v1/hand-written") in routed_operations(app) - documented
+
+
+def test_every_documented_operation_is_routed(app, doc):
+    routed = routed_operations(app)
+    routed |= {
+        (method.lower(), rule.rule)
+        for rule in app.url_map.iter_rules()
+        if not rule.rule.startswith("/api/v1/")
+        for method in rule.methods - IGNORED_METHODS
+    }
+    stale = documented_operations(doc) - routed
+    assert not stale, f"{DOC} documents operations no route serves: {sorted(stale)}"
+
+
+def test_the_document_and_its_page_are_not_operations(doc):
+    assert DOC not in doc["paths"] and DOCS_PAGE not in doc["paths"]
+
+
+def test_every_operation_documents_a_problem_json_default_response(doc):
+    for name, operation in each_operation(doc):
+        default = operation["responses"].get("default")
+        assert default is not None, f"{name} has no default response"
+        content = default.get("content", {})
+        assert list(content) == ["application/problem+json"], f"{name}: default is not problem+json"
+        assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}, name
+
+
+def test_the_problem_schema_carries_a_stable_code_and_field_errors(doc):
+    problem = doc["components"]["schemas"]["Problem"]
+    assert {"type", "title", "status", "detail", "code"} <= set(problem["required"])
+    assert "errors" in problem["properties"]
+
+
+def test_every_operation_documents_exactly_one_success_answer(doc):
+    for name, operation in each_operation(doc):
+        success = [code for code in operation["responses"] if code != "default"]
+        assert len(success) == 1 and re.fullmatch(r"2\d\d", success[0]), f"{name}: success codes {success}"
+        if success[0] == "204":
+            assert "content" not in operation["responses"]["204"], f"{name}: a 204 has no body"
+
+
+def test_operation_ids_are_unique(doc):
+    ids = [operation["operationId"] for _name, operation in each_operation(doc)]
+    assert len(ids) == len(set(ids))
+
+
+def test_path_parameters_are_declared_and_required(doc):
+    for path, item in doc["paths"].items():
+        names = set(re.findall(r"{([^}]+)}", path))
+        for method, operation in item.items():
+            declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+            assert declared == names, f"{method.upper()} {path}: path parameters {declared} != {names}"
+            assert all(p["required"] for p in operation["parameters"] if p["in"] == "path")
+
+
+def test_request_bodies_are_json_and_public_operations_say_so(doc):
+    for name, operation in each_operation(doc):
+        if "requestBody" in operation:
+            assert list(operation["requestBody"]["content"]) == ["application/json"], name
+        assert operation["security"] in ([], [{"bearerAuth": []}]), name
+
+
+def test_public_operations_are_the_ones_a_stranger_needs(doc):
+    public = {name for name, operation in each_operation(doc) if operation["security"] == []}
+    expected_public = {
+        "POST /api/v1/sms-codes",
+        "POST /api/v1/users",
+        "POST /api/v1/sessions",
+        "POST /api/v1/sessions/refresh",
+        "POST /api/v1/password-resets",
+    }
+    assert expected_public <= public
+    assert "GET /api/v1/me" not in public and "GET /api/v1/devices" not in public
+
+
+def _refs(node: Any):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_every_reference_resolves(doc):
+    schemas = doc["components"]["schemas"]
+    for ref in set(_refs(doc)):
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.removeprefix("#/components/schemas/") in schemas, f"dangling {ref}"
+
+
+def test_the_document_validates_against_the_openapi_3_1_meta_schema(doc):
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    definitions = pytest.importorskip("schemathesis.specs.openapi.definitions")
+    validator = jsonschema_rs.validator_for(definitions.OPENAPI_31)
+    errors = [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    assert not errors, "\n".join(errors[:20])
+
+
+def test_every_component_schema_is_valid_json_schema_2020_12(doc):
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    for name, schema in doc["components"]["schemas"].items():
+        try:
+            jsonschema_rs.meta.validate({"$schema": "https://json-schema.org/draft/2020-12/schema", **schema})
+        except jsonschema_rs.ValidationError as exc:
+            pytest.fail(f"components.schemas.{name} is not valid JSON Schema: {exc}")
+
+
+def test_the_docs_page_renders_and_lists_every_operation(client, doc):
+    response = client.get(DOCS_PAGE)
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert DOC in page, "the page links the machine-readable document"
+    rows = page.split("<tr>")[1:]
+    for path, item in doc["paths"].items():
+        for method in item:
+            listed = any(f">{method.upper()}<" in row and f">{html.escape(path)}<" in row for row in rows)
+            assert listed, f"{method.upper()} {path} is missing from the docs page"
+
+
+def test_the_document_and_page_need_no_token_and_are_not_cached(client):
+    for url in (DOC, DOCS_PAGE):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"

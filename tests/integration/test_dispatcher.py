@@ -1,0 +1,368 @@
+"""The dispatcher against a real database: outcomes, retries, crashes mid-send, lost claims, several dispatchers.
+
+A "dead" dispatcher is simulated by running its first steps (``claim``, ``begin_attempt``, the send) and never
+its last; ``test_dispatcher_processes.py`` does the same with real processes and SIGKILL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import uuid
+from collections import Counter, deque
+from datetime import timedelta
+
+import pytest
+from flask import current_app
+from sqlalchemy import select
+
+from core.db import db, run_in_transaction
+from notifications import dispatcher
+from notifications.callbacks import StatusReport, record_delivery_status
+from notifications.models import DELIVERED, FAILED, PENDING, REDACTED, SENDING, SENT, Alert
+from notifications.outbox import enqueue
+from notifications.sms import SendFailed
+from tests.factories import make_phone
+
+_amounts = itertools.count(1)
+
+
+class RecordingSender:
+    """A fake provider: records every message handed to it, and can refuse the next ones."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.bodies: list[str] = []
+        self.refusals: deque[SendFailed] = deque()
+        self.on_send = None
+        self._lock = threading.Lock()
+
+    def refuse_next(self, *errors: SendFailed) -> None:
+        self.refusals.extend(errors)
+
+    def send(self, *, to: str, body: str, event: str, alert_id: str, created_at: str) -> str:
+        with self._lock:
+            if self.on_send is not None:
+                self.on_send(alert_id)
+            if self.refusals:
+                raise self.refusals.popleft()
+            self.sent.append(alert_id)
+            self.bodies.append(body)
+            return f"SM{uuid.uuid4().hex}"
+
+
+def transient(message: str = "twilio 503 error 503: unavailable") -> SendFailed:
+    return SendFailed(message, permanent=False)
+
+
+def make_alerts(n: int, *, event: str = "transfer_received", sensitive: bool = False) -> list[str]:
+    """``n`` alerts with distinct bodies, in one transaction; their ids in creation order."""
+
+    def work() -> list[str]:
+        ids = []
+        for _ in range(n):
+            if event == "sms_code":
+                alert = enqueue(make_phone(), "sms_code", locale="en", sensitive=True,
+                                code="482915", minutes=10, purpose="login")
+            else:
+                alert = enqueue(make_phone(), event, locale="en", user_id="usr_test", sensitive=sensitive,
+                                payer="a friend", amount=next(_amounts), time="now")
+            ids.append(alert.id)
+        return ids
+
+    return run_in_transaction(work)
+
+
+def load(alert_id: str) -> Alert:
+    db.session.rollback()
+    alert = db.session.get(Alert, alert_id, populate_existing=True)
+    assert alert is not None
+    return alert
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=current_app.config["SMS_LEASE_SECONDS"])
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+def test_an_alert_is_handed_over_once_and_recorded_sent(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        assert dispatcher.dispatch_all(sender) == 1
+        alert = load(alert_id)
+        assert sender.sent == [alert_id]
+        assert (alert.status, alert.attempts, alert.sent_at) == (SENT, 1, clock.now())
+        assert alert.provider_id and alert.provider_id.startswith("SM")
+        assert alert.claim_token is None and alert.in_flight_since is None and alert.resends_in_doubt == 0
+        assert dispatcher.dispatch_all(sender) == 0
+        assert sender.sent == [alert_id]
+
+
+def test_a_one_time_code_is_blanked_in_the_outbox_once_sent(app, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1, event="sms_code")
+        assert "482915" in load(alert_id).body
+        dispatcher.dispatch_all(sender)
+        assert "482915" in sender.bodies[0]
+        assert load(alert_id).body == REDACTED
+
+
+def test_transient_failures_back_off_exponentially_with_jitter_then_succeed(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        sender.refuse_next(transient(), transient(), transient())
+        for attempt, ceiling in [(1, 2), (2, 4), (3, 8)]:
+            dispatcher.dispatch_all(sender)
+            alert = load(alert_id)
+            assert (alert.status, alert.attempts) == (PENDING, attempt)
+            assert "503" in alert.last_error
+            wait = alert.next_attempt_at - clock.now()
+            assert timedelta(seconds=ceiling / 2) <= wait <= timedelta(seconds=ceiling)
+            assert dispatcher.dispatch_all(sender) == 0, "retried before its time"
+            clock.set(alert.next_attempt_at)
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert (alert.status, alert.attempts, alert.last_error) == (SENT, 4, None)
+        assert sender.sent == [alert_id]
+
+
+@pytest.mark.parametrize("attempts", range(1, 15))
+def test_backoff_stays_between_half_and_all_of_the_doubling_ceiling_and_under_the_cap(attempts):
+    ceiling = min(600.0, 2.0 * 2 ** (attempts - 1))
+    delays = {dispatcher.backoff(attempts, 2.0, 600.0).total_seconds() for _ in range(200)}
+    assert all(ceiling / 2 <= d <= ceiling for d in delays)
+    assert len(delays) > 100, "no jitter"
+
+
+def test_a_permanent_refusal_fails_the_alert_at_once(app, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        sender.refuse_next(SendFailed("twilio 400 error 21211 (invalid 'To' number)", permanent=True))
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert (alert.status, alert.attempts) == (FAILED, 1)
+        assert "21211" in alert.last_error
+        assert alert.sent_at is None
+
+
+def test_transient_failures_give_up_at_the_maximum_age_and_say_so(app, clock, sender, caplog):
+    app.config["SMS_MAX_AGE_SECONDS"] = 3600
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        created = load(alert_id).created_at
+        deadline = created + timedelta(hours=1)
+        sender.refuse_next(*[transient() for _ in range(100)])
+        while (alert := load(alert_id)).status == PENDING:
+            assert alert.next_attempt_at <= deadline, "a retry was scheduled past the maximum age"
+            clock.set(alert.next_attempt_at)
+            dispatcher.dispatch_all(sender)
+        assert alert.status == FAILED
+        assert clock.now() == deadline, "the last try falls on the deadline"
+        assert 8 <= alert.attempts <= 20
+        assert sender.sent == []
+        assert any(r.levelname == "ERROR" and alert_id in r.getMessage() for r in caplog.records)
+
+
+def test_a_dispatcher_that_died_mid_send_leaves_the_alert_to_be_sent_again_after_its_lease(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        batch = dispatcher.claim(10)
+        assert dispatcher.begin_attempt(alert_id, batch.token)
+        sender.send(to="+12025550100", body="x", event="e", alert_id=alert_id, created_at="")
+        # ... and the dispatcher dies before recording the outcome.
+        assert load(alert_id).status == SENDING
+        assert dispatcher.dispatch_all(sender) == 0, "taken over while its lease still ran"
+
+        clock.advance(lease() + timedelta(seconds=1))
+        assert dispatcher.dispatch_all(sender) == 1
+        alert = load(alert_id)
+        assert sender.sent == [alert_id, alert_id], "at least once: the outcome was unknown, so it went again"
+        assert (alert.status, alert.attempts, alert.resends_in_doubt) == (SENT, 2, 1)
+
+
+def test_alerts_claimed_but_not_started_by_a_dead_dispatcher_are_sent_without_doubt(app, clock, sender):
+    with app.app_context():
+        ids = make_alerts(3)
+        dispatcher.claim(10)  # ... and dies at once
+        clock.advance(lease() + timedelta(seconds=1))
+        dispatcher.dispatch_all(sender)
+        assert sorted(sender.sent) == sorted(ids)
+        assert all(load(i).resends_in_doubt == 0 and load(i).status == SENT for i in ids)
+
+
+def test_an_alert_in_doubt_is_not_sent_again_when_a_callback_shows_twilio_has_it(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        batch = dispatcher.claim(10)
+        assert dispatcher.begin_attempt(alert_id, batch.token)
+        # The hand-over reached Twilio, the dispatcher died; Twilio's callback names the alert in its URL.
+        assert record_delivery_status(StatusReport("SM" + "1" * 32, "sent", None, alert_id))
+
+        clock.advance(lease() + timedelta(seconds=1))
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert sender.sent == []
+        assert (alert.status, alert.provider_id, alert.resends_in_doubt) == (SENT, "SM" + "1" * 32, 0)
+
+
+def lost_answer() -> SendFailed:
+    return SendFailed("twilio unreachable: ReadTimeout", permanent=False, in_doubt=True)
+
+
+def test_a_lost_answer_is_retried_and_counted_as_a_resend_in_doubt(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        sender.refuse_next(lost_answer())
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert alert.status == PENDING and alert.in_flight_since is not None
+        clock.set(alert.next_attempt_at)
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert sender.sent == [alert_id]
+        assert (alert.status, alert.resends_in_doubt, alert.in_flight_since) == (SENT, 1, None)
+
+
+def test_a_refused_connection_is_retried_without_doubt(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        sender.refuse_next(transient("twilio unreachable: ConnectionError"))
+        dispatcher.dispatch_all(sender)
+        clock.set(load(alert_id).next_attempt_at)
+        dispatcher.dispatch_all(sender)
+        assert (load(alert_id).status, load(alert_id).resends_in_doubt) == (SENT, 0)
+
+
+def test_a_callback_after_a_lost_answer_stops_the_retry(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        sender.refuse_next(lost_answer())
+        dispatcher.dispatch_all(sender)
+        assert load(alert_id).status == PENDING
+        # Twilio had taken the message after all: its delivery report arrives.
+        record_delivery_status(StatusReport("SM" + "2" * 32, "delivered", None, alert_id))
+        clock.set(load(alert_id).next_attempt_at)
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert sender.sent == []
+        assert (alert.status, alert.provider_id, alert.resends_in_doubt) == (DELIVERED, "SM" + "2" * 32, 0)
+
+
+def test_a_dispatcher_whose_claim_was_taken_over_sends_nothing(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        slow = dispatcher.claim(10)
+        clock.advance(lease() + timedelta(seconds=1))
+        assert dispatcher.dispatch_all(sender) == 1
+        assert not dispatcher.begin_attempt(alert_id, slow.token)
+        assert sender.sent == [alert_id]
+
+
+def test_a_late_success_is_recorded_and_stops_the_dispatcher_that_took_over(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        slow = dispatcher.claim(10)
+        assert dispatcher.begin_attempt(alert_id, slow.token)
+        clock.advance(lease() + timedelta(seconds=1))
+        fast = dispatcher.claim(10)
+        assert [a.id for a in fast.alerts] == [alert_id]
+        dispatcher.record_sent(alert_id, "SM" + "3" * 32)  # the slow one's answer arrives after all
+        assert not dispatcher.begin_attempt(alert_id, fast.token)
+        alert = load(alert_id)
+        assert (alert.status, alert.provider_id, alert.resends_in_doubt) == (SENT, "SM" + "3" * 32, 0)
+
+
+def test_a_failure_reported_by_a_dispatcher_that_lost_its_claim_is_ignored(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        slow = dispatcher.claim(10)
+        assert dispatcher.begin_attempt(alert_id, slow.token)
+        clock.advance(lease() + timedelta(seconds=1))
+        fast = dispatcher.claim(10)
+        dispatcher.record_failure(alert_id, slow.token, SendFailed("21211", permanent=True))
+        alert = load(alert_id)
+        assert (alert.status, alert.claim_token) == (SENDING, fast.token)
+
+
+def test_a_delivery_report_that_overtakes_the_recorded_hand_over_is_kept(app, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        batch = dispatcher.claim(10)
+        assert dispatcher.begin_attempt(alert_id, batch.token)
+        record_delivery_status(StatusReport("SM" + "4" * 32, "delivered", None, alert_id))
+        dispatcher.record_sent(alert_id, "SM" + "4" * 32)
+        alert = load(alert_id)
+        assert (alert.status, alert.provider_status) == (DELIVERED, "delivered")
+
+
+def test_stopping_mid_batch_finishes_the_message_in_hand_and_gives_back_the_rest(app, clock, sender):
+    with app.app_context():
+        ids = make_alerts(5)
+        stop = threading.Event()
+        sender.on_send = lambda _alert_id: stop.set()
+        assert dispatcher.dispatch_once(sender, batch_size=5, stop=stop) == 5
+        assert sender.sent == [ids[0]]
+        assert load(ids[0]).status == SENT
+        for alert_id in ids[1:]:
+            alert = load(alert_id)
+            assert (alert.status, alert.claim_token, alert.attempts) == (PENDING, None, 0)
+            assert alert.next_attempt_at == clock.now()
+
+
+def test_two_dispatcher_threads_send_1000_alerts_exactly_once(app, sender):
+    with app.app_context():
+        ids = make_alerts(1000)
+    start = threading.Barrier(2)
+    claimed: dict[str, int] = {}
+
+    def worker(name: str) -> None:
+        with app.app_context():
+            start.wait()
+            claimed[name] = dispatcher.dispatch_all(sender, batch_size=20)
+            db.session.remove()
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("one", "two")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+
+    counts = Counter(sender.sent)
+    assert set(counts) == set(ids)
+    assert max(counts.values()) == 1, f"sent twice: {[a for a, n in counts.items() if n > 1][:5]}"
+    assert claimed["one"] > 0 and claimed["two"] > 0, f"one dispatcher did all the work: {claimed}"
+    with app.app_context():
+        statuses = Counter(db.session.scalars(select(Alert.status)))
+        assert statuses == {SENT: 1000}
+
+
+def test_status_reports_depth_by_status_and_the_oldest_unsent_alert(app, clock, sender):
+    with app.app_context():
+        make_alerts(3)
+        clock.advance(seconds=90)
+        sender.refuse_next(SendFailed("invalid", permanent=True))
+        dispatcher.dispatch_once(sender, batch_size=1)
+        report = dispatcher.queue_status()
+        assert report.by_status == {FAILED: 1, PENDING: 2}
+        assert report.oldest_unsent_age == timedelta(seconds=90)
+
+    result = app.test_cli_runner().invoke(args=["notifications", "status"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^pending\s+2$", result.output, re.MULTILINE)
+    assert re.search(r"^failed\s+1$", result.output, re.MULTILINE)
+    assert "oldest unsent: 90s" in result.output
+
+
+def test_dispatch_once_from_the_command_line_sends_what_is_due(app, inbox):
+    with app.app_context():
+        make_alerts(4)
+    result = app.test_cli_runner().invoke(args=["notifications", "dispatch", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "sent 4" in result.output
+    assert len(inbox.messages()) == 4

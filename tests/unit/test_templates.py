@@ -1,0 +1,194 @@
+"""Every SMS text renders in Chinese and English, and none leaks a full phone or card number or a password."""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from notifications.templates import (
+    LOCALES,
+    OUTCOMES,
+    SIGNATURE,
+    TEMPLATES,
+    format_amount,
+    format_time,
+    mask_card,
+    mask_email,
+    mask_phone,
+    render,
+    short_ref,
+)
+
+# DESIGN 5.3, by the names the services enqueue.
+DESIGN_EVENTS = {
+    # account
+    "registered", "new_device_login", "login_password_changed", "payment_password_changed", "password_recovered",
+    "login_locked", "payment_locked", "phone_changed_old", "phone_changed_new", "email_changed", "card_bound",
+    "card_removed", "identity_verified",
+    # money
+    "balance_payment", "transfer_received", "topup_credited", "withdrawal_requested", "withdrawal_completed",
+    "withdrawal_failed",
+    # escrow
+    "trade_paid_ship_now", "trade_shipped", "confirm_deadline_reminder", "trade_finished", "refund_requested",
+    "refund_agreed", "refund_refused", "refund_completed", "dispute_opened", "dispute_decided",
+    # codes
+    "sms_code", "account_exists",
+}
+
+# Sensitive values handed to every template *unmasked*, as a careless caller might: none may come out.
+OTHER_PERSONS_PHONE = "+12025550147"
+CHINESE_PHONE = "+8613800138000"
+CARD_NUMBER = "6222020200112233445"
+ID_NUMBER = "11010519491231002X"
+PASSWORDS = ("correct horse battery", "135790")
+
+
+def fake_value(field: str) -> Any:
+    """A value for a template field, chosen by its name."""
+    if field in ("payer", "payee", "new_phone"):
+        return OTHER_PERSONS_PHONE
+    if field == "phone":
+        return CHINESE_PHONE
+    if field == "card":
+        return CARD_NUMBER
+    if field == "id_number":
+        return ID_NUMBER
+    if field == "last4":
+        return CARD_NUMBER[-4:]
+    if field == "amount":
+        return 19900
+    if field in ("time", "until", "deadline"):
+        return format_time(datetime(2026, 1, 15, 8, 0, tzinfo=UTC))
+    if field == "trade":
+        return short_ref("trd_01jh5v3kq4m8n2p6r9s7t1w3xy")
+    if field == "email":
+        return mask_email("alice@example.com")
+    if field == "code":
+        return "482915"
+    if field == "minutes":
+        return 10
+    if field == "purpose":
+        return "recover"
+    return "Sample"
+
+
+def fields_of(template: str) -> set[str]:
+    names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    # Derived fields come from a parameter of another name.
+    if names & {"purpose_zh", "purpose_en"}:
+        names = (names - {"purpose_zh", "purpose_en"}) | {"purpose"}
+    if names & {"outcome_zh", "outcome_en"}:
+        names = (names - {"outcome_zh", "outcome_en"}) | {"outcome"}
+    return names
+
+
+def params_for(event: str, locale: str) -> dict[str, Any]:
+    params = {name: fake_value(name) for name in fields_of(TEMPLATES[event][locale])}
+    if "outcome" in params:
+        params["outcome"] = "split"
+    # Extra parameters a service might pass along by mistake; a template never shows them.
+    params.update(password=PASSWORDS[0], payment_password=PASSWORDS[1], card_number=CARD_NUMBER)
+    return params
+
+
+def test_every_event_of_the_design_has_a_text_in_both_languages():
+    missing = DESIGN_EVENTS - set(TEMPLATES)
+    assert not missing, f"no template for {sorted(missing)}"
+    for event, texts in TEMPLATES.items():
+        assert set(texts) == set(LOCALES), event
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("event", sorted(TEMPLATES))
+def test_template_renders_without_leaking_secrets(event, locale):
+    text = render(event, locale, params_for(event, locale))
+
+    assert text.startswith(SIGNATURE[locale])
+    assert "{" not in text and "}" not in text
+    for secret in (OTHER_PERSONS_PHONE, OTHER_PERSONS_PHONE[1:], OTHER_PERSONS_PHONE[2:], CARD_NUMBER, ID_NUMBER,
+                   CHINESE_PHONE, CHINESE_PHONE[3:], *PASSWORDS):
+        assert secret not in text, f"{event}/{locale} shows {secret!r}: {text}"
+    # No run of seven digits at all: that would be a phone, card or ID number. Codes have six.
+    assert not re.search(r"\d{7,}", text), text
+    if locale == "zh":
+        assert re.search(r"[\u4e00-\u9fff]", text)
+    else:
+        assert not re.search(r"[\u4e00-\u9fff]", text), text
+
+
+@pytest.mark.parametrize("event", sorted(e for e, texts in TEMPLATES.items() if fields_of(texts["en"])))
+def test_a_missing_parameter_is_an_error_not_a_blank(event):
+    params = params_for(event, "en")
+    params.pop(sorted(fields_of(TEMPLATES[event]["en"]))[0])
+    with pytest.raises(KeyError):
+        render(event, "en", params)
+
+
+def test_the_locale_picks_the_language_and_unknown_locales_fall_back_to_chinese():
+    params = {"time": "t"}
+    assert render("payment_password_changed", "en", params).startswith("[EscrowWallet] Your payment password")
+    assert render("payment_password_changed", "zh", params).startswith("【担保钱包】您的支付密码")
+    assert render("payment_password_changed", "fr", params) == render("payment_password_changed", "zh", params)
+
+
+def test_unknown_event_is_refused():
+    with pytest.raises(KeyError, match="no SMS template"):
+        render("no_such_event", "en", {})
+
+
+@pytest.mark.parametrize(
+    ("fen", "shown"),
+    [(0, "0.00"), (1, "0.01"), (10, "0.10"), (19900, "199.00"), (199999, "1,999.99"),
+     (123456789, "1,234,567.89"), (-550, "-5.50"), (10**12, "10,000,000,000.00")],
+)
+def test_amounts_are_yuan_with_two_decimals(fen, shown):
+    assert format_amount(fen) == shown
+
+
+@pytest.mark.parametrize("bad", [1.5, "199", True, None])
+def test_amounts_must_be_integer_fen(bad):
+    with pytest.raises(TypeError):
+        format_amount(bad)
+
+
+def test_an_amount_given_in_fen_is_formatted_by_the_template():
+    by_int = render("transfer_received", "en", {"payer": "x", "amount": 19900, "time": "t"})
+    by_str = render("transfer_received", "en", {"payer": "x", "amount": format_amount(19900), "time": "t"})
+    assert by_int == by_str
+    assert "CNY 199.00" in by_int
+
+
+@pytest.mark.parametrize(
+    ("phone", "masked"),
+    [("+8613800138000", "138****8000"), ("+12025550147", "120****0147"), ("+123", "***")],
+)
+def test_mask_phone(phone, masked):
+    assert mask_phone(phone) == masked
+
+
+def test_mask_card_and_email():
+    assert mask_card(CARD_NUMBER) == "**** 3445"
+    assert mask_email("alice@example.com") == "a***@example.com"
+
+
+def test_a_full_number_passed_by_mistake_is_masked_but_the_code_is_not():
+    text = render("transfer_received", "zh", {"payer": "+8613800138000", "amount": 100, "time": "t"})
+    assert "13800138000" not in text and "****8000" in text
+    code = render("sms_code", "en", {"code": "123456", "minutes": 10, "purpose": "login"})
+    assert "123456" in code
+
+
+@pytest.mark.parametrize("outcome", sorted(OUTCOMES))
+def test_every_dispute_outcome_renders_in_both_languages(outcome):
+    for locale in LOCALES:
+        text = render("dispute_decided", locale, {"trade": "ABCD-1234", "outcome": outcome, "amount": 500})
+        assert OUTCOMES[outcome][LOCALES.index(locale)] in text
+
+
+def test_short_ref_never_looks_like_a_phone_number():
+    assert short_ref("trd_01jh5v3kq412345678") == "1234-5678"
+    assert short_ref("trd_01jh5v3kq4m8n2p6r9s7t1w3xy") == "S7T1-W3XY"

@@ -1,0 +1,265 @@
+"""The bank gateway (R11): one interface in front of every partner bank, and the sandbox bank behind it.
+
+``BankGateway`` is what the card and money services call; the application holds one in
+``app.extensions["bank_gateway"]``. Every money operation carries a ``reference`` chosen by us, and a bank
+treats the same reference as the same operation: asking twice (a retry after a timeout) never debits or
+pays twice, it returns the first answer. A timeout raises ``BankUnavailable`` and leaves the outcome unknown
+until the same reference is retried or polled; that is the only safe reading of a timeout.
+
+Payouts are asynchronous: ``payout`` answers ``accepted`` (or ``failed`` when the bank refuses at once) and
+``poll_payout`` later says ``pending``, ``succeeded`` or ``failed``.
+
+``SimulatedBank`` implements DESIGN 7.2 for the banks ICBC, ABC, CCB, CMB and SPDB. It holds every
+Luhn-valid card of 16-19 digits in the name given when it was first confirmed; a card ending in ``0000``
+has another holder (any name is a mismatch), ``9999`` has no money (debits fail with
+``insufficient_funds_at_bank``), ``8888`` fails payouts after accepting them. Latency and timeouts are
+injectable and deterministic under a seed. It keeps its state in memory: a sandbox for one process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+from stdnum import luhn
+
+from wallet.card_errors import BankUnavailable
+
+__all__ = [
+    "BANK_CODES",
+    "BANK_NAMES",
+    "BankGateway",
+    "BankResult",
+    "BankUnavailable",
+    "PayoutNotFound",
+    "PayoutStatus",
+    "ReferenceConflict",
+    "SimulatedBank",
+    "bank_name",
+]
+
+BANK_CODES = ("ICBC", "ABC", "CCB", "CMB", "SPDB")
+BANK_NAMES = {
+    "ICBC": ("中国工商银行", "ICBC"),
+    "ABC": ("中国农业银行", "Agricultural Bank of China"),
+    "CCB": ("中国建设银行", "China Construction Bank"),
+    "CMB": ("招商银行", "China Merchants Bank"),
+    "SPDB": ("浦发银行", "SPD Bank"),
+}
+
+T = TypeVar("T")
+ResultStatus = Literal["succeeded", "failed", "accepted"]
+PayoutStatus = Literal["pending", "succeeded", "failed"]
+
+# Failure reasons a bank may give in ``BankResult.reason``.
+CARD_NOT_FOUND = "card_not_found"
+INSUFFICIENT_FUNDS_AT_BANK = "insufficient_funds_at_bank"
+PAYOUT_REJECTED = "payout_rejected"
+
+
+def bank_name(bank_code: str, locale: str) -> str:
+    """The bank's name for an SMS in ``locale`` (the code itself for an unknown bank)."""
+    zh, en = BANK_NAMES.get(bank_code, (bank_code, bank_code))
+    return en if locale == "en" else zh
+
+
+@dataclass(frozen=True)
+class BankResult:
+    """The bank's answer to ``debit`` or ``payout``. ``reason`` is set when ``status`` is ``failed``."""
+
+    status: ResultStatus
+    bank_reference: str
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+class PayoutNotFound(LookupError):
+    """``poll_payout`` was asked about a reference the bank never received (the payout request itself was
+    lost): sending ``payout`` again with the same reference is safe."""
+
+
+class ReferenceConflict(ValueError):
+    """A reference was reused for a different operation (other kind, card or amount): a bug on our side."""
+
+
+class BankGateway(Protocol):
+    """One partner-bank connection. Amounts are positive integers in fen (CNY).
+
+    Every method may raise ``BankUnavailable`` (timeout: outcome unknown, retry with the same reference).
+    """
+
+    def verify_card_holder(self, bank_code: str, card_number: str, holder_name: str) -> bool:
+        """Whether the bank holds ``card_number`` in the name ``holder_name``."""
+        ...
+
+    def debit(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
+        """Take ``amount`` from the card (a top-up): ``succeeded`` or ``failed`` with a reason."""
+        ...
+
+    def payout(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
+        """Ask the bank to pay ``amount`` to the card (a withdrawal): ``accepted`` or ``failed``."""
+        ...
+
+    def poll_payout(self, reference: str) -> PayoutStatus:
+        """Where an accepted payout stands. Raises ``PayoutNotFound`` for a reference never received."""
+        ...
+
+
+@dataclass
+class _Operation:
+    kind: Literal["debit", "payout"]
+    bank_code: str
+    card_number: str
+    amount: int
+    result: BankResult
+    outcome: PayoutStatus  # the final state of a payout; for a debit, its result
+    polls: int = 0
+
+
+def _holder_key(name: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+
+
+class SimulatedBank:
+    """The sandbox bank of DESIGN 7.2 (thread-safe, in memory).
+
+    ``latency``: seconds every call takes. ``failure_rate``: probability that a call times out; a timeout
+    strikes before or after the bank acted (a coin flip), so callers must retry by reference.
+    ``timeout_references``: references whose calls always time out without effect (a bank that never
+    answers; remove a reference from the public set to let it through). ``payout_pending_polls``: how
+    many polls an accepted payout answers ``pending`` before its outcome. ``seed`` makes the injected
+    failures repeatable; ``sleep`` is replaceable so tests need not wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        failure_rate: float = 0.0,
+        timeout_references: Iterable[str] = (),
+        payout_pending_polls: int = 0,
+        seed: int | None = 0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if latency < 0 or not 0.0 <= failure_rate <= 1.0 or payout_pending_polls < 0:
+            raise ValueError("latency >= 0, 0 <= failure_rate <= 1 and payout_pending_polls >= 0 are required")
+        self.latency = latency
+        self.failure_rate = failure_rate
+        self.timeout_references: set[str] = set(timeout_references)
+        self.payout_pending_polls = payout_pending_polls
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._holders: dict[str, str] = {}
+        self._operations: dict[str, _Operation] = {}
+        self._sequence = itertools.count(1)
+
+    # --- the gateway -----------------------------------------------------------------------------------
+
+    def verify_card_holder(self, bank_code: str, card_number: str, holder_name: str) -> bool:
+        return self._call(None, lambda: self._verify(bank_code, card_number, holder_name))
+
+    def debit(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
+        _check_amount(amount, reference)
+        return self._call(reference, lambda: self._record("debit", bank_code, card_number, amount, reference).result)
+
+    def payout(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
+        _check_amount(amount, reference)
+        return self._call(reference, lambda: self._record("payout", bank_code, card_number, amount, reference).result)
+
+    def poll_payout(self, reference: str) -> PayoutStatus:
+        return self._call(reference, lambda: self._poll(reference))
+
+    # --- for tests and the sandbox ---------------------------------------------------------------------
+
+    def operation_count(self) -> int:
+        with self._lock:
+            return len(self._operations)
+
+    def total_debited(self, card_number: str) -> int:
+        """Fen successfully taken from the card (each reference counted once)."""
+        with self._lock:
+            return sum(op.amount for op in self._operations.values()
+                       if op.kind == "debit" and op.card_number == card_number and op.outcome == "succeeded")
+
+    def total_paid_out(self, card_number: str) -> int:
+        """Fen of payouts to the card that the bank has accepted and that will succeed or have succeeded."""
+        with self._lock:
+            return sum(op.amount for op in self._operations.values()
+                       if op.kind == "payout" and op.card_number == card_number and op.outcome == "succeeded")
+
+    # --- inside the bank --------------------------------------------------------------------------------
+
+    def _call(self, reference: str | None, act: Callable[[], T]) -> T:
+        if self.latency:
+            self._sleep(self.latency)
+        with self._lock:
+            if reference is not None and reference in self.timeout_references:
+                raise BankUnavailable("The bank did not answer in time.")
+            if self.failure_rate and self._rng.random() < self.failure_rate:
+                if self._rng.random() < 0.5:
+                    act()  # the bank acted, but its answer is lost on the way back
+                raise BankUnavailable("The bank did not answer in time.")
+            return act()
+
+    def _holds(self, bank_code: str, card_number: str) -> bool:
+        return (
+            bank_code in BANK_CODES
+            and 16 <= len(card_number) <= 19
+            and card_number.isascii()
+            and card_number.isdigit()
+            and luhn.is_valid(card_number)
+        )
+
+    def _verify(self, bank_code: str, card_number: str, holder_name: str) -> bool:
+        key = _holder_key(holder_name)
+        if not key or not self._holds(bank_code, card_number) or card_number.endswith("0000"):
+            return False
+        return self._holders.setdefault(card_number, key) == key
+
+    def _record(
+        self, kind: Literal["debit", "payout"], bank_code: str, card_number: str, amount: int, reference: str
+    ) -> _Operation:
+        known = self._operations.get(reference)
+        if known is not None:
+            if (known.kind, known.bank_code, known.card_number, known.amount) != (kind, bank_code, card_number, amount):
+                raise ReferenceConflict(f"reference {reference!r} was already used for another operation")
+            return known
+        bank_reference = f"SIM-{bank_code}-{next(self._sequence):010d}"
+        if not self._holds(bank_code, card_number):
+            result, outcome = BankResult("failed", bank_reference, CARD_NOT_FOUND), "failed"
+        elif kind == "debit" and card_number.endswith("9999"):
+            result, outcome = BankResult("failed", bank_reference, INSUFFICIENT_FUNDS_AT_BANK), "failed"
+        elif kind == "debit":
+            result, outcome = BankResult("succeeded", bank_reference), "succeeded"
+        else:
+            outcome = "failed" if card_number.endswith("8888") else "succeeded"
+            result = BankResult("accepted", bank_reference)
+        operation = _Operation(kind, bank_code, card_number, amount, result, outcome)
+        self._operations[reference] = operation
+        return operation
+
+    def _poll(self, reference: str) -> PayoutStatus:
+        operation = self._operations.get(reference)
+        if operation is None or operation.kind != "payout":
+            raise PayoutNotFound(reference)
+        if operation.result.status == "accepted" and operation.polls < self.payout_pending_polls:
+            operation.polls += 1
+            return "pending"
+        return operation.outcome
+
+
+def _check_amount(amount: int, reference: str) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError("amount must be a positive integer number of fen")
+    if not reference or not isinstance(reference, str):
+        raise ValueError("a reference is required")

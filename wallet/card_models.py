@@ -1,0 +1,51 @@
+"""The ``bank_cards`` table: cards bound to accounts for top-ups and withdrawals.
+
+What is stored, and why:
+
+- ``card_hash`` = ``HMAC-SHA256(pepper, number)``: "this account already bound this card" is a unique index
+  over (user_id, card_hash) among active cards, decided by the database.
+- ``last4`` for display and SMS texts.
+- ``card_number`` in full, because the bank gateway needs it to debit and pay out. This is the one honest
+  trade-off of the sandbox: in production the number belongs in a tokenising vault (a PCI DSS scoped
+  service) and this column would hold the vault's token instead. It is never returned by the API, never
+  logged, never put in an SMS, and it is erased when the card is removed (the row stays, for the history
+  of the money that moved through it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import UTCDateTime, db
+from wallet.banks import BANK_CODES
+
+_ACTIVE = text("removed_at IS NULL")
+
+
+class BankCard(db.Model):
+    __tablename__ = "bank_cards"
+    __table_args__ = (
+        CheckConstraint(f"bank_code IN {BANK_CODES!r}", name="bank_code_known"),
+        CheckConstraint("length(last4) = 4", name="last4_length"),
+        CheckConstraint("removed_at IS NOT NULL OR card_number IS NOT NULL", name="active_card_has_number"),
+        Index("uq_bank_cards_active_user_card", "user_id", "card_hash", unique=True,
+              sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    bank_code: Mapped[str] = mapped_column(String(8))
+    card_hash: Mapped[str] = mapped_column(String(64))
+    last4: Mapped[str] = mapped_column(String(4))
+    # Sandbox stand-in for a vault token; see the module docstring.
+    card_number: Mapped[str | None] = mapped_column(String(19))
+    holder_name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None

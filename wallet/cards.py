@@ -1,0 +1,177 @@
+"""Bank cards: bind (payment password, verified identity, bank confirms the holder), list, remove.
+
+Binding checks, cheapest and least revealing first: the number's shape (16-19 digits, Luhn) and the bank
+code; then the payment password (under its lockout, so a stolen session cannot probe cards); then a verified
+identity whose real name equals the holder name; then the bank's own holder check. The row and its SMS
+alert are written in one transaction; the database's unique index over active cards decides "already bound".
+
+A removed card keeps its row (money history refers to it) but loses its number. ``get_card_for_user`` is
+the only way money services should reach a card: another user's card is a 404, never a 403.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from stdnum import luhn
+
+from core import clock
+from core.db import db, run_in_transaction
+from core.ids import new_id
+from notifications.outbox import enqueue
+from notifications.templates import format_time, mask_card
+from security import accounts, identity
+from security.identity_models import Identity
+from security.models import User
+from wallet.banks import BANK_CODES, BankGateway, bank_name
+from wallet.card_errors import (
+    CardAlreadyBound,
+    CardHolderMismatch,
+    CardNotFound,
+    IdentityNotVerified,
+    InvalidCardNumber,
+    UnknownBank,
+)
+from wallet.card_models import BankCard
+
+_SEPARATORS = str.maketrans("", "", " -")
+
+
+# --- rules (no database, no Flask) -------------------------------------------------------------------
+
+
+def normalize_card_number(raw: str) -> str:
+    """Digits only (spaces and hyphens as typed on a phone are dropped); 16-19 digits passing Luhn.
+    Raises ``InvalidCardNumber`` (whose message never repeats the number)."""
+    number = raw.translate(_SEPARATORS)
+    if not (number.isascii() and number.isdigit() and 16 <= len(number) <= 19):
+        raise InvalidCardNumber("A bank card number has 16 to 19 digits.")
+    if not luhn.is_valid(number):
+        raise InvalidCardNumber("The card number is not valid; check it for typos.")
+    return number
+
+
+def check_bank_code(code: str) -> str:
+    if code not in BANK_CODES:
+        raise UnknownBank(f"The bank code must be one of {', '.join(BANK_CODES)}.")
+    return code
+
+
+def masked(card: BankCard) -> str:
+    """``**** 1234``: all the API and SMS texts ever show of a card number."""
+    return f"**** {card.last4}"
+
+
+# --- services -----------------------------------------------------------------------------------------
+
+
+def gateway() -> BankGateway:
+    return current_app.extensions["bank_gateway"]
+
+
+def card_digest(number: str) -> str:
+    """The keyed hash that identifies a card number without storing it in the clear."""
+    return current_app.extensions["passwords"].keyed_digest("bank-card:" + number)
+
+
+def _active_card(user_id: str, digest: str) -> BankCard | None:
+    return db.session.scalars(
+        select(BankCard).where(BankCard.user_id == user_id, BankCard.card_hash == digest, BankCard.removed_at.is_(None))
+    ).first()
+
+
+def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, payment_password: str) -> BankCard:
+    """Bind a card to ``user`` and alert them by SMS.
+
+    Raises ``InvalidCardNumber`` / ``UnknownBank`` (422), ``WrongPaymentPassword`` (401) /
+    ``PaymentPasswordLocked`` (423), ``IdentityNotVerified`` (422), ``CardHolderMismatch`` (422: not the
+    verified real name, or the bank disagrees), ``CardAlreadyBound`` (409), ``BankUnavailable`` (503).
+    """
+    user_id = user.id
+    number = normalize_card_number(card_number)
+    bank = check_bank_code(bank_code)
+    accounts.authorize_payment(user, payment_password)
+    real_name = identity.verified_real_name(user_id)
+    if real_name is None:
+        raise IdentityNotVerified("Verify your real name (POST /api/v1/me/identity) before binding a card.")
+    if not identity.same_name(holder_name, real_name):
+        raise CardHolderMismatch("The holder name must be your verified real name.")
+    digest = card_digest(number)
+    # Answer a plain duplicate without troubling the bank; the unique index still decides races below.
+    if run_in_transaction(lambda: _active_card(user_id, digest)) is not None:
+        raise CardAlreadyBound("This card is already bound to your account.")
+    if not gateway().verify_card_holder(bank, number, real_name):
+        raise CardHolderMismatch("The bank says this card is not held in your name.")
+
+    def work() -> BankCard:
+        account = db.session.get(User, user_id)
+        assert account is not None
+        now = clock.now()
+        card = BankCard(id=new_id("card"), user_id=user_id, bank_code=bank, card_hash=digest, last4=number[-4:],
+                        card_number=number, holder_name=real_name, created_at=now)
+        db.session.add(card)
+        db.session.flush()
+        enqueue(account.phone, "card_bound", locale=account.locale, user_id=user_id,
+                bank=bank_name(bank, account.locale), card=mask_card(number), time=format_time(now))
+        return card
+
+    try:
+        return run_in_transaction(work)
+    except IntegrityError as exc:
+        if not _is_duplicate_card(exc):
+            raise
+        raise CardAlreadyBound("This card is already bound to your account.") from exc
+
+
+def _is_duplicate_card(exc: IntegrityError) -> bool:
+    # PostgreSQL names the index; SQLite names its columns.
+    message = str(exc.orig)
+    return "uq_bank_cards_active_user_card" in message or "bank_cards.user_id, bank_cards.card_hash" in message
+
+
+def list_cards(user_id: str) -> list[BankCard]:
+    """The user's active cards, oldest first."""
+    return run_in_transaction(lambda: list(db.session.scalars(
+        select(BankCard)
+        .where(BankCard.user_id == user_id, BankCard.removed_at.is_(None))
+        .order_by(BankCard.created_at, BankCard.id)
+    )))
+
+
+def _owned_card(user_id: str, card_id: str, *, for_update: bool = False) -> BankCard:
+    query = select(BankCard).where(BankCard.id == card_id, BankCard.user_id == user_id, BankCard.removed_at.is_(None))
+    card = db.session.scalars(query.with_for_update() if for_update else query).first()
+    if card is None:
+        raise CardNotFound("No such bank card.")
+    return card
+
+
+def get_card_for_user(user_id: str, card_id: str) -> BankCard:
+    """The user's active card ``card_id`` (joins the caller's transaction if there is one).
+    Raises ``CardNotFound`` for a removed card, an unknown id, or another user's card alike."""
+    return run_in_transaction(lambda: _owned_card(user_id, card_id))
+
+
+def remove_card(user: User, card_id: str) -> None:
+    """Unbind a card: its number is erased, the row stays for history; the owner is alerted by SMS.
+    Raises ``CardNotFound`` (also for another user's card)."""
+    user_id = user.id
+
+    def work() -> None:
+        card = _owned_card(user_id, card_id, for_update=True)
+        account = db.session.get(User, user_id)
+        assert account is not None
+        now = clock.now()
+        card.removed_at, card.card_number = now, None
+        enqueue(account.phone, "card_removed", locale=account.locale, user_id=user_id,
+                bank=bank_name(card.bank_code, account.locale), card=masked(card), time=format_time(now))
+
+    run_in_transaction(work)
+
+
+def is_verified_seller(user_id: str) -> bool:
+    """R7: a verified seller has a verified identity and at least one active bound card."""
+    verified = exists().where(Identity.user_id == user_id)
+    has_card = exists().where(BankCard.user_id == user_id, BankCard.removed_at.is_(None))
+    return bool(run_in_transaction(lambda: db.session.scalar(select(verified & has_card))))

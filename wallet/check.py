@@ -1,0 +1,210 @@
+"""The ledger's invariant checker (``flask wallet check`` and the tests run it).
+
+It reads the committed books in one consistent snapshot (its own connection and transaction: REPEATABLE READ on
+PostgreSQL, SQLite's write lock on SQLite),
+recomputes everything the ledger caches, and reports each disagreement as one line of text:
+
+1. per currency the balances of all accounts sum to zero, and pending debits equal pending credits;
+2. every account's cached totals equal the totals recomputed from transfers (posted) and open holds (pending);
+3. no wallet or escrow account is below zero available;
+4. every transfer has exactly its two entries, each entry matches its transfer, and ``balance_after`` is the
+   running sum of the account's entries in id order;
+5. a hold is pending exactly when it has no resolution, its status is its resolution's outcome, and a posted
+   resolution points at a transfer of the hold's accounts and kind, for at most the held amount.
+
+An empty list means the books are clean. Each kind of problem is reported at most ``LIMIT`` times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Row, text
+
+from core.db import db
+from wallet.models import NON_NEGATIVE_KINDS
+
+LIMIT = 100
+
+_SUMS = text(
+    "SELECT currency, SUM(credits_posted - debits_posted) AS total, SUM(debits_pending) AS debits_pending,"
+    " SUM(credits_pending) AS credits_pending FROM ledger_accounts GROUP BY currency ORDER BY currency"
+)
+
+_RECOMPUTED = text(
+    """
+WITH posted AS (
+    SELECT account_id, SUM(debits) AS debits, SUM(credits) AS credits FROM (
+        SELECT debit_account_id AS account_id, amount AS debits, 0 AS credits FROM transfers
+        UNION ALL
+        SELECT credit_account_id AS account_id, 0 AS debits, amount AS credits FROM transfers
+    ) AS sides GROUP BY account_id
+), pending AS (
+    SELECT account_id, SUM(debits) AS debits, SUM(credits) AS credits FROM (
+        SELECT debit_account_id AS account_id, amount AS debits, 0 AS credits FROM holds WHERE status = 'pending'
+        UNION ALL
+        SELECT credit_account_id AS account_id, 0 AS debits, amount AS credits FROM holds WHERE status = 'pending'
+    ) AS sides GROUP BY account_id
+)
+SELECT a.id, a.kind, a.owner,
+       a.debits_posted, COALESCE(p.debits, 0) AS debits_posted_recomputed,
+       a.credits_posted, COALESCE(p.credits, 0) AS credits_posted_recomputed,
+       a.debits_pending, COALESCE(h.debits, 0) AS debits_pending_recomputed,
+       a.credits_pending, COALESCE(h.credits, 0) AS credits_pending_recomputed
+FROM ledger_accounts AS a
+LEFT JOIN posted AS p ON p.account_id = a.id
+LEFT JOIN pending AS h ON h.account_id = a.id
+WHERE a.debits_posted <> COALESCE(p.debits, 0) OR a.credits_posted <> COALESCE(p.credits, 0)
+   OR a.debits_pending <> COALESCE(h.debits, 0) OR a.credits_pending <> COALESCE(h.credits, 0)
+ORDER BY a.id
+"""
+)
+
+_NEGATIVE = text(
+    "SELECT id, kind, owner, credits_posted - debits_posted - debits_pending AS available FROM ledger_accounts"
+    " WHERE kind IN ('wallet', 'escrow') AND credits_posted - debits_posted - debits_pending < 0 ORDER BY id"
+)
+assert NON_NEGATIVE_KINDS == ("wallet", "escrow"), "keep _NEGATIVE in step with the CHECK constraint"
+
+_TRANSFERS_WITHOUT_BOTH_ENTRIES = text(
+    """
+SELECT t.id, COALESCE(e.debit_entries, 0) AS debit_entries, COALESCE(e.credit_entries, 0) AS credit_entries
+FROM transfers AS t
+LEFT JOIN (
+    SELECT transfer_id, SUM(CASE WHEN amount < 0 THEN 1 ELSE 0 END) AS debit_entries,
+           SUM(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS credit_entries
+    FROM ledger_entries GROUP BY transfer_id
+) AS e ON e.transfer_id = t.id
+WHERE COALESCE(e.debit_entries, 0) <> 1 OR COALESCE(e.credit_entries, 0) <> 1
+ORDER BY t.id
+"""
+)
+
+_ENTRIES_NOT_MATCHING = text(
+    """
+SELECT e.id, e.transfer_id FROM ledger_entries AS e JOIN transfers AS t ON t.id = e.transfer_id
+WHERE e.kind <> t.kind OR NOT (
+       (e.account_id = t.debit_account_id AND e.counterparty_account_id = t.credit_account_id AND e.amount = -t.amount)
+    OR (e.account_id = t.credit_account_id AND e.counterparty_account_id = t.debit_account_id AND e.amount = t.amount))
+ORDER BY e.id
+"""
+)
+
+_RUNNING_BALANCE = text(
+    """
+SELECT id, account_id, balance_after, running FROM (
+    SELECT id, account_id, balance_after,
+           SUM(amount) OVER (PARTITION BY account_id ORDER BY id ROWS UNBOUNDED PRECEDING) AS running
+    FROM ledger_entries
+) AS e WHERE balance_after <> running ORDER BY id
+"""
+)
+
+_HOLD_STATUS = text(
+    """
+SELECT h.id, h.status, r.outcome FROM holds AS h LEFT JOIN hold_resolutions AS r ON r.hold_id = h.id
+WHERE (h.status = 'pending' AND r.hold_id IS NOT NULL)
+   OR (h.status <> 'pending' AND (r.hold_id IS NULL OR r.outcome <> h.status))
+ORDER BY h.id
+"""
+)
+
+_POSTED_HOLDS = text(
+    """
+SELECT h.id, h.amount, r.posted_amount, t.id AS transfer_id FROM hold_resolutions AS r
+JOIN holds AS h ON h.id = r.hold_id
+LEFT JOIN transfers AS t ON t.id = r.transfer_id
+WHERE r.outcome = 'posted' AND (
+    t.id IS NULL OR t.hold_id IS NULL OR t.hold_id <> h.id OR t.amount <> r.posted_amount
+    OR r.posted_amount > h.amount OR t.debit_account_id <> h.debit_account_id
+    OR t.credit_account_id <> h.credit_account_id OR t.kind <> h.kind)
+ORDER BY h.id
+"""
+)
+
+_HOLD_TRANSFERS_WITHOUT_RESOLUTION = text(
+    """
+SELECT t.id, t.hold_id FROM transfers AS t LEFT JOIN hold_resolutions AS r ON r.transfer_id = t.id
+WHERE t.hold_id IS NOT NULL AND (r.hold_id IS NULL OR r.hold_id <> t.hold_id)
+ORDER BY t.id
+"""
+)
+
+
+def _describe_sums(row: Row[Any]) -> list[str]:
+    problems = []
+    if row.total != 0:
+        problems.append(f"{row.currency}: balances of all ledger accounts sum to {row.total}, not 0")
+    if row.debits_pending != row.credits_pending:
+        problems.append(
+            f"{row.currency}: pending debits {row.debits_pending} differ from pending credits {row.credits_pending}"
+        )
+    return problems
+
+
+def _describe_totals(row: Row[Any]) -> list[str]:
+    problems = []
+    for total in ("debits_posted", "credits_posted", "debits_pending", "credits_pending"):
+        cached, recomputed = getattr(row, total), getattr(row, total + "_recomputed")
+        if cached != recomputed:
+            source = "transfers" if total.endswith("posted") else "open holds"
+            problems.append(
+                f"ledger account {row.id} ({row.kind} {row.owner}): {total} is {cached} but {source} give {recomputed}"
+            )
+    return problems
+
+
+_CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
+    (_SUMS, _describe_sums),
+    (_RECOMPUTED, _describe_totals),
+    (_NEGATIVE, lambda r: [f"ledger account {r.id} ({r.kind} {r.owner}) is below zero: available {r.available}"]),
+    (_TRANSFERS_WITHOUT_BOTH_ENTRIES, lambda r: [
+        f"transfer {r.id} has {r.debit_entries} debit and {r.credit_entries} credit entries, not one of each"
+    ]),
+    (_ENTRIES_NOT_MATCHING, lambda r: [f"ledger entry {r.id} does not match its transfer {r.transfer_id}"]),
+    (_RUNNING_BALANCE, lambda r: [
+        f"ledger entry {r.id} of {r.account_id}: balance_after {r.balance_after} but entries sum to {r.running}"
+    ]),
+    (_HOLD_STATUS, lambda r: [f"hold {r.id} is {r.status} but its resolution says {r.outcome or 'nothing'}"]),
+    (_POSTED_HOLDS, lambda r: [
+        f"hold {r.id} (amount {r.amount}) posted {r.posted_amount} but its transfer {r.transfer_id} does not match"
+    ]),
+    (_HOLD_TRANSFERS_WITHOUT_RESOLUTION, lambda r: [
+        f"transfer {r.id} posts hold {r.hold_id} but that hold's resolution does not name it"
+    ]),
+]
+
+
+def check_invariants() -> list[str]:
+    """Every broken ledger invariant, one line each; ``[]`` when the committed books are clean.
+
+    Reads on a connection of its own, so it sees committed data only (commit before calling it)."""
+    problems: list[str] = []
+    with db.engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            # One snapshot for all queries, so concurrent movements cannot make clean books look broken.
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for query, describe in _CHECKS:
+            found: list[str] = []
+            for row in conn.execute(query):
+                found.extend(describe(row))
+                if len(found) > LIMIT:
+                    found[LIMIT:] = ["... and more"]
+                    break
+            problems.extend(found)
+    return problems
+
+
+def counts() -> dict[str, int]:
+    """How much is in the books (for ``flask wallet check``)."""
+    with db.engine.connect() as conn:
+        return {
+            name: conn.execute(text(query)).scalar_one()
+            for name, query in {
+                "ledger accounts": "SELECT COUNT(*) FROM ledger_accounts",
+                "transfers": "SELECT COUNT(*) FROM transfers",
+                "ledger entries": "SELECT COUNT(*) FROM ledger_entries",
+                "open holds": "SELECT COUNT(*) FROM holds WHERE status = 'pending'",
+            }.items()
+        }

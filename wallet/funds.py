@@ -1,0 +1,319 @@
+"""Money in, out and across: top-up from a card, withdrawal to a card, paying a phone number.
+
+Every use case here is called by its endpoint inside ``core.idempotency.run_idempotent`` (so a retried
+request has one effect) after ``security.accounts.authorize_payment`` checked the payment password.
+
+Top-up (two steps, so a crash between the bank and our books loses nothing):
+    1. ``create_topup``: a ``pending`` top-up row with the reference the bank will know it by, committed with
+       the idempotency key.
+    2. ``complete_topup``: with the top-up row locked, ask the bank to debit the card (idempotent by
+       reference), then credit the wallet from that bank's clearing account and mark it ``succeeded`` (or
+       ``failed``) in the same transaction. If we crash after the bank answered, the row is still
+       ``pending``; the retry (the client's, or the worker's ``retry_pending_topups``) asks the bank again with
+       the same reference and gets the same answer, so the card is charged once and the wallet credited once.
+
+Withdrawal (asynchronous):
+    ``request_withdrawal`` holds the amount on the wallet (wallet → bank clearing, pending) and records a
+    ``pending`` withdrawal, in one transaction. ``process_withdrawals`` (the worker) submits it to the bank
+    (idempotent by reference), then polls: ``succeeded`` posts the hold, ``failed`` voids it (the money is
+    back). A bank that does not answer is retried with backoff; after ``WITHDRAWAL_MAX_AGE_SECONDS`` the
+    withdrawal is failed back to the user only if the bank confirms it never received the payout, so the
+    money is never lost and never paid twice. Withdrawal holds carry no expiry: the sweeper must never
+    release money the bank may be paying out.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from core import clock
+from core.db import db, run_in_transaction
+from core.errors import AppError, NotFound
+from core.ids import new_id
+from notifications.outbox import enqueue
+from notifications.templates import format_amount, format_time, mask_card, mask_phone
+from security.identity import verified_real_name
+from security.models import User
+from wallet import ledger, limits
+from wallet.banks import BankGateway, BankUnavailable, PayoutNotFound
+from wallet.card_models import BankCard
+from wallet.cards import get_card_for_user
+from wallet.funds_models import FAILED, PENDING, SUBMITTED, SUCCEEDED, TopUp, Withdrawal
+from wallet.models import BANK_CLEARING
+
+
+class RecipientNotFound(AppError):
+    """No account has the phone number being paid."""
+
+    status, code, title = 404, "recipient_not_found", "Recipient not found"
+
+
+class CannotPaySelf(AppError):
+    """The payer named their own phone number."""
+
+    status, code, title = 422, "cannot_pay_self", "Cannot pay yourself"
+
+
+class IdentityNotVerified(AppError):
+    """Withdrawals need a verified real-name identity (R7)."""
+
+    status, code, title = 422, "identity_not_verified", "Identity not verified"
+
+
+class BankDeclined(AppError):
+    """The bank refused to debit the card (``reason`` says why); nothing was credited."""
+
+    status, code, title = 422, "bank_declined", "The bank declined"
+
+
+class BankTimeout(AppError):
+    """The bank did not answer; the top-up stays pending and is completed by a retry with the same key."""
+
+    status, code, title = 503, "bank_unavailable", "The bank did not answer"
+
+
+def gateway() -> BankGateway:
+    return current_app.extensions["bank_gateway"]
+
+
+def _user(user_id: str) -> User:
+    user = db.session.get(User, user_id)
+    assert user is not None
+    return user
+
+
+# --- top-up ---------------------------------------------------------------------------------------------
+
+
+def create_topup(user_id: str, card_id: str, amount: int, currency: str, request_key: str | None = None) -> TopUp:
+    """Record a pending top-up from one of the user's cards (inside the caller's transaction).
+
+    Raises ``NotFound`` for a card that is not the user's, ``LimitExceeded`` above the per-transaction limit.
+    """
+    limits.check_single(amount)
+    get_card_for_user(user_id, card_id)
+    now = clock.now()
+    topup = TopUp(id=new_id("top"), user_id=user_id, card_id=card_id, amount=amount, currency=currency,
+                  status=PENDING, created_at=now, request_key=request_key)
+    db.session.add(topup)
+    db.session.flush()
+    return topup
+
+
+def complete_topup(topup_id: str) -> TopUp:
+    """Ask the bank to debit the card and credit the wallet; a no-op once the top-up is settled.
+
+    Raises ``BankDeclined`` (the top-up is ``failed``) and ``BankTimeout`` (it stays ``pending``)."""
+
+    def work() -> TopUp:
+        topup = db.session.get(TopUp, topup_id, with_for_update=True)
+        assert topup is not None
+        if topup.status != PENDING:
+            return topup
+        card = db.session.get(BankCard, topup.card_id)
+        assert card is not None and card.card_number is not None
+        result = gateway().debit(card.bank_code, card.card_number, topup.amount, reference=topup.id)
+        now = clock.now()
+        topup.bank_reference, topup.completed_at = result.bank_reference, now
+        if not result.ok:
+            topup.status, topup.failure_reason = FAILED, result.reason
+            return topup
+        clearing = ledger.system_account(BANK_CLEARING, card.bank_code, topup.currency)
+        wallet = ledger.open_wallet(topup.user_id, topup.currency)
+        posted = ledger.transfer(clearing, wallet, topup.amount, kind=ledger.TOPUP, currency=topup.currency,
+                                 reference=topup.id)
+        topup.status, topup.transfer_id = SUCCEEDED, posted.id
+        user = _user(topup.user_id)
+        enqueue(user.phone, "topup_credited", locale=user.locale, user_id=user.id,
+                amount=format_amount(topup.amount), card=mask_card(card.last4), time=format_time(now))
+        return topup
+
+    try:
+        topup = run_in_transaction(work)
+    except BankUnavailable as exc:
+        raise BankTimeout("The bank did not answer; retry with the same Idempotency-Key.") from exc
+    if topup.status == FAILED:
+        raise BankDeclined("The bank declined to debit this card.", reason=topup.failure_reason,
+                           topup_id=topup.id)
+    return topup
+
+
+def topup_for_request(user_id: str, card_id: str, amount: int, currency: str, request_key: str) -> TopUp:
+    """The top-up belonging to another request (created and completed the first time, found after).
+    Raises what ``create_topup`` and ``complete_topup`` raise."""
+    find = select(TopUp.id).where(TopUp.request_key == request_key)
+    topup_id = run_in_transaction(lambda: db.session.scalars(find).first())
+    if topup_id is None:
+        try:
+            topup_id = run_in_transaction(
+                lambda: create_topup(user_id, card_id, amount, currency, request_key=request_key).id)
+        except IntegrityError:  # a concurrent duplicate of the request created it first
+            topup_id = run_in_transaction(lambda: db.session.scalars(find).one())
+    return complete_topup(topup_id)
+
+
+def retry_pending_topups(older_than: timedelta = timedelta(minutes=1), limit: int = 100) -> int:
+    """Worker task: finish top-ups left pending by a crash or a bank timeout; returns how many settled."""
+    cutoff = clock.now() - older_than
+    due = run_in_transaction(lambda: list(db.session.scalars(
+        select(TopUp.id).where(TopUp.status == PENDING, TopUp.created_at <= cutoff).limit(limit))))
+    settled = 0
+    for topup_id in due:
+        try:
+            complete_topup(topup_id)
+            settled += 1
+        except BankDeclined:
+            settled += 1
+        except BankTimeout:
+            continue
+    return settled
+
+
+# --- withdrawal -----------------------------------------------------------------------------------------
+
+
+def request_withdrawal(user_id: str, card_id: str, amount: int, currency: str) -> Withdrawal:
+    """Hold ``amount`` on the wallet for a payout to one of the user's cards (caller's transaction).
+
+    Raises ``IdentityNotVerified``, ``NotFound`` (card), ``LimitExceeded``, ``InsufficientFunds``."""
+    if verified_real_name(user_id) is None:
+        raise IdentityNotVerified("Verify your identity before withdrawing.")
+    card = get_card_for_user(user_id, card_id)
+    limits.consume_daily(user_id, amount)
+    wallet = ledger.open_wallet(user_id, currency)
+    clearing = ledger.system_account(BANK_CLEARING, card.bank_code, currency)
+    withdrawal_id, now = new_id("wd"), clock.now()
+    hold = ledger.create_hold(wallet, clearing, amount, kind=ledger.WITHDRAWAL, currency=currency,
+                              reference=withdrawal_id)
+    withdrawal = Withdrawal(id=withdrawal_id, user_id=user_id, card_id=card_id, amount=amount, currency=currency,
+                            hold_id=hold.id, status=PENDING, attempts=0, next_attempt_at=now, created_at=now)
+    db.session.add(withdrawal)
+    user = _user(user_id)
+    enqueue(user.phone, "withdrawal_requested", locale=user.locale, user_id=user_id,
+            amount=format_amount(amount), card=mask_card(card.last4), time=format_time(now))
+    db.session.flush()
+    return withdrawal
+
+
+def get_withdrawal(user_id: str, withdrawal_id: str) -> Withdrawal:
+    """One of the user's withdrawals; another user's is ``NotFound``."""
+    withdrawal = run_in_transaction(lambda: db.session.get(Withdrawal, withdrawal_id))
+    if withdrawal is None or withdrawal.user_id != user_id:
+        raise NotFound("No such withdrawal.")
+    return withdrawal
+
+
+def _settle(withdrawal: Withdrawal, card: BankCard, succeeded: bool, reason: str | None, now: datetime) -> None:
+    user = _user(withdrawal.user_id)
+    withdrawal.completed_at = now
+    if succeeded:
+        ledger.post_hold(withdrawal.hold_id)
+        withdrawal.status = SUCCEEDED
+        event = "withdrawal_completed"
+    else:
+        ledger.void_hold(withdrawal.hold_id)
+        limits.release_daily(withdrawal.user_id, withdrawal.amount, withdrawal.created_at)
+        withdrawal.status, withdrawal.failure_reason = FAILED, reason
+        event = "withdrawal_failed"
+    enqueue(user.phone, event, locale=user.locale, user_id=user.id, amount=format_amount(withdrawal.amount),
+            card=mask_card(card.last4), time=format_time(now))
+
+
+def _advance(withdrawal_id: str) -> None:
+    """One step of one withdrawal: submit it, or poll it, and settle it when the bank has answered."""
+
+    def work() -> None:
+        withdrawal = db.session.get(Withdrawal, withdrawal_id, with_for_update=True)
+        now = clock.now()
+        if withdrawal is None or withdrawal.status not in (PENDING, SUBMITTED) or withdrawal.next_attempt_at > now:
+            return  # settled or rescheduled by another worker
+        card = db.session.get(BankCard, withdrawal.card_id)
+        assert card is not None and card.card_number is not None
+        withdrawal.attempts += 1
+        bank = gateway()
+        try:
+            if withdrawal.status == PENDING:
+                result = bank.payout(card.bank_code, card.card_number, withdrawal.amount, reference=withdrawal.id)
+                withdrawal.bank_reference = result.bank_reference
+                if not result.ok:
+                    _settle(withdrawal, card, False, result.reason, now)
+                    return
+                withdrawal.status = SUBMITTED
+            outcome = bank.poll_payout(withdrawal.id)
+        except (BankUnavailable, PayoutNotFound) as exc:
+            _retry_or_fail_back(withdrawal, card, exc, now)
+            return
+        if outcome in ("succeeded", "failed"):
+            _settle(withdrawal, card, outcome == "succeeded", None if outcome == "succeeded" else "payout_failed",
+                    now)
+        else:
+            withdrawal.next_attempt_at = now + _backoff(withdrawal.attempts)
+
+    run_in_transaction(work)
+
+
+def _retry_or_fail_back(withdrawal: Withdrawal, card: BankCard, error: Exception, now: datetime) -> None:
+    withdrawal.last_error = f"{type(error).__name__}: {error}"[:500]
+    max_age = timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
+    if now - withdrawal.created_at < max_age:
+        if isinstance(error, PayoutNotFound):
+            withdrawal.status = PENDING  # the bank never got it: submitting again is safe
+        withdrawal.next_attempt_at = now + _backoff(withdrawal.attempts)
+        return
+    if isinstance(error, PayoutNotFound):
+        _settle(withdrawal, card, False, "bank_never_answered", now)
+        return
+    # The bank may have the payout but cannot say: keep asking rather than risk paying twice.
+    withdrawal.next_attempt_at = now + timedelta(minutes=10)
+
+
+def _backoff(attempts: int) -> timedelta:
+    base = current_app.config["WITHDRAWAL_RETRY_SECONDS"]
+    return timedelta(seconds=random.uniform(base, base * 2 ** min(attempts, 8)))
+
+
+def process_withdrawals(limit: int = 100) -> int:
+    """Worker task: advance every due withdrawal once; returns how many were looked at."""
+    now = clock.now()
+    due = run_in_transaction(lambda: list(db.session.scalars(
+        select(Withdrawal.id).where(Withdrawal.status.in_((PENDING, SUBMITTED)), Withdrawal.next_attempt_at <= now)
+        .order_by(Withdrawal.next_attempt_at).limit(limit))))
+    for withdrawal_id in due:
+        _advance(withdrawal_id)
+    return len(due)
+
+
+# --- pay a phone number ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payment:
+    transfer: ledger.PostedTransfer
+    payee_phone: str
+
+
+def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: str | None) -> Payment:
+    """Move ``amount`` from the payer's wallet to the wallet of the account with ``to_phone`` (caller's
+    transaction); both are told by SMS. Raises ``RecipientNotFound``, ``CannotPaySelf``, ``LimitExceeded``,
+    ``InsufficientFunds``."""
+    payee = db.session.scalars(select(User).where(User.phone == to_phone)).first()
+    if payee is None:
+        raise RecipientNotFound("No account has this phone number.")
+    if payee.id == payer_id:
+        raise CannotPaySelf("You cannot pay your own phone number.")
+    limits.consume_daily(payer_id, amount)
+    payer = _user(payer_id)
+    posted = ledger.transfer(ledger.open_wallet(payer_id, currency), ledger.open_wallet(payee.id, currency), amount,
+                             kind=ledger.PAYMENT, currency=currency, details={"note": note} if note else None)
+    now, text = clock.now(), format_amount(amount)
+    enqueue(payer.phone, "balance_payment", locale=payer.locale, user_id=payer.id, amount=text,
+            payee=mask_phone(payee.phone), time=format_time(now))
+    enqueue(payee.phone, "transfer_received", locale=payee.locale, user_id=payee.id, amount=text,
+            payer=mask_phone(payer.phone), time=format_time(now))
+    return Payment(posted, payee.phone)

@@ -1,0 +1,82 @@
+"""Tables of money movement: top-ups, withdrawals and the daily spending counters."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import UTCDateTime, db
+
+# Top-up and withdrawal states
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
+SUBMITTED = "submitted"  # a withdrawal the bank has accepted and is paying out
+
+
+class TopUp(db.Model):
+    """Money taken from a bound card at the bank and credited to the wallet. ``reference`` is what the bank
+    knows it by, so a retry after a crash asks the bank about the same debit instead of charging twice."""
+
+    __tablename__ = "topups"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+        Index("ix_topups_user", "user_id", "id"),
+        Index("ix_topups_pending", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    card_id: Mapped[str] = mapped_column(ForeignKey("bank_cards.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(12), default=PENDING)
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    transfer_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    bank_reference: Mapped[str | None] = mapped_column(String(64))
+    # Set when the top-up is part of another request (paying a trade with a card): retries of that request
+    # (same caller, same Idempotency-Key) find this top-up instead of charging the card again.
+    request_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Withdrawal(db.Model):
+    """A payout to a bound card. The money is held on the wallet from the request; the bank's answer posts
+    the hold (paid out) or voids it (back in the wallet)."""
+
+    __tablename__ = "withdrawals"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("status IN ('pending', 'submitted', 'succeeded', 'failed')", name="status_known"),
+        Index("ix_withdrawals_user", "user_id", "id"),
+        Index("ix_withdrawals_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    card_id: Mapped[str] = mapped_column(ForeignKey("bank_cards.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    hold_id: Mapped[str] = mapped_column(ForeignKey("holds.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(12), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failure_reason: Mapped[str | None] = mapped_column(String(64))
+    bank_reference: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DailyUsage(db.Model):
+    """What a user has sent out on one (China Standard Time) day; a conditional UPDATE keeps it under the
+    daily limit without a race."""
+
+    __tablename__ = "daily_usage"
+    __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)

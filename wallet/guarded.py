@@ -1,0 +1,36 @@
+"""The gate every money-moving POST goes through, in this order:
+
+1. the ``Idempotency-Key`` header must be there (checked first, so a missing key costs no password try);
+2. the payment password (``security.accounts.authorize_payment``: its own lockout, 401/423);
+3. the effect, inside ``core.idempotency.run_idempotent`` with a fingerprint of the request that leaves the
+   payment password out (it is never stored, not even hashed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Response, request
+from pydantic import BaseModel
+
+from core.api import respond_json
+from core.idempotency import check_key, fingerprint, run_idempotent
+from security.accounts import authorize_payment
+from security.models import User
+
+
+def guarded(user: User, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
+            prepare: Callable[[str], object] | None = None) -> Response:
+    """Run ``effect`` behind the key, the password and the idempotency store. ``prepare(key)`` runs after the
+    password check and before the effect, in its own transactions (a top-up that must not roll back)."""
+    key = check_key(request.headers.get("Idempotency-Key"))
+    authorize_payment(user, body.payment_password)  # type: ignore[attr-defined]
+    if prepare is not None:
+        prepare(key)
+    request_hash = fingerprint(request.method, request.path, body.model_dump(mode="json", exclude={"payment_password"}))
+    status, answer, replayed = run_idempotent(user.id, key, request_hash, effect)
+    response = respond_json(answer, status)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response

@@ -1,0 +1,98 @@
+"""Request and response models of the wallet endpoints."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.api import RequestModel
+from core.money import MAX_AMOUNT
+
+PaymentPassword = Field(min_length=1, max_length=16, description="The six-digit payment password")
+CardId = Field(min_length=1, max_length=40)
+
+
+class Amount(RequestModel):
+    amount: int = Field(gt=0, le=MAX_AMOUNT, description="Minor units (fen)")
+    currency: Literal["CNY"] = "CNY"
+
+
+class TopUpRequest(Amount):
+    bank_card_id: str = CardId
+    payment_password: str = PaymentPassword
+
+
+class WithdrawalRequest(Amount):
+    bank_card_id: str = CardId
+    payment_password: str = PaymentPassword
+
+
+class TransferRequest(Amount):
+    to_phone: str = Field(min_length=3, max_length=32)
+    note: str | None = Field(default=None, max_length=140)
+    payment_password: str = PaymentPassword
+
+
+class WalletOut(BaseModel):
+    available: int
+    pending: int
+    currency: str
+
+
+class TopUpOut(BaseModel):
+    id: str
+    status: Literal["pending", "succeeded", "failed"]
+    amount: int
+    currency: str
+    bank_card_id: str
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class WithdrawalOut(BaseModel):
+    id: str
+    status: Literal["pending", "submitted", "succeeded", "failed"]
+    amount: int
+    currency: str
+    bank_card_id: str
+    failure_reason: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class TransferOut(BaseModel):
+    id: str
+    amount: int
+    currency: str
+    to_phone: str
+    balance_after: int
+    created_at: datetime
+
+
+class StatementQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=20, ge=1, le=100)
+    starting_after: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$")
+    kind: Literal["topup", "withdrawal", "payment", "escrow_pay", "escrow_release", "refund", "fee"] | None = None
+    from_date: date | None = Field(default=None, alias="from")
+    to_date: date | None = Field(default=None, alias="to")
+    format: Literal["json", "csv"] = "json"
+
+
+class StatementLine(BaseModel):
+    id: str
+    kind: str
+    amount: int = Field(description="Signed: money in is positive, money out negative")
+    balance_after: int
+    currency: str
+    counterparty: str
+    transfer_id: str
+    created_at: datetime
+
+
+class Statement(BaseModel):
+    data: list[StatementLine]
+    has_more: bool
+    next_starting_after: str | None = None

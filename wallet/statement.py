@@ -1,0 +1,109 @@
+"""A wallet's statement: its ledger entries, newest first, keyset-paginated on the entry id.
+
+One index range scan on ``ledger_entries (account_id, id)`` per page, however long the history; the balance
+after each line was written with the entry, never summed here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, text
+
+from core.db import UTCDateTime, db, run_in_transaction
+from notifications.templates import mask_phone
+from wallet import ledger
+from wallet.errors import LedgerAccountNotFound
+from wallet.limits import CST
+
+_COLUMNS = ["id", "created_at", "kind", "amount", "balance_after", "currency", "counterparty", "transfer_id"]
+
+
+def _describe(kind: str | None, owner: str | None, phone: str | None) -> str:
+    if kind == "wallet" and phone:
+        return mask_phone(phone)
+    if kind == "bank_clearing" and owner:
+        return f"bank {owner}"
+    if kind == "escrow" and owner:
+        return f"escrow {owner}"
+    if kind == "fees":
+        return "platform fee"
+    return "platform"
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=CST)
+
+
+def lines(user_id: str, *, limit: int, before_id: int | None, kind: str | None, from_date: date | None,
+          to_date: date | None, currency: str = "CNY") -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` statement lines older than ``before_id`` and whether more remain. Dates are China
+    Standard Time days, ``to_date`` included."""
+    try:
+        account = ledger.wallet_of(user_id, currency)
+    except LedgerAccountNotFound:
+        return [], False
+    where = ["e.account_id = :account"]
+    params: dict[str, Any] = {"account": account, "limit": limit + 1}
+    if before_id is not None:
+        where.append("e.id < :before")
+        params["before"] = before_id
+    if kind is not None:
+        where.append("e.kind = :kind")
+        params["kind"] = kind
+    if from_date is not None:
+        where.append("e.created_at >= :start")
+        params["start"] = _day_start(from_date)
+    if to_date is not None:
+        where.append("e.created_at < :end")
+        params["end"] = _day_start(to_date + timedelta(days=1))
+    sql = (
+        text(
+            "SELECT e.id, e.created_at, e.kind, e.amount, e.balance_after, e.transfer_id, a.currency,"
+            " c.kind AS c_kind, c.owner AS c_owner, u.phone AS c_phone"
+            " FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
+            " JOIN ledger_accounts c ON c.id = e.counterparty_account_id"
+            " LEFT JOIN users u ON c.kind = 'wallet' AND u.id = c.owner"
+            f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT :limit"
+        )
+        .bindparams(*[bindparam(name, type_=UTCDateTime()) for name in ("start", "end") if name in params])
+        .columns(created_at=UTCDateTime())
+    )
+    rows = run_in_transaction(lambda: db.session.execute(sql, params).all())
+    return [
+        {
+            "id": str(row.id),
+            "created_at": row.created_at,
+            "kind": row.kind,
+            "amount": row.amount,
+            "balance_after": row.balance_after,
+            "currency": row.currency,
+            "counterparty": _describe(row.c_kind, row.c_owner, row.c_phone),
+            "transfer_id": row.transfer_id,
+        }
+        for row in rows[:limit]
+    ], len(rows) > limit
+
+
+def csv_rows(user_id: str, **filters: Any) -> Iterator[str]:
+    """The whole filtered statement as CSV, fetched page by page so memory stays flat."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(_COLUMNS)
+    yield buffer.getvalue()
+    before: int | None = None
+    while True:
+        page, more = lines(user_id, limit=500, before_id=before, **filters)
+        buffer.seek(0)
+        buffer.truncate()
+        for line in page:
+            writer.writerow([line["id"], line["created_at"].isoformat(), line["kind"], line["amount"],
+                             line["balance_after"], line["currency"], line["counterparty"], line["transfer_id"]])
+        yield buffer.getvalue()
+        if not more or not page:
+            return
+        before = int(page[-1]["id"])

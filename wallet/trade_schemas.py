@@ -1,0 +1,239 @@
+"""Request and response models of the escrow trade endpoints."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.api import RequestModel
+from core.money import MAX_AMOUNT
+from wallet.escrow_models import Dispute, Refund, TimelineEntry, Trade
+
+Short = Field(min_length=1, max_length=64)
+PaymentPassword = Field(min_length=1, max_length=16)
+
+
+class OpenTrade(RequestModel):
+    seller_phone: str = Field(min_length=3, max_length=32)
+    title: str = Field(min_length=1, max_length=128)
+    amount: int = Field(gt=0, le=MAX_AMOUNT, description="Price of the goods in fen")
+    shipping_fee: int = Field(default=0, ge=0, le=MAX_AMOUNT)
+    currency: Literal["CNY"] = "CNY"
+
+
+class PaymentPasswordOnly(RequestModel):
+    payment_password: str = PaymentPassword
+
+
+class PayTrade(RequestModel):
+    payment_password: str = PaymentPassword
+    bank_card_id: str | None = Field(default=None, min_length=1, max_length=40,
+                                     description="Top up the shortfall from this card first (it stays in the "
+                                                 "wallet if the payment then fails)")
+
+
+class Ship(RequestModel):
+    carrier: str = Short
+    tracking_number: str = Short
+
+
+class NoBody(RequestModel):
+    pass
+
+
+class RequestRefund(RequestModel):
+    amount: int = Field(gt=0, le=MAX_AMOUNT)
+    reason: str = Field(min_length=1, max_length=500)
+    return_goods: bool = False
+
+
+class Reason(RequestModel):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class Attachment(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    url: str | None = Field(default=None, max_length=500)
+
+
+class AddEvidence(RequestModel):
+    text: str | None = Field(default=None, max_length=4000)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+
+
+class RateTrade(RequestModel):
+    score: Literal[-1, 0, 1]
+    comment: str | None = Field(default=None, max_length=500)
+
+
+class Decide(RequestModel):
+    outcome: Literal["release", "refund", "split"]
+    refund_amount: int | None = Field(default=None, gt=0, le=MAX_AMOUNT)
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class TradeListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["buyer", "seller"] | None = None
+    limit: int = Field(default=20, ge=1, le=100)
+    starting_after: str | None = Field(default=None, max_length=64)
+
+
+class RefundOut(BaseModel):
+    id: str
+    status: str
+    amount: int
+    reason: str
+    return_goods: bool
+    deadline: datetime | None
+    disputed: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundOut:
+        return cls(id=refund.id, status=refund.status, amount=refund.amount, reason=refund.reason,
+                   return_goods=refund.return_goods, deadline=refund.deadline, disputed=refund.disputed,
+                   created_at=refund.created_at)
+
+
+class Deadlines(BaseModel):
+    pay_by: datetime | None
+    confirm_by: datetime | None
+    remind_at: datetime | None
+    paused: bool
+
+
+class TradeOut(BaseModel):
+    id: str
+    status: str
+    role: Literal["buyer", "seller", "staff"]
+    buyer_id: str
+    seller_id: str
+    title: str
+    amount: int
+    shipping_fee: int
+    currency: str
+    paid_amount: int
+    refunded_amount: int
+    released_amount: int
+    fee_amount: int
+    carrier: str | None
+    tracking_number: str | None
+    extended: bool
+    deadlines: Deadlines
+    refunds: list[RefundOut] = Field(default_factory=list)
+    created_at: datetime
+    paid_at: datetime | None
+    shipped_at: datetime | None
+    finished_at: datetime | None
+    closed_at: datetime | None
+    close_reason: str | None
+
+    @classmethod
+    def of(cls, trade: Trade, viewer_id: str, refunds: list[Refund] | None = None) -> TradeOut:
+        role = "buyer" if viewer_id == trade.buyer_id else "seller" if viewer_id == trade.seller_id else "staff"
+        return cls(
+            id=trade.id, status=trade.status, role=role, buyer_id=trade.buyer_id, seller_id=trade.seller_id,
+            title=trade.title, amount=trade.amount, shipping_fee=trade.shipping_fee, currency=trade.currency,
+            paid_amount=trade.paid_amount, refunded_amount=trade.refunded_amount,
+            released_amount=trade.released_amount, fee_amount=trade.fee_amount, carrier=trade.carrier,
+            tracking_number=trade.tracking_number, extended=trade.extended,
+            deadlines=Deadlines(pay_by=trade.pay_deadline if trade.status == "WAIT_BUYER_PAY" else None,
+                                confirm_by=trade.confirm_deadline if trade.status == "WAIT_BUYER_CONFIRM_GOODS"
+                                else None,
+                                remind_at=trade.remind_at if trade.status == "WAIT_BUYER_CONFIRM_GOODS" else None,
+                                paused=trade.paused_at is not None),
+            refunds=[RefundOut.of(r) for r in refunds or []],
+            created_at=trade.created_at, paid_at=trade.paid_at, shipped_at=trade.shipped_at,
+            finished_at=trade.finished_at, closed_at=trade.closed_at, close_reason=trade.close_reason,
+        )
+
+
+class TradeList(BaseModel):
+    data: list[TradeOut]
+    has_more: bool
+    next_starting_after: str | None = None
+
+
+class TimelineEntryOut(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    kind: str
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, entry: TimelineEntry) -> TimelineEntryOut:
+        return cls(seq=entry.seq, at=entry.at, actor=entry.actor, kind=entry.kind, data=json.loads(entry.data),
+                   prev_hash=entry.prev_hash, hash=entry.hash)
+
+
+class Timeline(BaseModel):
+    data: list[TimelineEntryOut]
+
+
+class EvidenceAdded(BaseModel):
+    seq: int
+
+
+class EvidenceBundle(BaseModel):
+    trade: TradeOut
+    timeline: list[TimelineEntryOut]
+    head_hash: str
+    intact: bool
+    broken_at: int | None
+
+
+class RatingOut(BaseModel):
+    id: str
+    trade_id: str
+    score: int
+    comment: str | None
+    created_at: datetime
+
+
+class ReputationPart(BaseModel):
+    credit_score: int
+    positive_rate: float | None
+    count: int
+
+
+class ReputationOut(BaseModel):
+    user_id: str
+    as_seller: ReputationPart
+    as_buyer: ReputationPart
+
+
+class DisputeOut(BaseModel):
+    id: str
+    trade_id: str
+    refund_id: str
+    status: str
+    reason: str
+    outcome: str | None
+    refund_amount: int | None
+    decision_reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, dispute: Dispute) -> DisputeOut:
+        return cls(id=dispute.id, trade_id=dispute.trade_id, refund_id=dispute.refund_id, status=dispute.status,
+                   reason=dispute.reason, outcome=dispute.outcome, refund_amount=dispute.refund_amount,
+                   decision_reason=dispute.decision_reason, created_at=dispute.created_at,
+                   decided_at=dispute.decided_at)
+
+
+class DisputeList(BaseModel):
+    data: list[DisputeOut]
+
+
+class DisputeQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["open", "decided"] | None = "open"

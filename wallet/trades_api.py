@@ -1,0 +1,261 @@
+"""HTTP endpoints of escrow trades, their refunds, disputes, evidence and ratings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from core.api import endpoint, parse_body, parse_query, respond
+from core.db import run_in_transaction
+from security.accounts import authorize_payment
+from security.auth import current_staff, current_user
+from security.phones import normalize_phone
+from wallet import funds, ledger, timeline, trades
+from wallet.errors import LedgerAccountNotFound
+from wallet.guarded import guarded
+from wallet.trade_schemas import (
+    AddEvidence,
+    Decide,
+    DisputeList,
+    DisputeOut,
+    DisputeQuery,
+    EvidenceAdded,
+    EvidenceBundle,
+    NoBody,
+    OpenTrade,
+    PaymentPasswordOnly,
+    PayTrade,
+    RateTrade,
+    RatingOut,
+    Reason,
+    RefundOut,
+    ReputationOut,
+    ReputationPart,
+    RequestRefund,
+    Ship,
+    Timeline,
+    TimelineEntryOut,
+    TradeList,
+    TradeListQuery,
+    TradeOut,
+)
+
+bp = Blueprint("trades", __name__, url_prefix="/api/v1")
+
+
+def _out(trade_id: str, viewer_id: str, *, staff: bool = False) -> TradeOut:
+    trade = trades.get_trade(viewer_id, trade_id, staff=staff)
+    return TradeOut.of(trade, viewer_id, trades.refunds_of(trade.id))
+
+
+@endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY)", body=OpenTrade,
+          response=TradeOut, status=201)
+def open_trade() -> Response:
+    user = current_user()
+    req = parse_body(OpenTrade)
+    trade = trades.open_trade(user.id, normalize_phone(req.seller_phone, "seller_phone"), req.title, req.amount,
+                              req.shipping_fee, req.currency)
+    return respond(_out(trade.id, user.id), 201)
+
+
+@endpoint(bp, "/trades", "GET", summary="My trades, as buyer or seller", query=TradeListQuery, response=TradeList)
+def list_trades() -> Response:
+    user = current_user()
+    query = parse_query(TradeListQuery)
+    rows, more = trades.list_trades(user.id, query.role, query.limit, query.starting_after)
+    return respond(TradeList(data=[TradeOut.of(t, user.id) for t in rows], has_more=more,
+                             next_starting_after=rows[-1].id if more and rows else None))
+
+
+@endpoint(bp, "/trades/<trade_id>", "GET", summary="One trade with its deadlines and refunds", response=TradeOut)
+def get_trade(trade_id: str) -> Response:
+    user = current_user()
+    return respond(_out(trade_id, user.id, staff=user.is_staff))
+
+
+@endpoint(bp, "/trades/<trade_id>/pay", "POST", summary="Pay into escrow", body=PayTrade, response=TradeOut,
+          idempotent=True)
+def pay_trade(trade_id: str) -> Response:
+    user = current_user()
+    req = parse_body(PayTrade)
+
+    def top_up_shortfall(key: str) -> None:
+        if req.bank_card_id is None:
+            return
+        trade = trades.get_trade(user.id, trade_id)
+        try:
+            available = ledger.balance(ledger.wallet_of(user.id, trade.currency)).available
+        except LedgerAccountNotFound:
+            available = 0
+        shortfall = trade.amount + trade.shipping_fee - available
+        if trade.status == "WAIT_BUYER_PAY" and shortfall > 0:
+            funds.topup_for_request(user.id, req.bank_card_id, shortfall, trade.currency, f"{user.id}:{key}")
+
+    def effect() -> tuple[int, dict[str, Any]]:
+        trade = trades.pay(user.id, trade_id)
+        return 200, TradeOut.of(trade, user.id).model_dump(mode="json")
+
+    return guarded(user, req, effect, prepare=top_up_shortfall)
+
+
+@endpoint(bp, "/trades/<trade_id>/ship", "POST", summary="Seller ships", body=Ship, response=TradeOut)
+def ship(trade_id: str) -> Response:
+    user = current_user()
+    req = parse_body(Ship)
+    trades.ship(user.id, trade_id, req.carrier, req.tracking_number)
+    return respond(_out(trade_id, user.id))
+
+
+@endpoint(bp, "/trades/<trade_id>/confirm", "POST", summary="Buyer confirms receipt; money to the seller",
+          body=PaymentPasswordOnly, response=TradeOut, idempotent=True)
+def confirm(trade_id: str) -> Response:
+    user = current_user()
+    req = parse_body(PaymentPasswordOnly)
+    return guarded(user, req, lambda: (200, TradeOut.of(trades.confirm(user.id, trade_id), user.id)
+                                       .model_dump(mode="json")))
+
+
+@endpoint(bp, "/trades/<trade_id>/extend", "POST", summary="Extend the confirm deadline once", body=NoBody,
+          response=TradeOut)
+def extend(trade_id: str) -> Response:
+    user = current_user()
+    parse_body(NoBody)
+    trades.extend(user.id, trade_id)
+    return respond(_out(trade_id, user.id))
+
+
+@endpoint(bp, "/trades/<trade_id>/cancel", "POST", summary="Cancel before payment", body=NoBody, response=TradeOut)
+def cancel(trade_id: str) -> Response:
+    user = current_user()
+    parse_body(NoBody)
+    trades.cancel(user.id, trade_id)
+    return respond(_out(trade_id, user.id))
+
+
+@endpoint(bp, "/trades/<trade_id>/refunds", "POST", summary="Buyer asks for a refund", body=RequestRefund,
+          response=RefundOut, status=201)
+def request_refund(trade_id: str) -> Response:
+    user = current_user()
+    req = parse_body(RequestRefund)
+    return respond(RefundOut.of(trades.request_refund(user.id, trade_id, req.amount, req.reason, req.return_goods)),
+                   201)
+
+
+@endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/agree", "POST", summary="Seller agrees to the refund",
+          body=PaymentPasswordOnly, response=RefundOut)
+def agree_refund(trade_id: str, refund_id: str) -> Response:
+    user = current_user()
+    req = parse_body(PaymentPasswordOnly)
+    authorize_payment(user, req.payment_password)
+    return respond(RefundOut.of(trades.agree_refund(user.id, trade_id, refund_id)))
+
+
+@endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/refuse", "POST", summary="Seller refuses the refund",
+          body=Reason, response=RefundOut)
+def refuse_refund(trade_id: str, refund_id: str) -> Response:
+    user = current_user()
+    req = parse_body(Reason)
+    return respond(RefundOut.of(trades.refuse_refund(user.id, trade_id, refund_id, req.reason)))
+
+
+@endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/return", "POST", summary="Buyer sends the goods back",
+          body=Ship, response=RefundOut)
+def return_goods(trade_id: str, refund_id: str) -> Response:
+    user = current_user()
+    req = parse_body(Ship)
+    return respond(RefundOut.of(trades.return_goods(user.id, trade_id, refund_id, req.carrier,
+                                                    req.tracking_number)))
+
+
+@endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/receive-return", "POST",
+          summary="Seller confirms the returned goods arrived; money back to the buyer", body=PaymentPasswordOnly,
+          response=RefundOut)
+def receive_return(trade_id: str, refund_id: str) -> Response:
+    user = current_user()
+    req = parse_body(PaymentPasswordOnly)
+    authorize_payment(user, req.payment_password)
+    return respond(RefundOut.of(trades.receive_return(user.id, trade_id, refund_id)))
+
+
+@endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Take a refused refund to the platform", body=Reason,
+          response=DisputeOut, status=201)
+def open_dispute(trade_id: str) -> Response:
+    user = current_user()
+    req = parse_body(Reason)
+    return respond(DisputeOut.of(trades.open_dispute(user.id, trade_id, req.reason)), 201)
+
+
+@endpoint(bp, "/trades/<trade_id>/evidence", "POST", summary="Add evidence (text, attachment hashes)",
+          body=AddEvidence, response=EvidenceAdded, status=201)
+def add_evidence(trade_id: str) -> Response:
+    user = current_user()
+    req = parse_body(AddEvidence)
+    seq = trades.add_evidence(user.id, trade_id, req.text, [a.model_dump() for a in req.attachments])
+    return respond(EvidenceAdded(seq=seq), 201)
+
+
+def _timeline(trade_id: str, user_id: str, staff: bool) -> tuple[Any, list[TimelineEntryOut], timeline.Verification]:
+    trade = trades.get_trade(user_id, trade_id, staff=staff)
+
+    def read() -> tuple[list[TimelineEntryOut], timeline.Verification]:
+        return [TimelineEntryOut.of(e) for e in timeline.entries(trade.id)], timeline.verify(trade)
+
+    entries, verification = run_in_transaction(read)
+    return trade, entries, verification
+
+
+@endpoint(bp, "/trades/<trade_id>/timeline", "GET", summary="The trade's history", response=Timeline)
+def get_timeline(trade_id: str) -> Response:
+    user = current_user()
+    _trade, entries, _verification = _timeline(trade_id, user.id, user.is_staff)
+    return respond(Timeline(data=entries))
+
+
+@endpoint(bp, "/trades/<trade_id>/evidence-bundle", "GET", summary="Everything about the trade, hash-chained",
+          response=EvidenceBundle)
+def evidence_bundle(trade_id: str) -> Response:
+    user = current_user()
+    trade, entries, verification = _timeline(trade_id, user.id, user.is_staff)
+    return respond(EvidenceBundle(trade=TradeOut.of(trade, user.id, trades.refunds_of(trade.id)), timeline=entries,
+                                  head_hash=trade.timeline_hash, intact=verification.intact,
+                                  broken_at=verification.broken_at))
+
+
+@endpoint(bp, "/trades/<trade_id>/ratings", "POST", summary="Rate the other side of a finished trade",
+          body=RateTrade, response=RatingOut, status=201)
+def rate(trade_id: str) -> Response:
+    user = current_user()
+    req = parse_body(RateTrade)
+    rating = trades.rate(user.id, trade_id, req.score, req.comment)
+    return respond(RatingOut(id=rating.id, trade_id=rating.trade_id, score=rating.score, comment=rating.comment,
+                             created_at=rating.created_at), 201)
+
+
+@endpoint(bp, "/users/<user_id>/reputation", "GET", summary="A user's credit score as seller and as buyer",
+          response=ReputationOut)
+def reputation(user_id: str) -> Response:
+    current_user()
+
+    def part(role: str) -> ReputationPart:
+        rep = trades.reputation(user_id, role)
+        return ReputationPart(credit_score=rep.score, positive_rate=rep.positive_rate, count=rep.count)
+
+    return respond(ReputationOut(user_id=user_id, as_seller=part("seller"), as_buyer=part("buyer")))
+
+
+@endpoint(bp, "/admin/disputes", "GET", summary="Staff: disputes to decide", query=DisputeQuery,
+          response=DisputeList)
+def list_disputes() -> Response:
+    current_staff()
+    query = parse_query(DisputeQuery)
+    return respond(DisputeList(data=[DisputeOut.of(d) for d in trades.list_disputes(query.status)]))
+
+
+@endpoint(bp, "/admin/disputes/<dispute_id>/decide", "POST", summary="Staff: decide a dispute", body=Decide,
+          response=DisputeOut)
+def decide(dispute_id: str) -> Response:
+    staff = current_staff()
+    req = parse_body(Decide)
+    return respond(DisputeOut.of(trades.decide_dispute(staff.id, dispute_id, req.outcome, req.refund_amount,
+                                                       req.reason)))
