@@ -173,7 +173,12 @@ def _install_error_handlers(app: Flask) -> None:
             "detail": exc.description or exc.name,
             "code": _HTTP_CODES.get(status, re.sub(r"\W+", "_", exc.name.lower())),
         }
-        return _problem(body, status)
+        response = _problem(body, status)
+        # Keep what the exception says besides its HTML media type, e.g. the Allow header a 405 must carry.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

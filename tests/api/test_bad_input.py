@@ -139,3 +139,8 @@ def test_security_headers(client):
 
 def test_readiness_checks_the_database(client):
     assert client.get("/readyz").json == {"status": "ready"}
+
+
+def test_a_wrong_method_names_the_allowed_ones(client):
+    response = client.delete("/api/v1/users")
+    assert response.status_code == 405 and response.headers["Allow"] and "POST" in response.headers["Allow"]

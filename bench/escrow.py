@@ -1,0 +1,188 @@
+"""Full escrow trades per second through the service layer, next to the argon2 bound, in the same run.
+
+A trade is open → pay → ship → confirm, exactly as the endpoints run it minus HTTP: the payment password
+is checked before paying and before confirming (two argon2id verifies, ``authorize_payment``), pay and
+confirm run under an Idempotency-Key (``run_idempotent``), money moves buyer → the trade's escrow account
+→ seller, every step appends to the hash-chained timeline and enqueues its SMS.
+
+Two payment-password checks per trade bound the rate at (argon2 verifies per second) / 2; the target is
+>= 0.8 of that bound. Both are measured with the same number of worker threads (argon2-cffi releases the
+GIL while hashing, so threads use both cores), alternating in rounds so drift affects both alike.
+
+    .venv/bin/python bench/escrow.py                      # PostgreSQL database bench_escrow (created)
+    .venv/bin/python bench/escrow.py --workers 1 2 4 --seconds 8
+    .venv/bin/python bench/escrow.py --profile            # where one trade spends its time (1 worker)
+"""
+
+# ruff: noqa: E402 - the imports below need the repository root on sys.path first
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from argon2 import PasswordHasher, Type
+from flask import current_app
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from core import clock
+from core.db import db
+from core.idempotency import fingerprint, run_idempotent
+from core.ids import new_id
+from security.accounts import authorize_payment
+from security.identity_models import Identity
+from security.models import User
+from wallet import ledger, trades
+from wallet.card_models import BankCard
+from wallet.check import check_invariants
+from wallet.models import BANK_CLEARING
+
+PAYMENT_PASSWORD = "135790"
+FAKE_CARD = "00" + "1" * 13 + "1234"  # never a payment card (00 prefix); the bench never calls the bank
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_escrow"
+
+
+def fresh_database(url: str) -> None:
+    server, name = url.rsplit("/", 1)
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
+def make_user(phone: str, real_name: str, balance: int) -> str:
+    hasher = current_app.extensions["passwords"]
+    now = clock.now()
+    user = User(id=new_id("usr"), phone=phone, login_password_hash=hasher.hash("bench login phrase"),
+                payment_password_hash=hasher.hash(PAYMENT_PASSWORD), locale="en", created_at=now, updated_at=now)
+    db.session.add(user)
+    db.session.flush()
+    db.session.add(Identity(id=new_id("idv"), user_id=user.id, real_name=real_name, id_number_hash=uuid.uuid4().hex,
+                            id_last4="0000", provider="bench", verified_at=now))
+    db.session.add(BankCard(id=new_id("card"), user_id=user.id, bank_code="ICBC", card_hash=uuid.uuid4().hex,
+                            last4="1234", card_number=FAKE_CARD, holder_name=real_name, created_at=now))
+    db.session.commit()
+    if balance:
+        ledger.transfer(ledger.system_account(BANK_CLEARING, "ICBC"), ledger.open_wallet(user.id), balance,
+                        kind=ledger.TOPUP)
+        db.session.commit()
+    return user.id
+
+
+def one_trade(buyer_id: str, seller_id: str, seller_phone: str) -> None:
+    buyer = db.session.get(User, buyer_id)
+    seller = db.session.get(User, seller_id)
+    assert buyer is not None and seller is not None
+    trade = trades.open_trade(buyer_id, seller_phone, "bench item", 1999, 0, "CNY")
+    trade_id = trade.id
+    authorize_payment(buyer, PAYMENT_PASSWORD)
+    run_idempotent(buyer_id, uuid.uuid4().hex, fingerprint("POST", f"/trades/{trade_id}/pay", {}),
+                   lambda: (200, {"status": trades.pay(buyer_id, trade_id).status}))
+    trades.ship(seller_id, trade_id, "SF", "SF0001")
+    authorize_payment(buyer, PAYMENT_PASSWORD)
+    run_idempotent(buyer_id, uuid.uuid4().hex, fingerprint("POST", f"/trades/{trade_id}/confirm", {}),
+                   lambda: (200, {"status": trades.confirm(buyer_id, trade_id).status}))
+
+
+def rate(workers: int, seconds: float, work) -> float:  # noqa: ANN001 - work(i) runs one unit for worker i
+    done = [0] * workers
+    stop = time.perf_counter() + seconds
+    barrier = threading.Barrier(workers + 1)
+
+    def loop(i: int) -> None:
+        barrier.wait()
+        while time.perf_counter() < stop:
+            work(i)
+            done[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    started = time.perf_counter()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    fresh_database(args.database_url)
+    sms = Path(tempfile.mkdtemp()) / "sms.jsonl"
+    app = create_app({"DATABASE_URL": args.database_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
+                      "SMS_CONSOLE_FILE": str(sms)})
+    cfg = app.config
+    pairs: list[tuple[str, str, str]] = []
+    with app.app_context():
+        upgrade(revision="heads")
+        for i in range(max(args.workers)):
+            seller_phone = f"+1202555{100 + i:04d}"
+            seller = make_user(seller_phone, "Seller", 0)
+            buyer = make_user(f"+1212555{100 + i:04d}", "Buyer", 10**10)
+            pairs.append((buyer, seller, seller_phone))
+
+    raw = PasswordHasher(time_cost=cfg["ARGON2_TIME_COST"], memory_cost=cfg["ARGON2_MEMORY_KIB"],
+                         parallelism=cfg["ARGON2_PARALLELISM"], type=Type.ID)
+    stored = raw.hash("x" * 64)
+
+    def argon2_once(_i: int) -> None:
+        raw.verify(stored, "x" * 64)
+
+    def trade_once(i: int) -> None:
+        with app.app_context():
+            one_trade(*pairs[i])
+
+    if args.profile:
+        profiler = cProfile.Profile()
+        stop, count = time.perf_counter() + args.seconds, 0
+        profiler.enable()
+        while time.perf_counter() < stop:  # in this thread: cProfile sees only the thread it runs in
+            trade_once(0)
+            count += 1
+        profiler.disable()
+        print(f"{count} trades profiled")
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+        print(out.getvalue())
+        return
+
+    print(f"argon2id m={cfg['ARGON2_MEMORY_KIB']} KiB t={cfg['ARGON2_TIME_COST']} p={cfg['ARGON2_PARALLELISM']}, "
+          f"{args.rounds} rounds of {args.seconds:.0f} s each")
+    print(f"{'workers':>7} {'argon2 verifies/s':>18} {'bound trades/s':>15} {'trades/s':>9} {'ratio':>6}")
+    for workers in args.workers:
+        argon2_rates, trade_rates = [], []
+        for _ in range(args.rounds):
+            argon2_rates.append(rate(workers, args.seconds, argon2_once))
+            trade_rates.append(rate(workers, args.seconds, trade_once))
+        bound = statistics.median(argon2_rates) / 2
+        trades_per_s = statistics.median(trade_rates)
+        print(f"{workers:>7} {bound * 2:>18.1f} {bound:>15.1f} {trades_per_s:>9.1f} {trades_per_s / bound:>6.2f}")
+    with app.app_context():
+        problems = check_invariants()
+        print("ledger check after the run:", "clean" if not problems else problems)
+        db.engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
