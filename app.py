@@ -27,7 +27,7 @@ from werkzeug.serving import run_simple
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import config as settings
-from core import idempotency
+from core import idempotency, observability
 from core.clock import SystemClock
 from core.db import db
 from core.errors import AppError, RateLimited
@@ -42,6 +42,7 @@ from security.alerts_api import bp as alerts_bp
 from security.api import bp as accounts_bp
 from security.identity import SimulatedIdentityProvider
 from security.identity_api import bp as identity_bp
+from security import metrics as security_metrics
 from security.models import User
 from security.passwords import Passwords
 from security.phones import normalize_phone
@@ -54,7 +55,7 @@ from wallet import funds
 from wallet import funds_models as _funds_models  # noqa: F401 - register tables
 from wallet import ledger
 from wallet.funds_api import bp as wallet_bp
-from wallet import escrow_models, timeline
+from wallet import check_log, escrow_models, timeline
 from wallet import trades
 from wallet.trades_api import bp as trades_bp
 
@@ -83,7 +84,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update({k: v for k, v in config.items() if k not in settings.SETTINGS})
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=app.config["LOG_LEVEL"], format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    observability.configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
 
     if app.config["PROXY_FIX_X_FOR"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"],  # type: ignore[method-assign]
@@ -116,9 +117,26 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(trades_bp)
     app.register_blueprint(ops_bp)
     _install_hooks(app)
+    observability.init_app(app)
+    observability.add_gauges(_outbox_gauges)
+    observability.add_gauges(security_metrics.gauges)
+    observability.add_gauges(check_log.gauges)
     _install_error_handlers(app)
     _install_cli(app)
     return app
+
+
+def _outbox_gauges():  # noqa: ANN202 - rows for core.observability.add_gauges
+    status = dispatcher.queue_status()
+    age = status.oldest_unsent_age.total_seconds() if status.oldest_unsent_age else 0.0
+    return [
+        ("wallet_outbox_alerts", "alerts in the outbox by status", ["status"],
+         [([name], float(n)) for name, n in sorted(status.by_status.items())]),
+        ("wallet_outbox_oldest_unsent_seconds", "age of the oldest alert not yet handed to the provider", [],
+         [([], age)]),
+        ("wallet_outbox_resends_in_doubt", "re-sends after a dispatcher died mid-hand-over", [],
+         [([], float(status.resends_in_doubt))]),
+    ]
 
 
 # --- request hooks and errors ---------------------------------------------------------------------------
@@ -192,16 +210,22 @@ def _install_error_handlers(app: Flask) -> None:
 # --- command line ---------------------------------------------------------------------------------------
 
 
-def _background_tasks(app: Flask) -> list[Task]:
-    sender = app.extensions["sms_sender"]
+def _worker_tasks(app: Flask) -> list[Task]:
+    """What `flask worker` runs (and the dev server's thread, with the SMS dispatcher added)."""
     return [
-        Task("dispatch-sms", lambda: dispatcher.dispatch_once(sender), app.config["DISPATCH_INTERVAL_SECONDS"]),
-        Task("purge-idempotency-keys", idempotency.purge_expired, 3600),
+        Task("escrow-sweep", trades.sweep, app.config["ESCROW_SWEEP_SECONDS"]),
         Task("process-withdrawals", funds.process_withdrawals, 1.0),
         Task("retry-pending-topups", funds.retry_pending_topups, 30.0),
         Task("expire-holds", ledger.expire_holds, 5.0),
-        Task("escrow-sweep", trades.sweep, 5.0),
+        Task("purge-idempotency-keys", idempotency.purge_expired, 3600),
+        Task("ledger-check", lambda: check_log.run_and_record("worker"), app.config["LEDGER_CHECK_SECONDS"]),
     ]
+
+
+def _background_tasks(app: Flask) -> list[Task]:
+    sender = app.extensions["sms_sender"]
+    dispatch = Task("dispatch-sms", lambda: dispatcher.dispatch_once(sender), app.config["DISPATCH_INTERVAL_SECONDS"])
+    return [dispatch, *_worker_tasks(app)]
 
 
 def _install_cli(app: Flask) -> None:
@@ -210,7 +234,7 @@ def _install_cli(app: Flask) -> None:
     @click.option("--port", default=5000, type=int)
     def dev(host: str, port: int) -> None:
         """Apply migrations, start the background workers and serve on HOST:PORT (development)."""
-        upgrade(revision="heads")
+        upgrade()
         worker = BackgroundWorker(current_app._get_current_object(), _background_tasks(current_app))  # type: ignore[attr-defined]
         worker.start()
         click.echo(f"SMS messages are appended to {current_app.config['SMS_CONSOLE_FILE']}")
@@ -248,13 +272,22 @@ def _install_cli(app: Flask) -> None:
     @wallet_cli.command("check")
     def wallet_check() -> None:
         """Recompute every balance from the transfers and check the ledger invariants; exit 1 if any fails."""
-        problems = ledger_check.check_invariants()
+        problems = check_log.run_and_record("cli")
         for problem in problems:
             click.echo(problem, err=True)
         if problems:
             raise SystemExit(1)
         counts = ledger_check.counts()
         click.echo("ledger clean: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+
+    @app.cli.command("worker")
+    def worker() -> None:
+        """Run the background work except SMS (escrow deadlines, payouts, pending top-ups, expired holds, key
+        purging, the periodic ledger check) until SIGTERM. Several may run at once."""
+        runner = BackgroundWorker(current_app._get_current_object(), _worker_tasks(current_app))  # type: ignore[attr-defined]
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: runner.stop())
+        runner.run()  # in this thread: returns once stopped
 
     escrow_cli = AppGroup("escrow", help="Escrow trades.")
     app.cli.add_command(escrow_cli)

@@ -135,7 +135,7 @@ def main() -> None:
     cfg = app.config
     pairs: list[tuple[str, str, str]] = []
     with app.app_context():
-        upgrade(revision="heads")
+        upgrade()
         for i in range(max(args.workers)):
             seller_phone = f"+1202555{100 + i:04d}"
             seller = make_user(seller_phone, "Seller", 0)

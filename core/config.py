@@ -53,6 +53,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "WITHDRAWAL_RETRY_SECONDS": (5.0, float, "first delay before asking the bank again about a payout"),
     "WITHDRAWAL_MAX_AGE_SECONDS": (86400, int, "after this a payout the bank never received is failed back"),
     "BANK_LATENCY_SECONDS": (0.0, float, "simulated bank: seconds every call takes"),
+    "LEDGER_CHECK_SECONDS": (600.0, float, "how often the worker re-checks every ledger invariant"),
     "ESCROW_SWEEP_SECONDS": (5.0, float, "how often `flask escrow sweep --loop` applies deadlines"),
     "ESCROW_PAY_HOURS": (24, int, "an unpaid trade closes after this many hours"),
     "ESCROW_CONFIRM_DAYS": (10, int, "a shipped trade is confirmed automatically after this many days"),
@@ -68,6 +69,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "IDEMPOTENCY_TTL_HOURS": (24, int, "how long Idempotency-Key answers are kept"),
     "PROXY_FIX_X_FOR": (0, int, "number of trusted proxies in front (for client addresses)"),
     "LOG_LEVEL": ("INFO", str, "logging level"),
+    "LOG_FORMAT": ("", str, "json (one object per line) or text; empty = json in production, text otherwise"),
 }
 
 
@@ -104,4 +106,5 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     if config["WALLET_ENV"] == "production" and config["PASSWORD_PEPPER"] == DEV_PEPPER:
         raise RuntimeError("PASSWORD_PEPPER must not be the development default in production")
     config["RATELIMIT_HEADERS_ENABLED"] = True
+    config["LOG_FORMAT"] = config["LOG_FORMAT"] or ("json" if config["WALLET_ENV"] == "production" else "text")
     return config

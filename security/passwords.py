@@ -8,9 +8,10 @@ replaced at the next successful check.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
-from functools import cached_property
+import os
 from pathlib import Path
 
 from argon2 import PasswordHasher, Type
@@ -36,6 +37,8 @@ class Passwords:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
+        #: What to verify against when there is no account, so both cases cost the same time.
+        self.dummy_hash = self._make_dummy_hash(time_cost, memory_kib, parallelism)
 
     def _peppered(self, secret: str) -> bytes:
         return hmac.new(self._pepper, secret.encode(), hashlib.sha256).hexdigest().encode()
@@ -52,10 +55,13 @@ class Passwords:
     def needs_rehash(self, stored_hash: str) -> bool:
         return self._hasher.check_needs_rehash(stored_hash)
 
-    @cached_property
-    def dummy_hash(self) -> str:
-        """A hash to verify against when there is no account, so both cases cost the same time."""
-        return self.hash("no account has this password")
+    def _make_dummy_hash(self, time_cost: int, memory_kib: int, parallelism: int) -> str:
+        # A well-formed argon2id hash with random salt and digest: verifying against it costs exactly what a
+        # real one costs (the parameters set the work) and never matches. Built eagerly and without hashing,
+        # so even the first unknown-number login after a start takes no longer than a known one.
+        salt = base64.b64encode(os.urandom(16)).decode().rstrip("=")
+        digest = base64.b64encode(os.urandom(32)).decode().rstrip("=")
+        return f"$argon2id$v=19$m={memory_kib},t={time_cost},p={parallelism}${salt}${digest}"
 
     def keyed_digest(self, message: str) -> str:
         """HMAC-SHA256 with the pepper, for short secrets such as one-time codes."""

@@ -44,7 +44,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'wallet.db'}"
     app = create_app({"DATABASE_URL": url, "WALLET_ENV": "test"})
     with app.app_context():
-        upgrade(revision="heads")
+        upgrade()
         db.engine.dispose()
     return url
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 revision = '0005'
 down_revision = '0004'
 branch_labels = None
-depends_on = ("0002",)  # the withdrawals table refers to holds
+depends_on = None
 
 
 def upgrade():

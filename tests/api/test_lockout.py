@@ -69,7 +69,7 @@ def test_unknown_and_known_numbers_take_the_same_time(api):
         return elapsed
 
     known_times, unknown_times = [], []
-    for _ in range(8):  # fresh numbers, two tries each: every sample takes the "wrong, not locked" path
+    for _ in range(12):  # fresh numbers, two tries each: every sample takes the "wrong, not locked" path
         known, unknown = api.register()["phone"], make_phone()
         for _ in range(2):
             known_times.append(timed(known))

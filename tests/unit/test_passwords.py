@@ -63,3 +63,11 @@ def test_production_refuses_to_start_without_a_pepper(tmp_path):
 
 def test_development_has_a_default_pepper(tmp_path):
     assert load({}, str(tmp_path))["PASSWORD_PEPPER"]
+
+
+def test_the_dummy_hash_costs_a_real_verification_and_never_matches():
+    hasher = Passwords("p", time_cost=2, memory_kib=19456, parallelism=1)
+    assert hasher.dummy_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert not hasher.needs_rehash(hasher.dummy_hash)
+    for guess in ("", "no account has this password", "correct horse battery"):
+        assert not hasher.verify(hasher.dummy_hash, guess)

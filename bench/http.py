@@ -1,0 +1,226 @@
+"""HTTP throughput and latency through gunicorn on PostgreSQL, next to a bare Flask JSON endpoint served by
+the same gunicorn settings, in the same run.
+
+For each endpoint: requests per second at saturation (``--connections`` keep-alive clients for
+``--seconds``), p50 and p99 latency there, and p99 again at half that rate (an open-loop client pacing its
+requests), each as a ratio to the bare endpoint. Read endpoints (wallet, a statement page, a trade) target
+>= 0.5x the bare rate and p99 <= 50 ms at half the peak; a money endpoint (a transfer) is bounded by its
+argon2 payment-password check.
+
+    .venv/bin/python bench/http.py                        # database bench_http (recreated), 2 workers
+    .venv/bin/python bench/http.py --workers 3 --connections 8 --seconds 8
+
+The load generator runs in separate processes so it does not share the GIL with the measured servers; on a
+2-core machine client and server compete for CPU, which affects the bare endpoint and ours alike.
+"""
+
+# ruff: noqa: E402 - the imports below need the repository root on sys.path first
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run as a script, this file's folder comes first on sys.path and this file (http.py) would shadow the
+# standard library's http package: put the repository root there instead.
+sys.path[0] = str(ROOT)
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+
+from tests.factories_ids import make_card_number, make_id_number
+
+BARE_APP = '''
+from flask import Flask, jsonify
+def create():
+    app = Flask("bare")
+    @app.get("/json")
+    def hello():
+        return jsonify(available=100, pending=0, currency="CNY")
+    return app
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(port: int, path: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on {port} did not start")
+
+
+def request(port: int, method: str, path: str, body: dict | None = None, headers: dict | None = None):  # noqa: ANN201
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    payload = json.dumps(body) if body is not None else None
+    conn.request(method, path, payload, {"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    data = response.read()
+    return response.status, json.loads(data) if data else None
+
+
+def sms_code(sms_file: Path, phone: str) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if sms_file.exists():
+            for line in reversed(sms_file.read_text(encoding="utf-8").splitlines()):
+                message = json.loads(line)
+                if message["to"] == phone and message["event"] == "sms_code":
+                    return re.search(r"(?<!\d)\d{6}(?!\d)", message["body"]).group()
+        time.sleep(0.1)
+    raise RuntimeError("no SMS code arrived")
+
+
+def set_up_user(port: int, sms_file: Path, phone: str, name: str) -> dict:
+    request(port, "POST", "/api/v1/sms-codes", {"phone": phone, "purpose": "register"})
+    status, body = request(port, "POST", "/api/v1/users", {
+        "phone": phone, "sms_code": sms_code(sms_file, phone), "login_password": "bench login phrase",
+        "payment_password": "135790", "device_id": "bench"})
+    assert status == 201, body
+    auth = {"Authorization": f"Bearer {body['access_token']}"}
+    request(port, "POST", "/api/v1/me/identity", {"real_name": name, "id_number": make_id_number()}, auth)
+    _, card = request(port, "POST", "/api/v1/me/bank-cards", {"card_number": make_card_number(), "holder_name": name,
+                                                              "bank_code": "ICBC", "payment_password": "135790"}, auth)
+    request(port, "POST", "/api/v1/topups", {"amount": 5_000_000, "bank_card_id": card["id"], "payment_password": "135790"},
+            {**auth, "Idempotency-Key": uuid.uuid4().hex})
+    return {"auth": auth, "phone": phone}
+
+
+def client(port: int, method: str, path: str, body: dict | None, headers: dict, seconds: float, rate: float | None,
+           out: mp.Queue) -> None:
+    """One keep-alive connection; closed loop, or paced at ``rate`` requests per second (open loop)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies, errors = [], 0
+    stop = time.perf_counter() + seconds
+    next_at = time.perf_counter()
+    while time.perf_counter() < stop:
+        if rate:
+            next_at += 1 / rate
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        send_headers = dict(headers)
+        if "Idempotency-Key" in send_headers:
+            send_headers["Idempotency-Key"] = uuid.uuid4().hex
+        started = time.perf_counter()
+        conn.request(method, path, json.dumps(body) if body else None, send_headers)
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - started)
+        errors += response.status >= 400
+    out.put((latencies, errors))
+
+
+def load(port: int, method: str, path: str, body: dict | None, headers: dict, connections: int, seconds: float,
+         rate: float | None = None) -> tuple[float, float, float, int]:
+    out: mp.Queue = mp.Queue()
+    per_client = rate / connections if rate else None
+    procs = [mp.Process(target=client, args=(port, method, path, body, headers, seconds, per_client, out))
+             for _ in range(connections)]
+    started = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - started
+    latencies = sorted(x for lat, _ in results for x in lat)
+    errors = sum(e for _, e in results)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database", default="bench_http")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc",
+                    f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)"], check=True)
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc",
+                    f"CREATE DATABASE {args.database}"], check=True)
+    (tmp / "bare_app.py").write_text(BARE_APP)
+    env = {**os.environ, "WALLET_ENV": "production", "PASSWORD_PEPPER": "bench-" + uuid.uuid4().hex,
+           "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{args.database}", "RATELIMIT_ENABLED": "false",
+           "SMS_CONSOLE_FILE": str(tmp / "sms.jsonl"), "LOG_LEVEL": "WARNING", "DISPATCH_INTERVAL_SECONDS": "0.1",
+           "WEB_CONCURRENCY": str(args.workers), "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics")}
+    venv = Path(sys.executable).parent
+    subprocess.run([str(venv / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    ours, bare = free_port(), free_port()
+    servers = [
+        subprocess.Popen([str(venv / "gunicorn"), "-c", "gunicorn.conf.py"], cwd=ROOT,
+                         env={**env, "BIND": f"127.0.0.1:{ours}"}, start_new_session=True),
+        subprocess.Popen([str(venv / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(tmp),
+                          "bare_app:create()"], cwd=tmp, env={**env, "BIND": f"127.0.0.1:{bare}"},
+                         start_new_session=True),
+        subprocess.Popen([str(venv / "flask"), "--app", "app", "notifications", "dispatch"], cwd=ROOT, env=env,
+                         start_new_session=True),
+    ]
+    try:
+        wait_ready(ours, "/readyz")
+        wait_ready(bare, "/json")
+        alice = set_up_user(ours, tmp / "sms.jsonl", "+12025550177", "张三")
+        bob = set_up_user(ours, tmp / "sms.jsonl", "+12125550177", "李四")
+        for _ in range(30):
+            request(ours, "POST", "/api/v1/transfers", {"to_phone": bob["phone"], "amount": 100,
+                                                         "payment_password": "135790"},
+                    {**alice["auth"], "Idempotency-Key": uuid.uuid4().hex})
+        _, trade = request(ours, "POST", "/api/v1/trades", {"seller_phone": bob["phone"], "title": "bench",
+                                                            "amount": 100}, alice["auth"])
+        cases = [
+            ("bare GET /json", bare, "GET", "/json", None, {}),
+            ("GET /api/v1/wallet", ours, "GET", "/api/v1/wallet", None, alice["auth"]),
+            ("GET /api/v1/wallet/transactions", ours, "GET", "/api/v1/wallet/transactions?limit=20", None,
+             alice["auth"]),
+            ("GET /api/v1/trades/{id}", ours, "GET", f"/api/v1/trades/{trade['id']}", None, alice["auth"]),
+            ("POST /api/v1/transfers", ours, "POST", "/api/v1/transfers",
+             {"to_phone": bob["phone"], "amount": 1, "payment_password": "135790"},
+             {**alice["auth"], "Content-Type": "application/json", "Idempotency-Key": "x"}),
+        ]
+        print(f"gunicorn workers={args.workers}, {args.connections} connections, {args.seconds:.0f} s per case")
+        print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'errors':>6}")
+        bare_rate = None
+        for name, port, method, path, body, headers in cases:
+            rate, p50, p99, errors = load(port, method, path, body, headers, args.connections, args.seconds)
+            _, _, p99_half, _ = load(port, method, path, body, headers, args.connections, args.seconds, rate / 2)
+            bare_rate = bare_rate or rate
+            print(f"{name:<34} {rate:>8.1f} {rate / bare_rate:>7.2f} {p50:>7.1f} {p99:>7.1f} {p99_half:>9.1f} "
+                  f"{errors:>6}")
+    finally:
+        for server in servers:
+            os.killpg(server.pid, signal.SIGTERM)
+        for server in servers:
+            server.wait(timeout=30)
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc",
+                        f"DROP DATABASE IF EXISTS {args.database} WITH (FORCE)"], check=False)
+
+
+if __name__ == "__main__":
+    main()

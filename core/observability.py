@@ -1,0 +1,119 @@
+"""Logs a person (or a log pipeline) can read, and Prometheus metrics.
+
+Logs: every line carries the request id (``-`` outside a request). ``LOG_FORMAT=json`` writes one JSON object
+per line (``ts``, ``level``, ``logger``, ``msg``, ``request_id``, and ``exc`` for tracebacks); ``text`` is for
+people at a terminal. Each request also logs one access line with method, path, status and duration.
+
+Metrics at ``/metrics``:
+
+* ``wallet_http_request_duration_seconds{endpoint,method,status}``: a histogram per process. Under gunicorn
+  set ``PROMETHEUS_MULTIPROC_DIR`` (``gunicorn.conf.py`` does) so every worker's samples are summed.
+* gauges read from the database at scrape time, registered by the packages that own them through
+  ``add_gauges`` (outbox depth and age, locked credentials, lock events, the last ledger check), so they
+  are the same whichever process answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from flask import Flask, Response, g, has_request_context, request
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("wallet.access")
+
+# (name, help, labels) -> rows of (label values, value)
+GaugeSource = Callable[[], Iterable[tuple[str, str, list[str], list[tuple[list[str], float]]]]]
+_SOURCES: list[GaugeSource] = []
+
+REQUEST_SECONDS = Histogram(
+    "wallet_http_request_duration_seconds", "Time to answer a request", ["endpoint", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        for key in ("method", "path", "status", "duration_ms"):
+            if hasattr(record, key):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            line["exc"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+
+
+def add_gauges(source: GaugeSource) -> None:
+    """Register a function that yields ``(name, help, label_names, [(label_values, value), ...])``."""
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+
+
+class _DatabaseGauges(Collector):
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        for source in _SOURCES:
+            for name, doc, labels, rows in source():
+                family = GaugeMetricFamily(name, doc, labels=labels)
+                for values, value in rows:
+                    family.add_metric(values, value)
+                yield family
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def start_timer() -> None:
+        g.setdefault("started", time.perf_counter())
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started = g.get("started")
+        if started is None:
+            return response
+        elapsed = time.perf_counter() - started
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUEST_SECONDS.labels(endpoint, request.method, str(response.status_code)).observe(elapsed)
+        log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000,
+                 extra={"method": request.method, "path": request.path, "status": response.status_code,
+                        "duration_ms": round(elapsed * 1000, 1)})
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        registry = CollectorRegistry()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry.register(REQUEST_SECONDS)
+        registry.register(_DatabaseGauges())
+        return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,49 @@
+"""Metrics at /metrics and logs that carry the request id."""
+
+import json
+import logging
+
+from core.observability import JsonFormatter, RequestIdFilter
+
+
+def metric(text, name):
+    return [line for line in text.splitlines() if line.startswith(name)]
+
+
+def sample(text, series):
+    found = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(series + " ")]
+    return float(found[0]) if found else 0.0
+
+
+LOGINS = 'wallet_http_request_duration_seconds_count{endpoint="/api/v1/sessions",method="POST",status="%s"}'
+
+
+def test_metrics_show_latency_outbox_locks_and_the_ledger_check(api, app):
+    account = api.register()
+    before = api.client.get("/metrics").get_data(as_text=True)  # the histogram lives as long as the process
+    for _ in range(3):
+        api.login(account["phone"], "wrong password!")
+    assert app.test_cli_runner().invoke(args=["wallet", "check"]).exit_code == 0
+    body = api.client.get("/metrics").get_data(as_text=True)
+    assert sample(body, LOGINS % 401) - sample(before, LOGINS % 401) == 2
+    assert sample(body, LOGINS % 423) - sample(before, LOGINS % 423) == 1
+    assert 'wallet_credentials_locked{kind="login"} 1.0' in body
+    assert 'wallet_lock_events{kind="login"} 1.0' in body
+    assert metric(body, 'wallet_outbox_alerts{status="pending"}')
+    assert metric(body, "wallet_outbox_oldest_unsent_seconds")
+    assert "wallet_ledger_check_ok 1.0" in body
+
+
+def test_json_log_lines_carry_the_request_id(app):
+    formatter, request_filter = JsonFormatter(), RequestIdFilter()
+    with app.test_request_context("/api/v1/me", headers={"X-Request-ID": "req-42"}):
+        app.preprocess_request()
+        record = logging.LogRecord("wallet", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+        request_filter.filter(record)
+        line = json.loads(formatter.format(record))
+    assert line["msg"] == "hello world" and line["request_id"] == "req-42" and line["level"] == "INFO"
+
+
+def test_the_request_id_comes_back_in_a_header(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    assert len(client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]) == 32
