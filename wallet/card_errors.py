@@ -53,3 +53,9 @@ class BankUnavailable(AppError):
     same reference is retried (banks are idempotent by reference) or polled."""
 
     status, code, title = 503, "bank_unavailable", "The bank is not answering"
+
+
+class CardInUse(Conflict):
+    """The card cannot be removed while a withdrawal to it is being paid out."""
+
+    code, title = "card_in_use", "Card in use"

@@ -12,7 +12,7 @@ the only way money services should reach a card: another user's card is a 404, n
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from stdnum import luhn
 
@@ -28,12 +28,14 @@ from wallet.banks import BANK_CODES, BankGateway, bank_name
 from wallet.card_errors import (
     CardAlreadyBound,
     CardHolderMismatch,
+    CardInUse,
     CardNotFound,
     IdentityNotVerified,
     InvalidCardNumber,
     UnknownBank,
 )
 from wallet.card_models import BankCard
+from wallet.funds_models import PENDING, SUBMITTED, Withdrawal
 
 _SEPARATORS = str.maketrans("", "", " -")
 
@@ -147,19 +149,25 @@ def _owned_card(user_id: str, card_id: str, *, for_update: bool = False) -> Bank
     return card
 
 
-def get_card_for_user(user_id: str, card_id: str) -> BankCard:
-    """The user's active card ``card_id`` (joins the caller's transaction if there is one).
+def get_card_for_user(user_id: str, card_id: str, *, for_update: bool = False) -> BankCard:
+    """The user's active card ``card_id`` (joins the caller's transaction if there is one); ``for_update``
+    locks it so it cannot be removed before the caller commits (a payout about to be requested).
     Raises ``CardNotFound`` for a removed card, an unknown id, or another user's card alike."""
-    return run_in_transaction(lambda: _owned_card(user_id, card_id))
+    return run_in_transaction(lambda: _owned_card(user_id, card_id, for_update=for_update))
 
 
 def remove_card(user: User, card_id: str) -> None:
     """Unbind a card: its number is erased, the row stays for history; the owner is alerted by SMS.
-    Raises ``CardNotFound`` (also for another user's card)."""
+    Raises ``CardNotFound`` (also for another user's card), ``CardInUse`` while a payout to it is under way
+    (the payout still needs the number)."""
     user_id = user.id
 
     def work() -> None:
         card = _owned_card(user_id, card_id, for_update=True)
+        in_flight = db.session.scalar(select(func.count()).select_from(Withdrawal).where(
+            Withdrawal.card_id == card.id, Withdrawal.status.in_((PENDING, SUBMITTED))))
+        if in_flight:
+            raise CardInUse("A withdrawal to this card is still being paid out; remove it once it has settled.")
         account = db.session.get(User, user_id)
         assert account is not None
         now = clock.now()

@@ -235,3 +235,13 @@ def test_twenty_concurrent_payments_with_one_key_make_one_transfer(api, app):
         assert db.session.scalar(select(func.count()).select_from(Transfer).where(Transfer.kind == "payment")) == 1
     assert api.balance(bob) == 700
     invariants_hold(app)
+
+
+def test_a_card_with_a_payout_under_way_cannot_be_removed(api, app, clock):
+    alice = api.verified()
+    api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"])
+    api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"])
+    refused = api.client.delete(f"/api/v1/me/bank-cards/{alice['card_id']}", headers=alice["headers"])
+    assert (refused.status_code, refused.json["code"]) == (409, "card_in_use")
+    drain_withdrawals(app, clock)
+    assert api.client.delete(f"/api/v1/me/bank-cards/{alice['card_id']}", headers=alice["headers"]).status_code == 204
