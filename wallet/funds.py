@@ -184,7 +184,7 @@ def request_withdrawal(user_id: str, card_id: str, amount: int, currency: str) -
     Raises ``IdentityNotVerified``, ``NotFound`` (card), ``LimitExceeded``, ``InsufficientFunds``."""
     if verified_real_name(user_id) is None:
         raise IdentityNotVerified("Verify your identity before withdrawing.")
-    card = get_card_for_user(user_id, card_id)
+    card = get_card_for_user(user_id, card_id, for_update=True)  # not removable until this commits
     limits.consume_daily(user_id, amount)
     wallet = ledger.open_wallet(user_id, currency)
     clearing = ledger.system_account(BANK_CLEARING, card.bank_code, currency)
