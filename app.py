@@ -23,8 +23,8 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_migrate import Migrate, upgrade
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import run_simple
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.serving import run_simple
 
 from core import config as settings
 from core import idempotency, observability
@@ -37,26 +37,23 @@ from core.worker import BackgroundWorker, Task
 from notifications import dispatcher, sms
 from notifications.api import bp as notifications_bp
 from security import identity_models as _identity_models  # noqa: F401 - register tables
+from security import metrics as security_metrics
 from security import models as _security_models  # noqa: F401 - register tables
 from security.alerts_api import bp as alerts_bp
 from security.api import bp as accounts_bp
 from security.identity import SimulatedIdentityProvider
 from security.identity_api import bp as identity_bp
-from security import metrics as security_metrics
 from security.models import User
 from security.passwords import Passwords
 from security.phones import normalize_phone
 from wallet import card_models as _card_models  # noqa: F401 - register tables
 from wallet import check as ledger_check
+from wallet import check_log, escrow_models, funds, ledger, timeline, trades
+from wallet import funds_models as _funds_models  # noqa: F401 - register tables
 from wallet import models as _wallet_models  # noqa: F401 - register tables
 from wallet.banks import SimulatedBank
 from wallet.cards_api import bp as bank_cards_bp
-from wallet import funds
-from wallet import funds_models as _funds_models  # noqa: F401 - register tables
-from wallet import ledger
 from wallet.funds_api import bp as wallet_bp
-from wallet import check_log, escrow_models, timeline
-from wallet import trades
 from wallet.trades_api import bp as trades_bp
 
 ROOT = Path(__file__).resolve().parent
@@ -126,7 +123,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def _outbox_gauges():  # noqa: ANN202 - rows for core.observability.add_gauges
+def _outbox_gauges():
     status = dispatcher.queue_status()
     age = status.oldest_unsent_age.total_seconds() if status.oldest_unsent_age else 0.0
     return [

@@ -26,7 +26,7 @@ else:  # stale files from a previous run would be summed with this one's
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
-def child_exit(_server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+def child_exit(_server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)

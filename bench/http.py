@@ -72,7 +72,7 @@ def wait_ready(port: int, path: str) -> None:
     raise RuntimeError(f"server on {port} did not start")
 
 
-def request(port: int, method: str, path: str, body: dict | None = None, headers: dict | None = None):  # noqa: ANN201
+def request(port: int, method: str, path: str, body: dict | None = None, headers: dict | None = None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     payload = json.dumps(body) if body is not None else None
     conn.request(method, path, payload, {"Content-Type": "application/json", **(headers or {})})
@@ -103,7 +103,8 @@ def set_up_user(port: int, sms_file: Path, phone: str, name: str) -> dict:
     request(port, "POST", "/api/v1/me/identity", {"real_name": name, "id_number": make_id_number()}, auth)
     _, card = request(port, "POST", "/api/v1/me/bank-cards", {"card_number": make_card_number(), "holder_name": name,
                                                               "bank_code": "ICBC", "payment_password": "135790"}, auth)
-    request(port, "POST", "/api/v1/topups", {"amount": 5_000_000, "bank_card_id": card["id"], "payment_password": "135790"},
+    request(port, "POST", "/api/v1/topups",
+            {"amount": 5_000_000, "bank_card_id": card["id"], "payment_password": "135790"},
             {**auth, "Idempotency-Key": uuid.uuid4().hex})
     return {"auth": auth, "phone": phone}
 

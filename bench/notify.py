@@ -63,7 +63,7 @@ def make_user(phone: str, balance: int) -> str:
     return user.id
 
 
-def rate(workers: int, seconds: float, work) -> float:  # noqa: ANN001 - work(i) does one transfer for worker i
+def rate(workers: int, seconds: float, work) -> float:
     done = [0] * workers
     barrier = threading.Barrier(workers + 1)
     stop = [0.0]

@@ -30,7 +30,9 @@ class Page(BaseModel, Generic[T]):
     next_starting_after: str | None = None
 
 
-def fetch_page(stmt: Select[Any], id_column: InstrumentedAttribute[str], query: PageQuery) -> tuple[Sequence[Any], bool]:
+def fetch_page(
+    stmt: Select[Any], id_column: InstrumentedAttribute[str], query: PageQuery
+) -> tuple[Sequence[Any], bool]:
     """Rows of ``stmt`` older than the cursor, newest first, and whether more remain."""
     if query.starting_after:
         stmt = stmt.where(id_column < query.starting_after)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from core.api import endpoint, json_body, parse_body, respond
-from core.ratelimit import configured, limiter
 from core.errors import ValidationFailed
+from core.ratelimit import configured, limiter
 from security import accounts, codes
 from security.auth import current_session, current_user
 from security.phones import normalize_phone
@@ -54,7 +54,7 @@ def _purpose() -> str:
     return purpose if purpose in codes.PURPOSES else "none"
 
 
-def _user_out(user) -> UserOut:  # noqa: ANN001 - a security.models.User
+def _user_out(user) -> UserOut:
     return UserOut(id=user.id, phone=user.phone, email=user.email, locale=user.locale,
                    totp_enabled=user.totp_enabled, created_at=user.created_at)
 

@@ -49,7 +49,7 @@ def record_failure(state: LockState, now: datetime, policy: Policy = POLICY) -> 
     consecutive = state.consecutive_failures + 1
     if consecutive >= policy.hard_lock_after:
         return LockState((), consecutive, None, True)
-    recent = _in_window(state, now, policy) + (now,)
+    recent = (*_in_window(state, now, policy), now)
     if len(recent) >= policy.max_failures:
         return LockState((), consecutive, now + policy.lock_for, False)
     return LockState(recent, consecutive, None, False)

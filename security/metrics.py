@@ -10,8 +10,8 @@ from notifications.models import Alert
 from security.models import CredentialLock
 
 
-def gauges():  # noqa: ANN201 - rows for core.observability.add_gauges
-    def read():  # noqa: ANN202
+def gauges():
+    def read():
         now = clock.now()
         locked = dict(db.session.execute(
             select(CredentialLock.kind, func.count())

@@ -50,7 +50,7 @@ class TokensOut(BaseModel):
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the scheme name, not a secret
 
 
 class RegistrationOut(TokensOut):

@@ -36,7 +36,8 @@ def test_every_account_alert_is_in_the_outbox_and_reaches_the_console(api, app, 
     assert outbox(app, phone)[-1] == "password_recovered"
 
     headers = api.bearer(api.login(phone, "recovered phrase", device_id="b").json["access_token"])
-    api.client.patch("/api/v1/me", headers=headers, json={"email": "x@example.com", "login_password": "recovered phrase"})
+    api.client.patch("/api/v1/me", headers=headers,
+                     json={"email": "x@example.com", "login_password": "recovered phrase"})
     assert outbox(app, phone)[-1] == "email_changed"
 
     for _ in range(3):

@@ -134,7 +134,8 @@ def test_an_sms_reset_lifts_an_ordinary_lock(api):
     for _ in range(3):
         api.login(phone, WRONG)
     code = api.code(phone, "recover")
-    api.client.post("/api/v1/password-resets", json={"phone": phone, "sms_code": code, "new_password": "fresh secret 2"})
+    api.client.post("/api/v1/password-resets",
+                    json={"phone": phone, "sms_code": code, "new_password": "fresh secret 2"})
     assert api.login(phone, "fresh secret 2").status_code == 201
 
 

@@ -1,6 +1,7 @@
 """The README's production section, run verbatim (ports, database and file names made unique) against the
 local PostgreSQL and Redis: gunicorn, a dispatcher and a worker come up and answer."""
 
+import contextlib
 import os
 import re
 import signal
@@ -49,9 +50,8 @@ def test_the_production_section_works_as_written(tmp_path):
         pid_file = tmp_path / "wallet-web.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)  # the dispatcher and the worker started with '&'
-        except ProcessLookupError:
-            pass
+
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc",
                         f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"], check=False)

@@ -65,7 +65,8 @@ def test_the_confirm_deadline_extends_once():
 
 def test_a_paused_clock_resumes_where_it_stopped():
     deadline = NOW + timedelta(days=10)
-    assert e.resumed_deadline(deadline, NOW + timedelta(days=2), NOW + timedelta(days=5)) == deadline + timedelta(days=3)
+    resumed = e.resumed_deadline(deadline, NOW + timedelta(days=2), NOW + timedelta(days=5))
+    assert resumed == deadline + timedelta(days=3)
 
 
 @pytest.mark.parametrize(
