@@ -6,6 +6,7 @@ document (``core/openapi.py``) is generated from the same models that parse and 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
 
-from core.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from core.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,10 +74,25 @@ def endpoint(
                 response_media_types=response_media_types,
             )
         )
-        bp.add_url_rule(rule, endpoint=view.__name__, view_func=view, methods=[method])
+        bp.add_url_rule(rule, endpoint=view.__name__, view_func=_bounded_path(view), methods=[method])
         return view
 
     return decorate
+
+
+MAX_PATH_PARAMETER = 64  # what the OpenAPI document promises for every path parameter
+
+
+def _bounded_path(view: Callable[..., Any]) -> Callable[..., Any]:
+    """No id is longer than 64 characters: a longer path parameter names nothing (404), before any work."""
+
+    @functools.wraps(view)
+    def wrapper(**path: str) -> Any:
+        if any(len(value) > MAX_PATH_PARAMETER for value in path.values()):
+            raise NotFound("No such resource.")
+        return view(**path)
+
+    return wrapper
 
 
 def _reject_constant(name: str) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from core.api import REGISTRY, Endpoint
+from core.api import MAX_PATH_PARAMETER, REGISTRY, Endpoint
 
 
 class FieldError(BaseModel):
@@ -40,7 +40,7 @@ _REF = "#/components/schemas/{model}"
 
 def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": MAX_PATH_PARAMETER}}
         for name in re.findall(r"{([a-z_]+)}", ep.path)
     ]
     if ep.query is not None:

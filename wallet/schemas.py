@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
@@ -79,6 +80,14 @@ class StatementQuery(BaseModel):
     from_date: date | None = Field(default=None, alias="from")
     to_date: date | None = Field(default=None, alias="to")
     format: Literal["json", "csv"] = "json"
+
+    @field_validator("from_date", "to_date", mode="before")
+    @classmethod
+    def calendar_date(cls, value: object) -> object:
+        # Lax parsing would read "0" as a Unix timestamp; the document promises YYYY-MM-DD.
+        if value is not None and not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
+            raise ValueError("use a calendar date, YYYY-MM-DD")
+        return value
 
 
 class StatementLine(BaseModel):

@@ -144,3 +144,23 @@ def test_readiness_checks_the_database(client):
 def test_a_wrong_method_names_the_allowed_ones(client):
     response = client.delete("/api/v1/users")
     assert response.status_code == 405 and response.headers["Allow"] and "POST" in response.headers["Allow"]
+
+
+def test_a_path_parameter_longer_than_documented_names_nothing(api):
+    account = api.register()
+    for path in ("/api/v1/users/" + "0" * 65 + "/reputation", "/api/v1/trades/" + "t" * 65):
+        response = api.client.get(path, headers=account["headers"])
+        assert (response.status_code, response.json["code"]) == (404, "not_found")
+    long_trade = "/api/v1/trades/" + "t" * 65 + "/refunds/r/agree"
+    response = api.client.post(long_trade, headers=account["headers"], json={"payment_password": "000111"})
+    assert response.status_code == 404  # before the payment password is even looked at
+    verify = api.client.post("/api/v1/me/payment-password/verify", json={"payment_password": "000111"},
+                             headers=account["headers"])
+    assert verify.json["attempts_left"] == 2  # the long path cost no password try
+
+
+@pytest.mark.parametrize("value", ["0", "20260101", "2026-1-1", "yesterday", "1700000000"])
+def test_statement_dates_must_be_calendar_dates(api, value):
+    account = api.register()
+    response = api.client.get(f"/api/v1/wallet/transactions?to={value}", headers=account["headers"])
+    assert (response.status_code, response.json["code"]) == (422, "validation_failed")
