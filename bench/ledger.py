@@ -1,15 +1,20 @@
 """Ledger benchmarks on PostgreSQL (never run as timed tests).
 
-Throughput (default): transfers per second through ``wallet.ledger.transfer`` at 1 and 8 concurrent workers,
-each worker a separate *process* (Python threads would share one GIL, so 8 threads would measure the
-interpreter lock rather than the database), next to ``pgbench``'s default TPC-B-like script at scale 10 with
-the same client counts, in the same run, printed as ratios.
+Throughput (default): transfers per second through ``wallet.ledger.transfer`` at 1 and 8 concurrent clients,
+next to ``pgbench``'s default TPC-B-like script at scale 10 with the same client counts, in the same run,
+printed as ratios, with the CPU each transfer cost in Python and in its PostgreSQL backend.
+
+Clients are threads, by default all in one process. Measured on the 2-core test machine, 8 *processes* made
+every transfer cost about twice the Python CPU of 8 threads (eight interpreters and eight backends evicting
+each other from the caches of two cores) and gave about half the throughput; the GIL costs little here
+because a transfer spends most of its wall time waiting on PostgreSQL, with the GIL released. ``--processes``
+spreads the threads over several processes (what a gunicorn deployment with threaded workers does).
 
     .venv/bin/python bench/ledger.py                      # one-statement transfers vs pgbench, c=1 and c=8
     .venv/bin/python bench/ledger.py --path portable      # the multi-statement path (SQLite's) on PostgreSQL
     .venv/bin/python bench/ledger.py --full               # + idempotency key and two outbox alerts per transfer
     .venv/bin/python bench/ledger.py --scale              # p50 latency with 10k and with 1M existing transfers
-    .venv/bin/python bench/ledger.py --profile            # cProfile of one worker
+    .venv/bin/python bench/ledger.py --profile            # cProfile of one client
 
 It drops and recreates the databases ``bench_ledger`` and ``bench_pgbench`` on ``--server``.
 """
@@ -20,28 +25,33 @@ import argparse
 import cProfile
 import io
 import multiprocessing as mp
+import os
 import pstats
 import random
 import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Import the project from the repository root, and never the other scripts in bench/ (bench/http.py would
+# shadow the standard library's http).
+_BENCH = Path(__file__).resolve().parent
+sys.path[:] = [str(_BENCH.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _BENCH]
 
-from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
+from flask_migrate import upgrade  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
-from app import create_app
-from core import idempotency
-from core.db import db, run_in_transaction
-from notifications.outbox import enqueue
-from wallet import check, ledger
-from wallet.errors import InsufficientFunds
-from wallet.models import BANK_CLEARING
+from app import create_app  # noqa: E402
+from core import idempotency  # noqa: E402
+from core.db import db, run_in_transaction  # noqa: E402
+from notifications.outbox import enqueue  # noqa: E402
+from wallet import check, ledger  # noqa: E402
+from wallet.errors import InsufficientFunds  # noqa: E402
+from wallet.models import BANK_CLEARING  # noqa: E402
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 FUNDING = 10**10  # per wallet: enough that no benchmark transfer is refused
@@ -95,39 +105,77 @@ def _one_transfer(rng: random.Random, wallets: list[str], full: bool, seq: int) 
     idempotency.run_idempotent("transfers:" + debit, key, idempotency.fingerprint("POST", "/t", {"k": key}), effect)
 
 
-def _worker(url: str, wallets: list[str], seconds: float, path: str, full: bool, barrier: Any, results: Any) -> None:
+def _backend_cpu(pid: int) -> float:
+    """CPU seconds used so far by a PostgreSQL backend on this machine (0 if it is not readable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process(url: str, wallets: list[str], threads: int, seconds: float, path: str, full: bool, barrier: Any,
+             results: Any) -> None:
+    """One worker process running ``threads`` client threads, each with its own app context and connection."""
     ledger.single_statement_transfers = path == "one"
     app = _app(url)
-    rng = random.Random()
+    ready = threading.Barrier(threads + 1)
+    counts: list[tuple[int, int, float]] = []
+
+    def client() -> None:
+        rng = random.Random()
+        with app.app_context():
+            for n in range(50):  # warm up: connect, let psycopg prepare the statements
+                _one_transfer(rng, wallets, full, -n)
+            backend = run_in_transaction(lambda: db.session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            ready.wait()
+            ready.wait()
+            done = refused = 0
+            backend_cpu = _backend_cpu(backend)
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                try:
+                    _one_transfer(rng, wallets, full, done)
+                    done += 1
+                except InsufficientFunds:
+                    refused += 1
+            counts.append((done, refused, _backend_cpu(backend) - backend_cpu))
+
+    pool = [threading.Thread(target=client) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    ready.wait()  # every client is connected and warm
+    barrier.wait()  # ... in every process
+    started = os.times()
+    ready.wait()
+    for thread in pool:
+        thread.join()
+    finished = os.times()
     with app.app_context():
-        for n in range(50):  # warm up: connect, let psycopg prepare the statements
-            _one_transfer(rng, wallets, full, -n)
-        barrier.wait()
-        done = refused = 0
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            try:
-                _one_transfer(rng, wallets, full, done)
-                done += 1
-            except InsufficientFunds:
-                refused += 1
         db.engine.dispose()
-    results.put((done, refused))
+    python_cpu = finished.user - started.user + finished.system - started.system
+    results.put((sum(c[0] for c in counts), sum(c[1] for c in counts), python_cpu, sum(c[2] for c in counts)))
 
 
-def ledger_tps(url: str, wallets: list[str], clients: int, seconds: float, path: str, full: bool) -> float:
+def ledger_tps(url: str, wallets: list[str], clients: int, processes: int, seconds: float, path: str, full: bool
+               ) -> tuple[float, float, float]:
+    """Transfers per second with ``clients`` client threads spread over ``processes`` processes, and the Python
+    and PostgreSQL CPU milliseconds each transfer took."""
+    processes = min(processes, clients)
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(clients), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(url, wallets, seconds, path, full, barrier, results))
-             for _ in range(clients)]
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    shares = [clients // processes + (1 if n < clients % processes else 0) for n in range(processes)]
+    procs = [ctx.Process(target=_process, args=(url, wallets, share, seconds, path, full, barrier, results))
+             for share in shares]
     for proc in procs:
         proc.start()
     counts = [results.get() for _ in procs]
     for proc in procs:
         proc.join()
-    if any(refused for _, refused in counts):
+    if any(refused for _, refused, _, _ in counts):
         raise SystemExit(f"transfers were refused: {counts}")
-    return sum(done for done, _ in counts) / seconds
+    done = sum(c[0] for c in counts)
+    return done / seconds, 1000 * sum(c[2] for c in counts) / done, 1000 * sum(c[3] for c in counts) / done
 
 
 def setup_pgbench(server: str, database: str) -> None:
@@ -152,12 +200,15 @@ def throughput(args: argparse.Namespace) -> None:
     wallets = setup_ledger(url, args.server, args.wallets)
     setup_pgbench(args.server, "bench_pgbench")
     label = f"ledger.transfer ({args.path}{', +idempotency +outbox' if args.full else ''})"
-    print(f"{args.seconds:.0f} s per run, {args.wallets} wallets, pgbench TPC-B-like scale 10")
-    print(f"{'clients':>7}  {label:>48}  {'pgbench tps':>11}  {'ratio':>5}")
+    print(f"{args.seconds:.0f} s per run, {args.wallets} wallets, clients as threads in {args.processes} process(es),"
+          " pgbench TPC-B-like scale 10")
+    print(f"{'clients':>7}  {label:>48}  {'pgbench tps':>11}  {'ratio':>5}   CPU ms per transfer")
     for clients in args.clients:
-        ours = ledger_tps(url, wallets, clients, args.seconds, args.path, args.full)
+        ours, python_ms, postgres_ms = ledger_tps(url, wallets, clients, args.processes, args.seconds, args.path,
+                                                  args.full)
         theirs = pgbench_tps("bench_pgbench", clients, args.seconds)
-        print(f"{clients:>7}  {ours:>48.0f}  {theirs:>11.0f}  {ours / theirs:>5.2f}", flush=True)
+        print(f"{clients:>7}  {ours:>48.0f}  {theirs:>11.0f}  {ours / theirs:>5.2f}"
+              f"   Python {python_ms:.3f}, PostgreSQL backend {postgres_ms:.3f}", flush=True)
     app = _app(url)
     with app.app_context():
         problems = check.check_invariants()
@@ -284,6 +335,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8])
     parser.add_argument("--wallets", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="worker processes the client threads are spread over (default 1, see above)")
     parser.add_argument("--path", choices=["one", "portable"], default="one",
                         help="one-statement PostgreSQL transfers or the portable multi-statement path")
     parser.add_argument("--full", action="store_true", help="add an idempotency key and two outbox alerts")

@@ -54,7 +54,7 @@ import json
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -274,9 +274,9 @@ _FIND_ACCOUNT = text(
     "SELECT id FROM ledger_accounts WHERE kind = :kind AND owner = :owner AND currency = :currency AND shard = :shard"
 )
 _APPLY = text(
-    "UPDATE ledger_accounts SET debits_posted = debits_posted + :dp, credits_posted = credits_posted + :cp,"
-    " debits_pending = debits_pending + :dpe, credits_pending = credits_pending + :cpe"
-    " WHERE id = :id RETURNING credits_posted - debits_posted"
+    "UPDATE ledger_accounts SET debits_posted = debits_posted + :debits_posted,"
+    " credits_posted = credits_posted + :credits_posted, debits_pending = debits_pending + :debits_pending,"
+    " credits_pending = credits_pending + :credits_pending WHERE id = :id RETURNING credits_posted - debits_posted"
 )
 _NOW = bindparam("now", type_=UTCDateTime())
 _DETAILS = bindparam("details", type_=JSON(none_as_null=True))
@@ -449,14 +449,10 @@ def _lock_pair(debit_id: str, credit_id: str) -> tuple[Row[Any], Row[Any]]:
 
 def _apply(changes: Sequence[tuple[str, Totals]]) -> dict[str, int]:
     """Adds each change to its account (in id order) and returns each account's posted balance after."""
-    after = {}
-    for account_id, delta in sorted(changes):
-        after[account_id] = _conn().execute(
-            _APPLY,
-            {"id": account_id, "dp": delta.debits_posted, "cp": delta.credits_posted,
-             "dpe": delta.debits_pending, "cpe": delta.credits_pending},
-        ).scalar_one()
-    return after
+    return {
+        account_id: _conn().execute(_APPLY, {"id": account_id, **asdict(delta)}).scalar_one()
+        for account_id, delta in sorted(changes)
+    }
 
 
 def _write_transfer(t: PostedTransfer, details: dict[str, Any] | None) -> None:

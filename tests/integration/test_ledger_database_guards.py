@@ -85,7 +85,7 @@ def test_a_wallet_may_be_debited_to_exactly_zero_available(books):
 
 @pytest.mark.parametrize("total", ["debits_posted", "credits_posted", "debits_pending", "credits_pending"])
 def test_no_total_of_a_bank_clearing_account_is_negative_even_though_its_balance_is(books, total):
-    message = refused(f"UPDATE ledger_accounts SET {total} = -1 WHERE id = :id", id=books.bank)  # noqa: S608
+    message = refused(f"UPDATE ledger_accounts SET {total} = -1 WHERE id = :id", id=books.bank)
     assert f"{total}_not_negative" in message
 
 
