@@ -30,3 +30,10 @@ def child_exit(_server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+# gunicorn >= 25 opens a control socket at ~/.gunicorn/gunicorn.ctl by default: one path for every instance on
+# the machine, so a second instance takes it over and deletes it on exit (found by tests/e2e/test_crash.py).
+# One socket per instance instead:
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or os.path.join(
+    tempfile.gettempdir(), "wallet-gunicorn-" + bind.replace(":", "-").replace("/", "_") + ".ctl"
+)

@@ -1,0 +1,110 @@
+"""Many instances: two gunicorn instances, two SMS dispatchers and two background workers against one
+PostgreSQL, driven by a mixed mobile-client workload spread over both instances (issue 6).
+
+Afterwards: ``flask wallet check`` is clean, every trade's escrow account holds exactly what its amounts say,
+every 2xx answer is in the books and every account ends with the balance the answers add up to, no request
+was answered 5xx (or not at all), and every alert of the outbox was sent and appears in the shared console
+file exactly once.
+
+Runs only with ``WALLET_E2E=1`` (``.ci/e2e.sh`` sets it): it takes about a minute and a half. Knobs:
+``WALLET_E2E_SECONDS`` (load duration, default 40), ``WALLET_E2E_THREADS`` (default 6), ``WALLET_E2E_SEED``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from tests.e2e import harness
+from tests.e2e.workload import Workload
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(harness.skip_reason() is not None,
+                                                 reason=harness.skip_reason() or "")]
+
+SECONDS = float(os.environ.get("WALLET_E2E_SECONDS", "40"))
+THREADS = int(os.environ.get("WALLET_E2E_THREADS", "6"))
+SEED = int(os.environ["WALLET_E2E_SEED"]) if os.environ.get("WALLET_E2E_SEED") else None
+
+
+def test_two_instances_two_dispatchers_two_workers(tmp_path, capsys):
+    began = time.monotonic()
+    phases = harness.Phases()
+    with phases("start"), harness.Stack(tmp_path / "stack") as stack:
+        phases.lap("start")
+        workload = Workload(stack.urls, stack.sms_file, seed=SEED)
+        with phases("load"):
+            workload.run(SECONDS, THREADS)
+        summary = workload.summary()
+        workload.recorder.dump(tmp_path / "requests.jsonl")
+        still_running = [name for name, proc in stack.current.items() if not proc.alive()]
+        with phases("drain"):
+            outbox = harness.wait_outbox_drained(stack, timeout=60)
+            withdrawals = harness.wait_withdrawals_settled(stack, timeout=60)
+        with phases("checks"):
+            periodic, periodic_problems = harness.periodic_ledger_checks(stack)
+            clean, check_output = harness.ledger_check(stack)
+            trades_checked, trade_problems, by_status = harness.trade_problems(stack)
+            timelines, timeline_problems = harness.timeline_problems(stack)
+            book_checks, book_problems = harness.books_problems(stack, workload.books)
+            outbox_checks, outbox_problems = harness.outbox_problems(stack)
+            alerts = harness.alert_figures(stack)
+            status = stack.flask("notifications", "status").stdout
+            log_problems = stack.log_problems()
+        phases.begin("stop")
+    phases.end("stop")
+
+    figures = {
+        **summary,
+        "phases_seconds": phases.seconds,
+        "trades_by_status": dict(by_status),
+        "invariant_checks": {
+            "wallet check": "clean" if clean else "FAILED",
+            "ledger checks by the workers during the load": dict(periodic),
+            "trades (escrow balance = paid - refunded - released)": trades_checked,
+            "timelines intact": timelines,
+            **book_checks, **outbox_checks,
+        },
+        "alerts": {"in outbox": alerts.alerts, "by status": dict(alerts.by_status),
+                   "console lines": alerts.console_lines, "delivered exactly once": alerts.delivered_once,
+                   "missing": len(alerts.missing), "duplicates": alerts.duplicates,
+                   "resends in doubt": alerts.resends_in_doubt, "unmatched lines": alerts.unmatched_lines},
+        "withdrawals": dict(withdrawals),
+        "outbox at the end": dict(outbox),
+        "total_seconds": round(time.monotonic() - began, 1),
+        "process logs and requests.jsonl": str(tmp_path),
+    }
+    with capsys.disabled():
+        print("\n== many instances: figures ==\n" + json.dumps(figures, indent=2, ensure_ascii=False))
+        print(check_output)
+        print(status)
+
+    books = workload.books
+    server_errors = workload.recorder.server_errors()
+    no_answer = workload.recorder.no_answer()
+    assert clean, check_output
+    assert not periodic_problems, "\n".join(periodic_problems[:5])
+    assert not trade_problems, "\n".join(trade_problems[:30])
+    assert not timeline_problems, "\n".join(timeline_problems[:30])
+    assert not server_errors, [(r.kind, r.status, r.instance) for r in server_errors[:30]]
+    assert not no_answer, [(r.kind, r.error, r.instance) for r in no_answer[:30]]
+    assert not books.surprises, "\n".join(books.surprises[:30])
+    assert not book_problems, "\n".join(book_problems[:30])
+    assert not outbox_problems, "\n".join(outbox_problems[:30])
+    assert set(alerts.by_status) == {"sent"}, dict(alerts.by_status)
+    assert not alerts.missing, alerts.missing[:30]
+    assert not alerts.duplicated, alerts.duplicated
+    assert alerts.unmatched_lines == 0 and alerts.torn_lines == 0
+    assert alerts.delivered_once == alerts.alerts == alerts.console_lines
+    assert not still_running, f"processes died during the run: {still_running}"
+    assert not log_problems, "\n".join(log_problems[:30])
+    # The workload really was mixed and really went to both instances.
+    kinds = summary["requests_by_kind_and_status"]
+    for kind in ("register", "login", "identity", "bind_card", "topup", "transfer", "trade_open", "trade_pay",
+                 "trade_ship", "trade_confirm", "refund_request", "refund_agree", "withdrawal"):
+        assert kinds.get(kind, {}).get("200", 0) + kinds.get(kind, {}).get("201", 0) \
+            + kinds.get(kind, {}).get("202", 0) > 0, f"no successful {kind} in the workload"
+    instances = {r.instance for r in workload.recorder.records}
+    assert instances == {0, 1}
