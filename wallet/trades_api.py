@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from core.api import endpoint, parse_body, parse_query, respond
 from core.db import run_in_transaction
+from core.idempotency import fingerprint, run_idempotent
 from security.accounts import authorize_payment
 from security.auth import current_staff, current_user
 from security.phones import normalize_phone
@@ -49,14 +50,28 @@ def _out(trade_id: str, viewer_id: str, *, staff: bool = False) -> TradeOut:
     return TradeOut.of(trade, viewer_id, trades.refunds_of(trade.id))
 
 
-@endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY)", body=OpenTrade,
+@endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional", body=OpenTrade,
           response=TradeOut, status=201)
 def open_trade() -> Response:
+    """An ``Idempotency-Key`` is optional here (no money moves yet), but a client that sends one can retry
+    after a lost answer without opening a second trade."""
     user = current_user()
     req = parse_body(OpenTrade)
-    trade = trades.open_trade(user.id, normalize_phone(req.seller_phone, "seller_phone"), req.title, req.amount,
-                              req.shipping_fee, req.currency)
-    return respond(_out(trade.id, user.id), 201)
+    seller_phone = normalize_phone(req.seller_phone, "seller_phone")
+
+    def effect() -> tuple[int, dict[str, Any]]:
+        trade = trades.open_trade(user.id, seller_phone, req.title, req.amount, req.shipping_fee, req.currency)
+        return 201, {"id": trade.id}
+
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        trade_id = effect()[1]["id"]
+        replayed = False
+    else:
+        request_hash = fingerprint(request.method, request.path, req.model_dump(mode="json"))
+        _status, answer, replayed = run_idempotent(user.id, key, request_hash, effect)
+        trade_id = answer["id"]
+    return respond(_out(trade_id, user.id), 201, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
 @endpoint(bp, "/trades", "GET", summary="My trades, as buyer or seller", query=TradeListQuery, response=TradeList)

@@ -134,3 +134,17 @@ def test_bad_trade_input(api, people, body):
     response = api.client.post("/api/v1/trades", headers=buyer["headers"],
                                json={"seller_phone": seller["phone"], **body})
     assert (response.status_code, response.json["code"]) == (422, "validation_failed")
+
+
+def test_opening_a_trade_with_an_idempotency_key_can_be_retried(api, people):
+    buyer, seller = people
+    body = {"seller_phone": seller["phone"], "title": "retry me", "amount": 100}
+    headers = {**buyer["headers"], "Idempotency-Key": "open-1"}
+    first = api.client.post("/api/v1/trades", headers=headers, json=body)
+    again = api.client.post("/api/v1/trades", headers=headers, json=body)
+    assert first.status_code == again.status_code == 201
+    assert first.json["id"] == again.json["id"] and again.headers["Idempotent-Replayed"] == "true"
+    listed = api.client.get("/api/v1/trades?role=buyer", headers=buyer["headers"]).json["data"]
+    assert [t["id"] for t in listed] == [first.json["id"]]
+    other = api.client.post("/api/v1/trades", headers=headers, json={**body, "amount": 200})
+    assert (other.status_code, other.json["code"]) == (422, "idempotency_key_reused")
