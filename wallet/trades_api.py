@@ -50,8 +50,8 @@ def _out(trade_id: str, viewer_id: str, *, staff: bool = False) -> TradeOut:
     return TradeOut.of(trade, viewer_id, trades.refunds_of(trade.id))
 
 
-@endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional", body=OpenTrade,
-          response=TradeOut, status=201)
+@endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional",
+          body=OpenTrade, response=TradeOut, status=201)
 def open_trade() -> Response:
     """An ``Idempotency-Key`` is optional here (no money moves yet), but a client that sends one can retry
     after a lost answer without opening a second trade."""
