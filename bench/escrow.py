@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The repository root first, and never this folder: bench/http.py would shadow the standard library's http.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from argon2 import PasswordHasher, Type
 from flask import current_app
@@ -98,7 +99,7 @@ def one_trade(buyer_id: str, seller_id: str, seller_phone: str) -> None:
                    lambda: (200, {"status": trades.confirm(buyer_id, trade_id).status}))
 
 
-def rate(workers: int, seconds: float, work) -> float:  # noqa: ANN001 - work(i) runs one unit for worker i
+def rate(workers: int, seconds: float, work) -> float:
     done = [0] * workers
     stop = time.perf_counter() + seconds
     barrier = threading.Barrier(workers + 1)
@@ -180,7 +181,7 @@ def main() -> None:
         print(f"{workers:>7} {bound * 2:>18.1f} {bound:>15.1f} {trades_per_s:>9.1f} {trades_per_s / bound:>6.2f}")
     with app.app_context():
         problems = check_invariants()
-        print("ledger check after the run:", "clean" if not problems else problems)
+        print("ledger check after the run:", problems or "clean")
         db.engine.dispose()
 
 

@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The repository root first, and never this folder: bench/http.py would shadow the standard library's http.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from argon2 import PasswordHasher, Type
 from flask import Flask
@@ -53,8 +54,8 @@ from security import accounts, codes
 from security.models import User
 
 PHONE = "+12025550142"  # NANP 555-01XX: reserved for fiction, never a real person's number
-LOGIN_PASSWORD = "bench correct horse battery"  # noqa: S105 - a throwaway user in a throwaway database
-PAYMENT_PASSWORD = "135790"  # noqa: S105
+LOGIN_PASSWORD = "bench correct horse battery"
+PAYMENT_PASSWORD = "135790"
 DEVICE = "bench-device"
 TARGET = 0.85
 
