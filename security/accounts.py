@@ -48,7 +48,7 @@ def _user_by_phone(phone: str) -> User | None:
     return db.session.scalars(select(User).where(User.phone == phone)).first()
 
 
-def _lock_alert(user: User | None, kind: str):  # noqa: ANN202 - returns the guard's callback
+def _lock_alert(user: User | None, kind: str):
     if user is None:
         return None
     event = "login_locked" if kind == LOGIN else "payment_locked"

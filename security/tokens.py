@@ -49,7 +49,8 @@ def _mint(session_id: str) -> TokenPair:
     db.session.add_all(
         [
             AuthToken(token_hash=token_hash(access), kind=ACCESS, session_id=session_id, expires_at=now + access_life),
-            AuthToken(token_hash=token_hash(refresh), kind=REFRESH, session_id=session_id, expires_at=now + refresh_life),
+            AuthToken(token_hash=token_hash(refresh), kind=REFRESH, session_id=session_id,
+                      expires_at=now + refresh_life),
         ]
     )
     return TokenPair(access, refresh, int(access_life.total_seconds()))

@@ -32,7 +32,7 @@ def run_and_record(source: str) -> list[str]:
     return problems
 
 
-def gauges():  # noqa: ANN201 - rows for core.observability.add_gauges
+def gauges():
     last = run_in_transaction(lambda: db.session.scalars(
         select(LedgerCheck).order_by(LedgerCheck.id.desc()).limit(1)).first())
     if last is None:

@@ -11,7 +11,7 @@ A refund runs beside the trade (at most one open at a time)::
 
     WAIT_SELLER_AGREE ──agree (or seller silent)──▶ REFUND_SUCCESS                       (no return)
                       ──agree (or seller silent)──▶ WAIT_BUYER_RETURN_GOODS ──return──▶ WAIT_SELLER_CONFIRM_GOODS
-                                                                                         ──receive (or silent)──▶ REFUND_SUCCESS
+                          WAIT_SELLER_CONFIRM_GOODS ──receive (or seller silent)──▶ REFUND_SUCCESS
                       ──refuse──▶ SELLER_REFUSE_BUYER ──dispute──▶ (platform decides) ──▶ REFUND_SUCCESS / REFUND_CLOSED
                       ──buyer withdraws──▶ REFUND_CLOSED
     WAIT_BUYER_RETURN_GOODS ──buyer never ships back──▶ REFUND_CLOSED

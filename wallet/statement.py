@@ -61,9 +61,10 @@ def lines(user_id: str, *, limit: int, before_id: int | None, kind: str | None, 
     if to_date is not None:
         where.append("e.created_at < :end")
         params["end"] = _day_start(to_date + timedelta(days=1))
+    # Only constant fragments are joined into the SQL; every value is a bound parameter.
     sql = (
         text(
-            "SELECT e.id, e.created_at, e.kind, e.amount, e.balance_after, e.transfer_id, a.currency,"
+            "SELECT e.id, e.created_at, e.kind, e.amount, e.balance_after, e.transfer_id, a.currency,"  # noqa: S608
             " c.kind AS c_kind, c.owner AS c_owner, u.phone AS c_phone"
             " FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
             " JOIN ledger_accounts c ON c.id = e.counterparty_account_id"

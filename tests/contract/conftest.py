@@ -69,7 +69,7 @@ class Prism:
 
     def start(self, timeout: float = 120) -> None:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - the prism binary we were pointed at
+            self.process = subprocess.Popen(
                 [self.binary, "mock", "-h", "127.0.0.1", "-p", str(self.port), "--errors", str(self.spec)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )

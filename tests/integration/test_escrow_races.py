@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.db import db
-from tests.api.test_escrow_stories import PP, paid_and_shipped, open_trade, trade
+from tests.api.test_escrow_stories import PP, open_trade, paid_and_shipped, trade
 from wallet.check import check_invariants
 from wallet.models import Transfer
 from wallet.trades import sweep
@@ -89,8 +89,8 @@ def test_buyer_asks_for_a_refund_while_confirming(api, app, people):
     for i in range(5):
         trade_id = paid_and_shipped(api, buyer, seller)
         refund, confirm = together(
-            lambda: post(app, buyer, f"/api/v1/trades/{trade_id}/refunds", amount=20900, reason="race"),
-            lambda: post(app, buyer, f"/api/v1/trades/{trade_id}/confirm", key=f"c{i}", **PP),
+            lambda t=trade_id: post(app, buyer, f"/api/v1/trades/{t}/refunds", amount=20900, reason="race"),
+            lambda t=trade_id, i=i: post(app, buyer, f"/api/v1/trades/{t}/confirm", key=f"c{i}", **PP),
         )
         assert sorted([refund[0] < 300, confirm[0] < 300]) == [False, True], (refund, confirm)
         state = trade(api, buyer, trade_id)
