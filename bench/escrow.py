@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import sys
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +38,7 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from argon2 import PasswordHasher, Type
 from flask import current_app
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from app import create_app
 from core import clock
@@ -99,7 +101,26 @@ def one_trade(buyer_id: str, seller_id: str, seller_phone: str) -> None:
                    lambda: (200, {"status": trades.confirm(buyer_id, trade_id).status}))
 
 
-def rate(workers: int, seconds: float, work) -> float:
+def server_cpu(admin: Engine) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL backend serving the benchmark's database (0 if the server is not
+    on this machine: its processes are not in /proc)."""
+    with admin.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                                 " AND pid <> pg_backend_pid()")).scalars().all()
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return used
+
+
+def rate(workers: int, seconds: float, work: Callable[[int], object], admin: Engine) -> tuple[float, float, float]:
+    """Run ``work(i)`` in ``workers`` threads for ``seconds``. Returns units per second, this process's CPU seconds
+    per unit (all its threads) and the database backends' CPU seconds per unit."""
     done = [0] * workers
     stop = time.perf_counter() + seconds
     barrier = threading.Barrier(workers + 1)
@@ -113,11 +134,15 @@ def rate(workers: int, seconds: float, work) -> float:
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
     for t in threads:
         t.start()
-    started = time.perf_counter()
+    server_before = server_cpu(admin)
+    started, cpu_started = time.perf_counter(), time.process_time()
     barrier.wait()
     for t in threads:
         t.join()
-    return sum(done) / (time.perf_counter() - started)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    server = sum(used - server_before.get(pid, 0.0) for pid, used in server_cpu(admin).items())
+    units = max(sum(done), 1)
+    return units / elapsed, cpu / units, server / units
 
 
 def main() -> None:
@@ -170,15 +195,23 @@ def main() -> None:
 
     print(f"argon2id m={cfg['ARGON2_MEMORY_KIB']} KiB t={cfg['ARGON2_TIME_COST']} p={cfg['ARGON2_PARALLELISM']}, "
           f"{args.rounds} rounds of {args.seconds:.0f} s each")
-    print(f"{'workers':>7} {'argon2 verifies/s':>18} {'bound trades/s':>15} {'trades/s':>9} {'ratio':>6}")
+    print(f"{'workers':>7} {'argon2 verifies/s':>18} {'bound trades/s':>15} {'trades/s':>9} {'ratio':>6} "
+          f"{'cpu ms/verify':>14} {'cpu ms/trade':>13} {'+ pg ms':>8} {'cpu ratio':>9}")
+    admin = create_engine(args.database_url)
     for workers in args.workers:
-        argon2_rates, trade_rates = [], []
+        argon2_runs, trade_runs = [], []
         for _ in range(args.rounds):
-            argon2_rates.append(rate(workers, args.seconds, argon2_once))
-            trade_rates.append(rate(workers, args.seconds, trade_once))
-        bound = statistics.median(argon2_rates) / 2
-        trades_per_s = statistics.median(trade_rates)
-        print(f"{workers:>7} {bound * 2:>18.1f} {bound:>15.1f} {trades_per_s:>9.1f} {trades_per_s / bound:>6.2f}")
+            argon2_runs.append(rate(workers, args.seconds, argon2_once, admin))
+            trade_runs.append(rate(workers, args.seconds, trade_once, admin))
+        bound = statistics.median(run[0] for run in argon2_runs) / 2
+        trades_per_s = statistics.median(run[0] for run in trade_runs)
+        cpu_verify = statistics.median(run[1] + run[2] for run in argon2_runs)
+        cpu_trade = statistics.median(run[1] for run in trade_runs)
+        pg_trade = statistics.median(run[2] for run in trade_runs)
+        print(f"{workers:>7} {bound * 2:>18.1f} {bound:>15.1f} {trades_per_s:>9.1f} {trades_per_s / bound:>6.2f} "
+              f"{1000 * cpu_verify:>14.2f} {1000 * cpu_trade:>13.2f} {1000 * pg_trade:>8.2f} "
+              f"{2 * cpu_verify / (cpu_trade + pg_trade):>9.2f}")
+    admin.dispose()
     with app.app_context():
         problems = check_invariants()
         print("ledger check after the run:", problems or "clean")

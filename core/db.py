@@ -8,6 +8,12 @@ SQLite) a busy database, so no client ever sees one. Nested calls join the outer
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and every transaction starts with
 ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade. PostgreSQL is used when
 ``DATABASE_URL`` is set.
+
+A block that only reads may say so (``run_in_transaction(fn, read_only=True)``): on SQLite it then starts with
+a deferred ``BEGIN``, which takes no write lock; on PostgreSQL its statements run without BEGIN and COMMIT,
+two round trips saved, and each still sees what was committed before it started, as under READ COMMITTED.
+Its end expires nothing: the objects it loaded keep the values it read (a commit would expire them, and the
+next touch of any attribute would read the row again) until the next transaction that writes commits.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, Engine, MetaData, event
+from sqlalchemy import DateTime, Engine, MetaData, event, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -76,7 +82,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 @event.listens_for(Engine, "begin")
 def _sqlite_on_begin(conn: Any) -> None:
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+
+
+# How a read-only block gets its connection, per dialect (see the module docstring).
+_READ_ONLY_OPTIONS = {"sqlite": {"read_only": True}, "postgresql": {"isolation_level": "AUTOCOMMIT"}}
 
 
 # SQLSTATEs worth retrying on PostgreSQL: serialization failure, deadlock detected.
@@ -105,14 +115,20 @@ def in_transaction() -> bool:
 
 
 @contextmanager
-def atomic() -> Iterator[None]:
-    """Join the current transaction, or be the outermost block: commit on success, roll back on error."""
-    session = db.session
+def atomic(read_only: bool = False) -> Iterator[None]:
+    """Join the current transaction, or be the outermost block: commit on success, roll back on error.
+    ``read_only``: the block writes nothing (it matters only to an outermost block that starts the transaction)."""
+    session = db.session()  # this context's session itself, not the scoped proxy
     depth = session.info.get("tx_depth", 0)
     session.info["tx_depth"] = depth + 1
+    read_only = read_only and depth == 0 and not session.in_transaction() and not _has_changes(session)
     try:
+        if read_only:
+            session.connection(execution_options=_READ_ONLY_OPTIONS.get(session.get_bind().dialect.name))
         yield
-        if depth == 0:
+        if read_only:
+            _end_without_expiring(session)
+        elif depth == 0:
             session.commit()
     except BaseException:
         if depth == 0:
@@ -122,13 +138,29 @@ def atomic() -> Iterator[None]:
         session.info["tx_depth"] = depth
 
 
-def run_in_transaction(fn: Callable[[], R], attempts: int = MAX_ATTEMPTS) -> R:
-    """Run ``fn`` in one transaction, retrying serialization failures and deadlocks with jittered backoff."""
+def _has_changes(session: Any) -> bool:
+    return bool(session.new or session.dirty or session.deleted)
+
+
+def _end_without_expiring(session: Any) -> None:
+    if _has_changes(session):
+        raise RuntimeError("a block declared read-only changed objects")
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
+
+
+def run_in_transaction(fn: Callable[[], R], attempts: int = MAX_ATTEMPTS, *, read_only: bool = False) -> R:
+    """Run ``fn`` in one transaction, retrying serialization failures and deadlocks with jittered backoff.
+    ``read_only``: ``fn`` writes nothing, so the transaction can be lighter (see the module docstring)."""
     if in_transaction():
         return fn()
     for attempt in range(1, attempts + 1):
         try:
-            with atomic():
+            with atomic(read_only):
                 return fn()
         except DBAPIError as exc:
             if not is_retryable(exc) or attempt == attempts:
@@ -147,14 +179,38 @@ def transactional(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def primary_key(obj: Any) -> Any:
+    """The primary key of a persistent ORM object, read without loading it: after a commit every attribute of
+    an object is expired, and touching even its id would reload the whole row."""
+    identity = inspect(obj).identity
+    if identity is None:
+        raise ValueError(f"{obj!r} has no identity yet")
+    return identity[0] if len(identity) == 1 else identity
+
+
 def is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
 
 
-def insert_ignore(table: Any, values: dict[str, Any]) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on either dialect (get-or-create without a race)."""
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    db.session.execute(insert(table).values(**values).on_conflict_do_nothing())
+_insert_ignore: dict[tuple[str, Any, str | None], Any] = {}
+
+
+def insert_ignore(table: Any, values: dict[str, Any], returning: Any = None) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on either dialect (get-or-create without a race).
+
+    With ``returning`` (a column of ``table``), returns that column of the row inserted, or None when a row
+    with the same key was already there (on PostgreSQL after waiting for the transaction writing it to end)."""
+    dialect = db.engine.dialect.name
+    key = (dialect, table, None if returning is None else returning.name)
+    stmt = _insert_ignore.get(key)
+    if stmt is None:  # built once per table: hot paths (idempotency keys, limits, ledger accounts) run it
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table).on_conflict_do_nothing()
+        if returning is not None:
+            stmt = stmt.returning(returning)
+        _insert_ignore[key] = stmt
+    result = db.session.execute(stmt, values)
+    return None if returning is None else result.scalar()

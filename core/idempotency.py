@@ -4,9 +4,10 @@ The record of a key is inserted **in the same transaction as the effect it guard
 
 * a retry with the same key and the same request replays the stored answer;
 * the same key with a different request is refused (422 ``idempotency_key_reused``);
-* concurrent duplicates: the second insert waits on the unique index until the first transaction ends.
-  If the first committed, the second gets an ``IntegrityError`` and replays the stored answer; if the
-  first rolled back, the second proceeds. Either way there is exactly one effect.
+* concurrent duplicates: the second insert (``ON CONFLICT DO NOTHING``) waits on the unique index until the
+  first transaction ends. If the first committed, the second inserts nothing and replays the stored answer;
+  if the first rolled back, the second's insert goes ahead and it proceeds. Either way there is exactly one
+  effect.
 
 Only successful answers are stored. A request that failed changed nothing (its transaction rolled back), so
 a retry with the same key runs again, which is what a client retrying after an error wants.
@@ -24,12 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Integer, String, Text, UniqueConstraint, bindparam, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core import clock
-from core.db import UTCDateTime, db, run_in_transaction
+from core.db import UTCDateTime, db, insert_ignore, run_in_transaction
 from core.errors import IdempotencyKeyMissing, IdempotencyKeyReused, ValidationFailed
 
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
@@ -46,6 +46,10 @@ class IdempotencyRecord(db.Model):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+_keys = IdempotencyRecord.__table__
+_STORE_ANSWER = update(_keys).where(_keys.c.id == bindparam("record_id"))  # built once: every money movement runs it
 
 
 def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
@@ -83,28 +87,20 @@ def run_idempotent(
     key = check_key(key)
 
     def attempt() -> tuple[int, dict[str, Any], bool]:
-        stored = _stored_answer(scope, key, request_hash)
-        if stored is not None:
-            return stored[0], stored[1], True
-        record = IdempotencyRecord(scope=scope, key=key, request_hash=request_hash, created_at=clock.now())
-        db.session.add(record)
-        db.session.flush()  # claims the key now: a concurrent duplicate waits here
-        status, body = effect()
-        record.status_code = status
-        record.response_body = json.dumps(body, separators=(",", ":"))
-        return status, body, False
-
-    try:
-        return run_in_transaction(attempt)
-    except IntegrityError:
-        # Lost the race to a concurrent request with the same key, which has committed by now.
-        def replay() -> tuple[int, dict[str, Any], bool]:
+        # Claims the key before the effect: a concurrent duplicate waits here until this transaction ends.
+        record_id = insert_ignore(_keys, {"scope": scope, "key": key, "request_hash": request_hash,
+                                          "created_at": clock.now()}, returning=_keys.c.id)
+        if record_id is None:
             stored = _stored_answer(scope, key, request_hash)
-            if stored is None:  # the winner rolled back after all: we are first now
+            if stored is None:  # purged between the two statements: an expired key starts afresh
                 return attempt()
             return stored[0], stored[1], True
+        status, body = effect()
+        db.session.execute(_STORE_ANSWER, {"record_id": record_id, "status_code": status,
+                                           "response_body": json.dumps(body, separators=(",", ":"))})
+        return status, body, False
 
-        return run_in_transaction(replay)
+    return run_in_transaction(attempt)
 
 
 def purge_expired(now: datetime | None = None) -> int:

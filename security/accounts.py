@@ -2,18 +2,21 @@
 
 Each public function is one use case. Password checks go through ``secrets_guard.check_secret`` (which
 records failures in a transaction of its own); the change itself then runs in one transaction together
-with the alerts that announce it.
+with the alerts that announce it. A login from a trusted device opens its session in the transaction that
+records the success, so the whole login is two short transactions around the argon2 verification.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import clock
-from core.db import db, run_in_transaction
+from core.db import db, primary_key, run_in_transaction
 from core.errors import NotFound, ValidationFailed
 from core.ids import new_id
 from notifications.outbox import enqueue
@@ -28,7 +31,7 @@ from security.errors import (
 from security.lockout import LockState
 from security.models import Device, User
 from security.passwords import check_login_password, check_payment_password
-from security.secrets_guard import LOGIN, PAYMENT, check_secret, lift_lock, passwords
+from security.secrets_guard import LOGIN, PAYMENT, check_secret, current_state, lift_lock, passwords
 from security.tokens import TokenPair, revoke_sessions, start_session
 
 
@@ -48,11 +51,44 @@ def _user_by_phone(phone: str) -> User | None:
     return db.session.scalars(select(User).where(User.phone == phone)).first()
 
 
-def _lock_alert(user: User | None, kind: str):
-    if user is None:
+@dataclass(frozen=True)
+class _LoginView:
+    """What a login needs to know about the account and the device, read as plain values (ORM objects
+    expire at commit, and touching one afterwards would cost a query)."""
+
+    id: str
+    phone: str
+    locale: str
+    login_password_hash: str
+    device_id: str | None  # None: the account has never used this device
+    trusted: bool
+
+
+_users, _devices = User.__table__, Device.__table__
+# Built once, run by every login: one statement for known and unknown numbers alike (both take the same time).
+_LOGIN_VIEW = (
+    select(_users.c.id, _users.c.phone, _users.c.locale, _users.c.login_password_hash, _devices.c.id,
+           _devices.c.trusted, _devices.c.revoked_at)
+    .select_from(_users.outerjoin(_devices, (_devices.c.user_id == _users.c.id)
+                                  & (_devices.c.device_key == bindparam("device_key"))))
+    .where(_users.c.phone == bindparam("phone"))
+)
+_TOUCH_DEVICE = update(_devices).where(_devices.c.id == bindparam("device_id"))
+_PAYER = select(_users.c.phone, _users.c.locale, _users.c.payment_password_hash).where(
+    _users.c.id == bindparam("user_id"))
+
+
+def _login_view(phone: str, device_key: str) -> _LoginView | None:
+    row = db.session.execute(_LOGIN_VIEW, {"phone": phone, "device_key": device_key}).first()
+    if row is None:
         return None
+    user_id, user_phone, locale, password_hash, device_id, trusted, revoked_at = row
+    return _LoginView(user_id, user_phone, locale, password_hash, device_id,
+                      device_id is not None and trusted and revoked_at is None)
+
+
+def _lock_alert(user_id: str, phone: str, locale: str, kind: str) -> Callable[[LockState], None]:
     event = "login_locked" if kind == LOGIN else "payment_locked"
-    user_id, phone, locale = user.id, user.phone, user.locale
 
     def alert(state: LockState) -> None:
         until = format_time(state.locked_until) if state.locked_until else "SMS reset"
@@ -99,7 +135,7 @@ def register(
         db.session.flush()  # the user row first: no ORM relationship orders the inserts
         db.session.add(device)
         db.session.flush()
-        tokens = start_session(user, device)
+        tokens = start_session(user.id, device.id)
         enqueue(phone, "registered", locale=locale, user_id=user.id, phone=mask_phone(phone))
         return Registration(user, tokens)
 
@@ -124,55 +160,61 @@ def log_in(
     Raises ``LoginLocked``, ``InvalidCredentials`` (same for unknown numbers),
     ``DeviceVerificationRequired``, ``InvalidSmsCode``, ``InvalidTotpCode``.
     """
-    user = run_in_transaction(lambda: _user_by_phone(phone))
-    stored = user.login_password_hash if user else None
-    rehash = check_secret(phone, LOGIN, stored, login_password, _lock_alert(user, LOGIN))
-    assert user is not None  # check_secret raised for unknown numbers
-    user_id = user.id
-    new_hash = passwords().hash(login_password) if rehash else None
+    def read() -> tuple[_LoginView | None, LockState]:
+        return _login_view(phone, device_key), current_state(phone, LOGIN)
 
-    known = run_in_transaction(lambda: _device(user_id, device_key))
-    trusted = known is not None and known.trusted and known.revoked_at is None
-    if not trusted:
-        if totp_code is not None:
-            def check_totp() -> bool:
-                locked_user = db.session.get(User, user_id, with_for_update=True)
-                return bool(locked_user and locked_user.totp_enabled and totp.accept(locked_user, totp_code))
+    account, state = run_in_transaction(read, read_only=True)
+    stored = account.login_password_hash if account else None
+    alert = _lock_alert(account.id, account.phone, account.locale, LOGIN) if account else None
+    if account is not None and account.trusted:  # the usual case: the session opens with the recorded success
+        return check_secret(phone, LOGIN, stored, login_password, alert, state=state,
+                            then=lambda new_hash: _open_session(account, device_key, device_name, new_hash))
 
-            if not run_in_transaction(check_totp):
-                raise InvalidTotpCode("The authenticator code is wrong or was already used.")
-        elif sms_code is not None:
-            codes.consume_code(phone, "login", sms_code)
-        else:
-            raise DeviceVerificationRequired(
-                "This device is new: request a code with purpose 'login' and send it as sms_code."
-            )
+    new_hash = check_secret(phone, LOGIN, stored, login_password, alert, state=state, then=lambda new_hash: new_hash)
+    assert account is not None  # check_secret raised for unknown numbers
+    user_id = account.id
+    if totp_code is not None:
+        def check_totp() -> bool:
+            locked_user = db.session.get(User, user_id, with_for_update=True)
+            return bool(locked_user and locked_user.totp_enabled and totp.accept(locked_user, totp_code))
 
-    def work() -> TokenPair:
-        now = clock.now()
-        account = db.session.get(User, user_id)
-        assert account is not None
-        if new_hash is not None:
-            account.login_password_hash = new_hash
-        device = _device(user_id, device_key)
-        if device is None:
-            device = Device(id=new_id("dev"), user_id=user_id, device_key=device_key, name=device_name,
-                            created_at=now, last_seen_at=now)
-            db.session.add(device)
-            db.session.flush()
-        device.last_seen_at = now
-        if not trusted:
-            device.trusted, device.revoked_at = True, None
-            enqueue(account.phone, "new_device_login", locale=account.locale, user_id=user_id,
-                    device=(device_name or "unnamed")[:40], time=format_time(now))
-        return start_session(account, device)
+        if not run_in_transaction(check_totp):
+            raise InvalidTotpCode("The authenticator code is wrong or was already used.")
+    elif sms_code is not None:
+        codes.consume_code(phone, "login", sms_code)
+    else:
+        raise DeviceVerificationRequired(
+            "This device is new: request a code with purpose 'login' and send it as sms_code."
+        )
+    return run_in_transaction(lambda: _open_session(account, device_key, device_name, new_hash))
 
-    return run_in_transaction(work)
+
+def _open_session(account: _LoginView, device_key: str, device_name: str | None, new_hash: str | None) -> TokenPair:
+    """Inside the caller's transaction: store an upgraded hash, note the device (trusting it now if it was not:
+    the caller verified it) and open the session."""
+    now = clock.now()
+    if new_hash is not None:
+        db.session.execute(update(User).where(User.id == account.id).values(login_password_hash=new_hash))
+    if account.trusted:
+        assert account.device_id is not None
+        db.session.execute(_TOUCH_DEVICE, {"device_id": account.device_id, "last_seen_at": now})
+        return start_session(account.id, account.device_id)
+    device = _device(account.id, device_key)  # read again: a concurrent login may have added it meanwhile
+    if device is None:
+        device = Device(id=new_id("dev"), user_id=account.id, device_key=device_key, name=device_name,
+                        created_at=now, last_seen_at=now)
+        db.session.add(device)
+        db.session.flush()
+    device.last_seen_at, device.trusted, device.revoked_at = now, True, None
+    enqueue(account.phone, "new_device_login", locale=account.locale, user_id=account.id,
+            device=(device_name or "unnamed")[:40], time=format_time(now))
+    return start_session(account.id, device.id)
 
 
 def verify_login_password(user: User, password: str) -> None:
     """Check the login password of a signed-in user (counts toward the login lock)."""
-    check_secret(user.phone, LOGIN, user.login_password_hash, password, _lock_alert(user, LOGIN))
+    check_secret(user.phone, LOGIN, user.login_password_hash, password,
+                 _lock_alert(user.id, user.phone, user.locale, LOGIN))
 
 
 def authorize_payment(user: User, payment_password: str) -> None:
@@ -180,17 +222,18 @@ def authorize_payment(user: User, payment_password: str) -> None:
 
     Raises ``PaymentPasswordLocked`` (423) while locked, ``WrongPaymentPassword`` (401) when wrong.
     """
-    rehash = check_secret(user.id, PAYMENT, user.payment_password_hash, payment_password, _lock_alert(user, PAYMENT))
-    if rehash:
-        new_hash = passwords().hash(payment_password)
-        user_id = user.id
+    user_id = primary_key(user)  # not user.id: an object expired by a commit would reload its row for it
 
-        def store() -> None:
-            account = db.session.get(User, user_id)
-            assert account is not None
-            account.payment_password_hash = new_hash
+    def read() -> tuple[Row[Any], LockState]:
+        return db.session.execute(_PAYER, {"user_id": user_id}).one(), current_state(user_id, PAYMENT)
 
-        run_in_transaction(store)
+    def store(new_hash: str | None) -> None:
+        if new_hash is not None:
+            db.session.execute(update(User).where(User.id == user_id).values(payment_password_hash=new_hash))
+
+    payer, state = run_in_transaction(read, read_only=True)
+    check_secret(user_id, PAYMENT, payer.payment_password_hash, payment_password,
+                 _lock_alert(user_id, payer.phone, payer.locale, PAYMENT), state=state, then=store)
 
 
 def change_login_password(user: User, current: str, new: str, session_id: str) -> None:

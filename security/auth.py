@@ -27,7 +27,7 @@ def current_session() -> AuthSession:
         raise_if_locked(session.user.phone, LOGIN)
         return session
 
-    session = run_in_transaction(load)
+    session = run_in_transaction(load, read_only=True)
     g.auth_session = session
     return session
 

@@ -5,16 +5,25 @@ The check runs in three steps so the slow argon2 verification holds no lock and 
 1. read the lock state (and refuse at once if locked: a correct password answers "locked" too);
 2. verify the password (against a dummy hash when there is no account, so both cost the same);
 3. lock the state row, apply the outcome, commit; only then raise for a wrong password, so the failure
-   is recorded even though the request fails.
+   is recorded even though the request fails. A success may bring the caller's own change (``then``) into
+   this transaction: it commits only if no concurrent attempt locked the secret during step 2.
+
+A caller that reads other things before the check may read the lock state in that same transaction and
+pass it in (``state``), which saves step 1 a transaction of its own.
+
+The state row of a secret is created by its first failure and never deleted. A success does not create
+it: with no row nothing has failed yet, and no lock can be on its way either (a lock takes three failures,
+so its row was committed by an earlier one), so there is nothing to record and nothing to wait for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select, update
 
 from core import clock
 from core.db import db, insert_ignore, run_in_transaction
@@ -26,13 +35,21 @@ from security.models import CredentialLock
 from security.passwords import Passwords
 
 LOGIN, PAYMENT = "login", "payment"
+T = TypeVar("T")
+
+_locks = CredentialLock.__table__
+# Built once: every login and every payment runs them (a statement built per call costs more than it runs).
+_READ_STATE = select(_locks.c.recent_failures, _locks.c.consecutive_failures, _locks.c.locked_until,
+                     _locks.c.hard_locked).where(_locks.c.subject == bindparam("subject"),
+                                                 _locks.c.kind == bindparam("kind"))
+_LOCK_STATE = _READ_STATE.with_for_update()
 
 
 def passwords() -> Passwords:
     return current_app.extensions["passwords"]
 
 
-def _to_state(row: CredentialLock | None) -> LockState:
+def _to_state(row: Row[Any] | None) -> LockState:
     if row is None:
         return LockState()
     return LockState(
@@ -43,11 +60,15 @@ def _to_state(row: CredentialLock | None) -> LockState:
     )
 
 
-def _store(row: CredentialLock, state: LockState) -> None:
-    row.recent_failures = [t.isoformat() for t in state.recent_failures]
-    row.consecutive_failures = state.consecutive_failures
-    row.locked_until = state.locked_until
-    row.hard_locked = state.hard_locked
+def _store(subject: str, kind: str, state: LockState) -> None:
+    db.session.execute(
+        update(_locks).where(_locks.c.subject == subject, _locks.c.kind == kind).values(
+            recent_failures=[t.isoformat() for t in state.recent_failures],
+            consecutive_failures=state.consecutive_failures,
+            locked_until=state.locked_until,
+            hard_locked=state.hard_locked,
+        )
+    )
 
 
 def _locked_error(kind: str, state: LockState) -> AppError:
@@ -56,26 +77,26 @@ def _locked_error(kind: str, state: LockState) -> AppError:
 
 
 def current_state(subject: str, kind: str) -> LockState:
-    return _to_state(db.session.get(CredentialLock, (subject, kind)))
+    return _to_state(db.session.execute(_READ_STATE, {"subject": subject, "kind": kind}).first())
 
 
-def raise_if_locked(subject: str, kind: str) -> None:
-    """Raise ``LoginLocked`` / ``PaymentPasswordLocked`` if that secret is locked now."""
-    state = current_state(subject, kind)
+def refuse_if_locked(kind: str, state: LockState) -> None:
+    """Raise ``LoginLocked`` / ``PaymentPasswordLocked`` if ``state`` is locked now."""
     if state.is_locked(clock.now()):
         raise _locked_error(kind, state)
 
 
-def _row_for_update(subject: str, kind: str) -> CredentialLock:
-    insert_ignore(CredentialLock.__table__, {"subject": subject, "kind": kind, "recent_failures": [],
-                                             "consecutive_failures": 0, "hard_locked": False})
-    row = db.session.scalars(
-        select(CredentialLock)
-        .where(CredentialLock.subject == subject, CredentialLock.kind == kind)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-    return row
+def raise_if_locked(subject: str, kind: str) -> None:
+    """Raise ``LoginLocked`` / ``PaymentPasswordLocked`` if that secret is locked now."""
+    refuse_if_locked(kind, current_state(subject, kind))
+
+
+def _locked_row(subject: str, kind: str, *, create: bool) -> Row[Any] | None:
+    """The state row, locked until the end of the transaction; ``create`` makes it first if there is none."""
+    if create:
+        insert_ignore(_locks, {"subject": subject, "kind": kind, "recent_failures": [], "consecutive_failures": 0,
+                               "hard_locked": False})
+    return db.session.execute(_LOCK_STATE, {"subject": subject, "kind": kind}).first()
 
 
 def check_secret(
@@ -84,46 +105,55 @@ def check_secret(
     stored_hash: str | None,
     candidate: str,
     on_lock: Callable[[LockState], None] | None = None,
-) -> bool:
+    *,
+    state: LockState | None = None,
+    then: Callable[[str | None], T] | None = None,
+) -> T | None:
     """Verify ``candidate`` for the secret ``(subject, kind)``, enforcing and updating its lockout.
 
     ``stored_hash`` is None when there is no account (login with an unknown number): the candidate is
     checked against a dummy hash and counted as wrong. ``on_lock`` runs inside the recording
-    transaction when this failure locks the secret (to enqueue the owner's alert).
-    Returns whether the stored hash should be upgraded. Raises ``LoginLocked`` /
-    ``PaymentPasswordLocked`` while locked, ``InvalidCredentials`` / ``WrongPaymentPassword`` when wrong.
+    transaction when this failure locks the secret (to enqueue the owner's alert). ``state`` is the lock
+    state the caller has just read, if it has (else it is read here, in a transaction of its own).
+
+    On success ``then(new_hash)`` runs inside the recording transaction and its result is returned;
+    ``new_hash`` is the candidate hashed with the current parameters when ``stored_hash`` was made with
+    older ones (the caller stores it), else None. Raises ``LoginLocked`` / ``PaymentPasswordLocked``
+    while locked, ``InvalidCredentials`` / ``WrongPaymentPassword`` when wrong.
     """
-    run_in_transaction(lambda: raise_if_locked(subject, kind))
+    if state is None:
+        state = run_in_transaction(lambda: current_state(subject, kind), read_only=True)
+    refuse_if_locked(kind, state)
     hasher = passwords()
     ok = hasher.verify(stored_hash or hasher.dummy_hash, candidate) and stored_hash is not None
+    rehash = then is not None and ok and hasher.needs_rehash(stored_hash)  # type: ignore[arg-type]
+    new_hash = hasher.hash(candidate) if rehash else None  # slow too: before the transaction
 
-    def record() -> AppError | None:
-        row = _row_for_update(subject, kind)
+    def record() -> tuple[AppError | None, T | None]:
+        row = _locked_row(subject, kind, create=not ok)
         now = clock.now()
-        state = _to_state(row)
-        if state.is_locked(now):  # a concurrent attempt locked it while we were verifying
-            return _locked_error(kind, state)
+        current = _to_state(row)
+        if current.is_locked(now):  # a concurrent attempt locked it while we were verifying
+            return _locked_error(kind, current), None
         if ok:
-            if state != LockState():
-                _store(row, lockout.record_success(state))
-            return None
-        state = lockout.record_failure(state, now)
-        _store(row, state)
-        if state.is_locked(now):
+            if current != LockState():
+                _store(subject, kind, lockout.record_success(current))
+            return None, then(new_hash) if then is not None else None
+        current = lockout.record_failure(current, now)
+        _store(subject, kind, current)
+        if current.is_locked(now):
             if on_lock is not None:
-                on_lock(state)
-            return _locked_error(kind, state)
-        left = lockout.attempts_left(state, now)
-        return InvalidCredentials(left) if kind == LOGIN else WrongPaymentPassword(left)
+                on_lock(current)
+            return _locked_error(kind, current), None
+        left = lockout.attempts_left(current, now)
+        return (InvalidCredentials(left) if kind == LOGIN else WrongPaymentPassword(left)), None
 
-    error = run_in_transaction(record)
+    error, result = run_in_transaction(record)
     if error is not None:
         raise error
-    return stored_hash is not None and hasher.needs_rehash(stored_hash)
+    return result
 
 
 def lift_lock(subject: str, kind: str) -> None:
     """Clear the lock state (an SMS-verified reset). Call inside the reset's transaction."""
-    row = db.session.get(CredentialLock, (subject, kind))
-    if row is not None:
-        _store(row, lockout.lift(_to_state(row)))
+    _store(subject, kind, lockout.lift(current_state(subject, kind)))

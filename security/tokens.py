@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from core import clock
 from core.db import db, run_in_transaction
 from core.errors import Unauthenticated
 from core.ids import new_id
 from security.errors import RefreshTokenReused
-from security.models import AuthSession, AuthToken, Device, User
+from security.models import AuthSession, AuthToken
 
 ACCESS, REFRESH = "access", "refresh"
+# Built once, run by every login and refresh. Plain inserts: nothing here needs the rows as ORM objects.
+_INSERT_SESSION, _INSERT_TOKENS = insert(AuthSession.__table__), insert(AuthToken.__table__)
 
 
 @dataclass(frozen=True)
@@ -46,21 +48,20 @@ def _mint(session_id: str) -> TokenPair:
     access_life, refresh_life = _lifetimes()
     now = clock.now()
     access, refresh = "at_" + secrets.token_urlsafe(32), "rt_" + secrets.token_urlsafe(32)
-    db.session.add_all(
-        [
-            AuthToken(token_hash=token_hash(access), kind=ACCESS, session_id=session_id, expires_at=now + access_life),
-            AuthToken(token_hash=token_hash(refresh), kind=REFRESH, session_id=session_id,
-                      expires_at=now + refresh_life),
-        ]
-    )
+    db.session.execute(_INSERT_TOKENS, [
+        {"token_hash": token_hash(access), "kind": ACCESS, "session_id": session_id, "expires_at": now + access_life},
+        {"token_hash": token_hash(refresh), "kind": REFRESH, "session_id": session_id,
+         "expires_at": now + refresh_life},
+    ])
     return TokenPair(access, refresh, int(access_life.total_seconds()))
 
 
-def start_session(user: User, device: Device) -> TokenPair:
-    """Open a session on ``device`` (inside the caller's transaction) and mint its first tokens."""
-    session = AuthSession(id=new_id("ses"), user_id=user.id, device_id=device.id, created_at=clock.now())
-    db.session.add(session)
-    return _mint(session.id)
+def start_session(user_id: str, device_id: str) -> TokenPair:
+    """Open a session of the user on the device (inside the caller's transaction) and mint its first tokens."""
+    session_id = new_id("ses")
+    db.session.execute(_INSERT_SESSION, {"id": session_id, "user_id": user_id, "device_id": device_id,
+                                         "created_at": clock.now()})
+    return _mint(session_id)
 
 
 def authenticate(token: str) -> AuthSession:

@@ -15,6 +15,7 @@ from flask import Response, request
 from pydantic import BaseModel
 
 from core.api import respond_json
+from core.db import primary_key
 from core.idempotency import check_key, fingerprint, run_idempotent
 from security.accounts import authorize_payment
 from security.models import User
@@ -25,11 +26,12 @@ def guarded(user: User, body: BaseModel, effect: Callable[[], tuple[int, dict[st
     """Run ``effect`` behind the key, the password and the idempotency store. ``prepare(key)`` runs after the
     password check and before the effect, in its own transactions (a top-up that must not roll back)."""
     key = check_key(request.headers.get("Idempotency-Key"))
+    user_id = primary_key(user)  # the password check commits, which expires ``user``: no reload for its id
     authorize_payment(user, body.payment_password)  # type: ignore[attr-defined]
     if prepare is not None:
         prepare(key)
     request_hash = fingerprint(request.method, request.path, body.model_dump(mode="json", exclude={"payment_password"}))
-    status, answer, replayed = run_idempotent(user.id, key, request_hash, effect)
+    status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
     response = respond_json(answer, status)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

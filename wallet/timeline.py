@@ -32,16 +32,23 @@ def entry_hash(prev_hash: str, seq: int, at: str, actor: str, kind: str, data: s
     return hashlib.sha256((prev_hash + content).encode()).hexdigest()
 
 
-def append(trade: Trade, actor: str, kind: str, **data: Any) -> TimelineEntry:
-    """Add an entry to ``trade``'s timeline (the caller holds the trade row lock)."""
+def next_entry(trade: Trade, actor: str, kind: str, **data: Any) -> TimelineEntry:
+    """The entry that extends ``trade``'s timeline, with the head on ``trade`` moved to it; the caller adds it to
+    the session (after the trade row, for the first entry of a new trade). The caller holds the trade row lock."""
     seq = trade.timeline_seq + 1
     at = clock.now().isoformat()
     body = canonical(data)
     digest = entry_hash(trade.timeline_hash, seq, at, actor, kind, body)
     entry = TimelineEntry(trade_id=trade.id, seq=seq, at=at, actor=actor, kind=kind, data=body,
                           prev_hash=trade.timeline_hash, hash=digest)
-    db.session.add(entry)
     trade.timeline_seq, trade.timeline_hash = seq, digest
+    return entry
+
+
+def append(trade: Trade, actor: str, kind: str, **data: Any) -> TimelineEntry:
+    """Add an entry to ``trade``'s timeline (the caller holds the trade row lock)."""
+    entry = next_entry(trade, actor, kind, **data)
+    db.session.add(entry)
     return entry
 
 

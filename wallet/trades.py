@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from core import clock
@@ -108,10 +108,17 @@ def _rules(fn: Callable[[], T]) -> T:
         raise TradeConflict(exc.code, str(exc)) from exc
 
 
+# Statements every trade runs, built once (building and keying a statement costs more than running it).
+_LOCK_TRADE = (select(Trade).where(Trade.id == bindparam("trade_id")).with_for_update()
+               .execution_options(populate_existing=True))
+_OPEN_REFUND = select(Refund).where(Refund.trade_id == bindparam("trade_id"), Refund.status.in_(OPEN_REFUND_STATES))
+_users = User.__table__
+_CONTACTS = select(_users.c.id, _users.c.phone, _users.c.locale).where(
+    _users.c.id.in_(bindparam("user_ids", expanding=True)))
+
+
 def _lock(trade_id: str) -> Trade | None:
-    return db.session.scalars(
-        select(Trade).where(Trade.id == trade_id).with_for_update().execution_options(populate_existing=True)
-    ).first()
+    return db.session.scalars(_LOCK_TRADE, {"trade_id": trade_id}).first()
 
 
 def _party_trade(user_id: str, trade_id: str) -> Trade:
@@ -135,25 +142,31 @@ def _as_seller(user_id: str, trade_id: str) -> Trade:
     return trade
 
 
-def _user(user_id: str) -> User:
-    user = db.session.get(User, user_id)
-    assert user is not None
-    return user
+def _contacts(*user_ids: str) -> dict[str, Row[Any]]:
+    """``id``, ``phone`` and ``locale`` of each user, by id: one query for all the messages of a use case."""
+    return {row.id: row for row in db.session.execute(_CONTACTS, {"user_ids": list(user_ids)})}
 
 
-def _tell(user_id: str, event: str, trade: Trade, **params: Any) -> None:
-    user = _user(user_id)
-    enqueue(user.phone, event, locale=user.locale, user_id=user.id, trade=short_ref(trade.id), **params)
+def _contact(user_id: str) -> Row[Any]:
+    return _contacts(user_id)[user_id]
+
+
+def _tell(to: Row[Any], event: str, trade: Trade, **params: Any) -> None:
+    enqueue(to.phone, event, locale=to.locale, user_id=to.id, trade=short_ref(trade.id), **params)
 
 
 def _open_refund(trade: Trade) -> Refund | None:
-    return db.session.scalars(
-        select(Refund).where(Refund.trade_id == trade.id, Refund.status.in_(OPEN_REFUND_STATES))
-    ).first()
+    return db.session.scalars(_OPEN_REFUND, {"trade_id": trade.id}).first()
 
 
 def _move(trade: Trade, action: str, actor: str, **data: Any) -> None:
-    target = _rules(lambda: escrow.trade_move(trade.status, action, refund_open=_open_refund(trade) is not None))
+    try:
+        # An open refund can only forbid a move, so a move allowed even with one needs no look at the refunds.
+        target = escrow.trade_move(trade.status, action, refund_open=True)
+    except IllegalTransition as exc:
+        if exc.code != "refund_in_progress":
+            raise TradeConflict(exc.code, str(exc)) from exc
+        target = _rules(lambda: escrow.trade_move(trade.status, action, refund_open=_open_refund(trade) is not None))
     timeline.append(trade, actor, "state", action=action, before=trade.status, after=target, **data)
     trade.status = target
 
@@ -194,11 +207,12 @@ def _refund_to_buyer(trade: Trade, amount: int, actor: str) -> None:
 
 def _finish(trade: Trade, action: str, actor: str) -> None:
     now = clock.now()
+    contacts = _contacts(trade.seller_id, trade.buyer_id)
     _move(trade, action, actor)
     net = _release_to_seller(trade, _held(trade), actor)
     trade.finished_at = now
     for party in (trade.seller_id, trade.buyer_id):
-        _tell(party, "trade_finished", trade, amount=format_amount(net))
+        _tell(contacts[party], "trade_finished", trade, amount=format_amount(net))
 
 
 def _pause(trade: Trade, now: datetime) -> None:
@@ -224,23 +238,26 @@ def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shippi
     limits.check_single(amount + shipping_fee)
 
     def work() -> Trade:
-        seller = db.session.scalars(select(User).where(User.phone == seller_phone)).first()
+        seller = db.session.execute(
+            select(User.id, SellerSettings.fee_bp)
+            .outerjoin(SellerSettings, SellerSettings.user_id == User.id)
+            .where(User.phone == seller_phone)
+        ).first()
         if seller is None or seller.id == buyer_id:
             raise SellerNotFound("No seller account has this phone number.")
         if not is_verified_seller(seller.id):
             raise SellerNotVerified("This seller has not verified identity and a bank card yet.")
-        settings = db.session.get(SellerSettings, seller.id)
         now = clock.now()
         trade = Trade(id=new_id("trd"), buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,
                       shipping_fee=shipping_fee, currency=currency, status=WAIT_BUYER_PAY,
-                      fee_bp=settings.fee_bp if settings else 0, created_at=now,
+                      fee_bp=seller.fee_bp or 0, created_at=now,
                       pay_deadline=now + _policy().pay_within, timeline_seq=0, timeline_hash=timeline.GENESIS,
                       paid_amount=0, refunded_amount=0, released_amount=0, fee_amount=0)
+        first = timeline.next_entry(trade, buyer_id, "state", action="open", after=WAIT_BUYER_PAY, title=title,
+                                    amount=amount, shipping_fee=shipping_fee)
         db.session.add(trade)
         db.session.flush()  # the trade row before its first timeline entry (no ORM relationship orders them)
-        timeline.append(trade, buyer_id, "state", action="open", after=WAIT_BUYER_PAY, title=title, amount=amount,
-                        shipping_fee=shipping_fee)
-        db.session.flush()
+        db.session.add(first)
         return trade
 
     return run_in_transaction(work)
@@ -250,6 +267,7 @@ def pay(buyer_id: str, trade_id: str) -> Trade:
     """Buyer's wallet → the trade's own escrow account (caller's transaction, under an idempotency key).
     Raises ``TradeConflict``, ``InsufficientFunds``, ``LimitExceeded``."""
     trade = _as_buyer(buyer_id, trade_id)
+    contacts = _contacts(trade.buyer_id, trade.seller_id)
     total = trade.amount + trade.shipping_fee
     _move(trade, "pay", buyer_id)
     limits.consume_daily(buyer_id, total)
@@ -259,22 +277,23 @@ def pay(buyer_id: str, trade_id: str) -> Trade:
     timeline.append(trade, buyer_id, "money", movement="pay", amount=total, transfer=moved.id)
     now = clock.now()
     trade.paid_amount, trade.paid_at = total, now
-    _tell(trade.seller_id, "trade_paid_ship_now", trade, amount=format_amount(total))
-    buyer = _user(buyer_id)
+    buyer, seller = contacts[trade.buyer_id], contacts[trade.seller_id]
+    _tell(seller, "trade_paid_ship_now", trade, amount=format_amount(total))
     enqueue(buyer.phone, "balance_payment", locale=buyer.locale, user_id=buyer_id, amount=format_amount(total),
-            payee=mask_phone(_user(trade.seller_id).phone), time=format_time(now))
+            payee=mask_phone(seller.phone), time=format_time(now))
     return trade
 
 
 def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> Trade:
     def work() -> Trade:
         trade = _as_seller(seller_id, trade_id)
+        buyer = _contact(trade.buyer_id)
         _move(trade, "ship", seller_id, carrier=carrier, tracking_number=tracking_number)
         now, policy = clock.now(), _policy()
         trade.carrier, trade.tracking_number, trade.shipped_at = carrier, tracking_number, now
         trade.confirm_deadline = escrow.confirm_deadline(now, policy)
         trade.remind_at = trade.confirm_deadline - policy.remind_before
-        _tell(trade.buyer_id, "trade_shipped", trade, deadline=format_time(trade.confirm_deadline))
+        _tell(buyer, "trade_shipped", trade, deadline=format_time(trade.confirm_deadline))
         return trade
 
     return run_in_transaction(work)
@@ -343,7 +362,7 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
         timeline.append(trade, buyer_id, "refund", action="request", refund=refund.id, amount=amount, reason=reason,
                         return_goods=return_goods)
         assert refund.deadline is not None
-        _tell(trade.seller_id, "refund_requested", trade, amount=format_amount(amount),
+        _tell(_contact(trade.seller_id), "refund_requested", trade, amount=format_amount(amount),
               deadline=format_time(refund.deadline))
         db.session.flush()
         return refund
@@ -360,7 +379,7 @@ def _refund_step(trade: Trade, refund: Refund, action: str, actor: str, **data: 
     refund.status = target
     refund.deadline = escrow.refund_deadline(target, now, refund.after_shipping, _policy())
     if target == escrow.WAIT_BUYER_RETURN_GOODS:  # agreed (or silent), goods to come back first
-        _tell(trade.buyer_id, "refund_agreed", trade, amount=format_amount(refund.amount))
+        _tell(_contact(trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount))
     if target == REFUND_SUCCESS:
         _pay_refund(trade, refund, actor, now)
     elif target == escrow.REFUND_CLOSED:
@@ -371,7 +390,7 @@ def _refund_step(trade: Trade, refund: Refund, action: str, actor: str, **data: 
 def _pay_refund(trade: Trade, refund: Refund, actor: str, now: datetime) -> None:
     _refund_to_buyer(trade, refund.amount, actor)
     refund.resolved_at, refund.deadline = now, None
-    _tell(trade.buyer_id, "refund_completed", trade, amount=format_amount(refund.amount))
+    _tell(_contact(trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
     if _held(trade) == 0 and trade.released_amount == 0:
         _move(trade, "refund_all", actor)
         trade.closed_at, trade.close_reason = now, "refunded"
@@ -396,7 +415,7 @@ def refuse_refund(seller_id: str, trade_id: str, refund_id: str, reason: str) ->
         refund = _refund(trade, refund_id)
         _refund_step(trade, refund, "refuse", seller_id, reason=reason)
         refund.refuse_reason = reason
-        _tell(trade.buyer_id, "refund_refused", trade)
+        _tell(_contact(trade.buyer_id), "refund_refused", trade)
         return refund
 
     return run_in_transaction(work)
@@ -438,8 +457,9 @@ def open_dispute(user_id: str, trade_id: str, reason: str) -> Dispute:
         db.session.add(dispute)
         db.session.flush()
         timeline.append(trade, user_id, "dispute", action="open", dispute=dispute.id, reason=reason)
+        contacts = _contacts(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
-            _tell(party, "dispute_opened", trade)
+            _tell(contacts[party], "dispute_opened", trade)
         db.session.flush()
         return dispute
 
@@ -486,8 +506,9 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
         trade.paused_at = None
         dispute.status, dispute.outcome, dispute.refund_amount = "decided", outcome, to_buyer
         dispute.decision_reason, dispute.decided_by, dispute.decided_at = reason, staff_id, now
+        contacts = _contacts(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
-            _tell(party, "dispute_decided", trade, outcome=outcome, amount=format_amount(to_buyer))
+            _tell(contacts[party], "dispute_decided", trade, outcome=outcome, amount=format_amount(to_buyer))
         return dispute
 
     return run_in_transaction(work)
@@ -555,7 +576,7 @@ def reputation(user_id: str, role: str) -> Reputation:
 
 
 def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> Trade:
-    trade = run_in_transaction(lambda: db.session.get(Trade, trade_id))
+    trade = run_in_transaction(lambda: db.session.get(Trade, trade_id), read_only=True)
     if trade is None or (not staff and user_id not in (trade.buyer_id, trade.seller_id)):
         raise NotFound("No such trade.")
     return trade
@@ -563,7 +584,7 @@ def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> Trade:
 
 def refunds_of(trade_id: str) -> list[Refund]:
     return run_in_transaction(lambda: list(db.session.scalars(
-        select(Refund).where(Refund.trade_id == trade_id).order_by(Refund.id))))
+        select(Refund).where(Refund.trade_id == trade_id).order_by(Refund.id))), read_only=True)
 
 
 def list_trades(user_id: str, role: str | None, limit: int, starting_after: str | None) -> tuple[list[Trade], bool]:
@@ -575,7 +596,8 @@ def list_trades(user_id: str, role: str | None, limit: int, starting_after: str 
         stmt = select(Trade).where(or_(Trade.buyer_id == user_id, Trade.seller_id == user_id))
     if starting_after:
         stmt = stmt.where(Trade.id < starting_after)
-    rows = run_in_transaction(lambda: list(db.session.scalars(stmt.order_by(Trade.id.desc()).limit(limit + 1))))
+    rows = run_in_transaction(lambda: list(db.session.scalars(stmt.order_by(Trade.id.desc()).limit(limit + 1))),
+                              read_only=True)
     return rows[:limit], len(rows) > limit
 
 
@@ -613,7 +635,7 @@ def _remind(trade: Trade, now: datetime) -> bool:
     assert trade.confirm_deadline is not None
     trade.reminded = True
     timeline.append(trade, SYSTEM, "message", event="confirm_deadline_reminder")
-    _tell(trade.buyer_id, "confirm_deadline_reminder", trade, deadline=format_time(trade.confirm_deadline))
+    _tell(_contact(trade.buyer_id), "confirm_deadline_reminder", trade, deadline=format_time(trade.confirm_deadline))
     return True
 
 

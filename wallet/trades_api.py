@@ -93,41 +93,43 @@ def get_trade(trade_id: str) -> Response:
           idempotent=True)
 def pay_trade(trade_id: str) -> Response:
     user = current_user()
+    user_id = user.id  # read once: every commit below expires ``user``, and touching it again reloads it
     req = parse_body(PayTrade)
 
     def top_up_shortfall(key: str) -> None:
         if req.bank_card_id is None:
             return
-        trade = trades.get_trade(user.id, trade_id)
+        trade = trades.get_trade(user_id, trade_id)
         try:
-            available = ledger.balance(ledger.wallet_of(user.id, trade.currency)).available
+            available = ledger.balance(ledger.wallet_of(user_id, trade.currency)).available
         except LedgerAccountNotFound:
             available = 0
         shortfall = trade.amount + trade.shipping_fee - available
         if trade.status == "WAIT_BUYER_PAY" and shortfall > 0:
-            funds.topup_for_request(user.id, req.bank_card_id, shortfall, trade.currency, f"{user.id}:{key}")
+            funds.topup_for_request(user_id, req.bank_card_id, shortfall, trade.currency, f"{user_id}:{key}")
 
     def effect() -> tuple[int, dict[str, Any]]:
-        trade = trades.pay(user.id, trade_id)
-        return 200, TradeOut.of(trade, user.id).model_dump(mode="json")
+        trade = trades.pay(user_id, trade_id)
+        return 200, TradeOut.of(trade, user_id).model_dump(mode="json")
 
     return guarded(user, req, effect, prepare=top_up_shortfall)
 
 
 @endpoint(bp, "/trades/<trade_id>/ship", "POST", summary="Seller ships", body=Ship, response=TradeOut)
 def ship(trade_id: str) -> Response:
-    user = current_user()
+    user_id = current_user().id
     req = parse_body(Ship)
-    trades.ship(user.id, trade_id, req.carrier, req.tracking_number)
-    return respond(_out(trade_id, user.id))
+    trades.ship(user_id, trade_id, req.carrier, req.tracking_number)
+    return respond(_out(trade_id, user_id))
 
 
 @endpoint(bp, "/trades/<trade_id>/confirm", "POST", summary="Buyer confirms receipt; money to the seller",
           body=PaymentPasswordOnly, response=TradeOut, idempotent=True)
 def confirm(trade_id: str) -> Response:
     user = current_user()
+    user_id = user.id  # read once: every commit below expires ``user``, and touching it again reloads it
     req = parse_body(PaymentPasswordOnly)
-    return guarded(user, req, lambda: (200, TradeOut.of(trades.confirm(user.id, trade_id), user.id)
+    return guarded(user, req, lambda: (200, TradeOut.of(trades.confirm(user_id, trade_id), user_id)
                                        .model_dump(mode="json")))
 
 

@@ -1,0 +1,121 @@
+"""The lighter transaction shapes of the hot paths (read-only blocks, a login that records nothing when nothing
+failed) keep the rules they replaced: a read-only block cannot write, a success never overtakes a lock."""
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import db, run_in_transaction
+from security.models import CredentialLock, User
+from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD
+
+WRONG = "definitely not it"
+
+
+def lock_rows(app, subject=None):
+    with app.app_context():
+        stmt = select(func.count()).select_from(CredentialLock)
+        if subject is not None:
+            stmt = stmt.where(CredentialLock.subject == subject)
+        return db.session.scalar(stmt)
+
+
+def test_a_read_only_block_that_adds_a_row_fails_and_writes_nothing(app):
+    with app.app_context():
+
+        def sneaky_write():
+            db.session.add(CredentialLock(subject="+12025550142", kind="login", recent_failures=[],
+                                          consecutive_failures=0, hard_locked=False))
+
+        with pytest.raises(RuntimeError, match="read-only"):
+            run_in_transaction(sneaky_write, read_only=True)
+        db.session.rollback()
+    assert lock_rows(app) == 0
+
+
+def test_a_read_only_block_sees_what_was_committed_before_it(api, app):
+    phone = api.register()["phone"]
+    with app.app_context():
+        found = run_in_transaction(lambda: db.session.scalars(select(User).where(User.phone == phone)).all(),
+                                   read_only=True)
+        assert [user.phone for user in found] == [phone]  # still loaded after the block: it expired nothing
+
+
+def test_a_successful_login_with_nothing_failed_records_no_lock_state(api, app):
+    phone = api.register()["phone"]
+    assert api.login(phone).status_code == 201
+    assert lock_rows(app, phone) == 0
+
+
+def test_a_success_after_failures_resets_the_counters_in_the_existing_row(api):
+    phone = api.register()["phone"]
+    assert [api.login(phone, WRONG).status_code for _ in range(2)] == [401, 401]
+    assert api.login(phone).status_code == 201
+    # the counters were reset: two more wrong tries are again the first and the second
+    assert [api.login(phone, WRONG).json["attempts_left"] for _ in range(2)] == [2, 1]
+
+
+def test_a_correct_password_verified_while_the_account_gets_locked_is_refused(api, app):
+    """A right password whose argon2 check overlaps the third wrong one must not log in: the lock committed
+    during its verification wins (the success re-reads the state row under a lock before opening a session)."""
+    phone = api.register()["phone"]
+    hasher = app.extensions["passwords"]
+    real_verify = hasher.verify
+    calls = []
+
+    def verify_with_an_attacker_in_between(stored_hash, secret):
+        result = real_verify(stored_hash, secret)
+        if secret == LOGIN_PASSWORD and not calls:
+            calls.append(1)
+            attacker = app.test_client()
+
+            def three_wrong():
+                for _ in range(3):
+                    attacker.post("/api/v1/sessions", json={"phone": phone, "login_password": WRONG,
+                                                            "device_id": "phone-1"})
+
+            thread = threading.Thread(target=three_wrong)
+            thread.start()
+            thread.join()
+        return result
+
+    hasher.verify = verify_with_an_attacker_in_between
+    try:
+        response = api.login(phone)
+    finally:
+        hasher.verify = real_verify
+    assert calls == [1]
+    assert (response.status_code, response.json["code"]) == (423, "login_locked")
+
+
+def test_a_correct_payment_password_verified_while_it_gets_locked_is_refused(api, app):
+    account = api.verified()
+    hasher = app.extensions["passwords"]
+    real_verify = hasher.verify
+    calls = []
+
+    def verify_with_wrong_tries_in_between(stored_hash, secret):
+        result = real_verify(stored_hash, secret)
+        if secret == PAYMENT_PASSWORD and not calls:
+            calls.append(1)
+            other = app.test_client()
+
+            def three_wrong():
+                for _ in range(3):
+                    other.post("/api/v1/me/payment-password/verify", json={"payment_password": "864209"},
+                               headers=account["headers"])
+
+            thread = threading.Thread(target=three_wrong)
+            thread.start()
+            thread.join()
+        return result
+
+    hasher.verify = verify_with_wrong_tries_in_between
+    try:
+        response = api.client.post("/api/v1/me/payment-password/verify", json={"payment_password": PAYMENT_PASSWORD},
+                                   headers=account["headers"])
+    finally:
+        hasher.verify = real_verify
+    assert calls == [1]
+    assert (response.status_code, response.json["code"]) == (423, "payment_password_locked")
