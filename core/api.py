@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
 
+from core.db import atomic
 from core.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
@@ -74,7 +75,8 @@ def endpoint(
                 response_media_types=response_media_types,
             )
         )
-        bp.add_url_rule(rule, endpoint=view.__name__, view_func=_bounded_path(view), methods=[method])
+        handler = _bounded_path(_read_only(view) if method == "GET" else view)
+        bp.add_url_rule(rule, endpoint=view.__name__, view_func=handler, methods=[method])
         return view
 
     return decorate
@@ -91,6 +93,18 @@ def _bounded_path(view: Callable[..., Any]) -> Callable[..., Any]:
         if any(len(value) > MAX_PATH_PARAMETER for value in path.values()):
             raise NotFound("No such resource.")
         return view(**path)
+
+    return wrapper
+
+
+def _read_only(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A GET reads in one read-only block (``core.db``): on PostgreSQL its statements run without BEGIN and
+    COMMIT, on SQLite without the write lock, and anything in it that tries to write fails loudly."""
+
+    @functools.wraps(view)
+    def wrapper(**path: str) -> Any:
+        with atomic(read_only=True):
+            return view(**path)
 
     return wrapper
 

@@ -86,7 +86,23 @@ def _sqlite_on_begin(conn: Any) -> None:
 
 
 # How a read-only block gets its connection, per dialect (see the module docstring).
-_READ_ONLY_OPTIONS = {"sqlite": {"read_only": True}, "postgresql": {"isolation_level": "AUTOCOMMIT"}}
+_READ_ONLY_OPTIONS = {"sqlite": {"read_only": True},
+                      "postgresql": {"read_only": True, "isolation_level": "AUTOCOMMIT"}}
+
+
+_READS = ("SELECT", "BEGIN")  # BEGIN: SQLite's deferred one, which takes no write lock
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _refuse_writes_when_read_only(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    # On PostgreSQL a read-only block runs in autocommit: a write there would commit on its own, outside any
+    # transaction. Whatever tries one (a function that writes, called from a GET handler) fails loudly instead.
+    if conn.get_execution_options().get("read_only") and statement.lstrip()[:6].upper() not in _READS:
+        raise ReadOnlyViolation(f"a read-only block tried to run {statement.split(None, 1)[0]}")
+
+
+class ReadOnlyViolation(RuntimeError):
+    """Code inside a block declared read-only tried to write."""
 
 
 # SQLSTATEs worth retrying on PostgreSQL: serialization failure, deadlock detected.
@@ -144,7 +160,7 @@ def _has_changes(session: Any) -> bool:
 
 def _end_without_expiring(session: Any) -> None:
     if _has_changes(session):
-        raise RuntimeError("a block declared read-only changed objects")
+        raise ReadOnlyViolation("a block declared read-only changed objects")
     expire = session.expire_on_commit
     session.expire_on_commit = False
     try:

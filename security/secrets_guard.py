@@ -39,8 +39,8 @@ T = TypeVar("T")
 
 _locks = CredentialLock.__table__
 # Built once: every login and every payment runs them (a statement built per call costs more than it runs).
-_READ_STATE = select(_locks.c.recent_failures, _locks.c.consecutive_failures, _locks.c.locked_until,
-                     _locks.c.hard_locked).where(_locks.c.subject == bindparam("subject"),
+STATE_COLUMNS = (_locks.c.recent_failures, _locks.c.consecutive_failures, _locks.c.locked_until, _locks.c.hard_locked)
+_READ_STATE = select(*STATE_COLUMNS).where(_locks.c.subject == bindparam("subject"),
                                                  _locks.c.kind == bindparam("kind"))
 _LOCK_STATE = _READ_STATE.with_for_update()
 
@@ -49,8 +49,9 @@ def passwords() -> Passwords:
     return current_app.extensions["passwords"]
 
 
-def _to_state(row: Row[Any] | None) -> LockState:
-    if row is None:
+def state_of(row: Row[Any] | None) -> LockState:
+    """The lock state in a row carrying the state columns (None, or all None from an outer join: no state)."""
+    if row is None or row.recent_failures is None:
         return LockState()
     return LockState(
         recent_failures=tuple(datetime.fromisoformat(t) for t in row.recent_failures),
@@ -77,7 +78,7 @@ def _locked_error(kind: str, state: LockState) -> AppError:
 
 
 def current_state(subject: str, kind: str) -> LockState:
-    return _to_state(db.session.execute(_READ_STATE, {"subject": subject, "kind": kind}).first())
+    return state_of(db.session.execute(_READ_STATE, {"subject": subject, "kind": kind}).first())
 
 
 def refuse_if_locked(kind: str, state: LockState) -> None:
@@ -132,7 +133,7 @@ def check_secret(
     def record() -> tuple[AppError | None, T | None]:
         row = _locked_row(subject, kind, create=not ok)
         now = clock.now()
-        current = _to_state(row)
+        current = state_of(row)
         if current.is_locked(now):  # a concurrent attempt locked it while we were verifying
             return _locked_error(kind, current), None
         if ok:

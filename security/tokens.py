@@ -64,17 +64,11 @@ def start_session(user_id: str, device_id: str) -> TokenPair:
     return _mint(session_id)
 
 
-def authenticate(token: str) -> AuthSession:
-    """The live session an access token belongs to. Raises ``Unauthenticated``."""
-    row = db.session.get(AuthToken, token_hash(token))
-    if (
-        row is None
-        or row.kind != ACCESS
-        or row.expires_at <= clock.now()
-        or row.session.revoked_at is not None
-    ):
+def live_session(token: AuthToken | None) -> AuthSession:
+    """The live session of an access token found by its hash (None: no such token). Raises ``Unauthenticated``."""
+    if token is None or token.kind != ACCESS or token.expires_at <= clock.now() or token.session.revoked_at is not None:
         raise Unauthenticated("The access token is missing, expired or revoked.")
-    return row.session
+    return token.session
 
 
 def refresh(refresh_token: str, device_key: str) -> TokenPair:

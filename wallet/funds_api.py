@@ -45,7 +45,7 @@ def _withdrawal_out(withdrawal: Withdrawal) -> WithdrawalOut:
 def get_wallet() -> Response:
     user = current_user()
     try:
-        balance = ledger.balance(ledger.wallet_of(user.id))
+        balance = ledger.wallet_balance(user.id)
     except LedgerAccountNotFound:
         return respond(WalletOut(available=0, pending=0, currency="CNY"))
     return respond(WalletOut(available=balance.available, pending=balance.pending, currency=balance.currency))

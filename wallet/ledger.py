@@ -270,6 +270,10 @@ _READ_ACCOUNT = text(
     "SELECT id, kind, currency, debits_posted, credits_posted, debits_pending, credits_pending"
     " FROM ledger_accounts WHERE id = :id"
 )
+_READ_WALLET = text(
+    "SELECT id, kind, currency, debits_posted, credits_posted, debits_pending, credits_pending"
+    " FROM ledger_accounts WHERE kind = 'wallet' AND owner = :owner AND currency = :currency AND shard = 0"
+)
 _FIND_ACCOUNT = text(
     "SELECT id FROM ledger_accounts WHERE kind = :kind AND owner = :owner AND currency = :currency AND shard = :shard"
 )
@@ -427,6 +431,19 @@ def balance(account_id: str) -> Balance:
     row = run_in_transaction(lambda: _conn().execute(_READ_ACCOUNT, {"id": account_id}).first())
     if row is None:
         raise LedgerAccountNotFound()
+    return _balance(row)
+
+
+def wallet_balance(user_id: str, currency: str = DEFAULT_CURRENCY) -> Balance:
+    """The committed totals of a user's wallet, found by its owner in one statement; raises
+    ``LedgerAccountNotFound``."""
+    row = run_in_transaction(lambda: _conn().execute(_READ_WALLET, {"owner": user_id, "currency": currency}).first())
+    if row is None:
+        raise LedgerAccountNotFound(f"No {currency} wallet for this user.")
+    return _balance(row)
+
+
+def _balance(row: Row[Any]) -> Balance:
     totals = _totals(row)
     return Balance(row.id, row.currency, totals.balance, totals.available, totals.debits_pending,
                    totals.credits_pending)

@@ -101,7 +101,7 @@ def pay_trade(trade_id: str) -> Response:
             return
         trade = trades.get_trade(user_id, trade_id)
         try:
-            available = ledger.balance(ledger.wallet_of(user_id, trade.currency)).available
+            available = ledger.wallet_balance(user_id, trade.currency).available
         except LedgerAccountNotFound:
             available = 0
         shortfall = trade.amount + trade.shipping_fee - available

@@ -4,9 +4,9 @@ failed) keep the rules they replaced: a read-only block cannot write, a success 
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from core.db import db, run_in_transaction
+from core.db import ReadOnlyViolation, db, run_in_transaction
 from security.models import CredentialLock, User
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD
 
@@ -32,6 +32,38 @@ def test_a_read_only_block_that_adds_a_row_fails_and_writes_nothing(app):
             run_in_transaction(sneaky_write, read_only=True)
         db.session.rollback()
     assert lock_rows(app) == 0
+
+
+def test_a_statement_that_writes_inside_a_read_only_block_is_refused_before_it_runs(app):
+    """On PostgreSQL a read-only block runs in autocommit, where a write would commit on its own: refused."""
+    with app.app_context():
+        def core_write():
+            db.session.execute(insert(CredentialLock.__table__).values(
+                subject="+12025550142", kind="login", recent_failures=[], consecutive_failures=0, hard_locked=False))
+
+        with pytest.raises(ReadOnlyViolation, match="INSERT"):
+            run_in_transaction(core_write, read_only=True)
+        db.session.rollback()
+    assert lock_rows(app) == 0
+
+
+def test_get_handlers_run_in_one_read_only_block(api, app, monkeypatch):
+    """Every GET endpoint reads inside one read-only block: a write slipped into one fails loudly (500), and
+    the row it tried to write is not there."""
+    from security import auth
+
+    account = api.register()
+    real_load = auth.run_in_transaction
+
+    def load_then_write(fn, *args, **kwargs):
+        result = real_load(fn, *args, **kwargs)
+        db.session.execute(insert(CredentialLock.__table__).values(
+            subject="+12025550142", kind="login", recent_failures=[], consecutive_failures=0, hard_locked=False))
+        return result
+
+    monkeypatch.setattr(auth, "run_in_transaction", load_then_write)
+    assert api.client.get("/api/v1/wallet", headers=account["headers"]).status_code == 500
+    assert lock_rows(app, "+12025550142") == 0
 
 
 def test_a_read_only_block_sees_what_was_committed_before_it(api, app):
