@@ -22,6 +22,7 @@ from flask.cli import AppGroup
 from flask_limiter.errors import RateLimitExceeded
 from flask_migrate import Migrate, upgrade
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import run_simple
@@ -193,6 +194,20 @@ def _install_error_handlers(app: Flask) -> None:
         for name, value in exc.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(exc: OperationalError) -> Response:
+        # The database is down, restarting or unreachable (a transaction that lost its connection before
+        # COMMIT was already retried once): a temporary condition the client may retry, not our bug.
+        db.session.rollback()
+        log.warning("database unavailable request_id=%s %s %s: %s", g.get("request_id"), request.method,
+                    request.path, type(exc.orig).__name__)
+        body = {"type": "about:blank", "title": "Service unavailable", "status": 503,
+                "detail": "The database cannot be reached right now. Retry shortly (with the same Idempotency-Key).",
+                "code": "database_unavailable"}
+        response = _problem(body, 503)
+        response.headers["Retry-After"] = "1"
         return response
 
     @app.errorhandler(Exception)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
 
-from core.db import atomic
+from core.db import run_in_transaction
 from core.errors import BadRequest, NotFound, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
@@ -103,8 +103,7 @@ def _read_only(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def wrapper(**path: str) -> Any:
-        with atomic(read_only=True):
-            return view(**path)
+        return run_in_transaction(lambda: view(**path), read_only=True)
 
     return wrapper
 

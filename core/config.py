@@ -95,7 +95,7 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     config["SQLALCHEMY_ENGINE_OPTIONS"] = (
         {"connect_args": {"timeout": 10, "check_same_thread": False}}
         if url.startswith("sqlite")
-        else {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+        else {"pool_size": 10, "max_overflow": 20}  # no pre-ping: core.db retries a connection lost before COMMIT
     )
     config["SMS_CONSOLE_FILE"] = config["SMS_CONSOLE_FILE"] or str(instance / "sms.jsonl")
     if not config["PASSWORD_PEPPER"]:

@@ -126,6 +126,13 @@ def is_retryable(exc: BaseException) -> bool:
     )
 
 
+def lost_before_commit(exc: DBAPIError) -> bool:
+    """The connection died (a database restart, a dropped socket) before COMMIT was sent, so the server rolled
+    the transaction back and running it again is safe. Pooled connections are not pinged before use (a round
+    trip per transaction): a dead one is found by the first statement and the transaction retried here."""
+    return bool(exc.connection_invalidated) and not getattr(exc, "during_commit", False)
+
+
 def in_transaction() -> bool:
     return db.session.info.get("tx_depth", 0) > 0
 
@@ -145,7 +152,11 @@ def atomic(read_only: bool = False) -> Iterator[None]:
         if read_only:
             _end_without_expiring(session)
         elif depth == 0:
-            session.commit()
+            try:
+                session.commit()
+            except DBAPIError as exc:
+                exc.during_commit = True  # type: ignore[attr-defined]  # did it commit? unknown: never retried
+                raise
     except BaseException:
         if depth == 0:
             session.rollback()
@@ -179,6 +190,8 @@ def run_in_transaction(fn: Callable[[], R], attempts: int = MAX_ATTEMPTS, *, rea
             with atomic(read_only):
                 return fn()
         except DBAPIError as exc:
+            if attempt < attempts and lost_before_commit(exc):
+                continue  # the pool has dropped the dead connection: the next attempt gets a fresh one
             if not is_retryable(exc) or attempt == attempts:
                 raise
             time.sleep(random.uniform(0, 0.002 * 2**attempt))

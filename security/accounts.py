@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import String, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import clock
@@ -29,9 +29,9 @@ from security.errors import (
     TotpNotEnrolled,
 )
 from security.lockout import LockState
-from security.models import Device, User
+from security.models import CredentialLock, Device, User
 from security.passwords import check_login_password, check_payment_password
-from security.secrets_guard import LOGIN, PAYMENT, check_secret, current_state, lift_lock, passwords
+from security.secrets_guard import LOGIN, PAYMENT, STATE_COLUMNS, check_secret, lift_lock, passwords, state_of
 from security.tokens import TokenPair, revoke_sessions, start_session
 
 
@@ -50,6 +50,8 @@ def _is_phone_conflict(exc: IntegrityError) -> bool:
 def _user_by_phone(phone: str) -> User | None:
     return db.session.scalars(select(User).where(User.phone == phone)).first()
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class _LoginView:
@@ -64,27 +66,33 @@ class _LoginView:
     trusted: bool
 
 
-_users, _devices = User.__table__, Device.__table__
-# Built once, run by every login: one statement for known and unknown numbers alike (both take the same time).
-_LOGIN_VIEW = (
-    select(_users.c.id, _users.c.phone, _users.c.locale, _users.c.login_password_hash, _devices.c.id,
-           _devices.c.trusted, _devices.c.revoked_at)
-    .select_from(_users.outerjoin(_devices, (_devices.c.user_id == _users.c.id)
-                                  & (_devices.c.device_key == bindparam("device_key"))))
-    .where(_users.c.phone == bindparam("phone"))
+_users, _devices, _locks = User.__table__, Device.__table__, CredentialLock.__table__
+_asked = select(bindparam("phone", type_=String()).label("phone")).subquery()
+# Built once, run by every login: one statement, one row, for known and unknown numbers alike (both take the
+# same time): the account and this device if there are, and the login lock state of the number.
+_LOGIN_VIEW = select(
+    _users.c.id, _users.c.phone, _users.c.locale, _users.c.login_password_hash, _devices.c.id.label("device_id"),
+    _devices.c.trusted, _devices.c.revoked_at, *STATE_COLUMNS,
+).select_from(
+    _asked.outerjoin(_users, _users.c.phone == _asked.c.phone)
+    .outerjoin(_devices, (_devices.c.user_id == _users.c.id) & (_devices.c.device_key == bindparam("device_key")))
+    .outerjoin(_locks, (_locks.c.subject == _asked.c.phone) & (_locks.c.kind == LOGIN))
 )
 _TOUCH_DEVICE = update(_devices).where(_devices.c.id == bindparam("device_id"))
-_PAYER = select(_users.c.phone, _users.c.locale, _users.c.payment_password_hash).where(
-    _users.c.id == bindparam("user_id"))
+# The payer and the payment lock state in one statement.
+_PAYER = (
+    select(_users.c.phone, _users.c.locale, _users.c.payment_password_hash, *STATE_COLUMNS)
+    .select_from(_users.outerjoin(_locks, (_locks.c.subject == _users.c.id) & (_locks.c.kind == PAYMENT)))
+    .where(_users.c.id == bindparam("user_id"))
+)
 
 
-def _login_view(phone: str, device_key: str) -> _LoginView | None:
-    row = db.session.execute(_LOGIN_VIEW, {"phone": phone, "device_key": device_key}).first()
-    if row is None:
-        return None
-    user_id, user_phone, locale, password_hash, device_id, trusted, revoked_at = row
-    return _LoginView(user_id, user_phone, locale, password_hash, device_id,
-                      device_id is not None and trusted and revoked_at is None)
+def _login_view(phone: str, device_key: str) -> tuple[_LoginView | None, LockState]:
+    row = db.session.execute(_LOGIN_VIEW, {"phone": phone, "device_key": device_key}).one()
+    if row.id is None:
+        return None, state_of(row)
+    trusted = row.device_id is not None and row.trusted and row.revoked_at is None
+    return _LoginView(row.id, row.phone, row.locale, row.login_password_hash, row.device_id, trusted), state_of(row)
 
 
 def _lock_alert(user_id: str, phone: str, locale: str, kind: str) -> Callable[[LockState], None]:
@@ -160,10 +168,7 @@ def log_in(
     Raises ``LoginLocked``, ``InvalidCredentials`` (same for unknown numbers),
     ``DeviceVerificationRequired``, ``InvalidSmsCode``, ``InvalidTotpCode``.
     """
-    def read() -> tuple[_LoginView | None, LockState]:
-        return _login_view(phone, device_key), current_state(phone, LOGIN)
-
-    account, state = run_in_transaction(read, read_only=True)
+    account, state = run_in_transaction(lambda: _login_view(phone, device_key), read_only=True)
     stored = account.login_password_hash if account else None
     alert = _lock_alert(account.id, account.phone, account.locale, LOGIN) if account else None
     if account is not None and account.trusted:  # the usual case: the session opens with the recorded success
@@ -217,23 +222,23 @@ def verify_login_password(user: User, password: str) -> None:
                  _lock_alert(user.id, user.phone, user.locale, LOGIN))
 
 
-def authorize_payment(user: User, payment_password: str) -> None:
+def authorize_payment(user: User, payment_password: str, then: Callable[[], T] | None = None) -> T | None:
     """The gate in front of every movement of money: the payment password under its own lockout.
 
+    ``then()``, the movement itself, runs in the transaction that checks the lock state after the argon2
+    verification, so a payment costs one transaction besides its reads; its result is returned.
     Raises ``PaymentPasswordLocked`` (423) while locked, ``WrongPaymentPassword`` (401) when wrong.
     """
     user_id = primary_key(user)  # not user.id: an object expired by a commit would reload its row for it
+    payer = run_in_transaction(lambda: db.session.execute(_PAYER, {"user_id": user_id}).one(), read_only=True)
 
-    def read() -> tuple[Row[Any], LockState]:
-        return db.session.execute(_PAYER, {"user_id": user_id}).one(), current_state(user_id, PAYMENT)
-
-    def store(new_hash: str | None) -> None:
+    def store(new_hash: str | None) -> T | None:
         if new_hash is not None:
             db.session.execute(update(User).where(User.id == user_id).values(payment_password_hash=new_hash))
+        return then() if then is not None else None
 
-    payer, state = run_in_transaction(read, read_only=True)
-    check_secret(user_id, PAYMENT, payer.payment_password_hash, payment_password,
-                 _lock_alert(user_id, payer.phone, payer.locale, PAYMENT), state=state, then=store)
+    return check_secret(user_id, PAYMENT, payer.payment_password_hash, payment_password,
+                        _lock_alert(user_id, payer.phone, payer.locale, PAYMENT), state=state_of(payer), then=store)
 
 
 def change_login_password(user: User, current: str, new: str, session_id: str) -> None:

@@ -117,7 +117,9 @@ def check_secret(
     transaction when this failure locks the secret (to enqueue the owner's alert). ``state`` is the lock
     state the caller has just read, if it has (else it is read here, in a transaction of its own).
 
-    On success ``then(new_hash)`` runs inside the recording transaction and its result is returned;
+    On success ``then(new_hash)`` runs inside the recording transaction and its result is returned (when the
+    success resets earlier failures, in a transaction right after it instead, so the reset commits even if
+    ``then`` fails; it is refused there if a lock came in between);
     ``new_hash`` is the candidate hashed with the current parameters when ``stored_hash`` was made with
     older ones (the caller stores it), else None. Raises ``LoginLocked`` / ``PaymentPasswordLocked``
     while locked, ``InvalidCredentials`` / ``WrongPaymentPassword`` when wrong.
@@ -130,26 +132,38 @@ def check_secret(
     rehash = then is not None and ok and hasher.needs_rehash(stored_hash)  # type: ignore[arg-type]
     new_hash = hasher.hash(candidate) if rehash else None  # slow too: before the transaction
 
-    def record() -> tuple[AppError | None, T | None]:
+    def record() -> tuple[AppError | None, T | None, bool]:
         row = _locked_row(subject, kind, create=not ok)
         now = clock.now()
         current = state_of(row)
         if current.is_locked(now):  # a concurrent attempt locked it while we were verifying
-            return _locked_error(kind, current), None
+            return _locked_error(kind, current), None, True
         if ok:
-            if current != LockState():
-                _store(subject, kind, lockout.record_success(current))
-            return None, then(new_hash) if then is not None else None
+            if current == LockState():  # nothing to record: the caller's work commits (or fails) alone
+                return None, then(new_hash) if then is not None else None, True
+            _store(subject, kind, lockout.record_success(current))
+            return None, None, then is None
         current = lockout.record_failure(current, now)
         _store(subject, kind, current)
         if current.is_locked(now):
             if on_lock is not None:
                 on_lock(current)
-            return _locked_error(kind, current), None
+            return _locked_error(kind, current), None, True
         left = lockout.attempts_left(current, now)
-        return (InvalidCredentials(left) if kind == LOGIN else WrongPaymentPassword(left)), None
+        return (InvalidCredentials(left) if kind == LOGIN else WrongPaymentPassword(left)), None, True
 
-    error, result = run_in_transaction(record)
+    def after_reset() -> tuple[AppError | None, T | None, bool]:
+        current = state_of(_locked_row(subject, kind, create=False))
+        if current.is_locked(clock.now()):  # locked in between the two transactions
+            return _locked_error(kind, current), None, True
+        assert then is not None
+        return None, then(new_hash), True
+
+    error, result, done = run_in_transaction(record)
+    if not done:
+        # This success reset earlier failures, which must stick even if the caller's work fails (a payment
+        # refused for want of funds): that work runs in a transaction of its own.
+        error, result, done = run_in_transaction(after_reset)
     if error is not None:
         raise error
     return result

@@ -3,7 +3,8 @@
 1. the ``Idempotency-Key`` header must be there (checked first, so a missing key costs no password try);
 2. the payment password (``security.accounts.authorize_payment``: its own lockout, 401/423);
 3. the effect, inside ``core.idempotency.run_idempotent`` with a fingerprint of the request that leaves the
-   payment password out (it is never stored, not even hashed).
+   payment password out (it is never stored, not even hashed). It runs in the transaction that records the
+   password check, unless a ``prepare`` step (a card top-up that must stand on its own) comes in between.
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ def guarded(user: User, body: BaseModel, effect: Callable[[], tuple[int, dict[st
     password check and before the effect, in its own transactions (a top-up that must not roll back)."""
     key = check_key(request.headers.get("Idempotency-Key"))
     user_id = primary_key(user)  # the password check commits, which expires ``user``: no reload for its id
-    authorize_payment(user, body.payment_password)  # type: ignore[attr-defined]
-    if prepare is not None:
-        prepare(key)
     request_hash = fingerprint(request.method, request.path, body.model_dump(mode="json", exclude={"payment_password"}))
-    status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
+    password = body.payment_password  # type: ignore[attr-defined]
+    if prepare is None:  # the effect commits with the password check: one transaction
+        outcome = authorize_payment(user, password, lambda: run_idempotent(user_id, key, request_hash, effect))
+        assert outcome is not None
+        status, answer, replayed = outcome
+    else:
+        authorize_payment(user, password)
+        prepare(key)
+        status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
     response = respond_json(answer, status)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -2,6 +2,7 @@
 failed) keep the rules they replaced: a read-only block cannot write, a success never overtakes a lock."""
 
 import threading
+import uuid
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -151,3 +152,26 @@ def test_a_correct_payment_password_verified_while_it_gets_locked_is_refused(api
         hasher.verify = real_verify
     assert calls == [1]
     assert (response.status_code, response.json["code"]) == (423, "payment_password_locked")
+
+
+def wrong_payment(api, account):
+    return api.client.post("/api/v1/transfers", json={"payment_password": "864209", "amount": 100,
+                                                      "to_phone": account["phone"]},
+                           headers={**account["headers"], "Idempotency-Key": uuid.uuid4().hex})
+
+
+def test_a_payment_commits_with_its_password_check_and_a_failed_one_commits_nothing(api, app):
+    alice, bob = api.register(), api.register()
+    refused = api.money("/api/v1/transfers", alice, amount=100, to_phone=bob["phone"])  # an empty wallet
+    assert refused.status_code == 422, refused.json
+    assert lock_rows(app) == 0  # a right password with no failures before records nothing
+    assert api.balance(alice) == 0 and api.balance(bob) == 0
+
+
+def test_a_right_payment_password_resets_earlier_failures_even_when_the_payment_itself_fails(api, app):
+    alice, bob = api.register(), api.register()
+    assert [wrong_payment(api, alice).status_code for _ in range(2)] == [401, 401]
+    refused = api.money("/api/v1/transfers", alice, amount=100, to_phone=bob["phone"])  # right password, no money
+    assert refused.status_code == 422, refused.json
+    # the reset stuck although the transfer rolled back: two more wrong tries are the first and second again
+    assert [wrong_payment(api, alice).json["attempts_left"] for _ in range(2)] == [2, 1]
