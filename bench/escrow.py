@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,11 +39,11 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from argon2 import PasswordHasher, Type
 from flask import current_app
 from flask_migrate import upgrade
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from app import create_app
 from core import clock
-from core.db import db
+from core.db import db, primary_key
 from core.idempotency import fingerprint, run_idempotent
 from core.ids import new_id
 from security.accounts import authorize_payment
@@ -87,18 +88,20 @@ def make_user(phone: str, real_name: str, balance: int) -> str:
 
 
 def one_trade(buyer_id: str, seller_id: str, seller_phone: str) -> None:
+    """What the four endpoints do minus HTTP: pay and confirm run in the transaction of their password check,
+    under an Idempotency-Key, as ``wallet.guarded`` runs them."""
     buyer = db.session.get(User, buyer_id)
-    seller = db.session.get(User, seller_id)
-    assert buyer is not None and seller is not None
-    trade = trades.open_trade(buyer_id, seller_phone, "bench item", 1999, 0, "CNY")
-    trade_id = trade.id
-    authorize_payment(buyer, PAYMENT_PASSWORD)
-    run_idempotent(buyer_id, uuid.uuid4().hex, fingerprint("POST", f"/trades/{trade_id}/pay", {}),
-                   lambda: (200, {"status": trades.pay(buyer_id, trade_id).status}))
+    assert buyer is not None
+    trade_id = primary_key(trades.open_trade(buyer_id, seller_phone, "bench item", 1999, 0, "CNY"))
+
+    def guarded(action: str, effect: Callable[[], object]) -> None:
+        request_hash = fingerprint("POST", f"/trades/{trade_id}/{action}", {})
+        authorize_payment(buyer, PAYMENT_PASSWORD, lambda: run_idempotent(
+            buyer_id, uuid.uuid4().hex, request_hash, lambda: (200, {"status": effect()})))
+
+    guarded("pay", lambda: trades.pay(buyer_id, trade_id).status)
     trades.ship(seller_id, trade_id, "SF", "SF0001")
-    authorize_payment(buyer, PAYMENT_PASSWORD)
-    run_idempotent(buyer_id, uuid.uuid4().hex, fingerprint("POST", f"/trades/{trade_id}/confirm", {}),
-                   lambda: (200, {"status": trades.confirm(buyer_id, trade_id).status}))
+    guarded("confirm", lambda: trades.confirm(buyer_id, trade_id).status)
 
 
 def server_cpu(admin: Engine) -> dict[int, float]:
@@ -180,6 +183,9 @@ def main() -> None:
             one_trade(*pairs[i])
 
     if args.profile:
+        statements: list[str] = []
+        with app.app_context():
+            event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2].split(None, 1)[0]))
         profiler = cProfile.Profile()
         stop, count = time.perf_counter() + args.seconds, 0
         profiler.enable()
@@ -187,9 +193,11 @@ def main() -> None:
             trade_once(0)
             count += 1
         profiler.disable()
-        print(f"{count} trades profiled")
+        print(f"{count} trades profiled, {len(statements) / max(count, 1):.1f} SQL statements per trade:",
+              ", ".join(f"{verb} {n / max(count, 1):.1f}" for verb, n in Counter(statements).most_common()))
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+        ours = r"/(wallet|core|security|notifications|bench)/"
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(ours, 40)
         print(out.getvalue())
         return
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from core import clock
@@ -298,17 +298,24 @@ class Payment:
     payee_phone: str
 
 
+_users = User.__table__
+# The payer and the payee of a payment to a phone number, in one statement (one row when they are the same).
+_PARTIES = select(_users.c.id, _users.c.phone, _users.c.locale).where(
+    (_users.c.id == bindparam("payer_id")) | (_users.c.phone == bindparam("to_phone")))
+
+
 def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: str | None) -> Payment:
     """Move ``amount`` from the payer's wallet to the wallet of the account with ``to_phone`` (caller's
     transaction); both are told by SMS. Raises ``RecipientNotFound``, ``CannotPaySelf``, ``LimitExceeded``,
     ``InsufficientFunds``."""
-    payee = db.session.scalars(select(User).where(User.phone == to_phone)).first()
+    parties = db.session.execute(_PARTIES, {"payer_id": payer_id, "to_phone": to_phone}).all()
+    payee = next((row for row in parties if row.phone == to_phone), None)
     if payee is None:
         raise RecipientNotFound("No account has this phone number.")
     if payee.id == payer_id:
         raise CannotPaySelf("You cannot pay your own phone number.")
+    payer = next(row for row in parties if row.id == payer_id)
     limits.consume_daily(payer_id, amount)
-    payer = _user(payer_id)
     posted = ledger.transfer(ledger.open_wallet(payer_id, currency), ledger.open_wallet(payee.id, currency), amount,
                              kind=ledger.PAYMENT, currency=currency, details={"note": note} if note else None)
     now, text = clock.now(), format_amount(amount)

@@ -372,6 +372,9 @@ def _dialect() -> str:
 # --- ledger accounts ----------------------------------------------------------------------------------------
 
 
+_accounts = LedgerAccount.__table__
+
+
 def _get_or_create(kind: str, owner: str, currency: str, shard: int) -> str:
     check_currency(currency)
     if not owner or len(owner) > 64:
@@ -382,13 +385,14 @@ def _get_or_create(kind: str, owner: str, currency: str, shard: int) -> str:
         found = _conn().execute(_FIND_ACCOUNT, key).scalar()
         if found is not None:
             return found
-        insert_ignore(
-            LedgerAccount.__table__,
+        created = insert_ignore(
+            _accounts,
             {**key, "id": new_id("la"), "debits_posted": 0, "credits_posted": 0, "debits_pending": 0,
              "credits_pending": 0, "created_at": clock.now()},
+            returning=_accounts.c.id,
         )
-        # Either ours or the row a concurrent opener committed first.
-        return _conn().execute(_FIND_ACCOUNT, key).scalar_one()
+        # Ours, or (None) the row a concurrent opener committed first.
+        return created if created is not None else _conn().execute(_FIND_ACCOUNT, key).scalar_one()
 
     return run_in_transaction(run)
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import text
+from sqlalchemy import Date, bindparam, text
 
 from core import clock
-from core.db import db, insert_ignore
+from core.db import db
 from core.errors import AppError
-from wallet.funds_models import DailyUsage
 
 CST = timezone(timedelta(hours=8))
 
@@ -21,6 +20,13 @@ class LimitExceeded(AppError):
     """The movement is above the per-transaction limit or would take the day's total above the daily limit."""
 
     status, code, title = 422, "limit_exceeded", "Limit exceeded"
+
+
+_CONSUME = text(
+    "INSERT INTO daily_usage (user_id, day, amount) VALUES (:user, :day, :amount)"
+    " ON CONFLICT (user_id, day) DO UPDATE SET amount = daily_usage.amount + excluded.amount"
+    " WHERE daily_usage.amount + excluded.amount <= :limit"
+).bindparams(bindparam("day", type_=Date()))
 
 
 def check_single(amount: int) -> None:
@@ -34,13 +40,11 @@ def consume_daily(user_id: str, amount: int) -> None:
     check_single(amount)
     limit = current_app.config["LIMIT_DAILY"]
     today = clock.now().astimezone(CST).date()
-    insert_ignore(DailyUsage.__table__, {"user_id": user_id, "day": today, "amount": 0})
-    updated = db.session.execute(
-        text("UPDATE daily_usage SET amount = amount + :amount WHERE user_id = :user AND day = :day"
-             " AND amount + :amount <= :limit"),
-        {"amount": amount, "user": user_id, "day": today, "limit": limit},
-    ).rowcount
-    if updated != 1:
+    # One statement: the day's first movement inserts the row (and is itself within the limit, checked here),
+    # a later one adds to it only while the total stays within the limit (the row is locked meanwhile).
+    counted = amount <= limit and db.session.execute(
+        _CONSUME, {"amount": amount, "user": user_id, "day": today, "limit": limit}).rowcount == 1
+    if not counted:
         raise LimitExceeded(f"At most {limit} fen per day in total.", limit=limit)
 
 

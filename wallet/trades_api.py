@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from core.api import endpoint, parse_body, parse_query, respond
-from core.db import run_in_transaction
+from core.db import primary_key, run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
 from security.accounts import authorize_payment
 from security.auth import current_staff, current_user
@@ -55,13 +55,13 @@ def _out(trade_id: str, viewer_id: str, *, staff: bool = False) -> TradeOut:
 def open_trade() -> Response:
     """An ``Idempotency-Key`` is optional here (no money moves yet), but a client that sends one can retry
     after a lost answer without opening a second trade."""
-    user = current_user()
+    user_id = current_user().id  # read once: the commit below expires the user object
     req = parse_body(OpenTrade)
     seller_phone = normalize_phone(req.seller_phone, "seller_phone")
 
     def effect() -> tuple[int, dict[str, Any]]:
-        trade = trades.open_trade(user.id, seller_phone, req.title, req.amount, req.shipping_fee, req.currency)
-        return 201, {"id": trade.id}
+        trade = trades.open_trade(user_id, seller_phone, req.title, req.amount, req.shipping_fee, req.currency)
+        return 201, {"id": primary_key(trade)}  # not trade.id: after the commit that would reload the row
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -69,9 +69,9 @@ def open_trade() -> Response:
         replayed = False
     else:
         request_hash = fingerprint(request.method, request.path, req.model_dump(mode="json"))
-        _status, answer, replayed = run_idempotent(user.id, key, request_hash, effect)
+        _status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
         trade_id = answer["id"]
-    return respond(_out(trade_id, user.id), 201, headers={"Idempotent-Replayed": "true"} if replayed else None)
+    return respond(_out(trade_id, user_id), 201, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
 @endpoint(bp, "/trades", "GET", summary="My trades, as buyer or seller", query=TradeListQuery, response=TradeList)
