@@ -14,6 +14,12 @@ a deferred ``BEGIN``, which takes no write lock; on PostgreSQL its statements ru
 two round trips saved, and each still sees what was committed before it started, as under READ COMMITTED.
 Its end expires nothing: the objects it loaded keep the values it read (a commit would expire them, and the
 next touch of any attribute would read the row again) until the next transaction that writes commits.
+Every GET handler runs in one such block (``core.api``); a statement that writes inside one is refused
+before it runs (``ReadOnlyViolation``), since on PostgreSQL it would commit on its own.
+
+Pooled connections are not pinged before use. A transaction whose connection turns out dead before COMMIT is
+sent (a database restart) is run again on a fresh connection; one that loses it during COMMIT is not, since
+whether it committed is unknown (the API answers 503 and the client retries with its Idempotency-Key).
 """
 
 from __future__ import annotations

@@ -78,7 +78,6 @@ _LOGIN_VIEW = select(
     .outerjoin(_devices, (_devices.c.user_id == _users.c.id) & (_devices.c.device_key == bindparam("device_key")))
     .outerjoin(_locks, (_locks.c.subject == _asked.c.phone) & (_locks.c.kind == LOGIN))
 )
-_TOUCH_DEVICE = update(_devices).where(_devices.c.id == bindparam("device_id"))
 # The payer and the payment lock state in one statement.
 _PAYER = (
     select(_users.c.phone, _users.c.locale, _users.c.payment_password_hash, *STATE_COLUMNS)
@@ -202,8 +201,7 @@ def _open_session(account: _LoginView, device_key: str, device_name: str | None,
         db.session.execute(update(User).where(User.id == account.id).values(login_password_hash=new_hash))
     if account.trusted:
         assert account.device_id is not None
-        db.session.execute(_TOUCH_DEVICE, {"device_id": account.device_id, "last_seen_at": now})
-        return start_session(account.id, account.device_id)
+        return start_session(account.id, account.device_id, touch_device=True)
     device = _device(account.id, device_key)  # read again: a concurrent login may have added it meanwhile
     if device is None:
         device = Device(id=new_id("dev"), user_id=account.id, device_key=device_key, name=device_name,

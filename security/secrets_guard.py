@@ -87,11 +87,6 @@ def refuse_if_locked(kind: str, state: LockState) -> None:
         raise _locked_error(kind, state)
 
 
-def raise_if_locked(subject: str, kind: str) -> None:
-    """Raise ``LoginLocked`` / ``PaymentPasswordLocked`` if that secret is locked now."""
-    refuse_if_locked(kind, current_state(subject, kind))
-
-
 def _locked_row(subject: str, kind: str, *, create: bool) -> Row[Any] | None:
     """The state row, locked until the end of the transaction; ``create`` makes it first if there is none."""
     if create:

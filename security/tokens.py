@@ -12,20 +12,34 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select, text, update
 
 from core import clock
-from core.db import db, run_in_transaction
+from core.db import UTCDateTime, db, is_postgres, run_in_transaction
 from core.errors import Unauthenticated
 from core.ids import new_id
 from security.errors import RefreshTokenReused
 from security.models import AuthSession, AuthToken
 
 ACCESS, REFRESH = "access", "refresh"
-# Built once, run by every login and refresh. Plain inserts: nothing here needs the rows as ORM objects.
-_INSERT_SESSION, _INSERT_TOKENS = insert(AuthSession.__table__), insert(AuthToken.__table__)
+# Built once, run by every login and refresh: plain statements, nothing here needs the rows as ORM objects.
+_TIMES = [bindparam(name, type_=UTCDateTime()) for name in ("now", "access_expires", "refresh_expires")]
+_SESSION_SQL = ("INSERT INTO auth_sessions (id, user_id, device_id, created_at)"
+                " VALUES (:session_id, :user_id, :device_id, :now)")
+_TOKENS_SQL = ("INSERT INTO auth_tokens (token_hash, kind, session_id, expires_at) VALUES"
+               " (:access_hash, 'access', :session_id, :access_expires),"
+               " (:refresh_hash, 'refresh', :session_id, :refresh_expires)")
+_TOUCH_SQL = "UPDATE devices SET last_seen_at = :now WHERE id = :device_id"
+_INSERT_SESSION = text(_SESSION_SQL).bindparams(_TIMES[0])
+_INSERT_TOKENS = text(_TOKENS_SQL).bindparams(*_TIMES[1:])
+_TOUCH_DEVICE = text(_TOUCH_SQL).bindparams(_TIMES[0])
+# PostgreSQL: the session and its tokens (and the device's last-seen time) in one round trip.
+_OPEN_SESSION = text(f"WITH s AS ({_SESSION_SQL}) {_TOKENS_SQL}").bindparams(*_TIMES)
+_OPEN_SESSION_TOUCHING_DEVICE = text(
+    f"WITH s AS ({_SESSION_SQL}), d AS ({_TOUCH_SQL}) {_TOKENS_SQL}").bindparams(*_TIMES)
 
 
 @dataclass(frozen=True)
@@ -44,24 +58,35 @@ def _lifetimes() -> tuple[timedelta, timedelta]:
     return timedelta(minutes=cfg["ACCESS_TOKEN_MINUTES"]), timedelta(days=cfg["REFRESH_TOKEN_DAYS"])
 
 
-def _mint(session_id: str) -> TokenPair:
+def _pair(session_id: str) -> tuple[TokenPair, dict[str, Any]]:
+    """A fresh access and refresh token for the session, and the parameters that store their hashes."""
     access_life, refresh_life = _lifetimes()
     now = clock.now()
     access, refresh = "at_" + secrets.token_urlsafe(32), "rt_" + secrets.token_urlsafe(32)
-    db.session.execute(_INSERT_TOKENS, [
-        {"token_hash": token_hash(access), "kind": ACCESS, "session_id": session_id, "expires_at": now + access_life},
-        {"token_hash": token_hash(refresh), "kind": REFRESH, "session_id": session_id,
-         "expires_at": now + refresh_life},
-    ])
-    return TokenPair(access, refresh, int(access_life.total_seconds()))
+    params = {"session_id": session_id, "access_hash": token_hash(access), "access_expires": now + access_life,
+              "refresh_hash": token_hash(refresh), "refresh_expires": now + refresh_life}
+    return TokenPair(access, refresh, int(access_life.total_seconds())), params
 
 
-def start_session(user_id: str, device_id: str) -> TokenPair:
-    """Open a session of the user on the device (inside the caller's transaction) and mint its first tokens."""
-    session_id = new_id("ses")
-    db.session.execute(_INSERT_SESSION, {"id": session_id, "user_id": user_id, "device_id": device_id,
-                                         "created_at": clock.now()})
-    return _mint(session_id)
+def _mint(session_id: str) -> TokenPair:
+    pair, params = _pair(session_id)
+    db.session.execute(_INSERT_TOKENS, params)
+    return pair
+
+
+def start_session(user_id: str, device_id: str, *, touch_device: bool = False) -> TokenPair:
+    """Open a session of the user on the device (inside the caller's transaction) and mint its first tokens;
+    ``touch_device`` also notes the device as seen now. One statement on PostgreSQL, two or three on SQLite."""
+    pair, params = _pair(new_id("ses"))
+    params.update(user_id=user_id, device_id=device_id, now=clock.now())
+    if is_postgres():
+        db.session.execute(_OPEN_SESSION_TOUCHING_DEVICE if touch_device else _OPEN_SESSION, params)
+        return pair
+    if touch_device:
+        db.session.execute(_TOUCH_DEVICE, params)
+    db.session.execute(_INSERT_SESSION, params)
+    db.session.execute(_INSERT_TOKENS, params)
+    return pair
 
 
 def live_session(token: AuthToken | None) -> AuthSession:
