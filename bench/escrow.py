@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -39,9 +37,10 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 from argon2 import PasswordHasher, Type
 from flask import current_app
 from flask_migrate import upgrade
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import create_engine, event
 
 from app import create_app
+from bench.measure import fresh_database, rate
 from core import clock
 from core.db import db, primary_key
 from core.idempotency import fingerprint, run_idempotent
@@ -57,15 +56,6 @@ from wallet.models import BANK_CLEARING
 PAYMENT_PASSWORD = "135790"
 FAKE_CARD = "00" + "1" * 13 + "1234"  # never a payment card (00 prefix); the bench never calls the bank
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_escrow"
-
-
-def fresh_database(url: str) -> None:
-    server, name = url.rsplit("/", 1)
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
 
 
 def make_user(phone: str, real_name: str, balance: int) -> str:
@@ -102,50 +92,6 @@ def one_trade(buyer_id: str, seller_id: str, seller_phone: str) -> None:
     guarded("pay", lambda: trades.pay(buyer_id, trade_id).status)
     trades.ship(seller_id, trade_id, "SF", "SF0001")
     guarded("confirm", lambda: trades.confirm(buyer_id, trade_id).status)
-
-
-def server_cpu(admin: Engine) -> dict[int, float]:
-    """CPU seconds used so far by each PostgreSQL backend serving the benchmark's database (0 if the server is not
-    on this machine: its processes are not in /proc)."""
-    with admin.connect() as conn:
-        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                                 " AND pid <> pg_backend_pid()")).scalars().all()
-    tick = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    return used
-
-
-def rate(workers: int, seconds: float, work: Callable[[int], object], admin: Engine) -> tuple[float, float, float]:
-    """Run ``work(i)`` in ``workers`` threads for ``seconds``. Returns units per second, this process's CPU seconds
-    per unit (all its threads) and the database backends' CPU seconds per unit."""
-    done = [0] * workers
-    stop = time.perf_counter() + seconds
-    barrier = threading.Barrier(workers + 1)
-
-    def loop(i: int) -> None:
-        barrier.wait()
-        while time.perf_counter() < stop:
-            work(i)
-            done[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    server_before = server_cpu(admin)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    barrier.wait()
-    for t in threads:
-        t.join()
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    server = sum(used - server_before.get(pid, 0.0) for pid, used in server_cpu(admin).items())
-    units = max(sum(done), 1)
-    return units / elapsed, cpu / units, server / units
 
 
 def main() -> None:
