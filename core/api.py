@@ -86,11 +86,12 @@ MAX_PATH_PARAMETER = 64  # what the OpenAPI document promises for every path par
 
 
 def _bounded_path(view: Callable[..., Any]) -> Callable[..., Any]:
-    """No id is longer than 64 characters: a longer path parameter names nothing (404), before any work."""
+    """No id is longer than 64 characters or holds a NUL: such a path parameter names nothing (404), before any
+    work."""
 
     @functools.wraps(view)
     def wrapper(**path: str) -> Any:
-        if any(len(value) > MAX_PATH_PARAMETER for value in path.values()):
+        if any(len(value) > MAX_PATH_PARAMETER or "\x00" in value for value in path.values()):
             raise NotFound("No such resource.")
         return view(**path)
 
@@ -123,7 +124,23 @@ def json_body() -> dict[str, Any]:
         raise BadRequest("The body is not valid JSON.") from exc
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object.")
+    _refuse_nul(data, "body")
     return data
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """No text we take may hold the NUL character (``\\u0000``): PostgreSQL cannot store it, and no name, title,
+    id or cursor needs it. Refused as a validation error naming the field, before anything reads it."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationFailed.field(where, "nul_character", "Text may not contain the NUL character.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, where)
+            _refuse_nul(item, f"{where}.{key}" if where != "body" else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{where}.{index}")
 
 
 def _errors_from(exc: ValidationError) -> list[dict[str, str]]:
@@ -147,8 +164,12 @@ def parse_body(model: type[M]) -> M:
 
 def parse_query(model: type[M]) -> M:
     """Validate the query string against ``model`` (values arrive as strings and are coerced)."""
+    args = request.args.to_dict()
+    for name, value in args.items():
+        _refuse_nul(name, "query")
+        _refuse_nul(value, name)
     try:
-        return model.model_validate(request.args.to_dict())
+        return model.model_validate(args)
     except ValidationError as exc:
         raise ValidationFailed(_errors_from(exc)) from exc
 

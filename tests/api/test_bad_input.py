@@ -164,3 +164,29 @@ def test_statement_dates_must_be_calendar_dates(api, value):
     account = api.register()
     response = api.client.get(f"/api/v1/wallet/transactions?to={value}", headers=account["headers"])
     assert (response.status_code, response.json["code"]) == (422, "validation_failed")
+
+
+def test_a_nul_character_in_a_query_cursor_is_a_validation_error(api):
+    """Found by schemathesis on PostgreSQL (GET /trades?starting_after=...%00): PostgreSQL cannot hold NUL in
+    text, and the query used to reach it and fail with a 500."""
+    account = api.register()
+    response = api.client.get("/api/v1/trades?starting_after=%C2%A4%00&limit=5", headers=account["headers"])
+    body = assert_problem(response, 422, "validation_failed")
+    assert body["errors"] == [{"field": "starting_after", "code": "nul_character",
+                               "message": "Text may not contain the NUL character."}]
+
+
+def test_a_nul_character_anywhere_in_a_body_is_a_validation_error(api):
+    account = api.register()
+    response = api.client.post("/api/v1/trades", headers=account["headers"],
+                               json={"seller_phone": make_phone(), "title": "bike\u0000", "amount": 100})
+    body = assert_problem(response, 422, "validation_failed")
+    assert body["errors"][0]["field"] == "title"
+    nested = api.client.post(REGISTER, json={**valid_registration(), "extra": ["ok", {"deep\u0000": 1}]})
+    assert_problem(nested, 422, "validation_failed")
+
+
+def test_a_nul_character_in_a_path_id_names_nothing(api):
+    account = api.register()
+    response = api.client.get("/api/v1/trades/trd_1%00", headers=account["headers"])
+    assert_problem(response, 404, "not_found")
