@@ -850,3 +850,63 @@ def periodic_ledger_checks(stack: Stack) -> tuple[Counter[str], list[str]]:
         if not ok:
             problems.append(text[:2000])
     return counts, problems
+
+
+@dataclass
+class EndChecks:
+    """What both e2e suites check once the load has drained: the books, the trades and their timelines, the
+    outbox, the alerts and the process logs."""
+
+    periodic: Counter[str]
+    periodic_problems: list[str]
+    clean: bool
+    check_output: str
+    trades_checked: int
+    trade_problems: list[str]
+    by_status: Counter[str]
+    timelines: int
+    timeline_problems: list[str]
+    book_checks: Counter[str]
+    book_problems: list[str]
+    outbox_checks: Counter[str]
+    outbox_problems: list[str]
+    alerts: AlertFigures
+    status: str
+    log_problems: list[str]
+
+    def invariant_figures(self) -> dict[str, Any]:
+        return {
+            "wallet check": "clean" if self.clean else "FAILED",
+            "ledger checks by the workers during the load": dict(self.periodic),
+            "trades (escrow balance = paid - refunded - released)": self.trades_checked,
+            "timelines intact": self.timelines,
+            **self.book_checks, **self.outbox_checks,
+        }
+
+    def assert_books_hold(self) -> None:
+        """The assertions both suites share; each adds its own (duplicates, kills, instances) after these."""
+        assert self.clean, self.check_output
+        assert not self.periodic_problems, "\n".join(self.periodic_problems[:5])
+        assert not self.trade_problems, "\n".join(self.trade_problems[:30])
+        assert not self.timeline_problems, "\n".join(self.timeline_problems[:30])
+        assert not self.book_problems, "\n".join(self.book_problems[:30])
+        assert not self.outbox_problems, "\n".join(self.outbox_problems[:30])
+        assert set(self.alerts.by_status) == {"sent"}, dict(self.alerts.by_status)
+        assert not self.alerts.missing, self.alerts.missing[:30]
+        assert self.alerts.unmatched_lines == 0 and self.alerts.torn_lines == 0
+        assert not self.log_problems, "\n".join(self.log_problems[:30])
+
+
+def end_checks(stack: Stack, books: Any, log_expected: str | None = None) -> EndChecks:
+    """Run every end-of-run check against the stack; ``log_expected`` matches log errors that are the test's own
+    doing (the crash suite's kills)."""
+    periodic, periodic_problems = periodic_ledger_checks(stack)
+    clean, check_output = ledger_check(stack)
+    trades_checked, trade_problems_found, by_status = trade_problems(stack)
+    timelines, timeline_problems_found = timeline_problems(stack)
+    book_checks, book_problems = books_problems(stack, books)
+    outbox_checks, outbox_problems_found = outbox_problems(stack)
+    return EndChecks(periodic, periodic_problems, clean, check_output, trades_checked, trade_problems_found,
+                     by_status, timelines, timeline_problems_found, book_checks, book_problems, outbox_checks,
+                     outbox_problems_found, alert_figures(stack), stack.flask("notifications", "status").stdout,
+                     stack.log_problems(expected=log_expected))

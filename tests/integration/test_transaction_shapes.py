@@ -89,67 +89,51 @@ def test_a_success_after_failures_resets_the_counters_in_the_existing_row(api):
     assert [api.login(phone, WRONG).json["attempts_left"] for _ in range(2)] == [2, 1]
 
 
-def test_a_correct_password_verified_while_the_account_gets_locked_is_refused(api, app):
-    """A right password whose argon2 check overlaps the third wrong one must not log in: the lock committed
-    during its verification wins (the success re-reads the state row under a lock before opening a session)."""
-    phone = api.register()["phone"]
+def verify_with_three_wrong_tries_in_between(app, right, wrong_try):
+    """Make the first argon2 check of the ``right`` password wait, once it has passed, until ``wrong_try`` has run
+    three times from another client (each in its own request): the lock commits during that verification.
+    Returns the calls made (one, when the interleaving happened) and a function that undoes the patch."""
     hasher = app.extensions["passwords"]
     real_verify = hasher.verify
     calls = []
 
-    def verify_with_an_attacker_in_between(stored_hash, secret):
+    def verify(stored_hash, secret):
         result = real_verify(stored_hash, secret)
-        if secret == LOGIN_PASSWORD and not calls:
+        if secret == right and not calls:
             calls.append(1)
-            attacker = app.test_client()
-
-            def three_wrong():
-                for _ in range(3):
-                    attacker.post("/api/v1/sessions", json={"phone": phone, "login_password": WRONG,
-                                                            "device_id": "phone-1"})
-
-            thread = threading.Thread(target=three_wrong)
+            other = app.test_client()
+            thread = threading.Thread(target=lambda: [wrong_try(other) for _ in range(3)])
             thread.start()
             thread.join()
         return result
 
-    hasher.verify = verify_with_an_attacker_in_between
+    hasher.verify = verify
+    return calls, lambda: setattr(hasher, "verify", real_verify)
+
+
+def test_a_correct_password_verified_while_the_account_gets_locked_is_refused(api, app):
+    """A right password whose argon2 check overlaps the third wrong one must not log in: the lock committed
+    during its verification wins (the success re-reads the state row under a lock before opening a session)."""
+    phone = api.register()["phone"]
+    calls, undo = verify_with_three_wrong_tries_in_between(app, LOGIN_PASSWORD, lambda other: other.post(
+        "/api/v1/sessions", json={"phone": phone, "login_password": WRONG, "device_id": "phone-1"}))
     try:
         response = api.login(phone)
     finally:
-        hasher.verify = real_verify
+        undo()
     assert calls == [1]
     assert (response.status_code, response.json["code"]) == (423, "login_locked")
 
 
 def test_a_correct_payment_password_verified_while_it_gets_locked_is_refused(api, app):
     account = api.verified()
-    hasher = app.extensions["passwords"]
-    real_verify = hasher.verify
-    calls = []
-
-    def verify_with_wrong_tries_in_between(stored_hash, secret):
-        result = real_verify(stored_hash, secret)
-        if secret == PAYMENT_PASSWORD and not calls:
-            calls.append(1)
-            other = app.test_client()
-
-            def three_wrong():
-                for _ in range(3):
-                    other.post("/api/v1/me/payment-password/verify", json={"payment_password": "864209"},
-                               headers=account["headers"])
-
-            thread = threading.Thread(target=three_wrong)
-            thread.start()
-            thread.join()
-        return result
-
-    hasher.verify = verify_with_wrong_tries_in_between
+    verify = "/api/v1/me/payment-password/verify"
+    calls, undo = verify_with_three_wrong_tries_in_between(app, PAYMENT_PASSWORD, lambda other: other.post(
+        verify, json={"payment_password": "864209"}, headers=account["headers"]))
     try:
-        response = api.client.post("/api/v1/me/payment-password/verify", json={"payment_password": PAYMENT_PASSWORD},
-                                   headers=account["headers"])
+        response = api.client.post(verify, json={"payment_password": PAYMENT_PASSWORD}, headers=account["headers"])
     finally:
-        hasher.verify = real_verify
+        undo()
     assert calls == [1]
     assert (response.status_code, response.json["code"]) == (423, "payment_password_locked")
 
