@@ -1,21 +1,21 @@
 """What the SMS alerts cost the payment path: transfers per second with the two alerts enqueued (payer's
 "balance payment" and payee's "transfer received", written in the transfer's transaction) vs with the
-alert call removed, alternating in rounds in the same run. Target: at most 5 % slower. Also printed: CPU time
-per transfer (this process and the PostgreSQL backends) with and without, and the difference, which moves
-less than rates do when the machine's speed drifts.
+alert call removed, in short blocks alternating through the same run. Target: at most 5 % slower. Also printed:
+CPU time per transfer (this process and the PostgreSQL backends) with and without, and the difference, which
+moves less than rates do when the machine's speed drifts; and both comparisons block pair by block pair
+(median and interquartile range), which shows how much noise there was.
 
 The measured path is ``wallet.funds.pay_phone`` under ``run_idempotent`` (the transfer endpoint's work without
 HTTP and without the argon2 payment-password check, which would hide a cost this small).
 
     .venv/bin/python bench/notify.py                      # PostgreSQL database bench_notify (recreated)
-    .venv/bin/python bench/notify.py --workers 1 4 --seconds 5 --rounds 3
+    .venv/bin/python bench/notify.py --workers 1 2 4 --seconds 20 --block 0.5
 """
 
 # ruff: noqa: E402 - the imports below need the repository root on sys.path first
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import uuid
@@ -29,7 +29,7 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine
 
 from app import create_app
-from bench.measure import fresh_database, rate
+from bench.measure import fresh_database, paired
 from core import clock
 from core.db import db
 from core.idempotency import fingerprint, run_idempotent
@@ -59,8 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=12.0, help="per variant and worker count")
+    parser.add_argument("--block", type=float, default=0.4, help="seconds per block")
     args = parser.parse_args()
 
     fresh_database(args.database_url)
@@ -83,23 +83,27 @@ def main() -> None:
             run_idempotent(payer, uuid.uuid4().hex, fingerprint("POST", "/api/v1/transfers", {}),
                            lambda: (201, {"id": funds.pay_phone(payer, payee_phone, 1, "CNY", None).transfer.id}))
 
+    def use(enqueue):
+        return lambda: setattr(funds, "enqueue", enqueue)
+
+    variants = {"without": use(lambda *_a, **_k: None), "with": use(real_enqueue)}  # without: the call removed
     admin = create_engine(args.database_url)
-    print(f"{'workers':>7} {'with alerts/s':>14} {'without/s':>10} {'slower by':>10} "
-          f"{'cpu ms with':>12} {'cpu ms without':>15} {'cpu cost':>9}")
+    print(f"blocks of {args.block:.2f} s alternating (A B, B A, ...), {args.seconds:.0f} s per variant; "
+          "paired: median over block pairs [interquartile range]")
+    print(f"{'workers':>7} {'with/s':>8} {'without/s':>10} {'slower by':>10} {'paired':>20} "
+          f"{'cpu ms with':>12} {'without':>8} {'cpu cost':>9} {'paired':>20}")
     for workers in args.workers:
-        with_alerts, without = [], []
-        for _ in range(args.rounds):
-            funds.enqueue = real_enqueue
-            with_alerts.append(rate(workers, args.seconds, pay, admin))
-            funds.enqueue = lambda *_a, **_k: None  # the alert call removed
-            without.append(rate(workers, args.seconds, pay, admin))
+        figures = paired(workers, args.seconds, pay, admin, variants, args.block)
         funds.enqueue = real_enqueue
-        a, b = (statistics.median(run[0] for run in runs) for runs in (with_alerts, without))
-        # CPU per transfer, this process and the PostgreSQL backends together: steadier than rates on a
-        # machine whose speed drifts, and what the alerts cost whatever else runs.
-        cpu_a, cpu_b = (statistics.median(run[1] + run[2] for run in runs) for runs in (with_alerts, without))
-        print(f"{workers:>7} {a:>14.1f} {b:>10.1f} {(1 - a / b) * 100:>9.1f}% "
-              f"{cpu_a * 1000:>12.2f} {cpu_b * 1000:>15.2f} {(cpu_a / cpu_b - 1) * 100:>8.1f}%")
+        a, b = figures["with"], figures["without"]
+
+        def pct(x: float) -> str:
+            return f"{x * 100:+.1f}%"
+
+        slower = f"{pct(1 - a['rate_vs'])} [{pct(1 - a['rate_vs_high'])}, {pct(1 - a['rate_vs_low'])}]"
+        cost = f"{pct(a['cpu_vs'] - 1)} [{pct(a['cpu_vs_low'] - 1)}, {pct(a['cpu_vs_high'] - 1)}]"
+        print(f"{workers:>7} {a['rate']:>8.1f} {b['rate']:>10.1f} {pct(1 - a['rate'] / b['rate']):>10} {slower:>20} "
+              f"{a['cpu'] * 1000:>12.2f} {b['cpu'] * 1000:>8.2f} {pct(a['cpu'] / b['cpu'] - 1):>9} {cost:>20}")
     admin.dispose()
     with app.app_context():
         db.engine.dispose()

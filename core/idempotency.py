@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Integer, String, Text, UniqueConstraint, bindparam, delete, select, update
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core import clock
-from core.db import UTCDateTime, db, insert_ignore, run_in_transaction
+from core.db import UTCDateTime, db, execute_carrying, insert_ignore, run_in_transaction
 from core.errors import IdempotencyKeyMissing, IdempotencyKeyReused, ValidationFailed
 
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
@@ -49,7 +49,9 @@ class IdempotencyRecord(db.Model):
 
 
 _keys = IdempotencyRecord.__table__
-_STORE_ANSWER = update(_keys).where(_keys.c.id == bindparam("record_id"))  # built once: every money movement runs it
+# The last write of every money-moving request: it carries the request's alerts (``execute_carrying``).
+_STORE_ANSWER = ("UPDATE idempotency_keys SET status_code = :status_code, response_body = :response_body"
+                 " WHERE id = :record_id")
 
 
 def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
@@ -96,8 +98,8 @@ def run_idempotent(
                 return attempt()
             return stored[0], stored[1], True
         status, body = effect()
-        db.session.execute(_STORE_ANSWER, {"record_id": record_id, "status_code": status,
-                                           "response_body": json.dumps(body, separators=(",", ":"))})
+        execute_carrying(_STORE_ANSWER, {"record_id": record_id, "status_code": status,
+                                         "response_body": json.dumps(body, separators=(",", ":"))})
         return status, body, False
 
     return run_in_transaction(attempt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, Integer, String, Text, select, text
+from sqlalchemy import CheckConstraint, Index, Integer, String, Text, false, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import UTCDateTime, db
@@ -70,10 +70,10 @@ class Alert(db.Model):
     locale: Mapped[str] = mapped_column(String(8))
     body: Mapped[str] = mapped_column(Text)
     # Bodies of one-time-code messages are blanked once sent, so the outbox never keeps a live code.
-    sensitive: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    sensitive: Mapped[bool] = mapped_column(default=False, server_default=false())
+    status: Mapped[str] = mapped_column(String(16), default=PENDING, server_default=PENDING)
     # Hand-overs begun (counted before each one starts, so a dispatcher's death still leaves a trace).
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # While ``pending``: when to try next. While ``sending``: when the claim's lease runs out.
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # The dispatcher claim that owns a ``sending`` row; outcomes from any other claim are fenced off.

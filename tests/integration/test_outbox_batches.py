@@ -35,3 +35,21 @@ def test_a_rolled_back_transaction_writes_no_alert(app):
         with pytest.raises(RuntimeError):
             run_in_transaction(fails)
         assert db.session.scalars(select(Alert)).all() == []
+
+
+def test_an_alert_outside_a_transaction_is_refused(app):
+    with app.app_context():
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            enqueue("+12025550100", "registered", locale="en", phone="0100")
+        assert db.session.scalars(select(Alert)).all() == []
+
+
+def test_sensitive_and_plain_alerts_of_one_transaction_keep_their_own_flag(app):
+    with app.app_context():
+        code, plain = run_in_transaction(lambda: (
+            enqueue("+12025550100", "sms_code", locale="en", sensitive=True, code="123456", minutes=5,
+                    purpose="login"),
+            enqueue("+12025550101", "registered", locale="en", phone="0101")))
+        rows = {row.id: row for row in db.session.scalars(select(Alert))}
+    assert (rows[code.id].sensitive, rows[plain.id].sensitive) == (True, False)
+    assert {row.status for row in rows.values()} == {"pending"} and {row.attempts for row in rows.values()} == {0}

@@ -1,0 +1,80 @@
+"""Rows written at commit (``core.db.insert_at_commit``): an idempotency key's stored answer carries the alerts
+of its request on PostgreSQL (one statement, no INSERT of their own), writes them just before itself on SQLite,
+and whatever is queued after it is still written at commit. Every alert arrives once with its own fields."""
+
+import json
+
+import pytest
+from sqlalchemy import event, select
+
+from core.db import db, is_postgres, run_in_transaction
+from core.idempotency import IdempotencyRecord, fingerprint, run_idempotent
+from notifications.models import Alert
+from notifications.outbox import enqueue
+
+
+def phone(i: int) -> str:
+    return f"+1202555{100 + i:04d}"
+
+
+def statements():
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: seen.append(" ".join(args[2].split())))
+    return seen
+
+
+@pytest.mark.parametrize("count", [2, 17])
+def test_the_stored_answer_carries_the_alerts_of_its_request(app, count):
+    with app.app_context():
+        seen = statements()
+
+        def effect():
+            queued = [enqueue(phone(i), "registered", locale="en", user_id=f"usr_{i}", phone=phone(i)[-4:])
+                      for i in range(count)]
+            return 201, {"alerts": [alert.id for alert in queued]}
+
+        status, body, replayed = run_idempotent("usr_payer", "key-1", fingerprint("POST", "/x", {}), effect)
+        rows = {row.id: row for row in db.session.scalars(select(Alert))}
+        record = db.session.scalars(select(IdempotencyRecord)).one()
+        postgres = is_postgres()
+
+    assert (status, replayed) == (201, False)
+    assert sorted(rows) == sorted(body["alerts"])
+    for i, alert_id in enumerate(body["alerts"]):
+        row = rows[alert_id]
+        assert (row.to_phone, row.user_id, row.status, row.attempts) == (phone(i), f"usr_{i}", "pending", 0)
+    assert (record.status_code, json.loads(record.response_body)) == (201, body)
+    alone = [s for s in seen if s.startswith("INSERT INTO alerts")]
+    carried = [s for s in seen if s.startswith("WITH w0 AS (INSERT INTO alerts")]
+    if postgres:
+        assert alone == [] and len(carried) == 1
+        assert carried[0].count("INSERT INTO alerts") == (1 if count <= 16 else 2)
+        assert "UPDATE idempotency_keys" in carried[0]
+    else:
+        assert carried == [] and len(alone) == (1 if count <= 16 else 2)
+
+
+def test_alerts_queued_after_the_carrying_statement_are_written_at_commit(app):
+    with app.app_context():
+        def work():
+            run_idempotent("usr_payer", "key-2", fingerprint("POST", "/x", {}),
+                           lambda: (201, {"id": enqueue(phone(1), "registered", locale="en", phone="0101").id}))
+            return enqueue(phone(2), "registered", locale="en", phone="0102").id
+
+        later = run_in_transaction(work)
+        assert {row.to_phone for row in db.session.scalars(select(Alert))} == {phone(1), phone(2)}
+        assert db.session.get(Alert, later) is not None
+
+
+def test_a_rollback_after_the_carrying_statement_writes_no_alert(app):
+    with app.app_context():
+        def work():
+            run_idempotent("usr_payer", "key-3", fingerprint("POST", "/x", {}),
+                           lambda: (201, {"id": enqueue(phone(1), "registered", locale="en", phone="0101").id}))
+            enqueue(phone(2), "registered", locale="en", phone="0102")
+            raise RuntimeError("the change failed after its answer was stored")
+
+        with pytest.raises(RuntimeError):
+            run_in_transaction(work)
+        assert db.session.scalars(select(Alert)).all() == []
+        assert db.session.scalars(select(IdempotencyRecord)).all() == []
