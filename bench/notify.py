@@ -5,11 +5,14 @@ CPU time per transfer (this process and the PostgreSQL backends) with and withou
 moves less than rates do when the machine's speed drifts; and both comparisons block pair by block pair
 (median and interquartile range), which shows how much noise there was.
 
-The measured path is ``wallet.funds.pay_phone`` under ``run_idempotent`` (the transfer endpoint's work without
-HTTP and without the argon2 payment-password check, which would hide a cost this small).
+The measured path is ``wallet.funds.pay_phone`` under ``run_idempotent``: the transfer endpoint's work without
+HTTP and without the argon2 payment-password check, which would hide a cost this small. ``--with-password``
+adds that check (``authorize_payment`` with the payment in its transaction, as ``wallet.guarded`` runs it and as
+every transfer a user makes pays it).
 
     .venv/bin/python bench/notify.py                      # PostgreSQL database bench_notify (recreated)
     .venv/bin/python bench/notify.py --workers 1 2 4 --seconds 20 --block 0.5
+    .venv/bin/python bench/notify.py --with-password --block 1      # the whole payment path, argon2 included
 """
 
 # ruff: noqa: E402 - the imports below need the repository root on sys.path first
@@ -34,6 +37,7 @@ from core import clock
 from core.db import db
 from core.idempotency import fingerprint, run_idempotent
 from core.ids import new_id
+from security.accounts import authorize_payment
 from security.models import User
 from wallet import funds, ledger
 from wallet.models import BANK_CLEARING
@@ -41,11 +45,14 @@ from wallet.models import BANK_CLEARING
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_notify"
 
 
+PAYMENT_PASSWORD = "135790"
+
+
 def make_user(phone: str, balance: int) -> str:
     hasher = current_app.extensions["passwords"]
     now = clock.now()
     user = User(id=new_id("usr"), phone=phone, login_password_hash=hasher.dummy_hash,
-                payment_password_hash=hasher.dummy_hash, locale="en", created_at=now, updated_at=now)
+                payment_password_hash=hasher.hash(PAYMENT_PASSWORD), locale="en", created_at=now, updated_at=now)
     db.session.add(user)
     db.session.commit()
     wallet = ledger.open_wallet(user.id)
@@ -61,6 +68,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--seconds", type=float, default=12.0, help="per variant and worker count")
     parser.add_argument("--block", type=float, default=0.4, help="seconds per block")
+    parser.add_argument("--with-password", action="store_true", help="check the payment password before paying")
     args = parser.parse_args()
 
     fresh_database(args.database_url)
@@ -80,14 +88,21 @@ def main() -> None:
     def pay(i: int) -> None:
         payer, payee_phone = payers[i]
         with app.app_context():
-            run_idempotent(payer, uuid.uuid4().hex, fingerprint("POST", "/api/v1/transfers", {}),
-                           lambda: (201, {"id": funds.pay_phone(payer, payee_phone, 1, "CNY", None).transfer.id}))
+            def transfer() -> object:
+                return run_idempotent(payer, uuid.uuid4().hex, fingerprint("POST", "/api/v1/transfers", {}), lambda: (
+                    201, {"id": funds.pay_phone(payer, payee_phone, 1, "CNY", None).transfer.id}))
+
+            if args.with_password:
+                authorize_payment(db.session.get(User, payer), PAYMENT_PASSWORD, transfer)
+            else:
+                transfer()
 
     def use(enqueue):
         return lambda: setattr(funds, "enqueue", enqueue)
 
     variants = {"without": use(lambda *_a, **_k: None), "with": use(real_enqueue)}  # without: the call removed
     admin = create_engine(args.database_url)
+    print("path: " + ("payment password check + transfer" if args.with_password else "transfer (no password check)"))
     print(f"blocks of {args.block:.2f} s alternating (A B, B A, ...), {args.seconds:.0f} s per variant; "
           "paired: median over block pairs [interquartile range]")
     print(f"{'workers':>7} {'with/s':>8} {'without/s':>10} {'slower by':>10} {'paired':>20} "
