@@ -89,13 +89,6 @@ def start_session(user_id: str, device_id: str, *, touch_device: bool = False) -
     return pair
 
 
-def live_session(token: AuthToken | None) -> AuthSession:
-    """The live session of an access token found by its hash (None: no such token). Raises ``Unauthenticated``."""
-    if token is None or token.kind != ACCESS or token.expires_at <= clock.now() or token.session.revoked_at is not None:
-        raise Unauthenticated("The access token is missing, expired or revoked.")
-    return token.session
-
-
 def refresh(refresh_token: str, device_key: str) -> TokenPair:
     """Rotate: spend ``refresh_token`` and mint a new pair. Reuse revokes the family.
 

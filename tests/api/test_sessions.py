@@ -92,6 +92,12 @@ def test_refresh_token_is_bound_to_its_device(api):
     assert stolen.status_code == 401
 
 
+def test_a_refresh_token_is_not_an_access_token(api):
+    account = api.register()
+    assert api.client.get("/api/v1/me", headers=api.bearer(account["refresh_token"])).status_code == 401
+    assert api.client.get("/api/v1/me", headers=account["headers"]).status_code == 200
+
+
 def test_access_token_expires(api, clock):
     account = api.register()
     clock.advance(minutes=15)
