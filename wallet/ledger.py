@@ -403,15 +403,6 @@ def open_wallet(user_id: str, currency: str = DEFAULT_CURRENCY) -> str:
     return _get_or_create(WALLET, user_id, currency, 0)
 
 
-def wallet_of(user_id: str, currency: str = DEFAULT_CURRENCY) -> str:
-    """The id of an existing wallet; raises ``LedgerAccountNotFound``."""
-    key = {"kind": WALLET, "owner": user_id, "currency": currency, "shard": 0}
-    found = run_in_transaction(lambda: _conn().execute(_FIND_ACCOUNT, key).scalar())
-    if found is None:
-        raise LedgerAccountNotFound(f"No {currency} wallet for this user.")
-    return found
-
-
 def escrow_account(trade_id: str, currency: str = DEFAULT_CURRENCY) -> str:
     """The escrow account of one trade (created the first time): its money is used only for that trade."""
     return _get_or_create(ESCROW, trade_id, currency, 0)

@@ -582,6 +582,18 @@ def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> Trade:
     return trade
 
 
+def get_trade_with_refunds(user_id: str, trade_id: str, *, staff: bool = False) -> tuple[Trade, list[Refund]]:
+    """A trade its viewer may see and its refunds, oldest first, in one statement (the trade joined to each of
+    its refunds: most trades have none or one). Raises ``NotFound`` for a stranger, as ``get_trade`` does."""
+    rows = run_in_transaction(lambda: db.session.execute(
+        select(Trade, Refund).outerjoin(Refund, Refund.trade_id == Trade.id).where(Trade.id == trade_id)
+        .order_by(Refund.id)).all(), read_only=True)
+    trade = rows[0][0] if rows else None
+    if trade is None or (not staff and user_id not in (trade.buyer_id, trade.seller_id)):
+        raise NotFound("No such trade.")
+    return trade, [refund for _trade, refund in rows if refund is not None]
+
+
 def refunds_of(trade_id: str) -> list[Refund]:
     return run_in_transaction(lambda: list(db.session.scalars(
         select(Refund).where(Refund.trade_id == trade_id).order_by(Refund.id))), read_only=True)

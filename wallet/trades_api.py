@@ -46,8 +46,8 @@ bp = Blueprint("trades", __name__, url_prefix="/api/v1")
 
 
 def _out(trade_id: str, viewer_id: str, *, staff: bool = False) -> TradeOut:
-    trade = trades.get_trade(viewer_id, trade_id, staff=staff)
-    return TradeOut.of(trade, viewer_id, trades.refunds_of(trade.id))
+    trade, refunds = trades.get_trade_with_refunds(viewer_id, trade_id, staff=staff)
+    return TradeOut.of(trade, viewer_id, refunds)
 
 
 @endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional",

@@ -1,7 +1,7 @@
 """Illegal transitions answer a stable 4xx code and change nothing; strangers see 404; tampering is caught."""
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from core.db import db
 from tests.api.test_escrow_stories import PP, act, books_clean, open_trade, paid_and_shipped, trade
@@ -148,3 +148,28 @@ def test_opening_a_trade_with_an_idempotency_key_can_be_retried(api, people):
     assert [t["id"] for t in listed] == [first.json["id"]]
     other = api.client.post("/api/v1/trades", headers=headers, json={**body, "amount": 200})
     assert (other.status_code, other.json["code"]) == (422, "idempotency_key_reused")
+
+
+def test_a_trade_is_read_with_all_its_refunds_in_one_statement(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    first = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+    assert act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP).status_code == 200
+    second = act(api, buyer, trade_id, "refunds", amount=3000, reason="and dented").json
+    selects: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_rest):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            body = trade(api, seller, trade_id)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+    assert [(r["id"], r["amount"], r["status"]) for r in body["refunds"]] == [
+        (first["id"], 5000, "REFUND_SUCCESS"), (second["id"], 3000, "WAIT_SELLER_AGREE")]
+    assert len(selects) == 2  # the caller, then the trade joined to its refunds
+    stranger = api.register()
+    assert api.client.get(f"/api/v1/trades/{trade_id}", headers=stranger["headers"]).status_code == 404

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from core.db import db
@@ -191,6 +192,27 @@ def test_statement_pages_filters_and_csv(api, app):
     rows = csv_response.get_data(as_text=True).strip().splitlines()
     assert rows[0].startswith("id,created_at,kind,amount") and len(rows) == 5
     assert api.client.get("/api/v1/wallet/transactions", headers=bob["headers"]).json["data"][0]["amount"] == 300
+
+
+def test_a_statement_page_is_one_statement_and_no_wallet_means_no_lines(api, app):
+    alice, bob = api.verified(), api.register()
+    api.money("/api/v1/topups", alice, amount=10000, bank_card_id=alice["card_id"])
+    selects: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_rest):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    with app.app_context():
+        sa_event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            page = api.client.get("/api/v1/wallet/transactions", headers=alice["headers"]).json
+        finally:
+            sa_event.remove(db.engine, "before_cursor_execute", seen)
+    assert [(line["kind"], line["amount"]) for line in page["data"]] == [("topup", 10000)]
+    assert len(selects) == 2  # the caller, then the page (the wallet found by a subquery in it)
+    empty = api.client.get("/api/v1/wallet/transactions", headers=bob["headers"])  # bob has no wallet yet
+    assert (empty.status_code, empty.json["data"], empty.json["has_more"]) == (200, [], False)
 
 
 def test_statement_date_filters(api, clock):

@@ -24,18 +24,14 @@ def test_opening_a_wallet_twice_gives_the_same_wallet(app):
     with app.app_context():
         first = ledger.open_wallet("usr_alice")
         assert ledger.open_wallet("usr_alice") == first
-        assert ledger.wallet_of("usr_alice") == first
         assert ledger.open_wallet("usr_alice", "USD") != first
         assert accounts() == [(WALLET, "usr_alice", "CNY", 0), (WALLET, "usr_alice", "USD", 0)]
         assert ledger.balance(first) == ledger.Balance(first, "CNY", 0, 0, 0, 0)
 
 
-def test_a_user_without_a_wallet_has_none(app):
-    with app.app_context():
-        with pytest.raises(LedgerAccountNotFound):
-            ledger.wallet_of("usr_nobody")
-        with pytest.raises(LedgerAccountNotFound):
-            ledger.balance("la_nothing")
+def test_an_account_that_does_not_exist_has_no_balance(app):
+    with app.app_context(), pytest.raises(LedgerAccountNotFound):
+        ledger.balance("la_nothing")
 
 
 def test_system_accounts_are_spread_over_their_shards(app):
