@@ -11,8 +11,10 @@ the only way money services should reach a card: another user's card is a 404, n
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from stdnum import luhn
 
@@ -178,8 +180,12 @@ def remove_card(user: User, card_id: str) -> None:
     run_in_transaction(work)
 
 
+def verified_seller(user_id: Any) -> ColumnElement[bool]:
+    """R7 as an SQL condition on ``user_id`` (a value or a column): a verified seller has a verified identity and
+    at least one active bound card."""
+    return exists().where(Identity.user_id == user_id) & exists().where(
+        BankCard.user_id == user_id, BankCard.removed_at.is_(None))
+
+
 def is_verified_seller(user_id: str) -> bool:
-    """R7: a verified seller has a verified identity and at least one active bound card."""
-    verified = exists().where(Identity.user_id == user_id)
-    has_card = exists().where(BankCard.user_id == user_id, BankCard.removed_at.is_(None))
-    return bool(run_in_transaction(lambda: db.session.scalar(select(verified & has_card))))
+    return bool(run_in_transaction(lambda: db.session.scalar(select(verified_seller(user_id)))))

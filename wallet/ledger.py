@@ -375,23 +375,26 @@ def _dialect() -> str:
 _accounts = LedgerAccount.__table__
 
 
-def _get_or_create(kind: str, owner: str, currency: str, shard: int) -> str:
+def _get_or_create(kind: str, owner: str, currency: str, shard: int, *, likely_new: bool = False) -> str:
+    """The account's id, created the first time. ``likely_new``: try the INSERT first (one statement instead of
+    two when the account does not exist yet, two instead of one when it does)."""
     check_currency(currency)
     if not owner or len(owner) > 64:
         raise ValueError(f"invalid ledger account owner {owner!r}")
     key = {"kind": kind, "owner": owner, "currency": currency, "shard": shard}
 
     def run() -> str:
-        found = _conn().execute(_FIND_ACCOUNT, key).scalar()
-        if found is not None:
-            return found
+        if not likely_new:
+            found = _conn().execute(_FIND_ACCOUNT, key).scalar()
+            if found is not None:
+                return found
         created = insert_ignore(
             _accounts,
             {**key, "id": new_id("la"), "debits_posted": 0, "credits_posted": 0, "debits_pending": 0,
              "credits_pending": 0, "created_at": clock.now()},
             returning=_accounts.c.id,
         )
-        # Ours, or (None) the row a concurrent opener committed first.
+        # Ours, or (None) the row that was there already or a concurrent opener committed first.
         return created if created is not None else _conn().execute(_FIND_ACCOUNT, key).scalar_one()
 
     return run_in_transaction(run)
@@ -404,8 +407,9 @@ def open_wallet(user_id: str, currency: str = DEFAULT_CURRENCY) -> str:
 
 
 def escrow_account(trade_id: str, currency: str = DEFAULT_CURRENCY) -> str:
-    """The escrow account of one trade (created the first time): its money is used only for that trade."""
-    return _get_or_create(ESCROW, trade_id, currency, 0)
+    """The escrow account of one trade (created the first time, which is when the trade is paid): its money is
+    used only for that trade."""
+    return _get_or_create(ESCROW, trade_id, currency, 0, likely_new=True)
 
 
 def system_account(kind: str, key: str, currency: str = DEFAULT_CURRENCY, shard: int | None = None) -> str:

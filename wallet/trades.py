@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
-from sqlalchemy import Row, bindparam, func, or_, select
+from sqlalchemy import bindparam, event, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from core import clock
 from core.db import db, is_postgres, run_in_transaction
@@ -28,7 +29,7 @@ from notifications.outbox import enqueue
 from notifications.templates import format_amount, format_time, mask_phone, short_ref
 from security.models import User
 from wallet import escrow, ledger, limits, timeline
-from wallet.cards import is_verified_seller
+from wallet.cards import verified_seller
 from wallet.escrow import (
     OPEN_REFUND_STATES,
     REFUND_SUCCESS,
@@ -109,16 +110,49 @@ def _rules(fn: Callable[[], T]) -> T:
 
 
 # Statements every trade runs, built once (building and keying a statement costs more than running it).
-_LOCK_TRADE = (select(Trade).where(Trade.id == bindparam("trade_id")).with_for_update()
-               .execution_options(populate_existing=True))
-_OPEN_REFUND = select(Refund).where(Refund.trade_id == bindparam("trade_id"), Refund.status.in_(OPEN_REFUND_STATES))
 _users = User.__table__
+_buyer, _seller = _users.alias("buyer"), _users.alias("seller")
+# The trade, locked, with what its messages need of its two parties (phone, locale): one statement.
+_LOCK_TRADE = (
+    select(Trade, _buyer.c.phone.label("buyer_phone"), _buyer.c.locale.label("buyer_locale"),
+           _seller.c.phone.label("seller_phone"), _seller.c.locale.label("seller_locale"))
+    .join(_buyer, _buyer.c.id == Trade.buyer_id)
+    .join(_seller, _seller.c.id == Trade.seller_id)
+    .where(Trade.id == bindparam("trade_id"))
+    .with_for_update(of=Trade)
+    .execution_options(populate_existing=True)
+)
+_OPEN_REFUND = select(Refund).where(Refund.trade_id == bindparam("trade_id"), Refund.status.in_(OPEN_REFUND_STATES))
 _CONTACTS = select(_users.c.id, _users.c.phone, _users.c.locale).where(
     _users.c.id.in_(bindparam("user_ids", expanding=True)))
+_KNOWN_CONTACTS = "trade_party_contacts"
+
+
+class Contact(NamedTuple):
+    """Where a party's messages go: ``id``, ``phone`` and ``locale`` of a user."""
+
+    id: str
+    phone: str
+    locale: str
 
 
 def _lock(trade_id: str) -> Trade | None:
-    return db.session.scalars(_LOCK_TRADE, {"trade_id": trade_id}).first()
+    """The trade, locked for this transaction; its parties' contacts are kept for ``_contacts`` until the
+    transaction ends."""
+    row = db.session.execute(_LOCK_TRADE, {"trade_id": trade_id}).first()
+    if row is None:
+        return None
+    trade = row.Trade
+    known = db.session.info.setdefault(_KNOWN_CONTACTS, {})
+    known[trade.buyer_id] = Contact(trade.buyer_id, row.buyer_phone, row.buyer_locale)
+    known[trade.seller_id] = Contact(trade.seller_id, row.seller_phone, row.seller_locale)
+    return trade
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_contacts(session: Session) -> None:
+    session.info.pop(_KNOWN_CONTACTS, None)
 
 
 def _party_trade(user_id: str, trade_id: str) -> Trade:
@@ -142,16 +176,20 @@ def _as_seller(user_id: str, trade_id: str) -> Trade:
     return trade
 
 
-def _contacts(*user_ids: str) -> dict[str, Row[Any]]:
-    """``id``, ``phone`` and ``locale`` of each user, by id: one query for all the messages of a use case."""
-    return {row.id: row for row in db.session.execute(_CONTACTS, {"user_ids": list(user_ids)})}
+def _contacts(*user_ids: str) -> dict[str, Contact]:
+    """The contacts of these users, by id: those of a trade locked in this transaction are known already; the
+    others come in one query for all the messages of a use case."""
+    known = db.session.info.get(_KNOWN_CONTACTS, {})
+    missing = [user_id for user_id in user_ids if user_id not in known]
+    found = {row.id: Contact(*row) for row in db.session.execute(_CONTACTS, {"user_ids": missing})} if missing else {}
+    return {user_id: known.get(user_id) or found[user_id] for user_id in user_ids}
 
 
-def _contact(user_id: str) -> Row[Any]:
+def _contact(user_id: str) -> Contact:
     return _contacts(user_id)[user_id]
 
 
-def _tell(to: Row[Any], event: str, trade: Trade, **params: Any) -> None:
+def _tell(to: Contact, event: str, trade: Trade, **params: Any) -> None:
     enqueue(to.phone, event, locale=to.locale, user_id=to.id, trade=short_ref(trade.id), **params)
 
 
@@ -239,13 +277,13 @@ def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shippi
 
     def work() -> Trade:
         seller = db.session.execute(
-            select(User.id, SellerSettings.fee_bp)
+            select(User.id, SellerSettings.fee_bp, verified_seller(User.id).label("verified"))
             .outerjoin(SellerSettings, SellerSettings.user_id == User.id)
             .where(User.phone == seller_phone)
         ).first()
         if seller is None or seller.id == buyer_id:
             raise SellerNotFound("No seller account has this phone number.")
-        if not is_verified_seller(seller.id):
+        if not seller.verified:
             raise SellerNotVerified("This seller has not verified identity and a bank card yet.")
         now = clock.now()
         trade = Trade(id=new_id("trd"), buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,

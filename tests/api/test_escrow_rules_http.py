@@ -1,9 +1,9 @@
 """Illegal transitions answer a stable 4xx code and change nothing; strangers see 404; tampering is caught."""
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text, update
 
-from core.db import db
+from core.db import db, run_in_transaction
 from tests.api.test_escrow_stories import PP, act, books_clean, open_trade, paid_and_shipped, trade
 
 
@@ -173,3 +173,26 @@ def test_a_trade_is_read_with_all_its_refunds_in_one_statement(api, app, people)
     assert len(selects) == 2  # the caller, then the trade joined to its refunds
     stranger = api.register()
     assert api.client.get(f"/api/v1/trades/{trade_id}", headers=stranger["headers"]).status_code == 404
+
+
+def test_a_partys_contact_is_read_afresh_by_each_transaction(api, app, people, clock):
+    """The contacts read with a locked trade serve only that transaction: a buyer whose number changed after the
+    trade shipped gets the sweeper's reminder at the new number, even in the session that shipped it (the
+    sweeper runs many trades in one session, and locks them without reading contacts)."""
+    from notifications.models import Alert
+    from security.models import User
+    from wallet import trades
+
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    with app.app_context():
+        buyer_id = db.session.scalars(select(User.id).where(User.phone == buyer["phone"])).one()
+        seller_id = db.session.scalars(select(User.id).where(User.phone == seller["phone"])).one()
+        run_in_transaction(lambda: trades.pay(buyer_id, trade_id))
+        trades.ship(seller_id, trade_id, "SF", "SF1")
+        db.session.execute(update(User).where(User.id == buyer_id).values(phone="+12025550199"))
+        db.session.commit()
+        clock.advance(days=7)
+        trades.sweep()
+        told = db.session.scalars(select(Alert.to_phone).where(Alert.event == "confirm_deadline_reminder")).all()
+    assert told == ["+12025550199"]
