@@ -21,7 +21,7 @@ Rows written at commit (``insert_at_commit``): a row that nothing reads before t
 alert) waits on the session and is written just before COMMIT, all of a table's rows in one multi-row
 INSERT. On PostgreSQL they ride along instead in the next statement run with ``execute_carrying`` (as a
 data-modifying ``WITH``), so writing them costs no statement of its own: the idempotency key's stored answer,
-the last write of every money-moving request, carries the alerts that request sends.
+the last write of an idempotent request, carries the alerts its effect queued.
 
 Pooled connections are not pinged before use. A transaction whose connection turns out dead before COMMIT is
 sent (a database restart) is run again on a fresh connection; one that loses it during COMMIT is not, since

@@ -613,22 +613,27 @@ def reputation(user_id: str, role: str) -> Reputation:
 # --- reads ------------------------------------------------------------------------------------------------
 
 
-def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> Trade:
-    trade = run_in_transaction(lambda: db.session.get(Trade, trade_id), read_only=True)
+def _visible(trade: Trade | None, user_id: str, staff: bool) -> Trade:
+    """The trade if its viewer may see it (a party, or staff); ``NotFound`` for a stranger, never 403."""
     if trade is None or (not staff and user_id not in (trade.buyer_id, trade.seller_id)):
         raise NotFound("No such trade.")
     return trade
 
 
+def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> Trade:
+    return _visible(run_in_transaction(lambda: db.session.get(Trade, trade_id), read_only=True), user_id, staff)
+
+
+# A trade joined to each of its refunds (most trades have none or one), oldest refund first.
+_TRADE_WITH_REFUNDS = (select(Trade, Refund).outerjoin(Refund, Refund.trade_id == Trade.id)
+                       .where(Trade.id == bindparam("trade_id")).order_by(Refund.id))
+
+
 def get_trade_with_refunds(user_id: str, trade_id: str, *, staff: bool = False) -> tuple[Trade, list[Refund]]:
-    """A trade its viewer may see and its refunds, oldest first, in one statement (the trade joined to each of
-    its refunds: most trades have none or one). Raises ``NotFound`` for a stranger, as ``get_trade`` does."""
-    rows = run_in_transaction(lambda: db.session.execute(
-        select(Trade, Refund).outerjoin(Refund, Refund.trade_id == Trade.id).where(Trade.id == trade_id)
-        .order_by(Refund.id)).all(), read_only=True)
-    trade = rows[0][0] if rows else None
-    if trade is None or (not staff and user_id not in (trade.buyer_id, trade.seller_id)):
-        raise NotFound("No such trade.")
+    """A trade its viewer may see and its refunds, in one statement. Raises ``NotFound`` as ``get_trade``."""
+    rows = run_in_transaction(lambda: db.session.execute(_TRADE_WITH_REFUNDS, {"trade_id": trade_id}).all(),
+                              read_only=True)
+    trade = _visible(rows[0][0] if rows else None, user_id, staff)
     return trade, [refund for _trade, refund in rows if refund is not None]
 
 
