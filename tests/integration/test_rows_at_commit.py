@@ -23,14 +23,20 @@ def statements():
     return seen
 
 
+def locale(i: int) -> str:
+    return "zh" if i % 2 else "en"
+
+
 @pytest.mark.parametrize("count", [2, 17])
-def test_the_stored_answer_carries_the_alerts_of_its_request(app, count):
+def test_the_stored_answer_carries_the_alerts_of_its_request(app, clock, count):
+    clock.advance(microseconds=123_456)  # a timestamp keeps its microseconds on the way
     with app.app_context():
         seen = statements()
+        queued = []
 
         def effect():
-            queued = [enqueue(phone(i), "registered", locale="en", user_id=f"usr_{i}", phone=phone(i)[-4:])
-                      for i in range(count)]
+            queued[:] = [enqueue(phone(i), "registered", locale=locale(i), user_id=f"usr_{i}", phone=phone(i)[-4:])
+                         for i in range(count)]
             return 201, {"alerts": [alert.id for alert in queued]}
 
         status, body, replayed = run_idempotent("usr_payer", "key-1", fingerprint("POST", "/x", {}), effect)
@@ -43,6 +49,9 @@ def test_the_stored_answer_carries_the_alerts_of_its_request(app, count):
     for i, alert_id in enumerate(body["alerts"]):
         row = rows[alert_id]
         assert (row.to_phone, row.user_id, row.status, row.attempts) == (phone(i), f"usr_{i}", "pending", 0)
+        assert (row.event, row.locale, row.body, row.sensitive) == ("registered", locale(i), queued[i].body, False)
+        assert row.created_at == row.updated_at == row.next_attempt_at == clock.now()
+    assert any(not row.body.isascii() for row in rows.values())  # a Chinese body arrives intact
     assert (record.status_code, json.loads(record.response_body)) == (201, body)
     alone = [s for s in seen if s.startswith("INSERT INTO alerts")]
     carried = [s for s in seen if s.startswith("WITH w0 AS (INSERT INTO alerts")]
