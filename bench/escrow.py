@@ -54,7 +54,7 @@ from wallet.check import check_invariants
 from wallet.models import BANK_CLEARING
 
 PAYMENT_PASSWORD = "135790"
-FAKE_CARD = "00" + "1" * 13 + "1234"  # never a payment card (00 prefix); the bench never calls the bank
+FAKE_TOKEN = "bench-card-token-1234"  # the bench never calls the bank
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_escrow"
 
 
@@ -68,7 +68,7 @@ def make_user(phone: str, real_name: str, balance: int) -> str:
     db.session.add(Identity(id=new_id("idv"), user_id=user.id, real_name=real_name, id_number_hash=uuid.uuid4().hex,
                             id_last4="0000", provider="bench", verified_at=now))
     db.session.add(BankCard(id=new_id("card"), user_id=user.id, bank_code="ICBC", card_hash=uuid.uuid4().hex,
-                            last4="1234", card_number=FAKE_CARD, holder_name=real_name, created_at=now))
+                            last4="1234", bank_token=FAKE_TOKEN, holder_name=real_name, created_at=now))
     db.session.commit()
     if balance:
         ledger.transfer(ledger.system_account(BANK_CLEARING, "ICBC"), ledger.open_wallet(user.id), balance,

@@ -1,10 +1,14 @@
 """The bank gateway (R11): one interface in front of every partner bank, and the sandbox bank behind it.
 
 ``BankGateway`` is what the card and money services call; the application holds one in
-``app.extensions["bank_gateway"]``. Every money operation carries a ``reference`` chosen by us, and a bank
-treats the same reference as the same operation: asking twice (a retry after a timeout) never debits or
-pays twice, it returns the first answer. A timeout raises ``BankUnavailable`` and leaves the outcome unknown
-until the same reference is retried or polled; that is the only safe reading of a timeout.
+``app.extensions["bank_gateway"]``. Binding a card links it at the bank (``link_card``, the quick-pay
+agreement of Chinese banks): the bank checks the holder and answers with a token for the card, which is all
+we keep and all that debits and payouts name, so no full card number is stored on our side.
+
+Every money operation carries a ``reference`` chosen by us, and a bank treats the same reference as the same
+operation: asking twice (a retry after a timeout) never debits or pays twice, it returns the first answer.
+A timeout raises ``BankUnavailable`` and leaves the outcome unknown until the same reference is retried or
+polled; that is the only safe reading of a timeout.
 
 Payouts are asynchronous: ``payout`` answers ``accepted`` (or ``failed`` when the bank refuses at once) and
 ``poll_payout`` later says ``pending``, ``succeeded`` or ``failed``.
@@ -13,13 +17,17 @@ Payouts are asynchronous: ``payout`` answers ``accepted`` (or ``failed`` when th
 Luhn-valid card of 16-19 digits in the name given when it was first confirmed; a card ending in ``0000``
 has another holder (any name is a mismatch), ``9999`` has no money (debits fail with
 ``insufficient_funds_at_bank``), ``8888`` fails payouts after accepting them. Latency and timeouts are
-injectable and deterministic under a seed. It keeps its state in memory: a sandbox for one process.
+injectable and deterministic under a seed. It keeps its state in memory, a sandbox for one process, except
+its card tokens: ``sim-<bank>-<24 random hex>-<last 4 digits>`` carries what the sandbox rules need, so any
+process's simulated bank honours a token another issued (the web process links, a worker pays out).
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import re
+import secrets
 import threading
 import time
 import unicodedata
@@ -97,16 +105,16 @@ class BankGateway(Protocol):
     Every method may raise ``BankUnavailable`` (timeout: outcome unknown, retry with the same reference).
     """
 
-    def verify_card_holder(self, bank_code: str, card_number: str, holder_name: str) -> bool:
-        """Whether the bank holds ``card_number`` in the name ``holder_name``."""
+    def link_card(self, bank_code: str, card_number: str, holder_name: str) -> str | None:
+        """The bank's token for ``card_number`` when it holds the card in the name ``holder_name``, else None."""
         ...
 
-    def debit(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
-        """Take ``amount`` from the card (a top-up): ``succeeded`` or ``failed`` with a reason."""
+    def debit(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
+        """Take ``amount`` from the linked card (a top-up): ``succeeded`` or ``failed`` with a reason."""
         ...
 
-    def payout(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
-        """Ask the bank to pay ``amount`` to the card (a withdrawal): ``accepted`` or ``failed``."""
+    def payout(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
+        """Ask the bank to pay ``amount`` to the linked card (a withdrawal): ``accepted`` or ``failed``."""
         ...
 
     def poll_payout(self, reference: str) -> PayoutStatus:
@@ -118,11 +126,14 @@ class BankGateway(Protocol):
 class _Operation:
     kind: Literal["debit", "payout"]
     bank_code: str
-    card_number: str
+    card_token: str
     amount: int
     result: BankResult
     outcome: PayoutStatus  # the final state of a payout; for a debit, its result
     polls: int = 0
+
+
+_TOKEN = re.compile(r"sim-(?P<bank>[A-Z]+)-[0-9a-f]{24}-(?P<last4>[0-9]{4})")
 
 
 def _holder_key(name: str) -> str:
@@ -165,16 +176,16 @@ class SimulatedBank:
 
     # --- the gateway -----------------------------------------------------------------------------------
 
-    def verify_card_holder(self, bank_code: str, card_number: str, holder_name: str) -> bool:
-        return self._call(None, lambda: self._verify(bank_code, card_number, holder_name))
+    def link_card(self, bank_code: str, card_number: str, holder_name: str) -> str | None:
+        return self._call(None, lambda: self._link(bank_code, card_number, holder_name))
 
-    def debit(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
+    def debit(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
         _check_amount(amount, reference)
-        return self._call(reference, lambda: self._record("debit", bank_code, card_number, amount, reference).result)
+        return self._call(reference, lambda: self._record("debit", bank_code, card_token, amount, reference).result)
 
-    def payout(self, bank_code: str, card_number: str, amount: int, reference: str) -> BankResult:
+    def payout(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
         _check_amount(amount, reference)
-        return self._call(reference, lambda: self._record("payout", bank_code, card_number, amount, reference).result)
+        return self._call(reference, lambda: self._record("payout", bank_code, card_token, amount, reference).result)
 
     def poll_payout(self, reference: str) -> PayoutStatus:
         return self._call(reference, lambda: self._poll(reference))
@@ -185,17 +196,17 @@ class SimulatedBank:
         with self._lock:
             return len(self._operations)
 
-    def total_debited(self, card_number: str) -> int:
-        """Fen successfully taken from the card (each reference counted once)."""
+    def total_debited(self, card_token: str) -> int:
+        """Fen successfully taken from the linked card (each reference counted once)."""
         with self._lock:
             return sum(op.amount for op in self._operations.values()
-                       if op.kind == "debit" and op.card_number == card_number and op.outcome == "succeeded")
+                       if op.kind == "debit" and op.card_token == card_token and op.outcome == "succeeded")
 
-    def total_paid_out(self, card_number: str) -> int:
-        """Fen of payouts to the card that the bank has accepted and that will succeed or have succeeded."""
+    def total_paid_out(self, card_token: str) -> int:
+        """Fen of payouts to the linked card that the bank has accepted and that will succeed or have succeeded."""
         with self._lock:
             return sum(op.amount for op in self._operations.values()
-                       if op.kind == "payout" and op.card_number == card_number and op.outcome == "succeeded")
+                       if op.kind == "payout" and op.card_token == card_token and op.outcome == "succeeded")
 
     # --- inside the bank --------------------------------------------------------------------------------
 
@@ -220,31 +231,34 @@ class SimulatedBank:
             and luhn.is_valid(card_number)
         )
 
-    def _verify(self, bank_code: str, card_number: str, holder_name: str) -> bool:
+    def _link(self, bank_code: str, card_number: str, holder_name: str) -> str | None:
         key = _holder_key(holder_name)
         if not key or not self._holds(bank_code, card_number) or card_number.endswith("0000"):
-            return False
-        return self._holders.setdefault(card_number, key) == key
+            return None
+        if self._holders.setdefault(card_number, key) != key:
+            return None
+        return f"sim-{bank_code}-{secrets.token_hex(12)}-{card_number[-4:]}"
 
     def _record(
-        self, kind: Literal["debit", "payout"], bank_code: str, card_number: str, amount: int, reference: str
+        self, kind: Literal["debit", "payout"], bank_code: str, card_token: str, amount: int, reference: str
     ) -> _Operation:
         known = self._operations.get(reference)
         if known is not None:
-            if (known.kind, known.bank_code, known.card_number, known.amount) != (kind, bank_code, card_number, amount):
+            if (known.kind, known.bank_code, known.card_token, known.amount) != (kind, bank_code, card_token, amount):
                 raise ReferenceConflict(f"reference {reference!r} was already used for another operation")
             return known
         bank_reference = f"SIM-{bank_code}-{next(self._sequence):010d}"
-        if not self._holds(bank_code, card_number):
+        token = _TOKEN.fullmatch(card_token)
+        if token is None or token["bank"] != bank_code:  # never issued, or issued by another bank
             result, outcome = BankResult("failed", bank_reference, CARD_NOT_FOUND), "failed"
-        elif kind == "debit" and card_number.endswith("9999"):
+        elif kind == "debit" and token["last4"] == "9999":
             result, outcome = BankResult("failed", bank_reference, INSUFFICIENT_FUNDS_AT_BANK), "failed"
         elif kind == "debit":
             result, outcome = BankResult("succeeded", bank_reference), "succeeded"
         else:
-            outcome = "failed" if card_number.endswith("8888") else "succeeded"
+            outcome = "failed" if token["last4"] == "8888" else "succeeded"
             result = BankResult("accepted", bank_reference)
-        operation = _Operation(kind, bank_code, card_number, amount, result, outcome)
+        operation = _Operation(kind, bank_code, card_token, amount, result, outcome)
         self._operations[reference] = operation
         return operation
 

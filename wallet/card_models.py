@@ -5,9 +5,9 @@ What is stored, and why:
 - ``card_hash`` = ``HMAC-SHA256(pepper, number)``: "this account already bound this card" is a unique index
   over (user_id, card_hash) among active cards, decided by the database.
 - ``last4`` for display and SMS texts.
-- ``card_number`` in full, because the bank gateway needs it to debit and pay out. This is the one honest
-  trade-off of the sandbox: in production the number belongs in a tokenising vault (a PCI DSS scoped
-  service) and this column would hold the vault's token instead. It is never returned by the API, never
+- ``bank_token``: the bank's token for the card, answered when the card was linked at binding
+  (``BankGateway.link_card``); debits and payouts name it. The full card number is never stored: it passes
+  through the binding request to the bank and is gone. The token is never returned by the API, never
   logged, never put in an SMS, and it is erased when the card is removed (the row stays, for the history
   of the money that moved through it).
 """
@@ -30,7 +30,7 @@ class BankCard(db.Model):
     __table_args__ = (
         CheckConstraint(f"bank_code IN {BANK_CODES!r}", name="bank_code_known"),
         CheckConstraint("length(last4) = 4", name="last4_length"),
-        CheckConstraint("removed_at IS NOT NULL OR card_number IS NOT NULL", name="active_card_has_number"),
+        CheckConstraint("removed_at IS NOT NULL OR bank_token IS NOT NULL", name="active_card_has_token"),
         Index("uq_bank_cards_active_user_card", "user_id", "card_hash", unique=True,
               sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
     )
@@ -40,8 +40,7 @@ class BankCard(db.Model):
     bank_code: Mapped[str] = mapped_column(String(8))
     card_hash: Mapped[str] = mapped_column(String(64))
     last4: Mapped[str] = mapped_column(String(4))
-    # Sandbox stand-in for a vault token; see the module docstring.
-    card_number: Mapped[str | None] = mapped_column(String(19))
+    bank_token: Mapped[str | None] = mapped_column(String(64))  # erased on removal; see the module docstring
     holder_name: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

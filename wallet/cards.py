@@ -2,10 +2,12 @@
 
 Binding checks, cheapest and least revealing first: the number's shape (16-19 digits, Luhn) and the bank
 code; then the payment password (under its lockout, so a stolen session cannot probe cards); then a verified
-identity whose real name equals the holder name; then the bank's own holder check. The row and its SMS
-alert are written in one transaction; the database's unique index over active cards decides "already bound".
+identity whose real name equals the holder name; then the bank's own holder check, which links the card and
+answers a token for it. The row (with that token, a keyed hash and the last four digits: never the number)
+and its SMS alert are written in one transaction; the database's unique index over active cards decides
+"already bound".
 
-A removed card keeps its row (money history refers to it) but loses its number. ``get_card_for_user`` is
+A removed card keeps its row (money history refers to it) but loses its token. ``get_card_for_user`` is
 the only way money services should reach a card: another user's card is a 404, never a 403.
 """
 
@@ -105,7 +107,8 @@ def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, pa
     # Answer a plain duplicate without troubling the bank; the unique index still decides races below.
     if run_in_transaction(lambda: _active_card(user_id, digest)) is not None:
         raise CardAlreadyBound("This card is already bound to your account.")
-    if not gateway().verify_card_holder(bank, number, real_name):
+    token = gateway().link_card(bank, number, real_name)
+    if token is None:
         raise CardHolderMismatch("The bank says this card is not held in your name.")
 
     def work() -> BankCard:
@@ -113,7 +116,7 @@ def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, pa
         assert account is not None
         now = clock.now()
         card = BankCard(id=new_id("card"), user_id=user_id, bank_code=bank, card_hash=digest, last4=number[-4:],
-                        card_number=number, holder_name=real_name, created_at=now)
+                        bank_token=token, holder_name=real_name, created_at=now)
         db.session.add(card)
         db.session.flush()
         enqueue(account.phone, "card_bound", locale=account.locale, user_id=user_id,
@@ -159,9 +162,9 @@ def get_card_for_user(user_id: str, card_id: str, *, for_update: bool = False) -
 
 
 def remove_card(user: User, card_id: str) -> None:
-    """Unbind a card: its number is erased, the row stays for history; the owner is alerted by SMS.
+    """Unbind a card: its bank token is erased, the row stays for history; the owner is alerted by SMS.
     Raises ``CardNotFound`` (also for another user's card), ``CardInUse`` while a payout to it is under way
-    (the payout still needs the number)."""
+    (the payout still needs the token)."""
     user_id = user.id
 
     def work() -> None:
@@ -173,7 +176,7 @@ def remove_card(user: User, card_id: str) -> None:
         account = db.session.get(User, user_id)
         assert account is not None
         now = clock.now()
-        card.removed_at, card.card_number = now, None
+        card.removed_at, card.bank_token = now, None
         enqueue(account.phone, "card_removed", locale=account.locale, user_id=user_id,
                 bank=bank_name(card.bank_code, account.locale), card=masked(card), time=format_time(now))
 

@@ -117,8 +117,8 @@ def complete_topup(topup_id: str) -> TopUp:
         if topup.status != PENDING:
             return topup
         card = db.session.get(BankCard, topup.card_id)
-        assert card is not None and card.card_number is not None
-        result = gateway().debit(card.bank_code, card.card_number, topup.amount, reference=topup.id)
+        assert card is not None and card.bank_token is not None
+        result = gateway().debit(card.bank_code, card.bank_token, topup.amount, reference=topup.id)
         now = clock.now()
         topup.bank_reference, topup.completed_at = result.bank_reference, now
         if not result.ok:
@@ -234,12 +234,12 @@ def _advance(withdrawal_id: str) -> None:
         if withdrawal is None or withdrawal.status not in (PENDING, SUBMITTED) or withdrawal.next_attempt_at > now:
             return  # settled or rescheduled by another worker
         card = db.session.get(BankCard, withdrawal.card_id)
-        assert card is not None and card.card_number is not None
+        assert card is not None and card.bank_token is not None
         withdrawal.attempts += 1
         bank = gateway()
         try:
             if withdrawal.status == PENDING:
-                result = bank.payout(card.bank_code, card.card_number, withdrawal.amount, reference=withdrawal.id)
+                result = bank.payout(card.bank_code, card.bank_token, withdrawal.amount, reference=withdrawal.id)
                 withdrawal.bank_reference = result.bank_reference
                 if not result.ok:
                     _settle(withdrawal, card, False, result.reason, now)

@@ -71,7 +71,19 @@ def test_card_numbers_typed_with_spaces_are_accepted(api, app):
     spaced = " ".join(number[i:i + 4] for i in range(0, len(number), 4))
     assert bind(api, account, spaced).json["masked"] == f"**** {number[-4:]}"
     [row] = card_rows(app)
-    assert row["card_number"] == number
+    assert row["bank_token"].startswith("sim-ICBC-") and row["last4"] == number[-4:]  # the bank got the digits
+
+
+def test_the_full_card_number_is_stored_nowhere(api, app):
+    account = verified_user(api)
+    number = make_card_number()
+    card_id = bind(api, account, number).json["id"]
+    assert api.money("/api/v1/topups", account, amount=500, bank_card_id=card_id).status_code == 201
+    with app.app_context():
+        values = [str(value) for table in db.metadata.sorted_tables
+                  for row in db.session.execute(table.select()) for value in row]
+    assert any(value.endswith(number[-4:]) for value in values)  # the search does see the card's rows
+    assert not [value for value in values if number[:-4] in value]
 
 
 def test_binding_needs_a_verified_identity(api, app):
@@ -178,7 +190,7 @@ def test_the_same_card_cannot_be_bound_twice_but_can_be_bound_again_after_remova
     assert rebound.json["id"] != first.json["id"]
 
 
-def test_removing_a_card_erases_its_number_and_alerts_by_sms(api, app, inbox):
+def test_removing_a_card_erases_its_token_and_alerts_by_sms(api, app, inbox):
     account = verified_user(api)
     number = make_card_number(length=18)
     card_id = bind(api, account, number, bank_code="CCB").json["id"]
@@ -188,7 +200,7 @@ def test_removing_a_card_erases_its_number_and_alerts_by_sms(api, app, inbox):
     assert response.status_code == 204
     assert api.client.get(URL, headers=account["headers"]).json == {"data": []}
     [row] = card_rows(app)
-    assert row["card_number"] is None and row["removed_at"] is not None and row["last4"] == number[-4:]
+    assert row["bank_token"] is None and row["removed_at"] is not None and row["last4"] == number[-4:]
     [alert] = inbox.messages(to=account["phone"], event="card_removed")
     assert "建设银行" in alert["body"] and f"**** {number[-4:]}" in alert["body"] and number not in alert["body"]
     again = api.client.delete(f"{URL}/{card_id}", headers=account["headers"])
