@@ -63,6 +63,11 @@ log = logging.getLogger("wallet")
 
 migrate = Migrate(directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
 
+_SANDBOX = {
+    "identity_provider": "real-name checks are simulated, no identity is verified with the authorities",
+    "bank_gateway": "cards are linked, debited and paid out by a simulated bank, no real money moves",
+}
+
 _HTTP_CODES = {
     400: "malformed_request",
     404: "not_found",
@@ -101,10 +106,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Twilio when TWILIO_ACCOUNT_SID is configured, the console (instance/sms.jsonl) otherwise.
     app.extensions["sms_sender"] = app.config.get("SMS_SENDER") or sms.sender_from_config(app.config)
 
+    # Only the sandbox partners of DESIGN 7.2 exist so far; a production deployment says so in its log.
     app.extensions["identity_provider"] = app.config.get("IDENTITY_PROVIDER") or SimulatedIdentityProvider()
     app.extensions["bank_gateway"] = app.config.get("BANK_GATEWAY") or SimulatedBank(
         latency=float(app.config.get("BANK_LATENCY_SECONDS", 0.0))
     )
+    if app.config["WALLET_ENV"] == "production":
+        for name, partner in (("identity provider", "identity_provider"), ("bank gateway", "bank_gateway")):
+            if isinstance(app.extensions[partner], SimulatedIdentityProvider | SimulatedBank):
+                log.warning("sandbox %s (DESIGN 7.2): %s", name, _SANDBOX[partner])
 
     app.register_blueprint(accounts_bp)
     app.register_blueprint(identity_bp)
