@@ -25,6 +25,7 @@ from core import clock
 from core.db import db, is_postgres, run_in_transaction
 from core.errors import AppError, NotFound
 from core.ids import new_id
+from core.pagination import page_limit
 from notifications.outbox import enqueue
 from notifications.templates import format_amount, format_time, mask_phone, short_ref
 from security.models import User
@@ -651,8 +652,8 @@ def list_trades(user_id: str, role: str | None, limit: int, starting_after: str 
         stmt = select(Trade).where(or_(Trade.buyer_id == user_id, Trade.seller_id == user_id))
     if starting_after:
         stmt = stmt.where(Trade.id < starting_after)
-    rows = run_in_transaction(lambda: list(db.session.scalars(stmt.order_by(Trade.id.desc()).limit(limit + 1))),
-                              read_only=True)
+    page = stmt.order_by(Trade.id.desc()).limit(page_limit(limit + 1))
+    rows = run_in_transaction(lambda: list(db.session.scalars(page)), read_only=True)
     return rows[:limit], len(rows) > limit
 
 
