@@ -56,6 +56,6 @@ class BankUnavailable(AppError):
 
 
 class CardInUse(Conflict):
-    """The card cannot be removed while a withdrawal to it is being paid out."""
+    """The card cannot be removed while a withdrawal to it or a top-up from it is still with the bank."""
 
     code, title = "card_in_use", "Card in use"

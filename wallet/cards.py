@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.exc import IntegrityError
 from stdnum import luhn
 
@@ -39,7 +39,7 @@ from wallet.card_errors import (
     UnknownBank,
 )
 from wallet.card_models import BankCard
-from wallet.funds_models import PENDING, SUBMITTED, Withdrawal
+from wallet.funds_models import PENDING, SUBMITTED, TopUp, Withdrawal
 
 _SEPARATORS = str.maketrans("", "", " -")
 
@@ -163,16 +163,19 @@ def get_card_for_user(user_id: str, card_id: str, *, for_update: bool = False) -
 
 def remove_card(user: User, card_id: str) -> None:
     """Unbind a card: its bank token is erased, the row stays for history; the owner is alerted by SMS.
-    Raises ``CardNotFound`` (also for another user's card), ``CardInUse`` while a payout to it is under way
-    (the payout still needs the token)."""
+    Raises ``CardNotFound`` (also for another user's card), ``CardInUse`` while a payout to it or a top-up from
+    it is under way (the bank has not settled it yet, and finishing it still needs the token)."""
     user_id = user.id
 
     def work() -> None:
         card = _owned_card(user_id, card_id, for_update=True)
-        in_flight = db.session.scalar(select(func.count()).select_from(Withdrawal).where(
-            Withdrawal.card_id == card.id, Withdrawal.status.in_((PENDING, SUBMITTED))))
-        if in_flight:
+        payout = db.session.scalar(select(exists().where(
+            Withdrawal.card_id == card.id, Withdrawal.status.in_((PENDING, SUBMITTED)))))
+        if payout:
             raise CardInUse("A withdrawal to this card is still being paid out; remove it once it has settled.")
+        topup = db.session.scalar(select(exists().where(TopUp.card_id == card.id, TopUp.status == PENDING)))
+        if topup:
+            raise CardInUse("A top-up from this card is still waiting for the bank; remove it once it has settled.")
         account = db.session.get(User, user_id)
         assert account is not None
         now = clock.now()

@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 
 from core.db import db
 from tests.factories import make_phone
+from wallet.banks import SimulatedBank
 from wallet.check import check_invariants
-from wallet.funds import process_withdrawals
+from wallet.funds import process_withdrawals, retry_pending_topups
 from wallet.models import Transfer
 
 
@@ -271,3 +272,41 @@ def test_a_card_with_a_payout_under_way_cannot_be_removed(api, app, clock):
     assert (refused.status_code, refused.json["code"]) == (409, "card_in_use")
     drain_withdrawals(app, clock)
     assert api.client.delete(f"/api/v1/me/bank-cards/{alice['card_id']}", headers=alice["headers"]).status_code == 204
+
+
+def bank_that_never_answers(app):
+    app.extensions["bank_gateway"] = SimulatedBank(failure_rate=1.0, seed=3)
+
+
+def test_a_top_up_the_bank_did_not_answer_is_finished_by_a_retry_with_the_same_key(api, app, inbox):
+    alice = api.verified()
+    working = app.extensions["bank_gateway"]
+    bank_that_never_answers(app)
+    first = api.money("/api/v1/topups", alice, key="topup-timeout", amount=1500, bank_card_id=alice["card_id"])
+    assert (first.status_code, first.json["code"]) == (503, "bank_unavailable")
+    assert api.balance(alice) == 0
+    app.extensions["bank_gateway"] = working
+    again = api.money("/api/v1/topups", alice, key="topup-timeout", amount=1500, bank_card_id=alice["card_id"])
+    assert (again.status_code, again.json["status"]) == (201, "succeeded")
+    assert api.balance(alice) == 1500
+    assert len(inbox.messages(to=alice["phone"], event="topup_credited")) == 1
+    invariants_hold(app)
+
+
+def test_the_worker_finishes_a_top_up_left_pending_and_its_card_stays_until_then(api, app, clock, inbox):
+    alice = api.verified()
+    working = app.extensions["bank_gateway"]
+    bank_that_never_answers(app)
+    pending = api.money("/api/v1/topups", alice, amount=2500, bank_card_id=alice["card_id"])
+    assert pending.status_code == 503
+    refused = api.client.delete(f"/api/v1/me/bank-cards/{alice['card_id']}", headers=alice["headers"])
+    assert (refused.status_code, refused.json["code"]) == (409, "card_in_use")  # the bank may yet debit it
+    app.extensions["bank_gateway"] = working
+    clock.advance(minutes=2)
+    with app.app_context():
+        assert retry_pending_topups() == 1
+        assert retry_pending_topups() == 0
+    assert api.balance(alice) == 2500
+    assert len(inbox.messages(to=alice["phone"], event="topup_credited")) == 1
+    assert api.client.delete(f"/api/v1/me/bank-cards/{alice['card_id']}", headers=alice["headers"]).status_code == 204
+    invariants_hold(app)
