@@ -6,11 +6,14 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
-from core.db import db
+from core.db import db, run_in_transaction
+from security.models import User
 from tests.factories import make_phone
 from wallet.banks import SimulatedBank
+from wallet.card_errors import CardInUse
+from wallet.cards import remove_card
 from wallet.check import check_invariants
-from wallet.funds import process_withdrawals, retry_pending_topups
+from wallet.funds import create_topup, process_withdrawals, retry_pending_topups
 from wallet.models import Transfer
 
 
@@ -310,3 +313,41 @@ def test_the_worker_finishes_a_top_up_left_pending_and_its_card_stays_until_then
     assert len(inbox.messages(to=alice["phone"], event="topup_credited")) == 1
     assert api.client.delete(f"/api/v1/me/bank-cards/{alice['card_id']}", headers=alice["headers"]).status_code == 204
     invariants_hold(app)
+
+
+@pytest.mark.postgres
+def test_removing_a_card_waits_for_a_top_up_being_created_from_it(api, app):
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): SQLite runs one writer at a time anyway")
+    alice = api.verified()
+    user_id, card_id = alice["user"]["id"], alice["card_id"]
+    created, release, outcome = threading.Event(), threading.Event(), []
+
+    def top_up() -> None:  # a top-up created from the card, its transaction still open
+        with app.app_context():
+            def work() -> None:
+                create_topup(user_id, card_id, 100, "CNY")
+                created.set()
+                release.wait(10)
+
+            run_in_transaction(work)
+
+    def remove() -> None:
+        with app.app_context():
+            try:
+                remove_card(db.session.get(User, user_id), card_id)
+                outcome.append("removed")
+            except CardInUse:
+                outcome.append("in use")
+
+    creating = threading.Thread(target=top_up)
+    creating.start()
+    assert created.wait(10)
+    removing = threading.Thread(target=remove)
+    removing.start()
+    removing.join(0.5)
+    assert removing.is_alive()  # the new top-up row's foreign key holds a key-share lock on the card row
+    release.set()
+    creating.join()
+    removing.join()
+    assert outcome == ["in use"]  # it saw the top-up once that committed
