@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
@@ -33,7 +33,7 @@ class Endpoint:
     response: type[BaseModel] | None = None
     status: int = 200
     auth: bool = True
-    idempotent: bool = False
+    idempotent: bool | Literal["optional"] = False  # documents the Idempotency-Key header (required or not)
     extra_statuses: tuple[int, ...] = field(default_factory=tuple)
     response_media_types: tuple[str, ...] = ("application/json",)
 
@@ -53,7 +53,7 @@ def endpoint(
     response: type[BaseModel] | None = None,
     status: int = 200,
     auth: bool = True,
-    idempotent: bool = False,
+    idempotent: bool | Literal["optional"] = False,
     response_media_types: tuple[str, ...] = ("application/json",),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Route ``rule`` on ``bp`` and document it. ``auth`` only documents; the view enforces it."""

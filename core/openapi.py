@@ -54,8 +54,10 @@ def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "name": "Idempotency-Key",
                 "in": "header",
-                "required": True,
-                "description": "Unique per intended effect; retries with the same key replay the first answer.",
+                "required": ep.idempotent is True,
+                "description": "Unique per intended effect; retries with the same key replay the first answer."
+                + ("" if ep.idempotent is True else " Optional here: without it a repeat is refused by the state "
+                   "it finds (409), with it the repeat replays the first answer."),
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,255}$"},
             }
         )

@@ -1,6 +1,8 @@
 """The gate every money-moving POST goes through, in this order:
 
-1. the ``Idempotency-Key`` header must be there (checked first, so a missing key costs no password try);
+1. the ``Idempotency-Key`` header must be there (checked first, so a missing key costs no password try), except
+   on the steps that take it optionally (``key_required=False``: a refund step, which its state alone already
+   keeps from happening twice; with a key its retry replays the first answer instead of a 409);
 2. the payment password (``security.accounts.authorize_payment``: its own lockout, 401/423);
 3. the effect, inside ``core.idempotency.run_idempotent`` with a fingerprint of the request that leaves the
    payment password out (it is never stored, not even hashed). It runs in the transaction that records the
@@ -23,10 +25,15 @@ from security.models import User
 
 
 def guarded(user: User, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
-            prepare: Callable[[str], object] | None = None) -> Response:
+            prepare: Callable[[str], object] | None = None, *, key_required: bool = True) -> Response:
     """Run ``effect`` behind the key, the password and the idempotency store. ``prepare(key)`` runs after the
     password check and before the effect, in its own transactions (a top-up that must not roll back)."""
-    key = check_key(request.headers.get("Idempotency-Key"))
+    header = request.headers.get("Idempotency-Key")
+    if header is None and not key_required:
+        outcome = authorize_payment(user, body.payment_password, effect)  # type: ignore[attr-defined]
+        assert outcome is not None
+        return respond_json(outcome[1], outcome[0])
+    key = check_key(header)
     user_id = primary_key(user)  # the password check commits, which expires ``user``: no reload for its id
     request_hash = fingerprint(request.method, request.path, body.model_dump(mode="json", exclude={"payment_password"}))
     password = body.payment_password  # type: ignore[attr-defined]

@@ -9,7 +9,6 @@ from flask import Blueprint, Response, request
 from core.api import endpoint, parse_body, parse_query, respond
 from core.db import primary_key, run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
-from security.accounts import authorize_payment
 from security.auth import current_staff, current_user
 from security.phones import normalize_phone
 from wallet import funds, ledger, timeline, trades
@@ -160,12 +159,13 @@ def request_refund(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/agree", "POST", summary="Seller agrees to the refund",
-          body=PaymentPasswordOnly, response=RefundOut)
+          body=PaymentPasswordOnly, response=RefundOut, idempotent="optional")
 def agree_refund(trade_id: str, refund_id: str) -> Response:
     user = current_user()
+    user_id = user.id
     req = parse_body(PaymentPasswordOnly)
-    authorize_payment(user, req.payment_password)
-    return respond(RefundOut.of(trades.agree_refund(user.id, trade_id, refund_id)))
+    return guarded(user, req, lambda: (200, RefundOut.of(trades.agree_refund(user_id, trade_id, refund_id))
+                                       .model_dump(mode="json")), key_required=False)
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/refuse", "POST", summary="Seller refuses the refund",
@@ -187,12 +187,13 @@ def return_goods(trade_id: str, refund_id: str) -> Response:
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/receive-return", "POST",
           summary="Seller confirms the returned goods arrived; money back to the buyer", body=PaymentPasswordOnly,
-          response=RefundOut)
+          response=RefundOut, idempotent="optional")
 def receive_return(trade_id: str, refund_id: str) -> Response:
     user = current_user()
+    user_id = user.id
     req = parse_body(PaymentPasswordOnly)
-    authorize_payment(user, req.payment_password)
-    return respond(RefundOut.of(trades.receive_return(user.id, trade_id, refund_id)))
+    return guarded(user, req, lambda: (200, RefundOut.of(trades.receive_return(user_id, trade_id, refund_id))
+                                       .model_dump(mode="json")), key_required=False)
 
 
 @endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Take a refused refund to the platform", body=Reason,

@@ -196,3 +196,37 @@ def test_a_partys_contact_is_read_afresh_by_each_transaction(api, app, people, c
         trades.sweep()
         told = db.session.scalars(select(Alert.to_phone).where(Alert.event == "confirm_deadline_reminder")).all()
     assert told == ["+12025550199"]
+
+
+def test_a_refund_step_takes_an_optional_idempotency_key_and_replays_under_it(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=20900, reason="broken", return_goods=True).json["id"]
+    first = act(api, seller, trade_id, f"refunds/{rid}/agree", key="agree-1", **PP)
+    again = act(api, seller, trade_id, f"refunds/{rid}/agree", key="agree-1", **PP)
+    assert (first.status_code, first.json["status"]) == (200, "WAIT_BUYER_RETURN_GOODS")
+    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
+    repeated = act(api, seller, trade_id, f"refunds/{rid}/agree", **PP)  # no key: the state refuses a repeat
+    assert (repeated.status_code, repeated.json["code"]) == (409, "illegal_refund_transition")
+    act(api, buyer, trade_id, f"refunds/{rid}/return", carrier="EMS", tracking_number="EMS99")
+    bad_key = act(api, seller, trade_id, f"refunds/{rid}/receive-return", key="not a key!", **PP)
+    assert (bad_key.status_code, bad_key.json["code"]) == (422, "validation_failed")
+    received = act(api, seller, trade_id, f"refunds/{rid}/receive-return", key="received-1", **PP)
+    replay = act(api, seller, trade_id, f"refunds/{rid}/receive-return", key="received-1", **PP)
+    assert (received.status_code, received.json["status"]) == (200, "REFUND_SUCCESS")
+    assert replay.json == received.json and replay.headers["Idempotent-Replayed"] == "true"
+    assert api.balance(buyer) == 50000  # refunded once
+    assert trade(api, buyer, trade_id)["refunded_amount"] == 20900
+    books_clean(app)
+
+
+def test_the_openapi_document_marks_the_refund_steps_key_optional(api):
+    paths = api.client.get("/api/v1/openapi.json").json["paths"]
+
+    def key_header(path):
+        [header] = [p for p in paths[path]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+        return header["required"]
+
+    assert key_header("/api/v1/trades/{trade_id}/refunds/{refund_id}/agree") is False
+    assert key_header("/api/v1/trades/{trade_id}/refunds/{refund_id}/receive-return") is False
+    assert key_header("/api/v1/trades/{trade_id}/confirm") is True
