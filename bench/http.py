@@ -5,7 +5,8 @@ For each endpoint: requests per second at saturation (``--connections`` keep-ali
 ``--seconds``), p50 and p99 latency there, and p99 again at half that rate (an open-loop client pacing its
 requests), each as a ratio to the bare endpoint. Read endpoints (wallet, a statement page, a trade) target
 >= 0.5x the bare rate and p99 <= 50 ms at half the peak; a money endpoint (a transfer) is bounded by its
-argon2 payment-password check.
+argon2 payment-password check, so its rate is also printed next to raw argon2 verifies per second, measured
+in the same run with as many processes as gunicorn has workers.
 
     .venv/bin/python bench/http.py                        # database bench_http (recreated), 2 workers
     .venv/bin/python bench/http.py --workers 3 --connections 8 --seconds 8
@@ -153,6 +154,33 @@ def load(port: int, method: str, path: str, body: dict | None, headers: dict, co
     return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000, errors
 
 
+def _verify_for(seconds: float, out: mp.Queue) -> None:
+    from argon2 import PasswordHasher, Type
+
+    hasher = PasswordHasher(time_cost=int(os.environ.get("ARGON2_TIME_COST", "2")),
+                            memory_cost=int(os.environ.get("ARGON2_MEMORY_KIB", "19456")),
+                            parallelism=int(os.environ.get("ARGON2_PARALLELISM", "1")), type=Type.ID)
+    stored, count = hasher.hash("135790"), 0
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        hasher.verify(stored, "135790")
+        count += 1
+    out.put(count)
+
+
+def argon2_rate(processes: int, seconds: float) -> float:
+    """Raw argon2id verifies per second with the application's parameters, ``processes`` at once."""
+    out: mp.Queue = mp.Queue()
+    procs = [mp.Process(target=_verify_for, args=(seconds, out)) for _ in range(processes)]
+    started = time.perf_counter()
+    for p in procs:
+        p.start()
+    total = sum(out.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", default="bench_http")
@@ -214,6 +242,10 @@ def main() -> None:
             bare_rate = bare_rate or rate
             print(f"{name:<34} {rate:>8.1f} {rate / bare_rate:>7.2f} {p50:>7.1f} {p99:>7.1f} {p99_half:>9.1f} "
                   f"{errors:>6}")
+            if method == "POST":
+                verifies = argon2_rate(args.workers, args.seconds)
+                print(f"{'  raw argon2 verifies/s':<34} {verifies:>8.1f}   the transfer rate is "
+                      f"{rate / verifies:.2f} of this bound (one payment-password check per transfer)")
     finally:
         for server in servers:
             os.killpg(server.pid, signal.SIGTERM)
