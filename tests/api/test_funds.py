@@ -216,8 +216,8 @@ def test_a_statement_page_is_one_statement_and_no_wallet_means_no_lines(api, app
     assert [(line["kind"], line["amount"]) for line in page["data"]] == [("topup", 10000)]
     assert len(selects) == 2  # the caller, then the page (the wallet found by a subquery in it)
     # The page size is written into the SQL (limit + 1 to see whether more remain), never sent as a parameter:
-    # PostgreSQL plans an unknown LIMIT as a tenth of the wallet's entries and, on a large ledger, hashes
-    # every account to join the counterparties (bench/ledger.py --scale: statement page 1.47x slower at 1M).
+    # with an unknown LIMIT, PostgreSQL re-plans the prepared page query on every run once the ledger is large
+    # (core.pagination; bench/ledger.py --scale: statement page 1.47x slower at 1M transfers).
     assert selects[1].rstrip().endswith("LIMIT 21")
     empty = api.client.get("/api/v1/wallet/transactions", headers=bob["headers"])  # bob has no wallet yet
     assert (empty.status_code, empty.json["data"], empty.json["has_more"]) == (200, [], False)

@@ -1,6 +1,6 @@
 """Every cursor-paginated list writes its page size into the SQL (limit + 1, to see whether more remain) instead of
-binding it: PostgreSQL plans an unknown LIMIT as a tenth of the matching rows, which on a large table picks
-plans meant for thousands of rows (core.pagination). The statement page has its own test in test_funds."""
+binding it: with an unknown LIMIT, PostgreSQL re-plans a prepared page query on every run once the table is
+large (core.pagination). The statement page has its own test in test_funds."""
 
 from __future__ import annotations
 
