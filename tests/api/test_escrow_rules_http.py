@@ -1,10 +1,11 @@
 """Illegal transitions answer a stable 4xx code and change nothing; strangers see 404; tampering is caught."""
 
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import select, text, update
 
 from core.db import db, run_in_transaction
 from tests.api.test_escrow_stories import PP, act, books_clean, open_trade, paid_and_shipped, trade
+from tests.statements import selects_sent
 
 
 @pytest.fixture
@@ -156,18 +157,8 @@ def test_a_trade_is_read_with_all_its_refunds_in_one_statement(api, app, people)
     first = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
     assert act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP).status_code == 200
     second = act(api, buyer, trade_id, "refunds", amount=3000, reason="and dented").json
-    selects: list[str] = []
-
-    def seen(_conn, _cursor, statement, *_rest):
-        if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(statement)
-
-    with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", seen)
-        try:
-            body = trade(api, seller, trade_id)
-        finally:
-            event.remove(db.engine, "before_cursor_execute", seen)
+    with selects_sent(app) as selects:
+        body = trade(api, seller, trade_id)
     assert [(r["id"], r["amount"], r["status"]) for r in body["refunds"]] == [
         (first["id"], 5000, "REFUND_SUCCESS"), (second["id"], 3000, "WAIT_SELLER_AGREE")]
     assert len(selects) == 2  # the caller, then the trade joined to its refunds

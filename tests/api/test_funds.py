@@ -3,12 +3,12 @@
 import threading
 
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 
 from core.db import db, run_in_transaction
 from security.models import User
 from tests.factories import make_phone
+from tests.statements import selects_sent
 from wallet.banks import SimulatedBank
 from wallet.card_errors import CardInUse
 from wallet.cards import remove_card
@@ -201,24 +201,14 @@ def test_statement_pages_filters_and_csv(api, app):
 def test_a_statement_page_is_one_statement_and_no_wallet_means_no_lines(api, app):
     alice, bob = api.verified(), api.register()
     api.money("/api/v1/topups", alice, amount=10000, bank_card_id=alice["card_id"])
-    selects: list[str] = []
-
-    def seen(_conn, _cursor, statement, *_rest):
-        if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(statement)
-
-    with app.app_context():
-        sa_event.listen(db.engine, "before_cursor_execute", seen)
-        try:
-            page = api.client.get("/api/v1/wallet/transactions", headers=alice["headers"]).json
-        finally:
-            sa_event.remove(db.engine, "before_cursor_execute", seen)
+    with selects_sent(app) as selects:
+        page = api.client.get("/api/v1/wallet/transactions", headers=alice["headers"]).json
     assert [(line["kind"], line["amount"]) for line in page["data"]] == [("topup", 10000)]
     assert len(selects) == 2  # the caller, then the page (the wallet found by a subquery in it)
     # The page size is written into the SQL (limit + 1 to see whether more remain), never sent as a parameter:
     # with an unknown LIMIT, PostgreSQL re-plans the prepared page query on every run once the ledger is large
     # (core.pagination; bench/ledger.py --scale: statement page 1.47x slower at 1M transfers).
-    assert selects[1].rstrip().endswith("LIMIT 21")
+    assert selects[1].endswith("LIMIT 21")
     empty = api.client.get("/api/v1/wallet/transactions", headers=bob["headers"])  # bob has no wallet yet
     assert (empty.status_code, empty.json["data"], empty.json["has_more"]) == (200, [], False)
 

@@ -5,24 +5,13 @@ large (core.pagination). The statement page has its own test in test_funds."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event
 
-from core.db import db
+from tests.statements import selects_sent
 
 
 def page_selects(app, api, path, headers) -> list[str]:
-    selects: list[str] = []
-
-    def seen(_conn, _cursor, statement, *_rest):
-        if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(" ".join(statement.split()))
-
-    with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", seen)
-        try:
-            response = api.client.get(path, headers=headers)
-        finally:
-            event.remove(db.engine, "before_cursor_execute", seen)
+    with selects_sent(app) as selects:
+        response = api.client.get(path, headers=headers)
     assert response.status_code == 200, response.json
     assert len(response.json["data"]) == 2 and response.json["has_more"]
     return selects
