@@ -80,13 +80,11 @@ def make_user(phone: str, real_name: str, balance: int) -> str:
 def one_trade(buyer_id: str, seller_id: str, seller_phone: str) -> None:
     """What the four endpoints do minus HTTP: pay and confirm run in the transaction of their password check,
     under an Idempotency-Key, as ``wallet.guarded`` runs them."""
-    buyer = db.session.get(User, buyer_id)
-    assert buyer is not None
     trade_id = primary_key(trades.open_trade(buyer_id, seller_phone, "bench item", 1999, 0, "CNY"))
 
     def guarded(action: str, effect: Callable[[], object]) -> None:
         request_hash = fingerprint("POST", f"/trades/{trade_id}/{action}", {})
-        authorize_payment(buyer, PAYMENT_PASSWORD, lambda: run_idempotent(
+        authorize_payment(buyer_id, PAYMENT_PASSWORD, lambda: run_idempotent(
             buyer_id, uuid.uuid4().hex, request_hash, lambda: (200, {"status": effect()})))
 
     guarded("pay", lambda: trades.pay(buyer_id, trade_id).status)

@@ -93,7 +93,7 @@ def main() -> None:
                     201, {"id": funds.pay_phone(payer, payee_phone, 1, "CNY", None).transfer.id}))
 
             if args.with_password:
-                authorize_payment(db.session.get(User, payer), PAYMENT_PASSWORD, transfer)
+                authorize_payment(payer, PAYMENT_PASSWORD, transfer)
             else:
                 transfer()
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 from sqlalchemy import String, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core import clock
+from core import clock, sql
 from core.db import db, primary_key, run_in_transaction
 from core.errors import NotFound, ValidationFailed
 from core.ids import new_id
@@ -31,7 +31,16 @@ from security.errors import (
 from security.lockout import LockState
 from security.models import CredentialLock, Device, User
 from security.passwords import check_login_password, check_payment_password
-from security.secrets_guard import LOGIN, PAYMENT, STATE_COLUMNS, check_secret, lift_lock, passwords, state_of
+from security.secrets_guard import (
+    LOGIN,
+    PAYMENT,
+    STATE_COLUMNS,
+    STATE_CONVERSIONS,
+    check_secret,
+    lift_lock,
+    passwords,
+    state_of,
+)
 from security.tokens import TokenPair, revoke_sessions, start_session
 
 
@@ -78,12 +87,11 @@ _LOGIN_VIEW = select(
     .outerjoin(_devices, (_devices.c.user_id == _users.c.id) & (_devices.c.device_key == bindparam("device_key")))
     .outerjoin(_locks, (_locks.c.subject == _asked.c.phone) & (_locks.c.kind == LOGIN))
 )
-# The payer and the payment lock state in one statement.
-_PAYER = (
-    select(_users.c.phone, _users.c.locale, _users.c.payment_password_hash, *STATE_COLUMNS)
-    .select_from(_users.outerjoin(_locks, (_locks.c.subject == _users.c.id) & (_locks.c.kind == PAYMENT)))
-    .where(_users.c.id == bindparam("user_id"))
-)
+# The payer and the payment lock state in one statement (every payment runs it: on the driver's cursor).
+_PAYER = sql.Statement(
+    "SELECT u.phone, u.locale, u.payment_password_hash, l.recent_failures, l.consecutive_failures, l.locked_until,"
+    " l.hard_locked FROM users u LEFT JOIN credential_locks l ON l.subject = u.id AND l.kind = 'payment'"
+    " WHERE u.id = :user_id", **STATE_CONVERSIONS)
 
 
 def _login_view(phone: str, device_key: str) -> tuple[_LoginView | None, LockState]:
@@ -220,15 +228,16 @@ def verify_login_password(user: User, password: str) -> None:
                  _lock_alert(user.id, user.phone, user.locale, LOGIN))
 
 
-def authorize_payment(user: User, payment_password: str, then: Callable[[], T] | None = None) -> T | None:
+def authorize_payment(user_id: str, payment_password: str, then: Callable[[], T] | None = None) -> T | None:
     """The gate in front of every movement of money: the payment password under its own lockout.
 
     ``then()``, the movement itself, runs in the transaction that checks the lock state after the argon2
     verification, so a payment costs one transaction besides its reads; its result is returned.
     Raises ``PaymentPasswordLocked`` (423) while locked, ``WrongPaymentPassword`` (401) when wrong.
     """
-    user_id = primary_key(user)  # not user.id: an object expired by a commit would reload its row for it
-    payer = run_in_transaction(lambda: db.session.execute(_PAYER, {"user_id": user_id}).one(), read_only=True)
+    payer = run_in_transaction(lambda: _PAYER.one(user_id=user_id), read_only=True)
+    if payer is None:
+        raise NotFound("No such account.")
 
     def store(new_hash: str | None) -> T | None:
         if new_hash is not None:
@@ -263,7 +272,7 @@ def change_payment_password(user: User, new: str, current: str | None, sms_code:
     the SMS route also lifts a payment lock."""
     check_payment_password(new, user.phone, field="new_payment_password")
     if current is not None:
-        authorize_payment(user, current)
+        authorize_payment(primary_key(user), current)
     else:
         codes.consume_code(user.phone, "recover", sms_code)
     new_hash = passwords().hash(new)

@@ -16,7 +16,7 @@ from core.api import endpoint, parse_query, respond
 from core.pagination import Page, PageQuery
 from notifications.models import REDACTED, Alert, alerts_of_user
 from notifications.templates import mask_phone
-from security.auth import current_user
+from security.auth import current_caller
 
 bp = Blueprint("alerts", __name__, url_prefix="/api/v1")
 
@@ -50,7 +50,7 @@ def _out(alert: Alert) -> AlertOut:
 @endpoint(bp, "/me/alerts", "GET", summary="My SMS alerts and their delivery status, newest first",
           query=PageQuery, response=AlertPage)
 def list_my_alerts() -> Response:
-    user = current_user()
+    user = current_caller()
     query = parse_query(PageQuery)
     alerts, has_more = alerts_of_user(user.id, query)
     return respond(AlertPage(

@@ -8,7 +8,7 @@ from core.api import endpoint, json_body, parse_body, respond
 from core.errors import ValidationFailed
 from core.ratelimit import configured, limiter
 from security import accounts, codes
-from security.auth import current_session, current_user
+from security.auth import current_caller, current_session, current_user
 from security.phones import normalize_phone
 from security.schemas import (
     Accepted,
@@ -111,7 +111,7 @@ def log_out():
 @endpoint(bp, "/devices", "GET", summary="List my devices", response=DeviceList)
 def list_devices():
     session = current_session()
-    devices = accounts.list_devices(session.user)
+    devices = accounts.list_devices(current_user())
     return respond(DeviceList(data=[
         DeviceOut(id=d.id, name=d.name, trusted=d.trusted, current=d.id == session.device_id,
                   created_at=d.created_at, last_seen_at=d.last_seen_at)
@@ -145,7 +145,7 @@ def update_me():
 def change_login_password():
     session = current_session()
     req = parse_body(LoginPasswordChange)
-    accounts.change_login_password(session.user, req.current_password, req.new_password, session.id)
+    accounts.change_login_password(current_user(), req.current_password, req.new_password, session.id)
     return respond(None, 204)
 
 
@@ -161,9 +161,9 @@ def change_payment_password():
 @endpoint(bp, "/me/payment-password/verify", "POST", summary="Check the payment password (counts toward its lock)",
           body=PaymentPasswordVerify, response=Verified)
 def verify_payment_password():
-    user = current_user()
+    caller = current_caller()
     req = parse_body(PaymentPasswordVerify)
-    accounts.authorize_payment(user, req.payment_password)
+    accounts.authorize_payment(caller.id, req.payment_password)
     return respond(Verified())
 
 

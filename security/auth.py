@@ -1,41 +1,51 @@
-"""Who is calling: the bearer token in ``Authorization`` and nothing else (a cookie never authenticates)."""
+"""Who is calling: the bearer token in ``Authorization`` and nothing else (a cookie never authenticates).
+
+Every authenticated request runs ``current_session``: the token, its session, the account's few columns a
+request needs (``Caller``) and the login lock state, in one statement on the driver's cursor (``core.sql``).
+Endpoints that need the account as an ORM object (to change it) ask ``current_user()``, which loads it by
+primary key then; the others (balances, payments, trades) never pay for one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from flask import g, request
-from sqlalchemy import bindparam, select
 
-from core import clock
+from core import clock, sql
 from core.db import db, run_in_transaction
 from core.errors import Forbidden, Unauthenticated
-from security.models import AuthSession, AuthToken, CredentialLock, User
-from security.secrets_guard import LOGIN, STATE_COLUMNS, refuse_if_locked, state_of
+from security.models import User
+from security.secrets_guard import LOGIN, refuse_if_locked, state_of
 from security.tokens import ACCESS, token_hash
 
-_locks = CredentialLock.__table__
-# Built once, run by every authenticated request: the token, its session, the user and the login lock state in
-# one statement. Only the user is an ORM object; the token's and the session's few columns come as plain values
-# (materialising three objects per request cost more than the statement itself).
-_CALLER = (
-    select(User, AuthToken.kind, AuthToken.expires_at, AuthSession.id.label("session_id"), AuthSession.device_id,
-           AuthSession.revoked_at, *STATE_COLUMNS)
-    .select_from(AuthToken)
-    .join(AuthSession, AuthSession.id == AuthToken.session_id)
-    .join(User, User.id == AuthSession.user_id)
-    .outerjoin(_locks, (_locks.c.subject == User.phone) & (_locks.c.kind == LOGIN))
-    .where(AuthToken.token_hash == bindparam("token_hash"))
+_CALLER = sql.Statement(
+    "SELECT u.id, u.phone, u.locale, u.is_staff, t.kind, t.expires_at, s.id AS session_id, s.device_id,"
+    " s.revoked_at, l.recent_failures, l.consecutive_failures, l.locked_until, l.hard_locked"
+    " FROM auth_tokens t JOIN auth_sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id"
+    " LEFT JOIN credential_locks l ON l.subject = u.phone AND l.kind = 'login'"
+    " WHERE t.token_hash = :token_hash",
+    utc=["expires_at", "revoked_at", "locked_until"], boolean=["is_staff", "hard_locked"], json=["recent_failures"],
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The account behind the request, as read at authentication: enough to address it and its messages."""
+
+    id: str
+    phone: str
+    locale: str
+    is_staff: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CallerSession:
     """The caller's live session: its id, its device's id and the account it belongs to."""
 
     id: str
     device_id: str
-    user: User
+    caller: Caller
 
 
 def current_session() -> CallerSession:
@@ -50,23 +60,33 @@ def current_session() -> CallerSession:
         raise Unauthenticated("Send 'Authorization: Bearer <access token>'.")
 
     def load() -> CallerSession:
-        row = db.session.execute(_CALLER, {"token_hash": token_hash(token.strip())}).first()
+        row = _CALLER.one(token_hash=token_hash(token.strip()))
         if row is None or row.kind != ACCESS or row.expires_at <= clock.now() or row.revoked_at is not None:
             raise Unauthenticated("The access token is missing, expired or revoked.")
         refuse_if_locked(LOGIN, state_of(row))
-        return CallerSession(row.session_id, row.device_id, row.User)
+        return CallerSession(row.session_id, row.device_id, Caller(row.id, row.phone, row.locale, row.is_staff))
 
     session = run_in_transaction(load, read_only=True)
     g.auth_session = session
     return session
 
 
+def current_caller() -> Caller:
+    return current_session().caller
+
+
 def current_user() -> User:
-    return current_session().user
-
-
-def current_staff() -> User:
-    user = current_user()
-    if not user.is_staff:
-        raise Forbidden("Staff only.")
+    """The caller's account as an ORM object, for endpoints that change it (one SELECT by primary key, unless
+    this request loaded it already). Raises as ``current_session``."""
+    user_id = current_caller().id
+    user = run_in_transaction(lambda: db.session.get(User, user_id), read_only=True)
+    if user is None:  # deleted between the two reads: the token no longer names anyone
+        raise Unauthenticated("The access token is missing, expired or revoked.")
     return user
+
+
+def current_staff() -> Caller:
+    caller = current_caller()
+    if not caller.is_staff:
+        raise Forbidden("Staff only.")
+    return caller

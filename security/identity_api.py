@@ -17,7 +17,7 @@ from core.api import RequestModel, endpoint, parse_body, respond
 from core.errors import AppError
 from core.ratelimit import limiter
 from security import identity
-from security.auth import current_user
+from security.auth import current_caller, current_user
 from security.identity_models import Identity
 
 bp = Blueprint("identity", __name__, url_prefix="/api/v1")
@@ -41,7 +41,7 @@ class IdentityOut(BaseModel):
 
 def _account_key() -> str:
     try:
-        return "identity:" + current_user().id
+        return "identity:" + current_caller().id
     except AppError:  # not signed in: the view answers 401 itself; count the client address meanwhile
         return "identity-anonymous:" + get_remote_address()
 
@@ -65,4 +65,4 @@ def verify_identity():
 
 @endpoint(bp, "/me/identity", "GET", summary="My real-name verification status", response=IdentityOut)
 def identity_status():
-    return respond(_out(identity.identity_of(current_user().id)))
+    return respond(_out(identity.identity_of(current_caller().id)))

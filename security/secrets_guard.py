@@ -18,15 +18,15 @@ so its row was committed by an earlier one), so there is nothing to record and n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import Row, bindparam, select, update
 
-from core import clock
-from core.db import db, insert_ignore, run_in_transaction
+from core import clock, sql
+from core.db import run_in_transaction
 from core.errors import AppError
 from security import lockout
 from security.errors import InvalidCredentials, LoginLocked, PaymentPasswordLocked, WrongPaymentPassword
@@ -38,18 +38,29 @@ LOGIN, PAYMENT = "login", "payment"
 T = TypeVar("T")
 
 _locks = CredentialLock.__table__
-# Built once: every login and every payment runs them (a statement built per call costs more than it runs).
+# The state columns, for callers that read the lock state in a statement of their own (an outer join).
 STATE_COLUMNS = (_locks.c.recent_failures, _locks.c.consecutive_failures, _locks.c.locked_until, _locks.c.hard_locked)
-_READ_STATE = select(*STATE_COLUMNS).where(_locks.c.subject == bindparam("subject"),
-                                                 _locks.c.kind == bindparam("kind"))
-_LOCK_STATE = _READ_STATE.with_for_update()
+# Every login and every payment runs these: statements on the driver's cursor (``core.sql``).
+STATE_CONVERSIONS: dict[str, list[str]] = {"utc": ["locked_until"], "boolean": ["hard_locked"],
+                                           "json": ["recent_failures"]}
+_STATE_SQL = ("SELECT recent_failures, consecutive_failures, locked_until, hard_locked FROM credential_locks"
+              " WHERE subject = :subject AND kind = :kind")
+_READ_STATE = sql.Statement(_STATE_SQL, **STATE_CONVERSIONS)
+_LOCK_STATE = sql.Statement({"postgresql": _STATE_SQL + " FOR UPDATE", "sqlite": _STATE_SQL},  # BEGIN IMMEDIATE
+                            **STATE_CONVERSIONS)
+_CREATE_STATE = sql.Statement(
+    "INSERT INTO credential_locks (subject, kind, recent_failures, consecutive_failures, hard_locked)"
+    " VALUES (:subject, :kind, '[]', 0, false) ON CONFLICT DO NOTHING")
+_STORE_STATE = sql.Statement(
+    "UPDATE credential_locks SET recent_failures = :recent_failures, consecutive_failures = :consecutive_failures,"
+    " locked_until = :locked_until, hard_locked = :hard_locked WHERE subject = :subject AND kind = :kind")
 
 
 def passwords() -> Passwords:
     return current_app.extensions["passwords"]
 
 
-def state_of(row: Row[Any] | None) -> LockState:
+def state_of(row: Any) -> LockState:
     """The lock state in a row carrying the state columns (None, or all None from an outer join: no state)."""
     if row is None or row.recent_failures is None:
         return LockState()
@@ -62,14 +73,10 @@ def state_of(row: Row[Any] | None) -> LockState:
 
 
 def _store(subject: str, kind: str, state: LockState) -> None:
-    db.session.execute(
-        update(_locks).where(_locks.c.subject == subject, _locks.c.kind == kind).values(
-            recent_failures=[t.isoformat() for t in state.recent_failures],
-            consecutive_failures=state.consecutive_failures,
-            locked_until=state.locked_until,
-            hard_locked=state.hard_locked,
-        )
-    )
+    _STORE_STATE.run(subject=subject, kind=kind, recent_failures=json.dumps([t.isoformat() for t in
+                                                                             state.recent_failures]),
+                     consecutive_failures=state.consecutive_failures, locked_until=state.locked_until,
+                     hard_locked=state.hard_locked)
 
 
 def _locked_error(kind: str, state: LockState) -> AppError:
@@ -78,7 +85,7 @@ def _locked_error(kind: str, state: LockState) -> AppError:
 
 
 def current_state(subject: str, kind: str) -> LockState:
-    return state_of(db.session.execute(_READ_STATE, {"subject": subject, "kind": kind}).first())
+    return state_of(_READ_STATE.one(subject=subject, kind=kind))
 
 
 def refuse_if_locked(kind: str, state: LockState) -> None:
@@ -87,12 +94,11 @@ def refuse_if_locked(kind: str, state: LockState) -> None:
         raise _locked_error(kind, state)
 
 
-def _locked_row(subject: str, kind: str, *, create: bool) -> Row[Any] | None:
+def _locked_row(subject: str, kind: str, *, create: bool) -> Any:
     """The state row, locked until the end of the transaction; ``create`` makes it first if there is none."""
     if create:
-        insert_ignore(_locks, {"subject": subject, "kind": kind, "recent_failures": [], "consecutive_failures": 0,
-                               "hard_locked": False})
-    return db.session.execute(_LOCK_STATE, {"subject": subject, "kind": kind}).first()
+        _CREATE_STATE.run(subject=subject, kind=kind)
+    return _LOCK_STATE.one(subject=subject, kind=kind)
 
 
 def check_secret(

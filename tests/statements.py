@@ -8,22 +8,37 @@ from contextlib import contextmanager
 from flask import Flask
 from sqlalchemy import event
 
+from core import sql
 from core.db import db
+
+
+@contextmanager
+def statements_sent(app: Flask) -> Iterator[list[str]]:
+    """Every statement sent to the database while the block runs (through SQLAlchemy or ``core.sql``), whitespace
+    collapsed."""
+    sent: list[str] = []
+
+    def seen(statement: str) -> None:
+        sent.append(" ".join(statement.split()))
+
+    def seen_by_sqlalchemy(_conn, _cursor, statement, *_rest) -> None:
+        seen(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", seen_by_sqlalchemy)
+    sql.listen(seen)
+    try:
+        yield sent
+    finally:
+        sql.unlisten(seen)
+        event.remove(engine, "before_cursor_execute", seen_by_sqlalchemy)
 
 
 @contextmanager
 def selects_sent(app: Flask) -> Iterator[list[str]]:
     """The SELECT statements sent to the database while the block runs, whitespace collapsed."""
-    selects: list[str] = []
-
-    def seen(_conn, _cursor, statement, *_rest) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            selects.append(" ".join(statement.split()))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements_sent(app) as sent:
+        selects: list[str] = []
         yield selects
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
+    selects.extend(s for s in sent if s.upper().startswith("SELECT"))

@@ -97,7 +97,7 @@ def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, pa
     user_id = user.id
     number = normalize_card_number(card_number)
     bank = check_bank_code(bank_code)
-    accounts.authorize_payment(user, payment_password)
+    accounts.authorize_payment(user_id, payment_password)
     real_name = identity.verified_real_name(user_id)
     if real_name is None:
         raise IdentityNotVerified("Verify your real name (POST /api/v1/me/identity) before binding a card.")

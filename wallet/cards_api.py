@@ -8,7 +8,7 @@ from flask import Blueprint
 from pydantic import BaseModel, Field
 
 from core.api import RequestModel, endpoint, parse_body, respond
-from security.auth import current_user
+from security.auth import current_caller, current_user
 from security.identity import mask_name
 from wallet import cards
 from wallet.banks import BANK_CODES
@@ -52,7 +52,7 @@ def bind_card():
 
 @endpoint(bp, "/me/bank-cards", "GET", summary="My bank cards (masked)", response=CardList)
 def list_cards():
-    return respond(CardList(data=[_out(card) for card in cards.list_cards(current_user().id)]))
+    return respond(CardList(data=[_out(card) for card in cards.list_cards(current_caller().id)]))
 
 
 @endpoint(bp, "/me/bank-cards/<card_id>", "DELETE", summary="Remove a bank card", status=204)

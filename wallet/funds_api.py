@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, stream_with_context
 
 from core.api import endpoint, parse_body, parse_query, respond
-from security.auth import current_user
+from security.auth import current_caller
 from security.phones import normalize_phone
 from wallet import funds, ledger, statement
 from wallet.errors import LedgerAccountNotFound
@@ -43,7 +43,7 @@ def _withdrawal_out(withdrawal: Withdrawal) -> WithdrawalOut:
 
 @endpoint(bp, "/wallet", "GET", summary="My balance", response=WalletOut)
 def get_wallet() -> Response:
-    user = current_user()
+    user = current_caller()
     try:
         balance = ledger.wallet_balance(user.id)
     except LedgerAccountNotFound:
@@ -54,7 +54,7 @@ def get_wallet() -> Response:
 @endpoint(bp, "/wallet/transactions", "GET", summary="My statement (add format=csv for a CSV download)",
           query=StatementQuery, response=Statement, response_media_types=("application/json", "text/csv"))
 def get_statement() -> Response:
-    user = current_user()
+    user = current_caller()
     query = parse_query(StatementQuery)
     filters = {"kind": query.kind, "from_date": query.from_date, "to_date": query.to_date}
     if query.format == "csv":
@@ -69,9 +69,9 @@ def get_statement() -> Response:
 @endpoint(bp, "/topups", "POST", summary="Top up from a bound card", body=TopUpRequest, response=TopUpOut,
           status=201, idempotent=True)
 def create_topup() -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(TopUpRequest)
-    response = guarded(user, req, lambda: (201, {"id": funds.create_topup(
+    response = guarded(user.id, req, lambda: (201, {"id": funds.create_topup(
         user.id, req.bank_card_id, req.amount, req.currency).id}))
     # The bank step runs after the key is committed; a replay finishes it (or reports how it ended).
     topup = funds.complete_topup(response.get_json()["id"])
@@ -82,21 +82,21 @@ def create_topup() -> Response:
 @endpoint(bp, "/withdrawals", "POST", summary="Withdraw to a bound card (paid out asynchronously)",
           body=WithdrawalRequest, response=WithdrawalOut, status=202, idempotent=True)
 def create_withdrawal() -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(WithdrawalRequest)
-    return guarded(user, req, lambda: (202, _withdrawal_out(funds.request_withdrawal(
+    return guarded(user.id, req, lambda: (202, _withdrawal_out(funds.request_withdrawal(
         user.id, req.bank_card_id, req.amount, req.currency)).model_dump(mode="json")))
 
 
 @endpoint(bp, "/withdrawals/<withdrawal_id>", "GET", summary="One of my withdrawals", response=WithdrawalOut)
 def get_withdrawal(withdrawal_id: str) -> Response:
-    return respond(_withdrawal_out(funds.get_withdrawal(current_user().id, withdrawal_id)))
+    return respond(_withdrawal_out(funds.get_withdrawal(current_caller().id, withdrawal_id)))
 
 
 @endpoint(bp, "/transfers", "POST", summary="Pay a phone number from my balance", body=TransferRequest,
           response=TransferOut, status=201, idempotent=True)
 def create_transfer() -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(TransferRequest)
     to_phone = normalize_phone(req.to_phone, "to_phone")
 
@@ -107,4 +107,4 @@ def create_transfer() -> Response:
                                 balance_after=posted.debit_balance_after,
                                 created_at=posted.created_at).model_dump(mode="json")
 
-    return guarded(user, req, effect)
+    return guarded(user.id, req, effect)

@@ -18,31 +18,29 @@ from flask import Response, request
 from pydantic import BaseModel
 
 from core.api import respond_json
-from core.db import primary_key
 from core.idempotency import check_key, fingerprint, run_idempotent
 from security.accounts import authorize_payment
-from security.models import User
 
 
-def guarded(user: User, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
+def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
             prepare: Callable[[str], object] | None = None, *, key_required: bool = True) -> Response:
-    """Run ``effect`` behind the key, the password and the idempotency store. ``prepare(key)`` runs after the
-    password check and before the effect, in its own transactions (a top-up that must not roll back)."""
+    """Run ``effect`` for the caller ``user_id`` behind the key, the password and the idempotency store.
+    ``prepare(key)`` runs after the password check and before the effect, in its own transactions (a top-up
+    that must not roll back)."""
     header = request.headers.get("Idempotency-Key")
     if header is None and not key_required:
-        outcome = authorize_payment(user, body.payment_password, effect)  # type: ignore[attr-defined]
+        outcome = authorize_payment(user_id, body.payment_password, effect)  # type: ignore[attr-defined]
         assert outcome is not None
         return respond_json(outcome[1], outcome[0])
     key = check_key(header)
-    user_id = primary_key(user)  # the password check commits, which expires ``user``: no reload for its id
     request_hash = fingerprint(request.method, request.path, body.model_dump(mode="json", exclude={"payment_password"}))
     password = body.payment_password  # type: ignore[attr-defined]
     if prepare is None:  # the effect commits with the password check: one transaction
-        outcome = authorize_payment(user, password, lambda: run_idempotent(user_id, key, request_hash, effect))
+        outcome = authorize_payment(user_id, password, lambda: run_idempotent(user_id, key, request_hash, effect))
         assert outcome is not None
         status, answer, replayed = outcome
     else:
-        authorize_payment(user, password)
+        authorize_payment(user_id, password)
         prepare(key)
         status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
     response = respond_json(answer, status)

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, request
 from core.api import endpoint, parse_body, parse_query, respond
 from core.db import primary_key, run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
-from security.auth import current_staff, current_user
+from security.auth import current_caller, current_staff
 from security.phones import normalize_phone
 from wallet import funds, ledger, timeline, trades
 from wallet.errors import LedgerAccountNotFound
@@ -54,7 +54,7 @@ def _out(trade_id: str, viewer_id: str, *, staff: bool = False) -> TradeOut:
 def open_trade() -> Response:
     """An ``Idempotency-Key`` is optional here (no money moves yet), but a client that sends one can retry
     after a lost answer without opening a second trade."""
-    user_id = current_user().id  # read once: the commit below expires the user object
+    user_id = current_caller().id
     req = parse_body(OpenTrade)
     seller_phone = normalize_phone(req.seller_phone, "seller_phone")
 
@@ -75,7 +75,7 @@ def open_trade() -> Response:
 
 @endpoint(bp, "/trades", "GET", summary="My trades, as buyer or seller", query=TradeListQuery, response=TradeList)
 def list_trades() -> Response:
-    user = current_user()
+    user = current_caller()
     query = parse_query(TradeListQuery)
     rows, more = trades.list_trades(user.id, query.role, query.limit, query.starting_after)
     return respond(TradeList(data=[TradeOut.of(t, user.id) for t in rows], has_more=more,
@@ -84,15 +84,14 @@ def list_trades() -> Response:
 
 @endpoint(bp, "/trades/<trade_id>", "GET", summary="One trade with its deadlines and refunds", response=TradeOut)
 def get_trade(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     return respond(_out(trade_id, user.id, staff=user.is_staff))
 
 
 @endpoint(bp, "/trades/<trade_id>/pay", "POST", summary="Pay into escrow", body=PayTrade, response=TradeOut,
           idempotent=True)
 def pay_trade(trade_id: str) -> Response:
-    user = current_user()
-    user_id = user.id  # read once: every commit below expires ``user``, and touching it again reloads it
+    user_id = current_caller().id
     req = parse_body(PayTrade)
 
     def top_up_shortfall(key: str) -> None:
@@ -111,12 +110,12 @@ def pay_trade(trade_id: str) -> Response:
         trade = trades.pay(user_id, trade_id)
         return 200, TradeOut.of(trade, user_id).model_dump(mode="json")
 
-    return guarded(user, req, effect, prepare=top_up_shortfall)
+    return guarded(user_id, req, effect, prepare=top_up_shortfall)
 
 
 @endpoint(bp, "/trades/<trade_id>/ship", "POST", summary="Seller ships", body=Ship, response=TradeOut)
 def ship(trade_id: str) -> Response:
-    user_id = current_user().id
+    user_id = current_caller().id
     req = parse_body(Ship)
     trades.ship(user_id, trade_id, req.carrier, req.tracking_number)
     return respond(_out(trade_id, user_id))
@@ -125,17 +124,16 @@ def ship(trade_id: str) -> Response:
 @endpoint(bp, "/trades/<trade_id>/confirm", "POST", summary="Buyer confirms receipt; money to the seller",
           body=PaymentPasswordOnly, response=TradeOut, idempotent=True)
 def confirm(trade_id: str) -> Response:
-    user = current_user()
-    user_id = user.id  # read once: every commit below expires ``user``, and touching it again reloads it
+    user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
-    return guarded(user, req, lambda: (200, TradeOut.of(trades.confirm(user_id, trade_id), user_id)
+    return guarded(user_id, req, lambda: (200, TradeOut.of(trades.confirm(user_id, trade_id), user_id)
                                        .model_dump(mode="json")))
 
 
 @endpoint(bp, "/trades/<trade_id>/extend", "POST", summary="Extend the confirm deadline once", body=NoBody,
           response=TradeOut)
 def extend(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     parse_body(NoBody)
     trades.extend(user.id, trade_id)
     return respond(_out(trade_id, user.id))
@@ -143,7 +141,7 @@ def extend(trade_id: str) -> Response:
 
 @endpoint(bp, "/trades/<trade_id>/cancel", "POST", summary="Cancel before payment", body=NoBody, response=TradeOut)
 def cancel(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     parse_body(NoBody)
     trades.cancel(user.id, trade_id)
     return respond(_out(trade_id, user.id))
@@ -152,7 +150,7 @@ def cancel(trade_id: str) -> Response:
 @endpoint(bp, "/trades/<trade_id>/refunds", "POST", summary="Buyer asks for a refund", body=RequestRefund,
           response=RefundOut, status=201)
 def request_refund(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(RequestRefund)
     return respond(RefundOut.of(trades.request_refund(user.id, trade_id, req.amount, req.reason, req.return_goods)),
                    201)
@@ -161,17 +159,16 @@ def request_refund(trade_id: str) -> Response:
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/agree", "POST", summary="Seller agrees to the refund",
           body=PaymentPasswordOnly, response=RefundOut, idempotent="optional")
 def agree_refund(trade_id: str, refund_id: str) -> Response:
-    user = current_user()
-    user_id = user.id
+    user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
-    return guarded(user, req, lambda: (200, RefundOut.of(trades.agree_refund(user_id, trade_id, refund_id))
+    return guarded(user_id, req, lambda: (200, RefundOut.of(trades.agree_refund(user_id, trade_id, refund_id))
                                        .model_dump(mode="json")), key_required=False)
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/refuse", "POST", summary="Seller refuses the refund",
           body=Reason, response=RefundOut)
 def refuse_refund(trade_id: str, refund_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(Reason)
     return respond(RefundOut.of(trades.refuse_refund(user.id, trade_id, refund_id, req.reason)))
 
@@ -179,7 +176,7 @@ def refuse_refund(trade_id: str, refund_id: str) -> Response:
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/return", "POST", summary="Buyer sends the goods back",
           body=Ship, response=RefundOut)
 def return_goods(trade_id: str, refund_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(Ship)
     return respond(RefundOut.of(trades.return_goods(user.id, trade_id, refund_id, req.carrier,
                                                     req.tracking_number)))
@@ -189,17 +186,16 @@ def return_goods(trade_id: str, refund_id: str) -> Response:
           summary="Seller confirms the returned goods arrived; money back to the buyer", body=PaymentPasswordOnly,
           response=RefundOut, idempotent="optional")
 def receive_return(trade_id: str, refund_id: str) -> Response:
-    user = current_user()
-    user_id = user.id
+    user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
-    return guarded(user, req, lambda: (200, RefundOut.of(trades.receive_return(user_id, trade_id, refund_id))
+    return guarded(user_id, req, lambda: (200, RefundOut.of(trades.receive_return(user_id, trade_id, refund_id))
                                        .model_dump(mode="json")), key_required=False)
 
 
 @endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Take a refused refund to the platform", body=Reason,
           response=DisputeOut, status=201)
 def open_dispute(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(Reason)
     return respond(DisputeOut.of(trades.open_dispute(user.id, trade_id, req.reason)), 201)
 
@@ -207,7 +203,7 @@ def open_dispute(trade_id: str) -> Response:
 @endpoint(bp, "/trades/<trade_id>/evidence", "POST", summary="Add evidence (text, attachment hashes)",
           body=AddEvidence, response=EvidenceAdded, status=201)
 def add_evidence(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(AddEvidence)
     seq = trades.add_evidence(user.id, trade_id, req.text, [a.model_dump() for a in req.attachments])
     return respond(EvidenceAdded(seq=seq), 201)
@@ -225,7 +221,7 @@ def _timeline(trade_id: str, user_id: str, staff: bool) -> tuple[Any, list[Timel
 
 @endpoint(bp, "/trades/<trade_id>/timeline", "GET", summary="The trade's history", response=Timeline)
 def get_timeline(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     _trade, entries, _verification = _timeline(trade_id, user.id, user.is_staff)
     return respond(Timeline(data=entries))
 
@@ -233,7 +229,7 @@ def get_timeline(trade_id: str) -> Response:
 @endpoint(bp, "/trades/<trade_id>/evidence-bundle", "GET", summary="Everything about the trade, hash-chained",
           response=EvidenceBundle)
 def evidence_bundle(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     trade, entries, verification = _timeline(trade_id, user.id, user.is_staff)
     return respond(EvidenceBundle(trade=TradeOut.of(trade, user.id, trades.refunds_of(trade.id)), timeline=entries,
                                   head_hash=trade.timeline_hash, intact=verification.intact,
@@ -243,7 +239,7 @@ def evidence_bundle(trade_id: str) -> Response:
 @endpoint(bp, "/trades/<trade_id>/ratings", "POST", summary="Rate the other side of a finished trade",
           body=RateTrade, response=RatingOut, status=201)
 def rate(trade_id: str) -> Response:
-    user = current_user()
+    user = current_caller()
     req = parse_body(RateTrade)
     rating = trades.rate(user.id, trade_id, req.score, req.comment)
     return respond(RatingOut(id=rating.id, trade_id=rating.trade_id, score=rating.score, comment=rating.comment,
@@ -253,7 +249,7 @@ def rate(trade_id: str) -> Response:
 @endpoint(bp, "/users/<user_id>/reputation", "GET", summary="A user's credit score as seller and as buyer",
           response=ReputationOut)
 def reputation(user_id: str) -> Response:
-    current_user()
+    current_caller()
 
     def part(role: str) -> ReputationPart:
         rep = trades.reputation(user_id, role)
