@@ -42,7 +42,7 @@ from sqlalchemy import create_engine, event
 from app import create_app
 from bench.measure import fresh_database, rate
 from core import clock
-from core.db import db, primary_key
+from core.db import db
 from core.idempotency import fingerprint, run_idempotent
 from core.ids import new_id
 from security.accounts import authorize_payment
@@ -80,7 +80,7 @@ def make_user(phone: str, real_name: str, balance: int) -> str:
 def one_trade(buyer_id: str, seller_id: str, seller_phone: str) -> None:
     """What the four endpoints do minus HTTP: pay and confirm run in the transaction of their password check,
     under an Idempotency-Key, as ``wallet.guarded`` runs them."""
-    trade_id = primary_key(trades.open_trade(buyer_id, seller_phone, "bench item", 1999, 0, "CNY"))
+    trade_id = trades.open_trade(buyer_id, seller_phone, "bench item", 1999, 0, "CNY").id
 
     def guarded(action: str, effect: Callable[[], object]) -> None:
         request_hash = fingerprint("POST", f"/trades/{trade_id}/{action}", {})

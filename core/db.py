@@ -17,11 +17,8 @@ next touch of any attribute would read the row again) until the next transaction
 Every GET handler runs in one such block (``core.api``); a statement that writes inside one is refused
 before it runs (``ReadOnlyViolation``), since on PostgreSQL it would commit on its own.
 
-Rows written at commit (``insert_at_commit``): a row that nothing reads before the transaction ends (an outbox
-alert) waits on the session and is written just before COMMIT, all of a table's rows in one multi-row
-INSERT. On PostgreSQL they ride along instead in the next statement run with ``execute_carrying`` (as a
-data-modifying ``WITH``), so writing them costs no statement of its own: the idempotency key's stored answer,
-the last write of an idempotent request, carries the alerts its effect queued.
+Statements on the hot paths run on the driver's cursor in the same transaction (``core.sql``), which also
+writes the rows that wait for commit (outbox alerts, timeline entries).
 
 Pooled connections are not pinged before use. A transaction whose connection turns out dead before COMMIT is
 sent (a database restart) is run again on a fresh connection; one that loses it during COMMIT is not, since
@@ -40,9 +37,9 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import CursorResult, DateTime, Engine, MetaData, Table, TextClause, bindparam, event, inspect, text
+from sqlalchemy import DateTime, Engine, MetaData, event, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -231,125 +228,3 @@ def primary_key(obj: Any) -> Any:
 
 def is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
-
-
-_insert_ignore: dict[tuple[str, Any, str | None], Any] = {}
-
-
-def insert_ignore(table: Any, values: dict[str, Any], returning: Any = None) -> Any:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on either dialect (get-or-create without a race).
-
-    With ``returning`` (a column of ``table``), returns that column of the row inserted, or None when a row
-    with the same key was already there (on PostgreSQL after waiting for the transaction writing it to end)."""
-    dialect = db.engine.dialect.name
-    key = (dialect, table, None if returning is None else returning.name)
-    stmt = _insert_ignore.get(key)
-    if stmt is None:  # built once per table: hot paths (idempotency keys, limits, ledger accounts) run it
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(table).on_conflict_do_nothing()
-        if returning is not None:
-            stmt = stmt.returning(returning)
-        _insert_ignore[key] = stmt
-    result = db.session.execute(stmt, values)
-    return None if returning is None else result.scalar()
-
-
-# --- rows written at commit (see the module docstring) -----------------------------------------------------
-
-_AT_COMMIT = "rows_at_commit"
-_ROWS_PER_INSERT = 16
-_values_inserts: dict[tuple[str, tuple[str, ...], int, str], tuple[str, list[Any]]] = {}
-_carrying: dict[tuple[str, tuple[tuple[str, tuple[str, ...], int], ...]], TextClause] = {}
-_plain: dict[tuple[str, tuple[str, ...], int], TextClause] = {}
-
-_Batch = tuple[Table, tuple[str, ...], list[dict[str, Any]]]
-
-
-def insert_at_commit(table: Table, row: dict[str, Any]) -> None:
-    """Add ``row`` (a value for each column it names) to ``table`` in the current transaction, written before
-    the transaction commits, or earlier by ``execute_carrying``; a rollback throws it away. Raises
-    ``RuntimeError`` outside a transaction: the row must commit with the change it belongs to."""
-    if not in_transaction():
-        raise RuntimeError(f"a row for {table.name} must be written inside the transaction of the change it belongs to")
-    db.session.info.setdefault(_AT_COMMIT, []).append((table, row))
-
-
-def execute_carrying(sql: str, params: dict[str, Any]) -> CursorResult[Any]:
-    """Run ``sql`` (one INSERT, UPDATE or DELETE with ``:named`` parameters) and write the rows waiting for
-    commit: on PostgreSQL in the same statement, as data-modifying ``WITH`` queries before it (one round trip
-    for both); elsewhere by INSERTs just before it."""
-    batches = _take_rows(db.session())
-    if not batches or db.engine.dialect.name != "postgresql":
-        _write_rows(db.session(), batches)
-        return db.session.execute(_text(sql), params)  # type: ignore[return-value]
-    shape = tuple((table.name, columns, len(rows)) for table, columns, rows in batches)
-    stmt = _carrying.get((sql, shape))
-    if stmt is None:
-        queries, binds = [], []
-        for n, (table, columns, rows) in enumerate(batches):
-            insert, typed = _values_insert(table, columns, len(rows), f"w{n}_")
-            queries.append(f"w{n} AS ({insert})")
-            binds += typed
-        stmt = _carrying[(sql, shape)] = text(f"WITH {', '.join(queries)} {sql}").bindparams(*binds)
-    for n, (_table, columns, rows) in enumerate(batches):
-        params = params | _row_params(columns, rows, f"w{n}_")
-    return db.session.execute(stmt, params)  # type: ignore[return-value]
-
-
-_texts: dict[str, TextClause] = {}
-
-
-def _text(sql: str) -> TextClause:
-    stmt = _texts.get(sql)
-    if stmt is None:
-        stmt = _texts[sql] = text(sql)
-    return stmt
-
-
-def _take_rows(session: Session) -> list[_Batch]:
-    """The rows waiting for commit, taken off the session: by table and column set, at most 16 per batch."""
-    groups: dict[tuple[Table, tuple[str, ...]], list[dict[str, Any]]] = {}
-    for table, row in session.info.pop(_AT_COMMIT, ()):
-        groups.setdefault((table, tuple(row)), []).append(row)
-    return [(table, columns, rows[start:start + _ROWS_PER_INSERT])
-            for (table, columns), rows in groups.items() for start in range(0, len(rows), _ROWS_PER_INSERT)]
-
-
-def _values_insert(table: Table, columns: tuple[str, ...], count: int, prefix: str) -> tuple[str, list[Any]]:
-    """``INSERT INTO table (...) VALUES (...), (...)`` for ``count`` rows and its typed parameters, built once
-    per shape (a single statement: an executemany would cost psycopg a pipeline and a sync)."""
-    key = (table.name, columns, count, prefix)
-    built = _values_inserts.get(key)
-    if built is None:
-        rows = ", ".join("(" + ", ".join(f":{prefix}{name}_{i}" for name in columns) + ")" for i in range(count))
-        built = _values_inserts[key] = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {rows}",  # noqa: S608 - names from our models
-            [bindparam(f"{prefix}{name}_{i}", type_=table.c[name].type) for i in range(count) for name in columns])
-    return built
-
-
-def _row_params(columns: tuple[str, ...], rows: list[dict[str, Any]], prefix: str = "") -> dict[str, Any]:
-    return {f"{prefix}{name}_{i}": row[name] for i, row in enumerate(rows) for name in columns}
-
-
-def _write_rows(session: Session, batches: list[_Batch]) -> None:
-    for table, columns, rows in batches:
-        key = (table.name, columns, len(rows))
-        stmt = _plain.get(key)
-        if stmt is None:
-            sql, binds = _values_insert(table, columns, len(rows), "")
-            stmt = _plain[key] = text(sql).bindparams(*binds)
-        session.connection().execute(stmt, _row_params(columns, rows))
-
-
-@event.listens_for(Session, "before_commit")
-def _write_rows_at_commit(session: Session) -> None:
-    _write_rows(session, _take_rows(session))
-
-
-@event.listens_for(Session, "after_rollback")
-def _discard_rows_at_commit(session: Session) -> None:
-    session.info.pop(_AT_COMMIT, None)

@@ -25,12 +25,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, select
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core import clock
-from core.db import UTCDateTime, db, execute_carrying, insert_ignore, run_in_transaction
+from core import clock, sql
+from core.db import UTCDateTime, db, run_in_transaction
 from core.errors import IdempotencyKeyMissing, IdempotencyKeyReused, ValidationFailed
+from core.sql import execute_carrying
 
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
 
@@ -48,8 +49,14 @@ class IdempotencyRecord(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
-_keys = IdempotencyRecord.__table__
-# The last write of every money-moving request: it carries the request's alerts (``execute_carrying``).
+# Every money-moving request runs these, on the driver's cursor (``core.sql``). The claim waits on the unique
+# index for a concurrent duplicate's transaction; the answer's UPDATE, the request's last write, carries the
+# alerts and timeline entries its effect queued (``execute_carrying``).
+_CLAIM = sql.Statement(
+    "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES (:scope, :key, :request_hash, :now)"
+    " ON CONFLICT DO NOTHING RETURNING id")
+_STORED = sql.Statement(
+    "SELECT request_hash, status_code, response_body FROM idempotency_keys WHERE scope = :scope AND key = :key")
 _STORE_ANSWER = ("UPDATE idempotency_keys SET status_code = :status_code, response_body = :response_body"
                  " WHERE id = :record_id")
 
@@ -71,9 +78,7 @@ def check_key(key: str | None) -> str:
 
 
 def _stored_answer(scope: str, key: str, request_hash: str) -> tuple[int, dict[str, Any]] | None:
-    record = db.session.scalars(
-        select(IdempotencyRecord).where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-    ).first()
+    record = _STORED.one(scope=scope, key=key)
     if record is None:
         return None
     if record.request_hash != request_hash:
@@ -90,8 +95,7 @@ def run_idempotent(
 
     def attempt() -> tuple[int, dict[str, Any], bool]:
         # Claims the key before the effect: a concurrent duplicate waits here until this transaction ends.
-        record_id = insert_ignore(_keys, {"scope": scope, "key": key, "request_hash": request_hash,
-                                          "created_at": clock.now()}, returning=_keys.c.id)
+        record_id = _CLAIM.scalar(scope=scope, key=key, request_hash=request_hash, now=clock.now())
         if record_id is None:
             stored = _stored_answer(scope, key, request_hash)
             if stored is None:  # purged between the two statements: an expired key starts afresh

@@ -24,6 +24,13 @@ transaction, and keeps what the product relies on:
 
 Rows are tuples with attribute access by column name (a namedtuple per statement, built from the first
 result's column names).
+
+Rows written at commit (``insert_at_commit``): a row that nothing reads before the transaction ends (an outbox
+alert, a timeline entry) waits on the session and is written just before COMMIT, all of a table's rows in one
+multi-row INSERT. On PostgreSQL they ride along instead in the next statement run with ``execute_carrying``
+(as data-modifying ``WITH`` queries), so writing them costs no statement of its own: the idempotency key's
+stored answer, the last write of an idempotent request, carries the alerts and entries its effect queued. A
+rollback throws them away with everything else.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
@@ -124,6 +131,16 @@ class Statement:
     def __repr__(self) -> str:
         return f"Statement({' '.join(self.sql.split())[:60]!r}...)"
 
+    def driver_sql(self, dialect: str) -> str:
+        """The SQL as the driver of ``dialect`` (``"postgresql"`` or ``"sqlite"``) is sent it."""
+        return self._ready(dialect == "postgresql").sql
+
+    def _ready(self, postgres: bool) -> _Dialected:
+        ready = self._dialects.get(postgres)
+        if ready is None:
+            ready = self._dialects[postgres] = _Dialected(self.sql if postgres else self._sqlite, postgres)
+        return ready
+
     def one(self, params: Mapping[str, Any] | None = None, /, **kw: Any) -> Any:
         rows = self._execute(params, kw, fetch=1)
         return rows[0] if rows else None
@@ -144,9 +161,7 @@ class Statement:
         if self.writes and bound.read_only:
             raise ReadOnlyViolation(f"a read-only block tried to run {self.sql.split(None, 1)[0]}")
         postgres = bound.dialect.name == "postgresql"
-        ready = self._dialects.get(postgres)
-        if ready is None:
-            ready = self._dialects[postgres] = _Dialected(self.sql if postgres else self._sqlite, postgres)
+        ready = self._ready(postgres)
         values = ready.bind({**params, **kw} if params and kw else params or kw)
         for listener in _listeners:
             listener(ready.sql)
@@ -237,3 +252,91 @@ def _translated(exc: Exception, bound: _Bound, sql: str, params: Mapping[str, An
         bound.connection.invalidate(exc)
     return DBAPIError.instance(sql, params, exc, bound.dialect.loaded_dbapi.Error, connection_invalidated=lost,
                                dialect=bound.dialect)
+
+
+# --- rows written at commit (see the module docstring) -----------------------------------------------------
+
+_AT_COMMIT = "core.sql.rows_at_commit"
+_ROWS_PER_INSERT = 16
+_plain_inserts: dict[tuple[str, tuple[str, ...], int], Statement] = {}
+_carrying: dict[tuple[str, tuple[tuple[str, tuple[str, ...], int], ...]], Statement] = {}
+
+_Batch = tuple[str, tuple[str, ...], list[Mapping[str, Any]]]
+
+
+def insert_at_commit(table: Table, row: Mapping[str, Any]) -> None:
+    """Add ``row`` (a value for each column it names) to ``table`` in the current transaction, written before
+    the transaction commits, or earlier by ``execute_carrying``; a rollback throws it away. Raises
+    ``RuntimeError`` outside a transaction: the row must commit with the change it belongs to."""
+    if not in_transaction():
+        raise RuntimeError(f"a row for {table.name} must be written inside the transaction of the change it belongs to")
+    db.session.info.setdefault(_AT_COMMIT, []).append((table.name, row))
+
+
+def execute_carrying(statement_sql: str, params: Mapping[str, Any]) -> int:
+    """Run ``statement_sql`` (one INSERT, UPDATE or DELETE with ``:named`` parameters) and write the rows waiting
+    for commit: on PostgreSQL in the same statement, as data-modifying ``WITH`` queries before it (one round trip
+    for both); elsewhere by INSERTs just before it. Returns the number of rows the statement wrote."""
+    batches = _take_rows(db.session())
+    postgres = _bound().dialect.name == "postgresql"
+    if not batches or not postgres:
+        _write_rows(batches)
+        return _carrying_statement(statement_sql, ()).run(params)
+    shape = tuple((table, columns, len(rows)) for table, columns, rows in batches)
+    values = dict(params)
+    for n, (_table, columns, rows) in enumerate(batches):
+        values.update(_row_params(columns, rows, f"w{n}_"))
+    return _carrying_statement(statement_sql, shape).run(values)
+
+
+def _carrying_statement(statement_sql: str, shape: tuple[tuple[str, tuple[str, ...], int], ...]) -> Statement:
+    stmt = _carrying.get((statement_sql, shape))
+    if stmt is None:
+        queries = [f"w{n} AS ({_values_insert(table, columns, count, f'w{n}_')})"
+                   for n, (table, columns, count) in enumerate(shape)]
+        text = f"WITH {', '.join(queries)} {statement_sql}" if queries else statement_sql
+        stmt = _carrying[(statement_sql, shape)] = Statement(text, writes=True)
+    return stmt
+
+
+def _take_rows(session: Session) -> list[_Batch]:
+    """The rows waiting for commit, taken off the session: by table and column set, at most 16 per batch."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]] = {}
+    for table, row in session.info.pop(_AT_COMMIT, ()):
+        groups.setdefault((table, tuple(row)), []).append(row)
+    return [(table, columns, rows[start:start + _ROWS_PER_INSERT])
+            for (table, columns), rows in groups.items() for start in range(0, len(rows), _ROWS_PER_INSERT)]
+
+
+def _values_insert(table: str, columns: tuple[str, ...], count: int, prefix: str) -> str:
+    """``INSERT INTO table (...) VALUES (...), (...)`` for ``count`` rows: one statement (an executemany would
+    cost psycopg a pipeline and a sync)."""
+    rows = ", ".join("(" + ", ".join(f":{prefix}{name}_{i}" for name in columns) + ")" for i in range(count))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {rows}"  # noqa: S608 - names from our models
+
+
+def _row_params(columns: tuple[str, ...], rows: list[Mapping[str, Any]], prefix: str = "") -> dict[str, Any]:
+    return {f"{prefix}{name}_{i}": row[name] for i, row in enumerate(rows) for name in columns}
+
+
+def _write_rows(batches: list[_Batch]) -> None:
+    for table, columns, rows in batches:
+        key = (table, columns, len(rows))
+        stmt = _plain_inserts.get(key)
+        if stmt is None:
+            stmt = _plain_inserts[key] = Statement(_values_insert(table, columns, len(rows), ""))
+        stmt.run(_row_params(columns, rows))
+
+
+@event.listens_for(Session, "before_commit")
+def _write_rows_at_commit(session: Session) -> None:
+    batches = _take_rows(session)
+    if batches:
+        if _BOUND not in session.info:  # nothing ran here yet: the transaction's connection, without the check
+            session.info[_BOUND] = _Bound(session.connection())
+        _write_rows(batches)
+
+
+@event.listens_for(Session, "after_rollback")
+def _discard_rows_at_commit(session: Session) -> None:
+    session.info.pop(_AT_COMMIT, None)

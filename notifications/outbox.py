@@ -1,6 +1,6 @@
 """``enqueue``: write an alert in the caller's transaction. If the change rolls back, so does the alert.
 
-The row is written when the transaction commits (``core.db.insert_at_commit``): all of a transaction's alerts
+The row is written when the transaction commits (``core.sql.insert_at_commit``): all of a transaction's alerts
 in one multi-row INSERT, and on PostgreSQL inside the statement that stores an idempotency key's answer when
 there is one, so announcing a payment costs no statement of its own. A rollback (including a retried
 serialization failure) throws the rows away with everything else.
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import clock
-from core.db import insert_at_commit
 from core.ids import new_id
+from core.sql import insert_at_commit
 from notifications.models import Alert
 from notifications.templates import render
 

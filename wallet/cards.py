@@ -13,20 +13,17 @@ the only way money services should reach a card: another user's card is a 404, n
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import current_app
-from sqlalchemy import ColumnElement, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from stdnum import luhn
 
-from core import clock
+from core import clock, sql
 from core.db import db, run_in_transaction
 from core.ids import new_id
 from notifications.outbox import enqueue
 from notifications.templates import format_time, mask_card
 from security import accounts, identity
-from security.identity_models import Identity
 from security.models import User
 from wallet.banks import BANK_CODES, BankGateway, bank_name
 from wallet.card_errors import (
@@ -186,12 +183,13 @@ def remove_card(user: User, card_id: str) -> None:
     run_in_transaction(work)
 
 
-def verified_seller(user_id: Any) -> ColumnElement[bool]:
-    """R7 as an SQL condition on ``user_id`` (a value or a column): a verified seller has a verified identity and
-    at least one active bound card."""
-    return exists().where(Identity.user_id == user_id) & exists().where(
-        BankCard.user_id == user_id, BankCard.removed_at.is_(None))
+# R7 as an SQL condition on a user id (``{user}``: a column or a parameter): a verified seller has a verified
+# identity and at least one active bound card.
+VERIFIED_SELLER_SQL = ("(EXISTS (SELECT 1 FROM identities i WHERE i.user_id = {user})"
+                       " AND EXISTS (SELECT 1 FROM bank_cards c WHERE c.user_id = {user} AND c.removed_at IS NULL))")
+_IS_VERIFIED_SELLER = sql.Statement("SELECT " + VERIFIED_SELLER_SQL.format(user=":user_id") + " AS verified",
+                                    boolean=["verified"])
 
 
 def is_verified_seller(user_id: str) -> bool:
-    return bool(run_in_transaction(lambda: db.session.scalar(select(verified_seller(user_id)))))
+    return bool(run_in_transaction(lambda: _IS_VERIFIED_SELLER.scalar(user_id=user_id), read_only=True))

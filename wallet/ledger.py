@@ -55,14 +55,11 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Row, bindparam, text
-from sqlalchemy.engine import Connection
-
-from core import clock
-from core.db import UTCDateTime, db, insert_ignore, run_in_transaction
+from core import clock, sql
+from core.db import db, run_in_transaction
 from core.ids import new_id
 from core.money import DEFAULT_CURRENCY, MAX_AMOUNT
 from wallet.errors import (
@@ -255,69 +252,73 @@ class PendingHold:
     reference: str | None = None
 
 
-# --- SQL ----------------------------------------------------------------------------------------------------
+# --- SQL ---------------------------------------------------------------------------------------------------
+# Every statement runs on the driver's cursor (``core.sql``): a transfer is on the path of every payment.
 
 _SELECT_ACCOUNTS = (
     "SELECT id, kind, currency, debits_posted, credits_posted, debits_pending, credits_pending"
     " FROM ledger_accounts WHERE id IN (:a, :b) ORDER BY id"
 )
-_LOCK_ACCOUNTS = {
-    "postgresql": text(_SELECT_ACCOUNTS + " FOR NO KEY UPDATE"),
-    "sqlite": text(_SELECT_ACCOUNTS),  # BEGIN IMMEDIATE already holds the database's write lock
-}
-_READ_ACCOUNTS = text(_SELECT_ACCOUNTS)
-_READ_ACCOUNT = text(
+_LOCK_ACCOUNTS = sql.Statement({
+    "postgresql": _SELECT_ACCOUNTS + " FOR NO KEY UPDATE",
+    "sqlite": _SELECT_ACCOUNTS,  # BEGIN IMMEDIATE already holds the database's write lock
+})
+_READ_ACCOUNTS = sql.Statement(_SELECT_ACCOUNTS)
+_READ_ACCOUNT = sql.Statement(
     "SELECT id, kind, currency, debits_posted, credits_posted, debits_pending, credits_pending"
     " FROM ledger_accounts WHERE id = :id"
 )
-_READ_WALLET = text(
+_READ_WALLET = sql.Statement(
     "SELECT id, kind, currency, debits_posted, credits_posted, debits_pending, credits_pending"
     " FROM ledger_accounts WHERE kind = 'wallet' AND owner = :owner AND currency = :currency AND shard = 0"
 )
-_FIND_ACCOUNT = text(
+_FIND_ACCOUNT = sql.Statement(
     "SELECT id FROM ledger_accounts WHERE kind = :kind AND owner = :owner AND currency = :currency AND shard = :shard"
 )
-_APPLY = text(
+_CREATE_ACCOUNT = sql.Statement(
+    "INSERT INTO ledger_accounts (id, kind, owner, currency, shard, debits_posted, credits_posted, debits_pending,"
+    " credits_pending, created_at) VALUES (:id, :kind, :owner, :currency, :shard, 0, 0, 0, 0, :now)"
+    " ON CONFLICT DO NOTHING RETURNING id"
+)
+_APPLY = sql.Statement(
     "UPDATE ledger_accounts SET debits_posted = debits_posted + :debits_posted,"
     " credits_posted = credits_posted + :credits_posted, debits_pending = debits_pending + :debits_pending,"
     " credits_pending = credits_pending + :credits_pending WHERE id = :id RETURNING credits_posted - debits_posted"
 )
-_NOW = bindparam("now", type_=UTCDateTime())
-_DETAILS = bindparam("details", type_=JSON(none_as_null=True))
-_INSERT_TRANSFER = text(
+_INSERT_TRANSFER = sql.Statement(
     "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, hold_id, reference,"
     " details, created_at) VALUES (:id, :debit, :credit, :amount, :currency, :kind, :hold_id, :reference,"
     " :details, :now)"
-).bindparams(_DETAILS, _NOW)
-_INSERT_ENTRIES = text(
+)
+_INSERT_ENTRIES = sql.Statement(
     "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
     " created_at) VALUES (:debit, :id, :credit, :kind, :debit_amount, :debit_after, :now),"
     " (:credit, :id, :debit, :kind, :amount, :credit_after, :now)"
-).bindparams(_NOW)
-_INSERT_HOLD = text(
+)
+_INSERT_HOLD = sql.Statement(
     "INSERT INTO holds (id, debit_account_id, credit_account_id, amount, currency, kind, reference, details,"
     " status, created_at, expires_at) VALUES (:id, :debit, :credit, :amount, :currency, :kind, :reference,"
     " :details, 'pending', :now, :expires_at)"
-).bindparams(_DETAILS, _NOW, bindparam("expires_at", type_=UTCDateTime()))
+)
 # Claims the hold: the row lock serialises resolvers, and only a pending, unexpired hold of at least
 # ``min_amount`` matches, so nothing is written when a check fails.
-_CLAIM_HOLD = text(
+_CLAIM_HOLD = sql.Statement(
     "UPDATE holds SET status = :status WHERE id = :id AND status = 'pending' AND amount >= :min_amount"
     " AND (expires_at IS NULL OR expires_at > :now)"
     " RETURNING id, debit_account_id, credit_account_id, amount, currency, kind, reference"
-).bindparams(_NOW)
-_CLAIM_EXPIRED_HOLD = text(
+)
+_CLAIM_EXPIRED_HOLD = sql.Statement(
     "UPDATE holds SET status = 'expired' WHERE id = :id AND status = 'pending' AND expires_at <= :now"
     " RETURNING id, debit_account_id, credit_account_id, amount"
-).bindparams(_NOW)
-_READ_HOLD = text("SELECT amount, status, expires_at FROM holds WHERE id = :id").columns(expires_at=UTCDateTime())
-_INSERT_RESOLUTION = text(
+)
+_READ_HOLD = sql.Statement("SELECT amount, status, expires_at FROM holds WHERE id = :id", utc=["expires_at"])
+_INSERT_RESOLUTION = sql.Statement(
     "INSERT INTO hold_resolutions (hold_id, outcome, posted_amount, transfer_id, resolved_at)"
     " VALUES (:hold_id, :outcome, :posted_amount, :transfer_id, :now)"
-).bindparams(_NOW)
-_DUE_HOLDS = text(
+)
+_DUE_HOLDS = sql.Statement(
     "SELECT id FROM holds WHERE status = 'pending' AND expires_at <= :now ORDER BY expires_at LIMIT :limit"
-).bindparams(_NOW)
+)
 
 # The whole transfer in one PostgreSQL statement. ``locked`` takes both row locks in id order and sees the
 # latest committed totals; ``checked`` has one row only if the movement is allowed; everything after it
@@ -356,13 +357,7 @@ WITH locked AS MATERIALIZED (
 )
 SELECT e.account_id, e.balance_after, t.currency FROM entries AS e CROSS JOIN transfer AS t
 """
-# Run with ``exec_driver_sql`` in psycopg's parameter style: skipping SQLAlchemy's statement compilation and
-# bind processing saves about a fifth of the Python time of a transfer (bench/ledger.py --profile).
-_TRANSFER_ONE_STATEMENT = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", _TRANSFER_ONE_STATEMENT_SQL)
-
-
-def _conn() -> Connection:
-    return db.session.connection()
+_TRANSFER_ONE_STATEMENT = sql.Statement(_TRANSFER_ONE_STATEMENT_SQL)
 
 
 def _dialect() -> str:
@@ -370,9 +365,6 @@ def _dialect() -> str:
 
 
 # --- ledger accounts ----------------------------------------------------------------------------------------
-
-
-_accounts = LedgerAccount.__table__
 
 
 def _get_or_create(kind: str, owner: str, currency: str, shard: int, *, likely_new: bool = False) -> str:
@@ -385,17 +377,12 @@ def _get_or_create(kind: str, owner: str, currency: str, shard: int, *, likely_n
 
     def run() -> str:
         if not likely_new:
-            found = _conn().execute(_FIND_ACCOUNT, key).scalar()
+            found = _FIND_ACCOUNT.scalar(key)
             if found is not None:
                 return found
-        created = insert_ignore(
-            _accounts,
-            {**key, "id": new_id("la"), "debits_posted": 0, "credits_posted": 0, "debits_pending": 0,
-             "credits_pending": 0, "created_at": clock.now()},
-            returning=_accounts.c.id,
-        )
+        created = _CREATE_ACCOUNT.scalar(key, id=new_id("la"), now=clock.now())
         # Ours, or (None) the row that was there already or a concurrent opener committed first.
-        return created if created is not None else _conn().execute(_FIND_ACCOUNT, key).scalar_one()
+        return created if created is not None else _FIND_ACCOUNT.scalar(key)
 
     return run_in_transaction(run)
 
@@ -427,7 +414,7 @@ def system_account(kind: str, key: str, currency: str = DEFAULT_CURRENCY, shard:
 
 def balance(account_id: str) -> Balance:
     """The account's committed totals (no lock taken); raises ``LedgerAccountNotFound``."""
-    row = run_in_transaction(lambda: _conn().execute(_READ_ACCOUNT, {"id": account_id}).first())
+    row = run_in_transaction(lambda: _READ_ACCOUNT.one(id=account_id))
     if row is None:
         raise LedgerAccountNotFound()
     return _balance(row)
@@ -436,28 +423,32 @@ def balance(account_id: str) -> Balance:
 def wallet_balance(user_id: str, currency: str = DEFAULT_CURRENCY) -> Balance:
     """The committed totals of a user's wallet, found by its owner in one statement; raises
     ``LedgerAccountNotFound``."""
-    row = run_in_transaction(lambda: _conn().execute(_READ_WALLET, {"owner": user_id, "currency": currency}).first())
+    row = run_in_transaction(lambda: _READ_WALLET.one(owner=user_id, currency=currency))
     if row is None:
         raise LedgerAccountNotFound(f"No {currency} wallet for this user.")
     return _balance(row)
 
 
-def _balance(row: Row[Any]) -> Balance:
+def _json(details: dict[str, Any] | None) -> str | None:
+    return None if details is None else json.dumps(details)
+
+
+def _balance(row: Any) -> Balance:
     totals = _totals(row)
     return Balance(row.id, row.currency, totals.balance, totals.available, totals.debits_pending,
                    totals.credits_pending)
 
 
-def _totals(row: Row[Any]) -> Totals:
+def _totals(row: Any) -> Totals:
     return Totals(row.debits_posted, row.credits_posted, row.debits_pending, row.credits_pending)
 
 
 # --- the engine: lock, check, apply -------------------------------------------------------------------------
 
 
-def _lock_pair(debit_id: str, credit_id: str) -> tuple[Row[Any], Row[Any]]:
+def _lock_pair(debit_id: str, credit_id: str) -> tuple[Any, Any]:
     """Both account rows, locked in id order on PostgreSQL; raises ``LedgerAccountNotFound``."""
-    rows = {row.id: row for row in _conn().execute(_LOCK_ACCOUNTS[_dialect()], {"a": debit_id, "b": credit_id})}
+    rows = {row.id: row for row in _LOCK_ACCOUNTS.all(a=debit_id, b=credit_id)}
     if debit_id not in rows or credit_id not in rows:
         raise LedgerAccountNotFound("A ledger account of this movement does not exist.")
     return rows[debit_id], rows[credit_id]
@@ -466,7 +457,7 @@ def _lock_pair(debit_id: str, credit_id: str) -> tuple[Row[Any], Row[Any]]:
 def _apply(changes: Sequence[tuple[str, Totals]]) -> dict[str, int]:
     """Adds each change to its account (in id order) and returns each account's posted balance after."""
     return {
-        account_id: _conn().execute(_APPLY, {"id": account_id, **asdict(delta)}).scalar_one()
+        account_id: _APPLY.scalar(asdict(delta), id=account_id)
         for account_id, delta in sorted(changes)
     }
 
@@ -474,10 +465,9 @@ def _apply(changes: Sequence[tuple[str, Totals]]) -> dict[str, int]:
 def _write_transfer(t: PostedTransfer, details: dict[str, Any] | None) -> None:
     params = {"id": t.id, "debit": t.debit_account_id, "credit": t.credit_account_id, "amount": t.amount,
               "currency": t.currency, "kind": t.kind, "hold_id": t.hold_id, "reference": t.reference,
-              "details": details, "now": t.created_at}
-    _conn().execute(_INSERT_TRANSFER, params)
-    _conn().execute(
-        _INSERT_ENTRIES,
+              "details": _json(details), "now": t.created_at}
+    _INSERT_TRANSFER.run(params)
+    _INSERT_ENTRIES.run(
         {**params, "debit_amount": -t.amount, "debit_after": t.debit_balance_after,
          "credit_after": t.credit_balance_after},
     )
@@ -523,12 +513,9 @@ def transfer(
         return posted
 
     def one_statement() -> PostedTransfer:
-        rows = _conn().exec_driver_sql(
-            _TRANSFER_ONE_STATEMENT,
-            {"id": transfer_id, "debit": debit_id, "credit": credit_id, "amount": amount, "currency": currency,
-             "kind": kind, "reference": reference, "details": None if details is None else json.dumps(details),
-             "now": now.astimezone(UTC).replace(tzinfo=None)},
-        ).all()
+        rows = _TRANSFER_ONE_STATEMENT.all(
+            id=transfer_id, debit=debit_id, credit=credit_id, amount=amount, currency=currency, kind=kind,
+            reference=reference, details=_json(details), now=now)
         if len(rows) != 2:
             _explain_refusal(debit_id, credit_id, currency)
         after = {row.account_id: row.balance_after for row in rows}
@@ -545,7 +532,7 @@ def transfer(
 
 def _explain_refusal(debit_id: str, credit_id: str, currency: str | None) -> None:
     """Raises the named error for a transfer the one-statement path refused (it wrote nothing)."""
-    rows = {row.id: row for row in _conn().execute(_READ_ACCOUNTS, {"a": debit_id, "b": credit_id})}
+    rows = {row.id: row for row in _READ_ACCOUNTS.all(a=debit_id, b=credit_id)}
     if debit_id not in rows or credit_id not in rows:
         raise LedgerAccountNotFound("A ledger account of this movement does not exist.")
     check_currencies(rows[debit_id].currency, rows[credit_id].currency, currency)
@@ -580,11 +567,8 @@ def create_hold(
         debit_delta, credit_delta = hold_effect(amount)
         check_covers(debit_row.kind, _totals(debit_row), debit_delta)
         _apply([(debit_id, debit_delta), (credit_id, credit_delta)])
-        _conn().execute(
-            _INSERT_HOLD,
-            {"id": hold_id, "debit": debit_id, "credit": credit_id, "amount": amount, "currency": hold_currency,
-             "kind": kind, "reference": reference, "details": details, "now": now, "expires_at": expires_at},
-        )
+        _INSERT_HOLD.run(id=hold_id, debit=debit_id, credit=credit_id, amount=amount, currency=hold_currency,
+                         kind=kind, reference=reference, details=_json(details), now=now, expires_at=expires_at)
         return PendingHold(hold_id, debit_id, credit_id, amount, hold_currency, kind, now, expires_at, reference)
 
     return run_in_transaction(run)
@@ -594,14 +578,12 @@ def _hold_id(hold: str | PendingHold) -> str:
     return hold if isinstance(hold, str) else hold.id
 
 
-def _claim(hold_id: str, outcome: str, min_amount: int, now: datetime) -> Row[Any]:
+def _claim(hold_id: str, outcome: str, min_amount: int, now: datetime) -> Any:
     """Marks a pending hold resolved and returns it; raises (having written nothing) if it cannot be."""
-    row = _conn().execute(
-        _CLAIM_HOLD, {"id": hold_id, "status": outcome, "min_amount": min_amount, "now": now}
-    ).first()
+    row = _CLAIM_HOLD.one(id=hold_id, status=outcome, min_amount=min_amount, now=now)
     if row is not None:
         return row
-    current = _conn().execute(_READ_HOLD, {"id": hold_id}).first()
+    current = _READ_HOLD.one(id=hold_id)
     if current is None:
         raise HoldNotFound()
     if current.status != PENDING:
@@ -630,19 +612,18 @@ def post_hold(hold: str | PendingHold, amount: int | None = None) -> PostedTrans
                                 row.currency, row.kind, now, after[row.debit_account_id],
                                 after[row.credit_account_id], hold_id=hold_id, reference=row.reference)
         _write_transfer(posted, None)
-        _conn().execute(_INSERT_RESOLUTION, {"hold_id": hold_id, "outcome": POSTED, "posted_amount": posted_amount,
-                                             "transfer_id": transfer_id, "now": now})
+        _INSERT_RESOLUTION.run(hold_id=hold_id, outcome=POSTED, posted_amount=posted_amount, transfer_id=transfer_id,
+                               now=now)
         return posted
 
     return run_in_transaction(run)
 
 
-def _release(row: Row[Any], outcome: str, now: datetime) -> None:
+def _release(row: Any, outcome: str, now: datetime) -> None:
     debit_delta, credit_delta = release_effect(row.amount)
     _lock_pair(row.debit_account_id, row.credit_account_id)
     _apply([(row.debit_account_id, debit_delta), (row.credit_account_id, credit_delta)])
-    _conn().execute(_INSERT_RESOLUTION, {"hold_id": row.id, "outcome": outcome, "posted_amount": 0,
-                                         "transfer_id": None, "now": now})
+    _INSERT_RESOLUTION.run(hold_id=row.id, outcome=outcome, posted_amount=0, transfer_id=None, now=now)
 
 
 def void_hold(hold: str | PendingHold) -> None:
@@ -659,11 +640,11 @@ def expire_holds(now: datetime | None = None, limit: int = 500) -> int:
     a hold another sweeper (or a concurrent post or void) resolved first is skipped."""
     moment = now or clock.now()
     due = run_in_transaction(
-        lambda: list(_conn().execute(_DUE_HOLDS, {"now": moment, "limit": limit}).scalars())
+        lambda: [row.id for row in _DUE_HOLDS.all(now=moment, limit=limit)]
     )
 
     def expire(hold_id: str) -> bool:
-        row = _conn().execute(_CLAIM_EXPIRED_HOLD, {"id": hold_id, "now": moment}).first()
+        row = _CLAIM_EXPIRED_HOLD.one(id=hold_id, now=moment)
         if row is None:
             return False
         _release(row, EXPIRED, moment)

@@ -7,10 +7,8 @@ from __future__ import annotations
 from datetime import timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import Date, bindparam, text
 
-from core import clock
-from core.db import db
+from core import clock, sql
 from core.errors import AppError
 
 CST = timezone(timedelta(hours=8))
@@ -22,11 +20,14 @@ class LimitExceeded(AppError):
     status, code, title = 422, "limit_exceeded", "Limit exceeded"
 
 
-_CONSUME = text(
+# Every payment runs it, on the driver's cursor (``core.sql``).
+_CONSUME = sql.Statement(
     "INSERT INTO daily_usage (user_id, day, amount) VALUES (:user, :day, :amount)"
     " ON CONFLICT (user_id, day) DO UPDATE SET amount = daily_usage.amount + excluded.amount"
     " WHERE daily_usage.amount + excluded.amount <= :limit"
-).bindparams(bindparam("day", type_=Date()))
+)
+_RELEASE = sql.Statement(
+    "UPDATE daily_usage SET amount = amount - :amount WHERE user_id = :user AND day = :day AND amount >= :amount")
 
 
 def check_single(amount: int) -> None:
@@ -42,8 +43,7 @@ def consume_daily(user_id: str, amount: int) -> None:
     today = clock.now().astimezone(CST).date()
     # One statement: the day's first movement inserts the row (and is itself within the limit, checked here),
     # a later one adds to it only while the total stays within the limit (the row is locked meanwhile).
-    counted = amount <= limit and db.session.execute(
-        _CONSUME, {"amount": amount, "user": user_id, "day": today, "limit": limit}).rowcount == 1
+    counted = amount <= limit and _CONSUME.run(amount=amount, user=user_id, day=today, limit=limit) == 1
     if not counted:
         raise LimitExceeded(f"At most {limit} fen per day in total.", limit=limit)
 
@@ -51,8 +51,4 @@ def consume_daily(user_id: str, amount: int) -> None:
 def release_daily(user_id: str, amount: int, day_of: object) -> None:
     """Give back what a failed withdrawal had counted on the day it was requested."""
     day = day_of.astimezone(CST).date()  # type: ignore[attr-defined]
-    db.session.execute(
-        text("UPDATE daily_usage SET amount = amount - :amount WHERE user_id = :user AND day = :day"
-             " AND amount >= :amount"),
-        {"amount": amount, "user": user_id, "day": day},
-    )
+    _RELEASE.run(amount=amount, user=user_id, day=day)

@@ -2,9 +2,11 @@
 
 Entry ``n`` stores ``hash_n = SHA-256(hash_{n-1} || canonical JSON of (seq, at, actor, kind, data))`` with
 ``hash_0`` = 64 zeros. The trade row keeps the head (``timeline_seq``, ``timeline_hash``) and is locked by
-every writer, so appends are serial per trade. ``verify`` recomputes the chain: an edited entry, a removed
-one or a reordered pair is found and named. (An attacker who can rewrite the whole chain *and* the head can
-forge it; exporting the head hash with the evidence bundle, or anchoring it elsewhere, closes that.)
+every writer, so appends are serial per trade. An appended entry is written when its transaction commits
+(``core.sql.insert_at_commit``), with the trade's new head saved by the use case in the same transaction.
+``verify`` recomputes the chain: an edited entry, a removed one or a reordered pair is found and named. (An
+attacker who can rewrite the whole chain *and* the head can forge it; exporting the head hash with the evidence
+bundle, or anchoring it elsewhere, closes that.)
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from sqlalchemy import select
 
 from core import clock
 from core.db import db
-from wallet.escrow_models import TimelineEntry, Trade
+from core.sql import insert_at_commit
+from wallet.escrow_models import TimelineEntry
 
 GENESIS = "0" * 64
 
@@ -32,24 +35,20 @@ def entry_hash(prev_hash: str, seq: int, at: str, actor: str, kind: str, data: s
     return hashlib.sha256((prev_hash + content).encode()).hexdigest()
 
 
-def next_entry(trade: Trade, actor: str, kind: str, **data: Any) -> TimelineEntry:
-    """The entry that extends ``trade``'s timeline, with the head on ``trade`` moved to it; the caller adds it to
-    the session (after the trade row, for the first entry of a new trade). The caller holds the trade row lock."""
+_entries = TimelineEntry.__table__
+
+
+def append(trade: Any, actor: str, kind: str, **data: Any) -> int:
+    """Add an entry to ``trade``'s timeline and move the head on ``trade`` to it; returns its sequence number.
+    The caller holds the trade row lock and saves ``trade`` in the same transaction."""
     seq = trade.timeline_seq + 1
     at = clock.now().isoformat()
     body = canonical(data)
     digest = entry_hash(trade.timeline_hash, seq, at, actor, kind, body)
-    entry = TimelineEntry(trade_id=trade.id, seq=seq, at=at, actor=actor, kind=kind, data=body,
-                          prev_hash=trade.timeline_hash, hash=digest)
+    insert_at_commit(_entries, {"trade_id": trade.id, "seq": seq, "at": at, "actor": actor, "kind": kind,
+                                "data": body, "prev_hash": trade.timeline_hash, "hash": digest})
     trade.timeline_seq, trade.timeline_hash = seq, digest
-    return entry
-
-
-def append(trade: Trade, actor: str, kind: str, **data: Any) -> TimelineEntry:
-    """Add an entry to ``trade``'s timeline (the caller holds the trade row lock)."""
-    entry = next_entry(trade, actor, kind, **data)
-    db.session.add(entry)
-    return entry
+    return seq
 
 
 def entries(trade_id: str) -> list[TimelineEntry]:
@@ -65,7 +64,7 @@ class Verification:
     problem: str | None = None
 
 
-def verify(trade: Trade) -> Verification:
+def verify(trade: Any) -> Verification:
     """Recompute the chain of ``trade`` and compare it with the stored hashes and the head on the trade."""
     rows = entries(trade.id)
     prev = GENESIS

@@ -1,10 +1,14 @@
 """Escrow trade use cases: the state machine of ``wallet.escrow`` applied to rows, money and messages.
 
-Every use case locks the trade row first (``SELECT ... FOR UPDATE``), checks the transition with the pure
-rules, moves money through the ledger, appends to the hash-chained timeline and enqueues its SMS, all in one
-transaction. Two actors racing on one trade (the buyer confirming while the sweeper auto-confirms, a refund
-request against a confirmation) queue on that lock: the first wins, the second finds the new state and is
-refused with a stable code (or, for the sweeper, skips).
+Every use case locks the trade row first (``SELECT ... FOR UPDATE``, ``wallet.trade_store``), checks the
+transition with the pure rules, moves money through the ledger, appends to the hash-chained timeline, enqueues
+its SMS and saves the trade's changed columns, all in one transaction. Two actors racing on one trade (the
+buyer confirming while the sweeper auto-confirms, a refund request against a confirmation) queue on that lock:
+the first wins, the second finds the new state and is refused with a stable code (or, for the sweeper, skips).
+
+A trade is a ``TradeRecord``, a plain object of its columns, not an ORM object: it is on the path of every
+payment (see ``wallet.trade_store``). Refunds, disputes and ratings, far rarer, stay ORM objects; a read of the
+refunds table on the driver's cursor flushes the ORM's pending changes first, so it sees them.
 
 A stranger to a trade gets ``NotFound`` for everything, never "forbidden": trades do not leak.
 """
@@ -17,20 +21,18 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
-from sqlalchemy import bindparam, event, func, or_, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import clock
-from core.db import db, is_postgres, run_in_transaction
+from core import clock, sql
+from core.db import db, run_in_transaction
 from core.errors import AppError, NotFound
 from core.ids import new_id
-from core.pagination import page_limit
 from notifications.outbox import enqueue
 from notifications.templates import format_amount, format_time, mask_phone, short_ref
-from security.models import User
-from wallet import escrow, ledger, limits, timeline
-from wallet.cards import verified_seller
+from wallet import escrow, ledger, limits, timeline, trade_store
+from wallet.cards import VERIFIED_SELLER_SQL
 from wallet.escrow import (
     OPEN_REFUND_STATES,
     REFUND_SUCCESS,
@@ -42,8 +44,9 @@ from wallet.escrow import (
     WAIT_SELLER_SEND_GOODS,
     IllegalTransition,
 )
-from wallet.escrow_models import Dispute, Rating, Refund, SellerSettings, Trade
+from wallet.escrow_models import Dispute, Rating, Refund, Trade
 from wallet.models import FEES
+from wallet.trade_store import COLUMNS, Contact, TradeRecord
 
 T = TypeVar("T")
 SYSTEM = "system"
@@ -110,44 +113,26 @@ def _rules(fn: Callable[[], T]) -> T:
         raise TradeConflict(exc.code, str(exc)) from exc
 
 
-# Statements every trade runs, built once (building and keying a statement costs more than running it).
-_users = User.__table__
-_buyer, _seller = _users.alias("buyer"), _users.alias("seller")
-# The trade, locked, with what its messages need of its two parties (phone, locale): one statement.
-_LOCK_TRADE = (
-    select(Trade, _buyer.c.phone.label("buyer_phone"), _buyer.c.locale.label("buyer_locale"),
-           _seller.c.phone.label("seller_phone"), _seller.c.locale.label("seller_locale"))
-    .join(_buyer, _buyer.c.id == Trade.buyer_id)
-    .join(_seller, _seller.c.id == Trade.seller_id)
-    .where(Trade.id == bindparam("trade_id"))
-    .with_for_update(of=Trade)
-    .execution_options(populate_existing=True)
-)
-_OPEN_REFUND = select(Refund).where(Refund.trade_id == bindparam("trade_id"), Refund.status.in_(OPEN_REFUND_STATES))
-_CONTACTS = select(_users.c.id, _users.c.phone, _users.c.locale).where(
-    _users.c.id.in_(bindparam("user_ids", expanding=True)))
+# Statements of the hot paths, on the driver's cursor (``core.sql``); the refund and dispute flows use the ORM.
+_OPEN_REFUND_SQL = "status IN ({})".format(", ".join(f"'{state}'" for state in OPEN_REFUND_STATES))
+_HAS_OPEN_REFUND = sql.Statement(
+    f"SELECT 1 FROM refunds WHERE trade_id = :trade_id AND {_OPEN_REFUND_SQL} LIMIT 1")  # noqa: S608 - constants
+_SELLER = sql.Statement(
+    f"SELECT u.id, f.fee_bp, {VERIFIED_SELLER_SQL.format(user='u.id')} AS verified"  # noqa: S608 - constants
+    " FROM users u LEFT JOIN seller_settings f ON f.user_id = u.id WHERE u.phone = :phone", boolean=["verified"])
+_CONTACTS = sql.Statement("SELECT id, phone, locale FROM users WHERE id IN (:first, :second)")
 _KNOWN_CONTACTS = "trade_party_contacts"
 
 
-class Contact(NamedTuple):
-    """Where a party's messages go: ``id``, ``phone`` and ``locale`` of a user."""
-
-    id: str
-    phone: str
-    locale: str
-
-
-def _lock(trade_id: str) -> Trade | None:
+def _lock(trade_id: str, *, skip_locked: bool = False) -> TradeRecord | None:
     """The trade, locked for this transaction; its parties' contacts are kept for ``_contacts`` until the
     transaction ends."""
-    row = db.session.execute(_LOCK_TRADE, {"trade_id": trade_id}).first()
-    if row is None:
+    locked = trade_store.lock(trade_id, skip_locked=skip_locked)
+    if locked is None:
         return None
-    trade = row.Trade
     known = db.session.info.setdefault(_KNOWN_CONTACTS, {})
-    known[trade.buyer_id] = Contact(trade.buyer_id, row.buyer_phone, row.buyer_locale)
-    known[trade.seller_id] = Contact(trade.seller_id, row.seller_phone, row.seller_locale)
-    return trade
+    known[locked.buyer.id], known[locked.seller.id] = locked.buyer, locked.seller
+    return locked.trade
 
 
 @event.listens_for(Session, "after_commit")
@@ -156,56 +141,69 @@ def _forget_contacts(session: Session) -> None:
     session.info.pop(_KNOWN_CONTACTS, None)
 
 
-def _party_trade(user_id: str, trade_id: str) -> Trade:
+def _party_trade(user_id: str, trade_id: str) -> TradeRecord:
     trade = _lock(trade_id)
     if trade is None or user_id not in (trade.buyer_id, trade.seller_id):
         raise NotFound("No such trade.")
     return trade
 
 
-def _as_buyer(user_id: str, trade_id: str) -> Trade:
+def _as_buyer(user_id: str, trade_id: str) -> TradeRecord:
     trade = _party_trade(user_id, trade_id)
     if trade.buyer_id != user_id:
         raise TradeConflict("buyer_only", "Only the buyer can do this.")
     return trade
 
 
-def _as_seller(user_id: str, trade_id: str) -> Trade:
+def _as_seller(user_id: str, trade_id: str) -> TradeRecord:
     trade = _party_trade(user_id, trade_id)
     if trade.seller_id != user_id:
         raise TradeConflict("seller_only", "Only the seller can do this.")
     return trade
 
 
-def _contacts(*user_ids: str) -> dict[str, Contact]:
-    """The contacts of these users, by id: those of a trade locked in this transaction are known already; the
-    others come in one query for all the messages of a use case."""
+def _contacts(buyer_id: str, seller_id: str) -> dict[str, Contact]:
+    """The contacts of a trade's two parties, by id: those of a trade locked in this transaction are known
+    already; otherwise one query reads both."""
     known = db.session.info.get(_KNOWN_CONTACTS, {})
-    missing = [user_id for user_id in user_ids if user_id not in known]
-    found = {row.id: Contact(*row) for row in db.session.execute(_CONTACTS, {"user_ids": missing})} if missing else {}
-    return {user_id: known.get(user_id) or found[user_id] for user_id in user_ids}
+    if buyer_id in known and seller_id in known:
+        return {buyer_id: known[buyer_id], seller_id: known[seller_id]}
+    return {row.id: Contact(*row) for row in _CONTACTS.all(first=buyer_id, second=seller_id)}
 
 
-def _contact(user_id: str) -> Contact:
-    return _contacts(user_id)[user_id]
+def _contact(trade: TradeRecord, user_id: str) -> Contact:
+    return _contacts(trade.buyer_id, trade.seller_id)[user_id]
 
 
-def _tell(to: Contact, event: str, trade: Trade, **params: Any) -> None:
+def _tell(to: Contact, event: str, trade: TradeRecord, **params: Any) -> None:
     enqueue(to.phone, event, locale=to.locale, user_id=to.id, trade=short_ref(trade.id), **params)
 
 
-def _open_refund(trade: Trade) -> Refund | None:
-    return db.session.scalars(_OPEN_REFUND, {"trade_id": trade.id}).first()
+def _flush_orm() -> None:
+    """Write what the ORM holds back (a refund's new state) before the refunds table is read on the driver's
+    cursor, which does not autoflush."""
+    if db.session.new or db.session.dirty:
+        db.session.flush()
 
 
-def _move(trade: Trade, action: str, actor: str, **data: Any) -> None:
+def _has_open_refund(trade: TradeRecord) -> bool:
+    _flush_orm()
+    return _HAS_OPEN_REFUND.one(trade_id=trade.id) is not None
+
+
+def _open_refund(trade: TradeRecord) -> Refund | None:
+    return db.session.scalars(select(Refund).where(Refund.trade_id == trade.id,
+                                                   Refund.status.in_(OPEN_REFUND_STATES))).first()
+
+
+def _move(trade: TradeRecord, action: str, actor: str, **data: Any) -> None:
     try:
         # An open refund can only forbid a move, so a move allowed even with one needs no look at the refunds.
         target = escrow.trade_move(trade.status, action, refund_open=True)
     except IllegalTransition as exc:
         if exc.code != "refund_in_progress":
             raise TradeConflict(exc.code, str(exc)) from exc
-        target = _rules(lambda: escrow.trade_move(trade.status, action, refund_open=_open_refund(trade) is not None))
+        target = _rules(lambda: escrow.trade_move(trade.status, action, refund_open=_has_open_refund(trade)))
     timeline.append(trade, actor, "state", action=action, before=trade.status, after=target, **data)
     trade.status = target
 
@@ -213,11 +211,11 @@ def _move(trade: Trade, action: str, actor: str, **data: Any) -> None:
 # --- money ------------------------------------------------------------------------------------------------
 
 
-def _held(trade: Trade) -> int:
+def _held(trade: TradeRecord) -> int:
     return trade.paid_amount - trade.refunded_amount - trade.released_amount
 
 
-def _release_to_seller(trade: Trade, amount: int, actor: str) -> int:
+def _release_to_seller(trade: TradeRecord, amount: int, actor: str) -> int:
     """Pay ``amount`` of the escrow to the seller, less the seller's fee; returns what the seller got."""
     assert trade.escrow_account_id is not None
     fee = escrow.seller_fee(amount, trade.fee_bp)
@@ -236,7 +234,7 @@ def _release_to_seller(trade: Trade, amount: int, actor: str) -> int:
     return amount - fee
 
 
-def _refund_to_buyer(trade: Trade, amount: int, actor: str) -> None:
+def _refund_to_buyer(trade: TradeRecord, amount: int, actor: str) -> None:
     assert trade.escrow_account_id is not None
     moved = ledger.transfer(trade.escrow_account_id, ledger.open_wallet(trade.buyer_id, trade.currency), amount,
                             kind=ledger.REFUND, currency=trade.currency, reference=trade.id)
@@ -244,9 +242,9 @@ def _refund_to_buyer(trade: Trade, amount: int, actor: str) -> None:
     timeline.append(trade, actor, "money", movement="refund", amount=amount, transfer=moved.id)
 
 
-def _finish(trade: Trade, action: str, actor: str) -> None:
+def _finish(trade: TradeRecord, action: str, actor: str) -> None:
     now = clock.now()
-    contacts = _contacts(trade.seller_id, trade.buyer_id)
+    contacts = _contacts(trade.buyer_id, trade.seller_id)
     _move(trade, action, actor)
     net = _release_to_seller(trade, _held(trade), actor)
     trade.finished_at = now
@@ -254,12 +252,12 @@ def _finish(trade: Trade, action: str, actor: str) -> None:
         _tell(contacts[party], "trade_finished", trade, amount=format_amount(net))
 
 
-def _pause(trade: Trade, now: datetime) -> None:
+def _pause(trade: TradeRecord, now: datetime) -> None:
     if trade.status == WAIT_BUYER_CONFIRM_GOODS and trade.paused_at is None:
         trade.paused_at = now
 
 
-def _resume(trade: Trade, now: datetime) -> None:
+def _resume(trade: TradeRecord, now: datetime) -> None:
     if trade.paused_at is None:
         return
     assert trade.confirm_deadline is not None and trade.remind_at is not None
@@ -268,65 +266,73 @@ def _resume(trade: Trade, now: datetime) -> None:
     trade.paused_at = None
 
 
+def _step(user_check: Callable[[str, str], TradeRecord], user_id: str, trade_id: str,
+          change: Callable[[TradeRecord], T]) -> T:
+    """Lock the trade as ``user_check`` requires, apply ``change`` and save the trade, in the caller's
+    transaction; returns what ``change`` returned."""
+    trade = user_check(user_id, trade_id)
+    result = change(trade)
+    trade_store.save(trade)
+    return result
+
+
 # --- opening, paying, shipping, confirming ----------------------------------------------------------------
 
 
 def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shipping_fee: int,
-               currency: str) -> Trade:
+               currency: str) -> TradeRecord:
     """A new trade in ``WAIT_BUYER_PAY``. Raises ``SellerNotFound``, ``SellerNotVerified``, ``LimitExceeded``."""
     limits.check_single(amount + shipping_fee)
 
-    def work() -> Trade:
-        seller = db.session.execute(
-            select(User.id, SellerSettings.fee_bp, verified_seller(User.id).label("verified"))
-            .outerjoin(SellerSettings, SellerSettings.user_id == User.id)
-            .where(User.phone == seller_phone)
-        ).first()
+    def work() -> TradeRecord:
+        seller = _SELLER.one(phone=seller_phone)
         if seller is None or seller.id == buyer_id:
             raise SellerNotFound("No seller account has this phone number.")
         if not seller.verified:
             raise SellerNotVerified("This seller has not verified identity and a bank card yet.")
         now = clock.now()
-        trade = Trade(id=new_id("trd"), buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,
-                      shipping_fee=shipping_fee, currency=currency, status=WAIT_BUYER_PAY,
-                      fee_bp=seller.fee_bp or 0, created_at=now,
-                      pay_deadline=now + _policy().pay_within, timeline_seq=0, timeline_hash=timeline.GENESIS,
-                      paid_amount=0, refunded_amount=0, released_amount=0, fee_amount=0)
-        first = timeline.next_entry(trade, buyer_id, "state", action="open", after=WAIT_BUYER_PAY, title=title,
-                                    amount=amount, shipping_fee=shipping_fee)
-        db.session.add(trade)
-        db.session.flush()  # the trade row before its first timeline entry (no ORM relationship orders them)
-        db.session.add(first)
+        trade = TradeRecord(
+            id=new_id("trd"), buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,
+            shipping_fee=shipping_fee, currency=currency, status=WAIT_BUYER_PAY, fee_bp=seller.fee_bp or 0,
+            paid_amount=0, refunded_amount=0, released_amount=0, fee_amount=0, escrow_account_id=None, carrier=None,
+            tracking_number=None, created_at=now, pay_deadline=now + _policy().pay_within, paid_at=None,
+            shipped_at=None, confirm_deadline=None, remind_at=None, reminded=False, extended=False, paused_at=None,
+            finished_at=None, closed_at=None, close_reason=None, timeline_seq=0, timeline_hash=timeline.GENESIS)
+        timeline.append(trade, buyer_id, "state", action="open", after=WAIT_BUYER_PAY, title=title, amount=amount,
+                        shipping_fee=shipping_fee)
+        trade_store.insert(trade)  # with the head its first entry moved; the entry is written at commit
         return trade
 
     return run_in_transaction(work)
 
 
-def pay(buyer_id: str, trade_id: str) -> Trade:
+def pay(buyer_id: str, trade_id: str) -> TradeRecord:
     """Buyer's wallet → the trade's own escrow account (caller's transaction, under an idempotency key).
     Raises ``TradeConflict``, ``InsufficientFunds``, ``LimitExceeded``."""
-    trade = _as_buyer(buyer_id, trade_id)
-    contacts = _contacts(trade.buyer_id, trade.seller_id)
-    total = trade.amount + trade.shipping_fee
-    _move(trade, "pay", buyer_id)
-    limits.consume_daily(buyer_id, total)
-    trade.escrow_account_id = ledger.escrow_account(trade.id, trade.currency)
-    moved = ledger.transfer(ledger.open_wallet(buyer_id, trade.currency), trade.escrow_account_id, total,
-                            kind=ledger.ESCROW_PAY, currency=trade.currency, reference=trade.id)
-    timeline.append(trade, buyer_id, "money", movement="pay", amount=total, transfer=moved.id)
-    now = clock.now()
-    trade.paid_amount, trade.paid_at = total, now
-    buyer, seller = contacts[trade.buyer_id], contacts[trade.seller_id]
-    _tell(seller, "trade_paid_ship_now", trade, amount=format_amount(total))
-    enqueue(buyer.phone, "balance_payment", locale=buyer.locale, user_id=buyer_id, amount=format_amount(total),
-            payee=mask_phone(seller.phone), time=format_time(now))
-    return trade
+
+    def change(trade: TradeRecord) -> TradeRecord:
+        contacts = _contacts(trade.buyer_id, trade.seller_id)
+        total = trade.amount + trade.shipping_fee
+        _move(trade, "pay", buyer_id)
+        limits.consume_daily(buyer_id, total)
+        trade.escrow_account_id = ledger.escrow_account(trade.id, trade.currency)
+        moved = ledger.transfer(ledger.open_wallet(buyer_id, trade.currency), trade.escrow_account_id, total,
+                                kind=ledger.ESCROW_PAY, currency=trade.currency, reference=trade.id)
+        timeline.append(trade, buyer_id, "money", movement="pay", amount=total, transfer=moved.id)
+        now = clock.now()
+        trade.paid_amount, trade.paid_at = total, now
+        buyer, seller = contacts[trade.buyer_id], contacts[trade.seller_id]
+        _tell(seller, "trade_paid_ship_now", trade, amount=format_amount(total))
+        enqueue(buyer.phone, "balance_payment", locale=buyer.locale, user_id=buyer_id, amount=format_amount(total),
+                payee=mask_phone(seller.phone), time=format_time(now))
+        return trade
+
+    return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
-def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> Trade:
-    def work() -> Trade:
-        trade = _as_seller(seller_id, trade_id)
-        buyer = _contact(trade.buyer_id)
+def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> TradeRecord:
+    def change(trade: TradeRecord) -> TradeRecord:
+        buyer = _contact(trade, trade.buyer_id)
         _move(trade, "ship", seller_id, carrier=carrier, tracking_number=tracking_number)
         now, policy = clock.now(), _policy()
         trade.carrier, trade.tracking_number, trade.shipped_at = carrier, tracking_number, now
@@ -335,19 +341,21 @@ def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> T
         _tell(buyer, "trade_shipped", trade, deadline=format_time(trade.confirm_deadline))
         return trade
 
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _step(_as_seller, seller_id, trade_id, change))
 
 
-def confirm(buyer_id: str, trade_id: str) -> Trade:
+def confirm(buyer_id: str, trade_id: str) -> TradeRecord:
     """Buyer confirms receipt: escrow → seller (less fee). Caller's transaction, under an idempotency key."""
-    trade = _as_buyer(buyer_id, trade_id)
-    _finish(trade, "confirm", buyer_id)
-    return trade
+
+    def change(trade: TradeRecord) -> TradeRecord:
+        _finish(trade, "confirm", buyer_id)
+        return trade
+
+    return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
-def extend(buyer_id: str, trade_id: str) -> Trade:
-    def work() -> Trade:
-        trade = _as_buyer(buyer_id, trade_id)
+def extend(buyer_id: str, trade_id: str) -> TradeRecord:
+    def change(trade: TradeRecord) -> TradeRecord:
         _move(trade, "extend", buyer_id)
         assert trade.confirm_deadline is not None
         policy = _policy()
@@ -356,23 +364,22 @@ def extend(buyer_id: str, trade_id: str) -> Trade:
         trade.remind_at, trade.reminded, trade.extended = trade.confirm_deadline - policy.remind_before, False, True
         return trade
 
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
-def cancel(user_id: str, trade_id: str) -> Trade:
-    def work() -> Trade:
-        trade = _party_trade(user_id, trade_id)
+def cancel(user_id: str, trade_id: str) -> TradeRecord:
+    def change(trade: TradeRecord) -> TradeRecord:
         _move(trade, "cancel", user_id)
         trade.closed_at, trade.close_reason = clock.now(), "cancelled"
         return trade
 
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, change))
 
 
 # --- refunds and disputes ---------------------------------------------------------------------------------
 
 
-def _refund(trade: Trade, refund_id: str) -> Refund:
+def _refund(trade: TradeRecord, refund_id: str) -> Refund:
     refund = db.session.get(Refund, refund_id)
     if refund is None or refund.trade_id != trade.id:
         raise NotFound("No such refund on this trade.")
@@ -380,11 +387,10 @@ def _refund(trade: Trade, refund_id: str) -> Refund:
 
 
 def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> Refund:
-    def work() -> Refund:
-        trade = _as_buyer(buyer_id, trade_id)
+    def change(trade: TradeRecord) -> Refund:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):
             raise TradeConflict("trade_not_refundable", f"cannot ask for a refund in state {trade.status}")
-        if _open_refund(trade) is not None:
+        if _has_open_refund(trade):
             raise TradeConflict("refund_in_progress", "a refund is already open on this trade")
         shipped = trade.status == WAIT_BUYER_CONFIRM_GOODS
         if return_goods and not shipped:
@@ -401,15 +407,14 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
         timeline.append(trade, buyer_id, "refund", action="request", refund=refund.id, amount=amount, reason=reason,
                         return_goods=return_goods)
         assert refund.deadline is not None
-        _tell(_contact(trade.seller_id), "refund_requested", trade, amount=format_amount(amount),
+        _tell(_contact(trade, trade.seller_id), "refund_requested", trade, amount=format_amount(amount),
               deadline=format_time(refund.deadline))
-        db.session.flush()
         return refund
 
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
-def _refund_step(trade: Trade, refund: Refund, action: str, actor: str, **data: Any) -> None:
+def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, **data: Any) -> None:
     """Apply ``action`` to ``refund`` and everything that follows from its new state."""
     target = _rules(lambda: escrow.refund_move(refund.status, action, return_goods=refund.return_goods))
     now = clock.now()
@@ -418,7 +423,7 @@ def _refund_step(trade: Trade, refund: Refund, action: str, actor: str, **data: 
     refund.status = target
     refund.deadline = escrow.refund_deadline(target, now, refund.after_shipping, _policy())
     if target == escrow.WAIT_BUYER_RETURN_GOODS:  # agreed (or silent), goods to come back first
-        _tell(_contact(trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount))
+        _tell(_contact(trade, trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount))
     if target == REFUND_SUCCESS:
         _pay_refund(trade, refund, actor, now)
     elif target == escrow.REFUND_CLOSED:
@@ -426,10 +431,10 @@ def _refund_step(trade: Trade, refund: Refund, action: str, actor: str, **data: 
         _resume(trade, now)
 
 
-def _pay_refund(trade: Trade, refund: Refund, actor: str, now: datetime) -> None:
+def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime) -> None:
     _refund_to_buyer(trade, refund.amount, actor)
     refund.resolved_at, refund.deadline = now, None
-    _tell(_contact(trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
+    _tell(_contact(trade, trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
     if _held(trade) == 0 and trade.released_amount == 0:
         _move(trade, "refund_all", actor)
         trade.closed_at, trade.close_reason = now, "refunded"
@@ -438,54 +443,48 @@ def _pay_refund(trade: Trade, refund: Refund, actor: str, now: datetime) -> None
         _resume(trade, now)
 
 
-def agree_refund(seller_id: str, trade_id: str, refund_id: str) -> Refund:
-    def work() -> Refund:
-        trade = _as_seller(seller_id, trade_id)
+def _seller_refund_step(seller_id: str, trade_id: str, refund_id: str, action: str,
+                        after: Callable[[TradeRecord, Refund], None] | None = None, **data: Any) -> Refund:
+    def change(trade: TradeRecord) -> Refund:
         refund = _refund(trade, refund_id)
-        _refund_step(trade, refund, "agree", seller_id)
+        _refund_step(trade, refund, action, seller_id, **data)
+        if after is not None:
+            after(trade, refund)
         return refund
 
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _step(_as_seller, seller_id, trade_id, change))
+
+
+def agree_refund(seller_id: str, trade_id: str, refund_id: str) -> Refund:
+    return _seller_refund_step(seller_id, trade_id, refund_id, "agree")
 
 
 def refuse_refund(seller_id: str, trade_id: str, refund_id: str, reason: str) -> Refund:
-    def work() -> Refund:
-        trade = _as_seller(seller_id, trade_id)
-        refund = _refund(trade, refund_id)
-        _refund_step(trade, refund, "refuse", seller_id, reason=reason)
+    def after(trade: TradeRecord, refund: Refund) -> None:
         refund.refuse_reason = reason
-        _tell(_contact(trade.buyer_id), "refund_refused", trade)
-        return refund
+        _tell(_contact(trade, trade.buyer_id), "refund_refused", trade)
 
-    return run_in_transaction(work)
+    return _seller_refund_step(seller_id, trade_id, refund_id, "refuse", after, reason=reason)
 
 
 def return_goods(buyer_id: str, trade_id: str, refund_id: str, carrier: str, tracking_number: str) -> Refund:
-    def work() -> Refund:
-        trade = _as_buyer(buyer_id, trade_id)
+    def change(trade: TradeRecord) -> Refund:
         refund = _refund(trade, refund_id)
         _refund_step(trade, refund, "return", buyer_id, carrier=carrier, tracking_number=tracking_number)
         refund.return_carrier, refund.return_tracking_number = carrier, tracking_number
         return refund
 
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
 def receive_return(seller_id: str, trade_id: str, refund_id: str) -> Refund:
-    def work() -> Refund:
-        trade = _as_seller(seller_id, trade_id)
-        refund = _refund(trade, refund_id)
-        _refund_step(trade, refund, "receive", seller_id)
-        return refund
-
-    return run_in_transaction(work)
+    return _seller_refund_step(seller_id, trade_id, refund_id, "receive")
 
 
 def open_dispute(user_id: str, trade_id: str, reason: str) -> Dispute:
     """Escalate a refused refund to the platform. Raises ``TradeConflict`` (code ``no_refused_refund``)."""
 
-    def work() -> Dispute:
-        trade = _party_trade(user_id, trade_id)
+    def change(trade: TradeRecord) -> Dispute:
         refund = _open_refund(trade)
         if refund is None or refund.status != escrow.SELLER_REFUSE_BUYER or refund.disputed:
             raise TradeConflict("no_refused_refund", "only a refused refund can be taken to the platform")
@@ -499,11 +498,10 @@ def open_dispute(user_id: str, trade_id: str, reason: str) -> Dispute:
         contacts = _contacts(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
             _tell(contacts[party], "dispute_opened", trade)
-        db.session.flush()
         return dispute
 
     try:
-        return run_in_transaction(work)
+        return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, change))
     except IntegrityError as exc:
         raise TradeConflict("dispute_open", "this trade already has an open dispute") from exc
 
@@ -548,6 +546,7 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
         contacts = _contacts(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
             _tell(contacts[party], "dispute_decided", trade, outcome=outcome, amount=format_amount(to_buyer))
+        trade_store.save(trade)
         return dispute
 
     return run_in_transaction(work)
@@ -558,18 +557,12 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
 
 def add_evidence(user_id: str, trade_id: str, text: str | None, attachments: list[dict[str, str]]) -> int:
     """Add a party's evidence to the timeline; returns its sequence number."""
-
-    def work() -> int:
-        trade = _party_trade(user_id, trade_id)
-        entry = timeline.append(trade, user_id, "evidence", text=text, attachments=attachments)
-        return entry.seq
-
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, lambda trade: timeline.append(
+        trade, user_id, "evidence", text=text, attachments=attachments)))
 
 
 def rate(user_id: str, trade_id: str, score: int, comment: str | None) -> Rating:
-    def work() -> Rating:
-        trade = _party_trade(user_id, trade_id)
+    def change(trade: TradeRecord) -> Rating:
         now = clock.now()
         if (trade.status != TRADE_FINISHED or trade.finished_at is None
                 or now > trade.finished_at + _policy().rate_within):
@@ -584,7 +577,7 @@ def rate(user_id: str, trade_id: str, score: int, comment: str | None) -> Rating
         return rating
 
     try:
-        return run_in_transaction(work)
+        return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, change))
     except IntegrityError as exc:
         raise AlreadyRated("You already rated this trade.") from exc
 
@@ -614,28 +607,48 @@ def reputation(user_id: str, role: str) -> Reputation:
 # --- reads ------------------------------------------------------------------------------------------------
 
 
-def _visible(trade: Trade | None, user_id: str, staff: bool) -> Trade:
+class RefundView(NamedTuple):
+    """What a trade's answer shows of one of its refunds."""
+
+    id: str
+    status: str
+    amount: int
+    reason: str
+    return_goods: bool
+    deadline: datetime | None
+    disputed: bool
+    created_at: datetime
+
+
+_TRADE_COLUMNS = ", ".join(f"t.{name}" for name in COLUMNS)
+# A trade joined to each of its refunds (most trades have none or one), oldest refund first: one statement.
+_TRADE_WITH_REFUNDS = sql.Statement(
+    f"SELECT {_TRADE_COLUMNS}, r.id AS r_id, r.status AS r_status, r.amount AS r_amount,"  # noqa: S608 - names
+    " r.reason AS r_reason, r.return_goods AS r_return_goods, r.deadline AS r_deadline, r.disputed AS r_disputed,"
+    " r.created_at AS r_created_at FROM trades t LEFT JOIN refunds r ON r.trade_id = t.id WHERE t.id = :trade_id"
+    " ORDER BY r.id",
+    utc=[*trade_store.UTC_COLUMNS, "r_deadline", "r_created_at"],
+    boolean=[*trade_store.BOOLEAN_COLUMNS, "r_return_goods", "r_disputed"])
+_TRADE_PAGES: dict[tuple[str | None, bool, int], sql.Statement] = {}
+
+
+def _visible(trade: TradeRecord | None, user_id: str, staff: bool) -> TradeRecord:
     """The trade if its viewer may see it (a party, or staff); ``NotFound`` for a stranger, never 403."""
     if trade is None or (not staff and user_id not in (trade.buyer_id, trade.seller_id)):
         raise NotFound("No such trade.")
     return trade
 
 
-def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> Trade:
-    return _visible(run_in_transaction(lambda: db.session.get(Trade, trade_id), read_only=True), user_id, staff)
+def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> TradeRecord:
+    return _visible(run_in_transaction(lambda: trade_store.read(trade_id), read_only=True), user_id, staff)
 
 
-# A trade joined to each of its refunds (most trades have none or one), oldest refund first.
-_TRADE_WITH_REFUNDS = (select(Trade, Refund).outerjoin(Refund, Refund.trade_id == Trade.id)
-                       .where(Trade.id == bindparam("trade_id")).order_by(Refund.id))
-
-
-def get_trade_with_refunds(user_id: str, trade_id: str, *, staff: bool = False) -> tuple[Trade, list[Refund]]:
+def get_trade_with_refunds(user_id: str, trade_id: str, *,
+                           staff: bool = False) -> tuple[TradeRecord, list[RefundView]]:
     """A trade its viewer may see and its refunds, in one statement. Raises ``NotFound`` as ``get_trade``."""
-    rows = run_in_transaction(lambda: db.session.execute(_TRADE_WITH_REFUNDS, {"trade_id": trade_id}).all(),
-                              read_only=True)
-    trade = _visible(rows[0][0] if rows else None, user_id, staff)
-    return trade, [refund for _trade, refund in rows if refund is not None]
+    rows = run_in_transaction(lambda: _TRADE_WITH_REFUNDS.all(trade_id=trade_id), read_only=True)
+    trade = _visible(TradeRecord(*rows[0][: len(COLUMNS)]) if rows else None, user_id, staff)
+    return trade, [RefundView(*row[len(COLUMNS):]) for row in rows if row.r_id is not None]
 
 
 def refunds_of(trade_id: str) -> list[Refund]:
@@ -643,17 +656,25 @@ def refunds_of(trade_id: str) -> list[Refund]:
         select(Refund).where(Refund.trade_id == trade_id).order_by(Refund.id))), read_only=True)
 
 
-def list_trades(user_id: str, role: str | None, limit: int, starting_after: str | None) -> tuple[list[Trade], bool]:
-    if role == "buyer":
-        stmt = select(Trade).where(Trade.buyer_id == user_id)
-    elif role == "seller":
-        stmt = select(Trade).where(Trade.seller_id == user_id)
-    else:
-        stmt = select(Trade).where(or_(Trade.buyer_id == user_id, Trade.seller_id == user_id))
-    if starting_after:
-        stmt = stmt.where(Trade.id < starting_after)
-    page = stmt.order_by(Trade.id.desc()).limit(page_limit(limit + 1))
-    rows = run_in_transaction(lambda: list(db.session.scalars(page)), read_only=True)
+def _trade_page(role: str | None, after: bool, rows: int) -> sql.Statement:
+    """The page query for a role filter, with or without a cursor, for one page size (written into the SQL:
+    see ``core.pagination``), built once."""
+    stmt = _TRADE_PAGES.get((role, after, rows))
+    if stmt is None:
+        party = {"buyer": "t.buyer_id = :user_id", "seller": "t.seller_id = :user_id"}.get(
+            role or "", "(t.buyer_id = :user_id OR t.seller_id = :user_id)")
+        stmt = _TRADE_PAGES[(role, after, rows)] = sql.Statement(
+            f"SELECT {_TRADE_COLUMNS} FROM trades t WHERE {party}"  # noqa: S608 - constant fragments and an int
+            f"{' AND t.id < :starting_after' if after else ''} ORDER BY t.id DESC LIMIT {int(rows)}",
+            utc=trade_store.UTC_COLUMNS, boolean=trade_store.BOOLEAN_COLUMNS)
+    return stmt
+
+
+def list_trades(user_id: str, role: str | None, limit: int,
+                starting_after: str | None) -> tuple[list[TradeRecord], bool]:
+    stmt = _trade_page(role, starting_after is not None, limit + 1)
+    params = {"user_id": user_id} if starting_after is None else {"user_id": user_id, "starting_after": starting_after}
+    rows = [TradeRecord(*row) for row in run_in_transaction(lambda: stmt.all(params), read_only=True)]
     return rows[:limit], len(rows) > limit
 
 
@@ -664,19 +685,20 @@ def _due(stmt: Any) -> list[str]:
     return run_in_transaction(lambda: list(db.session.scalars(stmt.limit(200))))
 
 
-def _sweep_one(trade_id: str, apply: Callable[[Trade, datetime], bool]) -> bool:
+def _sweep_one(trade_id: str, apply: Callable[[TradeRecord, datetime], bool]) -> bool:
     """Lock one trade (skipping it if someone else holds it) and apply a deadline if it is still due."""
 
     def work() -> bool:
-        stmt = select(Trade).where(Trade.id == trade_id).execution_options(populate_existing=True)
-        stmt = stmt.with_for_update(skip_locked=True) if is_postgres() else stmt
-        trade = db.session.scalars(stmt).first()
-        return trade is not None and apply(trade, clock.now())
+        trade = _lock(trade_id, skip_locked=True)
+        if trade is None or not apply(trade, clock.now()):
+            return False
+        trade_store.save(trade)
+        return True
 
     return run_in_transaction(work)
 
 
-def _expire_unpaid(trade: Trade, now: datetime) -> bool:
+def _expire_unpaid(trade: TradeRecord, now: datetime) -> bool:
     if trade.status != WAIT_BUYER_PAY or trade.pay_deadline is None or trade.pay_deadline > now:
         return False
     _move(trade, "expire", SYSTEM)
@@ -684,26 +706,27 @@ def _expire_unpaid(trade: Trade, now: datetime) -> bool:
     return True
 
 
-def _remind(trade: Trade, now: datetime) -> bool:
+def _remind(trade: TradeRecord, now: datetime) -> bool:
     if (trade.status != WAIT_BUYER_CONFIRM_GOODS or trade.paused_at is not None or trade.reminded
             or trade.remind_at is None or trade.remind_at > now):
         return False
     assert trade.confirm_deadline is not None
     trade.reminded = True
     timeline.append(trade, SYSTEM, "message", event="confirm_deadline_reminder")
-    _tell(_contact(trade.buyer_id), "confirm_deadline_reminder", trade, deadline=format_time(trade.confirm_deadline))
+    _tell(_contact(trade, trade.buyer_id), "confirm_deadline_reminder", trade,
+          deadline=format_time(trade.confirm_deadline))
     return True
 
 
-def _auto_confirm(trade: Trade, now: datetime) -> bool:
+def _auto_confirm(trade: TradeRecord, now: datetime) -> bool:
     if (trade.status != WAIT_BUYER_CONFIRM_GOODS or trade.paused_at is not None or trade.confirm_deadline is None
-            or trade.confirm_deadline > now or _open_refund(trade) is not None):
+            or trade.confirm_deadline > now or _has_open_refund(trade)):
         return False
     _finish(trade, "auto_confirm", SYSTEM)
     return True
 
 
-def _refund_deadline(trade: Trade, now: datetime) -> bool:
+def _refund_deadline(trade: TradeRecord, now: datetime) -> bool:
     refund = _open_refund(trade)
     if refund is None or refund.disputed or refund.deadline is None or refund.deadline > now:
         return False
@@ -714,7 +737,7 @@ def _refund_deadline(trade: Trade, now: datetime) -> bool:
 def sweep() -> dict[str, int]:
     """Apply every due deadline once. Idempotent; safe with several sweepers at once."""
     now = clock.now()
-    jobs: list[tuple[str, Any, Callable[[Trade, datetime], bool]]] = [
+    jobs: list[tuple[str, Any, Callable[[TradeRecord, datetime], bool]]] = [
         ("closed_unpaid", select(Trade.id).where(Trade.status == WAIT_BUYER_PAY, Trade.pay_deadline <= now),
          _expire_unpaid),
         ("reminded", select(Trade.id).where(Trade.status == WAIT_BUYER_CONFIRM_GOODS, Trade.paused_at.is_(None),

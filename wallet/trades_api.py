@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from core.api import endpoint, parse_body, parse_query, respond
-from core.db import primary_key, run_in_transaction
+from core.db import run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
 from security.auth import current_caller, current_staff
 from security.phones import normalize_phone
@@ -60,7 +60,7 @@ def open_trade() -> Response:
 
     def effect() -> tuple[int, dict[str, Any]]:
         trade = trades.open_trade(user_id, seller_phone, req.title, req.amount, req.shipping_fee, req.currency)
-        return 201, {"id": primary_key(trade)}  # not trade.id: after the commit that would reload the row
+        return 201, {"id": trade.id}
 
     key = request.headers.get("Idempotency-Key")
     if key is None:

@@ -1,26 +1,21 @@
-"""Rows written at commit (``core.db.insert_at_commit``): an idempotency key's stored answer carries the alerts
+"""Rows written at commit (``core.sql.insert_at_commit``): an idempotency key's stored answer carries the alerts
 of its request on PostgreSQL (one statement, no INSERT of their own), writes them just before itself on SQLite,
 and whatever is queued after it is still written at commit. Every alert arrives once with its own fields."""
 
 import json
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from core.db import db, is_postgres, run_in_transaction
 from core.idempotency import IdempotencyRecord, fingerprint, run_idempotent
 from notifications.models import Alert
 from notifications.outbox import enqueue
+from tests.statements import statements_sent
 
 
 def phone(i: int) -> str:
     return f"+1202555{100 + i:04d}"
-
-
-def statements():
-    seen: list[str] = []
-    event.listen(db.engine, "before_cursor_execute", lambda *args: seen.append(" ".join(args[2].split())))
-    return seen
 
 
 def locale(i: int) -> str:
@@ -30,8 +25,7 @@ def locale(i: int) -> str:
 @pytest.mark.parametrize("count", [2, 17])
 def test_the_stored_answer_carries_the_alerts_of_its_request(app, clock, count):
     clock.advance(microseconds=123_456)  # a timestamp keeps its microseconds on the way
-    with app.app_context():
-        seen = statements()
+    with app.app_context(), statements_sent(app) as seen:
         queued = []
 
         def effect():

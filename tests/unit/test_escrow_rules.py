@@ -124,3 +124,16 @@ def test_dispute_splits():
     for bad in (None, 0, 1000, 1200):
         with pytest.raises(e.IllegalTransition):
             e.split_amounts(1000, bad, e.SPLIT)
+
+
+def test_a_trade_record_has_exactly_the_columns_of_the_trades_table_in_their_order():
+    from sqlalchemy import Boolean
+
+    from core.db import UTCDateTime
+    from wallet.escrow_models import Trade
+    from wallet.trade_store import BOOLEAN_COLUMNS, COLUMNS, UTC_COLUMNS
+
+    table = Trade.__table__
+    assert tuple(column.name for column in table.columns) == COLUMNS
+    assert set(UTC_COLUMNS) == {c.name for c in table.columns if isinstance(c.type, UTCDateTime)}
+    assert set(BOOLEAN_COLUMNS) == {c.name for c in table.columns if isinstance(c.type, Boolean)}

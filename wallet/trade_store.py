@@ -1,0 +1,152 @@
+"""A trade's row as the escrow use cases handle it: read (under its lock), changed in Python, written back.
+
+The table is ``wallet.escrow_models.Trade``, whose constraints are the database's half of the escrow rules. The
+use cases of ``wallet.trades`` do not go through the ORM for it: every payment, shipment and confirmation reads
+and writes a trade, and the unit of work (identity map, change history, flush) cost more than the statements
+themselves. Instead a trade is a ``TradeRecord``, a plain object of its columns:
+
+* ``lock`` reads it ``FOR UPDATE`` (on SQLite ``BEGIN IMMEDIATE`` already serialises writers), together with
+  what its messages need of its two parties, in one statement;
+* the use case changes its attributes;
+* ``save`` writes the columns that changed since it was read, in one UPDATE, which also moves the timeline
+  head (``timeline_seq``, ``timeline_hash``) the entries appended meanwhile were chained to.
+
+All on the driver's cursor (``core.sql``), in the use case's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from core import sql
+
+UTC_COLUMNS = ["created_at", "pay_deadline", "paid_at", "shipped_at", "confirm_deadline", "remind_at",
+                "paused_at", "finished_at", "closed_at"]
+BOOLEAN_COLUMNS = ["reminded", "extended"]
+
+
+@dataclass(slots=True, eq=False)
+class TradeRecord:
+    """One row of ``trades`` (the columns of ``wallet.escrow_models.Trade``, in its order)."""
+
+    id: str
+    buyer_id: str
+    seller_id: str
+    title: str
+    amount: int
+    shipping_fee: int
+    currency: str
+    status: str
+    fee_bp: int
+    paid_amount: int
+    refunded_amount: int
+    released_amount: int
+    fee_amount: int
+    escrow_account_id: str | None
+    carrier: str | None
+    tracking_number: str | None
+    created_at: datetime
+    pay_deadline: datetime | None
+    paid_at: datetime | None
+    shipped_at: datetime | None
+    confirm_deadline: datetime | None
+    remind_at: datetime | None
+    reminded: bool
+    extended: bool
+    paused_at: datetime | None
+    finished_at: datetime | None
+    closed_at: datetime | None
+    close_reason: str | None
+    timeline_seq: int
+    timeline_hash: str
+    # Not a column: the values as last read or written, to find what a use case changed.
+    _as_read: tuple[Any, ...] = field(default=(), repr=False)
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TradeRecord) if not f.name.startswith("_"))
+_SELECT_COLUMNS = ", ".join(f"t.{name}" for name in COLUMNS)
+
+
+class Contact(NamedTuple):
+    """Where a party's messages go: ``id``, ``phone`` and ``locale`` of a user."""
+
+    id: str
+    phone: str
+    locale: str
+
+
+class Locked(NamedTuple):
+    """A trade read under its row lock, and its two parties' contacts as they were read with it."""
+
+    trade: TradeRecord
+    buyer: Contact
+    seller: Contact
+
+
+_LOCK_SQL = (
+    f"SELECT {_SELECT_COLUMNS}, b.phone AS buyer_phone, b.locale AS buyer_locale,"  # noqa: S608 - column names
+    " s.phone AS seller_phone, s.locale AS seller_locale"
+    " FROM trades t JOIN users b ON b.id = t.buyer_id JOIN users s ON s.id = t.seller_id WHERE t.id = :trade_id"
+)
+_LOCK = sql.Statement({"postgresql": _LOCK_SQL + " FOR UPDATE OF t", "sqlite": _LOCK_SQL},
+                      utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
+# The sweeper passes over a trade someone else holds: it comes back to it on its next round.
+_LOCK_OR_SKIP = sql.Statement({"postgresql": _LOCK_SQL + " FOR UPDATE OF t SKIP LOCKED", "sqlite": _LOCK_SQL},
+                              utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
+_READ = sql.Statement(f"SELECT {_SELECT_COLUMNS} FROM trades t WHERE t.id = :trade_id",  # noqa: S608
+                      utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
+_INSERT = sql.Statement(
+    f"INSERT INTO trades ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + name for name in COLUMNS)})"  # noqa: S608
+)
+_UPDATES: dict[tuple[str, ...], sql.Statement] = {}
+
+
+def _record(row: Any) -> TradeRecord:
+    record = TradeRecord(*row[: len(COLUMNS)])
+    _remember(record)
+    return record
+
+
+def _remember(record: TradeRecord) -> None:
+    record._as_read = tuple(getattr(record, name) for name in COLUMNS)
+
+
+def lock(trade_id: str, *, skip_locked: bool = False) -> Locked | None:
+    """The trade and its parties' contacts, its row locked until the transaction ends; None if there is no
+    such trade (or, with ``skip_locked``, if another transaction holds it)."""
+    row = (_LOCK_OR_SKIP if skip_locked else _LOCK).one(trade_id=trade_id)
+    if row is None:
+        return None
+    trade = _record(row)
+    return Locked(trade, Contact(trade.buyer_id, row.buyer_phone, row.buyer_locale),
+                  Contact(trade.seller_id, row.seller_phone, row.seller_locale))
+
+
+def read(trade_id: str) -> TradeRecord | None:
+    """The trade as committed (no lock), for reading only."""
+    row = _READ.one(trade_id=trade_id)
+    return None if row is None else TradeRecord(*row)
+
+
+def insert(trade: TradeRecord) -> None:
+    """Write a new trade (in the caller's transaction); later changes to it are saved with ``save``."""
+    _INSERT.run({name: getattr(trade, name) for name in COLUMNS})
+    _remember(trade)
+
+
+def save(trade: TradeRecord) -> None:
+    """Write the columns of ``trade`` that changed since it was read (or inserted), in one UPDATE; nothing if
+    none did. The caller holds the row lock."""
+    if not trade._as_read:
+        raise ValueError("only a trade read with lock() or written with insert() can be saved")
+    changed = tuple(name for name, old in zip(COLUMNS, trade._as_read, strict=True) if getattr(trade, name) != old)
+    if changed:
+        stmt = _UPDATES.get(changed)
+        if stmt is None:
+            stmt = _UPDATES[changed] = sql.Statement(
+                f"UPDATE trades SET {', '.join(f'{name} = :{name}' for name in changed)}"  # noqa: S608
+                " WHERE id = :id")
+        stmt.run({name: getattr(trade, name) for name in changed}, id=trade.id)
+    _remember(trade)
