@@ -276,12 +276,14 @@ def insert_at_commit(table: Table, row: Mapping[str, Any]) -> None:
 def execute_carrying(statement_sql: str, params: Mapping[str, Any]) -> int:
     """Run ``statement_sql`` (one INSERT, UPDATE or DELETE with ``:named`` parameters) and write the rows waiting
     for commit: on PostgreSQL in the same statement, as data-modifying ``WITH`` queries before it (one round trip
-    for both); elsewhere by INSERTs just before it. Returns the number of rows the statement wrote."""
+    for both; foreign keys are checked at the end of the statement, so a carried row may refer to the row the
+    statement inserts); elsewhere by INSERTs just after it. Returns the number of rows the statement wrote."""
     batches = _take_rows(db.session())
     postgres = _bound().dialect.name == "postgresql"
     if not batches or not postgres:
+        written = _carrying_statement(statement_sql, ()).run(params)
         _write_rows(batches)
-        return _carrying_statement(statement_sql, ()).run(params)
+        return written
     shape = tuple((table, columns, len(rows)) for table, columns, rows in batches)
     values = dict(params)
     for n, (_table, columns, rows) in enumerate(batches):

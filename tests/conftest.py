@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
 from core.clock import FrozenClock
@@ -57,6 +57,24 @@ def empty_all_tables() -> None:
         for name in tables:
             db.session.execute(text(f"DELETE FROM {name}"))
     db.session.commit()
+
+
+@pytest.fixture
+def scratch_url(tmp_path):
+    """A database of its own, since the test moves it between revisions."""
+    if not PG_URL:
+        yield f"sqlite:///{tmp_path / 'migrations.db'}"
+        return
+    url = make_url(PG_URL).set(drivername="postgresql+psycopg")
+    name = f"{url.database}_migrations"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture

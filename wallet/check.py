@@ -10,7 +10,9 @@ recomputes everything the ledger caches, and reports each disagreement as one li
 4. every transfer has exactly its two entries, each entry matches its transfer, and ``balance_after`` is the
    running sum of the account's entries in id order;
 5. a hold is pending exactly when it has no resolution, its status is its resolution's outcome, and a posted
-   resolution points at a transfer of the hold's accounts and kind, for at most the held amount.
+   resolution points at a transfer of the hold's accounts and kind, for at most the held amount;
+6. a trade's ``refund_open`` flag is set exactly when one of its refunds is open (the escrow steps trust the
+   flag, migration 0011).
 
 An empty list means the books are clean. Each kind of problem is reported at most ``LIMIT`` times.
 """
@@ -23,6 +25,7 @@ from typing import Any
 from sqlalchemy import Row, text
 
 from core.db import db
+from wallet.escrow import OPEN_REFUND_STATES
 from wallet.models import NON_NEGATIVE_KINDS
 
 LIMIT = 100
@@ -131,6 +134,12 @@ ORDER BY t.id
 """
 )
 
+_REFUND_FLAGS = text(
+    "SELECT t.id, t.refund_open FROM trades AS t WHERE t.refund_open <> EXISTS (SELECT 1 FROM refunds AS r"  # noqa: S608
+    " WHERE r.trade_id = t.id AND r.status IN ({})) ORDER BY t.id".format(
+        ", ".join(f"'{state}'" for state in OPEN_REFUND_STATES))
+)
+
 
 def _describe_sums(row: Row[Any]) -> list[str]:
     problems = []
@@ -172,6 +181,9 @@ _CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
     ]),
     (_HOLD_TRANSFERS_WITHOUT_RESOLUTION, lambda r: [
         f"transfer {r.id} posts hold {r.hold_id} but that hold's resolution does not name it"
+    ]),
+    (_REFUND_FLAGS, lambda r: [
+        f"trade {r.id} says a refund is {'open' if r.refund_open else 'not open'}, but its refunds say otherwise"
     ]),
 ]
 

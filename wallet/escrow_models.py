@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -75,6 +76,8 @@ class Trade(db.Model):
     # The head of the hash-chained timeline (see ``wallet.timeline``).
     timeline_seq: Mapped[int] = mapped_column(Integer, default=0)
     timeline_hash: Mapped[str] = mapped_column(String(64), default="0" * 64)
+    # Set while one of its refunds is open (migration 0011 says why it is kept here too).
+    refund_open: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Refund(db.Model):

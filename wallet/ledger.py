@@ -394,9 +394,20 @@ def open_wallet(user_id: str, currency: str = DEFAULT_CURRENCY) -> str:
 
 
 def escrow_account(trade_id: str, currency: str = DEFAULT_CURRENCY) -> str:
-    """The escrow account of one trade (created the first time, which is when the trade is paid): its money is
-    used only for that trade."""
+    """The escrow account of one trade (created the first time): its money is used only for that trade. A trade
+    opened now gets its account with its row (``new_escrow_account``); this finds or makes one for older ones."""
     return _get_or_create(ESCROW, trade_id, currency, 0, likely_new=True)
+
+
+def new_escrow_account(trade_id: str, currency: str = DEFAULT_CURRENCY) -> str:
+    """The escrow account of a trade being opened, written with the transaction that opens it
+    (``core.sql.insert_at_commit``: on PostgreSQL it rides along with the trade's own row); its id at once."""
+    check_currency(currency)
+    account_id = new_id("la")
+    sql.insert_at_commit(LedgerAccount.__table__, {
+        "id": account_id, "kind": ESCROW, "owner": trade_id, "currency": currency, "shard": 0, "debits_posted": 0,
+        "credits_posted": 0, "debits_pending": 0, "credits_pending": 0, "created_at": clock.now()})
+    return account_id
 
 
 def system_account(kind: str, key: str, currency: str = DEFAULT_CURRENCY, shard: int | None = None) -> str:

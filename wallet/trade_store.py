@@ -6,10 +6,13 @@ and writes a trade, and the unit of work (identity map, change history, flush) c
 themselves. Instead a trade is a ``TradeRecord``, a plain object of its columns:
 
 * ``lock`` reads it ``FOR UPDATE`` (on SQLite ``BEGIN IMMEDIATE`` already serialises writers), together with
-  what its messages need of its two parties, in one statement;
+  what its messages and money need of its two parties (phone, locale, wallet), in one statement;
 * the use case changes its attributes;
 * ``save`` writes the columns that changed since it was read, in one UPDATE, which also moves the timeline
   head (``timeline_seq``, ``timeline_hash``) the entries appended meanwhile were chained to.
+
+A new trade is written by ``insert``, which carries the rows its transaction queued for commit (its first
+timeline entry, its escrow account: ``core.sql.execute_carrying``).
 
 All on the driver's cursor (``core.sql``), in the use case's transaction.
 """
@@ -24,7 +27,7 @@ from core import sql
 
 UTC_COLUMNS = ["created_at", "pay_deadline", "paid_at", "shipped_at", "confirm_deadline", "remind_at",
                 "paused_at", "finished_at", "closed_at"]
-BOOLEAN_COLUMNS = ["reminded", "extended"]
+BOOLEAN_COLUMNS = ["reminded", "extended", "refund_open"]
 
 
 @dataclass(slots=True, eq=False)
@@ -61,6 +64,7 @@ class TradeRecord:
     close_reason: str | None
     timeline_seq: int
     timeline_hash: str
+    refund_open: bool
     # Not a column: the values as last read or written, to find what a use case changed.
     _as_read: tuple[Any, ...] = field(default=(), repr=False)
 
@@ -69,25 +73,32 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TradeRecord) if not f.na
 _SELECT_COLUMNS = ", ".join(f"t.{name}" for name in COLUMNS)
 
 
-class Contact(NamedTuple):
-    """Where a party's messages go: ``id``, ``phone`` and ``locale`` of a user."""
+class Party(NamedTuple):
+    """One side of a trade: where its messages go (``phone``, ``locale``) and where its money goes (``wallet_id``,
+    the ledger account of its wallet in the trade's currency; None while it has none)."""
 
     id: str
     phone: str
     locale: str
+    wallet_id: str | None = None
 
 
 class Locked(NamedTuple):
-    """A trade read under its row lock, and its two parties' contacts as they were read with it."""
+    """A trade read under its row lock, and its two parties as they were read with it."""
 
     trade: TradeRecord
-    buyer: Contact
-    seller: Contact
+    buyer: Party
+    seller: Party
 
 
+# A wallet's ledger account never changes once opened, so reading its id in the statement's snapshot is safe;
+# one opened meanwhile reads as None, and the caller opens (finds) it.
+_WALLET_OF = ("(SELECT w.id FROM ledger_accounts w WHERE w.kind = 'wallet' AND w.owner = {party}"
+              " AND w.currency = t.currency AND w.shard = 0)")
 _LOCK_SQL = (
     f"SELECT {_SELECT_COLUMNS}, b.phone AS buyer_phone, b.locale AS buyer_locale,"  # noqa: S608 - column names
-    " s.phone AS seller_phone, s.locale AS seller_locale"
+    f" {_WALLET_OF.format(party='t.buyer_id')} AS buyer_wallet,"
+    f" s.phone AS seller_phone, s.locale AS seller_locale, {_WALLET_OF.format(party='t.seller_id')} AS seller_wallet"
     " FROM trades t JOIN users b ON b.id = t.buyer_id JOIN users s ON s.id = t.seller_id WHERE t.id = :trade_id"
 )
 _LOCK = sql.Statement({"postgresql": _LOCK_SQL + " FOR UPDATE OF t", "sqlite": _LOCK_SQL},
@@ -97,9 +108,7 @@ _LOCK_OR_SKIP = sql.Statement({"postgresql": _LOCK_SQL + " FOR UPDATE OF t SKIP 
                               utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
 _READ = sql.Statement(f"SELECT {_SELECT_COLUMNS} FROM trades t WHERE t.id = :trade_id",  # noqa: S608
                       utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
-_INSERT = sql.Statement(
-    f"INSERT INTO trades ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + name for name in COLUMNS)})"  # noqa: S608
-)
+_INSERT_SQL = f"INSERT INTO trades ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"  # noqa: S608
 _UPDATES: dict[tuple[str, ...], sql.Statement] = {}
 
 
@@ -114,14 +123,14 @@ def _remember(record: TradeRecord) -> None:
 
 
 def lock(trade_id: str, *, skip_locked: bool = False) -> Locked | None:
-    """The trade and its parties' contacts, its row locked until the transaction ends; None if there is no
-    such trade (or, with ``skip_locked``, if another transaction holds it)."""
+    """The trade and its parties, its row locked until the transaction ends; None if there is no such trade (or,
+    with ``skip_locked``, if another transaction holds it)."""
     row = (_LOCK_OR_SKIP if skip_locked else _LOCK).one(trade_id=trade_id)
     if row is None:
         return None
     trade = _record(row)
-    return Locked(trade, Contact(trade.buyer_id, row.buyer_phone, row.buyer_locale),
-                  Contact(trade.seller_id, row.seller_phone, row.seller_locale))
+    return Locked(trade, Party(trade.buyer_id, row.buyer_phone, row.buyer_locale, row.buyer_wallet),
+                  Party(trade.seller_id, row.seller_phone, row.seller_locale, row.seller_wallet))
 
 
 def read(trade_id: str) -> TradeRecord | None:
@@ -131,8 +140,9 @@ def read(trade_id: str) -> TradeRecord | None:
 
 
 def insert(trade: TradeRecord) -> None:
-    """Write a new trade (in the caller's transaction); later changes to it are saved with ``save``."""
-    _INSERT.run({name: getattr(trade, name) for name in COLUMNS})
+    """Write a new trade (in the caller's transaction) with the rows queued for commit so far; later changes to
+    it are saved with ``save``."""
+    sql.execute_carrying(_INSERT_SQL, {name: getattr(trade, name) for name in COLUMNS})
     _remember(trade)
 
 

@@ -7,8 +7,9 @@ buyer confirming while the sweeper auto-confirms, a refund request against a con
 the first wins, the second finds the new state and is refused with a stable code (or, for the sweeper, skips).
 
 A trade is a ``TradeRecord``, a plain object of its columns, not an ORM object: it is on the path of every
-payment (see ``wallet.trade_store``). Refunds, disputes and ratings, far rarer, stay ORM objects; a read of the
-refunds table on the driver's cursor flushes the ORM's pending changes first, so it sees them.
+payment (see ``wallet.trade_store``). Refunds, disputes and ratings, far rarer, stay ORM objects. Whether a
+refund is open is also a flag on the trade (``refund_open``), set and cleared with the refund's own changes,
+so the steps an open refund forbids learn it from the row they lock.
 
 A stranger to a trade gets ``NotFound`` for everything, never "forbidden": trades do not leak.
 """
@@ -46,7 +47,7 @@ from wallet.escrow import (
 )
 from wallet.escrow_models import Dispute, Rating, Refund, Trade
 from wallet.models import FEES
-from wallet.trade_store import COLUMNS, Contact, TradeRecord
+from wallet.trade_store import COLUMNS, Party, TradeRecord
 
 T = TypeVar("T")
 SYSTEM = "system"
@@ -114,31 +115,28 @@ def _rules(fn: Callable[[], T]) -> T:
 
 
 # Statements of the hot paths, on the driver's cursor (``core.sql``); the refund and dispute flows use the ORM.
-_OPEN_REFUND_SQL = "status IN ({})".format(", ".join(f"'{state}'" for state in OPEN_REFUND_STATES))
-_HAS_OPEN_REFUND = sql.Statement(
-    f"SELECT 1 FROM refunds WHERE trade_id = :trade_id AND {_OPEN_REFUND_SQL} LIMIT 1")  # noqa: S608 - constants
 _SELLER = sql.Statement(
     f"SELECT u.id, f.fee_bp, {VERIFIED_SELLER_SQL.format(user='u.id')} AS verified"  # noqa: S608 - constants
     " FROM users u LEFT JOIN seller_settings f ON f.user_id = u.id WHERE u.phone = :phone", boolean=["verified"])
 _CONTACTS = sql.Statement("SELECT id, phone, locale FROM users WHERE id IN (:first, :second)")
-_KNOWN_CONTACTS = "trade_party_contacts"
+_KNOWN_PARTIES = "trade_parties"
 
 
 def _lock(trade_id: str, *, skip_locked: bool = False) -> TradeRecord | None:
-    """The trade, locked for this transaction; its parties' contacts are kept for ``_contacts`` until the
-    transaction ends."""
+    """The trade, locked for this transaction; its parties are kept for ``_parties`` until the transaction
+    ends."""
     locked = trade_store.lock(trade_id, skip_locked=skip_locked)
     if locked is None:
         return None
-    known = db.session.info.setdefault(_KNOWN_CONTACTS, {})
+    known = db.session.info.setdefault(_KNOWN_PARTIES, {})
     known[locked.buyer.id], known[locked.seller.id] = locked.buyer, locked.seller
     return locked.trade
 
 
 @event.listens_for(Session, "after_commit")
 @event.listens_for(Session, "after_rollback")
-def _forget_contacts(session: Session) -> None:
-    session.info.pop(_KNOWN_CONTACTS, None)
+def _forget_parties(session: Session) -> None:
+    session.info.pop(_KNOWN_PARTIES, None)
 
 
 def _party_trade(user_id: str, trade_id: str) -> TradeRecord:
@@ -162,36 +160,31 @@ def _as_seller(user_id: str, trade_id: str) -> TradeRecord:
     return trade
 
 
-def _contacts(buyer_id: str, seller_id: str) -> dict[str, Contact]:
-    """The contacts of a trade's two parties, by id: those of a trade locked in this transaction are known
-    already; otherwise one query reads both."""
-    known = db.session.info.get(_KNOWN_CONTACTS, {})
+def _parties(buyer_id: str, seller_id: str) -> dict[str, Party]:
+    """A trade's two parties, by id: those of a trade locked in this transaction are known already; otherwise
+    one query reads both (without their wallets)."""
+    known = db.session.info.get(_KNOWN_PARTIES, {})
     if buyer_id in known and seller_id in known:
         return {buyer_id: known[buyer_id], seller_id: known[seller_id]}
-    return {row.id: Contact(*row) for row in _CONTACTS.all(first=buyer_id, second=seller_id)}
+    return {row.id: Party(*row) for row in _CONTACTS.all(first=buyer_id, second=seller_id)}
 
 
-def _contact(trade: TradeRecord, user_id: str) -> Contact:
-    return _contacts(trade.buyer_id, trade.seller_id)[user_id]
+def _party(trade: TradeRecord, user_id: str) -> Party:
+    return _parties(trade.buyer_id, trade.seller_id)[user_id]
 
 
-def _tell(to: Contact, event: str, trade: TradeRecord, **params: Any) -> None:
+def _wallet(trade: TradeRecord, user_id: str) -> str:
+    """The party's wallet in the trade's currency (as read with the locked trade, or opened now)."""
+    return _party(trade, user_id).wallet_id or ledger.open_wallet(user_id, trade.currency)
+
+
+def _tell(to: Party, event: str, trade: TradeRecord, **params: Any) -> None:
     enqueue(to.phone, event, locale=to.locale, user_id=to.id, trade=short_ref(trade.id), **params)
 
 
-def _flush_orm() -> None:
-    """Write what the ORM holds back (a refund's new state) before the refunds table is read on the driver's
-    cursor, which does not autoflush."""
-    if db.session.new or db.session.dirty:
-        db.session.flush()
-
-
-def _has_open_refund(trade: TradeRecord) -> bool:
-    _flush_orm()
-    return _HAS_OPEN_REFUND.one(trade_id=trade.id) is not None
-
-
 def _open_refund(trade: TradeRecord) -> Refund | None:
+    if not trade.refund_open:
+        return None
     return db.session.scalars(select(Refund).where(Refund.trade_id == trade.id,
                                                    Refund.status.in_(OPEN_REFUND_STATES))).first()
 
@@ -203,7 +196,7 @@ def _move(trade: TradeRecord, action: str, actor: str, **data: Any) -> None:
     except IllegalTransition as exc:
         if exc.code != "refund_in_progress":
             raise TradeConflict(exc.code, str(exc)) from exc
-        target = _rules(lambda: escrow.trade_move(trade.status, action, refund_open=_has_open_refund(trade)))
+        target = _rules(lambda: escrow.trade_move(trade.status, action, refund_open=trade.refund_open))
     timeline.append(trade, actor, "state", action=action, before=trade.status, after=target, **data)
     trade.status = target
 
@@ -219,7 +212,7 @@ def _release_to_seller(trade: TradeRecord, amount: int, actor: str) -> int:
     """Pay ``amount`` of the escrow to the seller, less the seller's fee; returns what the seller got."""
     assert trade.escrow_account_id is not None
     fee = escrow.seller_fee(amount, trade.fee_bp)
-    seller_wallet = ledger.open_wallet(trade.seller_id, trade.currency)
+    seller_wallet = _wallet(trade, trade.seller_id)
     if amount - fee > 0:
         moved = ledger.transfer(trade.escrow_account_id, seller_wallet, amount - fee, kind=ledger.ESCROW_RELEASE,
                                 currency=trade.currency, reference=trade.id)
@@ -236,20 +229,20 @@ def _release_to_seller(trade: TradeRecord, amount: int, actor: str) -> int:
 
 def _refund_to_buyer(trade: TradeRecord, amount: int, actor: str) -> None:
     assert trade.escrow_account_id is not None
-    moved = ledger.transfer(trade.escrow_account_id, ledger.open_wallet(trade.buyer_id, trade.currency), amount,
-                            kind=ledger.REFUND, currency=trade.currency, reference=trade.id)
+    moved = ledger.transfer(trade.escrow_account_id, _wallet(trade, trade.buyer_id), amount, kind=ledger.REFUND,
+                            currency=trade.currency, reference=trade.id)
     trade.refunded_amount += amount
     timeline.append(trade, actor, "money", movement="refund", amount=amount, transfer=moved.id)
 
 
 def _finish(trade: TradeRecord, action: str, actor: str) -> None:
     now = clock.now()
-    contacts = _contacts(trade.buyer_id, trade.seller_id)
+    parties = _parties(trade.buyer_id, trade.seller_id)
     _move(trade, action, actor)
     net = _release_to_seller(trade, _held(trade), actor)
     trade.finished_at = now
     for party in (trade.seller_id, trade.buyer_id):
-        _tell(contacts[party], "trade_finished", trade, amount=format_amount(net))
+        _tell(parties[party], "trade_finished", trade, amount=format_amount(net))
 
 
 def _pause(trade: TradeRecord, now: datetime) -> None:
@@ -290,17 +283,18 @@ def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shippi
             raise SellerNotFound("No seller account has this phone number.")
         if not seller.verified:
             raise SellerNotVerified("This seller has not verified identity and a bank card yet.")
-        now = clock.now()
+        now, trade_id = clock.now(), new_id("trd")
         trade = TradeRecord(
-            id=new_id("trd"), buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,
+            id=trade_id, buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,
             shipping_fee=shipping_fee, currency=currency, status=WAIT_BUYER_PAY, fee_bp=seller.fee_bp or 0,
-            paid_amount=0, refunded_amount=0, released_amount=0, fee_amount=0, escrow_account_id=None, carrier=None,
-            tracking_number=None, created_at=now, pay_deadline=now + _policy().pay_within, paid_at=None,
-            shipped_at=None, confirm_deadline=None, remind_at=None, reminded=False, extended=False, paused_at=None,
-            finished_at=None, closed_at=None, close_reason=None, timeline_seq=0, timeline_hash=timeline.GENESIS)
+            paid_amount=0, refunded_amount=0, released_amount=0, fee_amount=0,
+            escrow_account_id=ledger.new_escrow_account(trade_id, currency), carrier=None, tracking_number=None,
+            created_at=now, pay_deadline=now + _policy().pay_within, paid_at=None, shipped_at=None,
+            confirm_deadline=None, remind_at=None, reminded=False, extended=False, paused_at=None, finished_at=None,
+            closed_at=None, close_reason=None, timeline_seq=0, timeline_hash=timeline.GENESIS, refund_open=False)
         timeline.append(trade, buyer_id, "state", action="open", after=WAIT_BUYER_PAY, title=title, amount=amount,
                         shipping_fee=shipping_fee)
-        trade_store.insert(trade)  # with the head its first entry moved; the entry is written at commit
+        trade_store.insert(trade)  # with the escrow account and the first entry riding along
         return trade
 
     return run_in_transaction(work)
@@ -311,17 +305,18 @@ def pay(buyer_id: str, trade_id: str) -> TradeRecord:
     Raises ``TradeConflict``, ``InsufficientFunds``, ``LimitExceeded``."""
 
     def change(trade: TradeRecord) -> TradeRecord:
-        contacts = _contacts(trade.buyer_id, trade.seller_id)
+        parties = _parties(trade.buyer_id, trade.seller_id)
         total = trade.amount + trade.shipping_fee
         _move(trade, "pay", buyer_id)
         limits.consume_daily(buyer_id, total)
-        trade.escrow_account_id = ledger.escrow_account(trade.id, trade.currency)
-        moved = ledger.transfer(ledger.open_wallet(buyer_id, trade.currency), trade.escrow_account_id, total,
-                                kind=ledger.ESCROW_PAY, currency=trade.currency, reference=trade.id)
+        # Opened with the trade; a trade opened before migration 0011's release gets its account now.
+        trade.escrow_account_id = trade.escrow_account_id or ledger.escrow_account(trade.id, trade.currency)
+        moved = ledger.transfer(_wallet(trade, buyer_id), trade.escrow_account_id, total, kind=ledger.ESCROW_PAY,
+                                currency=trade.currency, reference=trade.id)
         timeline.append(trade, buyer_id, "money", movement="pay", amount=total, transfer=moved.id)
         now = clock.now()
         trade.paid_amount, trade.paid_at = total, now
-        buyer, seller = contacts[trade.buyer_id], contacts[trade.seller_id]
+        buyer, seller = parties[trade.buyer_id], parties[trade.seller_id]
         _tell(seller, "trade_paid_ship_now", trade, amount=format_amount(total))
         enqueue(buyer.phone, "balance_payment", locale=buyer.locale, user_id=buyer_id, amount=format_amount(total),
                 payee=mask_phone(seller.phone), time=format_time(now))
@@ -332,7 +327,7 @@ def pay(buyer_id: str, trade_id: str) -> TradeRecord:
 
 def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> TradeRecord:
     def change(trade: TradeRecord) -> TradeRecord:
-        buyer = _contact(trade, trade.buyer_id)
+        buyer = _party(trade, trade.buyer_id)
         _move(trade, "ship", seller_id, carrier=carrier, tracking_number=tracking_number)
         now, policy = clock.now(), _policy()
         trade.carrier, trade.tracking_number, trade.shipped_at = carrier, tracking_number, now
@@ -390,7 +385,7 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
     def change(trade: TradeRecord) -> Refund:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):
             raise TradeConflict("trade_not_refundable", f"cannot ask for a refund in state {trade.status}")
-        if _has_open_refund(trade):
+        if trade.refund_open:
             raise TradeConflict("refund_in_progress", "a refund is already open on this trade")
         shipped = trade.status == WAIT_BUYER_CONFIRM_GOODS
         if return_goods and not shipped:
@@ -403,11 +398,12 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
                         deadline=escrow.refund_deadline(WAIT_SELLER_AGREE, now, shipped, _policy()))
         db.session.add(refund)
         db.session.flush()
+        trade.refund_open = True
         _pause(trade, now)
         timeline.append(trade, buyer_id, "refund", action="request", refund=refund.id, amount=amount, reason=reason,
                         return_goods=return_goods)
         assert refund.deadline is not None
-        _tell(_contact(trade, trade.seller_id), "refund_requested", trade, amount=format_amount(amount),
+        _tell(_party(trade, trade.seller_id), "refund_requested", trade, amount=format_amount(amount),
               deadline=format_time(refund.deadline))
         return refund
 
@@ -421,9 +417,10 @@ def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, **
     timeline.append(trade, actor, "refund", action=action, refund=refund.id, before=refund.status, after=target,
                     **data)
     refund.status = target
+    trade.refund_open = target in OPEN_REFUND_STATES
     refund.deadline = escrow.refund_deadline(target, now, refund.after_shipping, _policy())
     if target == escrow.WAIT_BUYER_RETURN_GOODS:  # agreed (or silent), goods to come back first
-        _tell(_contact(trade, trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount))
+        _tell(_party(trade, trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount))
     if target == REFUND_SUCCESS:
         _pay_refund(trade, refund, actor, now)
     elif target == escrow.REFUND_CLOSED:
@@ -434,7 +431,7 @@ def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, **
 def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime) -> None:
     _refund_to_buyer(trade, refund.amount, actor)
     refund.resolved_at, refund.deadline = now, None
-    _tell(_contact(trade, trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
+    _tell(_party(trade, trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
     if _held(trade) == 0 and trade.released_amount == 0:
         _move(trade, "refund_all", actor)
         trade.closed_at, trade.close_reason = now, "refunded"
@@ -462,7 +459,7 @@ def agree_refund(seller_id: str, trade_id: str, refund_id: str) -> Refund:
 def refuse_refund(seller_id: str, trade_id: str, refund_id: str, reason: str) -> Refund:
     def after(trade: TradeRecord, refund: Refund) -> None:
         refund.refuse_reason = reason
-        _tell(_contact(trade, trade.buyer_id), "refund_refused", trade)
+        _tell(_party(trade, trade.buyer_id), "refund_refused", trade)
 
     return _seller_refund_step(seller_id, trade_id, refund_id, "refuse", after, reason=reason)
 
@@ -495,9 +492,9 @@ def open_dispute(user_id: str, trade_id: str, reason: str) -> Dispute:
         db.session.add(dispute)
         db.session.flush()
         timeline.append(trade, user_id, "dispute", action="open", dispute=dispute.id, reason=reason)
-        contacts = _contacts(trade.buyer_id, trade.seller_id)
+        parties = _parties(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
-            _tell(contacts[party], "dispute_opened", trade)
+            _tell(parties[party], "dispute_opened", trade)
         return dispute
 
     try:
@@ -536,6 +533,7 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
             _release_to_seller(trade, to_seller, staff_id)
         refund.status, refund.resolved_at, refund.deadline = (REFUND_SUCCESS if to_buyer else escrow.REFUND_CLOSED,
                                                               now, None)
+        trade.refund_open = False
         if to_seller:
             trade.status, trade.finished_at = TRADE_FINISHED, now
         else:
@@ -543,9 +541,9 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
         trade.paused_at = None
         dispute.status, dispute.outcome, dispute.refund_amount = "decided", outcome, to_buyer
         dispute.decision_reason, dispute.decided_by, dispute.decided_at = reason, staff_id, now
-        contacts = _contacts(trade.buyer_id, trade.seller_id)
+        parties = _parties(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
-            _tell(contacts[party], "dispute_decided", trade, outcome=outcome, amount=format_amount(to_buyer))
+            _tell(parties[party], "dispute_decided", trade, outcome=outcome, amount=format_amount(to_buyer))
         trade_store.save(trade)
         return dispute
 
@@ -713,14 +711,14 @@ def _remind(trade: TradeRecord, now: datetime) -> bool:
     assert trade.confirm_deadline is not None
     trade.reminded = True
     timeline.append(trade, SYSTEM, "message", event="confirm_deadline_reminder")
-    _tell(_contact(trade, trade.buyer_id), "confirm_deadline_reminder", trade,
+    _tell(_party(trade, trade.buyer_id), "confirm_deadline_reminder", trade,
           deadline=format_time(trade.confirm_deadline))
     return True
 
 
 def _auto_confirm(trade: TradeRecord, now: datetime) -> bool:
     if (trade.status != WAIT_BUYER_CONFIRM_GOODS or trade.paused_at is not None or trade.confirm_deadline is None
-            or trade.confirm_deadline > now or _has_open_refund(trade)):
+            or trade.confirm_deadline > now or trade.refund_open):
         return False
     _finish(trade, "auto_confirm", SYSTEM)
     return True

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, inspect, make_url, text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from app import create_app
 from core.db import db
-from tests.conftest import PG_URL
 from tests.factories_ids import make_card_number
 
 _USER = ("INSERT INTO users (id, phone, login_password_hash, payment_password_hash, locale, is_staff, totp_enabled, "
@@ -48,24 +47,6 @@ def test_the_database_refuses_a_bad_card_row(app, card, why):
         db.session.rollback()
         insert_card("bank_token", id="card_removed", value=None, removed=NOW)  # a removed card has no token
         assert db.session.execute(text("SELECT count(*) FROM bank_cards")).scalar() == 1, why
-
-
-@pytest.fixture
-def scratch_url(tmp_path):
-    """A database of its own, since the test moves it between revisions."""
-    if not PG_URL:
-        yield f"sqlite:///{tmp_path / 'migrations.db'}"
-        return
-    url = make_url(PG_URL).set(drivername="postgresql+psycopg")
-    name = f"{url.database}_migrations"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_migration_0010_replaces_stored_numbers_with_tokens_and_back(scratch_url):

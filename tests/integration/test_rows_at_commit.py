@@ -1,5 +1,5 @@
 """Rows written at commit (``core.sql.insert_at_commit``): an idempotency key's stored answer carries the alerts
-of its request on PostgreSQL (one statement, no INSERT of their own), writes them just before itself on SQLite,
+of its request on PostgreSQL (one statement, no INSERT of their own), writes them just after itself on SQLite,
 and whatever is queued after it is still written at commit. Every alert arrives once with its own fields."""
 
 import json
