@@ -30,8 +30,16 @@ def canonical(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 def entry_hash(prev_hash: str, seq: int, at: str, actor: str, kind: str, data: str) -> str:
-    content = canonical({"seq": seq, "at": at, "actor": actor, "kind": kind, "data": json.loads(data)})
+    """SHA-256 of ``prev_hash`` followed by the canonical JSON of the entry. ``data`` is the entry's canonical JSON
+    text as stored, and goes in as it is: the envelope is ``canonical({"actor", "at", "data", "kind", "seq"})``
+    spelt out in its sorted key order, so a stored text that is not exactly what was hashed does not check out."""
+    content = (f'{{"actor":{_string(actor)},"at":{_string(at)},"data":{data},"kind":{_string(kind)},'
+               f'"seq":{int(seq)}}}')
     return hashlib.sha256((prev_hash + content).encode()).hexdigest()
 
 

@@ -11,8 +11,9 @@ themselves. Instead a trade is a ``TradeRecord``, a plain object of its columns:
 * ``save`` writes the columns that changed since it was read, in one UPDATE, which also moves the timeline
   head (``timeline_seq``, ``timeline_hash``) the entries appended meanwhile were chained to.
 
-A new trade is written by ``insert``, which carries the rows its transaction queued for commit (its first
-timeline entry, its escrow account: ``core.sql.execute_carrying``).
+Both ``insert`` and ``save`` carry the rows the transaction queued for commit so far (timeline entries, alerts,
+a new trade's escrow account: ``core.sql.execute_carrying``), so on PostgreSQL a step's writes after its
+money movement are one statement.
 
 All on the driver's cursor (``core.sql``), in the use case's transaction.
 """
@@ -109,7 +110,7 @@ _LOCK_OR_SKIP = sql.Statement({"postgresql": _LOCK_SQL + " FOR UPDATE OF t SKIP 
 _READ = sql.Statement(f"SELECT {_SELECT_COLUMNS} FROM trades t WHERE t.id = :trade_id",  # noqa: S608
                       utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
 _INSERT_SQL = f"INSERT INTO trades ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"  # noqa: S608
-_UPDATES: dict[tuple[str, ...], sql.Statement] = {}
+_UPDATES: dict[tuple[str, ...], str] = {}
 
 
 def _record(row: Any) -> TradeRecord:
@@ -147,16 +148,15 @@ def insert(trade: TradeRecord) -> None:
 
 
 def save(trade: TradeRecord) -> None:
-    """Write the columns of ``trade`` that changed since it was read (or inserted), in one UPDATE; nothing if
-    none did. The caller holds the row lock."""
+    """Write the columns of ``trade`` that changed since it was read (or inserted), in one UPDATE carrying the
+    rows queued for commit; nothing if none did. The caller holds the row lock."""
     if not trade._as_read:
         raise ValueError("only a trade read with lock() or written with insert() can be saved")
     changed = tuple(name for name, old in zip(COLUMNS, trade._as_read, strict=True) if getattr(trade, name) != old)
     if changed:
-        stmt = _UPDATES.get(changed)
-        if stmt is None:
-            stmt = _UPDATES[changed] = sql.Statement(
-                f"UPDATE trades SET {', '.join(f'{name} = :{name}' for name in changed)}"  # noqa: S608
-                " WHERE id = :id")
-        stmt.run({name: getattr(trade, name) for name in changed}, id=trade.id)
+        update = _UPDATES.get(changed)
+        if update is None:
+            update = _UPDATES[changed] = (
+                f"UPDATE trades SET {', '.join(f'{name} = :{name}' for name in changed)} WHERE id = :id")  # noqa: S608
+        sql.execute_carrying(update, {**{name: getattr(trade, name) for name in changed}, "id": trade.id})
     _remember(trade)
