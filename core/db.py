@@ -9,12 +9,14 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout, and every tr
 ``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade. PostgreSQL is used when
 ``DATABASE_URL`` is set.
 
-A block that only reads may say so (``run_in_transaction(fn, read_only=True)``): on SQLite it then starts with
-a deferred ``BEGIN``, which takes no write lock; on PostgreSQL its statements run without BEGIN and COMMIT,
-two round trips saved, and each still sees what was committed before it started, as under READ COMMITTED.
-Its end expires nothing: the objects it loaded keep the values it read (a commit would expire them, and the
-next touch of any attribute would read the row again) until the next transaction that writes commits.
-Every GET handler runs in one such block (``core.api``); a statement that writes inside one is refused
+A block that only reads may say so (``run_in_transaction(fn, read_only=True)``). It opens nothing until it
+reads: statements on the driver's cursor (``core.sql``) then run on a pooled connection of their own in
+autocommit, returned to the pool when the block ends; the ORM, if the block uses it, gets a connection whose
+transaction is equally light (on SQLite a deferred ``BEGIN``, which takes no write lock; on PostgreSQL no BEGIN
+and COMMIT at all, two round trips saved). Each statement sees what was committed before it started, as under
+READ COMMITTED. Its end expires nothing: the objects it loaded keep the values it read (a commit would expire
+them, and the next touch of any attribute would read the row again) until the next transaction that writes
+commits. Every GET handler runs in one such block (``core.api``); a statement that writes inside one is refused
 before it runs (``ReadOnlyViolation``), since on PostgreSQL it would commit on its own.
 
 Statements on the hot paths run on the driver's cursor in the same transaction (``core.sql``), which also
@@ -31,12 +33,14 @@ import functools
 import random
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, Engine, MetaData, event, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
@@ -55,7 +59,33 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+READ_ONLY_BLOCK = "read_only_block"
+#: Callables run when the outermost read-only block ends (``core.sql`` returns its connection with one).
+BLOCK_END = "read_only_block_end"
+
+
+class _Session(FlaskSession):
+    """Inside a read-only block the ORM gets its connections through the read-only variant of the engine (same
+    pool): autocommit on PostgreSQL, a deferred BEGIN on SQLite, and every write refused."""
+
+    def get_bind(self, mapper: Any = None, clause: Any = None, bind: Any = None, **kwargs: Any) -> Any:
+        engine = super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
+        if bind is None and isinstance(engine, Engine) and self.info.get(READ_ONLY_BLOCK):
+            return _read_only_engine(engine)
+        return engine
+
+
+_read_only_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def _read_only_engine(engine: Engine) -> Engine:
+    variant = _read_only_engines.get(engine)
+    if variant is None:
+        variant = _read_only_engines[engine] = engine.execution_options(**_READ_ONLY_OPTIONS[engine.dialect.name])
+    return variant
+
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": _Session})
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -154,12 +184,13 @@ def atomic(read_only: bool = False) -> Iterator[None]:
     depth = session.info.get("tx_depth", 0)
     session.info["tx_depth"] = depth + 1
     read_only = read_only and depth == 0 and not session.in_transaction() and not _has_changes(session)
+    if read_only:
+        session.info[READ_ONLY_BLOCK] = True
     try:
-        if read_only:
-            session.connection(execution_options=_READ_ONLY_OPTIONS.get(session.get_bind().dialect.name))
         yield
         if read_only:
-            _end_without_expiring(session)
+            if session.in_transaction():  # the ORM read something
+                _end_without_expiring(session)
         elif depth == 0:
             try:
                 session.commit()
@@ -172,6 +203,10 @@ def atomic(read_only: bool = False) -> Iterator[None]:
         raise
     finally:
         session.info["tx_depth"] = depth
+        if read_only:
+            del session.info[READ_ONLY_BLOCK]
+            for release in session.info.pop(BLOCK_END, ()):
+                release()
 
 
 def _has_changes(session: Any) -> bool:

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from core.db import ReadOnlyViolation, db, in_transaction
+from core.db import BLOCK_END, READ_ONLY_BLOCK, ReadOnlyViolation, db, in_transaction
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _READS = ("SELECT", "WITH R")  # WITH RECURSIVE reads; a plain WITH may write (data-modifying CTEs)
@@ -65,16 +65,42 @@ def unlisten(fn: Callable[[str], None]) -> None:
 
 
 class _Bound:
-    """The session transaction's connection as this module uses it, kept until the transaction ends."""
+    """The connection statements run on, as this module uses it: the session transaction's (kept until the
+    transaction ends), or in a read-only block that has no transaction a pooled one of its own in autocommit
+    (returned to the pool when the block ends)."""
 
-    __slots__ = ("connection", "cursor", "dialect", "driver", "read_only")
+    __slots__ = ("cursor", "dialect", "driver", "invalidate", "read_only")
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.dialect = connection.dialect
-        self.driver = connection.connection.driver_connection
-        self.cursor = self.driver.cursor()
-        self.read_only = bool(connection.get_execution_options().get("read_only"))
+    def __init__(self, dialect: Any, driver: Any, invalidate: Callable[[BaseException], None], read_only: bool) -> None:
+        self.dialect, self.driver, self.invalidate, self.read_only = dialect, driver, invalidate, read_only
+        self.cursor = driver.cursor()
+
+    @classmethod
+    def of_transaction(cls, connection: Connection) -> _Bound:
+        return cls(connection.dialect, connection.connection.driver_connection, connection.invalidate,
+                   bool(connection.get_execution_options().get("read_only")))
+
+    @classmethod
+    def for_reading(cls, session: Session) -> _Bound:
+        """A pooled connection in autocommit for a read-only block, released when the block ends."""
+        engine = session.get_bind()
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        try:
+            pooled = engine.raw_connection()
+        except dbapi_error as exc:  # the database cannot be reached: raised as SQLAlchemy's own connect would
+            raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=engine.dialect,
+                                      connection_invalidated=engine.dialect.is_disconnect(exc, None, None)) from exc
+        driver = pooled.driver_connection
+        if engine.dialect.name == "postgresql":
+            driver.autocommit = True  # each SELECT on its own: no BEGIN, no COMMIT
+
+        def release() -> None:
+            if engine.dialect.name == "postgresql" and pooled.is_valid:
+                driver.autocommit = False  # the pool hands it out again for transactions
+            pooled.close()
+
+        session.info.setdefault(BLOCK_END, []).append(release)
+        return cls(engine.dialect, driver, pooled.invalidate, True)
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -91,7 +117,12 @@ def _bound() -> _Bound:
     if bound is None:
         if not in_transaction():
             raise RuntimeError("a statement must run inside a transaction (core.db.run_in_transaction)")
-        bound = session.info[_BOUND] = _Bound(session.connection())
+        if session.info.get(READ_ONLY_BLOCK) and not session.in_transaction():
+            bound = _Bound.for_reading(session)
+            session.info.setdefault(BLOCK_END, []).append(lambda: session.info.pop(_BOUND, None))
+        else:
+            bound = _Bound.of_transaction(session.connection())
+        session.info[_BOUND] = bound
     return bound
 
 
@@ -249,7 +280,7 @@ def _translated(exc: Exception, bound: _Bound, sql: str, params: Mapping[str, An
     """The driver's error as SQLAlchemy would have raised it; a lost connection is invalidated first."""
     lost = bound.dialect.is_disconnect(exc, bound.driver, bound.cursor)
     if lost:
-        bound.connection.invalidate(exc)
+        bound.invalidate(exc)
     return DBAPIError.instance(sql, params, exc, bound.dialect.loaded_dbapi.Error, connection_invalidated=lost,
                                dialect=bound.dialect)
 
@@ -335,7 +366,7 @@ def _write_rows_at_commit(session: Session) -> None:
     batches = _take_rows(session)
     if batches:
         if _BOUND not in session.info:  # nothing ran here yet: the transaction's connection, without the check
-            session.info[_BOUND] = _Bound(session.connection())
+            session.info[_BOUND] = _Bound.of_transaction(session.connection())
         _write_rows(batches)
 
 

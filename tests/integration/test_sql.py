@@ -161,3 +161,44 @@ def test_a_column_named_for_conversion_must_be_returned(app):
         orm_user(datetime(2026, 1, 1, tzinfo=UTC))
         with pytest.raises(ValueError, match="created_at"):
             run_in_transaction(lambda: wrong.all(id=db.session.scalars(select(User.id)).one()), read_only=True)
+
+
+def test_a_read_only_block_returns_its_connection_and_leaves_it_for_transactions(app):
+    """The read-only block's own connection (autocommit on PostgreSQL) goes back to the pool as it came: the
+    next transaction on it is still all or nothing."""
+    at = datetime(2026, 3, 4, tzinfo=UTC)
+    with app.app_context():
+        pool = db.engine.pool
+        before = pool.checkedout()
+        run_in_transaction(lambda: _READ_USER.one(id="usr_nobody"), read_only=True)
+        assert pool.checkedout() == before
+
+        def two_writes_then_a_failure() -> None:
+            _INSERT_USER.run(id=new_id("usr"), phone=make_phone(), staff=False, at=at)
+            _INSERT_USER.run(id=new_id("usr"), phone=make_phone(), staff=False, at=at)
+            raise LookupError("fails after both")
+
+        with pytest.raises(LookupError):
+            run_in_transaction(two_writes_then_a_failure)
+        assert run_in_transaction(lambda: sql.Statement("SELECT count(*) FROM users").scalar(), read_only=True) == 0
+        assert pool.checkedout() == before
+
+
+def test_a_read_only_block_mixing_orm_reads_and_statements_sees_both_and_writes_nothing(app):
+    at = datetime(2026, 3, 4, tzinfo=UTC)
+    with app.app_context():
+        user_id = orm_user(at)
+        db.session.expire_all()
+
+        def read() -> tuple[str, datetime]:
+            user = db.session.get(User, user_id)  # the ORM, in the block's light transaction
+            assert user is not None
+            return user.phone, _READ_USER.one(id=user_id).created_at
+
+        phone, created_at = run_in_transaction(read, read_only=True)
+        assert created_at == at and phone.startswith("+")
+        with pytest.raises(ReadOnlyViolation):
+            run_in_transaction(lambda: db.session.execute(
+                User.__table__.update().where(User.__table__.c.id == user_id).values(locale="zh")), read_only=True)
+        db.session.expire_all()
+        assert db.session.get(User, user_id).locale == "en"
