@@ -12,7 +12,6 @@ import re
 import signal
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +153,23 @@ def _install_hooks(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
         supplied = request.headers.get("X-Request-ID", "")
-        g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
-        g.started = time.perf_counter()
+        g.request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()  # 128 random bits
 
     @app.after_request
     def security_headers(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
-        )
-        if request.path.startswith("/api/"):
-            response.headers["Cache-Control"] = "no-store"
+        headers = response.headers
+        for name, value in _API_HEADERS if request.path.startswith("/api/") else _SECURITY_HEADERS:
+            headers[name] = value
+        headers["X-Request-ID"] = g.get("request_id", "")
         return response
+
+
+_SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+)
+_API_HEADERS = (*_SECURITY_HEADERS, ("Cache-Control", "no-store"))
 
 
 def _problem(body: dict[str, Any], status: int) -> Response:

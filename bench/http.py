@@ -3,8 +3,9 @@ the same gunicorn settings, in the same run.
 
 For each endpoint: requests per second at saturation (``--connections`` keep-alive clients for
 ``--seconds``), p50 and p99 latency there, and p99 again at half that rate (an open-loop client pacing its
-requests), each as a ratio to the bare endpoint. Read endpoints (wallet, a statement page, a trade) target
->= 0.5x the bare rate and p99 <= 50 ms at half the peak; a money endpoint (a transfer) is bounded by its
+requests), each as a ratio to the bare endpoint, and where the CPU of a request goes (the server under test, the
+database, the SMS dispatcher, the load generator; from ``/proc``). Read endpoints (wallet, a statement page, a
+trade) target >= 0.5x the bare rate and p99 <= 50 ms at half the peak; a money endpoint (a transfer) is bounded by its
 argon2 payment-password check, so its rate is also printed next to raw argon2 verifies per second, measured
 in the same run with as many processes as gunicorn has workers.
 
@@ -132,11 +133,66 @@ def client(port: int, method: str, path: str, body: dict | None, headers: dict, 
         response.read()
         latencies.append(time.perf_counter() - started)
         errors += response.status >= 400
-    out.put((latencies, errors))
+    out.put((latencies, errors, time.process_time()))
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes (those gone are left out)."""
+    tick, used = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used += (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def group_pids(leader: int) -> list[int]:
+    """The processes of ``leader``'s process group (a gunicorn master and its workers, say)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == leader:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL server process on this machine (0 CPU counted if the server runs elsewhere)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(f"/proc/{entry.name}/comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU used by the server under test, the database and the SMS dispatcher while a load runs; per request."""
+
+    def __init__(self, server: int, dispatcher: int) -> None:
+        self.groups = {"server": server, "dispatcher": dispatcher}
+
+    def __enter__(self) -> CpuMeter:
+        self.pids = {name: group_pids(leader) for name, leader in self.groups.items()}
+        self.pids["database"] = postgres_pids()
+        self.before = {name: process_cpu(pids) for name, pids in self.pids.items()}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.used = {name: process_cpu(pids) - self.before[name] for name, pids in self.pids.items()}
 
 
 def load(port: int, method: str, path: str, body: dict | None, headers: dict, connections: int, seconds: float,
-         rate: float | None = None) -> tuple[float, float, float, int]:
+         rate: float | None = None) -> tuple[float, float, float, int, float]:
+    """Requests per second, p50 and p99 latency (ms), errors, and the clients' CPU seconds."""
     out: mp.Queue = mp.Queue()
     per_client = rate / connections if rate else None
     procs = [mp.Process(target=client, args=(port, method, path, body, headers, seconds, per_client, out))
@@ -148,10 +204,11 @@ def load(port: int, method: str, path: str, body: dict | None, headers: dict, co
     for p in procs:
         p.join()
     elapsed = time.perf_counter() - started
-    latencies = sorted(x for lat, _ in results for x in lat)
-    errors = sum(e for _, e in results)
+    latencies = sorted(x for lat, _, _ in results for x in lat)
+    errors = sum(e for _, e, _ in results)
+    client_cpu = sum(cpu for _, _, cpu in results)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000, errors
+    return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000, errors, client_cpu
 
 
 def _verify_for(seconds: float, out: mp.Queue) -> None:
@@ -234,14 +291,21 @@ def main() -> None:
              {**alice["auth"], "Content-Type": "application/json", "Idempotency-Key": "x"}),
         ]
         print(f"gunicorn workers={args.workers}, {args.connections} connections, {args.seconds:.0f} s per case")
-        print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'errors':>6}")
+        print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'errors':>6}"
+              f"   cpu ms/request: {'server':>6} {'db':>5} {'sms':>5} {'client':>6}")
         bare_rate = None
         for name, port, method, path, body, headers in cases:
-            rate, p50, p99, errors = load(port, method, path, body, headers, args.connections, args.seconds)
-            _, _, p99_half, _ = load(port, method, path, body, headers, args.connections, args.seconds, rate / 2)
+            with CpuMeter(servers[0 if port == ours else 1].pid, servers[2].pid) as meter:
+                rate, p50, p99, errors, client_cpu = load(port, method, path, body, headers, args.connections,
+                                                          args.seconds)
+            done = rate * args.seconds
+            cpu = {name: 1000 * used / done for name, used in meter.used.items()}
+            _, _, p99_half, _, _ = load(port, method, path, body, headers, args.connections, args.seconds,
+                                        rate / 2)
             bare_rate = bare_rate or rate
             print(f"{name:<34} {rate:>8.1f} {rate / bare_rate:>7.2f} {p50:>7.1f} {p99:>7.1f} {p99_half:>9.1f} "
-                  f"{errors:>6}")
+                  f"{errors:>6}                   {cpu['server']:>6.3f} {cpu['database']:>5.3f} "
+                  f"{cpu['dispatcher']:>5.3f} {1000 * client_cpu / done:>6.3f}")
             if method == "POST":
                 verifies = argon2_rate(args.workers, args.seconds)
                 print(f"{'  raw argon2 verifies/s':<34} {verifies:>8.1f}   the transfer rate is "

@@ -10,8 +10,9 @@ SQLite (the embedded default) runs in WAL mode with a busy timeout, and every tr
 ``DATABASE_URL`` is set.
 
 A block that only reads may say so (``run_in_transaction(fn, read_only=True)``). It opens nothing until it
-reads: statements on the driver's cursor (``core.sql``) then run on a pooled connection of their own in
-autocommit, returned to the pool when the block ends; the ORM, if the block uses it, gets a connection whose
+reads: statements on the driver's cursor (``core.sql``) then run on a connection from a pool of its own whose
+connections stay in autocommit (``reading_engine``: nothing to switch at checkout, nothing to roll back at
+checkin), returned to it when the block ends; the ORM, if the block uses it, gets a connection whose
 transaction is equally light (on SQLite a deferred ``BEGIN``, which takes no write lock; on PostgreSQL no BEGIN
 and COMMIT at all, two round trips saved). Each statement sees what was committed before it started, as under
 READ COMMITTED. Its end expires nothing: the objects it loaded keep the values it read (a commit would expire
@@ -39,9 +40,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
-from sqlalchemy import DateTime, Engine, MetaData, event, inspect
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -86,6 +88,20 @@ def _read_only_engine(engine: Engine) -> Engine:
 
 
 db = SQLAlchemy(model_class=Base, session_options={"class_": _Session})
+
+_reading_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def reading_engine(engine: Engine) -> Engine:
+    """A second engine on ``engine``'s database, with a pool of its own whose connections are always in
+    autocommit: for the statements of read-only blocks (``core.sql``). Disposed with ``engine``."""
+    reading = _reading_engines.get(engine)
+    if reading is None:
+        options = {**current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+                   "isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}  # never holds a transaction
+        reading = _reading_engines[engine] = create_engine(engine.url, **options)
+        event.listen(engine, "engine_disposed", lambda _engine: reading.dispose())
+    return reading
 
 
 class UTCDateTime(TypeDecorator[datetime]):

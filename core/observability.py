@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
@@ -90,10 +91,21 @@ class _DatabaseGauges(Collector):
                 yield family
 
 
+_timings: dict[tuple[str, str, int], Any] = {}
+
+
+def _timing(endpoint: str, method: str, status: int) -> Any:
+    """The histogram's child for these labels (``labels()`` takes a lock and builds a key on every call)."""
+    child = _timings.get((endpoint, method, status))
+    if child is None:
+        child = _timings[(endpoint, method, status)] = REQUEST_SECONDS.labels(endpoint, method, str(status))
+    return child
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def start_timer() -> None:
-        g.setdefault("started", time.perf_counter())
+        g.started = time.perf_counter()
 
     @app.after_request
     def observe(response: Response) -> Response:
@@ -102,10 +114,11 @@ def init_app(app: Flask) -> None:
             return response
         elapsed = time.perf_counter() - started
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        REQUEST_SECONDS.labels(endpoint, request.method, str(response.status_code)).observe(elapsed)
-        log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000,
-                 extra={"method": request.method, "path": request.path, "status": response.status_code,
-                        "duration_ms": round(elapsed * 1000, 1)})
+        _timing(endpoint, request.method, response.status_code).observe(elapsed)
+        if log.isEnabledFor(logging.INFO):
+            log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000,
+                     extra={"method": request.method, "path": request.path, "status": response.status_code,
+                            "duration_ms": round(elapsed * 1000, 1)})
         return response
 
     @app.get("/metrics")

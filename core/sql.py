@@ -47,11 +47,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from core.db import BLOCK_END, READ_ONLY_BLOCK, ReadOnlyViolation, db, in_transaction
+from core.db import BLOCK_END, READ_ONLY_BLOCK, ReadOnlyViolation, db, in_transaction, reading_engine
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _READS = ("SELECT", "WITH R")  # WITH RECURSIVE reads; a plain WITH may write (data-modifying CTEs)
 _BOUND = "core.sql.bound"
+_CURSOR = "core.sql.cursor"
 _listeners: list[Callable[[str], None]] = []
 
 
@@ -71,36 +72,34 @@ class _Bound:
 
     __slots__ = ("cursor", "dialect", "driver", "invalidate", "read_only")
 
-    def __init__(self, dialect: Any, driver: Any, invalidate: Callable[[BaseException], None], read_only: bool) -> None:
-        self.dialect, self.driver, self.invalidate, self.read_only = dialect, driver, invalidate, read_only
-        self.cursor = driver.cursor()
+    def __init__(self, dialect: Any, pooled: Any, invalidate: Callable[[BaseException], None], read_only: bool) -> None:
+        self.dialect, self.invalidate, self.read_only = dialect, invalidate, read_only
+        self.driver = pooled.driver_connection
+        # One cursor per driver connection, kept with the pooled connection: psycopg keeps what it learnt about
+        # a result's columns on the cursor.
+        kept = pooled.info.get(_CURSOR)
+        if kept is None or kept[0] is not self.driver:
+            kept = pooled.info[_CURSOR] = (self.driver, self.driver.cursor())
+        self.cursor = kept[1]
 
     @classmethod
     def of_transaction(cls, connection: Connection) -> _Bound:
-        return cls(connection.dialect, connection.connection.driver_connection, connection.invalidate,
+        return cls(connection.dialect, connection.connection, connection.invalidate,
                    bool(connection.get_execution_options().get("read_only")))
 
     @classmethod
     def for_reading(cls, session: Session) -> _Bound:
-        """A pooled connection in autocommit for a read-only block, released when the block ends."""
-        engine = session.get_bind()
+        """A connection of the reading pool (always in autocommit) for a read-only block, returned when the block
+        ends."""
+        engine = reading_engine(db.engine)
         dbapi_error = engine.dialect.loaded_dbapi.Error
         try:
             pooled = engine.raw_connection()
         except dbapi_error as exc:  # the database cannot be reached: raised as SQLAlchemy's own connect would
             raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=engine.dialect,
                                       connection_invalidated=engine.dialect.is_disconnect(exc, None, None)) from exc
-        driver = pooled.driver_connection
-        if engine.dialect.name == "postgresql":
-            driver.autocommit = True  # each SELECT on its own: no BEGIN, no COMMIT
-
-        def release() -> None:
-            if engine.dialect.name == "postgresql" and pooled.is_valid:
-                driver.autocommit = False  # the pool hands it out again for transactions
-            pooled.close()
-
-        session.info.setdefault(BLOCK_END, []).append(release)
-        return cls(engine.dialect, driver, pooled.invalidate, True)
+        session.info.setdefault(BLOCK_END, []).append(pooled.close)
+        return cls(engine.dialect, pooled, pooled.invalidate, True)
 
 
 @event.listens_for(Session, "after_transaction_end")

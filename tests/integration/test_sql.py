@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from core import sql
-from core.db import ReadOnlyViolation, db, run_in_transaction
+from core.db import ReadOnlyViolation, db, reading_engine, run_in_transaction
 from core.ids import new_id
 from security.models import CredentialLock, User
 from tests.factories import make_phone
@@ -163,15 +163,15 @@ def test_a_column_named_for_conversion_must_be_returned(app):
             run_in_transaction(lambda: wrong.all(id=db.session.scalars(select(User.id)).one()), read_only=True)
 
 
-def test_a_read_only_block_returns_its_connection_and_leaves_it_for_transactions(app):
-    """The read-only block's own connection (autocommit on PostgreSQL) goes back to the pool as it came: the
-    next transaction on it is still all or nothing."""
+def test_a_read_only_block_returns_its_connection_and_leaves_transactions_whole(app):
+    """The read-only block's connection (from the reading pool, always in autocommit) goes back when the block
+    ends, and the transactions that follow are still all or nothing."""
     at = datetime(2026, 3, 4, tzinfo=UTC)
     with app.app_context():
-        pool = db.engine.pool
+        pool, reading = db.engine.pool, reading_engine(db.engine).pool
         before = pool.checkedout()
         run_in_transaction(lambda: _READ_USER.one(id="usr_nobody"), read_only=True)
-        assert pool.checkedout() == before
+        assert (pool.checkedout(), reading.checkedout()) == (before, 0)
 
         def two_writes_then_a_failure() -> None:
             _INSERT_USER.run(id=new_id("usr"), phone=make_phone(), staff=False, at=at)
