@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from flask import current_app
+from flask import current_app, g
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, inspect
@@ -61,9 +61,32 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-READ_ONLY_BLOCK = "read_only_block"
-#: Callables run when the outermost read-only block ends (``core.sql`` returns its connection with one).
-BLOCK_END = "read_only_block_end"
+class Blocks:
+    """Where this application context (one request, one worker round) stands: how deep in ``atomic`` blocks,
+    whether the outermost one is read-only, and what to do when it ends (``core.sql`` returns its reading
+    connection with one). Kept on ``flask.g`` rather than on the session, so that a request whose reads are
+    all statements on the driver's cursor never creates a Session at all."""
+
+    __slots__ = ("at_end", "depth", "read_only", "reading")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.read_only = False
+        self.at_end: list[Callable[[], object]] = []
+        self.reading: Any = None  # core.sql's connection for this read-only block, once it has one
+
+
+def blocks() -> Blocks:
+    """This application context's ``Blocks``."""
+    found = g.get("_wallet_blocks")
+    if found is None:
+        found = g._wallet_blocks = Blocks()
+    return found
+
+
+def existing_session() -> Any:
+    """This context's Session if something created one already, else None (without creating one)."""
+    return db.session() if db.session.registry.has() else None
 
 
 class _Session(FlaskSession):
@@ -72,7 +95,7 @@ class _Session(FlaskSession):
 
     def get_bind(self, mapper: Any = None, clause: Any = None, bind: Any = None, **kwargs: Any) -> Any:
         engine = super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
-        if bind is None and isinstance(engine, Engine) and self.info.get(READ_ONLY_BLOCK):
+        if bind is None and isinstance(engine, Engine) and blocks().read_only:
             return _read_only_engine(engine)
         return engine
 
@@ -189,40 +212,58 @@ def lost_before_commit(exc: DBAPIError) -> bool:
 
 
 def in_transaction() -> bool:
-    return db.session.info.get("tx_depth", 0) > 0
+    return blocks().depth > 0
 
 
 @contextmanager
 def atomic(read_only: bool = False) -> Iterator[None]:
     """Join the current transaction, or be the outermost block: commit on success, roll back on error.
     ``read_only``: the block writes nothing (it matters only to an outermost block that starts the transaction)."""
-    session = db.session()  # this context's session itself, not the scoped proxy
-    depth = session.info.get("tx_depth", 0)
-    session.info["tx_depth"] = depth + 1
-    read_only = read_only and depth == 0 and not session.in_transaction() and not _has_changes(session)
-    if read_only:
-        session.info[READ_ONLY_BLOCK] = True
+    state = blocks()
+    if state.depth:  # joins the outer block, which commits or rolls back
+        state.depth += 1
+        try:
+            yield
+        finally:
+            state.depth -= 1
+        return
+    session = existing_session()
+    if read_only and (session is None or (not session.in_transaction() and not _has_changes(session))):
+        yield from _read_only_block(state)
+        return
+    session = session or db.session()
+    state.depth = 1
     try:
         yield
-        if read_only:
-            if session.in_transaction():  # the ORM read something
-                _end_without_expiring(session)
-        elif depth == 0:
-            try:
-                session.commit()
-            except DBAPIError as exc:
-                exc.during_commit = True  # type: ignore[attr-defined]  # did it commit? unknown: never retried
-                raise
+        try:
+            session.commit()
+        except DBAPIError as exc:
+            exc.during_commit = True  # type: ignore[attr-defined]  # did it commit? unknown: never retried
+            raise
     except BaseException:
-        if depth == 0:
+        session.rollback()
+        raise
+    finally:
+        state.depth = 0
+
+
+def _read_only_block(state: Blocks) -> Iterator[None]:
+    state.depth, state.read_only = 1, True
+    try:
+        yield
+        session = existing_session()
+        if session is not None and session.in_transaction():  # the ORM read something
+            _end_without_expiring(session)
+    except BaseException:
+        session = existing_session()
+        if session is not None:
             session.rollback()
         raise
     finally:
-        session.info["tx_depth"] = depth
-        if read_only:
-            del session.info[READ_ONLY_BLOCK]
-            for release in session.info.pop(BLOCK_END, ()):
-                release()
+        state.depth, state.read_only = 0, False
+        at_end, state.at_end = state.at_end, []
+        for release in at_end:
+            release()
 
 
 def _has_changes(session: Any) -> bool:

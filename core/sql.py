@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, SessionTransaction
 
-from core.db import BLOCK_END, READ_ONLY_BLOCK, ReadOnlyViolation, db, in_transaction, reading_engine
+from core.db import Blocks, ReadOnlyViolation, blocks, db, existing_session, in_transaction, reading_engine
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _READS = ("SELECT", "WITH R")  # WITH RECURSIVE reads; a plain WITH may write (data-modifying CTEs)
@@ -88,7 +88,7 @@ class _Bound:
                    bool(connection.get_execution_options().get("read_only")))
 
     @classmethod
-    def for_reading(cls, session: Session) -> _Bound:
+    def for_reading(cls, state: Blocks) -> _Bound:
         """A connection of the reading pool (always in autocommit) for a read-only block, returned when the block
         ends."""
         engine = reading_engine(db.engine)
@@ -98,7 +98,12 @@ class _Bound:
         except dbapi_error as exc:  # the database cannot be reached: raised as SQLAlchemy's own connect would
             raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=engine.dialect,
                                       connection_invalidated=engine.dialect.is_disconnect(exc, None, None)) from exc
-        session.info.setdefault(BLOCK_END, []).append(pooled.close)
+
+        def release() -> None:
+            state.reading = None
+            pooled.close()
+
+        state.at_end.append(release)
         return cls(engine.dialect, pooled, pooled.invalidate, True)
 
 
@@ -111,17 +116,21 @@ def _forget_connection(session: Session, transaction: SessionTransaction) -> Non
 
 
 def _bound() -> _Bound:
+    state = blocks()
+    if state.read_only:
+        if state.reading is not None:
+            return state.reading
+        session = existing_session()
+        if session is None or not session.in_transaction():
+            state.reading = _Bound.for_reading(state)
+            return state.reading
+        # the block's ORM reads opened its (read-only) transaction first: run on that connection
+    elif not state.depth:
+        raise RuntimeError("a statement must run inside a transaction (core.db.run_in_transaction)")
     session = db.session()
     bound = session.info.get(_BOUND)
     if bound is None:
-        if not in_transaction():
-            raise RuntimeError("a statement must run inside a transaction (core.db.run_in_transaction)")
-        if session.info.get(READ_ONLY_BLOCK) and not session.in_transaction():
-            bound = _Bound.for_reading(session)
-            session.info.setdefault(BLOCK_END, []).append(lambda: session.info.pop(_BOUND, None))
-        else:
-            bound = _Bound.of_transaction(session.connection())
-        session.info[_BOUND] = bound
+        bound = session.info[_BOUND] = _Bound.of_transaction(session.connection())
     return bound
 
 

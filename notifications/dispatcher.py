@@ -1,7 +1,8 @@
 """The dispatcher: claims due alerts from the outbox, hands them to the sender, records the outcome.
 
 Several dispatchers may run at once (``flask notifications dispatch`` processes, the dev server's thread).
-Each message goes through three short transactions, and the sending itself happens outside any:
+Each message goes through three short transactions (statements on the driver's cursor, ``core.sql``), and the
+sending itself happens outside any:
 
 1. ``claim``: due rows (``pending`` whose time has come, or ``sending`` whose lease ran out because their
    dispatcher died) are selected ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite serialises writers with
@@ -47,13 +48,14 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from core import clock
-from core.db import db, is_postgres, run_in_transaction
+from core import clock, sql
+from core.db import db, run_in_transaction
 from notifications.models import FAILED, PENDING, REDACTED, SENDING, STATUSES, Alert, status_after_hand_over
 from notifications.sms import SendFailed, SmsSender
 
@@ -92,49 +94,52 @@ def backoff(attempts: int, base: float = 2.0, cap: float = 600.0) -> timedelta:
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 
+# Every alert passes through these, on the driver's cursor (``core.sql``): a dispatcher spends its time here.
+_DUE = ("SELECT id FROM alerts WHERE status IN ('pending', 'sending') AND next_attempt_at <= :now"
+        " ORDER BY next_attempt_at LIMIT :limit")
+_CLAIM_SQL = ("UPDATE alerts SET status = 'sending', claim_token = :token, next_attempt_at = :lease_end,"
+              " updated_at = :now WHERE id IN ({due}) RETURNING id, to_phone, body, event, created_at")
+_CLAIM = sql.Statement({"postgresql": _CLAIM_SQL.format(due=_DUE + " FOR UPDATE SKIP LOCKED"),
+                        "sqlite": _CLAIM_SQL.format(due=_DUE)}, utc=["created_at"])
+_STATE_SQL = ("SELECT status, claim_token, provider_id, provider_status, in_flight_since, sent_at, attempts, event,"
+              " created_at FROM alerts WHERE id = :id")
+_LOCK = sql.Statement({"postgresql": _STATE_SQL + " FOR UPDATE", "sqlite": _STATE_SQL},  # SQLite: BEGIN IMMEDIATE
+                      utc=["in_flight_since", "sent_at", "created_at"])
+_BEGIN = sql.Statement(
+    "UPDATE alerts SET in_flight_since = :now, attempts = attempts + 1, resends_in_doubt = resends_in_doubt + :doubt,"
+    " next_attempt_at = :lease_end, updated_at = :now WHERE id = :id")
+# A sensitive alert's body (a one-time code) is blanked once it is sent.
+_SENT = sql.Statement(
+    "UPDATE alerts SET status = :status, provider_id = :provider_id, sent_at = :sent_at, last_error = NULL,"
+    " claim_token = NULL, in_flight_since = NULL, updated_at = :now,"
+    " body = CASE WHEN sensitive THEN :redacted ELSE body END WHERE id = :id")
+_FAILED = sql.Statement(
+    "UPDATE alerts SET status = :status, last_error = :last_error, in_flight_since = :in_flight_since,"
+    " claim_token = NULL, next_attempt_at = COALESCE(:next_attempt_at, next_attempt_at), updated_at = :now"
+    " WHERE id = :id")
+_RELEASE = sql.Statement(
+    "UPDATE alerts SET status = 'pending', claim_token = NULL, next_attempt_at = :now"
+    " WHERE claim_token = :token AND status = 'sending'")
+
+
 def claim(batch_size: int) -> Batch:
-    """Mark up to ``batch_size`` due alerts ``sending`` under a fresh claim token and lease."""
+    """Mark up to ``batch_size`` due alerts ``sending`` under a fresh claim token and lease (one statement)."""
     batch = Batch(token=secrets.token_hex(16))
 
-    def work() -> None:
-        batch.alerts.clear()
+    def work() -> list[Outgoing]:
         now = clock.now()
-        stmt = (
-            select(Alert)
-            .where(Alert.status.in_((PENDING, SENDING)), Alert.next_attempt_at <= now)
-            .order_by(Alert.next_attempt_at)
-            .limit(batch_size)
-        )
-        if is_postgres():
-            stmt = stmt.with_for_update(skip_locked=True)
-        for alert in db.session.scalars(stmt):
-            alert.status = SENDING
-            alert.claim_token = batch.token
-            alert.next_attempt_at = now + _lease()
-            alert.updated_at = now
-            batch.alerts.append(
-                Outgoing(alert.id, alert.to_phone, alert.body, alert.event, alert.created_at.isoformat())
-            )
+        rows = _CLAIM.all(token=batch.token, lease_end=now + _lease(), now=now, limit=int(batch_size))
+        return [Outgoing(row.id, row.to_phone, row.body, row.event, row.created_at.isoformat())
+                for row in sorted(rows, key=lambda row: (row.created_at, row.id))]
 
-    run_in_transaction(work)
+    batch.alerts = run_in_transaction(work)
     return batch
 
 
-def _locked(alert_id: str) -> Alert | None:
-    return db.session.get(Alert, alert_id, with_for_update=True, populate_existing=True)
-
-
-def _mark_sent(alert: Alert, provider_id: str, now: datetime) -> None:
-    alert.status = status_after_hand_over(alert.provider_status)
+def _mark_sent(alert_id: str, state: Any, provider_id: str, now: datetime) -> None:
     # A callback may have recorded the SID first (of this message, or of an earlier copy): keep it.
-    alert.provider_id = alert.provider_id or provider_id
-    alert.sent_at = alert.sent_at or now
-    alert.last_error = None
-    alert.claim_token = None
-    alert.in_flight_since = None
-    alert.updated_at = now
-    if alert.sensitive:
-        alert.body = REDACTED
+    _SENT.run(id=alert_id, status=status_after_hand_over(state.provider_status),
+              provider_id=state.provider_id or provider_id, sent_at=state.sent_at or now, now=now, redacted=REDACTED)
 
 
 def begin_attempt(alert_id: str, token: str) -> bool:
@@ -142,25 +147,21 @@ def begin_attempt(alert_id: str, token: str) -> bool:
     was lost, or a callback showed that the provider already has it)."""
 
     def work() -> bool:
-        alert = _locked(alert_id)
-        if alert is None or alert.claim_token != token or alert.status != SENDING:
+        state = _LOCK.one(id=alert_id)
+        if state is None or state.claim_token != token or state.status != SENDING:
             return False
         now = clock.now()
-        if alert.provider_id:
+        if state.provider_id:
             # Only a delivery callback sets this before an outcome is recorded: the provider has the message
             # from a hand-over whose answer we never recorded. Sending again would be a duplicate.
             log.warning("alert %s: provider already has it (%s); recorded as sent, not sent again",
-                        alert_id, alert.provider_id)
-            _mark_sent(alert, alert.provider_id, now)
+                        alert_id, state.provider_id)
+            _mark_sent(alert_id, state, state.provider_id, now)
             return False
-        if alert.in_flight_since is not None:
-            alert.resends_in_doubt += 1
+        if state.in_flight_since is not None:
             log.warning("alert %s: the hand-over begun at %s has no known outcome; sending again",
-                        alert_id, alert.in_flight_since.isoformat())
-        alert.in_flight_since = now
-        alert.attempts += 1
-        alert.next_attempt_at = now + _lease()
-        alert.updated_at = now
+                        alert_id, state.in_flight_since.isoformat())
+        _BEGIN.run(id=alert_id, now=now, doubt=int(state.in_flight_since is not None), lease_end=now + _lease())
         return True
 
     return run_in_transaction(work)
@@ -170,14 +171,14 @@ def record_sent(alert_id: str, provider_id: str) -> None:
     """The provider accepted the message. Recorded even if our claim was lost meanwhile: it *was* sent."""
 
     def work() -> None:
-        alert = _locked(alert_id)
-        if alert is None:
+        state = _LOCK.one(id=alert_id)
+        if state is None:
             return
-        if alert.status in (PENDING, SENDING):
-            _mark_sent(alert, provider_id, clock.now())
+        if state.status in (PENDING, SENDING):
+            _mark_sent(alert_id, state, provider_id, clock.now())
         else:
             log.warning("alert %s handed over again as %s after it was recorded as %s (%s)",
-                        alert_id, provider_id, alert.status, alert.provider_id)
+                        alert_id, provider_id, state.status, state.provider_id)
 
     run_in_transaction(work)
 
@@ -186,46 +187,35 @@ def record_failure(alert_id: str, token: str, error: SendFailed) -> None:
     """The provider refused the message: fail it (permanent, or too old) or schedule the next try."""
 
     def work() -> None:
-        alert = _locked(alert_id)
-        if alert is None or alert.claim_token != token or alert.status != SENDING:
+        state = _LOCK.one(id=alert_id)
+        if state is None or state.claim_token != token or state.status != SENDING:
             return  # another dispatcher owns this alert now and decides its fate
         now = clock.now()
-        alert.last_error = str(error)[:2000]
-        if not error.in_doubt:
-            # The provider surely has nothing. When it may have (a lost answer), ``in_flight_since`` stays, so
-            # the next attempt first looks for a callback and otherwise counts itself as a resend in doubt.
-            alert.in_flight_since = None
-        alert.claim_token = None
-        alert.updated_at = now
-        deadline = alert.created_at + timedelta(seconds=_setting("SMS_MAX_AGE_SECONDS"))
+        # The provider surely has nothing unless the answer was lost (``in_doubt``): then ``in_flight_since``
+        # stays, so the next attempt first looks for a callback and otherwise counts itself a resend in doubt.
+        in_flight_since = state.in_flight_since if error.in_doubt else None
+        deadline = state.created_at + timedelta(seconds=_setting("SMS_MAX_AGE_SECONDS"))
+        status, next_attempt_at = PENDING, None
         if error.permanent:
-            alert.status = FAILED
+            status = FAILED
             log.warning("alert %s (%s) refused for good after %d attempts: %s",
-                        alert_id, alert.event, alert.attempts, error)
+                        alert_id, state.event, state.attempts, error)
         elif now >= deadline:
-            alert.status = FAILED
+            status = FAILED
             log.error("alert %s (%s) still unsent after %d attempts and %s; given up: %s",
-                      alert_id, alert.event, alert.attempts, now - alert.created_at, error)
+                      alert_id, state.event, state.attempts, now - state.created_at, error)
         else:
-            alert.status = PENDING
-            delay = backoff(alert.attempts, _setting("SMS_BACKOFF_BASE_SECONDS"), _setting("SMS_BACKOFF_MAX_SECONDS"))
-            alert.next_attempt_at = min(now + delay, deadline)
+            delay = backoff(state.attempts, _setting("SMS_BACKOFF_BASE_SECONDS"), _setting("SMS_BACKOFF_MAX_SECONDS"))
+            next_attempt_at = min(now + delay, deadline)
+        _FAILED.run(id=alert_id, status=status, last_error=str(error)[:2000], in_flight_since=in_flight_since,
+                    next_attempt_at=next_attempt_at, now=now)
 
     run_in_transaction(work)
 
 
 def release(token: str) -> int:
     """Give back the alerts of a claim that were not started (a dispatcher stopping mid-batch)."""
-
-    def work() -> int:
-        result = db.session.execute(
-            update(Alert)
-            .where(Alert.claim_token == token, Alert.status == SENDING)
-            .values(status=PENDING, claim_token=None, next_attempt_at=clock.now())
-        )
-        return result.rowcount
-
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _RELEASE.run(token=token, now=clock.now()))
 
 
 def dispatch_once(sender: SmsSender, batch_size: int | None = None, stop: threading.Event | None = None) -> int:

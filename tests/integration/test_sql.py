@@ -202,3 +202,12 @@ def test_a_read_only_block_mixing_orm_reads_and_statements_sees_both_and_writes_
                 User.__table__.update().where(User.__table__.c.id == user_id).values(locale="zh")), read_only=True)
         db.session.expire_all()
         assert db.session.get(User, user_id).locale == "en"
+
+
+def test_a_read_only_block_of_statements_creates_no_session(app):
+    with app.app_context():
+        run_in_transaction(lambda: _READ_USER.one(id="usr_nobody"), read_only=True)
+        assert not db.session.registry.has()
+        run_in_transaction(lambda: _INSERT_USER.run(id=new_id("usr"), phone=make_phone(), staff=False,
+                                                    at=datetime(2026, 1, 1, tzinfo=UTC)))
+        assert db.session.registry.has()  # a write runs in the session's transaction
