@@ -35,6 +35,7 @@ rollback throws them away with everything else.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import namedtuple
@@ -70,10 +71,11 @@ class _Bound:
     transaction ends), or in a read-only block that has no transaction a pooled one of its own in autocommit
     (returned to the pool when the block ends)."""
 
-    __slots__ = ("cursor", "dialect", "driver", "invalidate", "read_only")
+    __slots__ = ("cursor", "dialect", "driver", "errors", "invalidate", "postgres", "read_only")
 
     def __init__(self, dialect: Any, pooled: Any, invalidate: Callable[[BaseException], None], read_only: bool) -> None:
         self.dialect, self.invalidate, self.read_only = dialect, invalidate, read_only
+        self.postgres, self.errors = dialect.name == "postgresql", dialect.loaded_dbapi.Error
         self.driver = pooled.driver_connection
         # One cursor per driver connection, kept with the pooled connection: psycopg keeps what it learnt about
         # a result's columns on the cursor.
@@ -199,18 +201,19 @@ class Statement:
         bound = _bound()
         if self.writes and bound.read_only:
             raise ReadOnlyViolation(f"a read-only block tried to run {self.sql.split(None, 1)[0]}")
-        postgres = bound.dialect.name == "postgresql"
-        ready = self._ready(postgres)
+        postgres = bound.postgres
+        ready = self._dialects.get(postgres) or self._ready(postgres)
         values = ready.bind({**params, **kw} if params and kw else params or kw)
-        for listener in _listeners:
-            listener(ready.sql)
+        if _listeners:
+            for listener in _listeners:
+                listener(ready.sql)
         cursor = bound.cursor
         try:
             cursor.execute(ready.sql, values)
             if fetch == 0:
                 return cursor.rowcount
             raw = cursor.fetchone() if fetch == 1 else cursor.fetchall()
-        except bound.dialect.loaded_dbapi.Error as exc:
+        except bound.errors as exc:
             raise _translated(exc, bound, ready.sql, values) from exc
         if fetch == 1:
             raw = [] if raw is None else [raw]
@@ -219,15 +222,17 @@ class Statement:
         if ready.row is None:
             ready.row = self._row_reader(cursor.description, postgres)
         row_type, converters = ready.row
+        make = row_type._make
         if not converters:
-            return [row_type._make(r) for r in raw]
+            return [make(r) for r in raw]
         rows = []
         for r in raw:
             values_out = list(r)
             for index, convert in converters:
-                if values_out[index] is not None:
-                    values_out[index] = convert(values_out[index])
-            rows.append(row_type._make(values_out))
+                value = values_out[index]
+                if value is not None:
+                    values_out[index] = convert(value)
+            rows.append(make(values_out))
         return rows
 
     def _row_reader(self, description: Any, postgres: bool) -> tuple[type, list[tuple[int, Callable[[Any], Any]]]]:
@@ -356,8 +361,14 @@ def _values_insert(table: str, columns: tuple[str, ...], count: int, prefix: str
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {rows}"  # noqa: S608 - names from our models
 
 
+@functools.lru_cache(maxsize=512)
+def _param_names(columns: tuple[str, ...], count: int, prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{name}_{i}" for i in range(count) for name in columns)
+
+
 def _row_params(columns: tuple[str, ...], rows: list[Mapping[str, Any]], prefix: str = "") -> dict[str, Any]:
-    return {f"{prefix}{name}_{i}": row[name] for i, row in enumerate(rows) for name in columns}
+    return dict(zip(_param_names(columns, len(rows), prefix), [row[name] for row in rows for name in columns],
+                    strict=True))
 
 
 def _write_rows(batches: list[_Batch]) -> None:

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from core import clock
+from core import clock, sql
 from core.db import db, run_in_transaction
 from core.errors import AppError, NotFound
 from core.ids import new_id
@@ -298,17 +298,20 @@ class Payment:
     payee_phone: str
 
 
-_users = User.__table__
-# The payer and the payee of a payment to a phone number, in one statement (one row when they are the same).
-_PARTIES = select(_users.c.id, _users.c.phone, _users.c.locale).where(
-    (_users.c.id == bindparam("payer_id")) | (_users.c.phone == bindparam("to_phone")))
+# The payer and the payee of a payment to a phone number with their wallets in the currency, in one statement on
+# the driver's cursor (one row when they are the same). A wallet's ledger account never changes once opened; one
+# opened meanwhile reads as None and is opened (found) below.
+_PARTIES = sql.Statement(
+    "SELECT u.id, u.phone, u.locale, (SELECT w.id FROM ledger_accounts w WHERE w.kind = 'wallet' AND w.owner = u.id"
+    " AND w.currency = :currency AND w.shard = 0) AS wallet_id FROM users u"
+    " WHERE u.id = :payer_id OR u.phone = :to_phone")
 
 
 def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: str | None) -> Payment:
     """Move ``amount`` from the payer's wallet to the wallet of the account with ``to_phone`` (caller's
     transaction); both are told by SMS. Raises ``RecipientNotFound``, ``CannotPaySelf``, ``LimitExceeded``,
     ``InsufficientFunds``."""
-    parties = db.session.execute(_PARTIES, {"payer_id": payer_id, "to_phone": to_phone}).all()
+    parties = _PARTIES.all(payer_id=payer_id, to_phone=to_phone, currency=currency)
     payee = next((row for row in parties if row.phone == to_phone), None)
     if payee is None:
         raise RecipientNotFound("No account has this phone number.")
@@ -316,7 +319,8 @@ def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: st
         raise CannotPaySelf("You cannot pay your own phone number.")
     payer = next(row for row in parties if row.id == payer_id)
     limits.consume_daily(payer_id, amount)
-    posted = ledger.transfer(ledger.open_wallet(payer_id, currency), ledger.open_wallet(payee.id, currency), amount,
+    posted = ledger.transfer(payer.wallet_id or ledger.open_wallet(payer_id, currency),
+                             payee.wallet_id or ledger.open_wallet(payee.id, currency), amount,
                              kind=ledger.PAYMENT, currency=currency, details={"note": note} if note else None)
     now, text = clock.now(), format_amount(amount)
     enqueue(payer.phone, "balance_payment", locale=payer.locale, user_id=payer.id, amount=text,

@@ -55,11 +55,11 @@ def _page_statement(before: bool, kind: bool, start: bool, end: bool, rows: int)
                                                       (start, "e.created_at >= :start"), (end, "e.created_at < :end"))
                   if wanted]
         # Only constant fragments and an int are joined into the SQL; every value is a bound parameter.
+        # Every line is of the one wallet found in ``currency``, so the currency needs no join.
         stmt = _PAGES[key] = sql.Statement(
-            "SELECT e.id, e.created_at, e.kind, e.amount, e.balance_after, e.transfer_id, a.currency,"  # noqa: S608
+            "SELECT e.id, e.created_at, e.kind, e.amount, e.balance_after, e.transfer_id,"  # noqa: S608
             " c.kind AS c_kind, c.owner AS c_owner, u.phone AS c_phone"
-            " FROM ledger_entries e JOIN ledger_accounts a ON a.id = e.account_id"
-            " JOIN ledger_accounts c ON c.id = e.counterparty_account_id"
+            " FROM ledger_entries e JOIN ledger_accounts c ON c.id = e.counterparty_account_id"
             " LEFT JOIN users u ON c.kind = 'wallet' AND u.id = c.owner"
             f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT {int(rows)}",
             utc=["created_at"])
@@ -83,7 +83,7 @@ def lines(user_id: str, *, limit: int, before_id: int | None, kind: str | None, 
             "kind": row.kind,
             "amount": row.amount,
             "balance_after": row.balance_after,
-            "currency": row.currency,
+            "currency": currency,
             "counterparty": _describe(row.c_kind, row.c_owner, row.c_phone),
             "transfer_id": row.transfer_id,
         }
