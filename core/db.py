@@ -228,8 +228,14 @@ def atomic(read_only: bool = False) -> Iterator[None]:
             state.depth -= 1
         return
     session = existing_session()
-    if read_only and (session is None or (not session.in_transaction() and not _has_changes(session))):
-        yield from _read_only_block(state)
+    if read_only and _may_read_lightly(session):
+        _begin_read_only(state)
+        try:
+            yield
+            _end_read_only(state, failed=False)
+        except BaseException:
+            _end_read_only(state, failed=True)
+            raise
         return
     session = session or db.session()
     state.depth = 1
@@ -247,18 +253,23 @@ def atomic(read_only: bool = False) -> Iterator[None]:
         state.depth = 0
 
 
-def _read_only_block(state: Blocks) -> Iterator[None]:
+def _may_read_lightly(session: Any) -> bool:
+    """A read-only block can skip the session unless the session is already in a transaction or holds changes."""
+    return session is None or (not session.in_transaction() and not _has_changes(session))
+
+
+def _begin_read_only(state: Blocks) -> None:
     state.depth, state.read_only = 1, True
+
+
+def _end_read_only(state: Blocks, *, failed: bool) -> None:
     try:
-        yield
-        session = existing_session()
-        if session is not None and session.in_transaction():  # the ORM read something
-            _end_without_expiring(session)
-    except BaseException:
         session = existing_session()
         if session is not None:
-            session.rollback()
-        raise
+            if failed:
+                session.rollback()
+            elif session.in_transaction():  # the ORM read something
+                _end_without_expiring(session)
     finally:
         state.depth, state.read_only = 0, False
         at_end, state.at_end = state.at_end, []
@@ -284,10 +295,20 @@ def _end_without_expiring(session: Any) -> None:
 def run_in_transaction(fn: Callable[[], R], attempts: int = MAX_ATTEMPTS, *, read_only: bool = False) -> R:
     """Run ``fn`` in one transaction, retrying serialization failures and deadlocks with jittered backoff.
     ``read_only``: ``fn`` writes nothing, so the transaction can be lighter (see the module docstring)."""
-    if in_transaction():
+    state = blocks()
+    if state.depth:
         return fn()
     for attempt in range(1, attempts + 1):
         try:
+            if read_only and _may_read_lightly(existing_session()):  # the common GET: no context manager
+                _begin_read_only(state)
+                try:
+                    result = fn()
+                    _end_read_only(state, failed=False)
+                except BaseException:
+                    _end_read_only(state, failed=True)
+                    raise
+                return result
             with atomic(read_only):
                 return fn()
         except DBAPIError as exc:

@@ -8,7 +8,7 @@ primary key then; the others (balances, payments, trades) never pay for one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from flask import g, request
 
@@ -29,8 +29,7 @@ _CALLER = sql.Statement(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """The account behind the request, as read at authentication: enough to address it and its messages."""
 
     id: str
@@ -39,8 +38,7 @@ class Caller:
     is_staff: bool
 
 
-@dataclass(frozen=True, slots=True)
-class CallerSession:
+class CallerSession(NamedTuple):
     """The caller's live session: its id, its device's id and the account it belongs to."""
 
     id: str
@@ -63,7 +61,8 @@ def current_session() -> CallerSession:
         row = _CALLER.one(token_hash=token_hash(token.strip()))
         if row is None or row.kind != ACCESS or row.expires_at <= clock.now() or row.revoked_at is not None:
             raise Unauthenticated("The access token is missing, expired or revoked.")
-        refuse_if_locked(LOGIN, state_of(row))
+        if row.consecutive_failures is not None:  # the login password has a lock state: it may be locked
+            refuse_if_locked(LOGIN, state_of(row))
         return CallerSession(row.session_id, row.device_id, Caller(row.id, row.phone, row.locale, row.is_staff))
 
     session = run_in_transaction(load, read_only=True)

@@ -118,7 +118,7 @@ def _rules(fn: Callable[[], T]) -> T:
 _SELLER = sql.Statement(
     f"SELECT u.id, f.fee_bp, {VERIFIED_SELLER_SQL.format(user='u.id')} AS verified"  # noqa: S608 - constants
     " FROM users u LEFT JOIN seller_settings f ON f.user_id = u.id WHERE u.phone = :phone", boolean=["verified"])
-_CONTACTS = sql.Statement("SELECT id, phone, locale FROM users WHERE id IN (:first, :second)")
+_PARTIES_OF = sql.Statement("SELECT id, phone, locale FROM users WHERE id IN (:first, :second)")
 _KNOWN_PARTIES = "trade_parties"
 
 
@@ -166,7 +166,7 @@ def _parties(buyer_id: str, seller_id: str) -> dict[str, Party]:
     known = db.session.info.get(_KNOWN_PARTIES, {})
     if buyer_id in known and seller_id in known:
         return {buyer_id: known[buyer_id], seller_id: known[seller_id]}
-    return {row.id: Party(*row) for row in _CONTACTS.all(first=buyer_id, second=seller_id)}
+    return {row.id: Party(*row) for row in _PARTIES_OF.all(first=buyer_id, second=seller_id)}
 
 
 def _party(trade: TradeRecord, user_id: str) -> Party:
