@@ -2,12 +2,13 @@
 the same gunicorn settings, in the same run.
 
 For each endpoint: requests per second at saturation (``--connections`` keep-alive clients for
-``--seconds``), p50 and p99 latency there, and p99 again at half that rate (an open-loop client pacing its
-requests), each as a ratio to the bare endpoint, and where the CPU of a request goes (the server under test, the
-database, the SMS dispatcher, the load generator; from ``/proc``). Read endpoints (wallet, a statement page, a
-trade) target >= 0.5x the bare rate and p99 <= 50 ms at half the peak; a money endpoint (a transfer) is bounded by its
-argon2 payment-password check, so its rate is also printed next to raw argon2 verifies per second, measured
-in the same run with as many processes as gunicorn has workers.
+``--seconds``, in ``--rounds`` blocks that alternate with blocks of the bare endpoint, so that a machine whose
+speed drifts touches both alike; the ratio is the median over the block pairs), p50 and p99 latency there, p99
+again at half that rate (an open-loop client pacing its requests), and where the CPU of a request goes (the
+server under test, the database, the SMS dispatcher, the load generator; from ``/proc``). Read endpoints
+(wallet, a statement page, a trade) target >= 0.5x the bare rate and p99 <= 50 ms at half the peak; a money
+endpoint (a transfer) is bounded by its argon2 payment-password check, so its rate is also printed next to raw
+argon2 verifies per second, measured in the same run with as many processes as gunicorn has workers.
 
     .venv/bin/python bench/http.py                        # database bench_http (recreated), 2 workers
     .venv/bin/python bench/http.py --workers 3 --connections 8 --seconds 8
@@ -243,7 +244,8 @@ def main() -> None:
     parser.add_argument("--database", default="bench_http")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--seconds", type=float, default=6.0, help="per endpoint (and as much again for bare)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks of bare and endpoint")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -281,7 +283,7 @@ def main() -> None:
         _, trade = request(ours, "POST", "/api/v1/trades", {"seller_phone": bob["phone"], "title": "bench",
                                                             "amount": 100}, alice["auth"])
         cases = [
-            ("bare GET /json", bare, "GET", "/json", None, {}),
+            ("bare GET /json", bare, "GET", "/json", None, {}),  # against itself: shows the blocks' spread
             ("GET /api/v1/wallet", ours, "GET", "/api/v1/wallet", None, alice["auth"]),
             ("GET /api/v1/wallet/transactions", ours, "GET", "/api/v1/wallet/transactions?limit=20", None,
              alice["auth"]),
@@ -290,22 +292,40 @@ def main() -> None:
              {"to_phone": bob["phone"], "amount": 1, "payment_password": "135790"},
              {**alice["auth"], "Content-Type": "application/json", "Idempotency-Key": "x"}),
         ]
-        print(f"gunicorn workers={args.workers}, {args.connections} connections, {args.seconds:.0f} s per case")
+        print(f"gunicorn workers={args.workers}, {args.connections} connections, {args.seconds:.0f} s per endpoint in "
+              f"{args.rounds} blocks, each next to a block of the bare endpoint (x bare: median of the block pairs)")
         print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'errors':>6}"
               f"   cpu ms/request: {'server':>6} {'db':>5} {'sms':>5} {'client':>6}")
-        bare_rate = None
+        block = args.seconds / args.rounds
         for name, port, method, path, body, headers in cases:
-            with CpuMeter(servers[0 if port == ours else 1].pid, servers[2].pid) as meter:
-                rate, p50, p99, errors, client_cpu = load(port, method, path, body, headers, args.connections,
-                                                          args.seconds)
-            done = rate * args.seconds
-            cpu = {name: 1000 * used / done for name, used in meter.used.items()}
-            _, _, p99_half, _, _ = load(port, method, path, body, headers, args.connections, args.seconds,
+            rates, bare_rates, p50s, p99s, errors = [], [], [], [], 0
+            used: dict[str, float] = {}
+            client_cpu = done = 0.0
+            for n in range(args.rounds):  # bare then endpoint, endpoint then bare, ...: drift touches both alike
+                for which in (("bare", "case") if n % 2 == 0 else ("case", "bare")):
+                    if which == "bare":
+                        bare_rates.append(load(bare, "GET", "/json", None, {}, args.connections, block)[0])
+                        continue
+                    with CpuMeter(servers[0 if port == ours else 1].pid, servers[2].pid) as meter:
+                        rate, p50, p99, failed, cpu_s = load(port, method, path, body, headers, args.connections,
+                                                              block)
+                    rates.append(rate)
+                    p50s.append(p50)
+                    p99s.append(p99)
+                    errors += failed
+                    client_cpu += cpu_s
+                    done += rate * block
+                    for key, value in meter.used.items():
+                        used[key] = used.get(key, 0.0) + value
+            rate = statistics.median(rates)
+            ratio = statistics.median(r / b for r, b in zip(rates, bare_rates, strict=True))
+            cpu = {key: 1000 * value / done for key, value in used.items()}
+            _, _, p99_half, _, _ = load(port, method, path, body, headers, args.connections, args.seconds / 2,
                                         rate / 2)
-            bare_rate = bare_rate or rate
-            print(f"{name:<34} {rate:>8.1f} {rate / bare_rate:>7.2f} {p50:>7.1f} {p99:>7.1f} {p99_half:>9.1f} "
-                  f"{errors:>6}                   {cpu['server']:>6.3f} {cpu['database']:>5.3f} "
-                  f"{cpu['dispatcher']:>5.3f} {1000 * client_cpu / done:>6.3f}")
+            print(f"{name:<34} {rate:>8.1f} {ratio:>7.2f} {statistics.median(p50s):>7.1f} "
+                  f"{statistics.median(p99s):>7.1f} {p99_half:>9.1f} {errors:>6}                   "
+                  f"{cpu['server']:>6.3f} {cpu['database']:>5.3f} {cpu['dispatcher']:>5.3f} "
+                  f"{1000 * client_cpu / done:>6.3f}")
             if method == "POST":
                 verifies = argon2_rate(args.workers, args.seconds)
                 print(f"{'  raw argon2 verifies/s':<34} {verifies:>8.1f}   the transfer rate is "
