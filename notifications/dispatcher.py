@@ -1,8 +1,8 @@
 """The dispatcher: claims due alerts from the outbox, hands them to the sender, records the outcome.
 
 Several dispatchers may run at once (``flask notifications dispatch`` processes, the dev server's thread).
-Each message goes through three short transactions (statements on the driver's cursor, ``core.sql``), and the
-sending itself happens outside any:
+Each message goes through three steps in short transactions (statements on the driver's cursor, ``core.sql``),
+and the sending itself happens outside any:
 
 1. ``claim``: due rows (``pending`` whose time has come, or ``sending`` whose lease ran out because their
    dispatcher died) are selected ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite serialises writers with
@@ -11,6 +11,10 @@ sending itself happens outside any:
    written down: ``attempts + 1``, ``in_flight_since = now``, the lease renewed. A dispatcher that lost its
    claim (its lease ran out and another took the row) sends nothing.
 3. ``record_sent`` / ``record_failure``: the outcome, fenced by the claim token; ``in_flight_since`` cleared.
+
+``dispatch_once`` records each outcome in the transaction that begins the next hand-over (the batch's last
+outcome in one of its own): one transaction per message besides the batch's claim, and still never more
+than one message in flight.
 
 Delivery guarantee: **at least once, with duplicates confined to hand-overs whose outcome is unknown.**
 Every committed alert is handed to the provider until the provider accepts it, refuses it for good
@@ -42,13 +46,15 @@ and jitter, the last try falling at the alert's maximum age.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -60,6 +66,7 @@ from notifications.models import FAILED, PENDING, REDACTED, SENDING, STATUSES, A
 from notifications.sms import SendFailed, SmsSender
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -145,97 +152,123 @@ def _mark_sent(alert_id: str, state: Any, provider_id: str, now: datetime) -> No
 def begin_attempt(alert_id: str, token: str) -> bool:
     """Write down that the message is about to be handed over; False when it must not be sent (the claim
     was lost, or a callback showed that the provider already has it)."""
-
-    def work() -> bool:
-        state = _LOCK.one(id=alert_id)
-        if state is None or state.claim_token != token or state.status != SENDING:
-            return False
-        now = clock.now()
-        if state.provider_id:
-            # Only a delivery callback sets this before an outcome is recorded: the provider has the message
-            # from a hand-over whose answer we never recorded. Sending again would be a duplicate.
-            log.warning("alert %s: provider already has it (%s); recorded as sent, not sent again",
-                        alert_id, state.provider_id)
-            _mark_sent(alert_id, state, state.provider_id, now)
-            return False
-        if state.in_flight_since is not None:
-            log.warning("alert %s: the hand-over begun at %s has no known outcome; sending again",
-                        alert_id, state.in_flight_since.isoformat())
-        _BEGIN.run(id=alert_id, now=now, doubt=int(state.in_flight_since is not None), lease_end=now + _lease())
-        return True
-
-    return run_in_transaction(work)
+    return run_in_transaction(lambda: _begin(alert_id, token))
 
 
 def record_sent(alert_id: str, provider_id: str) -> None:
     """The provider accepted the message. Recorded even if our claim was lost meanwhile: it *was* sent."""
-
-    def work() -> None:
-        state = _LOCK.one(id=alert_id)
-        if state is None:
-            return
-        if state.status in (PENDING, SENDING):
-            _mark_sent(alert_id, state, provider_id, clock.now())
-        else:
-            log.warning("alert %s handed over again as %s after it was recorded as %s (%s)",
-                        alert_id, provider_id, state.status, state.provider_id)
-
-    run_in_transaction(work)
+    run_in_transaction(lambda: _sent(alert_id, provider_id))
 
 
 def record_failure(alert_id: str, token: str, error: SendFailed) -> None:
     """The provider refused the message: fail it (permanent, or too old) or schedule the next try."""
-
-    def work() -> None:
-        state = _LOCK.one(id=alert_id)
-        if state is None or state.claim_token != token or state.status != SENDING:
-            return  # another dispatcher owns this alert now and decides its fate
-        now = clock.now()
-        # The provider surely has nothing unless the answer was lost (``in_doubt``): then ``in_flight_since``
-        # stays, so the next attempt first looks for a callback and otherwise counts itself a resend in doubt.
-        in_flight_since = state.in_flight_since if error.in_doubt else None
-        deadline = state.created_at + timedelta(seconds=_setting("SMS_MAX_AGE_SECONDS"))
-        status, next_attempt_at = PENDING, None
-        if error.permanent:
-            status = FAILED
-            log.warning("alert %s (%s) refused for good after %d attempts: %s",
-                        alert_id, state.event, state.attempts, error)
-        elif now >= deadline:
-            status = FAILED
-            log.error("alert %s (%s) still unsent after %d attempts and %s; given up: %s",
-                      alert_id, state.event, state.attempts, now - state.created_at, error)
-        else:
-            delay = backoff(state.attempts, _setting("SMS_BACKOFF_BASE_SECONDS"), _setting("SMS_BACKOFF_MAX_SECONDS"))
-            next_attempt_at = min(now + delay, deadline)
-        _FAILED.run(id=alert_id, status=status, last_error=str(error)[:2000], in_flight_since=in_flight_since,
-                    next_attempt_at=next_attempt_at, now=now)
-
-    run_in_transaction(work)
+    run_in_transaction(lambda: _failed(alert_id, token, error))
 
 
 def release(token: str) -> int:
     """Give back the alerts of a claim that were not started (a dispatcher stopping mid-batch)."""
-    return run_in_transaction(lambda: _RELEASE.run(token=token, now=clock.now()))
+    return run_in_transaction(lambda: _release(token))
+
+
+# The steps themselves, each inside the caller's transaction.
+
+
+def _begin(alert_id: str, token: str) -> bool:
+    state = _LOCK.one(id=alert_id)
+    if state is None or state.claim_token != token or state.status != SENDING:
+        return False
+    now = clock.now()
+    if state.provider_id:
+        # Only a delivery callback sets this before an outcome is recorded: the provider has the message
+        # from a hand-over whose answer we never recorded. Sending again would be a duplicate.
+        log.warning("alert %s: provider already has it (%s); recorded as sent, not sent again",
+                    alert_id, state.provider_id)
+        _mark_sent(alert_id, state, state.provider_id, now)
+        return False
+    if state.in_flight_since is not None:
+        log.warning("alert %s: the hand-over begun at %s has no known outcome; sending again",
+                    alert_id, state.in_flight_since.isoformat())
+    _BEGIN.run(id=alert_id, now=now, doubt=int(state.in_flight_since is not None), lease_end=now + _lease())
+    return True
+
+
+def _sent(alert_id: str, provider_id: str) -> None:
+    state = _LOCK.one(id=alert_id)
+    if state is None:
+        return
+    if state.status in (PENDING, SENDING):
+        _mark_sent(alert_id, state, provider_id, clock.now())
+    else:
+        log.warning("alert %s handed over again as %s after it was recorded as %s (%s)",
+                    alert_id, provider_id, state.status, state.provider_id)
+
+
+def _failed(alert_id: str, token: str, error: SendFailed) -> None:
+    state = _LOCK.one(id=alert_id)
+    if state is None or state.claim_token != token or state.status != SENDING:
+        return  # another dispatcher owns this alert now and decides its fate
+    now = clock.now()
+    # The provider surely has nothing unless the answer was lost (``in_doubt``): then ``in_flight_since``
+    # stays, so the next attempt first looks for a callback and otherwise counts itself a resend in doubt.
+    in_flight_since = state.in_flight_since if error.in_doubt else None
+    deadline = state.created_at + timedelta(seconds=_setting("SMS_MAX_AGE_SECONDS"))
+    status, next_attempt_at = PENDING, None
+    if error.permanent:
+        status = FAILED
+        log.warning("alert %s (%s) refused for good after %d attempts: %s",
+                    alert_id, state.event, state.attempts, error)
+    elif now >= deadline:
+        status = FAILED
+        log.error("alert %s (%s) still unsent after %d attempts and %s; given up: %s",
+                  alert_id, state.event, state.attempts, now - state.created_at, error)
+    else:
+        delay = backoff(state.attempts, _setting("SMS_BACKOFF_BASE_SECONDS"), _setting("SMS_BACKOFF_MAX_SECONDS"))
+        next_attempt_at = min(now + delay, deadline)
+    _FAILED.run(id=alert_id, status=status, last_error=str(error)[:2000], in_flight_since=in_flight_since,
+                next_attempt_at=next_attempt_at, now=now)
+
+
+def _release(token: str) -> int:
+    return _RELEASE.run(token=token, now=clock.now())
 
 
 def dispatch_once(sender: SmsSender, batch_size: int | None = None, stop: threading.Event | None = None) -> int:
     """Claim one batch and send it; returns how many alerts were claimed. Stops between two messages when
-    ``stop`` is set, giving back what it had not started."""
+    ``stop`` is set, giving back what it had not started.
+
+    A hand-over's outcome is recorded in the transaction of the next step (the next ``begin``, the release,
+    or one of its own after the batch's last message): it commits before, or with, the next message being
+    marked in flight, so there is never more than one in flight, and a message costs one transaction."""
     batch = claim(batch_size or int(_setting("SMS_BATCH_SIZE")))
+    outcome: Callable[[], None] | None = None  # the last hand-over's, not yet recorded
+
+    def with_outcome(step: Callable[[], T]) -> T:
+        nonlocal outcome
+        pending, outcome = outcome, None
+
+        def work() -> T:
+            if pending is not None:
+                pending()
+            return step()
+
+        return run_in_transaction(work)
+
     for item in batch.alerts:
         if stop is not None and stop.is_set():
-            release(batch.token)
+            with_outcome(lambda: _release(batch.token))
             break
-        if not begin_attempt(item.id, batch.token):
+        if not with_outcome(lambda item=item: _begin(item.id, batch.token)):
             continue
         try:
             provider_id = sender.send(
                 to=item.to, body=item.body, event=item.event, alert_id=item.id, created_at=item.created_at
             )
         except SendFailed as exc:
-            record_failure(item.id, batch.token, exc)
+            outcome = functools.partial(_failed, item.id, batch.token, exc)
         else:
-            record_sent(item.id, provider_id)
+            outcome = functools.partial(_sent, item.id, provider_id)
+    if outcome is not None:
+        with_outcome(lambda: None)
     return len(batch.alerts)
 
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from core.db import db, run_in_transaction
 from notifications import dispatcher
@@ -298,6 +298,34 @@ def test_a_delivery_report_that_overtakes_the_recorded_hand_over_is_kept(app, se
         dispatcher.record_sent(alert_id, "SM" + "4" * 32)
         alert = load(alert_id)
         assert (alert.status, alert.provider_status) == (DELIVERED, "delivered")
+
+
+def test_each_outcome_commits_with_the_next_hand_over_so_one_message_at_most_is_in_flight(app, sender):
+    """A batch costs one transaction per message besides its claim (and one for the last outcome): each
+    outcome is recorded in the transaction that marks the next message in flight, never after it."""
+    with app.app_context():
+        ids = make_alerts(4)
+        seen: list[tuple[set[str], set[str]]] = []
+
+        def look(_alert_id: str) -> None:  # while the message is being handed over
+            alerts = [load(alert_id) for alert_id in ids]
+            seen.append(({a.id for a in alerts if a.in_flight_since is not None},
+                         {a.id for a in alerts if a.status == SENT}))
+
+        sender.on_send = look
+        commits: list[object] = []
+        listener = lambda *_args: commits.append(1)  # noqa: E731
+        event.listen(db.engine, "commit", listener)
+        try:
+            assert dispatcher.dispatch_once(sender, batch_size=4) == 4
+        finally:
+            event.remove(db.engine, "commit", listener)
+        assert len(sender.sent) == 4
+        for n, (in_flight, sent) in enumerate(seen):
+            assert in_flight == {sender.sent[n]}  # only the message in hand
+            assert sent == set(sender.sent[:n])  # every earlier outcome already committed
+        assert len(commits) == 1 + 4 + 1  # the claim, a hand-over each, the last outcome
+        assert all(load(alert_id).status == SENT and load(alert_id).in_flight_since is None for alert_id in ids)
 
 
 def test_stopping_mid_batch_finishes_the_message_in_hand_and_gives_back_the_rest(app, clock, sender):
