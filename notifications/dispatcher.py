@@ -165,11 +165,6 @@ def record_failure(alert_id: str, token: str, error: SendFailed) -> None:
     run_in_transaction(lambda: _failed(alert_id, token, error))
 
 
-def release(token: str) -> int:
-    """Give back the alerts of a claim that were not started (a dispatcher stopping mid-batch)."""
-    return run_in_transaction(lambda: _release(token))
-
-
 # The steps themselves, each inside the caller's transaction.
 
 
@@ -229,6 +224,7 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
 
 
 def _release(token: str) -> int:
+    """Give back the alerts of a claim that were not started (a dispatcher stopping mid-batch)."""
     return _RELEASE.run(token=token, now=clock.now())
 
 

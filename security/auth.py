@@ -61,8 +61,7 @@ def current_session() -> CallerSession:
         row = _CALLER.one(token_hash=token_hash(token.strip()))
         if row is None or row.kind != ACCESS or row.expires_at <= clock.now() or row.revoked_at is not None:
             raise Unauthenticated("The access token is missing, expired or revoked.")
-        if row.consecutive_failures is not None:  # the login password has a lock state: it may be locked
-            refuse_if_locked(LOGIN, state_of(row))
+        refuse_if_locked(LOGIN, state_of(row))
         return CallerSession(row.session_id, row.device_id, Caller(row.id, row.phone, row.locale, row.is_staff))
 
     session = run_in_transaction(load, read_only=True)
