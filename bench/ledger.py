@@ -46,7 +46,7 @@ from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from app import create_app  # noqa: E402
-from core import idempotency  # noqa: E402
+from core import idempotency, sql  # noqa: E402
 from core.db import db, run_in_transaction  # noqa: E402
 from notifications.outbox import enqueue  # noqa: E402
 from wallet import check, ledger, statement  # noqa: E402
@@ -272,7 +272,7 @@ def latencies(url: str, wallets: list[str], samples: int) -> tuple[list[float], 
                 transfer_ms.append((time.perf_counter() - started) * 1000)
             owner = OWNER.format(rng.randrange(len(wallets)))
             started = time.perf_counter()
-            statement.lines(owner, limit=20, before_id=None, kind=None, from_date=None, to_date=None)
+            statement.lines(sql.Viewing(owner), limit=20, before_id=None, kind=None, from_date=None, to_date=None)
             if n >= 100:
                 page_ms.append((time.perf_counter() - started) * 1000)
         db.engine.dispose()

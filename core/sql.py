@@ -41,7 +41,7 @@ import re
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection
@@ -136,6 +136,9 @@ def _bound() -> _Bound:
     return bound
 
 
+_RowReader = tuple[type, list[tuple[int, Callable[[Any], Any]]]]  # a row type, and (column, converter) pairs
+
+
 class _Dialected:
     """A statement made ready for one dialect: its SQL, how to bind, and how to read its rows."""
 
@@ -145,7 +148,7 @@ class _Dialected:
         self.sql = _PARAM.sub(r"%(\1)s", sql.replace("%", "%%")) if postgres else sql
         self.postgres = postgres
         self.bind = _bind_postgres if postgres else _bind_sqlite
-        self.row: tuple[type, list[tuple[int, Callable[[Any], Any]]]] | None = None
+        self.row: _RowReader | None = None
 
 
 class Statement:
@@ -198,6 +201,18 @@ class Statement:
         return self._execute(params, kw, fetch=0)
 
     def _execute(self, params: Mapping[str, Any] | None, kw: dict[str, Any], fetch: int) -> Any:
+        ready, cursor, raw = self._send(params, kw, fetch)
+        if fetch == 0:
+            return raw
+        if not raw:
+            return []
+        if ready.row is None:
+            ready.row = self._row_reader(cursor.description, ready.postgres)
+        return _made(raw, *ready.row)
+
+    def _send(self, params: Mapping[str, Any] | None, kw: dict[str, Any], fetch: int) -> tuple[_Dialected, Any, Any]:
+        """Run the statement: its dialect's form, the cursor, and its raw rows (a list; the row count if
+        ``fetch`` is 0)."""
         bound = _bound()
         if self.writes and bound.read_only:
             raise ReadOnlyViolation(f"a read-only block tried to run {self.sql.split(None, 1)[0]}")
@@ -211,31 +226,15 @@ class Statement:
         try:
             cursor.execute(ready.sql, values)
             if fetch == 0:
-                return cursor.rowcount
+                return ready, cursor, cursor.rowcount
             raw = cursor.fetchone() if fetch == 1 else cursor.fetchall()
         except bound.errors as exc:
             raise _translated(exc, bound, ready.sql, values) from exc
         if fetch == 1:
             raw = [] if raw is None else [raw]
-        if not raw:
-            return []
-        if ready.row is None:
-            ready.row = self._row_reader(cursor.description, postgres)
-        row_type, converters = ready.row
-        make = row_type._make
-        if not converters:
-            return [make(r) for r in raw]
-        rows = []
-        for r in raw:
-            values_out = list(r)
-            for index, convert in converters:
-                value = values_out[index]
-                if value is not None:
-                    values_out[index] = convert(value)
-            rows.append(make(values_out))
-        return rows
+        return ready, cursor, raw
 
-    def _row_reader(self, description: Any, postgres: bool) -> tuple[type, list[tuple[int, Callable[[Any], Any]]]]:
+    def _row_reader(self, description: Any, postgres: bool) -> _RowReader:
         names = [column[0] for column in description]
         unknown = set(self._convert) - set(names)
         if unknown:
@@ -244,6 +243,99 @@ class Statement:
         converters = [(i, readers[self._convert[name]]) for i, name in enumerate(names)
                       if name in self._convert and readers[self._convert[name]] is not None]
         return namedtuple("Row", names, rename=True), converters  # type: ignore[misc]
+
+
+def _made(raw: Iterable[Any], row_type: type, converters: list[tuple[int, Callable[[Any], Any]]]) -> list[Any]:
+    """Raw driver rows as ``row_type`` tuples, the named columns converted."""
+    make = row_type._make  # type: ignore[attr-defined]
+    if not converters:
+        return [make(r) for r in raw]
+    rows = []
+    for r in raw:
+        values_out = list(r)
+        for index, convert in converters:
+            value = values_out[index]
+            if value is not None:
+                values_out[index] = convert(value)
+        rows.append(make(values_out))
+    return rows
+
+
+# --- two reads in one statement --------------------------------------------------------------------------
+
+
+class Joined:
+    """Two reads sent as one statement: ``lead``, which finds at most one row, and ``read``, whose parameters named
+    in ``links`` take their values from columns of the lead's row instead of being bound. ``all`` returns the lead's
+    row (None if it found none) and the read's rows, each made and converted exactly as the statement alone would
+    make them: one round trip, one statement, where running them one after the other costs two. What it is for: a
+    request authenticates with the lead (who holds this token?) and reads what it came for with the read (that
+    user's wallet), instead of one statement after the other (``security.auth.CALLER``).
+
+    The read runs whether or not the lead finds a row (a link then reads as NULL and matches nothing), so it must
+    be a read that may harmlessly run for anyone; the caller decides from the lead's row whether to use its rows.
+    Both are plain SELECTs; they share one set of parameters, so their names must not clash. The read keeps its
+    own ORDER BY: it is materialised first and joined to the single lead row by a nested loop, which keeps that
+    order (SQLite and PostgreSQL alike; ``tests/integration/test_sql.py`` pins it).
+    """
+
+    __slots__ = ("_parts", "lead", "read", "statement")
+
+    def __init__(self, lead: Statement, read: Statement, links: Mapping[str, str]) -> None:
+        if lead.writes or read.writes:
+            raise ValueError("only reads can be joined")
+        self.lead, self.read = lead, read
+        self._parts: dict[bool, tuple[int, _RowReader, _RowReader]] = {}
+
+        def linked(text: str) -> str:
+            # Column names from our own code, never from a request.
+            return _PARAM.sub(lambda m: f"(SELECT {links[m[1]]} FROM lead_)" if m[1] in links else m[0],  # noqa: S608
+                              text)
+
+        def joined(lead_sql: str, read_sql: str) -> str:
+            return (f"WITH lead_ AS MATERIALIZED ({lead_sql}), read_ AS MATERIALIZED ({linked(read_sql)})"  # noqa: S608
+                    " SELECT lead_.*, EXISTS (SELECT 1 FROM read_) AS read_found_, read_.*"
+                    " FROM lead_ LEFT JOIN read_ ON true")
+
+        self.statement = Statement({"postgresql": joined(lead.sql, read.sql),
+                                    "sqlite": joined(lead._sqlite, read._sqlite)}, writes=False)
+
+    def all(self, params: Mapping[str, Any]) -> tuple[Any, list[Any]]:
+        ready, cursor, raw = self.statement._send(params, {}, -1)
+        if not raw:
+            return None, []
+        parts = self._parts.get(ready.postgres)
+        if parts is None:  # where the lead's columns end, and how each part makes its rows
+            split = [column[0] for column in cursor.description].index("read_found_")
+            parts = self._parts[ready.postgres] = (
+                split, self.lead._row_reader(cursor.description[:split], ready.postgres),
+                self.read._row_reader(cursor.description[split + 1:], ready.postgres))
+        split, (lead_type, lead_converters), (read_type, read_converters) = parts
+        lead_row = _made([raw[0][:split]], lead_type, lead_converters)[0]
+        if not raw[0][split]:
+            return lead_row, []
+        return lead_row, _made([r[split + 1:] for r in raw], read_type, read_converters)
+
+
+# --- whose data a read is ---------------------------------------------------------------------------------
+
+
+class Viewer(Protocol):
+    """On whose behalf a read runs. A statement that reads one user's data names that user ``:viewer_id`` (and
+    may name ``:viewer_staff``, true for staff); the viewer supplies both and runs it. ``Viewing`` is a user known
+    by id; ``security.auth.CALLER`` is the request's caller, authenticated in the same statement as the read."""
+
+    def read(self, statement: Statement, params: Mapping[str, Any]) -> list[Any]: ...
+
+
+class Viewing(NamedTuple):
+    """A viewer known by its user id (and whether it is staff)."""
+
+    user_id: str
+    staff: bool = False
+
+    def read(self, statement: Statement, params: Mapping[str, Any]) -> list[Any]:
+        return statement.all(params, viewer_id=self.user_id, viewer_staff=self.staff)
 
 
 # --- binding and reading values ---------------------------------------------------------------------------

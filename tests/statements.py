@@ -35,10 +35,14 @@ def statements_sent(app: Flask) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", seen_by_sqlalchemy)
 
 
+# How core.sql.Joined's statements begin: two reads (the request's authentication and its read) in one.
+JOINED_READS = "WITH lead_ AS MATERIALIZED ("
+
+
 @contextmanager
 def selects_sent(app: Flask) -> Iterator[list[str]]:
-    """The SELECT statements sent to the database while the block runs, whitespace collapsed."""
+    """The reads sent to the database while the block runs (SELECTs, and joined reads), whitespace collapsed."""
     with statements_sent(app) as sent:
         selects: list[str] = []
         yield selects
-    selects.extend(s for s in sent if s.upper().startswith("SELECT"))
+    selects.extend(s for s in sent if s.upper().startswith("SELECT") or s.startswith(JOINED_READS))

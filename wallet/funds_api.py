@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, stream_with_context
 
 from core.api import endpoint, parse_body, parse_query, respond
-from security.auth import current_caller
+from core.sql import Viewing
+from security.auth import CALLER, current_caller
 from security.phones import normalize_phone
 from wallet import funds, ledger, statement
 from wallet.errors import LedgerAccountNotFound
@@ -42,9 +43,8 @@ def _withdrawal_out(withdrawal: Withdrawal) -> WithdrawalOut:
 
 @endpoint(bp, "/wallet", "GET", summary="My balance", response=WalletOut)
 def get_wallet() -> Response:
-    user = current_caller()
     try:
-        balance = ledger.wallet_balance(user.id)
+        balance = ledger.wallet_balance(CALLER)
     except LedgerAccountNotFound:
         return respond(WalletOut(available=0, pending=0, currency="CNY"))
     return respond(WalletOut(available=balance.available, pending=balance.pending, currency=balance.currency))
@@ -53,14 +53,14 @@ def get_wallet() -> Response:
 @endpoint(bp, "/wallet/transactions", "GET", summary="My statement (add format=csv for a CSV download)",
           query=StatementQuery, response=Statement, response_media_types=("application/json", "text/csv"))
 def get_statement() -> Response:
-    user = current_caller()
     query = parse_query(StatementQuery)
     filters = {"kind": query.kind, "from_date": query.from_date, "to_date": query.to_date}
     if query.format == "csv":
-        return Response(stream_with_context(statement.csv_rows(user.id, **filters)), mimetype="text/csv",
+        user = current_caller()
+        return Response(stream_with_context(statement.csv_rows(Viewing(user.id), **filters)), mimetype="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="statement.csv"'})
     before = int(query.starting_after) if query.starting_after else None
-    page, more = statement.lines(user.id, limit=query.limit, before_id=before, **filters)
+    page, more = statement.lines(CALLER, limit=query.limit, before_id=before, **filters)
     # Validated as one tree in one call (pydantic-core), not a model per line: 24 us for 20 lines instead of 39.
     return respond(Statement.model_validate({"data": page, "has_more": more,
                                              "next_starting_after": page[-1]["id"] if more and page else None}))

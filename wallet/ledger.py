@@ -270,7 +270,7 @@ _READ_ACCOUNT = sql.Statement(
 )
 _READ_WALLET = sql.Statement(
     "SELECT id, kind, currency, debits_posted, credits_posted, debits_pending, credits_pending"
-    " FROM ledger_accounts WHERE kind = 'wallet' AND owner = :owner AND currency = :currency AND shard = 0"
+    " FROM ledger_accounts WHERE kind = 'wallet' AND owner = :viewer_id AND currency = :currency AND shard = 0"
 )
 _FIND_ACCOUNT = sql.Statement(
     "SELECT id FROM ledger_accounts WHERE kind = :kind AND owner = :owner AND currency = :currency AND shard = :shard"
@@ -431,13 +431,13 @@ def balance(account_id: str) -> Balance:
     return _balance(row)
 
 
-def wallet_balance(user_id: str, currency: str = DEFAULT_CURRENCY) -> Balance:
-    """The committed totals of a user's wallet, found by its owner in one statement; raises
-    ``LedgerAccountNotFound``."""
-    row = run_in_transaction(lambda: _READ_WALLET.one(owner=user_id, currency=currency))
-    if row is None:
+def wallet_balance(viewer: sql.Viewer, currency: str = DEFAULT_CURRENCY) -> Balance:
+    """The committed totals of the viewer's wallet (``sql.Viewing(user_id)``, or the request's caller), found by its
+    owner in one statement; raises ``LedgerAccountNotFound``."""
+    rows = run_in_transaction(lambda: viewer.read(_READ_WALLET, {"currency": currency}))
+    if not rows:
         raise LedgerAccountNotFound(f"No {currency} wallet for this user.")
-    return _balance(row)
+    return _balance(rows[0])
 
 
 def _json(details: dict[str, Any] | None) -> str | None:

@@ -49,7 +49,7 @@ def _page_statement(before: bool, kind: bool, start: bool, end: bool, rows: int)
     key = (before, kind, start, end, rows)
     stmt = _PAGES.get(key)
     if stmt is None:
-        where = ["e.account_id = (SELECT w.id FROM ledger_accounts w WHERE w.kind = 'wallet' AND w.owner = :owner"
+        where = ["e.account_id = (SELECT w.id FROM ledger_accounts w WHERE w.kind = 'wallet' AND w.owner = :viewer_id"
                  " AND w.currency = :currency AND w.shard = 0)"]
         where += [condition for wanted, condition in ((before, "e.id < :before"), (kind, "e.kind = :kind"),
                                                       (start, "e.created_at >= :start"), (end, "e.created_at < :end"))
@@ -66,16 +66,16 @@ def _page_statement(before: bool, kind: bool, start: bool, end: bool, rows: int)
     return stmt
 
 
-def lines(user_id: str, *, limit: int, before_id: int | None, kind: str | None, from_date: date | None,
+def lines(viewer: sql.Viewer, *, limit: int, before_id: int | None, kind: str | None, from_date: date | None,
           to_date: date | None, currency: str = "CNY") -> tuple[list[dict[str, Any]], bool]:
-    """Up to ``limit`` statement lines older than ``before_id`` and whether more remain. Dates are China
-    Standard Time days, ``to_date`` included."""
-    params: dict[str, Any] = {"owner": user_id, "currency": currency, "before": before_id, "kind": kind,
+    """Up to ``limit`` lines of the viewer's statement (``sql.Viewing(user_id)``, or the request's caller) older than
+    ``before_id``, and whether more remain. Dates are China Standard Time days, ``to_date`` included."""
+    params: dict[str, Any] = {"currency": currency, "before": before_id, "kind": kind,
                               "start": None if from_date is None else _day_start(from_date),
                               "end": None if to_date is None else _day_start(to_date + timedelta(days=1))}
     stmt = _page_statement(before_id is not None, kind is not None, from_date is not None, to_date is not None,
                            limit + 1)
-    rows = run_in_transaction(lambda: stmt.all({k: v for k, v in params.items() if v is not None}))
+    rows = run_in_transaction(lambda: viewer.read(stmt, {k: v for k, v in params.items() if v is not None}))
     return [
         {
             "id": str(row.id),
@@ -91,7 +91,7 @@ def lines(user_id: str, *, limit: int, before_id: int | None, kind: str | None, 
     ], len(rows) > limit
 
 
-def csv_rows(user_id: str, **filters: Any) -> Iterator[str]:
+def csv_rows(viewer: sql.Viewer, **filters: Any) -> Iterator[str]:
     """The whole filtered statement as CSV, fetched page by page so memory stays flat."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -99,7 +99,7 @@ def csv_rows(user_id: str, **filters: Any) -> Iterator[str]:
     yield buffer.getvalue()
     before: int | None = None
     while True:
-        page, more = lines(user_id, limit=500, before_id=before, **filters)
+        page, more = lines(viewer, limit=500, before_id=before, **filters)
         buffer.seek(0)
         buffer.truncate()
         for line in page:

@@ -624,6 +624,7 @@ _TRADE_WITH_REFUNDS = sql.Statement(
     f"SELECT {_TRADE_COLUMNS}, r.id AS r_id, r.status AS r_status, r.amount AS r_amount,"  # noqa: S608 - names
     " r.reason AS r_reason, r.return_goods AS r_return_goods, r.deadline AS r_deadline, r.disputed AS r_disputed,"
     " r.created_at AS r_created_at FROM trades t LEFT JOIN refunds r ON r.trade_id = t.id WHERE t.id = :trade_id"
+    " AND (:viewer_staff OR :viewer_id IN (t.buyer_id, t.seller_id))"  # the rule of _visible, in SQL
     " ORDER BY r.id",
     utc=[*trade_store.UTC_COLUMNS, "r_deadline", "r_created_at"],
     boolean=[*trade_store.BOOLEAN_COLUMNS, "r_return_goods", "r_disputed"])
@@ -631,7 +632,8 @@ _TRADE_PAGES: dict[tuple[str | None, bool, int], sql.Statement] = {}
 
 
 def _visible(trade: TradeRecord | None, user_id: str, staff: bool) -> TradeRecord:
-    """The trade if its viewer may see it (a party, or staff); ``NotFound`` for a stranger, never 403."""
+    """The trade if its viewer may see it (a party, or staff); ``NotFound`` for a stranger, never 403. (The same
+    rule is written into ``_TRADE_WITH_REFUNDS``.)"""
     if trade is None or (not staff and user_id not in (trade.buyer_id, trade.seller_id)):
         raise NotFound("No such trade.")
     return trade
@@ -641,12 +643,14 @@ def get_trade(user_id: str, trade_id: str, *, staff: bool = False) -> TradeRecor
     return _visible(run_in_transaction(lambda: trade_store.read(trade_id), read_only=True), user_id, staff)
 
 
-def get_trade_with_refunds(user_id: str, trade_id: str, *,
-                           staff: bool = False) -> tuple[TradeRecord, list[RefundView]]:
-    """A trade its viewer may see and its refunds, in one statement. Raises ``NotFound`` as ``get_trade``."""
-    rows = run_in_transaction(lambda: _TRADE_WITH_REFUNDS.all(trade_id=trade_id), read_only=True)
-    trade = _visible(TradeRecord(*rows[0][: len(COLUMNS)]) if rows else None, user_id, staff)
-    return trade, [RefundView(*row[len(COLUMNS):]) for row in rows if row.r_id is not None]
+def get_trade_with_refunds(viewer: sql.Viewer, trade_id: str) -> tuple[TradeRecord, list[RefundView]]:
+    """A trade its viewer (``sql.Viewing(user_id, staff)``, or the request's caller) may see and its refunds, in one
+    statement. Raises ``NotFound`` as ``get_trade``."""
+    rows = run_in_transaction(lambda: viewer.read(_TRADE_WITH_REFUNDS, {"trade_id": trade_id}), read_only=True)
+    if not rows:
+        raise NotFound("No such trade.")
+    return TradeRecord(*rows[0][: len(COLUMNS)]), [RefundView(*row[len(COLUMNS):]) for row in rows
+                                                    if row.r_id is not None]
 
 
 def refunds_of(trade_id: str) -> list[Refund]:

@@ -9,7 +9,8 @@ from flask import Blueprint, Response, request
 from core.api import endpoint, parse_body, parse_query, respond
 from core.db import run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
-from security.auth import current_caller, current_staff
+from core.sql import Viewing
+from security.auth import CALLER, current_caller, current_staff
 from security.phones import normalize_phone
 from wallet import funds, ledger, timeline, trades
 from wallet.errors import LedgerAccountNotFound
@@ -44,9 +45,10 @@ from wallet.trade_schemas import (
 bp = Blueprint("trades", __name__, url_prefix="/api/v1")
 
 
-def _out(trade_id: str, viewer_id: str, *, staff: bool = False) -> TradeOut:
-    trade, refunds = trades.get_trade_with_refunds(viewer_id, trade_id, staff=staff)
-    return TradeOut.of(trade, viewer_id, refunds)
+def _out(trade_id: str) -> TradeOut:
+    """The trade as its caller sees it (a GET authenticates in the same statement)."""
+    trade, refunds = trades.get_trade_with_refunds(CALLER, trade_id)
+    return TradeOut.of(trade, current_caller().id, refunds)
 
 
 @endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional",
@@ -70,7 +72,7 @@ def open_trade() -> Response:
         request_hash = fingerprint(request.method, request.path, req.model_dump(mode="json"))
         _status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
         trade_id = answer["id"]
-    return respond(_out(trade_id, user_id), 201, headers={"Idempotent-Replayed": "true"} if replayed else None)
+    return respond(_out(trade_id), 201, headers={"Idempotent-Replayed": "true"} if replayed else None)
 
 
 @endpoint(bp, "/trades", "GET", summary="My trades, as buyer or seller", query=TradeListQuery, response=TradeList)
@@ -84,8 +86,7 @@ def list_trades() -> Response:
 
 @endpoint(bp, "/trades/<trade_id>", "GET", summary="One trade with its deadlines and refunds", response=TradeOut)
 def get_trade(trade_id: str) -> Response:
-    user = current_caller()
-    return respond(_out(trade_id, user.id, staff=user.is_staff))
+    return respond(_out(trade_id))
 
 
 @endpoint(bp, "/trades/<trade_id>/pay", "POST", summary="Pay into escrow", body=PayTrade, response=TradeOut,
@@ -99,7 +100,7 @@ def pay_trade(trade_id: str) -> Response:
             return
         trade = trades.get_trade(user_id, trade_id)
         try:
-            available = ledger.wallet_balance(user_id, trade.currency).available
+            available = ledger.wallet_balance(Viewing(user_id), trade.currency).available
         except LedgerAccountNotFound:
             available = 0
         shortfall = trade.amount + trade.shipping_fee - available
@@ -118,7 +119,7 @@ def ship(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(Ship)
     trades.ship(user_id, trade_id, req.carrier, req.tracking_number)
-    return respond(_out(trade_id, user_id))
+    return respond(_out(trade_id))
 
 
 @endpoint(bp, "/trades/<trade_id>/confirm", "POST", summary="Buyer confirms receipt; money to the seller",
@@ -136,7 +137,7 @@ def extend(trade_id: str) -> Response:
     user = current_caller()
     parse_body(NoBody)
     trades.extend(user.id, trade_id)
-    return respond(_out(trade_id, user.id))
+    return respond(_out(trade_id))
 
 
 @endpoint(bp, "/trades/<trade_id>/cancel", "POST", summary="Cancel before payment", body=NoBody, response=TradeOut)
@@ -144,7 +145,7 @@ def cancel(trade_id: str) -> Response:
     user = current_caller()
     parse_body(NoBody)
     trades.cancel(user.id, trade_id)
-    return respond(_out(trade_id, user.id))
+    return respond(_out(trade_id))
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds", "POST", summary="Buyer asks for a refund", body=RequestRefund,

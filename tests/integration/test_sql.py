@@ -211,3 +211,57 @@ def test_a_read_only_block_of_statements_creates_no_session(app):
         run_in_transaction(lambda: _INSERT_USER.run(id=new_id("usr"), phone=make_phone(), staff=False,
                                                     at=datetime(2026, 1, 1, tzinfo=UTC)))
         assert db.session.registry.has()  # a write runs in the session's transaction
+
+
+# --- Joined: two reads in one statement ----------------------------------------------------------------
+
+_LEAD_USER = sql.Statement("SELECT id, phone, is_staff, created_at FROM users WHERE phone = :phone",
+                           utc=["created_at"], boolean=["is_staff"])
+# Deliberately shares column names with the lead (id, created_at): each part keeps its own.
+_USERS_AFTER = sql.Statement("SELECT id, created_at, is_staff FROM users WHERE created_at > (SELECT created_at FROM"
+                             " users WHERE id = :viewer_id) AND phone LIKE :pattern ORDER BY created_at DESC LIMIT 5",
+                             utc=["created_at"], boolean=["is_staff"])
+
+
+def test_joined_reads_come_back_as_each_statement_alone_would_make_them(app):
+    start = datetime(2026, 7, 1, tzinfo=UTC)
+    with app.app_context():
+        first = orm_user(start)
+        phone = db.session.get(User, first).phone
+        later = [orm_user(start + timedelta(minutes=n), staff=n % 2 == 0) for n in range(1, 8)]
+        joined = sql.Joined(_LEAD_USER, _USERS_AFTER, {"viewer_id": "id"})
+        lead, rows = run_in_transaction(lambda: joined.all({"phone": phone, "pattern": "%"}), read_only=True)
+        alone = run_in_transaction(lambda: _USERS_AFTER.all(viewer_id=first, pattern="%"), read_only=True)
+        lead_alone = run_in_transaction(lambda: _LEAD_USER.one(phone=phone), read_only=True)
+    assert lead == lead_alone
+    assert lead.id == first and lead.created_at == start and lead.is_staff is False
+    # The read's own order and limit, its own column names and conversions
+    assert [r.id for r in rows] == later[::-1][:5] == [r.id for r in alone]
+    assert rows == alone and rows[0].created_at.tzinfo is not None and isinstance(rows[0].is_staff, bool)
+
+
+def test_a_joined_read_with_no_rows_still_brings_the_lead_and_no_lead_brings_nothing(app):
+    with app.app_context():
+        user_id = orm_user(datetime(2026, 7, 2, tzinfo=UTC))
+        phone = db.session.get(User, user_id).phone
+        joined = sql.Joined(_LEAD_USER, _USERS_AFTER, {"viewer_id": "id"})
+        lead, rows = run_in_transaction(lambda: joined.all({"phone": phone, "pattern": "no such phone"}),
+                                        read_only=True)
+        assert lead.id == user_id and rows == []
+        # No lead: the link reads as NULL, which matches nothing, and there is no row at all
+        assert run_in_transaction(lambda: joined.all({"phone": "+12025550000", "pattern": "%"}),
+                                  read_only=True) == (None, [])
+
+
+def test_only_reads_can_be_joined():
+    with pytest.raises(ValueError, match="only reads"):
+        sql.Joined(_LEAD_USER, _INSERT_USER, {})
+
+
+def test_a_viewing_user_fills_the_viewer_parameters(app):
+    start = datetime(2026, 7, 3, tzinfo=UTC)
+    with app.app_context():
+        first = orm_user(start)
+        second = orm_user(start + timedelta(seconds=1))
+        rows = run_in_transaction(lambda: sql.Viewing(first).read(_USERS_AFTER, {"pattern": "%"}), read_only=True)
+    assert [r.id for r in rows] == [second]

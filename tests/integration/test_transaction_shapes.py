@@ -1,6 +1,7 @@
 """The lighter transaction shapes of the hot paths (read-only blocks, a login that records nothing when nothing
 failed) keep the rules they replaced: a read-only block cannot write, a success never overtakes a lock."""
 
+import importlib
 import threading
 import uuid
 
@@ -48,13 +49,14 @@ def test_a_statement_that_writes_inside_a_read_only_block_is_refused_before_it_r
     assert lock_rows(app) == 0
 
 
-def test_get_handlers_run_in_one_read_only_block(api, app, monkeypatch):
+@pytest.mark.parametrize(("module", "path"), [("security.auth", "/api/v1/me"),  # authenticates alone first
+                                              ("wallet.ledger", "/api/v1/wallet")])  # authenticates in its read
+def test_get_handlers_run_in_one_read_only_block(api, app, monkeypatch, module, path):
     """Every GET endpoint reads inside one read-only block: a write slipped into one fails loudly (500), and
     the row it tried to write is not there."""
-    from security import auth
-
     account = api.register()
-    real_load = auth.run_in_transaction
+    target = importlib.import_module(module)
+    real_load = target.run_in_transaction
 
     def load_then_write(fn, *args, **kwargs):
         result = real_load(fn, *args, **kwargs)
@@ -62,8 +64,8 @@ def test_get_handlers_run_in_one_read_only_block(api, app, monkeypatch):
             subject="+12025550142", kind="login", recent_failures=[], consecutive_failures=0, hard_locked=False))
         return result
 
-    monkeypatch.setattr(auth, "run_in_transaction", load_then_write)
-    assert api.client.get("/api/v1/wallet", headers=account["headers"]).status_code == 500
+    monkeypatch.setattr(target, "run_in_transaction", load_then_write)
+    assert api.client.get(path, headers=account["headers"]).status_code == 500
     assert lock_rows(app, "+12025550142") == 0
 
 
