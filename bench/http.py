@@ -246,6 +246,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=6.0, help="per endpoint (and as much again for bare)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks of bare and endpoint")
+    parser.add_argument("--only", nargs="+", metavar="WORD",
+                        help="measure only the endpoints whose name contains one of these words (e.g. transactions)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -292,6 +294,8 @@ def main() -> None:
              {"to_phone": bob["phone"], "amount": 1, "payment_password": "135790"},
              {**alice["auth"], "Content-Type": "application/json", "Idempotency-Key": "x"}),
         ]
+        if args.only:
+            cases = [case for case in cases if any(word in case[0] for word in args.only)]
         print(f"gunicorn workers={args.workers}, {args.connections} connections, {args.seconds:.0f} s per endpoint in "
               f"{args.rounds} blocks, each next to a block of the bare endpoint (x bare: median of the block pairs)")
         print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'errors':>6}"

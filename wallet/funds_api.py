@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, stream_with_context
 
-from core.api import endpoint, parse_body, parse_query, respond
+from core.api import endpoint, parse_body, parse_query, respond, respond_built
 from core.sql import Viewing
 from security.auth import CALLER, current_caller
 from security.phones import normalize_phone
@@ -61,9 +61,8 @@ def get_statement() -> Response:
                         headers={"Content-Disposition": 'attachment; filename="statement.csv"'})
     before = int(query.starting_after) if query.starting_after else None
     page, more = statement.lines(CALLER, limit=query.limit, before_id=before, **filters)
-    # Validated as one tree in one call (pydantic-core), not a model per line: 24 us for 20 lines instead of 39.
-    return respond(Statement.model_validate({"data": page, "has_more": more,
-                                             "next_starting_after": page[-1]["id"] if more and page else None}))
+    return respond_built({"data": page, "has_more": more, "next_starting_after": page[-1]["id"] if more and page
+                          else None})
 
 
 @endpoint(bp, "/topups", "POST", summary="Top up from a bound card", body=TopUpRequest, response=TopUpOut,

@@ -76,19 +76,17 @@ def lines(viewer: sql.Viewer, *, limit: int, before_id: int | None, kind: str | 
     stmt = _page_statement(before_id is not None, kind is not None, from_date is not None, to_date is not None,
                            limit + 1)
     rows = run_in_transaction(lambda: viewer.read(stmt, {k: v for k, v in params.items() if v is not None}))
-    return [
-        {
-            "id": str(row.id),
-            "created_at": row.created_at,
-            "kind": row.kind,
-            "amount": row.amount,
-            "balance_after": row.balance_after,
-            "currency": currency,
-            "counterparty": _describe(row.c_kind, row.c_owner, row.c_phone),
-            "transfer_id": row.transfer_id,
-        }
-        for row in rows[:limit]
-    ], len(rows) > limit
+    described: dict[tuple[str | None, str | None, str | None], str] = {}  # a page names few counterparties
+    page = []
+    for row in rows[:limit]:
+        who = (row.c_kind, row.c_owner, row.c_phone)
+        counterparty = described.get(who)
+        if counterparty is None:
+            counterparty = described[who] = _describe(*who)
+        page.append({"id": str(row.id), "created_at": row.created_at, "kind": row.kind, "amount": row.amount,
+                     "balance_after": row.balance_after, "currency": currency, "counterparty": counterparty,
+                     "transfer_id": row.transfer_id})
+    return page, len(rows) > limit
 
 
 def csv_rows(viewer: sql.Viewer, **filters: Any) -> Iterator[str]:

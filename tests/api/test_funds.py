@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.db import db, run_in_transaction
+from notifications.templates import mask_phone
 from security.models import User
 from tests.factories import make_phone
 from tests.statements import JOINED_READS, selects_sent
@@ -196,6 +197,32 @@ def test_statement_pages_filters_and_csv(api, app):
     rows = csv_response.get_data(as_text=True).strip().splitlines()
     assert rows[0].startswith("id,created_at,kind,amount") and len(rows) == 5
     assert api.client.get("/api/v1/wallet/transactions", headers=bob["headers"]).json["data"][0]["amount"] == 300
+
+
+def test_a_statement_page_is_written_in_the_shape_of_its_response_model(api):
+    """The page is serialised without being validated into ``Statement`` first (core.api.respond_built): what it
+    writes must still be exactly that model, for every kind of counterparty a line can name."""
+    from wallet.schemas import Statement
+
+    alice, bob, carol = api.verified(), api.register(), api.verified()
+    api.money("/api/v1/topups", alice, amount=10000, bank_card_id=alice["card_id"])  # bank
+    for to in (bob, carol, bob):
+        api.money("/api/v1/transfers", alice, amount=100, to_phone=to["phone"])  # two wallets, one twice
+    trade = api.client.post("/api/v1/trades", headers=alice["headers"],
+                            json={"seller_phone": carol["phone"], "title": "lamp", "amount": 500}).json
+    api.money(f"/api/v1/trades/{trade['id']}/pay", alice)  # escrow
+    response = api.client.get("/api/v1/wallet/transactions?limit=4", headers=alice["headers"])
+    assert response.mimetype == "application/json"
+    page = Statement.model_validate_json(response.data)
+    assert page.model_dump(mode="json") == response.json  # nothing more, nothing less, the same values
+    assert [line.counterparty for line in page.data] == [
+        f"escrow {trade['id']}", mask_phone(bob["phone"]), mask_phone(carol["phone"]), mask_phone(bob["phone"])]
+    assert page.has_more and page.next_starting_after == page.data[-1].id
+    last = api.client.get(f"/api/v1/wallet/transactions?starting_after={page.next_starting_after}",
+                          headers=alice["headers"])
+    assert Statement.model_validate_json(last.data).model_dump(mode="json") == last.json
+    assert [line["counterparty"] for line in last.json["data"]] == ["bank ICBC"]
+    assert last.json["next_starting_after"] is None
 
 
 def test_a_statement_page_is_one_statement_and_no_wallet_means_no_lines(api, app):
