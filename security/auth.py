@@ -47,12 +47,18 @@ class CallerSession(NamedTuple):
     caller: Caller
 
 
-def _bearer_token_hash() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token or len(token) > 128:
-        raise Unauthenticated("Send 'Authorization: Bearer <access token>'.")
-    return token_hash(token.strip())
+def require_token() -> str:
+    """The hash of the request's bearer token; raises ``Unauthenticated`` when there is none. A view that reads for
+    ``CALLER`` after validating its query calls this first, so a request without a token is refused as such (401)
+    before anything else is said about it, as by every other endpoint."""
+    hashed = g.get("auth_token_hash")
+    if hashed is None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token or len(token) > 128:
+            raise Unauthenticated("Send 'Authorization: Bearer <access token>'.")
+        hashed = g.auth_token_hash = token_hash(token.strip())
+    return hashed
 
 
 def _session_of(row: Any) -> CallerSession:
@@ -72,7 +78,7 @@ def current_session() -> CallerSession:
     cached = g.get("auth_session")
     if cached is not None:
         return cached
-    hashed = _bearer_token_hash()
+    hashed = require_token()
     return run_in_transaction(lambda: _session_of(_CALLER.one(token_hash=hashed)), read_only=True)
 
 
@@ -88,7 +94,7 @@ class _Caller:
         cached = g.get("auth_session")
         if cached is not None:
             return sql.Viewing(cached.caller.id, cached.caller.is_staff).read(statement, params)
-        hashed = _bearer_token_hash()
+        hashed = require_token()
         joined = self._joined.get(statement)
         if joined is None:
             joined = self._joined[statement] = sql.Joined(_CALLER, statement,

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, stream_with_context
 
 from core.api import endpoint, parse_body, parse_query, respond, respond_built
 from core.sql import Viewing
-from security.auth import CALLER, current_caller
+from security.auth import CALLER, current_caller, require_token
 from security.phones import normalize_phone
 from wallet import funds, ledger, statement
 from wallet.errors import LedgerAccountNotFound
@@ -53,6 +53,7 @@ def get_wallet() -> Response:
 @endpoint(bp, "/wallet/transactions", "GET", summary="My statement (add format=csv for a CSV download)",
           query=StatementQuery, response=Statement, response_media_types=("application/json", "text/csv"))
 def get_statement() -> Response:
+    require_token()
     query = parse_query(StatementQuery)
     filters = {"kind": query.kind, "from_date": query.from_date, "to_date": query.to_date}
     if query.format == "csv":

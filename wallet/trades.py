@@ -663,8 +663,8 @@ def _trade_page(role: str | None, after: bool, rows: int) -> sql.Statement:
     see ``core.pagination``), built once."""
     stmt = _TRADE_PAGES.get((role, after, rows))
     if stmt is None:
-        party = {"buyer": "t.buyer_id = :user_id", "seller": "t.seller_id = :user_id"}.get(
-            role or "", "(t.buyer_id = :user_id OR t.seller_id = :user_id)")
+        party = {"buyer": "t.buyer_id = :viewer_id", "seller": "t.seller_id = :viewer_id"}.get(
+            role or "", "(t.buyer_id = :viewer_id OR t.seller_id = :viewer_id)")
         stmt = _TRADE_PAGES[(role, after, rows)] = sql.Statement(
             f"SELECT {_TRADE_COLUMNS} FROM trades t WHERE {party}"  # noqa: S608 - constant fragments and an int
             f"{' AND t.id < :starting_after' if after else ''} ORDER BY t.id DESC LIMIT {int(rows)}",
@@ -672,11 +672,13 @@ def _trade_page(role: str | None, after: bool, rows: int) -> sql.Statement:
     return stmt
 
 
-def list_trades(user_id: str, role: str | None, limit: int,
+def list_trades(viewer: sql.Viewer, role: str | None, limit: int,
                 starting_after: str | None) -> tuple[list[TradeRecord], bool]:
+    """A page of the viewer's trades (``sql.Viewing(user_id)``, or the request's caller), newest first, as buyer,
+    seller or either; and whether more remain."""
     stmt = _trade_page(role, starting_after is not None, limit + 1)
-    params = {"user_id": user_id} if starting_after is None else {"user_id": user_id, "starting_after": starting_after}
-    rows = [TradeRecord(*row) for row in run_in_transaction(lambda: stmt.all(params), read_only=True)]
+    params = {} if starting_after is None else {"starting_after": starting_after}
+    rows = [TradeRecord(*row) for row in run_in_transaction(lambda: viewer.read(stmt, params), read_only=True)]
     return rows[:limit], len(rows) > limit
 
 

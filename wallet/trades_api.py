@@ -10,7 +10,7 @@ from core.api import endpoint, parse_body, parse_query, respond
 from core.db import run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
 from core.sql import Viewing
-from security.auth import CALLER, current_caller, current_staff
+from security.auth import CALLER, current_caller, current_staff, require_token
 from security.phones import normalize_phone
 from wallet import funds, ledger, timeline, trades
 from wallet.errors import LedgerAccountNotFound
@@ -77,10 +77,11 @@ def open_trade() -> Response:
 
 @endpoint(bp, "/trades", "GET", summary="My trades, as buyer or seller", query=TradeListQuery, response=TradeList)
 def list_trades() -> Response:
-    user = current_caller()
+    require_token()
     query = parse_query(TradeListQuery)
-    rows, more = trades.list_trades(user.id, query.role, query.limit, query.starting_after)
-    return respond(TradeList(data=[TradeOut.of(t, user.id) for t in rows], has_more=more,
+    rows, more = trades.list_trades(CALLER, query.role, query.limit, query.starting_after)
+    viewer_id = current_caller().id  # authenticated by the page's read
+    return respond(TradeList(data=[TradeOut.of(t, viewer_id) for t in rows], has_more=more,
                              next_starting_after=rows[-1].id if more and rows else None))
 
 

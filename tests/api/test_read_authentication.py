@@ -7,7 +7,7 @@ import pytest
 
 WRONG = "definitely not it"
 
-READS = ["/api/v1/wallet", "/api/v1/wallet/transactions", "/api/v1/trades/{trade}"]
+READS = ["/api/v1/wallet", "/api/v1/wallet/transactions", "/api/v1/trades/{trade}", "/api/v1/trades"]
 
 
 @pytest.fixture
@@ -77,3 +77,22 @@ def test_a_trade_is_read_by_its_parties_and_staff_and_is_not_found_for_anyone_el
     assert (stranger.status_code, stranger.json["code"]) == (404, "not_found")
     assert app.test_cli_runner().invoke(args=["users", "grant-staff", staff["phone"]]).exit_code == 0
     assert api.client.get(path, headers=staff["headers"]).json["role"] == "staff"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/wallet/transactions?limit=0", "/api/v1/trades?limit=abc"])
+def test_a_request_without_a_token_is_refused_as_such_before_its_query_is_judged(api, path):
+    assert api.client.get(path).status_code == 401
+    account = api.register()
+    response = api.client.get(path, headers=account["headers"])
+    assert (response.status_code, response.json["code"]) == (422, "validation_failed")
+
+
+def test_a_trade_list_shows_the_callers_own_trades_in_their_role(api, trade_of):
+    buyer, seller, trade_id = trade_of
+    stranger = api.register()
+    as_buyer = api.client.get("/api/v1/trades", headers=buyer["headers"]).json["data"]
+    as_seller = api.client.get("/api/v1/trades?role=seller", headers=seller["headers"]).json["data"]
+    assert [(t["id"], t["role"]) for t in as_buyer] == [(trade_id, "buyer")]
+    assert [(t["id"], t["role"]) for t in as_seller] == [(trade_id, "seller")]
+    assert api.client.get("/api/v1/trades?role=seller", headers=buyer["headers"]).json["data"] == []
+    assert api.client.get("/api/v1/trades", headers=stranger["headers"]).json["data"] == []
