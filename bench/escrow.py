@@ -6,11 +6,12 @@ confirm run under an Idempotency-Key (``run_idempotent``), money moves buyer →
 → seller, every step appends to the hash-chained timeline and enqueues its SMS.
 
 Two payment-password checks per trade bound the rate at (argon2 verifies per second) / 2; the target is
->= 0.8 of that bound. Both are measured with the same number of worker threads (argon2-cffi releases the
-GIL while hashing, so threads use both cores), alternating in rounds so drift affects both alike.
+>= 0.8 of that bound. Both are measured with the same number of worker processes, each with its own app and
+connections, as gunicorn's sync workers serve the endpoints (threads in one process would also wait for each
+other's GIL, which no production worker does), alternating in rounds so drift affects both alike.
 
     .venv/bin/python bench/escrow.py                      # PostgreSQL database bench_escrow (created)
-    .venv/bin/python bench/escrow.py --workers 1 2 4 --seconds 8
+    .venv/bin/python bench/escrow.py --workers 1 2 4 --seconds 8     # 4 processes on 2 cores: waits overlap
     .venv/bin/python bench/escrow.py --profile            # where one trade spends its time (1 worker)
 """
 
@@ -40,7 +41,7 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine, event
 
 from app import create_app
-from bench.measure import fresh_database, rate
+from bench.measure import fresh_database, rate_in_processes
 from core import clock, sql
 from core.db import db
 from core.idempotency import fingerprint, run_idempotent
@@ -103,8 +104,9 @@ def main() -> None:
 
     fresh_database(args.database_url)
     sms = Path(tempfile.mkdtemp()) / "sms.jsonl"
-    app = create_app({"DATABASE_URL": args.database_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
-                      "SMS_CONSOLE_FILE": str(sms)})
+    settings = {"DATABASE_URL": args.database_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
+                "SMS_CONSOLE_FILE": str(sms), "LOG_LEVEL": "WARNING"}
+    app = create_app(settings)
     cfg = app.config
     pairs: list[tuple[str, str, str]] = []
     with app.app_context():
@@ -119,12 +121,17 @@ def main() -> None:
                          parallelism=cfg["ARGON2_PARALLELISM"], type=Type.ID)
     stored = raw.hash("x" * 64)
 
-    def argon2_once(_i: int) -> None:
-        raw.verify(stored, "x" * 64)
+    def argon2_worker(_i: int) -> Callable[[], object]:
+        return lambda: raw.verify(stored, "x" * 64)
 
-    def trade_once(i: int) -> None:
-        with app.app_context():
-            one_trade(*pairs[i])
+    def trade_worker(i: int) -> Callable[[], object]:
+        worker_app = create_app(settings)  # after the fork: connections of its own
+
+        def trade() -> None:
+            with worker_app.app_context():
+                one_trade(*pairs[i])
+
+        return trade
 
     if args.profile:
         statements: list[str] = []
@@ -135,7 +142,8 @@ def main() -> None:
         stop, count = time.perf_counter() + args.seconds, 0
         profiler.enable()
         while time.perf_counter() < stop:  # in this thread: cProfile sees only the thread it runs in
-            trade_once(0)
+            with app.app_context():
+                one_trade(*pairs[0])
             count += 1
         profiler.disable()
         print(f"{count} trades profiled, {len(statements) / max(count, 1):.1f} SQL statements per trade:",
@@ -150,12 +158,14 @@ def main() -> None:
           f"{args.rounds} rounds of {args.seconds:.0f} s each")
     print(f"{'workers':>7} {'argon2 verifies/s':>18} {'bound trades/s':>15} {'trades/s':>9} {'ratio':>6} "
           f"{'cpu ms/verify':>14} {'cpu ms/trade':>13} {'+ pg ms':>8} {'cpu ratio':>9} {'ms beside argon2':>17}")
+    with app.app_context():
+        db.engine.dispose()  # no connection may cross the workers' fork
     admin = create_engine(args.database_url)
     for workers in args.workers:
         argon2_runs, trade_runs = [], []
         for _ in range(args.rounds):
-            argon2_runs.append(rate(workers, args.seconds, argon2_once, admin))
-            trade_runs.append(rate(workers, args.seconds, trade_once, admin))
+            argon2_runs.append(rate_in_processes(workers, args.seconds, argon2_worker, admin))
+            trade_runs.append(rate_in_processes(workers, args.seconds, trade_worker, admin))
         bound = statistics.median(run[0] for run in argon2_runs) / 2
         trades_per_s = statistics.median(run[0] for run in trade_runs)
         cpu_verify = statistics.median(run[1] + run[2] for run in argon2_runs)

@@ -1,13 +1,16 @@
-"""What the benchmarks share: a fresh PostgreSQL database, and running a unit of work in threads for a while,
-measuring its rate and its CPU cost, in this process and in the PostgreSQL backends serving it."""
+"""What the benchmarks share: a fresh PostgreSQL database, and running a unit of work in threads (or in worker
+processes, as gunicorn's sync workers run requests) for a while, measuring its rate and its CPU cost, in the
+workers and in the PostgreSQL backends serving them."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
@@ -105,3 +108,49 @@ def paired(workers: int, seconds: float, work: Callable[[int], object], admin: E
             figures |= {kind: values[n // 2], f"{kind}_low": values[n // 4], f"{kind}_high": values[(3 * n) // 4]}
         result[name] = figures
     return result
+
+
+def rate_in_processes(workers: int, seconds: float, setup: Callable[[int], Callable[[], object]],
+                      admin: Engine) -> tuple[float, float, float]:
+    """Like ``rate``, but in ``workers`` forked processes, as gunicorn's sync workers serve requests: no worker
+    waits for another's GIL. ``setup(i)`` runs in worker ``i`` after the fork (it opens what the work needs: an
+    app, its connections) and returns the unit of work, which runs once to warm up before the clock starts.
+    Returns units per second (the sum of the workers' rates), the workers' CPU seconds per unit
+    and the database backends' CPU seconds per unit. The caller must hold no open database connection across the
+    fork."""
+    ctx = mp.get_context("fork")
+    results: Any = ctx.Queue()
+    set_up, measured = ctx.Barrier(workers + 1), ctx.Barrier(workers + 1)
+    start = ctx.Value("d", 0.0)
+    procs = [ctx.Process(target=_worker, args=(i, seconds, setup, set_up, measured, start, results))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    set_up.wait()  # every worker is ready, its backend connected: count the backends' CPU from here
+    server_before = server_cpu(admin)
+    start.value = time.time() + 0.05
+    done = [results.get() for _ in procs]
+    server = sum(used - server_before.get(pid, 0.0) for pid, used in server_cpu(admin).items())
+    measured.wait()  # only now may the workers (and with them their backends) go
+    for p in procs:
+        p.join()
+    units = max(sum(n for n, _, _ in done), 1)
+    # each worker's own rate over its own window (its last unit may end a little after ``seconds``)
+    return sum(n / elapsed for n, elapsed, _ in done), sum(cpu for _, _, cpu in done) / units, server / units
+
+
+def _worker(i: int, seconds: float, setup: Callable[[int], Callable[[], object]], set_up: Any, measured: Any,
+            start: Any, results: Any) -> None:
+    work = setup(i)
+    work()
+    set_up.wait()
+    while not start.value:
+        time.sleep(0.0005)
+    while time.time() < start.value:
+        time.sleep(0.0005)
+    stop, count, cpu = start.value + seconds, 0, time.process_time()
+    while time.time() < stop:
+        work()
+        count += 1
+    results.put((count, time.time() - start.value, time.process_time() - cpu))
+    measured.wait()
