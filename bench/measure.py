@@ -41,13 +41,6 @@ def server_cpu(admin: Engine) -> dict[int, float]:
     return used
 
 
-def rate(workers: int, seconds: float, work: Callable[[int], object], admin: Engine) -> tuple[float, float, float]:
-    """Run ``work(i)`` in ``workers`` threads for ``seconds``. Returns units per second, this process's CPU seconds
-    per unit (all its threads) and the database backends' CPU seconds per unit."""
-    units, elapsed, cpu, server = _run(workers, seconds, work, admin)
-    return units / elapsed, cpu / units, server / units
-
-
 def _run(workers: int, seconds: float, work: Callable[[int], object], admin: Engine) -> tuple[int, float, float, float]:
     """Units done, wall seconds, this process's CPU seconds and the database backends' CPU seconds."""
     done = [0] * workers
@@ -112,9 +105,10 @@ def paired(workers: int, seconds: float, work: Callable[[int], object], admin: E
 
 def rate_in_processes(workers: int, seconds: float, setup: Callable[[int], Callable[[], object]],
                       admin: Engine) -> tuple[float, float, float]:
-    """Like ``rate``, but in ``workers`` forked processes, as gunicorn's sync workers serve requests: no worker
-    waits for another's GIL. ``setup(i)`` runs in worker ``i`` after the fork (it opens what the work needs: an
-    app, its connections) and returns the unit of work, which runs once to warm up before the clock starts.
+    """Run a unit of work in ``workers`` forked processes for ``seconds``, as gunicorn's sync workers serve
+    requests: no worker waits for another's GIL. ``setup(i)`` runs in worker ``i`` after the fork (it opens what
+    the work needs: an app, its connections) and returns the unit of work, which runs once to warm up before the
+    clock starts.
     Returns units per second (the sum of the workers' rates), the workers' CPU seconds per unit
     and the database backends' CPU seconds per unit. The caller must hold no open database connection across the
     fork."""
