@@ -1,12 +1,13 @@
 """Statements on the driver's own cursor, for the paths every request takes.
 
-SQLAlchemy owns the engine, the pool, the session and its transaction, and the ORM serves the rest of the
+SQLAlchemy owns the engine, the pool and the transaction's connection, and the ORM serves the rest of the
 product. But on the hot paths (who is calling, a balance, a statement page, a trade step, a payment) its
 per-statement machinery (an execution context, the compiled-statement cache, bind and result processors,
 result metadata, the unit of work) cost three to five times what the driver itself spends on a statement:
 about 0.15 ms against 0.03 ms of CPU for a one-row SELECT on the 2-core machine of ``bench/``. A
-``Statement`` runs on the DBAPI connection of the caller's session transaction instead, *in* that
-transaction, and keeps what the product relies on:
+``Statement`` runs on the DBAPI connection of the caller's transaction instead (``core.db.transaction_connection``,
+which the ORM joins when the same transaction uses it), *in* that transaction, and keeps what the product relies
+on:
 
 * SQL is written once with ``:name`` parameters and rewritten once per dialect into the driver's style
   (psycopg's ``%(name)s``; SQLite takes ``:name`` as it is). A literal ``%`` needs no escaping.
@@ -26,7 +27,7 @@ Rows are tuples with attribute access by column name (a namedtuple per statement
 result's column names).
 
 Rows written at commit (``insert_at_commit``): a row that nothing reads before the transaction ends (an outbox
-alert, a timeline entry) waits on the session and is written just before COMMIT, all of a table's rows in one
+alert, a timeline entry) waits on the transaction and is written just before COMMIT, all of a table's rows in one
 multi-row INSERT. On PostgreSQL they ride along instead in the next statement run with ``execute_carrying``
 (as data-modifying ``WITH`` queries), so writing them costs no statement of its own: the idempotency key's
 stored answer, the last write of an idempotent request, carries the alerts and entries its effect queued. A
@@ -43,12 +44,11 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Table, event
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, SessionTransaction
 
-from core.db import Blocks, ReadOnlyViolation, blocks, db, existing_session, in_transaction, reading_engine
+from core.db import Blocks, ReadOnlyViolation, blocks, db, existing_session, reading_engine, transaction_connection
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _READS = ("SELECT", "WITH R")  # WITH RECURSIVE reads; a plain WITH may write (data-modifying CTEs)
@@ -67,7 +67,7 @@ def unlisten(fn: Callable[[str], None]) -> None:
 
 
 class _Bound:
-    """The connection statements run on, as this module uses it: the session transaction's (kept until the
+    """The connection statements run on, as this module uses it: the writing transaction's (kept until the
     transaction ends), or in a read-only block that has no transaction a pooled one of its own in autocommit
     (returned to the pool when the block ends)."""
 
@@ -109,14 +109,6 @@ class _Bound:
         return cls(engine.dialect, pooled, pooled.invalidate, True)
 
 
-@event.listens_for(Session, "after_transaction_end")
-def _forget_connection(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        # The connection may be back in the pool, or closed, already: the cursor (client-side, no server
-        # resources) is just dropped.
-        session.info.pop(_BOUND, None)
-
-
 def _bound() -> _Bound:
     state = blocks()
     if state.read_only:
@@ -127,12 +119,12 @@ def _bound() -> _Bound:
             state.reading = _Bound.for_reading(state)
             return state.reading
         # the block's ORM reads opened its (read-only) transaction first: run on that connection
-    elif not state.depth:
+        return _Bound.of_transaction(session.connection())
+    if not state.depth:
         raise RuntimeError("a statement must run inside a transaction (core.db.run_in_transaction)")
-    session = db.session()
-    bound = session.info.get(_BOUND)
+    bound = state.info.get(_BOUND)
     if bound is None:
-        bound = session.info[_BOUND] = _Bound.of_transaction(session.connection())
+        bound = state.info[_BOUND] = _Bound.of_transaction(transaction_connection())
     return bound
 
 
@@ -404,9 +396,16 @@ def insert_at_commit(table: Table, row: Mapping[str, Any]) -> None:
     """Add ``row`` (a value for each column it names) to ``table`` in the current transaction, written before
     the transaction commits, or earlier by ``execute_carrying``; a rollback throws it away. Raises
     ``RuntimeError`` outside a transaction: the row must commit with the change it belongs to."""
-    if not in_transaction():
+    state = blocks()
+    if not state.depth:
         raise RuntimeError(f"a row for {table.name} must be written inside the transaction of the change it belongs to")
-    db.session.info.setdefault(_AT_COMMIT, []).append((table.name, row))
+    if state.read_only:
+        raise ReadOnlyViolation(f"a read-only block tried to write a row for {table.name}")
+    waiting = state.info.get(_AT_COMMIT)
+    if waiting is None:
+        waiting = state.info[_AT_COMMIT] = []
+        state.before_commit.append(_write_rows_at_commit)
+    waiting.append((table.name, row))
 
 
 def execute_carrying(statement_sql: str, params: Mapping[str, Any]) -> int:
@@ -414,7 +413,7 @@ def execute_carrying(statement_sql: str, params: Mapping[str, Any]) -> int:
     for commit: on PostgreSQL in the same statement, as data-modifying ``WITH`` queries before it (one round trip
     for both; foreign keys are checked at the end of the statement, so a carried row may refer to the row the
     statement inserts); elsewhere by INSERTs just after it. Returns the number of rows the statement wrote."""
-    batches = _take_rows(db.session())
+    batches = _take_rows()
     postgres = _bound().dialect.name == "postgresql"
     if not batches or not postgres:
         written = _carrying_statement(statement_sql, ()).run(params)
@@ -437,10 +436,10 @@ def _carrying_statement(statement_sql: str, shape: tuple[tuple[str, tuple[str, .
     return stmt
 
 
-def _take_rows(session: Session) -> list[_Batch]:
-    """The rows waiting for commit, taken off the session: by table and column set, at most 16 per batch."""
+def _take_rows() -> list[_Batch]:
+    """The rows waiting for commit, taken off the transaction: by table and column set, at most 16 per batch."""
     groups: dict[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]] = {}
-    for table, row in session.info.pop(_AT_COMMIT, ()):
+    for table, row in blocks().info.pop(_AT_COMMIT, ()):
         groups.setdefault((table, tuple(row)), []).append(row)
     return [(table, columns, rows[start:start + _ROWS_PER_INSERT])
             for (table, columns), rows in groups.items() for start in range(0, len(rows), _ROWS_PER_INSERT)]
@@ -472,15 +471,8 @@ def _write_rows(batches: list[_Batch]) -> None:
         stmt.run(_row_params(columns, rows))
 
 
-@event.listens_for(Session, "before_commit")
-def _write_rows_at_commit(session: Session) -> None:
-    batches = _take_rows(session)
+def _write_rows_at_commit() -> None:
+    """Write what no statement carried (``core.db`` runs this just before COMMIT)."""
+    batches = _take_rows()
     if batches:
-        if _BOUND not in session.info:  # nothing ran here yet: the transaction's connection, without the check
-            session.info[_BOUND] = _Bound.of_transaction(session.connection())
         _write_rows(batches)
-
-
-@event.listens_for(Session, "after_rollback")
-def _discard_rows_at_commit(session: Session) -> None:
-    session.info.pop(_AT_COMMIT, None)

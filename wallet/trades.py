@@ -22,12 +22,11 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from core import clock, sql
-from core.db import db, run_in_transaction
+from core.db import db, in_transaction, run_in_transaction, transaction_info
 from core.errors import AppError, NotFound
 from core.ids import new_id
 from notifications.outbox import enqueue
@@ -128,15 +127,9 @@ def _lock(trade_id: str, *, skip_locked: bool = False) -> TradeRecord | None:
     locked = trade_store.lock(trade_id, skip_locked=skip_locked)
     if locked is None:
         return None
-    known = db.session.info.setdefault(_KNOWN_PARTIES, {})
+    known = transaction_info().setdefault(_KNOWN_PARTIES, {})
     known[locked.buyer.id], known[locked.seller.id] = locked.buyer, locked.seller
     return locked.trade
-
-
-@event.listens_for(Session, "after_commit")
-@event.listens_for(Session, "after_rollback")
-def _forget_parties(session: Session) -> None:
-    session.info.pop(_KNOWN_PARTIES, None)
 
 
 def _party_trade(user_id: str, trade_id: str) -> TradeRecord:
@@ -163,7 +156,7 @@ def _as_seller(user_id: str, trade_id: str) -> TradeRecord:
 def _parties(buyer_id: str, seller_id: str) -> dict[str, Party]:
     """A trade's two parties, by id: those of a trade locked in this transaction are known already; otherwise
     one query reads both (without their wallets)."""
-    known = db.session.info.get(_KNOWN_PARTIES, {})
+    known = transaction_info().get(_KNOWN_PARTIES, {}) if in_transaction() else {}
     if buyer_id in known and seller_id in known:
         return {buyer_id: known[buyer_id], seller_id: known[seller_id]}
     return {row.id: Party(*row) for row in _PARTIES_OF.all(first=buyer_id, second=seller_id)}

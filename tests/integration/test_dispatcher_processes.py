@@ -48,7 +48,7 @@ class Dispatchers:
             SMS_LEASE_SECONDS=str(LEASE_SECONDS),
             SMS_BATCH_SIZE=str(batch_size),
             DISPATCH_INTERVAL_SECONDS="0.05",
-            LOG_LEVEL="WARNING",
+            LOG_LEVEL="INFO",  # "dispatcher started" says it is polling (``wait_polling``)
         )
         with (self.workdir / f"dispatcher-{n}.log").open("wb") as log:
             process = subprocess.Popen(
@@ -63,6 +63,17 @@ class Dispatchers:
         self.retired.add(process.pid)
         process.send_signal(signum)
         return process.wait(timeout=15)
+
+    def wait_polling(self, timeout: float = 60) -> None:
+        """Wait until every process started so far is polling the outbox."""
+        deadline = time.monotonic() + timeout
+        for n in range(len(self.processes)):
+            log = self.workdir / f"dispatcher-{n}.log"
+            while "dispatcher started" not in log.read_text(errors="replace"):
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    pytest.fail(f"dispatcher {n} did not start:\n{self.logs()}")
+                time.sleep(0.02)
 
     def check_alive(self) -> None:
         for process in self.processes:
@@ -128,9 +139,12 @@ def bodies_of_all_alerts() -> set[str]:
 
 def test_two_dispatcher_processes_send_1000_alerts_exactly_once_and_stop_cleanly_on_sigterm(app, dispatchers):
     with app.app_context():
+        # Both poll before there is anything to send, so neither has a head start (a process that starts while
+        # the other has already sent everything would prove nothing about sharing).
+        first, second = dispatchers.start(), dispatchers.start()
+        dispatchers.wait_polling()
         make_alerts(1000)
         expected = bodies_of_all_alerts()
-        first, second = dispatchers.start(), dispatchers.start()
         wait_until(lambda: count(Alert.status == SENT) == 1000, "1000 sent", dispatchers)
 
         assert [dispatchers.stop(p, signal.SIGTERM) for p in (first, second)] == [0, 0], dispatchers.logs()

@@ -204,13 +204,16 @@ def test_a_read_only_block_mixing_orm_reads_and_statements_sees_both_and_writes_
         assert db.session.get(User, user_id).locale == "en"
 
 
-def test_a_read_only_block_of_statements_creates_no_session(app):
+def test_blocks_of_statements_create_no_session(app):
+    user_id = new_id("usr")
     with app.app_context():
         run_in_transaction(lambda: _READ_USER.one(id="usr_nobody"), read_only=True)
         assert not db.session.registry.has()
-        run_in_transaction(lambda: _INSERT_USER.run(id=new_id("usr"), phone=make_phone(), staff=False,
+        run_in_transaction(lambda: _INSERT_USER.run(id=user_id, phone=make_phone(), staff=False,
                                                     at=datetime(2026, 1, 1, tzinfo=UTC)))
-        assert db.session.registry.has()  # a write runs in the session's transaction
+        assert not db.session.registry.has()  # the writing block had a connection of its own, and committed it
+    with app.app_context():
+        assert run_in_transaction(lambda: _READ_USER.one(id=user_id), read_only=True).id == user_id
 
 
 # --- Joined: two reads in one statement ----------------------------------------------------------------
