@@ -3,23 +3,18 @@
 Ids are time-ordered (``core.ids``), so "older than the cursor" is ``id < cursor``: one index range scan
 however deep the page, never ``OFFSET``.
 
-A page's size is written into the SQL (``page_limit``), not bound. psycopg prepares a statement it runs often,
-and PostgreSQL then decides between one generic plan and a fresh plan per run. With the LIMIT unknown, the
-generic plan is costed for a tenth of the matching rows; on a large table that looks so much worse than a
-plan for twenty rows that PostgreSQL plans afresh every run (bench/ledger.py --scale found it on the
-statement page: 0.5 ms of planning per page at 1M transfers, the page itself 0.2 ms).
+A page's size is written into the SQL (``LIMIT 21``: one prepared statement per page size), not bound. psycopg
+prepares a statement it runs often, and PostgreSQL then decides between one generic plan and a fresh plan per
+run. With the LIMIT unknown, the generic plan is costed for a tenth of the matching rows; on a large table that
+looks so much worse than a plan for twenty rows that PostgreSQL plans afresh every run (bench/ledger.py --scale
+found it on the statement page: 0.5 ms of planning per page at 1M transfers, the page itself 0.2 ms).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Integer, Select, literal
-from sqlalchemy.orm import InstrumentedAttribute
-
-from core.db import db
 
 T = TypeVar("T")
 
@@ -34,18 +29,3 @@ class Page(BaseModel, Generic[T]):
     data: list[T]
     has_more: bool
     next_starting_after: str | None = None
-
-
-def page_limit(rows: int) -> Any:
-    """``rows`` as a LIMIT written into the statement (see the module docstring)."""
-    return literal(int(rows), Integer, literal_execute=True)
-
-
-def fetch_page(
-    stmt: Select[Any], id_column: InstrumentedAttribute[str], query: PageQuery
-) -> tuple[Sequence[Any], bool]:
-    """Rows of ``stmt`` older than the cursor, newest first, and whether more remain."""
-    if query.starting_after:
-        stmt = stmt.where(id_column < query.starting_after)
-    rows = db.session.scalars(stmt.order_by(id_column.desc()).limit(page_limit(query.limit + 1))).all()
-    return rows[: query.limit], len(rows) > query.limit

@@ -14,9 +14,9 @@ from pydantic import BaseModel
 
 from core.api import endpoint, parse_query, respond
 from core.pagination import Page, PageQuery
-from notifications.models import REDACTED, Alert, alerts_of_user
+from notifications.models import REDACTED, AlertView, alerts_of
 from notifications.templates import mask_phone
-from security.auth import current_caller
+from security.auth import CALLER, require_token
 
 bp = Blueprint("alerts", __name__, url_prefix="/api/v1")
 
@@ -35,7 +35,7 @@ class AlertPage(Page[AlertOut]):
     pass
 
 
-def _out(alert: Alert) -> AlertOut:
+def _out(alert: AlertView) -> AlertOut:
     return AlertOut(
         id=alert.id,
         event=alert.event,
@@ -50,9 +50,9 @@ def _out(alert: Alert) -> AlertOut:
 @endpoint(bp, "/me/alerts", "GET", summary="My SMS alerts and their delivery status, newest first",
           query=PageQuery, response=AlertPage)
 def list_my_alerts() -> Response:
-    user = current_caller()
+    require_token()  # a request without a token is refused as such before its query is judged
     query = parse_query(PageQuery)
-    alerts, has_more = alerts_of_user(user.id, query)
+    alerts, has_more = alerts_of(CALLER, query)  # the token's check rides in the page's statement
     return respond(AlertPage(
         data=[_out(alert) for alert in alerts],
         has_more=has_more,

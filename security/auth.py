@@ -2,10 +2,10 @@
 
 Every authenticated request runs ``current_session``: the token, its session, the account's few columns a
 request needs (``Caller``) and the login lock state, in one statement on the driver's cursor (``core.sql``).
-A read made for ``CALLER`` (the balance, a statement page, a trade, the trade list) carries that statement
-inside its own (``core.sql.Joined``), so such a GET costs one statement; the same checks decide, before its rows
-are used. Endpoints that need the account as an ORM object (to change it) ask ``current_user()``, which loads it
-by primary key then; the others (balances, payments, trades) never pay for one.
+A read made for ``CALLER`` (the balance, a statement page, a trade, the trade list, the alert list) carries that
+statement inside its own (``core.sql.Joined``), so such a GET costs one statement; the same checks decide, before
+its rows are used. Endpoints that need the account as an ORM object (to change it) ask ``current_user()``, which
+loads it by primary key then; the others (balances, payments, trades) never pay for one.
 """
 
 from __future__ import annotations

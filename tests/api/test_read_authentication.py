@@ -7,7 +7,8 @@ import pytest
 
 WRONG = "definitely not it"
 
-READS = ["/api/v1/wallet", "/api/v1/wallet/transactions", "/api/v1/trades/{trade}", "/api/v1/trades"]
+READS = ["/api/v1/wallet", "/api/v1/wallet/transactions", "/api/v1/trades/{trade}", "/api/v1/trades",
+         "/api/v1/me/alerts"]
 
 
 @pytest.fixture
@@ -79,7 +80,8 @@ def test_a_trade_is_read_by_its_parties_and_staff_and_is_not_found_for_anyone_el
     assert api.client.get(path, headers=staff["headers"]).json["role"] == "staff"
 
 
-@pytest.mark.parametrize("path", ["/api/v1/wallet/transactions?limit=0", "/api/v1/trades?limit=abc"])
+@pytest.mark.parametrize("path", ["/api/v1/wallet/transactions?limit=0", "/api/v1/trades?limit=abc",
+                                  "/api/v1/me/alerts?limit=101"])
 def test_a_request_without_a_token_is_refused_as_such_before_its_query_is_judged(api, path):
     assert api.client.get(path).status_code == 401
     account = api.register()
