@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import String, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -92,6 +92,18 @@ _PAYER = sql.Statement(
     "SELECT u.phone, u.locale, u.payment_password_hash, l.recent_failures, l.consecutive_failures, l.locked_until,"
     " l.hard_locked FROM users u LEFT JOIN credential_locks l ON l.subject = u.id AND l.kind = 'payment'"
     " WHERE u.id = :user_id", **STATE_CONVERSIONS)
+
+
+# What GET /me shows: read for a viewer (the request's caller, whose token check then rides in the statement).
+_PROFILE = sql.Statement("SELECT id, phone, email, locale, totp_enabled, created_at FROM users WHERE id = :viewer_id",
+                         utc=["created_at"], boolean=["totp_enabled"])
+
+
+def profile(viewer: sql.Viewer) -> Any | None:
+    """The viewer's account as GET /me shows it (id, phone, email, locale, totp_enabled, created_at); None when
+    the account is gone."""
+    rows = run_in_transaction(lambda: viewer.read(_PROFILE, {}), read_only=True)
+    return rows[0] if rows else None
 
 
 def _login_view(phone: str, device_key: str) -> tuple[_LoginView | None, LockState]:

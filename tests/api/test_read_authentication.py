@@ -8,7 +8,7 @@ import pytest
 WRONG = "definitely not it"
 
 READS = ["/api/v1/wallet", "/api/v1/wallet/transactions", "/api/v1/trades/{trade}", "/api/v1/trades",
-         "/api/v1/me/alerts"]
+         "/api/v1/me/alerts", "/api/v1/me"]
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_a_joined_read_refuses_a_locked_login(api, trade_of, path):
     assert (response.status_code, response.json["code"]) == (423, "login_locked")
 
 
-def test_each_caller_reads_only_their_own_wallet_and_statement(api, trade_of):
+def test_each_caller_reads_only_their_own_wallet_statement_and_profile(api, trade_of):
     buyer, seller, _trade_id = trade_of
     stranger = api.register()
     assert api.client.get("/api/v1/wallet", headers=buyer["headers"]).json["available"] == 5000
@@ -66,6 +66,9 @@ def test_each_caller_reads_only_their_own_wallet_and_statement(api, trade_of):
     assert [(line["kind"], line["amount"]) for line in lines] == [("topup", 5000)]
     for other in (seller, stranger):
         assert api.client.get("/api/v1/wallet/transactions", headers=other["headers"]).json["data"] == []
+    for account in (buyer, seller, stranger):
+        profile = api.client.get("/api/v1/me", headers=account["headers"]).json
+        assert (profile["id"], profile["phone"]) == (account["user"]["id"], account["phone"])
 
 
 def test_a_trade_is_read_by_its_parties_and_staff_and_is_not_found_for_anyone_else(api, app, trade_of):
