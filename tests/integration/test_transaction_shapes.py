@@ -49,8 +49,9 @@ def test_a_statement_that_writes_inside_a_read_only_block_is_refused_before_it_r
     assert lock_rows(app) == 0
 
 
-@pytest.mark.parametrize(("module", "path"), [("security.auth", "/api/v1/me"),  # authenticates alone first
-                                              ("wallet.ledger", "/api/v1/wallet")])  # authenticates in its read
+@pytest.mark.parametrize(("module", "path"), [("security.auth", "/api/v1/devices"),  # authenticates alone first
+                                              ("wallet.ledger", "/api/v1/wallet"),  # authenticates in its read
+                                              ("security.accounts", "/api/v1/me")])  # likewise
 def test_get_handlers_run_in_one_read_only_block(api, app, monkeypatch, module, path):
     """Every GET endpoint reads inside one read-only block: a write slipped into one fails loudly (500), and
     the row it tried to write is not there."""
