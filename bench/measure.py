@@ -70,24 +70,93 @@ def paired(workers: int, seconds: float, work: Callable[[int], object], admin: E
            variants: dict[str, Callable[[], object]], block: float = 0.4) -> dict[str, dict[str, float]]:
     """Compare variants of ``work`` in short alternating blocks (A B, then B A, repeated until each variant has
     had ``seconds``), so that a machine speeding up or slowing down during the run touches every variant alike.
-    ``variants`` maps a name to a function that switches ``work`` to that variant.
+    ``variants`` maps a name to a function that switches ``work`` to that variant. The workers are threads of
+    this process (``paired_in_processes`` runs them as processes).
 
     Returns, per variant: ``rate`` (units per second) and ``cpu`` (CPU seconds per unit, this process plus the
     database backends) over all its blocks, and, against the first variant block pair by block pair, the
     median ratio of rates (``rate_vs``) and of CPU per unit (``cpu_vs``) with their interquartile ranges
     (``*_low``, ``*_high``): how much the machine's noise moved the comparison."""
-    names = list(variants)
+
+    def run_block(name: str) -> tuple[int, float, float]:
+        variants[name]()
+        units, elapsed, cpu, server = _run(workers, block, work, admin)
+        return units, elapsed, cpu + server
+
+    return _alternate(list(variants), seconds, block, run_block)
+
+
+def paired_in_processes(workers: int, seconds: float, setup: Callable[[int], Callable[[str], Callable[[], object]]],
+                        admin: Engine, variants: list[str], block: float = 0.4) -> dict[str, dict[str, float]]:
+    """``paired`` with each worker a forked process that lives through the whole run, as gunicorn's sync workers
+    do (threads of one process would also wait for each other's GIL). ``setup(i)`` runs in worker ``i`` after the
+    fork and returns ``unit_of(variant)``: the unit of work for a variant name, which runs once to warm up before
+    the first block. CPU is the workers' plus the database backends'. The caller must hold no open database
+    connection across the fork."""
+    ctx = mp.get_context("fork")
+    pipes = [ctx.Pipe() for _ in range(workers)]
+    procs = [ctx.Process(target=_paired_worker, args=(i, setup, variants, child)) for i, (_, child) in
+             enumerate(pipes)]
+    for p in procs:
+        p.start()
+    try:
+        for parent, _ in pipes:
+            if parent.recv() != "ready":
+                raise RuntimeError("a benchmark worker failed to start")
+
+        def run_block(name: str) -> tuple[int, float, float]:
+            server_before = server_cpu(admin)
+            start = time.time() + 0.02
+            for parent, _ in pipes:
+                parent.send((name, start, block))
+            done = [parent.recv() for parent, _ in pipes]
+            server = sum(used - server_before.get(pid, 0.0) for pid, used in server_cpu(admin).items())
+            units = sum(n for n, _, _ in done)
+            # the workers' summed rate over their own windows, as one elapsed time for ``units``
+            rate = sum(n / elapsed for n, elapsed, _ in done)
+            return max(units, 1), max(units, 1) / rate if rate else block, sum(c for _, _, c in done) + server
+
+        return _alternate(variants, seconds, block, run_block)
+    finally:
+        for parent, _ in pipes:
+            parent.send(None)
+        for p in procs:
+            p.join()
+
+
+def _paired_worker(i: int, setup: Callable[[int], Callable[[str], Callable[[], object]]], variants: list[str],
+                   conn: Any) -> None:
+    unit_of = setup(i)
+    units = {name: unit_of(name) for name in variants}
+    for unit in units.values():
+        unit()
+    conn.send("ready")
+    while (order := conn.recv()) is not None:
+        name, start, seconds = order
+        unit = units[name]
+        while time.time() < start:
+            time.sleep(0.0005)
+        stop, count, cpu = start + seconds, 0, time.process_time()
+        while time.time() < stop:
+            unit()
+            count += 1
+        conn.send((count, time.time() - start, time.process_time() - cpu))
+
+
+def _alternate(names: list[str], seconds: float, block: float,
+               run_block: Callable[[str], tuple[int, float, float]]) -> dict[str, dict[str, float]]:
+    """Blocks of each variant in turn (A B, B A, ...) and the figures ``paired`` returns; ``run_block(name)`` runs
+    one block and gives units, wall seconds and CPU seconds."""
     totals = {name: [0, 0.0, 0.0] for name in names}  # units, wall seconds, CPU seconds
     ratios: dict[str, dict[str, list[float]]] = {name: {"rate_vs": [], "cpu_vs": []} for name in names}
     for n in range(2 * max(1, round(seconds / block / 2))):
         here = {}
         for name in names if n % 2 == 0 else reversed(names):
-            variants[name]()
-            units, elapsed, cpu, server = _run(workers, block, work, admin)
+            units, elapsed, cpu = run_block(name)
             totals[name][0] += units
             totals[name][1] += elapsed
-            totals[name][2] += cpu + server
-            here[name] = (units / elapsed, (cpu + server) / units)
+            totals[name][2] += cpu
+            here[name] = (units / elapsed, cpu / units)
         for name in names:
             ratios[name]["rate_vs"].append(here[name][0] / here[names[0]][0])
             ratios[name]["cpu_vs"].append(here[name][1] / here[names[0]][1])

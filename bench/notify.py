@@ -1,9 +1,13 @@
 """What the SMS alerts cost the payment path: transfers per second with the two alerts enqueued (payer's
 "balance payment" and payee's "transfer received", written in the transfer's transaction) vs with the
 alert call removed, in short blocks alternating through the same run. Target: at most 5 % slower. Also printed:
-CPU time per transfer (this process and the PostgreSQL backends) with and without, and the difference, which
+CPU time per transfer (the workers and the PostgreSQL backends) with and without, and the difference, which
 moves less than rates do when the machine's speed drifts; and both comparisons block pair by block pair
 (median and interquartile range), which shows how much noise there was.
+
+Each worker is a forked process with its own app and connections that lives through the run, as gunicorn's sync
+workers do. Until the seventh session they were threads of one process, which also waited for each other's GIL;
+that made the alert's Python look dearer with two workers than with one.
 
 The measured path is ``wallet.funds.pay_phone`` under ``run_idempotent``: the transfer endpoint's work without
 HTTP and without the argon2 payment-password check, which would hide a cost this small. ``--with-password``
@@ -32,7 +36,7 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine
 
 from app import create_app
-from bench.measure import fresh_database, paired
+from bench.measure import fresh_database, paired_in_processes
 from core import clock
 from core.db import db
 from core.idempotency import fingerprint, run_idempotent
@@ -72,9 +76,10 @@ def main() -> None:
     args = parser.parse_args()
 
     fresh_database(args.database_url)
-    app = create_app({"DATABASE_URL": args.database_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
-                      "SMS_CONSOLE_FILE": str(Path(tempfile.mkdtemp()) / "sms.jsonl"), "LOG_LEVEL": "WARNING",
-                      "LIMIT_DAILY": 10**12})
+    settings = {"DATABASE_URL": args.database_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
+                "SMS_CONSOLE_FILE": str(Path(tempfile.mkdtemp()) / "sms.jsonl"), "LOG_LEVEL": "WARNING",
+                "LIMIT_DAILY": 10**12}
+    app = create_app(settings)
     payers: list[tuple[str, str]] = []
     with app.app_context():
         upgrade()
@@ -85,22 +90,33 @@ def main() -> None:
 
     real_enqueue = funds.enqueue
 
-    def pay(i: int) -> None:
+    def worker(i: int):
+        """In worker process ``i`` (after the fork): an app with connections of its own, and the unit of work
+        for each variant: "without" is the transfer with the alert call removed."""
+        worker_app = create_app(settings)
         payer, payee_phone = payers[i]
-        with app.app_context():
+
+        def unit_of(variant: str):
+            enqueue = real_enqueue if variant == "with" else (lambda *_a, **_k: None)
+
             def transfer() -> object:
                 return run_idempotent(payer, uuid.uuid4().hex, fingerprint("POST", "/api/v1/transfers", {}), lambda: (
                     201, {"id": funds.pay_phone(payer, payee_phone, 1, "CNY", None).transfer.id}))
 
-            if args.with_password:
-                authorize_payment(payer, PAYMENT_PASSWORD, transfer)
-            else:
-                transfer()
+            def pay() -> None:
+                funds.enqueue = enqueue
+                with worker_app.app_context():
+                    if args.with_password:
+                        authorize_payment(payer, PAYMENT_PASSWORD, transfer)
+                    else:
+                        transfer()
 
-    def use(enqueue):
-        return lambda: setattr(funds, "enqueue", enqueue)
+            return pay
 
-    variants = {"without": use(lambda *_a, **_k: None), "with": use(real_enqueue)}  # without: the call removed
+        return unit_of
+
+    with app.app_context():
+        db.engine.dispose()  # no connection may cross the workers' fork
     admin = create_engine(args.database_url)
     print("path: " + ("payment password check + transfer" if args.with_password else "transfer (no password check)"))
     print(f"blocks of {args.block:.2f} s alternating (A B, B A, ...), {args.seconds:.0f} s per variant; "
@@ -108,8 +124,7 @@ def main() -> None:
     print(f"{'workers':>7} {'with/s':>8} {'without/s':>10} {'slower by':>10} {'paired':>20} "
           f"{'cpu ms with':>12} {'without':>8} {'cpu cost':>9} {'paired':>20}")
     for workers in args.workers:
-        figures = paired(workers, args.seconds, pay, admin, variants, args.block)
-        funds.enqueue = real_enqueue
+        figures = paired_in_processes(workers, args.seconds, worker, admin, ["without", "with"], args.block)
         a, b = figures["with"], figures["without"]
 
         def pct(x: float) -> str:
