@@ -1,12 +1,11 @@
-"""What the benchmarks share: a fresh PostgreSQL database, and running a unit of work in threads (or in worker
-processes, as gunicorn's sync workers run requests) for a while, measuring its rate and its CPU cost, in the
-workers and in the PostgreSQL backends serving them."""
+"""What the benchmarks share: a fresh PostgreSQL database, and running a unit of work in worker processes (as
+gunicorn's sync workers run requests) for a while, measuring its rate and its CPU cost, in the workers and in the
+PostgreSQL backends serving them."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,58 +40,19 @@ def server_cpu(admin: Engine) -> dict[int, float]:
     return used
 
 
-def _run(workers: int, seconds: float, work: Callable[[int], object], admin: Engine) -> tuple[int, float, float, float]:
-    """Units done, wall seconds, this process's CPU seconds and the database backends' CPU seconds."""
-    done = [0] * workers
-    stop = time.perf_counter() + seconds
-    barrier = threading.Barrier(workers + 1)
+def paired_in_processes(workers: int, seconds: float, setup: Callable[[int], Callable[[str], Callable[[], object]]],
+                        admin: Engine, variants: list[str], block: float = 0.4) -> dict[str, dict[str, float]]:
+    """Compare variants of a unit of work in short alternating blocks (A B, then B A, repeated until each variant
+    has had ``seconds``), so that a machine speeding up or slowing down during the run touches every variant alike.
+    Each worker is a forked process that lives through the whole run, as gunicorn's sync workers do (threads of one
+    process would also wait for each other's GIL). ``setup(i)`` runs in worker ``i`` after the fork and returns
+    ``unit_of(variant)``: the unit of work for a variant name, which runs once to warm up before the first block.
+    The caller must hold no open database connection across the fork.
 
-    def loop(i: int) -> None:
-        barrier.wait()
-        while time.perf_counter() < stop:
-            work(i)
-            done[i] += 1
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    server_before = server_cpu(admin)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    barrier.wait()
-    for t in threads:
-        t.join()
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    server = sum(used - server_before.get(pid, 0.0) for pid, used in server_cpu(admin).items())
-    return max(sum(done), 1), elapsed, cpu, server
-
-
-def paired(workers: int, seconds: float, work: Callable[[int], object], admin: Engine,
-           variants: dict[str, Callable[[], object]], block: float = 0.4) -> dict[str, dict[str, float]]:
-    """Compare variants of ``work`` in short alternating blocks (A B, then B A, repeated until each variant has
-    had ``seconds``), so that a machine speeding up or slowing down during the run touches every variant alike.
-    ``variants`` maps a name to a function that switches ``work`` to that variant. The workers are threads of
-    this process (``paired_in_processes`` runs them as processes).
-
-    Returns, per variant: ``rate`` (units per second) and ``cpu`` (CPU seconds per unit, this process plus the
+    Returns, per variant: ``rate`` (units per second) and ``cpu`` (CPU seconds per unit, the workers plus the
     database backends) over all its blocks, and, against the first variant block pair by block pair, the
     median ratio of rates (``rate_vs``) and of CPU per unit (``cpu_vs``) with their interquartile ranges
     (``*_low``, ``*_high``): how much the machine's noise moved the comparison."""
-
-    def run_block(name: str) -> tuple[int, float, float]:
-        variants[name]()
-        units, elapsed, cpu, server = _run(workers, block, work, admin)
-        return units, elapsed, cpu + server
-
-    return _alternate(list(variants), seconds, block, run_block)
-
-
-def paired_in_processes(workers: int, seconds: float, setup: Callable[[int], Callable[[str], Callable[[], object]]],
-                        admin: Engine, variants: list[str], block: float = 0.4) -> dict[str, dict[str, float]]:
-    """``paired`` with each worker a forked process that lives through the whole run, as gunicorn's sync workers
-    do (threads of one process would also wait for each other's GIL). ``setup(i)`` runs in worker ``i`` after the
-    fork and returns ``unit_of(variant)``: the unit of work for a variant name, which runs once to warm up before
-    the first block. CPU is the workers' plus the database backends'. The caller must hold no open database
-    connection across the fork."""
     ctx = mp.get_context("fork")
     pipes = [ctx.Pipe() for _ in range(workers)]
     procs = [ctx.Process(target=_paired_worker, args=(i, setup, variants, child)) for i, (_, child) in
@@ -145,8 +105,8 @@ def _paired_worker(i: int, setup: Callable[[int], Callable[[str], Callable[[], o
 
 def _alternate(names: list[str], seconds: float, block: float,
                run_block: Callable[[str], tuple[int, float, float]]) -> dict[str, dict[str, float]]:
-    """Blocks of each variant in turn (A B, B A, ...) and the figures ``paired`` returns; ``run_block(name)`` runs
-    one block and gives units, wall seconds and CPU seconds."""
+    """Blocks of each variant in turn (A B, B A, ...) and the figures ``paired_in_processes`` returns;
+    ``run_block(name)`` runs one block and gives units, wall seconds and CPU seconds."""
     totals = {name: [0, 0.0, 0.0] for name in names}  # units, wall seconds, CPU seconds
     ratios: dict[str, dict[str, list[float]]] = {name: {"rate_vs": [], "cpu_vs": []} for name in names}
     for n in range(2 * max(1, round(seconds / block / 2))):
