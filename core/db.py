@@ -39,6 +39,7 @@ whether it committed is unknown (the API answers 503 and the client retries with
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import sqlite3
 import time
@@ -55,6 +56,8 @@ from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, ev
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -296,8 +299,8 @@ def atomic(read_only: bool = False) -> Iterator[None]:
         yield
         _commit(state)
     except BaseException:
-        _rollback(state)
-        raise
+        _rollback_after(state)
+        raise  # the first error, never one from the rollback: it says whether the commit's outcome is unknown
     finally:
         connection, state.connection = state.connection, None
         state.depth, state.session_owned = 0, False
@@ -328,14 +331,21 @@ def _commit(state: Blocks) -> None:
             raise
 
 
-def _rollback(state: Blocks) -> None:
+def _rollback_after(state: Blocks) -> None:
+    """Roll back after a failure. A rollback that fails too is logged and its connection dropped, not raised: the
+    transaction did not commit either way, and the caller must see the error that failed it."""
     session = existing_session()
     try:
-        if session is not None and session.in_transaction():
-            session.rollback()  # rolls back the block's connection too, when the Session had joined it
-    finally:
-        if state.connection is not None and state.connection.in_transaction():
-            state.connection.rollback()
+        try:
+            if session is not None and session.in_transaction():
+                session.rollback()  # rolls back the block's connection too, when the Session had joined it
+        finally:
+            if state.connection is not None and state.connection.in_transaction():
+                state.connection.rollback()
+    except Exception:
+        log.warning("rolling back a failed transaction failed too; its connection is dropped", exc_info=True)
+        if state.connection is not None:
+            state.connection.invalidate()
 
 
 def _may_read_lightly(session: Any) -> bool:

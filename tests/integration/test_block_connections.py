@@ -6,7 +6,7 @@ and a Session already in a transaction keeps its own connection."""
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from core import sql
 from core.db import ReadOnlyViolation, db, run_in_transaction, transaction_connection, transaction_info
@@ -157,3 +157,24 @@ def test_a_session_already_in_a_transaction_keeps_its_connection_and_the_block_c
         assert not db.session().in_transaction()  # committed through the Session
     with app.app_context():
         assert users_named(user_id) == {user_id}
+
+
+def test_a_rollback_that_fails_too_does_not_hide_the_error_that_failed_the_transaction(app, monkeypatch):
+    """The first error decides what happens next (``core.db`` never retries a transaction whose COMMIT failed):
+    an error from the rollback after it must not take its place."""
+    user_id = new_id("usr")
+
+    def failing_rollback(self):
+        raise RuntimeError("the rollback failed as well")
+
+    def work() -> None:
+        _INSERT_USER.run(id=user_id, phone=make_phone(), at=AT)
+        monkeypatch.setattr(Connection, "rollback", failing_rollback)
+        raise Boom
+
+    with app.app_context():
+        with pytest.raises(Boom):
+            run_in_transaction(work)
+        monkeypatch.undo()
+    with app.app_context():
+        assert users_named(user_id) == set()
