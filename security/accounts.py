@@ -99,11 +99,14 @@ _PROFILE = sql.Statement("SELECT id, phone, email, locale, totp_enabled, created
                          utc=["created_at"], boolean=["totp_enabled"])
 
 
-def profile(viewer: sql.Viewer) -> Any | None:
-    """The viewer's account as GET /me shows it (id, phone, email, locale, totp_enabled, created_at); None when
-    the account is gone."""
+def profile(viewer: sql.Viewer) -> Any:
+    """The viewer's account as GET /me shows it (id, phone, email, locale, totp_enabled, created_at). Raises
+    ``NotFound`` for a viewer with no account (never the request's caller: its token names an account, in the same
+    statement)."""
     rows = run_in_transaction(lambda: viewer.read(_PROFILE, {}), read_only=True)
-    return rows[0] if rows else None
+    if not rows:
+        raise NotFound("No such account.")
+    return rows[0]
 
 
 def _login_view(phone: str, device_key: str) -> tuple[_LoginView | None, LockState]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from core import sql
+from core.errors import NotFound
+from security import accounts
+
 WRONG = "definitely not it"
 
 READS = ["/api/v1/wallet", "/api/v1/wallet/transactions", "/api/v1/trades/{trade}", "/api/v1/trades",
@@ -101,3 +105,8 @@ def test_a_trade_list_shows_the_callers_own_trades_in_their_role(api, trade_of):
     assert [(t["id"], t["role"]) for t in as_seller] == [(trade_id, "seller")]
     assert api.client.get("/api/v1/trades?role=seller", headers=buyer["headers"]).json["data"] == []
     assert api.client.get("/api/v1/trades", headers=stranger["headers"]).json["data"] == []
+
+
+def test_a_profile_read_for_an_account_that_does_not_exist_is_not_found(app):
+    with app.app_context(), pytest.raises(NotFound):
+        accounts.profile(sql.Viewing("usr_nobody"))
