@@ -12,9 +12,13 @@ found it on the statement page: 0.5 ms of planning per page at 1M transfers, the
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from core import sql
+from core.db import run_in_transaction
 
 T = TypeVar("T")
 
@@ -29,3 +33,11 @@ class Page(BaseModel, Generic[T]):
     data: list[T]
     has_more: bool
     next_starting_after: str | None = None
+
+
+def read_page(viewer: sql.Viewer, statement: sql.Statement, params: Mapping[str, Any],
+              limit: int) -> tuple[list[Any], bool]:
+    """Rows of ``statement`` (written to fetch ``limit + 1``) read for ``viewer`` in a read-only block: the first
+    ``limit`` of them, and whether more remain."""
+    rows = run_in_transaction(lambda: viewer.read(statement, params), read_only=True)
+    return rows[:limit], len(rows) > limit

@@ -15,8 +15,8 @@ from sqlalchemy import CheckConstraint, Index, Integer, String, Text, false, tex
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core import sql
-from core.db import UTCDateTime, db, run_in_transaction
-from core.pagination import PageQuery
+from core.db import UTCDateTime, db
+from core.pagination import PageQuery, read_page
 
 PENDING, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED = (
     "pending", "sending", "sent", "delivered", "undelivered", "failed",
@@ -126,5 +126,5 @@ def alerts_of(viewer: sql.Viewer, query: PageQuery) -> tuple[list[AlertView], bo
     rides in the same statement), newest first, and whether more remain. Never anyone else's."""
     stmt = _alert_page(query.starting_after is not None, query.limit + 1)
     params = {} if query.starting_after is None else {"starting_after": query.starting_after}
-    rows = [AlertView(*row) for row in run_in_transaction(lambda: viewer.read(stmt, params), read_only=True)]
-    return rows[: query.limit], len(rows) > query.limit
+    rows, more = read_page(viewer, stmt, params, query.limit)
+    return [AlertView(*row) for row in rows], more

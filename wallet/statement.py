@@ -13,7 +13,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from core import sql
-from core.db import run_in_transaction
+from core.pagination import read_page
 from notifications.templates import mask_phone
 from wallet.limits import CST
 
@@ -75,10 +75,10 @@ def lines(viewer: sql.Viewer, *, limit: int, before_id: int | None, kind: str | 
                               "end": None if to_date is None else _day_start(to_date + timedelta(days=1))}
     stmt = _page_statement(before_id is not None, kind is not None, from_date is not None, to_date is not None,
                            limit + 1)
-    rows = run_in_transaction(lambda: viewer.read(stmt, {k: v for k, v in params.items() if v is not None}))
+    rows, more = read_page(viewer, stmt, {k: v for k, v in params.items() if v is not None}, limit)
     described: dict[tuple[str | None, str | None, str | None], str] = {}  # a page names few counterparties
     page = []
-    for row in rows[:limit]:
+    for row in rows:
         who = (row.c_kind, row.c_owner, row.c_phone)
         counterparty = described.get(who)
         if counterparty is None:
@@ -86,7 +86,7 @@ def lines(viewer: sql.Viewer, *, limit: int, before_id: int | None, kind: str | 
         page.append({"id": str(row.id), "created_at": row.created_at, "kind": row.kind, "amount": row.amount,
                      "balance_after": row.balance_after, "currency": currency, "counterparty": counterparty,
                      "transfer_id": row.transfer_id})
-    return page, len(rows) > limit
+    return page, more
 
 
 def csv_rows(viewer: sql.Viewer, **filters: Any) -> Iterator[str]:

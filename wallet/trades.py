@@ -29,6 +29,7 @@ from core import clock, sql
 from core.db import db, in_transaction, run_in_transaction, transaction_info
 from core.errors import AppError, NotFound
 from core.ids import new_id
+from core.pagination import read_page
 from notifications.outbox import enqueue
 from notifications.templates import format_amount, format_time, mask_phone, short_ref
 from wallet import escrow, ledger, limits, timeline, trade_store
@@ -671,8 +672,8 @@ def list_trades(viewer: sql.Viewer, role: str | None, limit: int,
     seller or either; and whether more remain."""
     stmt = _trade_page(role, starting_after is not None, limit + 1)
     params = {} if starting_after is None else {"starting_after": starting_after}
-    rows = [TradeRecord(*row) for row in run_in_transaction(lambda: viewer.read(stmt, params), read_only=True)]
-    return rows[:limit], len(rows) > limit
+    rows, more = read_page(viewer, stmt, params, limit)
+    return [TradeRecord(*row) for row in rows], more
 
 
 # --- the sweeper ------------------------------------------------------------------------------------------
