@@ -4,11 +4,13 @@ the same gunicorn settings, in the same run.
 For each endpoint: requests per second at saturation (``--connections`` keep-alive clients for
 ``--seconds``, in ``--rounds`` blocks that alternate with blocks of the bare endpoint, so that a machine whose
 speed drifts touches both alike; the ratio is the median over the block pairs), p50 and p99 latency there, p99
-again at half that rate (an open-loop client pacing its requests), and where the CPU of a request goes (the
-server under test, the database, the SMS dispatcher, the load generator; from ``/proc``). Read endpoints
-(wallet, a statement page, a trade) target >= 0.5x the bare rate and p99 <= 50 ms at half the peak; a money
-endpoint (a transfer) is bounded by its argon2 payment-password check, so its rate is also printed next to raw
-argon2 verifies per second, measured in the same run with as many processes as gunicorn has workers.
+again at half that rate (open loop: the clients pace their requests, evenly spaced and interleaved, then as
+random Poisson arrivals, the ``random`` column; latency counted from when a request was due), and where the
+CPU of a request goes (the server under test, the database, the SMS dispatcher, the load generator; from
+``/proc``). Read endpoints (wallet, a statement page, a trade) target >= 0.5x the bare rate and p99 <= 50 ms
+at half the peak; a money endpoint (a transfer) is bounded by its argon2 payment-password check, so its rate is
+also printed next to raw argon2 verifies per second, measured in the same run with as many processes as
+gunicorn has workers.
 
     .venv/bin/python bench/http.py                        # database bench_http (recreated), 2 workers
     .venv/bin/python bench/http.py --workers 3 --connections 8 --seconds 8
@@ -33,6 +35,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import random
 import re
 import signal
 import socket
@@ -113,26 +116,33 @@ def set_up_user(port: int, sms_file: Path, phone: str, name: str) -> dict:
 
 
 def client(port: int, method: str, path: str, body: dict | None, headers: dict, seconds: float, rate: float | None,
-           out: mp.Queue) -> None:
-    """One keep-alive connection; closed loop, or paced at ``rate`` requests per second (open loop)."""
+           out: mp.Queue, phase: float = 0.0, poisson: bool = False, seed: int = 0) -> None:
+    """One keep-alive connection; closed loop, or paced at ``rate`` requests per second (open loop).
+
+    Paced, the first request waits ``phase`` seconds, so that the clients of one load interleave instead of
+    firing together; the gaps are equal, or with ``poisson`` drawn at random (exponential, mean 1 / rate, the
+    first one too), and a latency is counted from the time the request was due, so a client that fell behind
+    does not hide the wait (coordinated omission)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies, errors = [], 0
+    gaps = random.Random(seed)
     stop = time.perf_counter() + seconds
-    next_at = time.perf_counter()
+    next_at = time.perf_counter() + (gaps.expovariate(rate) if poisson and rate else phase)
     while time.perf_counter() < stop:
+        due = time.perf_counter()
         if rate:
-            next_at += 1 / rate
-            delay = next_at - time.perf_counter()
+            delay = next_at - due
             if delay > 0:
                 time.sleep(delay)
+            due = next_at
+            next_at += gaps.expovariate(rate) if poisson else 1 / rate
         send_headers = dict(headers)
         if "Idempotency-Key" in send_headers:
             send_headers["Idempotency-Key"] = uuid.uuid4().hex
-        started = time.perf_counter()
         conn.request(method, path, json.dumps(body) if body else None, send_headers)
         response = conn.getresponse()
         response.read()
-        latencies.append(time.perf_counter() - started)
+        latencies.append(time.perf_counter() - due)
         errors += response.status >= 400
     out.put((latencies, errors, time.process_time()))
 
@@ -192,12 +202,15 @@ class CpuMeter:
 
 
 def load(port: int, method: str, path: str, body: dict | None, headers: dict, connections: int, seconds: float,
-         rate: float | None = None) -> tuple[float, float, float, int, float]:
-    """Requests per second, p50 and p99 latency (ms), errors, and the clients' CPU seconds."""
+         rate: float | None = None, poisson: bool = False) -> tuple[float, float, float, int, float]:
+    """Requests per second, p50 and p99 latency (ms), errors, and the clients' CPU seconds. With ``rate``, the
+    clients together send that many requests per second: evenly spaced (client i starts i / rate seconds after
+    the first), or with ``poisson`` as independent random arrivals."""
     out: mp.Queue = mp.Queue()
     per_client = rate / connections if rate else None
-    procs = [mp.Process(target=client, args=(port, method, path, body, headers, seconds, per_client, out))
-             for _ in range(connections)]
+    procs = [mp.Process(target=client, args=(port, method, path, body, headers, seconds, per_client, out),
+                        kwargs={"phase": i / rate if rate and not poisson else 0.0, "poisson": poisson, "seed": i})
+             for i in range(connections)]
     started = time.perf_counter()
     for p in procs:
         p.start()
@@ -298,8 +311,8 @@ def main() -> None:
             cases = [case for case in cases if any(word in case[0] for word in args.only)]
         print(f"gunicorn workers={args.workers}, {args.connections} connections, {args.seconds:.0f} s per endpoint in "
               f"{args.rounds} blocks, each next to a block of the bare endpoint (x bare: median of the block pairs)")
-        print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'errors':>6}"
-              f"   cpu ms/request: {'server':>6} {'db':>5} {'sms':>5} {'client':>6}")
+        print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'random':>7}"
+              f" {'errors':>6}   cpu ms/request: {'server':>6} {'db':>5} {'sms':>5} {'client':>6}")
         block = args.seconds / args.rounds
         for name, port, method, path, body, headers in cases:
             rates, bare_rates, p50s, p99s, errors = [], [], [], [], 0
@@ -326,8 +339,10 @@ def main() -> None:
             cpu = {key: 1000 * value / done for key, value in used.items()}
             _, _, p99_half, _, _ = load(port, method, path, body, headers, args.connections, args.seconds / 2,
                                         rate / 2)
+            _, _, p99_random, _, _ = load(port, method, path, body, headers, args.connections, args.seconds / 2,
+                                          rate / 2, poisson=True)
             print(f"{name:<34} {rate:>8.1f} {ratio:>7.2f} {statistics.median(p50s):>7.1f} "
-                  f"{statistics.median(p99s):>7.1f} {p99_half:>9.1f} {errors:>6}                   "
+                  f"{statistics.median(p99s):>7.1f} {p99_half:>9.1f} {p99_random:>7.1f} {errors:>6}            "
                   f"{cpu['server']:>6.3f} {cpu['database']:>5.3f} {cpu['dispatcher']:>5.3f} "
                   f"{1000 * client_cpu / done:>6.3f}")
             if method == "POST":
