@@ -39,6 +39,7 @@ from notifications.api import bp as notifications_bp
 from security import identity_models as _identity_models  # noqa: F401 - register tables
 from security import metrics as security_metrics
 from security import models as _security_models  # noqa: F401 - register tables
+from security import retention
 from security.alerts_api import bp as alerts_bp
 from security.api import bp as accounts_bp
 from security.identity import SimulatedIdentityProvider
@@ -242,6 +243,7 @@ def _worker_tasks(app: Flask) -> list[Task]:
         Task("retry-pending-topups", funds.retry_pending_topups, 30.0),
         Task("expire-holds", ledger.expire_holds, 5.0),
         Task("purge-idempotency-keys", idempotency.purge_expired, 3600),
+        Task("purge-expired-credentials", retention.purge_expired, 3600),
         Task("ledger-check", lambda: check_log.run_and_record("worker"), app.config["LEDGER_CHECK_SECONDS"]),
     ]
 

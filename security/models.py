@@ -70,7 +70,7 @@ class AuthToken(db.Model):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(8))
     session_id: Mapped[str] = mapped_column(ForeignKey("auth_sessions.id"), index=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)  # the hourly purge (security.retention)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     session: Mapped[AuthSession] = relationship(lazy="joined", innerjoin=True)
