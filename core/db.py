@@ -52,7 +52,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import current_app, g
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, inspect
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, delete, event, inspect, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -413,6 +413,24 @@ def run_in_transaction(fn: Callable[[], R], attempts: int = MAX_ATTEMPTS, *, rea
                 raise
             time.sleep(random.uniform(0, 0.002 * 2**attempt))
     raise AssertionError("unreachable")
+
+
+def delete_in_batches(key: Any, *conditions: Any, batch: int = 5000) -> int:
+    """Delete the rows of ``key``'s table that meet ``conditions``, ``batch`` rows per transaction (a backlog never
+    holds one long transaction or its locks); returns how many went. Several callers at once only share the work."""
+    table = key.class_
+
+    def one_batch() -> int:
+        doomed = select(key).where(*conditions).limit(batch)
+        result = db.session.execute(delete(table).where(key.in_(doomed)))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    total = 0
+    while True:
+        deleted = run_in_transaction(one_batch)
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 def transactional(fn: Callable[P, R]) -> Callable[P, R]:

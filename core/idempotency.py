@@ -25,11 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Integer, String, Text, UniqueConstraint, delete
+from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core import clock, sql
-from core.db import UTCDateTime, db, run_in_transaction
+from core.db import UTCDateTime, db, delete_in_batches, run_in_transaction
 from core.errors import IdempotencyKeyMissing, IdempotencyKeyReused, ValidationFailed
 from core.sql import execute_carrying
 
@@ -109,13 +109,7 @@ def run_idempotent(
     return run_in_transaction(attempt)
 
 
-def purge_expired(now: datetime | None = None) -> int:
-    """Delete keys older than the retention period; returns how many."""
-    ttl = timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
-    cutoff = (now or clock.now()) - ttl
-
-    def purge() -> int:
-        result = db.session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff))
-        return int(getattr(result, "rowcount", 0) or 0)
-
-    return run_in_transaction(purge)
+def purge_expired(now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete keys older than the retention period, ``batch`` at a time; returns how many."""
+    cutoff = (now or clock.now()) - timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+    return delete_in_batches(IdempotencyRecord.id, IdempotencyRecord.created_at < cutoff, batch=batch)
