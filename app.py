@@ -36,6 +36,7 @@ from core.ratelimit import limiter
 from core.worker import BackgroundWorker, Task
 from notifications import dispatcher, sms
 from notifications.api import bp as notifications_bp
+from notifications.models import FAILED, PENDING, SENDING
 from security import identity_models as _identity_models  # noqa: F401 - register tables
 from security import metrics as security_metrics
 from security import models as _security_models  # noqa: F401 - register tables
@@ -138,8 +139,8 @@ def _outbox_gauges():
     status = dispatcher.queue_status()
     age = status.oldest_unsent_age.total_seconds() if status.oldest_unsent_age else 0.0
     return [
-        ("wallet_outbox_alerts", "alerts in the outbox by status", ["status"],
-         [([name], float(n)) for name, n in sorted(status.by_status.items())]),
+        ("wallet_outbox_alerts", "alerts waiting to be sent (pending, sending) and given up (failed)", ["status"],
+         [([name], float(status.by_status.get(name, 0))) for name in (PENDING, SENDING, FAILED)]),
         ("wallet_outbox_oldest_unsent_seconds", "age of the oldest alert not yet handed to the provider", [],
          [([], age)]),
         ("wallet_outbox_resends_in_doubt", "re-sends after a dispatcher died mid-hand-over", [],
@@ -289,7 +290,7 @@ def _install_cli(app: Flask) -> None:
     @notifications_cli.command("status")
     def notifications_status() -> None:
         """Queue depth by status and the age of the oldest alert not yet handed to the provider."""
-        for line in dispatcher.queue_status().lines():
+        for line in dispatcher.queue_status(totals=True).lines():
             click.echo(line)
 
     wallet_cli = AppGroup("wallet", help="The ledger.")

@@ -57,12 +57,23 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core import clock, sql
 from core.db import db, run_in_transaction
-from notifications.models import FAILED, PENDING, REDACTED, SENDING, STATUSES, Alert, status_after_hand_over
+from notifications.models import (
+    FAILED,
+    FAILED_WHERE,
+    IN_DOUBT_WHERE,
+    PENDING,
+    REDACTED,
+    SENDING,
+    STATUSES,
+    UNSENT_WHERE,
+    Alert,
+    status_after_hand_over,
+)
 from notifications.sms import SendFailed, SmsSender
 
 log = logging.getLogger(__name__)
@@ -102,7 +113,7 @@ def backoff(attempts: int, base: float = 2.0, cap: float = 600.0) -> timedelta:
 
 
 # Every alert passes through these, on the driver's cursor (``core.sql``): a dispatcher spends its time here.
-_DUE = ("SELECT id FROM alerts WHERE status IN ('pending', 'sending') AND next_attempt_at <= :now"
+_DUE = (f"SELECT id FROM alerts WHERE {UNSENT_WHERE} AND next_attempt_at <= :now"  # noqa: S608 - constants
         " ORDER BY next_attempt_at LIMIT :limit")
 _CLAIM_SQL = ("UPDATE alerts SET status = 'sending', claim_token = :token, next_attempt_at = :lease_end,"
               " updated_at = :now WHERE id IN ({due}) RETURNING id, to_phone, body, event, created_at")
@@ -313,25 +324,35 @@ class QueueStatus:
         return out
 
 
-def queue_status() -> QueueStatus:
-    """Queue depth by status, the oldest alert not yet handed over, and how many re-sends were in doubt."""
-    counts = dict(db.session.execute(select(Alert.status, func.count()).group_by(Alert.status)).all())
-    oldest = db.session.execute(
-        select(Alert.id, Alert.created_at)
-        .where(Alert.status.in_((PENDING, SENDING)))
-        .order_by(Alert.created_at)
-        .limit(1)
-    ).first()
-    doubtful = db.session.scalar(select(func.coalesce(func.sum(Alert.resends_in_doubt), 0)))
-    db.session.rollback()
+# What /metrics reads on every scrape, each through a partial index holding only such rows (``models.Alert``).
+_UNSENT_COUNTS = select(Alert.status, func.count()).where(text(UNSENT_WHERE)).group_by(Alert.status)
+_FAILED_COUNT = select(func.count()).select_from(Alert).where(text(FAILED_WHERE))
+_OLDEST_UNSENT = select(Alert.id, Alert.created_at).where(text(UNSENT_WHERE)).order_by(Alert.created_at).limit(1)
+_RESENDS_IN_DOUBT = select(func.coalesce(func.sum(Alert.resends_in_doubt), 0)).where(text(IN_DOUBT_WHERE))
+
+
+def queue_status(*, totals: bool = False) -> QueueStatus:
+    """Queue depth by status, the oldest alert not yet handed over, and how many re-sends were in doubt.
+
+    ``by_status`` counts the alerts still to send (``pending``, ``sending``) and the ``failed`` ones, each read
+    through a partial index that holds only such rows, so that /metrics costs the same however many alerts were
+    ever sent. ``totals`` counts every status instead (``sent``, ``delivered``, ``undelivered`` too), which reads
+    the whole outbox: the ``flask notifications status`` report, on demand."""
+
+    def read() -> tuple[dict[str, int], Any, int]:
+        if totals:
+            counts = dict(db.session.execute(select(Alert.status, func.count()).group_by(Alert.status)).all())
+        else:
+            counts = dict(db.session.execute(_UNSENT_COUNTS).all())
+            failed = db.session.scalar(_FAILED_COUNT)
+            if failed:
+                counts[FAILED] = failed
+        return counts, db.session.execute(_OLDEST_UNSENT).first(), int(db.session.scalar(_RESENDS_IN_DOUBT) or 0)
+
+    counts, oldest, doubtful = run_in_transaction(read, read_only=True)
     return QueueStatus(
         by_status=counts,
         oldest_unsent_id=oldest.id if oldest else None,
         oldest_unsent_age=clock.now() - oldest.created_at if oldest else None,
-        resends_in_doubt=int(doubtful or 0),
+        resends_in_doubt=doubtful,
     )
-
-
-def pending_count() -> int:
-    """Alerts not yet handed over (``pending`` or ``sending``)."""
-    return sum(queue_status().by_status.get(status, 0) for status in (PENDING, SENDING))

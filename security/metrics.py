@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select, text
 
 from core import clock
 from core.db import db, run_in_transaction
-from notifications.models import Alert
+from notifications.models import LOCK_EVENTS_WHERE, Alert
 from security.models import CredentialLock
+
+# Both read through partial indexes that hold only such rows (``CredentialLock``, ``notifications.models.Alert``),
+# never the lock state of everyone who ever mistyped a password nor the whole outbox.
+_LOCKED_NOW = (select(CredentialLock.kind, func.count())
+               .where(or_(CredentialLock.hard_locked, CredentialLock.locked_until > bindparam("now")))
+               .group_by(CredentialLock.kind))
+# Every lock of a real account sends its owner an alert, so the outbox counts lock events across all processes
+# and restarts.
+_LOCK_EVENTS = select(Alert.event, func.count()).where(text(LOCK_EVENTS_WHERE)).group_by(Alert.event)
 
 
 def gauges():
     def read():
-        now = clock.now()
-        locked = dict(db.session.execute(
-            select(CredentialLock.kind, func.count())
-            .where(or_(CredentialLock.hard_locked.is_(True), CredentialLock.locked_until > now))
-            .group_by(CredentialLock.kind)).all())
-        # Every lock of a real account sends its owner an alert, so the outbox counts lock events across
-        # all processes and restarts.
-        events = dict(db.session.execute(
-            select(Alert.event, func.count()).where(Alert.event.in_(("login_locked", "payment_locked")))
-            .group_by(Alert.event)).all())
-        return locked, events
+        locked = dict(db.session.execute(_LOCKED_NOW, {"now": clock.now()}).all())
+        return locked, dict(db.session.execute(_LOCK_EVENTS).all())
 
-    locked, events = run_in_transaction(read)
+    locked, events = run_in_transaction(read, read_only=True)
     return [
         ("wallet_credentials_locked", "passwords locked right now", ["kind"],
          [([kind], float(locked.get(kind, 0))) for kind in ("login", "payment")]),
