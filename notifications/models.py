@@ -52,8 +52,7 @@ def status_after_hand_over(provider_status: str | None) -> str:
 UNSENT_WHERE = "status IN ('pending', 'sending')"
 FAILED_WHERE = "status = 'failed'"
 IN_DOUBT_WHERE = "resends_in_doubt > 0"
-LOCK_EVENTS = ("login_locked", "payment_locked")
-LOCK_EVENTS_WHERE = f"event IN {LOCK_EVENTS!r}"
+LOCK_EVENTS_WHERE = "event IN ('login_locked', 'payment_locked')"
 
 
 class Alert(db.Model):
@@ -67,7 +66,8 @@ class Alert(db.Model):
         Index("ix_alerts_due", "next_attempt_at", postgresql_where=text(UNSENT_WHERE),
               sqlite_where=text(UNSENT_WHERE)),
         # /metrics (``dispatcher.queue_status``, ``security.metrics``) counts rows that are rare by nature through
-        # partial indexes holding only them, never by reading the whole outbox; a new alert matches none of them.
+        # partial indexes holding only them, never by reading the whole outbox; a new alert (but a lock alert)
+        # matches none of them.
         Index("ix_alerts_failed", "id", postgresql_where=text(FAILED_WHERE), sqlite_where=text(FAILED_WHERE)),
         Index("ix_alerts_in_doubt", "id", postgresql_where=text(IN_DOUBT_WHERE),
               sqlite_where=text(IN_DOUBT_WHERE)),
