@@ -20,9 +20,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import UTCDateTime, db
-from wallet.escrow import OPEN_REFUND_STATES, REFUND_STATES, TRADE_STATES
+from wallet.escrow import OPEN_REFUND_STATES, REFUND_STATES, TRADE_STATES, WAIT_BUYER_CONFIRM_GOODS, WAIT_BUYER_PAY
 
 _OPEN_REFUND = "status IN ({})".format(", ".join(f"'{s}'" for s in OPEN_REFUND_STATES))
+# The trades each of the sweeper's look-ups is about (``trades.sweep`` says the same in its WHERE): the predicates of
+# partial indexes that hold only those trades.
+UNPAID = f"status = '{WAIT_BUYER_PAY}'"
+AWAITING_CONFIRMATION = f"status = '{WAIT_BUYER_CONFIRM_GOODS}'"
+TO_REMIND = f"{AWAITING_CONFIRMATION} AND NOT reminded"
 
 
 class Trade(db.Model):
@@ -40,8 +45,12 @@ class Trade(db.Model):
         CheckConstraint("status IN ({})".format(", ".join(f"'{s}'" for s in TRADE_STATES)), name="status_known"),
         Index("ix_trades_buyer", "buyer_id", "id"),
         Index("ix_trades_seller", "seller_id", "id"),
-        Index("ix_trades_pay_deadline", "status", "pay_deadline"),
-        Index("ix_trades_confirm_deadline", "status", "confirm_deadline"),
+        # The sweeper's: each holds only the trades waiting on that deadline, so it stays the size of the open
+        # trades however many have finished, and a step that leaves a state writes no entry into the others.
+        Index("ix_trades_pay_deadline", "pay_deadline", postgresql_where=text(UNPAID), sqlite_where=text(UNPAID)),
+        Index("ix_trades_confirm_deadline", "confirm_deadline", postgresql_where=text(AWAITING_CONFIRMATION),
+              sqlite_where=text(AWAITING_CONFIRMATION)),
+        Index("ix_trades_remind_at", "remind_at", postgresql_where=text(TO_REMIND), sqlite_where=text(TO_REMIND)),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from core import clock, sql
@@ -45,7 +45,7 @@ from wallet.escrow import (
     WAIT_SELLER_SEND_GOODS,
     IllegalTransition,
 )
-from wallet.escrow_models import Dispute, Rating, Refund, Trade
+from wallet.escrow_models import AWAITING_CONFIRMATION, TO_REMIND, UNPAID, Dispute, Rating, Refund, Trade
 from wallet.models import FEES
 from wallet.trade_store import COLUMNS, Party, TradeRecord
 
@@ -736,11 +736,11 @@ def sweep() -> dict[str, int]:
     """Apply every due deadline once. Idempotent; safe with several sweepers at once."""
     now = clock.now()
     jobs: list[tuple[str, Any, Callable[[TradeRecord, datetime], bool]]] = [
-        ("closed_unpaid", select(Trade.id).where(Trade.status == WAIT_BUYER_PAY, Trade.pay_deadline <= now),
-         _expire_unpaid),
-        ("reminded", select(Trade.id).where(Trade.status == WAIT_BUYER_CONFIRM_GOODS, Trade.paused_at.is_(None),
-                                            Trade.reminded.is_(False), Trade.remind_at <= now), _remind),
-        ("auto_confirmed", select(Trade.id).where(Trade.status == WAIT_BUYER_CONFIRM_GOODS, Trade.paused_at.is_(None),
+        # Each WHERE names its trades as the partial index it reads does (``escrow_models``), or could not use it.
+        ("closed_unpaid", select(Trade.id).where(text(UNPAID), Trade.pay_deadline <= now), _expire_unpaid),
+        ("reminded", select(Trade.id).where(text(TO_REMIND), Trade.paused_at.is_(None), Trade.remind_at <= now),
+         _remind),
+        ("auto_confirmed", select(Trade.id).where(text(AWAITING_CONFIRMATION), Trade.paused_at.is_(None),
                                                   Trade.confirm_deadline <= now), _auto_confirm),
         ("refund_deadlines", select(Refund.trade_id).where(Refund.status.in_(OPEN_REFUND_STATES),
                                                            Refund.disputed.is_(False), Refund.deadline <= now),

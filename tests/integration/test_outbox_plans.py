@@ -8,14 +8,12 @@ in those tables are counted: read through the partial indexes, only the few rows
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from core.db import db
 from notifications import dispatcher
+from tests.plans import rows_touched, statements_of
 
 pytestmark = pytest.mark.postgres
 
@@ -26,24 +24,6 @@ HISTORY = 5000  # sent alerts and harmless lock states, as a platform in use has
 def postgres(app):
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL)")
-
-
-def _rows_touched(node: dict[str, Any], tables: set[str]) -> int:
-    """Rows a plan read from ``tables``: those its scans returned and those they read and threw away."""
-    own = 0
-    if node.get("Relation Name") in tables:
-        own = (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
-               + node.get("Rows Removed by Index Recheck", 0)) * node["Actual Loops"]
-    return own + sum(_rows_touched(child, tables) for child in node.get("Plans", []))
-
-
-def _explain(app, statement: str, params: Any) -> dict[str, Any]:
-    with app.app_context(), db.engine.connect() as conn:
-        cursor = conn.connection.driver_connection.cursor()
-        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params)
-        plan = cursor.fetchone()[0]
-        conn.rollback()
-    return (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
 
 
 def _history(app) -> None:
@@ -65,24 +45,12 @@ def test_a_metrics_scrape_reads_no_table_from_end_to_end(app, postgres, client, 
     api.login(account["phone"], "not the password")
     assert app.test_cli_runner().invoke(args=["wallet", "check"]).exit_code == 0
     _history(app)
-    seen: list[tuple[str, Any]] = []
-
-    def record(_conn, _cursor, statement, parameters, _context, _executemany):
-        seen.append((statement, parameters))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        assert client.get("/metrics").status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    reads = [(statement, params) for statement, params in seen if statement.lstrip().upper().startswith("SELECT")]
+    scrapes = []
+    reads = statements_of(app, lambda: scrapes.append(client.get("/metrics")))
+    assert scrapes[0].status_code == 200
     tables = " ".join(statement for statement, _ in reads)
     assert "alerts" in tables and "credential_locks" in tables and "ledger_checks" in tables
-    growing = {"alerts", "credential_locks"}
-    touched = {" ".join(statement.split()): _rows_touched(_explain(app, statement, params), growing)
-               for statement, params in reads}
+    touched = rows_touched(app, reads, {"alerts", "credential_locks"})
     assert {statement: rows for statement, rows in touched.items() if rows >= 20} == {}
 
 
