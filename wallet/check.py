@@ -12,7 +12,9 @@ recomputes everything the ledger caches, and reports each disagreement as one li
 5. a hold is pending exactly when it has no resolution, its status is its resolution's outcome, and a posted
    resolution points at a transfer of the hold's accounts and kind, for at most the held amount;
 6. a trade's ``refund_open`` flag is set exactly when one of its refunds is open (the escrow steps trust the
-   flag, migration 0011).
+   flag, migration 0011);
+7. each user's ``rating_totals`` per role are the sums of the ratings they received (reputations are read from
+   them, migration 0015).
 
 An empty list means the books are clean. Each kind of problem is reported at most ``LIMIT`` times.
 """
@@ -141,6 +143,26 @@ _REFUND_FLAGS = text(
 )
 
 
+_RATING_TOTALS = text(
+    """
+WITH recomputed AS (
+    SELECT ratee_id AS user_id, role, SUM(score) AS score, COUNT(*) AS ratings,
+           SUM(CASE WHEN score = 1 THEN 1 ELSE 0 END) AS positive
+    FROM ratings GROUP BY ratee_id, role
+)
+SELECT c.user_id, c.role, c.score, c.ratings, c.positive, r.score AS score_recomputed,
+       r.ratings AS ratings_recomputed, r.positive AS positive_recomputed
+FROM rating_totals AS c LEFT JOIN recomputed AS r ON r.user_id = c.user_id AND r.role = c.role
+WHERE r.user_id IS NULL OR r.score <> c.score OR r.ratings <> c.ratings OR r.positive <> c.positive
+UNION ALL
+SELECT r.user_id, r.role, NULL, NULL, NULL, r.score, r.ratings, r.positive
+FROM recomputed AS r LEFT JOIN rating_totals AS c ON c.user_id = r.user_id AND c.role = r.role
+WHERE c.user_id IS NULL
+ORDER BY 1, 2
+"""
+)
+
+
 def _describe_sums(row: Row[Any]) -> list[str]:
     problems = []
     if row.total != 0:
@@ -184,6 +206,10 @@ _CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
     ]),
     (_REFUND_FLAGS, lambda r: [
         f"trade {r.id} says a refund is {'open' if r.refund_open else 'not open'}, but its refunds say otherwise"
+    ]),
+    (_RATING_TOTALS, lambda r: [
+        f"rating totals of {r.user_id} as {r.role}: score {r.score}, {r.ratings} ratings, {r.positive} positive,"
+        f" but the ratings give {r.score_recomputed}, {r.ratings_recomputed or 0}, {r.positive_recomputed}"
     ]),
 ]
 

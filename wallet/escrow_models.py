@@ -182,6 +182,26 @@ class Rating(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class RatingTotals(db.Model):
+    """A user's ratings in one role, summed as they are given (``trades.rate``), so that a reputation is one row
+    read however many ratings a merchant has collected. Ratings are never changed or removed, so the sums only
+    grow; ``flask wallet check`` recomputes them from ``ratings``."""
+
+    __tablename__ = "rating_totals"
+    __table_args__ = (
+        CheckConstraint("role IN ('seller', 'buyer')", name="role_known"),
+        CheckConstraint("ratings > 0 AND positive >= 0 AND positive <= ratings", name="counts_consistent"),
+        # score = positive - negative, and negative <= ratings - positive
+        CheckConstraint("score <= positive AND score >= 2 * positive - ratings", name="score_within_counts"),
+    )
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8), primary_key=True)
+    score: Mapped[int] = mapped_column(BigInteger)  # the credit score: the sum of the ratings' scores
+    ratings: Mapped[int] = mapped_column(BigInteger)
+    positive: Mapped[int] = mapped_column(BigInteger)  # ratings of +1
+
+
 class SellerSettings(db.Model):
     """Per-seller settings: the platform fee on released escrow, in basis points (merchants 100-150)."""
 

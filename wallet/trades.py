@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from core import clock, sql
@@ -45,7 +45,16 @@ from wallet.escrow import (
     WAIT_SELLER_SEND_GOODS,
     IllegalTransition,
 )
-from wallet.escrow_models import AWAITING_CONFIRMATION, TO_REMIND, UNPAID, Dispute, Rating, Refund, Trade
+from wallet.escrow_models import (
+    AWAITING_CONFIRMATION,
+    TO_REMIND,
+    UNPAID,
+    Dispute,
+    Rating,
+    RatingTotals,
+    Refund,
+    Trade,
+)
 from wallet.models import FEES
 from wallet.trade_store import COLUMNS, Party, TradeRecord
 
@@ -553,6 +562,13 @@ def add_evidence(user_id: str, trade_id: str, text: str | None, attachments: lis
         trade, user_id, "evidence", text=text, attachments=attachments)))
 
 
+# Both databases know this upsert; concurrent ratings of one user queue on the row it locks.
+_ADD_TO_TOTALS = text(
+    "INSERT INTO rating_totals (user_id, role, score, ratings, positive) VALUES (:user_id, :role, :score, 1, :positive)"
+    " ON CONFLICT (user_id, role) DO UPDATE SET score = rating_totals.score + excluded.score,"
+    " ratings = rating_totals.ratings + 1, positive = rating_totals.positive + excluded.positive")
+
+
 def rate(user_id: str, trade_id: str, score: int, comment: str | None) -> Rating:
     def change(trade: TradeRecord) -> Rating:
         now = clock.now()
@@ -564,7 +580,9 @@ def rate(user_id: str, trade_id: str, score: int, comment: str | None) -> Rating
                         ratee_id=trade.seller_id if rater_is_buyer else trade.buyer_id,
                         role="seller" if rater_is_buyer else "buyer", score=score, comment=comment, created_at=now)
         db.session.add(rating)
-        db.session.flush()
+        db.session.flush()  # a second rating of the trade by the same side fails here (AlreadyRated)
+        db.session.execute(_ADD_TO_TOTALS, {"user_id": rating.ratee_id, "role": rating.role, "score": score,
+                                            "positive": int(score == 1)})
         timeline.append(trade, user_id, "rating", score=score, comment=comment)
         return rating
 
@@ -582,18 +600,16 @@ class Reputation:
 
 
 def reputation(user_id: str, role: str) -> Reputation:
-    """Credit score (sum of scores), share of positive ratings and count, for ``user_id`` as ``role``."""
+    """Credit score (sum of scores), share of positive ratings and count, for ``user_id`` as ``role``: one row of
+    ``rating_totals``, however many ratings there are."""
 
     def work() -> Reputation:
-        row = db.session.execute(
-            select(func.coalesce(func.sum(Rating.score), 0), func.count(Rating.id),
-                   func.coalesce(func.sum(func.abs(Rating.score) + Rating.score), 0))
-            .where(Rating.ratee_id == user_id, Rating.role == role)
-        ).one()
-        score, count, twice_positive = int(row[0]), int(row[1]), int(row[2])
-        return Reputation(score, round(twice_positive / 2 / count, 4) if count else None, count)
+        totals = db.session.get(RatingTotals, (user_id, role))
+        if totals is None:
+            return Reputation(0, None, 0)
+        return Reputation(totals.score, round(totals.positive / totals.ratings, 4), totals.ratings)
 
-    return run_in_transaction(work)
+    return run_in_transaction(work, read_only=True)
 
 
 # --- reads ------------------------------------------------------------------------------------------------
