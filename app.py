@@ -50,7 +50,7 @@ from security.passwords import Passwords
 from security.phones import normalize_phone
 from wallet import card_models as _card_models  # noqa: F401 - register tables
 from wallet import check as ledger_check
-from wallet import check_log, escrow_models, funds, ledger, timeline, trades
+from wallet import check_log, escrow_models, funds, ledger, limits, timeline, trades
 from wallet import funds_models as _funds_models  # noqa: F401 - register tables
 from wallet import models as _wallet_models  # noqa: F401 - register tables
 from wallet.banks import SimulatedBank
@@ -245,6 +245,7 @@ def _worker_tasks(app: Flask) -> list[Task]:
         Task("expire-holds", ledger.expire_holds, 5.0),
         Task("purge-idempotency-keys", idempotency.purge_expired, 3600),
         Task("purge-expired-credentials", retention.purge_expired, 3600),
+        Task("purge-daily-usage", limits.purge_past_days, 3600),
         Task("ledger-check", lambda: check_log.run_and_record("worker"), app.config["LEDGER_CHECK_SECONDS"]),
     ]
 

@@ -52,7 +52,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import current_app, g
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, delete, event, inspect, select
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, delete, event, inspect, select, tuple_
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -417,12 +417,15 @@ def run_in_transaction(fn: Callable[[], R], attempts: int = MAX_ATTEMPTS, *, rea
 
 def delete_in_batches(key: Any, *conditions: Any, batch: int = 5000) -> int:
     """Delete the rows of ``key``'s table that meet ``conditions``, ``batch`` rows per transaction (a backlog never
-    holds one long transaction or its locks); returns how many went. Several callers at once only share the work."""
-    table = key.class_
+    holds one long transaction or its locks); returns how many went. Several callers at once only share the work.
+    ``key`` is the primary key column, or a tuple of its columns for a composite key."""
+    columns = key if isinstance(key, tuple) else (key,)
+    table = columns[0].class_
+    matched = tuple_(*columns) if len(columns) > 1 else columns[0]
 
     def one_batch() -> int:
-        doomed = select(key).where(*conditions).limit(batch)
-        result = db.session.execute(delete(table).where(key.in_(doomed)))
+        doomed = select(*columns).where(*conditions).limit(batch)
+        result = db.session.execute(delete(table).where(matched.in_(doomed)))
         return int(getattr(result, "rowcount", 0) or 0)
 
     total = 0

@@ -1,15 +1,22 @@
 """Spending limits: one movement at most ``LIMIT_PER_TRANSACTION`` fen, a user's outgoing money per China
 Standard Time day at most ``LIMIT_DAILY`` fen. Checked in the movement's own transaction with a conditional
-UPDATE, so two concurrent payments cannot both slip under the limit."""
+UPDATE, so two concurrent payments cannot both slip under the limit.
+
+A day's row counts for nothing once the day is over, so the background worker deletes the rows of days before
+yesterday every hour (``purge_past_days``): the table holds what today's and yesterday's payers sent, not a row
+for every day every user ever paid. A withdrawal that fails later gives back to its day only while that row is
+kept (``release_daily``), which is all the giving back can change: an earlier day's limit no longer applies."""
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 
 from core import clock, sql
+from core.db import delete_in_batches
 from core.errors import AppError
+from wallet.funds_models import DailyUsage
 
 CST = timezone(timedelta(hours=8))
 
@@ -52,3 +59,10 @@ def release_daily(user_id: str, amount: int, day_of: object) -> None:
     """Give back what a failed withdrawal had counted on the day it was requested."""
     day = day_of.astimezone(CST).date()  # type: ignore[attr-defined]
     _RELEASE.run(amount=amount, user=user_id, day=day)
+
+
+def purge_past_days(now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete the usage rows of the days before yesterday (China Standard Time), ``batch`` per transaction;
+    returns how many went. Yesterday's stay a day longer, for whoever looks into a limit refused at midnight."""
+    yesterday = (now or clock.now()).astimezone(CST).date() - timedelta(days=1)
+    return delete_in_batches((DailyUsage.user_id, DailyUsage.day), DailyUsage.day < yesterday, batch=batch)
