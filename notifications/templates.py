@@ -140,6 +140,15 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "卖家拒绝了交易 {trade} 的退款申请。您可以申请平台介入。",
         "en": "The seller refused the refund on trade {trade}. You can ask the platform to decide.",
     },
+    "refund_goods_returned": {
+        "zh": "买家已寄回交易 {trade} 的退货。请在 {deadline} 前确认收货，逾期视为已收到并退款给买家。",
+        "en": "The buyer sent back the goods of trade {trade}. Confirm you got them by {deadline}, "
+              "or they count as received and the buyer is refunded.",
+    },
+    "refund_closed": {
+        "zh": "交易 {trade} 的退款申请因逾期未处理已关闭，交易继续进行。",
+        "en": "The refund request on trade {trade} was closed because its deadline passed; the trade goes on.",
+    },
     "refund_completed": {
         "zh": "交易 {trade} 的退款 {amount} 元已退回您的余额。",
         "en": "The refund of CNY {amount} on trade {trade} is back in your balance.",

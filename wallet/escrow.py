@@ -7,6 +7,9 @@ Trade states follow the platform that invented them::
          ▼                              ▼                                  ▼
      TRADE_CLOSED                  TRADE_CLOSED                       TRADE_CLOSED
 
+A dispute decided by the platform ends the trade from either of the paid states: TRADE_FINISHED when some of the
+money goes to the seller (release, split), TRADE_CLOSED when all of it goes back to the buyer.
+
 A refund runs beside the trade (at most one open at a time)::
 
     WAIT_SELLER_AGREE ──agree (or seller silent)──▶ REFUND_SUCCESS                       (no return)
@@ -25,7 +28,9 @@ Invariants:
 * while a refund or a dispute is open the confirm clock is paused: its deadline moves by the time it was
   paused, so the buyer never loses time to a seller who stalls;
 * deadlines are data on the trade; a sweeper applies them and every application is a transition like the
-  others, so running it twice (or in two processes) changes nothing the second time.
+  others, so running it twice (or in two processes) changes nothing the second time. A party acting on a trade
+  whose deadline has passed finds it applied first (``wallet.trades``): the deadline decides, not whoever comes
+  between it and the sweeper's next pass.
 """
 
 from __future__ import annotations
@@ -93,6 +98,12 @@ _TRADE_MOVES: dict[tuple[str, str], str] = {
     (WAIT_BUYER_CONFIRM_GOODS, "auto_confirm"): TRADE_FINISHED,
     (WAIT_BUYER_CONFIRM_GOODS, "refund_all"): TRADE_CLOSED,
     (WAIT_BUYER_CONFIRM_GOODS, "extend"): WAIT_BUYER_CONFIRM_GOODS,
+    # A dispute decided by the platform: some of the money goes to the seller (release or split), or all of it
+    # back to the buyer.
+    (WAIT_SELLER_SEND_GOODS, "decide_to_seller"): TRADE_FINISHED,
+    (WAIT_SELLER_SEND_GOODS, "decide_all_to_buyer"): TRADE_CLOSED,
+    (WAIT_BUYER_CONFIRM_GOODS, "decide_to_seller"): TRADE_FINISHED,
+    (WAIT_BUYER_CONFIRM_GOODS, "decide_all_to_buyer"): TRADE_CLOSED,
 }
 
 _WRONG_STATE_CODES = {
@@ -146,6 +157,9 @@ _REFUND_MOVES: dict[tuple[str, str], str] = {
     (SELLER_REFUSE_BUYER, "dispute"): SELLER_REFUSE_BUYER,  # the dispute decides; the refund waits
     (SELLER_REFUSE_BUYER, "expire"): REFUND_CLOSED,
     (SELLER_REFUSE_BUYER, "withdraw"): REFUND_CLOSED,
+    # The platform's decision of the dispute about it: the buyer gets some money back (refund or split), or none.
+    (SELLER_REFUSE_BUYER, "decide_to_buyer"): REFUND_SUCCESS,
+    (SELLER_REFUSE_BUYER, "decide_nothing_to_buyer"): REFUND_CLOSED,
 }
 
 

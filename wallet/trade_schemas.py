@@ -54,6 +54,12 @@ class Reason(RequestModel):
     reason: str = Field(min_length=1, max_length=1000)
 
 
+class RefuseReason(RequestModel):
+    """Why the seller refuses a refund: as long as the buyer's reason for asking may be (``refunds`` keeps 500)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
 class Attachment(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

@@ -37,7 +37,6 @@ from wallet.cards import VERIFIED_SELLER_SQL
 from wallet.escrow import (
     OPEN_REFUND_STATES,
     REFUND_SUCCESS,
-    TRADE_CLOSED,
     TRADE_FINISHED,
     WAIT_BUYER_CONFIRM_GOODS,
     WAIT_BUYER_PAY,
@@ -262,11 +261,24 @@ def _resume(trade: TradeRecord, now: datetime) -> None:
     trade.paused_at = None
 
 
+def _catch_up(trade: TradeRecord, now: datetime) -> None:
+    """Apply the deadlines of ``trade`` that have passed but that the sweeper has not reached yet, so that a party
+    acts on the trade as the sweeper is about to leave it: a trade past its pay deadline is closed, not paid; a
+    confirm deadline that passed is not extended or escaped by a late refund request; a seller silent past a
+    refund deadline has agreed, and cannot refuse any more. When the action is then refused, this rolls back with
+    it and the sweeper applies the deadline on its next pass; when the action goes through, both commit together.
+    (Reminders are only messages: they stay the sweeper's.)"""
+    _refund_deadline(trade, now)  # first: a refund settled by it may resume the confirm clock
+    _expire_unpaid(trade, now)
+    _auto_confirm(trade, now)
+
+
 def _step(user_check: Callable[[str, str], TradeRecord], user_id: str, trade_id: str,
           change: Callable[[TradeRecord], T]) -> T:
-    """Lock the trade as ``user_check`` requires, apply ``change`` and save the trade, in the caller's
-    transaction; returns what ``change`` returned."""
+    """Lock the trade as ``user_check`` requires, apply its deadlines that are due (``_catch_up``), then
+    ``change``, and save the trade, in the caller's transaction; returns what ``change`` returned."""
     trade = user_check(user_id, trade_id)
+    _catch_up(trade, clock.now())
     result = change(trade)
     trade_store.save(trade)
     return result
@@ -424,11 +436,18 @@ def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, **
     refund.deadline = escrow.refund_deadline(target, now, refund.after_shipping, _policy())
     if target == escrow.WAIT_BUYER_RETURN_GOODS:  # agreed (or silent), goods to come back first
         _tell(_party(trade, trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount))
+    elif target == escrow.WAIT_SELLER_CONFIRM_GOODS:  # from now on the seller's silence counts as received
+        assert refund.deadline is not None
+        _tell(_party(trade, trade.seller_id), "refund_goods_returned", trade, deadline=format_time(refund.deadline))
     if target == REFUND_SUCCESS:
         _pay_refund(trade, refund, actor, now)
     elif target == escrow.REFUND_CLOSED:
         refund.resolved_at = now
         _resume(trade, now)
+        if action == "expire":  # the buyer let it lapse; both are told, the trade's clock runs again
+            parties = _parties(trade.buyer_id, trade.seller_id)
+            for party in (trade.buyer_id, trade.seller_id):
+                _tell(parties[party], "refund_closed", trade)
 
 
 def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime) -> None:
@@ -517,14 +536,18 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
     """Staff decide: release everything held to the seller, refund it to the buyer, or split it."""
 
     def work() -> Dispute:
-        dispute = db.session.get(Dispute, dispute_id)
-        if dispute is None:
+        found = db.session.get(Dispute, dispute_id)
+        if found is None:
             raise NotFound("No such dispute.")
-        trade = _lock(dispute.trade_id)
+        trade = _lock(found.trade_id)
         assert trade is not None
+        # Read again under the trade's lock: a decision that committed while this one waited for it shows here,
+        # and this one is refused instead of deciding the trade a second time.
+        dispute = db.session.get(Dispute, dispute_id, populate_existing=True)
+        assert dispute is not None
         if dispute.status != "open":
             raise TradeConflict("dispute_decided", "this dispute was already decided")
-        refund = db.session.get(Refund, dispute.refund_id)
+        refund = db.session.get(Refund, dispute.refund_id, populate_existing=True)
         assert refund is not None
         now, held = clock.now(), _held(trade)
         to_buyer, to_seller = _rules(lambda: escrow.split_amounts(held, refund_amount, outcome))
@@ -534,13 +557,17 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
             _refund_to_buyer(trade, to_buyer, staff_id)
         if to_seller:
             _release_to_seller(trade, to_seller, staff_id)
-        refund.status, refund.resolved_at, refund.deadline = (REFUND_SUCCESS if to_buyer else escrow.REFUND_CLOSED,
-                                                              now, None)
+        refund_action = "decide_to_buyer" if to_buyer else "decide_nothing_to_buyer"
+        target = _rules(lambda: escrow.refund_move(refund.status, refund_action))
+        timeline.append(trade, staff_id, "refund", action=refund_action, refund=refund.id, before=refund.status,
+                        after=target)
+        refund.status, refund.resolved_at, refund.deadline = target, now, None
         trade.refund_open = False
+        _move(trade, "decide_to_seller" if to_seller else "decide_all_to_buyer", staff_id, dispute=dispute.id)
         if to_seller:
-            trade.status, trade.finished_at = TRADE_FINISHED, now
+            trade.finished_at = now
         else:
-            trade.status, trade.closed_at, trade.close_reason = TRADE_CLOSED, now, "refunded"
+            trade.closed_at, trade.close_reason = now, "refunded"
         trade.paused_at = None
         dispute.status, dispute.outcome, dispute.refund_amount = "decided", outcome, to_buyer
         dispute.decision_reason, dispute.decided_by, dispute.decided_at = reason, staff_id, now

@@ -31,6 +31,7 @@ from wallet.trade_schemas import (
     RatingOut,
     Reason,
     RefundOut,
+    RefuseReason,
     ReputationOut,
     ReputationPart,
     RequestRefund,
@@ -168,10 +169,10 @@ def agree_refund(trade_id: str, refund_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/refuse", "POST", summary="Seller refuses the refund",
-          body=Reason, response=RefundOut)
+          body=RefuseReason, response=RefundOut)
 def refuse_refund(trade_id: str, refund_id: str) -> Response:
     user = current_caller()
-    req = parse_body(Reason)
+    req = parse_body(RefuseReason)
     return respond(RefundOut.of(trades.refuse_refund(user.id, trade_id, refund_id, req.reason)))
 
 

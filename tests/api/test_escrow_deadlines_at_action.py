@@ -1,0 +1,254 @@
+"""A deadline decides a trade even before the sweeper reaches it: a party acting on a trade whose deadline has
+passed finds the deadline applied first (``wallet.trades._catch_up``). Also: the staff decision of a dispute
+leaves its state changes in the timeline and has one winner, the seller is told when goods come back, both sides
+when a refund lapses, and a refusal reason the API accepts fits its column."""
+
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from core.db import db
+from tests.api.test_escrow_stories import PP, act, books_clean, events, open_trade, paid_and_shipped, run_sweeper, trade
+from tests.conftest import PG_URL
+from wallet import ledger
+from wallet.escrow_models import Trade
+
+
+@pytest.fixture
+def people(api):
+    buyer = api.verified(real_name="李四", locale="en")
+    assert api.money("/api/v1/topups", buyer, amount=500000, bank_card_id=buyer["card_id"]).status_code == 201
+    seller = api.verified(real_name="王五", locale="en")
+    return buyer, seller
+
+
+@pytest.fixture
+def staff(api, app):
+    account = api.register()
+    assert app.test_cli_runner().invoke(args=["users", "grant-staff", account["phone"]]).exit_code == 0
+    return account
+
+
+def _relogin(api, *accounts):
+    for account in accounts:
+        api.relogin(account)
+
+
+def _timeline(api, who, trade_id):
+    return api.client.get(f"/api/v1/trades/{trade_id}/timeline", headers=who["headers"]).json["data"]
+
+
+def _refused_and_disputed(api, buyer, seller, trade_id, amount=20900):
+    refund = act(api, buyer, trade_id, "refunds", amount=amount, reason="not as described").json
+    assert act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine").status_code == 200
+    dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses")
+    assert dispute.status_code == 201, dispute.json
+    return refund, dispute.json
+
+
+def _escrow_balance(app, trade_id):
+    with app.app_context():
+        account_id = db.session.scalar(select(Trade.escrow_account_id).where(Trade.id == trade_id))
+        return ledger.balance(account_id).available
+
+
+# --- deadlines that passed before the sweeper came by ------------------------------------------------------
+
+
+def test_a_trade_past_its_pay_deadline_cannot_be_paid(api, app, clock, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    clock.advance(hours=24)  # the deadline itself; the sweeper has not run
+    _relogin(api, buyer)
+    paid = act(api, buyer, trade_id, "pay", key="late", **PP)
+    assert (paid.status_code, paid.json["code"]) == (409, "trade_not_payable")
+    assert api.balance(buyer) == 500000
+    assert run_sweeper(app)["closed_unpaid"] == 1  # refused, not applied: the sweeper still closes it
+    closed = trade(api, buyer, trade_id)
+    assert (closed["status"], closed["close_reason"]) == ("TRADE_CLOSED", "unpaid")
+    books_clean(app)
+
+
+def test_a_trade_a_second_before_its_pay_deadline_is_paid(api, app, clock, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    clock.advance(hours=24, seconds=-1)
+    _relogin(api, buyer)
+    assert act(api, buyer, trade_id, "pay", key="just-in-time", **PP).json["status"] == "WAIT_SELLER_SEND_GOODS"
+
+
+def test_a_confirm_deadline_that_has_passed_cannot_be_extended(api, app, clock, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    clock.advance(days=10, hours=1)
+    _relogin(api, buyer, seller)
+    extended = act(api, buyer, trade_id, "extend")
+    assert (extended.status_code, extended.json["code"]) == (409, "trade_not_extendable")
+    assert run_sweeper(app)["auto_confirmed"] == 1
+    assert api.balance(seller) == 20900
+    books_clean(app)
+
+
+def test_a_refund_cannot_be_asked_for_once_the_confirm_deadline_passed(api, app, clock, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    clock.advance(days=10)
+    _relogin(api, buyer, seller)
+    late = act(api, buyer, trade_id, "refunds", amount=20900, reason="changed my mind")
+    assert (late.status_code, late.json["code"]) == (409, "trade_not_refundable")
+    assert "refund_requested" not in events(app, seller["phone"])
+    assert run_sweeper(app)["auto_confirmed"] == 1
+    books_clean(app)
+
+
+def test_an_action_that_goes_through_commits_the_deadline_it_found(api, app, clock, people):
+    """Evidence added after the confirm deadline: the trade is confirmed (money, SMS) in the same transaction."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    clock.advance(days=10, minutes=1)
+    _relogin(api, buyer, seller)
+    assert act(api, seller, trade_id, "evidence", text="delivered, signed for").status_code == 201
+    after = trade(api, seller, trade_id)
+    assert after["status"] == "TRADE_FINISHED" and api.balance(seller) == 20900
+    assert "trade_finished" in events(app, seller["phone"])
+    kinds = [(entry["kind"], entry["data"].get("action")) for entry in _timeline(api, seller, trade_id)]
+    assert kinds[-2:] == [("money", None), ("evidence", None)] and ("state", "auto_confirm") in kinds
+    assert run_sweeper(app)["auto_confirmed"] == 0
+    books_clean(app)
+
+
+def test_a_seller_silent_past_the_refund_deadline_can_no_longer_refuse(api, app, clock, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
+    clock.advance(days=5)  # silence after shipping for 5 days counts as agreed
+    _relogin(api, buyer, seller)
+    refused = act(api, seller, trade_id, f"refunds/{rid}/refuse", reason="too late")
+    assert (refused.status_code, refused.json["code"]) == (409, "illegal_refund_transition")
+    assert run_sweeper(app)["refund_deadlines"] == 1
+    assert api.balance(buyer) == 500000 - 20900 + 5000
+    books_clean(app)
+
+
+def test_a_seller_agreeing_after_silence_agreed_is_told_so_and_the_refund_is_paid_once(api, app, clock, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
+    clock.advance(days=5, seconds=1)
+    _relogin(api, buyer, seller)
+    agreed = act(api, seller, trade_id, f"refunds/{rid}/agree", **PP)
+    assert (agreed.status_code, agreed.json["code"]) == (409, "illegal_refund_transition")  # already agreed
+    assert run_sweeper(app)["refund_deadlines"] == 1
+    assert api.balance(buyer) == 500000 - 20900 + 5000
+    books_clean(app)
+
+
+# --- SMS for every step of a refund ------------------------------------------------------------------------
+
+
+def test_the_seller_is_told_when_goods_come_back(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=20900, reason="broken", return_goods=True).json["id"]
+    assert act(api, seller, trade_id, f"refunds/{rid}/agree", **PP).status_code == 200
+    assert "refund_goods_returned" not in events(app, seller["phone"])
+    returned = act(api, buyer, trade_id, f"refunds/{rid}/return", carrier="EMS", tracking_number="EMS99")
+    assert returned.json["status"] == "WAIT_SELLER_CONFIRM_GOODS"
+    assert events(app, seller["phone"])[-1] == "refund_goods_returned"
+
+
+def test_both_sides_are_told_when_a_refund_lapses(api, app, clock, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=20900, reason="broken", return_goods=True).json["id"]
+    assert act(api, seller, trade_id, f"refunds/{rid}/agree", **PP).status_code == 200
+    clock.advance(days=7)  # the buyer never sends the goods back
+    assert run_sweeper(app)["refund_deadlines"] == 1
+    for who in (buyer, seller):
+        assert events(app, who["phone"])[-1] == "refund_closed"
+    _relogin(api, buyer)
+    assert trade(api, buyer, trade_id)["deadlines"]["paused"] is False
+
+
+# --- the staff decision of a dispute -------------------------------------------------------------------------
+
+
+def test_a_dispute_decision_records_the_state_changes_it_makes(api, app, people, staff):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    refund, dispute = _refused_and_disputed(api, buyer, seller, trade_id)
+    decided = api.client.post(f"/api/v1/admin/disputes/{dispute['id']}/decide", headers=staff["headers"],
+                              json={"outcome": "split", "refund_amount": 8000, "reason": "partly damaged"})
+    assert decided.status_code == 200
+    entries = [entry["data"] for entry in _timeline(api, buyer, trade_id)]
+    assert {"action": "decide_to_buyer", "refund": refund["id"], "before": "SELLER_REFUSE_BUYER",
+            "after": "REFUND_SUCCESS"}.items() <= entries[-2].items()
+    assert {"action": "decide_to_seller", "before": "WAIT_BUYER_CONFIRM_GOODS",
+            "after": "TRADE_FINISHED"}.items() <= entries[-1].items()
+    bundle = api.client.get(f"/api/v1/trades/{trade_id}/evidence-bundle", headers=staff["headers"]).json
+    assert bundle["intact"]
+    books_clean(app)
+
+
+def test_a_dispute_refunded_in_full_closes_the_trade_in_the_timeline(api, app, people, staff):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    _refund, dispute = _refused_and_disputed(api, buyer, seller, trade_id)
+    decided = api.client.post(f"/api/v1/admin/disputes/{dispute['id']}/decide", headers=staff["headers"],
+                              json={"outcome": "refund", "reason": "never arrived"})
+    assert decided.status_code == 200
+    last = _timeline(api, buyer, trade_id)[-1]
+    assert (last["kind"], last["data"]["action"], last["data"]["after"]) == ("state", "decide_all_to_buyer",
+                                                                            "TRADE_CLOSED")
+    assert trade(api, buyer, trade_id)["close_reason"] == "refunded"
+    books_clean(app)
+
+
+@pytest.mark.skipif(not PG_URL, reason="SQLite runs one write transaction at a time; the race needs PostgreSQL")
+def test_two_staff_deciding_one_dispute_at_once_have_one_winner(api, app, people, staff):
+    buyer, seller = people
+    other_staff = api.register()
+    assert app.test_cli_runner().invoke(args=["users", "grant-staff", other_staff["phone"]]).exit_code == 0
+    for n in range(4):
+        trade_id = paid_and_shipped(api, buyer, seller, amount=1000, shipping_fee=0)
+        _refund, dispute = _refused_and_disputed(api, buyer, seller, trade_id, amount=1000)
+        path = f"/api/v1/admin/disputes/{dispute['id']}/decide"
+        barrier, results = threading.Barrier(2), {}
+
+        def decide(who, outcome, barrier=barrier, results=results, path=path):
+            barrier.wait()
+            response = app.test_client().post(path, headers=who["headers"], json={"outcome": outcome,
+                                                                                 "reason": "race"})
+            results[outcome] = (response.status_code, response.get_json())
+
+        threads = [threading.Thread(target=decide, args=(staff, "release")),
+                   threading.Thread(target=decide, args=(other_staff, "refund"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(status for status, _ in results.values()) == [200, 409], results
+        loser = next(body for status, body in results.values() if status == 409)
+        assert loser["code"] == "dispute_decided"
+        final = trade(api, buyer, trade_id)
+        expected = "TRADE_FINISHED" if results["release"][0] == 200 else "TRADE_CLOSED"
+        assert final["status"] == expected, (results, final)
+        assert final["refunded_amount"] + final["released_amount"] == 1000
+        assert _escrow_balance(app, trade_id) == 0
+        assert events(app, buyer["phone"]).count("dispute_decided") == n + 1
+    books_clean(app)
+
+
+# --- input the API accepts fits the database ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("length", "status"), [(500, 200), (501, 422)])
+def test_a_refusal_reason_is_at_most_500_characters(api, app, people, length, status):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
+    refused = act(api, seller, trade_id, f"refunds/{rid}/refuse", reason="x" * length)
+    assert refused.status_code == status, refused.json
+    if status == 422:
+        assert refused.json["code"] == "validation_failed"
