@@ -87,6 +87,13 @@ def _stored_answer(scope: str, key: str, request_hash: str) -> tuple[int, dict[s
     return record.status_code, json.loads(record.response_body)
 
 
+def stored_answer(scope: str, key: str, request_hash: str) -> tuple[int, dict[str, Any]] | None:
+    """The answer stored for ``(scope, key)``, if the request that used it first has one; raises
+    ``IdempotencyKeyReused`` when that request was another. For a step that must not run on a replay (a card
+    top-up before the effect), read before it; ``run_idempotent`` still decides."""
+    return run_in_transaction(lambda: _stored_answer(scope, key, request_hash), read_only=True)
+
+
 def run_idempotent(
     scope: str, key: str | None, request_hash: str, effect: Callable[[], tuple[int, dict[str, Any]]]
 ) -> tuple[int, dict[str, Any], bool]:

@@ -24,6 +24,8 @@ Withdrawal (asynchronous):
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +48,8 @@ from wallet.card_models import BankCard
 from wallet.cards import get_card_for_user
 from wallet.funds_models import FAILED, PENDING, SUBMITTED, SUCCEEDED, TopUp, Withdrawal
 from wallet.models import BANK_CLEARING
+
+log = logging.getLogger(__name__)
 
 
 class RecipientNotFound(AppError):
@@ -97,7 +101,8 @@ def create_topup(user_id: str, card_id: str, amount: int, currency: str, request
     Raises ``NotFound`` for a card that is not the user's, ``LimitExceeded`` above the per-transaction limit.
     """
     limits.check_single(amount)
-    get_card_for_user(user_id, card_id)
+    # Locked: a removal waits for this top-up to be recorded, then finds it pending and refuses (``CardInUse``).
+    get_card_for_user(user_id, card_id, for_update=True)
     now = clock.now()
     topup = TopUp(id=new_id("top"), user_id=user_id, card_id=card_id, amount=amount, currency=currency,
                   status=PENDING, created_at=now, request_key=request_key)
@@ -117,7 +122,10 @@ def complete_topup(topup_id: str) -> TopUp:
         if topup.status != PENDING:
             return topup
         card = db.session.get(BankCard, topup.card_id)
-        assert card is not None and card.bank_token is not None
+        assert card is not None
+        if card.bank_token is None:  # removed (``create_topup`` locks the card against this; older rows may not)
+            topup.status, topup.failure_reason, topup.completed_at = FAILED, "card_removed", clock.now()
+            return topup
         result = gateway().debit(card.bank_code, card.bank_token, topup.amount, reference=topup.id)
         now = clock.now()
         topup.bank_reference, topup.completed_at = result.bank_reference, now
@@ -142,6 +150,13 @@ def complete_topup(topup_id: str) -> TopUp:
         raise BankDeclined("The bank declined to debit this card.", reason=topup.failure_reason,
                            topup_id=topup.id)
     return topup
+
+
+def request_key(user_id: str, key: str, request_hash: str) -> str:
+    """What names the top-up made for a request: the user, the Idempotency-Key and the request's fingerprint
+    (``core.idempotency.fingerprint``), so a retry finds its top-up, and the same key on another request (another
+    trade or card, also once the key has expired and been purged) makes its own."""
+    return hashlib.sha256(f"{user_id}\n{key}\n{request_hash}".encode()).hexdigest()
 
 
 def topup_for_request(user_id: str, card_id: str, amount: int, currency: str, request_key: str) -> TopUp:
@@ -172,6 +187,8 @@ def retry_pending_topups(older_than: timedelta = timedelta(minutes=1), limit: in
             settled += 1
         except BankTimeout:
             continue
+        except Exception:  # one top-up that cannot be finished must not keep the rest of the batch waiting
+            log.exception("top-up %s could not be finished; it stays pending", topup_id)
     return settled
 
 

@@ -6,7 +6,10 @@
 2. the payment password (``security.accounts.authorize_payment``: its own lockout, 401/423);
 3. the effect, inside ``core.idempotency.run_idempotent`` with a fingerprint of the request that leaves the
    payment password out (it is never stored, not even hashed). It runs in the transaction that records the
-   password check, unless a ``prepare`` step (a card top-up that must stand on its own) comes in between.
+   password check, unless a ``prepare`` step (a card top-up that must stand on its own) comes in between. A
+   ``prepare`` step runs only for a key with no stored answer: a replay answers without it, and a key first used
+   by another request is refused before it (422 ``idempotency_key_reused``, not a card charged). It is given
+   the key and the request's fingerprint, to name what it does after both.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ from flask import Response, request
 from pydantic import BaseModel
 
 from core.api import respond_json
-from core.idempotency import check_key, fingerprint, run_idempotent
+from core.idempotency import check_key, fingerprint, run_idempotent, stored_answer
 from security.accounts import authorize_payment
 
 
 def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
-            prepare: Callable[[str], object] | None = None, *, key_required: bool = True) -> Response:
+            prepare: Callable[[str, str], object] | None = None, *, key_required: bool = True) -> Response:
     """Run ``effect`` for the caller ``user_id`` behind the key, the password and the idempotency store.
-    ``prepare(key)`` runs after the password check and before the effect, in its own transactions (a top-up
-    that must not roll back)."""
+    ``prepare(key, request_hash)`` runs after the password check and before the effect, in its own transactions
+    (a top-up that must not roll back), unless the key already has an answer."""
     header = request.headers.get("Idempotency-Key")
     if header is None and not key_required:
         outcome = authorize_payment(user_id, body.payment_password, effect)  # type: ignore[attr-defined]
@@ -41,8 +44,12 @@ def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[
         status, answer, replayed = outcome
     else:
         authorize_payment(user_id, password)
-        prepare(key)
-        status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
+        stored = stored_answer(user_id, key, request_hash)
+        if stored is None:
+            prepare(key, request_hash)
+            status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
+        else:
+            (status, answer), replayed = stored, True
     response = respond_json(answer, status)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -72,6 +72,9 @@ class TransferOut(BaseModel):
     created_at: datetime
 
 
+FIRST_STATEMENT_DAY, LAST_STATEMENT_DAY = date(1900, 1, 1), date(9999, 12, 30)
+
+
 class StatementQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=20, ge=1, le=100)
@@ -87,6 +90,14 @@ class StatementQuery(BaseModel):
         # Lax parsing would read "0" as a Unix timestamp; the document promises YYYY-MM-DD.
         if value is not None and not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
             raise ValueError("use a calendar date, YYYY-MM-DD")
+        return value
+
+    @field_validator("from_date", "to_date")
+    @classmethod
+    def within_the_calendar(cls, value: date | None) -> date | None:
+        # A day is searched from its midnight in China to the next one, in UTC: both must exist.
+        if value is not None and not FIRST_STATEMENT_DAY <= value <= LAST_STATEMENT_DAY:
+            raise ValueError(f"use a date from {FIRST_STATEMENT_DAY} to {LAST_STATEMENT_DAY}")
         return value
 
 

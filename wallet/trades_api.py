@@ -97,17 +97,20 @@ def pay_trade(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PayTrade)
 
-    def top_up_shortfall(key: str) -> None:
+    def top_up_shortfall(key: str, request_hash: str) -> None:
         if req.bank_card_id is None:
             return
         trade = trades.get_trade(user_id, trade_id)
+        if trade.buyer_id != user_id or trade.status != "WAIT_BUYER_PAY":
+            return  # the payment is refused below (buyer_only, trade_not_payable) without charging a card
         try:
             available = ledger.wallet_balance(Viewing(user_id), trade.currency).available
         except LedgerAccountNotFound:
             available = 0
         shortfall = trade.amount + trade.shipping_fee - available
-        if trade.status == "WAIT_BUYER_PAY" and shortfall > 0:
-            funds.topup_for_request(user_id, req.bank_card_id, shortfall, trade.currency, f"{user_id}:{key}")
+        if shortfall > 0:
+            funds.topup_for_request(user_id, req.bank_card_id, shortfall, trade.currency,
+                                    funds.request_key(user_id, key, request_hash))
 
     def effect() -> tuple[int, dict[str, Any]]:
         trade = trades.pay(user_id, trade_id)

@@ -166,6 +166,21 @@ def test_statement_dates_must_be_calendar_dates(api, value):
     assert (response.status_code, response.json["code"]) == (422, "validation_failed")
 
 
+@pytest.mark.parametrize(("query", "status"), [("to=9999-12-31", 422), ("from=0001-01-01", 422),
+                                               ("from=1899-12-31", 422), ("to=9999-12-30", 200),
+                                               ("from=1900-01-01", 200), ("from=1900-01-01&to=9999-12-30", 200)])
+def test_statement_dates_at_the_ends_of_the_calendar(api, query, status):
+    """Found by an audit: the day after 9999-12-31, and midnight in China on 0001-01-01 in UTC, do not exist; both
+    answered 500 (also halfway through a CSV download)."""
+    account = api.verified()
+    api.money("/api/v1/topups", account, amount=1000, bank_card_id=account["card_id"])
+    for fmt in ("json", "csv"):
+        response = api.client.get(f"/api/v1/wallet/transactions?{query}&format={fmt}", headers=account["headers"])
+        assert response.status_code == status, response.data
+        if status == 422:
+            assert response.json["code"] == "validation_failed"
+
+
 def test_a_nul_character_in_a_query_cursor_is_a_validation_error(api):
     """Found by schemathesis on PostgreSQL (GET /trades?starting_after=...%00): PostgreSQL cannot hold NUL in
     text, and the query used to reach it and fail with a 500."""

@@ -36,8 +36,10 @@ from typing import Any
 
 import requests
 
+from core.idempotency import fingerprint
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 from tests.factories_ids import make_card_number, make_id_number
+from wallet.funds import request_key
 
 API = "/api/v1"
 NAMES = ("张三", "李四", "王五", "赵六", "陈七", "刘八")
@@ -306,7 +308,7 @@ class Books:
         self.topups: list[tuple[str, str, int]] = []  # (top-up id, user id, amount) answered 2xx
         self.transfers: list[tuple[str, str, str, int]] = []  # (transfer id, payer, payee, amount)
         self.withdrawals: list[tuple[str, str, int]] = []
-        self.card_pays: list[tuple[str, str]] = []  # (buyer id, Idempotency-Key) of trades paid "with card"
+        self.card_pays: list[tuple[str, str]] = []  # (buyer id, the top-up's request key) of trades paid "with card"
         self.trades: dict[str, TradeKnowledge] = {}
         self.titles: dict[str, str] = {}  # title -> the trade the client uses (a resent open may make another)
         self.logins = 0
@@ -594,7 +596,9 @@ class Actor(threading.Thread):
             self._step(trade_id, "pay", answer.body["status"])
             self.books.credit(buyer.id, -knowledge.total)
             if with_card:
-                self.books.note("card_pays", (buyer.id, key))
+                # The top-up is named after the request (wallet.funds.request_key): its key and its fingerprint.
+                request_hash = fingerprint("POST", f"{API}/trades/{trade_id}/pay", {"bank_card_id": buyer.card_id})
+                self.books.note("card_pays", (buyer.id, request_key(buyer.id, key, request_hash)))
                 buyer.floor = max(0, buyer.floor - knowledge.total)
             else:
                 buyer.floor -= knowledge.total
