@@ -114,34 +114,63 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# No request of ours nests deeper than an evidence attachment (body → attachments → item → field); a few levels
+# more are allowed, thousands are refused (before the validation below walks them).
+MAX_BODY_DEPTH = 16
+
+
+def _parsed_body() -> Any:
+    """The body parsed as JSON; raises ``BadRequest`` for anything unreadable, including nesting so deep that the
+    parser gives up (``RecursionError``, which is no ``ValueError``)."""
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw or b"null", parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest("The body is not valid JSON.") from exc
+
+
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object; 415 for another media type, 400 for anything unreadable."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("Send the body as application/json.")
-    raw = request.get_data(cache=True)
-    try:
-        data = json.loads(raw or b"null", parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("The body is not valid JSON.") from exc
+    data = _parsed_body()
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object.")
-    _refuse_nul(data, "body")
+    _refuse_nul(data)
     return data
 
 
-def _refuse_nul(value: Any, where: str) -> None:
+def json_object_or_none() -> dict[str, Any] | None:
+    """The body as a JSON object if it is one, else None, whatever it holds: for code that only peeks at a field
+    (a rate limit's key) and must never fail the request itself."""
+    try:
+        data = _parsed_body()
+    except BadRequest:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _refuse_nul(value: Any, where: str = "body") -> None:
     """No text we take may hold the NUL character (``\\u0000``): PostgreSQL cannot store it, and no name, title,
-    id or cursor needs it. Refused as a validation error naming the field, before anything reads it."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValidationFailed.field(where, "nul_character", "Text may not contain the NUL character.")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_nul(key, where)
-            _refuse_nul(item, f"{where}.{key}" if where != "body" else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _refuse_nul(item, f"{where}.{index}")
+    id or cursor needs it. Refused as a validation error naming the field, before anything reads it. Walks the
+    body without recursion, and refuses one nested deeper than ``MAX_BODY_DEPTH`` (400)."""
+    pending: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while pending:
+        value, where, depth = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationFailed.field(where, "nul_character", "Text may not contain the NUL character.")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth >= MAX_BODY_DEPTH:
+            raise BadRequest(f"The body is nested deeper than {MAX_BODY_DEPTH} levels.")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                pending.append((key, where, depth + 1))
+                pending.append((item, f"{where}.{key}" if where != "body" else key, depth + 1))
+        else:
+            pending.extend((item, f"{where}.{index}", depth + 1) for index, item in enumerate(value))
 
 
 def _errors_from(exc: ValidationError) -> list[dict[str, str]]:

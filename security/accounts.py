@@ -21,9 +21,10 @@ from core.errors import NotFound, ValidationFailed
 from core.ids import new_id
 from notifications.outbox import enqueue
 from notifications.templates import format_time, mask_email, mask_phone
-from security import codes, totp
+from security import codes, lockout, totp
 from security.errors import (
     DeviceVerificationRequired,
+    InvalidCredentials,
     InvalidTotpCode,
     PhoneTaken,
     TotpNotEnrolled,
@@ -56,8 +57,9 @@ def _is_phone_conflict(exc: IntegrityError) -> bool:
     return "uq_users_phone" in message or "users.phone" in message
 
 
-def _user_by_phone(phone: str) -> User | None:
-    return db.session.scalars(select(User).where(User.phone == phone)).first()
+def _user_by_phone(phone: str, *, lock: bool = False) -> User | None:
+    stmt = select(User).where(User.phone == phone)
+    return db.session.scalars(stmt.with_for_update() if lock else stmt).first()
 
 T = TypeVar("T")
 
@@ -87,6 +89,20 @@ _LOGIN_VIEW = select(
     .outerjoin(_devices, (_devices.c.user_id == _users.c.id) & (_devices.c.device_key == bindparam("device_key")))
     .outerjoin(_locks, (_locks.c.subject == _asked.c.phone) & (_locks.c.kind == LOGIN))
 )
+# A login's last look, in the transaction that opens its session: is the login password still the one verified
+# (and, from a trusted device, is the device still trusted)? The rows stay locked until the session commits, so a
+# password change, a recovery or a device's revocation running meanwhile either committed first (the login is
+# refused) or waits for the session and then revokes it with the others.
+_STILL_VALID = sql.Statement({
+    "postgresql": "SELECT login_password_hash = :verified AS same_password FROM users WHERE id = :user_id FOR SHARE",
+    "sqlite": "SELECT login_password_hash = :verified AS same_password FROM users WHERE id = :user_id",
+}, boolean=["same_password"])
+_STILL_VALID_ON_DEVICE = sql.Statement({
+    "postgresql": "SELECT u.login_password_hash = :verified AS same_password, d.trusted AND d.revoked_at IS NULL"
+                  " AS trusted FROM users u JOIN devices d ON d.id = :device_id WHERE u.id = :user_id FOR SHARE",
+    "sqlite": "SELECT u.login_password_hash = :verified AS same_password, d.trusted AND d.revoked_at IS NULL"
+              " AS trusted FROM users u JOIN devices d ON d.id = :device_id WHERE u.id = :user_id",
+}, boolean=["same_password", "trusted"])
 # The payer and the payment lock state in one statement (every payment runs it: on the driver's cursor).
 _PAYER = sql.Statement(
     "SELECT u.phone, u.locale, u.payment_password_hash, l.recent_failures, l.consecutive_failures, l.locked_until,"
@@ -165,6 +181,9 @@ def register(
         db.session.flush()  # the user row first: no ORM relationship orders the inserts
         db.session.add(device)
         db.session.flush()
+        # Failed logins on the number while it had no account count like any others (DESIGN 4.2) and may have
+        # locked it; the SMS code just proved the number, as a reset does, so the new owner starts unlocked.
+        lift_lock(phone, LOGIN)
         tokens = start_session(user.id, device.id)
         enqueue(phone, "registered", locale=locale, user_id=user.id, phone=mask_phone(phone))
         return Registration(user, tokens)
@@ -193,9 +212,10 @@ def log_in(
     account, state = run_in_transaction(lambda: _login_view(phone, device_key), read_only=True)
     stored = account.login_password_hash if account else None
     alert = _lock_alert(account.id, account.phone, account.locale, LOGIN) if account else None
+    left = lockout.attempts_left(state, clock.now())
     if account is not None and account.trusted:  # the usual case: the session opens with the recorded success
         return check_secret(phone, LOGIN, stored, login_password, alert, state=state,
-                            then=lambda new_hash: _open_session(account, device_key, device_name, new_hash))
+                            then=lambda new_hash: _open_session(account, device_key, device_name, new_hash, left))
 
     new_hash = check_secret(phone, LOGIN, stored, login_password, alert, state=state, then=lambda new_hash: new_hash)
     assert account is not None  # check_secret raised for unknown numbers
@@ -213,13 +233,26 @@ def log_in(
         raise DeviceVerificationRequired(
             "This device is new: request a code with purpose 'login' and send it as sms_code."
         )
-    return run_in_transaction(lambda: _open_session(account, device_key, device_name, new_hash))
+    return run_in_transaction(lambda: _open_session(account, device_key, device_name, new_hash, left))
 
 
-def _open_session(account: _LoginView, device_key: str, device_name: str | None, new_hash: str | None) -> TokenPair:
-    """Inside the caller's transaction: store an upgraded hash, note the device (trusting it now if it was not:
-    the caller verified it) and open the session."""
+def _open_session(account: _LoginView, device_key: str, device_name: str | None, new_hash: str | None,
+                  attempts_left: int) -> TokenPair:
+    """Inside the caller's transaction: make sure the password verified (and a trusted device) still stands, store
+    an upgraded hash, note the device (trusting it now if it was not: the caller verified it) and open the session.
+    Raises ``InvalidCredentials`` when the password changed since it was read (``attempts_left`` as before this
+    try, which counts neither way), ``DeviceVerificationRequired`` when the trusted device was revoked meanwhile."""
     now = clock.now()
+    params = {"user_id": account.id, "verified": account.login_password_hash}
+    if account.trusted:
+        still = _STILL_VALID_ON_DEVICE.one(**params, device_id=account.device_id)
+    else:
+        still = _STILL_VALID.one(**params)
+    if still is None or not still.same_password:
+        raise InvalidCredentials(attempts_left)
+    if account.trusted and not still.trusted:
+        raise DeviceVerificationRequired(
+            "This device was signed out: request a code with purpose 'login' and send it as sms_code.")
     if new_hash is not None:
         db.session.execute(update(User).where(User.id == account.id).values(login_password_hash=new_hash))
     if account.trusted:
@@ -272,7 +305,9 @@ def change_login_password(user: User, current: str, new: str, session_id: str) -
     user_id = user.id
 
     def work() -> None:
-        account = db.session.get(User, user_id)
+        # Locked first: a login that verified the old password and is opening its session holds the row (shared)
+        # until it commits, and its session is then revoked with the others below.
+        account = db.session.get(User, user_id, with_for_update=True)
         assert account is not None
         account.login_password_hash, account.updated_at = new_hash, clock.now()
         revoke_sessions(user_id, "password_changed", keep=session_id)
@@ -313,7 +348,7 @@ def recover_password(phone: str, sms_code: str, new_password: str) -> None:
     new_hash = passwords().hash(new_password)
 
     def work() -> None:
-        account = _user_by_phone(phone)
+        account = _user_by_phone(phone, lock=True)  # as in change_login_password: a login in flight is revoked too
         if account is None:  # the account vanished between code and reset; nothing to do
             return
         account.login_password_hash, account.updated_at = new_hash, clock.now()
@@ -337,6 +372,7 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str)
         old_phone, now = account.phone, clock.now()
         account.phone, account.updated_at = new_phone, now
         db.session.flush()
+        lift_lock(new_phone, LOGIN)  # as at registration: a lock left on the number before it was proven
         enqueue(old_phone, "phone_changed_old", locale=account.locale, user_id=user_id,
                 new_phone=mask_phone(new_phone), time=format_time(now))
         enqueue(new_phone, "phone_changed_new", locale=account.locale, user_id=user_id, time=format_time(now))
@@ -420,7 +456,8 @@ def revoke_device(user: User, device_id: str) -> None:
     user_id = user.id
 
     def work() -> None:
-        device = db.session.get(Device, device_id)
+        # Locked first, as the password change locks the user: a login from this device in flight is revoked too.
+        device = db.session.get(Device, device_id, with_for_update=True)
         if device is None or device.user_id != user_id or device.revoked_at is not None:
             raise NotFound("No such device.")
         device.trusted, device.revoked_at = False, clock.now()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 
-from core.api import endpoint, json_body, parse_body, respond
+from core.api import endpoint, json_body, json_object_or_none, parse_body, respond
 from core.errors import ValidationFailed
 from core.ratelimit import configured, limiter
 from security import accounts, codes
@@ -38,8 +38,8 @@ bp = Blueprint("accounts", __name__, url_prefix="/api/v1")
 
 def phone_key() -> str:
     """Rate-limit key: the normalised phone number in the body, so reformatting it gains nothing."""
-    data = request.get_json(silent=True)
-    raw = data.get("phone") if isinstance(data, dict) else None
+    data = json_object_or_none()
+    raw = data.get("phone") if data is not None else None
     if not isinstance(raw, str):
         return "phone:none"
     try:
@@ -49,8 +49,8 @@ def phone_key() -> str:
 
 
 def _purpose() -> str:
-    data = request.get_json(silent=True)
-    purpose = data.get("purpose") if isinstance(data, dict) else None
+    data = json_object_or_none()
+    purpose = data.get("purpose") if data is not None else None
     return purpose if purpose in codes.PURPOSES else "none"
 
 

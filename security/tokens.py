@@ -23,6 +23,7 @@ from core.errors import Unauthenticated
 from core.ids import new_id
 from security.errors import RefreshTokenReused
 from security.models import AuthSession, AuthToken
+from security.secrets_guard import LOGIN, current_state, refuse_if_locked
 
 ACCESS, REFRESH = "access", "refresh"
 # Built once, run by every login and refresh: plain statements, nothing here needs the rows as ORM objects.
@@ -92,7 +93,8 @@ def start_session(user_id: str, device_id: str, *, touch_device: bool = False) -
 def refresh(refresh_token: str, device_key: str) -> TokenPair:
     """Rotate: spend ``refresh_token`` and mint a new pair. Reuse revokes the family.
 
-    Raises ``RefreshTokenReused`` for a token already spent, ``Unauthenticated`` for anything else invalid.
+    Raises ``RefreshTokenReused`` for a token already spent, ``LoginLocked`` while the account's login is locked,
+    ``Unauthenticated`` for anything else invalid.
     """
 
     def work() -> TokenPair | Exception:
@@ -109,6 +111,9 @@ def refresh(refresh_token: str, device_key: str) -> TokenPair:
             return RefreshTokenReused("This refresh token was already used; the session has been revoked.")
         if row.expires_at <= now or session.revoked_at is not None:
             return Unauthenticated("The refresh token is expired or revoked.")
+        # A login lock leaves nothing reachable with a token (``security.auth``), so nothing mints new ones either;
+        # the refresh token stays unspent and works again once the lock lifts.
+        refuse_if_locked(LOGIN, current_state(session.user.phone, LOGIN))
         row.used_at = now
         return _mint(session.id)
 

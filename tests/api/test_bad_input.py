@@ -205,3 +205,28 @@ def test_a_nul_character_in_a_path_id_names_nothing(api):
     account = api.register()
     response = api.client.get("/api/v1/trades/trd_1%00", headers=account["headers"])
     assert_problem(response, 404, "not_found")
+
+
+def _nested_body(depth: int, **fields: str) -> str:
+    head = ", ".join(f'"{name}": "{value}"' for name, value in fields.items())
+    return "{" + head + ', "extra": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("depth", [5000, 16])
+@pytest.mark.parametrize(("path", "fields"), [
+    ("/api/v1/sessions", {"login_password": "correct horse battery", "device_id": "phone-1"}),
+    ("/api/v1/sms-codes", {"purpose": "login"}),
+    ("/api/v1/password-resets", {"sms_code": "123456", "new_password": "a new long secret"}),
+])
+def test_a_body_nested_too_deeply_is_a_malformed_request(api, path, fields, depth):
+    """Found by an audit: 5,000 brackets (10 kB) made the JSON parser give up with a RecursionError, a 500. Now
+    no body may nest deeper than 16 levels; none of ours needs more than 4."""
+    raw = _nested_body(depth, phone=make_phone(), **fields)
+    response = api.client.post(path, data=raw, content_type="application/json")
+    assert_problem(response, 400, "malformed_request")
+
+
+def test_a_body_nested_within_the_limit_is_read(api):
+    raw = _nested_body(14, phone=make_phone(), purpose="login")  # body > extra > 14 lists: 15 levels below it
+    response = api.client.post("/api/v1/sms-codes", data=raw, content_type="application/json")
+    assert_problem(response, 422, "validation_failed")  # read, then refused for the unknown field

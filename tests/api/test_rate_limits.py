@@ -77,3 +77,11 @@ def test_logins_per_phone(limited_client):
     body = {"phone": phone, "login_password": "whatever it is", "device_id": "d"}
     statuses = [limited_client.post("/api/v1/sessions", json=body).status_code for _ in range(3)]
     assert statuses == [401, 401, 429]
+
+
+def test_a_body_nested_too_deeply_is_a_malformed_request_before_the_limits(limited_client):
+    """The limits' keys peek at the body's phone and purpose; a body the parser gives up on gives them no key, and
+    the endpoint then refuses it as any other (it was a 500: Flask's get_json lets a RecursionError through)."""
+    raw = '{"phone": "' + make_phone() + '", "purpose": "login", "extra": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = limited_client.post("/api/v1/sms-codes", data=raw, content_type="application/json")
+    assert (response.status_code, response.json["code"]) == (400, "malformed_request")
