@@ -1,7 +1,7 @@
 """A card cannot be removed while a top-up from it is under way: the top-up locks the card when it reads it, so a
 removal waits for the top-up to be recorded and then finds it pending (409 ``card_in_use``). Found by an audit: the
-top-up read the card without a lock, the removal committed in between, and the top-up then failed with a 500 and stayed pending for
-good, while the worker's retry of pending top-ups stopped at it on every run."""
+top-up read the card without a lock, the removal committed in between, and the top-up then failed with a 500 and
+stayed pending for good, while the worker's retry of pending top-ups stopped at it on every run."""
 
 from __future__ import annotations
 
