@@ -149,6 +149,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "交易 {trade} 的退款申请因逾期未处理已关闭，交易继续进行。",
         "en": "The refund request on trade {trade} was closed because its deadline passed; the trade goes on.",
     },
+    "refund_withdrawn": {
+        "zh": "买家已撤销交易 {trade} 的退款申请，交易继续进行。",
+        "en": "The buyer withdrew the refund request on trade {trade}; the trade goes on.",
+    },
     "refund_completed": {
         "zh": "交易 {trade} 的退款 {amount} 元已退回您的余额。",
         "en": "The refund of CNY {amount} on trade {trade} is back in your balance.",

@@ -17,7 +17,7 @@ A refund runs beside the trade (at most one open at a time)::
                           WAIT_SELLER_CONFIRM_GOODS ──receive (or seller silent)──▶ REFUND_SUCCESS
                       ──refuse──▶ SELLER_REFUSE_BUYER ──dispute──▶ (platform decides) ──▶ REFUND_SUCCESS / REFUND_CLOSED
                       ──buyer withdraws──▶ REFUND_CLOSED
-    WAIT_BUYER_RETURN_GOODS ──buyer never ships back──▶ REFUND_CLOSED
+    WAIT_BUYER_RETURN_GOODS ──buyer never ships back, or withdraws──▶ REFUND_CLOSED
     SELLER_REFUSE_BUYER ──buyer never escalates──▶ REFUND_CLOSED
 
 Invariants:
@@ -152,6 +152,7 @@ _REFUND_MOVES: dict[tuple[str, str], str] = {
     (WAIT_SELLER_AGREE, "withdraw"): REFUND_CLOSED,
     (WAIT_BUYER_RETURN_GOODS, "return"): WAIT_SELLER_CONFIRM_GOODS,
     (WAIT_BUYER_RETURN_GOODS, "expire"): REFUND_CLOSED,
+    (WAIT_BUYER_RETURN_GOODS, "withdraw"): REFUND_CLOSED,  # the buyer keeps the goods after all
     (WAIT_SELLER_CONFIRM_GOODS, "receive"): REFUND_SUCCESS,
     (WAIT_SELLER_CONFIRM_GOODS, "expire"): REFUND_SUCCESS,
     (SELLER_REFUSE_BUYER, "dispute"): SELLER_REFUSE_BUYER,  # the dispute decides; the refund waits

@@ -448,6 +448,8 @@ def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, **
             parties = _parties(trade.buyer_id, trade.seller_id)
             for party in (trade.buyer_id, trade.seller_id):
                 _tell(parties[party], "refund_closed", trade)
+        elif action == "withdraw":
+            _tell(_party(trade, trade.seller_id), "refund_withdrawn", trade)
 
 
 def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime) -> None:
@@ -491,6 +493,20 @@ def return_goods(buyer_id: str, trade_id: str, refund_id: str, carrier: str, tra
         refund = _refund(trade, refund_id)
         _refund_step(trade, refund, "return", buyer_id, carrier=carrier, tracking_number=tracking_number)
         refund.return_carrier, refund.return_tracking_number = carrier, tracking_number
+        return refund
+
+    return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
+
+
+def withdraw_refund(buyer_id: str, trade_id: str, refund_id: str) -> Refund:
+    """The buyer takes the refund request back (before it is settled and while the goods have not been sent back;
+    not once the platform is deciding it): the trade goes on where its clock stopped. Raises ``TradeConflict``."""
+
+    def change(trade: TradeRecord) -> Refund:
+        refund = _refund(trade, refund_id)
+        if refund.disputed:
+            raise TradeConflict("dispute_open", "the platform is deciding this refund; it cannot be withdrawn")
+        _refund_step(trade, refund, "withdraw", buyer_id)
         return refund
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))

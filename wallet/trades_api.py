@@ -188,6 +188,14 @@ def return_goods(trade_id: str, refund_id: str) -> Response:
                                                     req.tracking_number)))
 
 
+@endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/withdraw", "POST",
+          summary="Buyer withdraws the refund request; the trade goes on", body=NoBody, response=RefundOut)
+def withdraw_refund(trade_id: str, refund_id: str) -> Response:
+    user = current_caller()
+    parse_body(NoBody)
+    return respond(RefundOut.of(trades.withdraw_refund(user.id, trade_id, refund_id)))
+
+
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/receive-return", "POST",
           summary="Seller confirms the returned goods arrived; money back to the buyer", body=PaymentPasswordOnly,
           response=RefundOut, idempotent="optional")

@@ -252,3 +252,73 @@ def test_a_refusal_reason_is_at_most_500_characters(api, app, people, length, st
     assert refused.status_code == status, refused.json
     if status == 422:
         assert refused.json["code"] == "validation_failed"
+
+
+# --- the buyer withdraws a refund request ---------------------------------------------------------------------
+
+
+def _withdraw(api, who, trade_id, rid):
+    return act(api, who, trade_id, f"refunds/{rid}/withdraw")
+
+
+def test_a_buyer_withdraws_a_refund_request_and_the_trade_goes_on(api, app, clock, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    before = trade(api, buyer, trade_id)["deadlines"]["confirm_by"]
+    rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="changed my mind").json["id"]
+    clock.advance(days=1)
+    _relogin(api, buyer, seller)
+    withdrawn = _withdraw(api, buyer, trade_id, rid)
+    assert (withdrawn.status_code, withdrawn.json["status"]) == (200, "REFUND_CLOSED")
+    assert events(app, seller["phone"])[-1] == "refund_withdrawn"
+    after = trade(api, buyer, trade_id)
+    assert after["deadlines"]["paused"] is False and after["deadlines"]["confirm_by"] > before  # a day paused
+    again = _withdraw(api, buyer, trade_id, rid)
+    assert (again.status_code, again.json["code"]) == (409, "illegal_refund_transition")
+    clock.advance(days=5)  # the seller's answer was due now; nothing happens, the request is gone
+    assert run_sweeper(app)["refund_deadlines"] == 0
+    _relogin(api, buyer, seller)
+    assert act(api, buyer, trade_id, "confirm", key="c", **PP).json["status"] == "TRADE_FINISHED"
+    assert api.balance(seller) == 20900
+    books_clean(app)
+
+
+def test_a_buyer_withdraws_a_refused_refund_instead_of_waiting_a_week_to_confirm(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
+    assert act(api, seller, trade_id, f"refunds/{rid}/refuse", reason="it was fine").status_code == 200
+    blocked = act(api, buyer, trade_id, "confirm", key="c1", **PP)
+    assert (blocked.status_code, blocked.json["code"]) == (409, "refund_in_progress")
+    assert _withdraw(api, buyer, trade_id, rid).json["status"] == "REFUND_CLOSED"
+    assert act(api, buyer, trade_id, "confirm", key="c2", **PP).json["status"] == "TRADE_FINISHED"
+    books_clean(app)
+
+
+def test_a_buyer_keeps_the_goods_after_the_seller_agreed_to_a_return(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=20900, reason="broken", return_goods=True).json["id"]
+    assert act(api, seller, trade_id, f"refunds/{rid}/agree", **PP).json["status"] == "WAIT_BUYER_RETURN_GOODS"
+    assert _withdraw(api, buyer, trade_id, rid).json["status"] == "REFUND_CLOSED"
+    assert act(api, buyer, trade_id, "confirm", key="c", **PP).json["status"] == "TRADE_FINISHED"
+    books_clean(app)
+
+
+def test_a_refund_cannot_be_withdrawn_by_the_seller_once_sent_back_or_while_disputed(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=20900, reason="broken", return_goods=True).json["id"]
+    by_seller = _withdraw(api, seller, trade_id, rid)
+    assert (by_seller.status_code, by_seller.json["code"]) == (409, "buyer_only")
+    act(api, seller, trade_id, f"refunds/{rid}/agree", **PP)
+    act(api, buyer, trade_id, f"refunds/{rid}/return", carrier="EMS", tracking_number="EMS99")
+    sent_back = _withdraw(api, buyer, trade_id, rid)
+    assert (sent_back.status_code, sent_back.json["code"]) == (409, "illegal_refund_transition")
+
+    other = paid_and_shipped(api, buyer, seller)
+    refund, _dispute = _refused_and_disputed(api, buyer, seller, other)
+    disputed = _withdraw(api, buyer, other, refund["id"])
+    assert (disputed.status_code, disputed.json["code"]) == (409, "dispute_open")
+    stranger = api.register()
+    assert _withdraw(api, stranger, other, refund["id"]).status_code == 404
