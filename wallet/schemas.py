@@ -68,7 +68,9 @@ class TransferOut(BaseModel):
     amount: int
     currency: str
     to_phone: str
-    balance_after: int
+    balance_after: int = Field(description="The payer's posted balance after this payment, as its statement line"
+                               " shows it; money held for a withdrawal still being paid out is not subtracted"
+                               " (GET /wallet gives what is available)")
     created_at: datetime
 
 
