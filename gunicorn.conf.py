@@ -18,6 +18,8 @@ graceful_timeout = 20
 # The application logs one access line per request itself (with the request id); gunicorn's would repeat it.
 accesslog = None
 errorlog = "-"
+# gunicorn's own lines in the application's format (JSON in production): core/gunicorn_logging.py
+logger_class = "core.gunicorn_logging.Logger"
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-metrics-")

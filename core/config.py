@@ -106,5 +106,10 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     if config["WALLET_ENV"] == "production" and config["PASSWORD_PEPPER"] == DEV_PEPPER:
         raise RuntimeError("PASSWORD_PEPPER must not be the development default in production")
     config["RATELIMIT_HEADERS_ENABLED"] = True
-    config["LOG_FORMAT"] = config["LOG_FORMAT"] or ("json" if config["WALLET_ENV"] == "production" else "text")
+    config["LOG_FORMAT"] = log_format(config["LOG_FORMAT"], config["WALLET_ENV"])
     return config
+
+
+def log_format(chosen: str, wallet_env: str) -> str:
+    """``LOG_FORMAT`` as set, or by default JSON lines in production and text for people elsewhere."""
+    return chosen or ("json" if wallet_env == "production" else "text")

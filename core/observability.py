@@ -102,6 +102,9 @@ def _timing(endpoint: str, method: str, status: int) -> Any:
     return child
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def start_timer() -> None:
@@ -114,7 +117,9 @@ def init_app(app: Flask) -> None:
             return response
         elapsed = time.perf_counter() - started
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        _timing(endpoint, request.method, response.status_code).observe(elapsed)
+        # A client may send any method name (gunicorn accepts made-up ones): those share one series.
+        method = request.method if request.method in _METHODS else "other"
+        _timing(endpoint, method, response.status_code).observe(elapsed)
         if log.isEnabledFor(logging.INFO):
             log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed * 1000,
                      extra={"method": request.method, "path": request.path, "status": response.status_code,

@@ -33,7 +33,7 @@ class TwilioStatusForm(BaseModel):
     model_config = ConfigDict(extra="ignore")
     MessageSid: str = Field(pattern=r"^[A-Z]{2}[0-9a-fA-F]{32}$")
     MessageStatus: str = Field(min_length=1, max_length=32)
-    ErrorCode: int | None = None
+    ErrorCode: int | None = Field(default=None, ge=0, le=2**31 - 1)  # what ``alerts.provider_error_code`` holds
 
 
 def signed_url() -> str:

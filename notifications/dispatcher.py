@@ -131,10 +131,11 @@ _SENT = sql.Statement(
     "UPDATE alerts SET status = :status, provider_id = :provider_id, sent_at = :sent_at, last_error = NULL,"
     " claim_token = NULL, in_flight_since = NULL, updated_at = :now,"
     " body = CASE WHEN sensitive THEN :redacted ELSE body END WHERE id = :id")
+# ... and blanked too when it is given up: a live code must not stay in the outbox of a message never sent.
 _FAILED = sql.Statement(
     "UPDATE alerts SET status = :status, last_error = :last_error, in_flight_since = :in_flight_since,"
-    " claim_token = NULL, next_attempt_at = COALESCE(:next_attempt_at, next_attempt_at), updated_at = :now"
-    " WHERE id = :id")
+    " claim_token = NULL, next_attempt_at = COALESCE(:next_attempt_at, next_attempt_at), updated_at = :now,"
+    " body = CASE WHEN sensitive AND :give_up THEN :redacted ELSE body END WHERE id = :id")
 _RELEASE = sql.Statement(
     "UPDATE alerts SET status = 'pending', claim_token = NULL, next_attempt_at = :now"
     " WHERE claim_token = :token AND status = 'sending'")
@@ -214,6 +215,12 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
     if state is None or state.claim_token != token or state.status != SENDING:
         return  # another dispatcher owns this alert now and decides its fate
     now = clock.now()
+    if state.provider_id:
+        # A delivery report came in while this answer was lost: the provider has the message after all.
+        log.warning("alert %s: %s, but the provider reported it (%s); recorded as sent", alert_id, error,
+                    state.provider_id)
+        _mark_sent(alert_id, state, state.provider_id, now)
+        return
     # The provider surely has nothing unless the answer was lost (``in_doubt``): then ``in_flight_since``
     # stays, so the next attempt first looks for a callback and otherwise counts itself a resend in doubt.
     in_flight_since = state.in_flight_since if error.in_doubt else None
@@ -231,7 +238,7 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
         delay = backoff(state.attempts, _setting("SMS_BACKOFF_BASE_SECONDS"), _setting("SMS_BACKOFF_MAX_SECONDS"))
         next_attempt_at = min(now + delay, deadline)
     _FAILED.run(id=alert_id, status=status, last_error=str(error)[:2000], in_flight_since=in_flight_since,
-                next_attempt_at=next_attempt_at, now=now)
+                next_attempt_at=next_attempt_at, now=now, give_up=status == FAILED, redacted=REDACTED)
 
 
 def _release(token: str) -> int:
@@ -272,6 +279,12 @@ def dispatch_once(sender: SmsSender, batch_size: int | None = None, stop: thread
             )
         except SendFailed as exc:
             outcome = functools.partial(_failed, item.id, batch.token, exc)
+        except Exception as exc:  # a sender broke its contract: one message, not the whole batch
+            # It may have reached the provider: retried as a hand-over of unknown outcome, so the rest of the
+            # batch goes on now and this one still fails for good at its maximum age.
+            log.exception("alert %s: the sender raised %s instead of SendFailed", item.id, type(exc).__name__)
+            error = SendFailed(f"sender error: {type(exc).__name__}", permanent=False, in_doubt=True)
+            outcome = functools.partial(_failed, item.id, batch.token, error)
         else:
             outcome = functools.partial(_sent, item.id, provider_id)
     if outcome is not None:
@@ -299,6 +312,10 @@ def run(sender: SmsSender, stop: threading.Event, interval: float | None = None,
             # The database is unreachable: nothing can be claimed or recorded. Rows we hold come back when
             # their leases run out.
             log.error("dispatcher cannot reach the database, retrying: %s", exc.orig)
+            stop.wait(max(interval, 1.0) * 5)
+            continue
+        except Exception:  # a bug must not stop the SMS: logged, and the loop goes on after a pause
+            log.exception("dispatcher round failed; retrying")
             stop.wait(max(interval, 1.0) * 5)
             continue
         if not claimed:

@@ -175,6 +175,11 @@ class TwilioSmsSender:
                              in_doubt=not _never_sent(exc)) from exc
         except TwilioException as exc:
             raise SendFailed(f"twilio client error: {_masked(str(exc))}", permanent=False) from exc
+        except ValueError as exc:
+            # A 2xx answer the client cannot read (a proxy's error page, a truncated body): Twilio may well have
+            # taken the message, so retried as in doubt.
+            raise SendFailed(f"twilio answered something unreadable: {type(exc).__name__}", permanent=False,
+                             in_doubt=True) from exc
         if not message.sid:
             raise SendFailed("twilio answered without a message SID", permanent=False)
         log.info("sms handed to twilio sid=%s event=%s alert=%s", message.sid, event, alert_id)

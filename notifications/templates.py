@@ -61,13 +61,13 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "您的账户邮箱已于 {time} 修改为 {email}。如非本人操作，请立即修改密码。",
         "en": "Your account email was changed to {email} at {time}. Not you? Change your password now.",
     },
-    "login_locked": {
-        "zh": "您的登录密码连续输错，已锁定至 {until}。如非本人操作，请通过短信找回密码。",
-        "en": "Too many wrong login passwords: sign-in is locked until {until}. Not you? Recover your password by SMS.",
+    "login_locked": {  # {lock_zh} / {lock_en}: made from ``until`` (see LOCKS)
+        "zh": "您的登录密码连续输错，{lock_zh}。如非本人操作，请通过短信找回密码。",
+        "en": "Too many wrong login passwords: {lock_en}. Not you? Recover your password by SMS.",
     },
     "payment_locked": {
-        "zh": "您的支付密码连续输错，支付已锁定至 {until}。如非本人操作，请通过短信重置支付密码。",
-        "en": "Too many wrong payment passwords: payments are locked until {until}. Not you? Reset it by SMS.",
+        "zh": "您的支付密码连续输错，{lock_zh}。如非本人操作，请通过短信重置支付密码。",
+        "en": "Too many wrong payment passwords: {lock_en}. Not you? Reset it by SMS.",
     },
     "identity_verified": {
         "zh": "您的账户已于 {time} 完成实名认证（{name}，证件尾号 {last4}）。如非本人操作，请立即联系客服。",
@@ -168,6 +168,17 @@ TEMPLATES: dict[str, dict[str, str]] = {
     },
 }
 
+# A lock alert's ``until``: the time the lock lifts by itself (``format_time``), or UNTIL_RESET for a hard lock,
+# which only an SMS-verified reset lifts. Each event words both in each language (zh, en).
+UNTIL_RESET = "until-reset"
+LOCKS = {
+    "login_locked": (("登录已锁定至 {until}", "sign-in is locked until {until}"),
+                     ("登录已锁定，须通过短信找回密码后解锁", "sign-in is locked until you reset the password by SMS")),
+    "payment_locked": (("支付已锁定至 {until}", "payments are locked until {until}"),
+                       ("支付已锁定，须通过短信重置支付密码后解锁",
+                        "payments are locked until you reset the payment password by SMS")),
+}
+
 PURPOSES = {
     "register": ("注册", "register"),
     "login": ("登录新设备", "sign in on a new device"),
@@ -232,6 +243,10 @@ def render(event: str, locale: str, params: dict[str, Any]) -> str:
         values["purpose_zh"], values["purpose_en"] = PURPOSES[values["purpose"]]
     if "outcome" in values:
         values["outcome_zh"], values["outcome_en"] = OUTCOMES[values["outcome"]]
+    if event in LOCKS and "until" in values:
+        timed, hard = LOCKS[event]
+        phrases = hard if values["until"] == UNTIL_RESET else timed
+        values["lock_zh"], values["lock_en"] = (phrase.format(until=values["until"]) for phrase in phrases)
     return SIGNATURE[lang] + template.format(**values)
 
 

@@ -20,7 +20,7 @@ from core.db import db, primary_key, run_in_transaction
 from core.errors import NotFound, ValidationFailed
 from core.ids import new_id
 from notifications.outbox import enqueue
-from notifications.templates import format_time, mask_email, mask_phone
+from notifications.templates import UNTIL_RESET, format_time, mask_email, mask_phone
 from security import codes, lockout, totp
 from security.errors import (
     DeviceVerificationRequired,
@@ -137,7 +137,7 @@ def _lock_alert(user_id: str, phone: str, locale: str, kind: str) -> Callable[[L
     event = "login_locked" if kind == LOGIN else "payment_locked"
 
     def alert(state: LockState) -> None:
-        until = format_time(state.locked_until) if state.locked_until else "SMS reset"
+        until = format_time(state.locked_until) if state.locked_until else UNTIL_RESET
         enqueue(phone, event, locale=locale, user_id=user_id, until=until)
 
     return alert

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 from core.observability import JsonFormatter, RequestIdFilter
 
@@ -47,3 +48,15 @@ def test_json_log_lines_carry_the_request_id(app):
 def test_the_request_id_comes_back_in_a_header(client):
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
     assert len(client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["X-Request-ID"]) == 32
+
+
+def test_request_methods_made_up_by_clients_share_one_series(client):
+    """Found by an audit: every made-up method name (gunicorn accepts them) became a series of the latency
+    histogram, so any client could grow /metrics and the app's memory without bound."""
+    for n in range(5):
+        client.open("/no/such/path", method=f"XMADEUP{n}")
+    client.open("/no/such/path", method="PROPFIND")
+    body = client.get("/metrics").get_data(as_text=True)
+    methods = set(re.findall(r'wallet_http_request_duration_seconds_count\{[^}]*method="([^"]+)"', body))
+    assert "other" in methods and not any(m.startswith("XMADEUP") or m == "PROPFIND" for m in methods), methods
+    assert "GET" in methods

@@ -179,7 +179,10 @@ def test_a_report_for_an_unknown_message_is_acknowledged_and_ignored(twilio_app,
 
 
 @pytest.mark.parametrize("form", [{"MessageStatus": "delivered"}, {"MessageSid": "nope", "MessageStatus": "sent"},
-                                  {"MessageSid": SID}])
+                                  {"MessageSid": SID},
+                                  # an error code beyond the column (was a 500 on PostgreSQL, found by an audit)
+                                  {"MessageSid": SID, "MessageStatus": "undelivered", "ErrorCode": "99999999999"},
+                                  {"MessageSid": SID, "MessageStatus": "undelivered", "ErrorCode": "-1"}])
 def test_a_signed_but_malformed_report_is_a_validation_error(twilio_app, client, form):
     alert_id = sent_alert(twilio_app)
     response = client.post(PATH, data=form, headers={"X-Twilio-Signature": sign(PUBLIC_URL, form)})

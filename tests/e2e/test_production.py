@@ -2,6 +2,7 @@
 local PostgreSQL and Redis: gunicorn, a dispatcher and a worker come up and answer."""
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -54,6 +55,12 @@ def test_the_production_section_works_as_written(tmp_path):
             time.sleep(0.5)
             worker_log = (tmp_path / "wallet-worker.log").read_text()
         assert worker_started(worker_log), worker_log
+        # Every line of the web processes' log is a JSON object with a request id, gunicorn's own lines too.
+        web_log = (tmp_path / "wallet-web.log").read_text().splitlines()
+        lines = [json.loads(line) for line in web_log]
+        assert all("request_id" in line for line in lines), web_log
+        assert any(line["logger"] == "gunicorn.error" and line["msg"].startswith("Booting worker") for line in lines)
+        assert any(line.get("path") == "/readyz" and line["request_id"] != "-" for line in lines), web_log
     finally:
         pid_file = tmp_path / "wallet-web.pid"
         if pid_file.exists():

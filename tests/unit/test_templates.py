@@ -14,6 +14,7 @@ from notifications.templates import (
     OUTCOMES,
     SIGNATURE,
     TEMPLATES,
+    UNTIL_RESET,
     format_amount,
     format_time,
     mask_card,
@@ -83,6 +84,8 @@ def fields_of(template: str) -> set[str]:
         names = (names - {"purpose_zh", "purpose_en"}) | {"purpose"}
     if names & {"outcome_zh", "outcome_en"}:
         names = (names - {"outcome_zh", "outcome_en"}) | {"outcome"}
+    if names & {"lock_zh", "lock_en"}:
+        names = (names - {"lock_zh", "lock_en"}) | {"until"}
     return names
 
 
@@ -192,3 +195,14 @@ def test_every_dispute_outcome_renders_in_both_languages(outcome):
 def test_short_ref_never_looks_like_a_phone_number():
     assert short_ref("trd_01jh5v3kq412345678") == "1234-5678"
     assert short_ref("trd_01jh5v3kq4m8n2p6r9s7t1w3xy") == "S7T1-W3XY"
+
+
+@pytest.mark.parametrize("event", ["login_locked", "payment_locked"])
+def test_a_hard_lock_is_worded_in_the_users_language(event):
+    """Found by an audit: a hard lock (lifted only by an SMS reset) put the English words "SMS reset" where the
+    time goes, also in the Chinese text."""
+    zh, en = (render(event, locale, {"until": UNTIL_RESET}) for locale in ("zh", "en"))
+    assert "短信" in zh and not re.search(r"[A-Za-z]", zh.removeprefix(SIGNATURE["zh"])), zh
+    assert "by SMS" in en and not re.search(r"[\u4e00-\u9fff]", en), en
+    timed = render(event, "zh", {"until": "2026-01-15 19:00"})
+    assert "锁定至 2026-01-15 19:00" in timed and "解锁" not in timed
