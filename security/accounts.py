@@ -89,20 +89,13 @@ _LOGIN_VIEW = select(
     .outerjoin(_devices, (_devices.c.user_id == _users.c.id) & (_devices.c.device_key == bindparam("device_key")))
     .outerjoin(_locks, (_locks.c.subject == _asked.c.phone) & (_locks.c.kind == LOGIN))
 )
-# A login's last look, in the transaction that opens its session: is the login password still the one verified
-# (and, from a trusted device, is the device still trusted)? The rows stay locked until the session commits, so a
-# password change, a recovery or a device's revocation running meanwhile either committed first (the login is
-# refused) or waits for the session and then revokes it with the others.
-_STILL_VALID = sql.Statement({
-    "postgresql": "SELECT login_password_hash = :verified AS same_password FROM users WHERE id = :user_id FOR SHARE",
-    "sqlite": "SELECT login_password_hash = :verified AS same_password FROM users WHERE id = :user_id",
-}, boolean=["same_password"])
-_STILL_VALID_ON_DEVICE = sql.Statement({
-    "postgresql": "SELECT u.login_password_hash = :verified AS same_password, d.trusted AND d.revoked_at IS NULL"
-                  " AS trusted FROM users u JOIN devices d ON d.id = :device_id WHERE u.id = :user_id FOR SHARE",
-    "sqlite": "SELECT u.login_password_hash = :verified AS same_password, d.trusted AND d.revoked_at IS NULL"
-              " AS trusted FROM users u JOIN devices d ON d.id = :device_id WHERE u.id = :user_id",
-}, boolean=["same_password", "trusted"])
+# A login's last look, in the transaction that opens its session, after writing it: is the login password still
+# the one verified (and, from a trusted device, is the device still trusted)? See ``_open_session``.
+_STILL_VALID = sql.Statement("SELECT login_password_hash = :verified AS same_password FROM users WHERE id = :user_id",
+                             boolean=["same_password"])
+_STILL_VALID_ON_DEVICE = sql.Statement(
+    "SELECT u.login_password_hash = :verified AS same_password, d.trusted AND d.revoked_at IS NULL AS trusted"
+    " FROM users u JOIN devices d ON d.id = :device_id WHERE u.id = :user_id", boolean=["same_password", "trusted"])
 # The payer and the payment lock state in one statement (every payment runs it: on the driver's cursor).
 _PAYER = sql.Statement(
     "SELECT u.phone, u.locale, u.payment_password_hash, l.recent_failures, l.consecutive_failures, l.locked_until,"
@@ -238,16 +231,34 @@ def log_in(
 
 def _open_session(account: _LoginView, device_key: str, device_name: str | None, new_hash: str | None,
                   attempts_left: int) -> TokenPair:
-    """Inside the caller's transaction: make sure the password verified (and a trusted device) still stands, store
-    an upgraded hash, note the device (trusting it now if it was not: the caller verified it) and open the session.
-    Raises ``InvalidCredentials`` when the password changed since it was read (``attempts_left`` as before this
-    try, which counts neither way), ``DeviceVerificationRequired`` when the trusted device was revoked meanwhile."""
+    """Inside the caller's transaction: note the device (trusting it now if it was not: the caller verified it),
+    open the session, make sure the password verified (and a trusted device) still stands, and store an upgraded
+    hash. Raises ``InvalidCredentials`` when the password changed since it was read (``attempts_left`` as before
+    this try, which counts neither way), ``DeviceVerificationRequired`` when the trusted device was revoked.
+
+    The session is written before the check: on PostgreSQL its foreign keys hold the user's and the device's rows
+    (``FOR KEY SHARE``) until this commits, and a password change, a recovery or a device's revocation locks that
+    row ``FOR UPDATE`` first, so it either committed before the check (which sees it, and the whole transaction,
+    session included, rolls back) or waits for this login and then revokes its session with the others. SQLite
+    runs one write transaction at a time."""
     now = clock.now()
-    params = {"user_id": account.id, "verified": account.login_password_hash}
     if account.trusted:
-        still = _STILL_VALID_ON_DEVICE.one(**params, device_id=account.device_id)
+        assert account.device_id is not None
+        pair = start_session(account.id, account.device_id, touch_device=True)
+        still = _STILL_VALID_ON_DEVICE.one(user_id=account.id, verified=account.login_password_hash,
+                                           device_id=account.device_id)
     else:
-        still = _STILL_VALID.one(**params)
+        device = _device(account.id, device_key)  # read again: a concurrent login may have added it meanwhile
+        if device is None:
+            device = Device(id=new_id("dev"), user_id=account.id, device_key=device_key, name=device_name,
+                            created_at=now, last_seen_at=now)
+            db.session.add(device)
+            db.session.flush()
+        device.last_seen_at, device.trusted, device.revoked_at = now, True, None
+        enqueue(account.phone, "new_device_login", locale=account.locale, user_id=account.id,
+                device=(device_name or "unnamed")[:40], time=format_time(now))
+        pair = start_session(account.id, device.id)
+        still = _STILL_VALID.one(user_id=account.id, verified=account.login_password_hash)
     if still is None or not still.same_password:
         raise InvalidCredentials(attempts_left)
     if account.trusted and not still.trusted:
@@ -255,19 +266,7 @@ def _open_session(account: _LoginView, device_key: str, device_name: str | None,
             "This device was signed out: request a code with purpose 'login' and send it as sms_code.")
     if new_hash is not None:
         db.session.execute(update(User).where(User.id == account.id).values(login_password_hash=new_hash))
-    if account.trusted:
-        assert account.device_id is not None
-        return start_session(account.id, account.device_id, touch_device=True)
-    device = _device(account.id, device_key)  # read again: a concurrent login may have added it meanwhile
-    if device is None:
-        device = Device(id=new_id("dev"), user_id=account.id, device_key=device_key, name=device_name,
-                        created_at=now, last_seen_at=now)
-        db.session.add(device)
-        db.session.flush()
-    device.last_seen_at, device.trusted, device.revoked_at = now, True, None
-    enqueue(account.phone, "new_device_login", locale=account.locale, user_id=account.id,
-            device=(device_name or "unnamed")[:40], time=format_time(now))
-    return start_session(account.id, device.id)
+    return pair
 
 
 def verify_login_password(user: User, password: str) -> None:

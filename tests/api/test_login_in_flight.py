@@ -83,45 +83,61 @@ def test_a_login_in_flight_from_a_device_being_revoked_must_verify_the_device(ap
     assert other["id"] not in [d["id"] for d in listed]
 
 
-@pytest.mark.skipif(not PG_URL, reason="SQLite runs one write transaction at a time: the change cannot overlap")
-def test_a_password_change_waits_for_a_session_being_opened_and_then_revokes_it(api, app, monkeypatch):
-    """The other order: the login has checked the password and is about to open its session when the change comes."""
+class _ThenWait:
+    """A statement whose ``one`` runs, then holds the login's transaction open until ``go`` is set."""
+
+    def __init__(self, statement, reached: threading.Event, go: threading.Event) -> None:
+        self.statement, self.reached, self.go = statement, reached, go
+
+    def one(self, **params):
+        row = self.statement.one(**params)
+        if threading.current_thread().name == "login-in-flight":
+            self.reached.set()
+            assert self.go.wait(20)
+        return row
+
+
+@pytest.mark.skipif(not PG_URL, reason="SQLite runs one write transaction at a time: the two cannot overlap")
+@pytest.mark.parametrize("owner_acts", ["change the password", "revoke the device"])
+def test_a_change_after_the_logins_check_waits_for_its_session_and_then_revokes_it(api, app, monkeypatch, owner_acts):
+    """The other order: the login has written its session and checked the password and the device, and has not
+    committed, when the owner acts. The owner's change must wait for it, then revoke that session too."""
     import security.accounts as accounts
 
-    account = api.register()
-    opening, go, result = threading.Event(), threading.Event(), {}
-    real_start = accounts.start_session
-
-    def wait_then_start(*args, **kwargs):
-        if threading.current_thread().name == "login-in-flight":  # checked the password, not yet opened
-            opening.set()
-            assert go.wait(20)
-        return real_start(*args, **kwargs)
-
-    monkeypatch.setattr(accounts, "start_session", wait_then_start)
+    owner = api.register(device_id="owner-phone")
+    code = api.code(owner["phone"], "login")
+    assert api.login(owner["phone"], device_id="other-phone", sms_code=code).status_code == 201
+    other = next(d for d in api.client.get("/api/v1/devices", headers=owner["headers"]).json["data"]
+                 if not d["current"])
+    checked, go, result = threading.Event(), threading.Event(), {}
+    monkeypatch.setattr(accounts, "_STILL_VALID_ON_DEVICE", _ThenWait(accounts._STILL_VALID_ON_DEVICE, checked, go))
 
     def log_in():
         response = app.test_client().post("/api/v1/sessions", json={
-            "phone": account["phone"], "login_password": LOGIN_PASSWORD, "device_id": "phone-1"})
+            "phone": owner["phone"], "login_password": LOGIN_PASSWORD, "device_id": "other-phone"})
         result["login"] = (response.status_code, response.get_json())
 
-    def change():
-        response = app.test_client().put("/api/v1/me/login-password", headers=account["headers"],
-                                         json={"current_password": LOGIN_PASSWORD, "new_password": NEW_PASSWORD})
-        result["change"] = response.status_code
+    def act():
+        client = app.test_client()
+        if owner_acts == "change the password":
+            response = client.put("/api/v1/me/login-password", headers=owner["headers"],
+                                  json={"current_password": LOGIN_PASSWORD, "new_password": NEW_PASSWORD})
+        else:
+            response = client.delete(f"/api/v1/devices/{other['id']}", headers=owner["headers"])
+        result["owner"] = response.status_code
 
     login = threading.Thread(target=log_in, name="login-in-flight")
     login.start()
-    assert opening.wait(20)
-    changer = threading.Thread(target=change)
-    changer.start()
-    changer.join(0.5)
-    assert changer.is_alive() and "change" not in result  # waiting for the login's session to commit
+    assert checked.wait(20)
+    owner_thread = threading.Thread(target=act)
+    owner_thread.start()
+    owner_thread.join(0.5)
+    assert owner_thread.is_alive() and "owner" not in result  # waiting for the login to commit
     go.set()
     login.join(20)
-    changer.join(20)
+    owner_thread.join(20)
     status, body = result["login"]
-    assert (status, result["change"]) == (201, 204)
+    assert (status, result["owner"]) == (201, 204)
     me = api.client.get("/api/v1/me", headers=api.bearer(body["access_token"]))
     assert (me.status_code, me.json["code"]) == (401, "unauthenticated")
 
