@@ -252,12 +252,17 @@ def _pause(trade: TradeRecord, now: datetime) -> None:
         trade.paused_at = now
 
 
-def _resume(trade: TradeRecord, now: datetime) -> None:
+def _resume(trade: TradeRecord, at: datetime) -> None:
+    """The confirm clock runs again from ``at``: its deadline (and reminder) move by how long it stood still. A
+    deadline that moved is reminded of again, as after an extension: a reminder sent before named the old one."""
     if trade.paused_at is None:
         return
     assert trade.confirm_deadline is not None and trade.remind_at is not None
-    trade.confirm_deadline = escrow.resumed_deadline(trade.confirm_deadline, trade.paused_at, now)
-    trade.remind_at = escrow.resumed_deadline(trade.remind_at, trade.paused_at, now)
+    moved = escrow.resumed_deadline(trade.confirm_deadline, trade.paused_at, at)
+    if moved != trade.confirm_deadline:
+        trade.reminded = False
+    trade.confirm_deadline = moved
+    trade.remind_at = escrow.resumed_deadline(trade.remind_at, trade.paused_at, at)
     trade.paused_at = None
 
 
@@ -268,7 +273,8 @@ def _catch_up(trade: TradeRecord, now: datetime) -> None:
     refund deadline has agreed, and cannot refuse any more. When the action is then refused, this rolls back with
     it and the sweeper applies the deadline on its next pass; when the action goes through, both commit together.
     (Reminders are only messages: they stay the sweeper's.)"""
-    _refund_deadline(trade, now)  # first: a refund settled by it may resume the confirm clock
+    while _refund_deadline(trade, now):  # first, each in turn (an agreement by silence starts the return window):
+        pass                             # a refund settled by one resumes the confirm clock
     _expire_unpaid(trade, now)
     _auto_confirm(trade, now)
 
@@ -425,25 +431,29 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
-def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, **data: Any) -> None:
-    """Apply ``action`` to ``refund`` and everything that follows from its new state."""
+def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, *, due: datetime | None = None,
+                 **data: Any) -> None:
+    """Apply ``action`` to ``refund`` and everything that follows from its new state. ``due`` is when a deadline's
+    step took effect (the deadline itself, however late it is applied): the clocks it restarts count from then, so
+    a sweeper that comes late, or a party who acts first, neither gains nor loses anyone time."""
     target = _rules(lambda: escrow.refund_move(refund.status, action, return_goods=refund.return_goods))
     now = clock.now()
+    at = min(due, now) if due is not None else now
     timeline.append(trade, actor, "refund", action=action, refund=refund.id, before=refund.status, after=target,
                     **data)
     refund.status = target
     trade.refund_open = target in OPEN_REFUND_STATES
-    refund.deadline = escrow.refund_deadline(target, now, refund.after_shipping, _policy())
+    refund.deadline = escrow.refund_deadline(target, at, refund.after_shipping, _policy())
     if target == escrow.WAIT_BUYER_RETURN_GOODS:  # agreed (or silent), goods to come back first
         _tell(_party(trade, trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount))
     elif target == escrow.WAIT_SELLER_CONFIRM_GOODS:  # from now on the seller's silence counts as received
         assert refund.deadline is not None
         _tell(_party(trade, trade.seller_id), "refund_goods_returned", trade, deadline=format_time(refund.deadline))
     if target == REFUND_SUCCESS:
-        _pay_refund(trade, refund, actor, now)
+        _pay_refund(trade, refund, actor, now, at)
     elif target == escrow.REFUND_CLOSED:
         refund.resolved_at = now
-        _resume(trade, now)
+        _resume(trade, at)
         if action == "expire":  # the buyer let it lapse; both are told, the trade's clock runs again
             parties = _parties(trade.buyer_id, trade.seller_id)
             for party in (trade.buyer_id, trade.seller_id):
@@ -452,7 +462,8 @@ def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, **
             _tell(_party(trade, trade.seller_id), "refund_withdrawn", trade)
 
 
-def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime) -> None:
+def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime, at: datetime) -> None:
+    """Pay the refund (now); the trade's clock runs again from ``at`` (see ``_refund_step``)."""
     _refund_to_buyer(trade, refund.amount, actor)
     refund.resolved_at, refund.deadline = now, None
     _tell(_party(trade, trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
@@ -461,7 +472,7 @@ def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime) -
         trade.closed_at, trade.close_reason = now, "refunded"
         trade.paused_at = None
     else:
-        _resume(trade, now)
+        _resume(trade, at)
 
 
 def _seller_refund_step(seller_id: str, trade_id: str, refund_id: str, action: str,
@@ -755,8 +766,13 @@ def _sweep_one(trade_id: str, apply: Callable[[TradeRecord, datetime], bool]) ->
     return run_in_transaction(work)
 
 
+def payable(trade: TradeRecord, now: datetime) -> bool:
+    """Whether the trade can be paid at ``now``: waiting for payment, and its pay deadline not passed."""
+    return trade.status == WAIT_BUYER_PAY and (trade.pay_deadline is None or trade.pay_deadline > now)
+
+
 def _expire_unpaid(trade: TradeRecord, now: datetime) -> bool:
-    if trade.status != WAIT_BUYER_PAY or trade.pay_deadline is None or trade.pay_deadline > now:
+    if trade.status != WAIT_BUYER_PAY or payable(trade, now):
         return False
     _move(trade, "expire", SYSTEM)
     trade.closed_at, trade.close_reason = now, "unpaid"
@@ -787,7 +803,7 @@ def _refund_deadline(trade: TradeRecord, now: datetime) -> bool:
     refund = _open_refund(trade)
     if refund is None or refund.disputed or refund.deadline is None or refund.deadline > now:
         return False
-    _refund_step(trade, refund, "expire", SYSTEM)
+    _refund_step(trade, refund, "expire", SYSTEM, due=refund.deadline)
     return True
 
 

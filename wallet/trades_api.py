@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from core import clock
 from core.api import endpoint, parse_body, parse_query, respond
 from core.db import run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
@@ -101,7 +102,7 @@ def pay_trade(trade_id: str) -> Response:
         if req.bank_card_id is None:
             return
         trade = trades.get_trade(user_id, trade_id)
-        if trade.buyer_id != user_id or trade.status != "WAIT_BUYER_PAY":
+        if trade.buyer_id != user_id or not trades.payable(trade, clock.now()):
             return  # the payment is refused below (buyer_only, trade_not_payable) without charging a card
         try:
             available = ledger.wallet_balance(Viewing(user_id), trade.currency).available
