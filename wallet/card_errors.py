@@ -42,6 +42,12 @@ class CardAlreadyBound(Conflict):
     code, title = "card_already_bound", "Card already bound"
 
 
+class CardBoundToAnotherAccount(Conflict):
+    """This card is bound to another account: a card has one holder, and a holder one account."""
+
+    code, title = "card_bound_to_another_account", "Card bound to another account"
+
+
 class CardNotFound(NotFound):
     """No such active card on this account (another user's card answers the same)."""
 

@@ -2,8 +2,8 @@
 
 What is stored, and why:
 
-- ``card_hash`` = ``HMAC-SHA256(pepper, number)``: "this account already bound this card" is a unique index
-  over (user_id, card_hash) among active cards, decided by the database.
+- ``card_hash`` = ``HMAC-SHA256(pepper, number)``: "this card is already bound" is a unique index over the
+  card_hash of active cards, decided by the database (one account per card since migration 0016).
 - ``last4`` for display and SMS texts.
 - ``bank_token``: the bank's token for the card, answered when the card was linked at binding
   (``BankGateway.link_card``); debits and payouts name it. The full card number is never stored: it passes
@@ -31,8 +31,9 @@ class BankCard(db.Model):
         CheckConstraint(f"bank_code IN {BANK_CODES!r}", name="bank_code_known"),
         CheckConstraint("length(last4) = 4", name="last4_length"),
         CheckConstraint("removed_at IS NOT NULL OR bank_token IS NOT NULL", name="active_card_has_token"),
-        Index("uq_bank_cards_active_user_card", "user_id", "card_hash", unique=True,
-              sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
+        # A card has one holder, and a holder one account (``identities``): an active card is bound to one account
+        # only (migration 0016; before it, once per account).
+        Index("uq_bank_cards_active_card", "card_hash", unique=True, sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

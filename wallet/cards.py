@@ -28,6 +28,7 @@ from security.models import User
 from wallet.banks import BANK_CODES, BankGateway, bank_name
 from wallet.card_errors import (
     CardAlreadyBound,
+    CardBoundToAnotherAccount,
     CardHolderMismatch,
     CardInUse,
     CardNotFound,
@@ -78,10 +79,17 @@ def card_digest(number: str) -> str:
     return current_app.extensions["passwords"].keyed_digest("bank-card:" + number)
 
 
-def _active_card(user_id: str, digest: str) -> BankCard | None:
+def _bound_by(digest: str) -> str | None:
+    """The account the active card with this digest is bound to, if any."""
     return db.session.scalars(
-        select(BankCard).where(BankCard.user_id == user_id, BankCard.card_hash == digest, BankCard.removed_at.is_(None))
+        select(BankCard.user_id).where(BankCard.card_hash == digest, BankCard.removed_at.is_(None))
     ).first()
+
+
+def _already_bound(user_id: str, holder: str) -> CardAlreadyBound | CardBoundToAnotherAccount:
+    if holder == user_id:
+        return CardAlreadyBound("This card is already bound to your account.")
+    return CardBoundToAnotherAccount("This card is bound to another account. If it is yours, contact support.")
 
 
 def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, payment_password: str) -> BankCard:
@@ -89,7 +97,8 @@ def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, pa
 
     Raises ``InvalidCardNumber`` / ``UnknownBank`` (422), ``WrongPaymentPassword`` (401) /
     ``PaymentPasswordLocked`` (423), ``IdentityNotVerified`` (422), ``CardHolderMismatch`` (422: not the
-    verified real name, or the bank disagrees), ``CardAlreadyBound`` (409), ``BankUnavailable`` (503).
+    verified real name, or the bank disagrees), ``CardAlreadyBound`` / ``CardBoundToAnotherAccount`` (409),
+    ``BankUnavailable`` (503).
     """
     user_id = user.id
     number = normalize_card_number(card_number)
@@ -102,8 +111,9 @@ def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, pa
         raise CardHolderMismatch("The holder name must be your verified real name.")
     digest = card_digest(number)
     # Answer a plain duplicate without troubling the bank; the unique index still decides races below.
-    if run_in_transaction(lambda: _active_card(user_id, digest)) is not None:
-        raise CardAlreadyBound("This card is already bound to your account.")
+    holder = run_in_transaction(lambda: _bound_by(digest))
+    if holder is not None:
+        raise _already_bound(user_id, holder)
     token = gateway().link_card(bank, number, real_name)
     if token is None:
         raise CardHolderMismatch("The bank says this card is not held in your name.")
@@ -125,13 +135,14 @@ def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, pa
     except IntegrityError as exc:
         if not _is_duplicate_card(exc):
             raise
-        raise CardAlreadyBound("This card is already bound to your account.") from exc
+        holder = run_in_transaction(lambda: _bound_by(digest))  # who won the race
+        raise _already_bound(user_id, holder or user_id) from exc
 
 
 def _is_duplicate_card(exc: IntegrityError) -> bool:
-    # PostgreSQL names the index; SQLite names its columns.
+    # PostgreSQL names the index; SQLite names its column.
     message = str(exc.orig)
-    return "uq_bank_cards_active_user_card" in message or "bank_cards.user_id, bank_cards.card_hash" in message
+    return "uq_bank_cards_active_card" in message or "bank_cards.card_hash" in message
 
 
 def list_cards(user_id: str) -> list[BankCard]:

@@ -20,7 +20,16 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import UTCDateTime, db
-from wallet.escrow import OPEN_REFUND_STATES, REFUND_STATES, TRADE_STATES, WAIT_BUYER_CONFIRM_GOODS, WAIT_BUYER_PAY
+from wallet.escrow import (
+    OPEN_REFUND_STATES,
+    REFUND_STATES,
+    TRADE_CLOSED,
+    TRADE_FINISHED,
+    TRADE_STATES,
+    WAIT_BUYER_CONFIRM_GOODS,
+    WAIT_BUYER_PAY,
+    WAIT_SELLER_SEND_GOODS,
+)
 
 _OPEN_REFUND = "status IN ({})".format(", ".join(f"'{s}'" for s in OPEN_REFUND_STATES))
 # The trades each of the sweeper's look-ups is about (``trades.sweep`` says the same in its WHERE): the predicates of
@@ -28,6 +37,17 @@ _OPEN_REFUND = "status IN ({})".format(", ".join(f"'{s}'" for s in OPEN_REFUND_S
 UNPAID = f"status = '{WAIT_BUYER_PAY}'"
 AWAITING_CONFIRMATION = f"status = '{WAIT_BUYER_CONFIRM_GOODS}'"
 TO_REMIND = f"{AWAITING_CONFIRMATION} AND NOT reminded"
+# Two CHECKs of migration 0016, kept here so the migration writes exactly what the models declare.
+MONEY_MATCHES_STATUS = (
+    f"(status <> '{WAIT_BUYER_PAY}' OR paid_amount = 0)"
+    f" AND (status NOT IN ('{WAIT_SELLER_SEND_GOODS}', '{WAIT_BUYER_CONFIRM_GOODS}', '{TRADE_FINISHED}')"
+    " OR paid_amount > 0)"
+    f" AND (status NOT IN ('{TRADE_FINISHED}', '{TRADE_CLOSED}') OR released_amount + refunded_amount = paid_amount)"
+)
+DISPUTE_DECIDED_CONSISTENTLY = (
+    "(status = 'open' AND outcome IS NULL AND refund_amount IS NULL AND decided_at IS NULL)"
+    " OR (status = 'decided' AND outcome IS NOT NULL AND refund_amount >= 0 AND decided_at IS NOT NULL)"
+)
 
 
 class Trade(db.Model):
@@ -43,6 +63,12 @@ class Trade(db.Model):
                         name="releases_within_paid"),
         CheckConstraint("fee_bp >= 0 AND fee_bp <= 10000", name="fee_bp_range"),
         CheckConstraint("status IN ({})".format(", ".join(f"'{s}'" for s in TRADE_STATES)), name="status_known"),
+        # Migration 0016: the fee is a share of what was released; a trade is paid in full or not at all; and its
+        # money agrees with its state (nothing paid before payment, something paid after, nothing left in escrow
+        # once it is over).
+        CheckConstraint("fee_amount >= 0 AND fee_amount <= released_amount", name="fee_within_released"),
+        CheckConstraint("paid_amount = 0 OR paid_amount = amount + shipping_fee", name="paid_in_full_or_not"),
+        CheckConstraint(MONEY_MATCHES_STATUS, name="money_matches_status"),
         Index("ix_trades_buyer", "buyer_id", "id"),
         Index("ix_trades_seller", "seller_id", "id"),
         # The sweeper's: each holds only the trades waiting on that deadline, so it stays the size of the open
@@ -124,6 +150,7 @@ class Dispute(db.Model):
     __table_args__ = (
         CheckConstraint("status IN ('open', 'decided')", name="status_known"),
         CheckConstraint("outcome IS NULL OR outcome IN ('release', 'refund', 'split')", name="outcome_known"),
+        CheckConstraint(DISPUTE_DECIDED_CONSISTENTLY, name="decided_consistently"),  # migration 0016
         Index("uq_disputes_one_open_per_trade", "trade_id", unique=True,
               postgresql_where=text("status = 'open'"), sqlite_where=text("status = 'open'")),
         Index("ix_disputes_status", "status", "id"),
@@ -169,6 +196,7 @@ class Rating(db.Model):
         UniqueConstraint("trade_id", "rater_id"),
         CheckConstraint("score IN (-1, 0, 1)", name="score_known"),
         CheckConstraint("role IN ('seller', 'buyer')", name="role_known"),
+        CheckConstraint("rater_id <> ratee_id", name="not_oneself"),  # migration 0016
         Index("ix_ratings_ratee", "ratee_id", "role"),
     )
 

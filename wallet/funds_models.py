@@ -22,6 +22,9 @@ class TopUp(db.Model):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+        # Migration 0016: money taken at the bank is credited in the same step, so a succeeded top-up names the
+        # transfer that credited it, and no other top-up names one.
+        CheckConstraint("(status = 'succeeded') = (transfer_id IS NOT NULL)", name="succeeded_has_transfer"),
         Index("ix_topups_user", "user_id", "id"),
         Index("ix_topups_pending", "status", "created_at"),
     )

@@ -126,6 +126,8 @@ def _rules(fn: Callable[[], T]) -> T:
 _SELLER = sql.Statement(
     f"SELECT u.id, f.fee_bp, {VERIFIED_SELLER_SQL.format(user='u.id')} AS verified"  # noqa: S608 - constants
     " FROM users u LEFT JOIN seller_settings f ON f.user_id = u.id WHERE u.phone = :phone", boolean=["verified"])
+_SELLER_VERIFIED = sql.Statement(f"SELECT {VERIFIED_SELLER_SQL.format(user=':seller_id')} AS verified",
+                                 boolean=["verified"])
 _PARTIES_OF = sql.Statement("SELECT id, phone, locale FROM users WHERE id IN (:first, :second)")
 _KNOWN_PARTIES = "trade_parties"
 
@@ -321,14 +323,22 @@ def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shippi
     return run_in_transaction(work)
 
 
+def seller_verified(seller_id: str) -> bool:
+    """R7 at the moment money would go into escrow for ``seller_id``: a verified identity and an active card (a
+    seller verified when the trade was opened may have removed every card since)."""
+    return bool(_SELLER_VERIFIED.scalar(seller_id=seller_id))
+
+
 def pay(buyer_id: str, trade_id: str) -> TradeRecord:
     """Buyer's wallet → the trade's own escrow account (caller's transaction, under an idempotency key).
-    Raises ``TradeConflict``, ``InsufficientFunds``, ``LimitExceeded``."""
+    Raises ``TradeConflict``, ``SellerNotVerified``, ``InsufficientFunds``, ``LimitExceeded``."""
 
     def change(trade: TradeRecord) -> TradeRecord:
         parties = _parties(trade.buyer_id, trade.seller_id)
         total = trade.amount + trade.shipping_fee
         _move(trade, "pay", buyer_id)
+        if not seller_verified(trade.seller_id):
+            raise SellerNotVerified("This seller no longer has a verified identity and an active bank card.")
         limits.consume_daily(buyer_id, total)
         # Opened with the trade; a trade opened before migration 0011's release gets its account now.
         trade.escrow_account_id = trade.escrow_account_id or ledger.escrow_account(trade.id, trade.currency)

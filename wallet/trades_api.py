@@ -102,8 +102,9 @@ def pay_trade(trade_id: str) -> Response:
         if req.bank_card_id is None:
             return
         trade = trades.get_trade(user_id, trade_id)
-        if trade.buyer_id != user_id or not trades.payable(trade, clock.now()):
-            return  # the payment is refused below (buyer_only, trade_not_payable) without charging a card
+        if (trade.buyer_id != user_id or not trades.payable(trade, clock.now())
+                or not run_in_transaction(lambda: trades.seller_verified(trade.seller_id), read_only=True)):
+            return  # the payment is refused below (buyer_only, trade_not_payable, ...) without charging a card
         try:
             available = ledger.wallet_balance(Viewing(user_id), trade.currency).available
         except LedgerAccountNotFound:

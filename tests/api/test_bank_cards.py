@@ -267,6 +267,41 @@ def test_card_endpoints_are_in_the_openapi_document(client):
     assert "delete" in paths[URL + "/{card_id}"]
 
 
+def test_one_card_is_bound_to_one_account_whoever_else_has_the_holders_name(api, app):
+    """Found by an audit: two people of the same name, each verified with their own ID, could both bind one card,
+    and the second then top up from the first one's bank account. A card has one holder, a holder one account."""
+    holder, namesake = verified_user(api, "张三"), verified_user(api, "张三")
+    number = make_card_number()
+    first = bind(api, holder, number)
+    assert first.status_code == 201
+    second = bind(api, namesake, number)
+    assert (second.status_code, second.json["code"]) == (409, "card_bound_to_another_account")
+    assert len(card_rows(app)) == 1
+    assert api.client.delete(f"{URL}/{first.json['id']}", headers=holder["headers"]).status_code == 204
+    assert bind(api, namesake, number).status_code == 201  # unbound by its holder: free again
+
+
+def test_concurrent_binds_of_one_card_to_two_accounts_bind_it_once(api, app):
+    accounts = [verified_user(api, "张三") for _ in range(4)]
+    number = make_card_number()
+    barrier, answers = threading.Barrier(4), []
+
+    def send(account) -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post(URL, headers=account["headers"], json={
+            "card_number": number, "holder_name": "张三", "bank_code": "ICBC", "payment_password": PAYMENT_PASSWORD})
+        answers.append((response.status_code, response.json["code"] if response.status_code != 201 else None))
+
+    threads = [threading.Thread(target=send, args=(account,)) for account in accounts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers, key=str) == [(201, None)] + [(409, "card_bound_to_another_account")] * 3
+    assert len(card_rows(app)) == 1
+
+
 def test_concurrent_binds_of_one_card_bind_it_once(api, app, inbox):
     account = verified_user(api)
     body = {"card_number": make_card_number(), "holder_name": "张三", "bank_code": "ICBC",

@@ -322,3 +322,25 @@ def test_a_refund_cannot_be_withdrawn_by_the_seller_once_sent_back_or_while_disp
     assert (disputed.status_code, disputed.json["code"]) == (409, "dispute_open")
     stranger = api.register()
     assert _withdraw(api, stranger, other, refund["id"]).status_code == 404
+
+
+# --- R7 when the money moves ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_card", [False, True], ids=["from the balance", "topping up from a card"])
+def test_a_seller_who_removed_every_card_is_not_paid_into_escrow(api, app, with_card):
+    """Found by an audit: R7 ("only verified sellers receive escrow payments") was checked when the trade was opened
+    only; a seller who then removed their last card was still paid, and a buyer's card was charged for it."""
+    buyer = api.verified(real_name="李四", locale="en")
+    if not with_card:
+        api.money("/api/v1/topups", buyer, amount=50000, bank_card_id=buyer["card_id"])
+    seller = api.verified(real_name="王五", locale="en")
+    trade_id = open_trade(api, buyer, seller)
+    removed = api.client.delete(f"/api/v1/me/bank-cards/{seller['card_id']}", headers=seller["headers"])
+    assert removed.status_code == 204
+    card = {"bank_card_id": buyer["card_id"]} if with_card else {}
+    paid = act(api, buyer, trade_id, "pay", key="k", **card, **PP)
+    assert (paid.status_code, paid.json["code"]) == (422, "seller_not_verified")
+    assert trade(api, buyer, trade_id)["status"] == "WAIT_BUYER_PAY"
+    assert api.balance(buyer) == (0 if with_card else 50000)  # no card charged for it either
+    books_clean(app)

@@ -17,7 +17,8 @@ from tests.integration.test_trade_refund_flag import _TRADE, _USER, NOW
 from wallet import trades
 from wallet.check import check_invariants
 
-_FINISHED_TRADE = _TRADE.replace("'WAIT_BUYER_CONFIRM_GOODS'", "'TRADE_FINISHED'")
+# Finished: everything paid was released (the database refuses a finished trade still holding money).
+_FINISHED_TRADE = _TRADE.replace("'WAIT_BUYER_CONFIRM_GOODS', 0, 100, 0, 0, 0,", "'TRADE_FINISHED', 0, 100, 0, 100, 0,")
 _RATING = ("INSERT INTO ratings (id, trade_id, rater_id, ratee_id, role, score, created_at)"
            " VALUES (:id, :trade_id, :rater, :ratee, :role, :score, :now)")
 _TOTALS = ("INSERT INTO rating_totals (user_id, role, score, ratings, positive)"
