@@ -22,6 +22,7 @@ This module imports nothing from ``wallet``; the card service reads the verified
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, timedelta, timezone
@@ -78,11 +79,19 @@ def normalize_real_name(raw: str) -> str:
 
 def same_name(a: str, b: str) -> bool:
     """Whether two names are the same person's name as written (case and spacing aside)."""
-    return _name_key(a) == _name_key(b)
+    return name_key(a) == name_key(b)
 
 
-def _name_key(name: str) -> str:
-    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+# The interpunct of transliterated names is typed several ways (买买提·艾力, 买买提•艾力, 买买提・艾力).
+_INTERPUNCTS = str.maketrans(dict.fromkeys("•‧・．", "·"))
+_SPACE_BY_CJK = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff·]) | (?=[\u3400-\u9fff\uf900-\ufaff·])")
+
+
+def name_key(name: str) -> str:
+    """What two spellings of one name have in common: compatibility forms folded (full-width Ｊｏｈｎ is John),
+    one interpunct, no space next to a Chinese character (张 三 is 张三; Latin words keep theirs), any case."""
+    folded = " ".join(unicodedata.normalize("NFKC", name).translate(_INTERPUNCTS).split())
+    return _SPACE_BY_CJK.sub("", folded).casefold()
 
 
 def mask_name(name: str) -> str:

@@ -30,13 +30,13 @@ import re
 import secrets
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
 from stdnum import luhn
 
+from security.identity import name_key
 from wallet.card_errors import BankUnavailable
 
 __all__ = [
@@ -136,8 +136,6 @@ class _Operation:
 _TOKEN = re.compile(r"sim-(?P<bank>[A-Z]+)-[0-9a-f]{24}-(?P<last4>[0-9]{4})")
 
 
-def _holder_key(name: str) -> str:
-    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
 
 
 class SimulatedBank:
@@ -232,7 +230,7 @@ class SimulatedBank:
         )
 
     def _link(self, bank_code: str, card_number: str, holder_name: str) -> str | None:
-        key = _holder_key(holder_name)
+        key = name_key(holder_name)
         if not key or not self._holds(bank_code, card_number) or card_number.endswith("0000"):
             return None
         if self._holders.setdefault(card_number, key) != key:

@@ -170,6 +170,26 @@ def test_latin_holder_names_match_regardless_of_case_and_spacing(api):
     assert response.json["holder_name"] == "J*** D**"
 
 
+@pytest.mark.parametrize(("real_name", "typed"), [
+    ("John Doe", "Ｊｏｈｎ　Ｄｏｅ"),        # full-width letters and space, as a Chinese keyboard types them
+    ("张三", "张 三"),                        # a space inside a Chinese name
+    ("买买提·艾力", "买买提•艾力"),            # another interpunct in a transliterated name
+    ("买买提·艾力", "买买提 ・ 艾力"),
+], ids=["full-width latin", "space in a chinese name", "bullet interpunct", "katakana interpunct with spaces"])
+def test_a_holder_name_typed_another_way_is_the_same_name(api, real_name, typed):
+    """Found by an audit: each of these was refused as card_holder_mismatch."""
+    account = verified_user(api, real_name)
+    response = bind(api, account, holder_name=typed)
+    assert response.status_code == 201, response.json
+
+
+@pytest.mark.parametrize("typed", ["张四", "JohnDoe", "John Do"])
+def test_another_name_is_still_another_name(api, typed):
+    account = verified_user(api, "John Doe" if typed.startswith("J") else "张三")
+    response = bind(api, account, holder_name=typed)
+    assert (response.status_code, response.json["code"]) == (422, "card_holder_mismatch")
+
+
 @pytest.mark.parametrize("bank_code", ["ICBC", "ABC", "CCB", "CMB", "SPDB"])
 def test_every_partner_bank_can_be_bound(api, bank_code):
     assert bind(api, verified_user(api), bank_code=bank_code).status_code == 201
