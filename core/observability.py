@@ -29,8 +29,10 @@ from flask import Flask, Response, g, has_request_context, request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger("wallet.access")
+_log = logging.getLogger(__name__)
 
 # (name, help, labels) -> rows of (label values, value)
 GaugeSource = Callable[[], Iterable[tuple[str, str, list[str], list[tuple[list[str], float]]]]]
@@ -82,13 +84,28 @@ def add_gauges(source: GaugeSource) -> None:
 
 
 class _DatabaseGauges(Collector):
+    """The gauges read from the database, and ``wallet_database_up``: while the database cannot be reached the
+    scrape still answers (request latencies, and ``wallet_database_up 0``) instead of failing with a 503, so the
+    metrics an operator looks at during an outage are there."""
+
     def collect(self) -> Iterable[GaugeMetricFamily]:
+        up = 1
         for source in _SOURCES:
-            for name, doc, labels, rows in source():
+            try:
+                readings = list(source())
+            except OperationalError as exc:
+                _log.warning("metrics: the database cannot be reached (%s); its gauges are left out",
+                             type(exc.orig).__name__)
+                up = 0
+                break
+            for name, doc, labels, rows in readings:
                 family = GaugeMetricFamily(name, doc, labels=labels)
                 for values, value in rows:
                     family.add_metric(values, value)
                 yield family
+        reachable = GaugeMetricFamily("wallet_database_up", "1 when this scrape could read the database, else 0")
+        reachable.add_metric([], up)
+        yield reachable
 
 
 _timings: dict[tuple[str, str, int], Any] = {}

@@ -60,3 +60,24 @@ def test_an_unreachable_database_is_a_503_with_retry_after(tmp_path):
     assert response.status_code == 503, response.json
     assert response.json["code"] == "database_unavailable"
     assert response.headers["Retry-After"] == "1"
+
+
+def test_metrics_answer_while_the_database_cannot_be_reached(tmp_path):
+    """Found by an audit: /metrics answered 503 during an outage, so the request latencies an operator looks at then
+    were missing too. Now the database's gauges are left out and wallet_database_up says why."""
+    from app import create_app
+
+    dead = create_app({"DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/nothing", "WALLET_ENV": "test",
+                       "RATELIMIT_ENABLED": False, "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl")})
+    client = dead.test_client()
+    assert client.get("/readyz").status_code == 503
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert "wallet_database_up 0.0" in body
+    assert 'wallet_http_request_duration_seconds_count{endpoint="/readyz"' in body
+    assert "wallet_outbox_alerts" not in body
+
+
+def test_metrics_say_the_database_is_up_when_it_is(client):
+    assert "wallet_database_up 1.0" in client.get("/metrics").get_data(as_text=True)
