@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from core import clock, sql
 from core.db import db, run_in_transaction
@@ -254,8 +254,11 @@ def _advance(withdrawal_id: str) -> None:
         assert card is not None and card.bank_token is not None
         withdrawal.attempts += 1
         bank = gateway()
+        # Past its maximum age a withdrawal the bank may never have received is not submitted any more: the bank is
+        # asked whether it has it, and one it never got is failed back (``_retry_or_fail_back``).
+        too_old = now - withdrawal.created_at >= timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
         try:
-            if withdrawal.status == PENDING:
+            if withdrawal.status == PENDING and not too_old:
                 result = bank.payout(card.bank_code, card.bank_token, withdrawal.amount, reference=withdrawal.id)
                 withdrawal.bank_reference = result.bank_reference
                 if not result.ok:
@@ -295,6 +298,15 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=random.uniform(base, base * 2 ** min(attempts, 8)))
 
 
+def _postpone(withdrawal_id: str, error: Exception) -> None:
+    """Push a withdrawal that raised to the back of the queue (its own step rolled back), with the error noted."""
+    withdrawal = db.session.get(Withdrawal, withdrawal_id, with_for_update=True)
+    if withdrawal is None or withdrawal.status not in (PENDING, SUBMITTED):
+        return
+    withdrawal.last_error = f"{type(error).__name__}: {error}"[:500]
+    withdrawal.next_attempt_at = clock.now() + _backoff(withdrawal.attempts + 1)
+
+
 def process_withdrawals(limit: int = 100) -> int:
     """Worker task: advance every due withdrawal once; returns how many were looked at."""
     now = clock.now()
@@ -302,7 +314,13 @@ def process_withdrawals(limit: int = 100) -> int:
         select(Withdrawal.id).where(Withdrawal.status.in_((PENDING, SUBMITTED)), Withdrawal.next_attempt_at <= now)
         .order_by(Withdrawal.next_attempt_at).limit(limit))))
     for withdrawal_id in due:
-        _advance(withdrawal_id)
+        try:
+            _advance(withdrawal_id)
+        except OperationalError:
+            raise  # the database is gone: the worker tries the whole round again
+        except Exception as exc:  # one withdrawal that cannot be advanced must not hold up those after it
+            log.exception("withdrawal %s could not be advanced; tried again later", withdrawal_id)
+            run_in_transaction(lambda withdrawal_id=withdrawal_id, exc=exc: _postpone(withdrawal_id, exc))
     return len(due)
 
 

@@ -84,6 +84,14 @@ def verify(trade: Any) -> Verification:
         if entry_hash(prev, row.seq, row.at, row.actor, row.kind, row.data) != row.hash:
             return Verification(False, len(rows), row.seq, f"entry {row.seq} was altered")
         prev = row.hash
+    if len(rows) > trade.timeline_seq:  # well chained, but the trade's head never named them
+        first = trade.timeline_seq + 1
+        return Verification(False, len(rows), first, f"entries {first} to {len(rows)} were added after the last one"
+                            f" the trade records ({trade.timeline_seq})")
     if (trade.timeline_seq, trade.timeline_hash) != (len(rows), prev):
-        return Verification(False, len(rows), len(rows) + 1, "the newest entries are missing")
+        if len(rows) < trade.timeline_seq:
+            return Verification(False, len(rows), len(rows) + 1, f"the newest entries are missing (the trade records"
+                                f" {trade.timeline_seq}, the timeline holds {len(rows)})")
+        return Verification(False, len(rows), len(rows), f"entry {len(rows)} is not the one the trade records as its"
+                            " last")
     return Verification(True, len(rows))

@@ -16,6 +16,7 @@ A stranger to a trade gets ``NotFound`` for everything, never "forbidden": trade
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from core import clock, sql
 from core.db import db, in_transaction, run_in_transaction, transaction_info
@@ -57,6 +58,7 @@ from wallet.escrow_models import (
 from wallet.models import FEES
 from wallet.trade_store import COLUMNS, Party, TradeRecord
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 SYSTEM = "system"
 _UNPROCESSABLE = {"invalid_refund_amount", "refund_exceeds_held", "invalid_split", "invalid_outcome"}
@@ -833,5 +835,17 @@ def sweep() -> dict[str, int]:
     ]
     done: dict[str, int] = {}
     for name, stmt, apply in jobs:
-        done[name] = sum(_sweep_one(trade_id, apply) for trade_id in _due(stmt))
+        done[name] = sum(_sweep_one_safely(trade_id, apply) for trade_id in _due(stmt))
     return done
+
+
+def _sweep_one_safely(trade_id: str, apply: Callable[[TradeRecord, datetime], bool]) -> bool:
+    """``_sweep_one``, except that a trade that raises is logged and left for the next pass instead of stopping
+    the sweep of every trade after it."""
+    try:
+        return _sweep_one(trade_id, apply)
+    except OperationalError:
+        raise  # the database is gone: the whole sweep stops, and the worker tries it again
+    except Exception:
+        log.exception("trade %s: a deadline could not be applied; tried again next sweep", trade_id)
+        return False
