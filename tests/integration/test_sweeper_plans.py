@@ -29,16 +29,17 @@ def _history(app, clock, buyer: str, seller: str) -> None:
     """Trades written straight into the table in three states, none of them due, then ANALYZE."""
     later = clock.now().replace(tzinfo=None) + timedelta(days=5)
     with app.app_context(), db.engine.begin() as conn:
-        for status, prefix in (("TRADE_FINISHED", "done"), ("WAIT_BUYER_PAY", "unpaid"),
-                               ("WAIT_BUYER_CONFIRM_GOODS", "shipped")):
+        # (status, paid, released): the money each state has (the database checks it, migration 0016)
+        for status, prefix, paid, released in (("TRADE_FINISHED", "done", 100, 100), ("WAIT_BUYER_PAY", "unpaid", 0, 0),
+                                               ("WAIT_BUYER_CONFIRM_GOODS", "shipped", 100, 0)):
             conn.execute(text(
                 "INSERT INTO trades (id, buyer_id, seller_id, title, amount, shipping_fee, currency, status, fee_bp,"
                 " paid_amount, refunded_amount, released_amount, fee_amount, created_at, pay_deadline,"
                 " confirm_deadline, remind_at, reminded, extended, timeline_seq, timeline_hash)"
-                " SELECT :prefix || n, :buyer, :seller, 'old', 100, 0, 'CNY', :status, 0, 0, 0, 0, 0, :later, :later,"
-                " :later, :later, false, false, 0, repeat('0', 64) FROM generate_series(1, :n) n"),
+                " SELECT :prefix || n, :buyer, :seller, 'old', 100, 0, 'CNY', :status, 0, :paid, 0, :released, 0,"
+                " :later, :later, :later, :later, false, false, 0, repeat('0', 64) FROM generate_series(1, :n) n"),
                 {"prefix": f"trd_{prefix}_", "buyer": buyer, "seller": seller, "status": status, "later": later,
-                 "n": EACH})
+                 "n": EACH, "paid": paid, "released": released})
         conn.exec_driver_sql("ANALYZE trades")
 
 
