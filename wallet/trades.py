@@ -270,17 +270,31 @@ def _resume(trade: TradeRecord, at: datetime) -> None:
     trade.paused_at = None
 
 
+_CAUGHT_UP = "trade_deadlines_applied"
+
+
 def _catch_up(trade: TradeRecord, now: datetime) -> None:
     """Apply the deadlines of ``trade`` that have passed but that the sweeper has not reached yet, so that a party
     acts on the trade as the sweeper is about to leave it: a trade past its pay deadline is closed, not paid; a
     confirm deadline that passed is not extended or escaped by a late refund request; a seller silent past a
-    refund deadline has agreed, and cannot refuse any more. When the action is then refused, this rolls back with
-    it and the sweeper applies the deadline on its next pass; when the action goes through, both commit together.
-    (Reminders are only messages: they stay the sweeper's.)"""
-    while _refund_deadline(trade, now):  # first, each in turn (an agreement by silence starts the return window):
-        pass                             # a refund settled by one resumes the confirm clock
-    _expire_unpaid(trade, now)
-    _auto_confirm(trade, now)
+    refund deadline has agreed, and cannot refuse any more. An action whose outcome the deadline has just brought
+    about (the buyer confirming a trade the deadline confirmed, the seller agreeing to a refund silence agreed to,
+    or confirming returned goods silence received) answers with it (``_done_by_deadline``). When the action is
+    refused, this rolls back with it and the sweeper applies the deadline on its next pass; when the action goes
+    through, both commit together. (Reminders are only messages: they stay the sweeper's.)"""
+    applied = transaction_info().setdefault(_CAUGHT_UP, {}).setdefault(trade.id, set())
+    while expired := _expire_refund(trade, now):  # first, each in turn (an agreement by silence starts the return
+        applied.add(expired)                       # window): a refund settled by one resumes the confirm clock
+    if _expire_unpaid(trade, now):
+        applied.add("expire")
+    if _auto_confirm(trade, now):
+        applied.add("auto_confirm")
+
+
+def _done_by_deadline(trade: TradeRecord, what: object) -> bool:
+    """Whether this transaction's ``_catch_up`` applied ``what`` to the trade: ``"auto_confirm"``, or
+    ``(refund_id, status_it_left)`` for a refund deadline."""
+    return what in transaction_info().get(_CAUGHT_UP, {}).get(trade.id, ())
 
 
 def _step(user_check: Callable[[str, str], TradeRecord], user_id: str, trade_id: str,
@@ -376,7 +390,8 @@ def confirm(buyer_id: str, trade_id: str) -> TradeRecord:
     """Buyer confirms receipt: escrow → seller (less fee). Caller's transaction, under an idempotency key."""
 
     def change(trade: TradeRecord) -> TradeRecord:
-        _finish(trade, "confirm", buyer_id)
+        if not _done_by_deadline(trade, "auto_confirm"):
+            _finish(trade, "confirm", buyer_id)
         return trade
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
@@ -487,10 +502,16 @@ def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime, a
         _resume(trade, at)
 
 
+# The seller's answers that their silence gives at a refund deadline: the state the deadline leaves for each.
+_SILENCE_MEANS = {"agree": escrow.WAIT_SELLER_AGREE, "receive": escrow.WAIT_SELLER_CONFIRM_GOODS}
+
+
 def _seller_refund_step(seller_id: str, trade_id: str, refund_id: str, action: str,
                         after: Callable[[TradeRecord, Refund], None] | None = None, **data: Any) -> Refund:
     def change(trade: TradeRecord) -> Refund:
         refund = _refund(trade, refund_id)
+        if _done_by_deadline(trade, (refund.id, _SILENCE_MEANS.get(action))):
+            return refund  # the seller's silence already did what the seller asks
         _refund_step(trade, refund, action, seller_id, **data)
         if after is not None:
             after(trade, refund)
@@ -811,12 +832,18 @@ def _auto_confirm(trade: TradeRecord, now: datetime) -> bool:
     return True
 
 
-def _refund_deadline(trade: TradeRecord, now: datetime) -> bool:
+def _expire_refund(trade: TradeRecord, now: datetime) -> tuple[str, str] | None:
+    """Apply the open refund's deadline if it has passed; ``(refund id, the status it left)``, or None."""
     refund = _open_refund(trade)
     if refund is None or refund.disputed or refund.deadline is None or refund.deadline > now:
-        return False
+        return None
+    before = refund.status
     _refund_step(trade, refund, "expire", SYSTEM, due=refund.deadline)
-    return True
+    return refund.id, before
+
+
+def _refund_deadline(trade: TradeRecord, now: datetime) -> bool:
+    return _expire_refund(trade, now) is not None
 
 
 def sweep() -> dict[str, int]:

@@ -131,16 +131,36 @@ def test_a_seller_silent_past_the_refund_deadline_can_no_longer_refuse(api, app,
     books_clean(app)
 
 
-def test_a_seller_agreeing_after_silence_agreed_is_told_so_and_the_refund_is_paid_once(api, app, clock, people):
+def test_a_seller_agreeing_after_silence_agreed_gets_what_silence_gave_once(api, app, clock, people):
+    """Agreeing late has the deadline's own outcome: the request answers with the refund the deadline paid (in the
+    request's transaction), and the sweeper finds nothing left to do."""
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
     rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
     clock.advance(days=5, seconds=1)
     _relogin(api, buyer, seller)
     agreed = act(api, seller, trade_id, f"refunds/{rid}/agree", **PP)
-    assert (agreed.status_code, agreed.json["code"]) == (409, "illegal_refund_transition")  # already agreed
-    assert run_sweeper(app)["refund_deadlines"] == 1
+    assert (agreed.status_code, agreed.json["status"]) == (200, "REFUND_SUCCESS")
+    assert run_sweeper(app)["refund_deadlines"] == 0
     assert api.balance(buyer) == 500000 - 20900 + 5000
+    actions = [entry["data"].get("action") for entry in _timeline(api, buyer, trade_id) if entry["kind"] == "refund"]
+    assert actions == ["request", "expire"]  # the deadline's step, not the seller's
+    books_clean(app)
+
+
+def test_a_buyer_confirming_after_the_deadline_confirmed_gets_the_finished_trade(api, app, clock, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    clock.advance(days=10, seconds=1)
+    _relogin(api, buyer, seller)
+    confirmed = act(api, buyer, trade_id, "confirm", key="late", **PP)
+    assert (confirmed.status_code, confirmed.json["status"]) == (200, "TRADE_FINISHED")
+    assert run_sweeper(app)["auto_confirmed"] == 0
+    assert api.balance(seller) == 20900
+    states = [entry["data"]["action"] for entry in _timeline(api, buyer, trade_id) if entry["kind"] == "state"]
+    assert states[-1] == "auto_confirm"
+    again = act(api, buyer, trade_id, "confirm", key="late", **PP)  # a retry replays the answer
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json == confirmed.json
     books_clean(app)
 
 
