@@ -7,6 +7,7 @@ Every value can be overridden from the environment (``BIND``, ``WEB_CONCURRENCY`
 
 import os
 import shutil
+import sys
 import tempfile
 
 wsgi_app = "app:create_app()"
@@ -18,7 +19,9 @@ graceful_timeout = 20
 # The application logs one access line per request itself (with the request id); gunicorn's would repeat it.
 accesslog = None
 errorlog = "-"
-# gunicorn's own lines in the application's format (JSON in production): core/gunicorn_logging.py
+# gunicorn's own lines in the application's format (JSON in production): core/gunicorn_logging.py, importable
+# whatever directory gunicorn is started from or told to --chdir to (appended: the app's own directory comes first).
+sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 logger_class = "core.gunicorn_logging.Logger"
 
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

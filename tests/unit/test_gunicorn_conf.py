@@ -1,14 +1,19 @@
-import runpy
+"""gunicorn.conf.py from any working directory: its logger class (gunicorn's own lines as JSON) must load where
+gunicorn is started elsewhere or told to --chdir elsewhere, as bench/http.py does for its bare app; it did not
+("class uri 'core.gunicorn_logging.Logger' invalid or not found")."""
+
+import subprocess
+import sys
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_each_instance_on_a_machine_has_its_own_control_socket(monkeypatch, tmp_path):
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setenv("BIND", "127.0.0.1:8001")
-    first = runpy.run_path(str(CONF))["control_socket"]
-    monkeypatch.setenv("BIND", "127.0.0.1:8002")
-    second = runpy.run_path(str(CONF))["control_socket"]
-    assert first != second
-    assert ".gunicorn" not in first and "8001" in first
+def test_the_logger_class_loads_from_another_directory(tmp_path):
+    script = ("import runpy; from gunicorn.util import load_class;"
+              f" settings = runpy.run_path({str(ROOT / 'gunicorn.conf.py')!r});"
+              " print(load_class(settings['logger_class']).__module__)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          env={"PATH": "/usr/bin:/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "core.gunicorn_logging"
