@@ -199,3 +199,13 @@ class Api:
 @pytest.fixture
 def api(client: FlaskClient, inbox: Inbox) -> Api:
     return Api(client, inbox)
+
+
+@pytest.fixture
+def people(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A buyer with 5,000.00 in the wallet and a seller, both verified: the escrow tests' two parties (a module may
+    define its own)."""
+    buyer = api.verified(real_name="李四", locale="en")
+    assert api.money("/api/v1/topups", buyer, amount=500000, bank_card_id=buyer["card_id"]).status_code == 201
+    seller = api.verified(real_name="王五", locale="en")
+    return buyer, seller

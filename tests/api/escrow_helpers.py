@@ -44,3 +44,4 @@ def grant_staff(api, app):
     account = api.register()
     assert app.test_cli_runner().invoke(args=["users", "grant-staff", account["phone"]]).exit_code == 0
     return account
+

@@ -6,33 +6,26 @@ when a refund lapses, and a refusal reason the API accepts fits its column."""
 import threading
 
 import pytest
-from sqlalchemy import select
 
-from core.db import db
-from tests.api.test_escrow_stories import PP, act, books_clean, events, open_trade, paid_and_shipped, run_sweeper, trade
+from tests.api.escrow_helpers import (
+    PP,
+    act,
+    books_clean,
+    escrow_balance,
+    events,
+    grant_staff,
+    open_trade,
+    paid_and_shipped,
+    relogin,
+    run_sweeper,
+    trade,
+)
 from tests.conftest import PG_URL
-from wallet import ledger
-from wallet.escrow_models import Trade
-
-
-@pytest.fixture
-def people(api):
-    buyer = api.verified(real_name="李四", locale="en")
-    assert api.money("/api/v1/topups", buyer, amount=500000, bank_card_id=buyer["card_id"]).status_code == 201
-    seller = api.verified(real_name="王五", locale="en")
-    return buyer, seller
 
 
 @pytest.fixture
 def staff(api, app):
-    account = api.register()
-    assert app.test_cli_runner().invoke(args=["users", "grant-staff", account["phone"]]).exit_code == 0
-    return account
-
-
-def _relogin(api, *accounts):
-    for account in accounts:
-        api.relogin(account)
+    return grant_staff(api, app)
 
 
 def _timeline(api, who, trade_id):
@@ -47,12 +40,6 @@ def _refused_and_disputed(api, buyer, seller, trade_id, amount=20900):
     return refund, dispute.json
 
 
-def _escrow_balance(app, trade_id):
-    with app.app_context():
-        account_id = db.session.scalar(select(Trade.escrow_account_id).where(Trade.id == trade_id))
-        return ledger.balance(account_id).available
-
-
 # --- deadlines that passed before the sweeper came by ------------------------------------------------------
 
 
@@ -60,7 +47,7 @@ def test_a_trade_past_its_pay_deadline_cannot_be_paid(api, app, clock, people):
     buyer, seller = people
     trade_id = open_trade(api, buyer, seller)
     clock.advance(hours=24)  # the deadline itself; the sweeper has not run
-    _relogin(api, buyer)
+    relogin(api, buyer)
     paid = act(api, buyer, trade_id, "pay", key="late", **PP)
     assert (paid.status_code, paid.json["code"]) == (409, "trade_not_payable")
     assert api.balance(buyer) == 500000
@@ -74,7 +61,7 @@ def test_a_trade_a_second_before_its_pay_deadline_is_paid(api, app, clock, peopl
     buyer, seller = people
     trade_id = open_trade(api, buyer, seller)
     clock.advance(hours=24, seconds=-1)
-    _relogin(api, buyer)
+    relogin(api, buyer)
     assert act(api, buyer, trade_id, "pay", key="just-in-time", **PP).json["status"] == "WAIT_SELLER_SEND_GOODS"
 
 
@@ -82,7 +69,7 @@ def test_a_confirm_deadline_that_has_passed_cannot_be_extended(api, app, clock, 
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
     clock.advance(days=10, hours=1)
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     extended = act(api, buyer, trade_id, "extend")
     assert (extended.status_code, extended.json["code"]) == (409, "trade_not_extendable")
     assert run_sweeper(app)["auto_confirmed"] == 1
@@ -94,7 +81,7 @@ def test_a_refund_cannot_be_asked_for_once_the_confirm_deadline_passed(api, app,
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
     clock.advance(days=10)
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     late = act(api, buyer, trade_id, "refunds", amount=20900, reason="changed my mind")
     assert (late.status_code, late.json["code"]) == (409, "trade_not_refundable")
     assert "refund_requested" not in events(app, seller["phone"])
@@ -107,7 +94,7 @@ def test_an_action_that_goes_through_commits_the_deadline_it_found(api, app, clo
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
     clock.advance(days=10, minutes=1)
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     assert act(api, seller, trade_id, "evidence", text="delivered, signed for").status_code == 201
     after = trade(api, seller, trade_id)
     assert after["status"] == "TRADE_FINISHED" and api.balance(seller) == 20900
@@ -123,7 +110,7 @@ def test_a_seller_silent_past_the_refund_deadline_can_no_longer_refuse(api, app,
     trade_id = paid_and_shipped(api, buyer, seller)
     rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
     clock.advance(days=5)  # silence after shipping for 5 days counts as agreed
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     refused = act(api, seller, trade_id, f"refunds/{rid}/refuse", reason="too late")
     assert (refused.status_code, refused.json["code"]) == (409, "illegal_refund_transition")
     assert run_sweeper(app)["refund_deadlines"] == 1
@@ -138,7 +125,7 @@ def test_a_seller_agreeing_after_silence_agreed_gets_what_silence_gave_once(api,
     trade_id = paid_and_shipped(api, buyer, seller)
     rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
     clock.advance(days=5, seconds=1)
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     agreed = act(api, seller, trade_id, f"refunds/{rid}/agree", **PP)
     assert (agreed.status_code, agreed.json["status"]) == (200, "REFUND_SUCCESS")
     assert run_sweeper(app)["refund_deadlines"] == 0
@@ -152,7 +139,7 @@ def test_a_buyer_confirming_after_the_deadline_confirmed_gets_the_finished_trade
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
     clock.advance(days=10, seconds=1)
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     confirmed = act(api, buyer, trade_id, "confirm", key="late", **PP)
     assert (confirmed.status_code, confirmed.json["status"]) == (200, "TRADE_FINISHED")
     assert run_sweeper(app)["auto_confirmed"] == 0
@@ -187,7 +174,7 @@ def test_both_sides_are_told_when_a_refund_lapses(api, app, clock, people):
     assert run_sweeper(app)["refund_deadlines"] == 1
     for who in (buyer, seller):
         assert events(app, who["phone"])[-1] == "refund_closed"
-    _relogin(api, buyer)
+    relogin(api, buyer)
     assert trade(api, buyer, trade_id)["deadlines"]["paused"] is False
 
 
@@ -255,7 +242,7 @@ def test_two_staff_deciding_one_dispute_at_once_have_one_winner(api, app, people
         expected = "TRADE_FINISHED" if results["release"][0] == 200 else "TRADE_CLOSED"
         assert final["status"] == expected, (results, final)
         assert final["refunded_amount"] + final["released_amount"] == 1000
-        assert _escrow_balance(app, trade_id) == 0
+        assert escrow_balance(app, trade_id) == 0
         assert events(app, buyer["phone"]).count("dispute_decided") == n + 1
     books_clean(app)
 
@@ -287,7 +274,7 @@ def test_a_buyer_withdraws_a_refund_request_and_the_trade_goes_on(api, app, cloc
     before = trade(api, buyer, trade_id)["deadlines"]["confirm_by"]
     rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="changed my mind").json["id"]
     clock.advance(days=1)
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     withdrawn = _withdraw(api, buyer, trade_id, rid)
     assert (withdrawn.status_code, withdrawn.json["status"]) == (200, "REFUND_CLOSED")
     assert events(app, seller["phone"])[-1] == "refund_withdrawn"
@@ -297,7 +284,7 @@ def test_a_buyer_withdraws_a_refund_request_and_the_trade_goes_on(api, app, cloc
     assert (again.status_code, again.json["code"]) == (409, "illegal_refund_transition")
     clock.advance(days=5)  # the seller's answer was due now; nothing happens, the request is gone
     assert run_sweeper(app)["refund_deadlines"] == 0
-    _relogin(api, buyer, seller)
+    relogin(api, buyer, seller)
     assert act(api, buyer, trade_id, "confirm", key="c", **PP).json["status"] == "TRADE_FINISHED"
     assert api.balance(seller) == 20900
     books_clean(app)

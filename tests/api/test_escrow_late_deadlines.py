@@ -2,7 +2,6 @@
 when they passed: the clocks they restart count from the deadline, not from whoever came by after it. Found by a
 second audit, as were a card charged for a payment past its deadline and a reminder never sent for a moved deadline."""
 
-import pytest
 
 from tests.api.escrow_helpers import (
     PP,
@@ -16,14 +15,6 @@ from tests.api.escrow_helpers import (
     trade,
     verify_cli,
 )
-
-
-@pytest.fixture
-def people(api):
-    buyer = api.verified(real_name="李四", locale="en")
-    assert api.money("/api/v1/topups", buyer, amount=500000, bank_card_id=buyer["card_id"]).status_code == 201
-    seller = api.verified(real_name="王五", locale="en")
-    return buyer, seller
 
 
 def _refuse_late_refund(api, clock, buyer, seller):

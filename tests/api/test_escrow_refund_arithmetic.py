@@ -3,8 +3,6 @@ partial refunds then a dispute (amounts, fee), ratings after a decision or an au
 
 from datetime import datetime, timedelta
 
-import pytest
-
 from tests.api.escrow_helpers import (
     PP,
     act,
@@ -18,14 +16,6 @@ from tests.api.escrow_helpers import (
     trade,
     verify_cli,
 )
-
-
-@pytest.fixture
-def people(api):
-    buyer = api.verified(real_name="李四", locale="en")
-    assert api.money("/api/v1/topups", buyer, amount=500000, bank_card_id=buyer["card_id"]).status_code == 201
-    seller = api.verified(real_name="王五", locale="en")
-    return buyer, seller
 
 
 def _at(value):

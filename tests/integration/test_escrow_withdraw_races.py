@@ -1,18 +1,17 @@
 """The buyer's withdrawal of a refund against the seller's answer, the sweeper, a second request, and staff deciding
 while evidence comes in: exactly one winner each time (PostgreSQL; SQLite serialises them, which must hold too)."""
 
-import pytest
 
-from tests.api.escrow_helpers import PP, escrow_balance, grant_staff, paid_and_shipped, trade, verify_cli
+from tests.api.escrow_helpers import (
+    PP,
+    escrow_balance,
+    grant_staff,
+    paid_and_shipped,
+    trade,
+    verify_cli,
+)
 from tests.integration.test_escrow_races import clean, in_app, post, together
 from wallet.trades import sweep
-
-
-@pytest.fixture
-def people(api):
-    buyer = api.verified(real_name="李四")
-    api.money("/api/v1/topups", buyer, amount=500000, bank_card_id=buyer["card_id"])
-    return buyer, api.verified(real_name="王五")
 
 
 def _refund(app, buyer, trade_id, amount, **extra):
