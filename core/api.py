@@ -35,7 +35,7 @@ class Endpoint:
     status: int = 200
     auth: bool = True
     idempotent: bool | Literal["optional"] = False  # documents the Idempotency-Key header (required or not)
-    extra_statuses: tuple[int, ...] = field(default_factory=tuple)
+    extra_statuses: tuple[int, ...] = field(default_factory=tuple)  # other successes, with the same body
     response_media_types: tuple[str, ...] = ("application/json",)
 
 
@@ -56,6 +56,7 @@ def endpoint(
     auth: bool = True,
     idempotent: bool | Literal["optional"] = False,
     response_media_types: tuple[str, ...] = ("application/json",),
+    extra_statuses: tuple[int, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Route ``rule`` on ``bp`` and document it. ``auth`` only documents; the view enforces it."""
 
@@ -74,6 +75,7 @@ def endpoint(
                 auth=auth,
                 idempotent=idempotent,
                 response_media_types=response_media_types,
+                extra_statuses=extra_statuses,
             )
         )
         handler = _bounded_path(_read_only(view) if method == "GET" else view)

@@ -56,8 +56,8 @@ def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
                 "in": "header",
                 "required": ep.idempotent is True,
                 "description": "Unique per intended effect; retries with the same key replay the first answer."
-                + ("" if ep.idempotent is True else " Optional here: without it a repeat is refused by the state "
-                   "it finds (409), with it the repeat replays the first answer."),
+                + ("" if ep.idempotent is True else " Optional here: with it a repeat replays the first answer;"
+                   " without it a repeat is a new request (refused with 409 where the state it finds forbids it)."),
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,255}$"},
             }
         )
@@ -97,7 +97,8 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
                 media: {"schema": schema if media == "application/json" else {"type": "string"}}
                 for media in ep.response_media_types
             }
-        op["responses"][str(ep.status)] = ok
+        for status in (ep.status, *ep.extra_statuses):
+            op["responses"][str(status)] = ok
         op["security"] = [{"bearerAuth": []}] if ep.auth else []
         paths.setdefault(ep.path, {})[ep.method] = op
 

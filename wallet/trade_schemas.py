@@ -237,9 +237,15 @@ class DisputeOut(BaseModel):
 
 
 class DisputeList(BaseModel):
+    """Newest first; ``next_starting_after`` is the cursor of the next page while ``has_more``."""
+
     data: list[DisputeOut]
+    has_more: bool
+    next_starting_after: str | None = None
 
 
 class DisputeQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["open", "decided"] | None = "open"
+    limit: int = Field(default=20, ge=1, le=100)
+    starting_after: str | None = Field(default=None, max_length=64)

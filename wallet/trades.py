@@ -585,11 +585,16 @@ def open_dispute(user_id: str, trade_id: str, reason: str) -> Dispute:
         raise TradeConflict("dispute_open", "this trade already has an open dispute") from exc
 
 
-def list_disputes(status: str | None) -> list[Dispute]:
-    stmt = select(Dispute).order_by(Dispute.id.desc()).limit(200)
+def list_disputes(status: str | None, limit: int, starting_after: str | None) -> tuple[list[Dispute], bool]:
+    """A page of disputes (``status`` ones, or all), newest first, and whether more remain (it was the newest 200,
+    and the rest out of reach)."""
+    stmt = select(Dispute).order_by(Dispute.id.desc()).limit(limit + 1)
     if status:
         stmt = stmt.where(Dispute.status == status)
-    return run_in_transaction(lambda: list(db.session.scalars(stmt)))
+    if starting_after is not None:
+        stmt = stmt.where(Dispute.id < starting_after)
+    rows = run_in_transaction(lambda: list(db.session.scalars(stmt)), read_only=True)
+    return rows[:limit], len(rows) > limit
 
 
 def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: int | None, reason: str) -> Dispute:
@@ -677,6 +682,13 @@ def rate(user_id: str, trade_id: str, score: int, comment: str | None) -> Rating
         return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, change))
     except IntegrityError as exc:
         raise AlreadyRated("You already rated this trade.") from exc
+
+
+_USER_EXISTS = sql.Statement("SELECT EXISTS (SELECT 1 FROM users WHERE id = :user_id) AS found", boolean=["found"])
+
+
+def user_exists(user_id: str) -> bool:
+    return bool(run_in_transaction(lambda: _USER_EXISTS.scalar(user_id=user_id), read_only=True))
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from core import clock
-from core.api import endpoint, parse_body, parse_query, respond
+from core.api import endpoint, parse_body, parse_query, respond, respond_json
 from core.db import run_in_transaction
+from core.errors import NotFound
 from core.idempotency import fingerprint, run_idempotent
 from core.sql import Viewing
 from security.auth import CALLER, current_caller, current_staff, require_token
@@ -54,27 +55,28 @@ def _out(trade_id: str) -> TradeOut:
 
 
 @endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional",
-          body=OpenTrade, response=TradeOut, status=201)
+          body=OpenTrade, response=TradeOut, status=201, idempotent="optional")
 def open_trade() -> Response:
     """An ``Idempotency-Key`` is optional here (no money moves yet), but a client that sends one can retry
-    after a lost answer without opening a second trade."""
+    after a lost answer without opening a second trade, and gets the first answer again (the trade as it was
+    opened, whatever happened to it since)."""
     user_id = current_caller().id
     req = parse_body(OpenTrade)
     seller_phone = normalize_phone(req.seller_phone, "seller_phone")
 
     def effect() -> tuple[int, dict[str, Any]]:
         trade = trades.open_trade(user_id, seller_phone, req.title, req.amount, req.shipping_fee, req.currency)
-        return 201, {"id": trade.id}
+        return 201, TradeOut.of(trade, user_id).model_dump(mode="json")
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        trade_id = effect()[1]["id"]
-        replayed = False
-    else:
-        request_hash = fingerprint(request.method, request.path, req.model_dump(mode="json"))
-        _status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
-        trade_id = answer["id"]
-    return respond(_out(trade_id), 201, headers={"Idempotent-Replayed": "true"} if replayed else None)
+        return respond_json(effect()[1], 201)
+    request_hash = fingerprint(request.method, request.path, req.model_dump(mode="json"))
+    status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
+    response = respond_json(answer, status)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @endpoint(bp, "/trades", "GET", summary="My trades, as buyer or seller", query=TradeListQuery, response=TradeList)
@@ -266,6 +268,8 @@ def rate(trade_id: str) -> Response:
           response=ReputationOut)
 def reputation(user_id: str) -> Response:
     current_caller()
+    if not trades.user_exists(user_id):
+        raise NotFound("No such user.")
 
     def part(role: str) -> ReputationPart:
         rep = trades.reputation(user_id, role)
@@ -279,7 +283,9 @@ def reputation(user_id: str) -> Response:
 def list_disputes() -> Response:
     current_staff()
     query = parse_query(DisputeQuery)
-    return respond(DisputeList(data=[DisputeOut.of(d) for d in trades.list_disputes(query.status)]))
+    rows, more = trades.list_disputes(query.status, query.limit, query.starting_after)
+    return respond(DisputeList(data=[DisputeOut.of(d) for d in rows], has_more=more,
+                               next_starting_after=rows[-1].id if more and rows else None))
 
 
 @endpoint(bp, "/admin/disputes/<dispute_id>/decide", "POST", summary="Staff: decide a dispute", body=Decide,
