@@ -19,25 +19,19 @@ from flask import Flask, current_app
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 
-from core.db import db, run_in_transaction
+from core.db import run_in_transaction
 from notifications import dispatcher
 from notifications.callbacks import StatusReport, record_delivery_status
 from notifications.models import DELIVERED, FAILED, PENDING, REDACTED, SENT, Alert
 from notifications.outbox import enqueue
 from notifications.sms import SendFailed, TwilioSmsSender
 from tests.factories import make_phone
+from tests.integration.test_dispatcher import load
 
 
 def _alert() -> str:
     return run_in_transaction(lambda: enqueue(make_phone(), "payment_password_changed", locale="en",
                                               user_id="usr_1", time="now")).id
-
-
-def _load(alert_id: str) -> Alert:
-    db.session.rollback()
-    alert = db.session.get(Alert, alert_id, populate_existing=True)
-    assert alert is not None
-    return alert
 
 
 def _sid() -> str:
@@ -64,8 +58,8 @@ def test_a_sender_error_of_one_alert_does_not_hold_up_its_batch(app, clock):
         other = _alert()
         sender = OneBrokenSender(broken)
         assert dispatcher.dispatch_once(sender) == 2
-        assert sender.sent == [other] and _load(other).status == SENT
-        retried = _load(broken)
+        assert sender.sent == [other] and load(other).status == SENT
+        retried = load(broken)
         assert (retried.status, retried.attempts) == (PENDING, 1)
         assert retried.in_flight_since is not None  # the next try first looks for a delivery report
         assert "ValueError" in retried.last_error
@@ -78,7 +72,7 @@ def test_an_alert_whose_sender_keeps_failing_is_failed_at_its_maximum_age(app, c
         sender = OneBrokenSender(broken)
         for _ in range(100):
             dispatcher.dispatch_all(sender)
-            alert = _load(broken)
+            alert = load(broken)
             if alert.status == FAILED:
                 break
             clock.set(alert.next_attempt_at)
@@ -136,7 +130,7 @@ class LostAnswers:
 def _retry_until_settled(app: Flask, clock, sender, alert_id: str) -> Alert:
     for _ in range(100):
         dispatcher.dispatch_all(sender)
-        alert = _load(alert_id)
+        alert = load(alert_id)
         if alert.status not in (PENDING, "sending"):
             return alert
         clock.set(alert.next_attempt_at)
@@ -149,7 +143,7 @@ def test_a_report_that_comes_after_the_dispatcher_gave_up_is_the_proof_of_the_ha
         alert_id = _alert()
         assert _retry_until_settled(app, clock, LostAnswers(), alert_id).status == FAILED
         assert record_delivery_status(StatusReport(_sid(), "delivered", None, alert_id))
-        alert = _load(alert_id)
+        alert = load(alert_id)
         assert (alert.status, alert.provider_status) == (DELIVERED, "delivered") and alert.sent_at is not None
         assert dispatcher.queue_status().by_status.get(FAILED, 0) == 0
 
@@ -159,7 +153,7 @@ def test_a_report_that_overtakes_the_last_lost_answer_keeps_the_alert_from_being
     sid = _sid()
 
     def report_on_the_last_try(alert_id: str) -> None:
-        if clock.now() >= _load(alert_id).created_at + timedelta(seconds=600):
+        if clock.now() >= load(alert_id).created_at + timedelta(seconds=600):
             record_delivery_status(StatusReport(sid, "sent", None, alert_id))
 
     with app.app_context():
@@ -189,15 +183,15 @@ def test_of_a_message_sent_twice_the_copy_that_arrived_counts(app, clock, arrive
         alert_id = _alert()
         sender = LostThenAccepted()
         dispatcher.dispatch_all(sender)
-        clock.set(_load(alert_id).next_attempt_at)
+        clock.set(load(alert_id).next_attempt_at)
         dispatcher.dispatch_all(sender)
-        sent = _load(alert_id)
+        sent = load(alert_id)
         assert (sent.status, sent.provider_id, sent.resends_in_doubt) == (SENT, resent_sid, 1)
         delivered_sid, undelivered_sid = (lost_sid, resent_sid) if arrived == "lost copy" else (resent_sid, lost_sid)
         reports = [(delivered_sid, "delivered"), (undelivered_sid, "undelivered")]
         for sid, status in reports if first_report == "delivered" else reversed(reports):
             record_delivery_status(StatusReport(sid, status, None, alert_id))
-        alert = _load(alert_id)
+        alert = load(alert_id)
         assert (alert.status, alert.provider_status) == (DELIVERED, "delivered")
 
 
@@ -213,6 +207,6 @@ def test_a_one_time_code_given_up_leaves_no_live_code_in_the_outbox(app):
                                                         code="482915", minutes=10, purpose="login")).id
         plain_alert = _alert()
         dispatcher.dispatch_all(RefusesForGood())
-        code, plain = _load(code_alert), _load(plain_alert)
+        code, plain = load(code_alert), load(plain_alert)
         assert (code.status, code.body) == (FAILED, REDACTED)
         assert plain.status == FAILED and "payment password" in plain.body
