@@ -37,6 +37,13 @@ class Problem(BaseModel):
 
 _REF = "#/components/schemas/{model}"
 
+# Sent on an answer replayed for a repeated Idempotency-Key (absent on the first answer).
+_REPLAYED_HEADER = {
+    "description": "Present, and `true`, when this answer is the stored first answer to an earlier request with the"
+                   " same Idempotency-Key and body: the effect happened once, then.",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
 
 def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
@@ -91,6 +98,8 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
                 "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
             }
         ok: dict[str, Any] = {"description": "Success"}
+        if ep.idempotent:
+            ok["headers"] = {"Idempotent-Replayed": _REPLAYED_HEADER}
         if ep.response is not None:
             schema = refs[(ep.response, "serialization")]
             ok["content"] = {

@@ -8,6 +8,8 @@ from typing import Any
 import jsonschema_rs
 
 DOC = "/api/v1/openapi.json"
+# Headers of our own conventions that an answer may carry; the document must describe them where they occur.
+_OUR_HEADERS = ("Idempotent-Replayed",)
 
 
 def document(client) -> dict[str, Any]:
@@ -34,12 +36,14 @@ def schema_errors(doc: dict[str, Any], method: str, path: str, response) -> list
         if response.status_code < 400:
             return [f"{method} {path}: status {status} is not documented"]
         documented = operation["responses"]["default"]
+    problems = [f"{method} {path} {status}: header {name} is not documented"
+                for name in _OUR_HEADERS if name in response.headers and name not in documented.get("headers", {})]
     content = documented.get("content")
     if content is None:
-        return [] if not response.data else [f"{method} {path}: {status} documents no body but has one"]
+        return problems + ([] if not response.data else [f"{method} {path}: {status} documents no body but has one"])
     if response.mimetype not in content:
         return [f"{method} {path}: media type {response.mimetype} not in {list(content)}"]
     schema = {**content[response.mimetype]["schema"], "components": doc["components"]}
     validator = jsonschema_rs.Draft202012Validator(schema)
-    return [f"{method} {path} {status}: {'/'.join(map(str, e.instance_path))}: {e.message}"
-            for e in validator.iter_errors(response.json)]
+    return problems + [f"{method} {path} {status}: {'/'.join(map(str, e.instance_path))}: {e.message}"
+                       for e in validator.iter_errors(response.json)]

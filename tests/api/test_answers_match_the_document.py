@@ -1,6 +1,7 @@
 """Real answers of (nearly) every operation, successes and errors, match what the served OpenAPI document promises
-for their status; every success status an operation answers is documented; and two conventions of DESIGN 7 that an
-audit found broken: a replayed trade opening answers the first answer, and the header it takes is documented."""
+for their status (the header a replay answers with included); every success status an operation answers is
+documented; and two conventions of DESIGN 7 that an audit found broken: a replayed trade opening answers the first
+answer, and the header it takes is documented."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def test_every_answer_matches_its_documented_schema(api, app, people):
     check("GET", "/api/v1/trades", c.get("/api/v1/trades", headers=h))
     check("GET", f"/api/v1/trades/{trade_id}", c.get(f"/api/v1/trades/{trade_id}", headers=h))
     check("POST", f"/api/v1/trades/{trade_id}/pay", act(api, buyer, trade_id, "pay", key="p1", **PP))
+    replayed = check("POST", f"/api/v1/trades/{trade_id}/pay", act(api, buyer, trade_id, "pay", key="p1", **PP))
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
     check("POST", f"/api/v1/trades/{trade_id}/ship",
           act(api, seller, trade_id, "ship", carrier="SF", tracking_number="SF1"))
     r = check("POST", f"/api/v1/trades/{trade_id}/refunds",
