@@ -61,6 +61,14 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "您的账户邮箱已于 {time} 修改为 {email}。如非本人操作，请立即修改密码。",
         "en": "Your account email was changed to {email} at {time}. Not you? Change your password now.",
     },
+    "totp_enabled": {
+        "zh": "您的账户已于 {time} 绑定身份验证器，新设备登录可使用其验证码。如非本人操作，请立即修改登录密码。",
+        "en": "An authenticator app was set up for your account at {time}. Not you? Change your login password now.",
+    },
+    "totp_disabled": {
+        "zh": "您账户原有的身份验证器已于 {time} 停用。如非本人操作，请立即修改登录密码。",
+        "en": "Your account's authenticator app was switched off at {time}. Not you? Change your login password now.",
+    },
     "login_locked": {  # {lock_zh} / {lock_en}: made from ``until`` (see LOCKS)
         "zh": "您的登录密码连续输错，{lock_zh}。如非本人操作，请通过短信找回密码。",
         "en": "Too many wrong login passwords: {lock_en}. Not you? Recover your password by SMS.",

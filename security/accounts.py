@@ -409,14 +409,21 @@ def update_profile(user: User, email: str | None, locale: str | None, login_pass
     return run_in_transaction(work)
 
 
-def start_totp_enrolment(user: User) -> tuple[str, str]:
-    """Give the user a fresh secret (not active until confirmed with a code)."""
+def start_totp_enrolment(user: User, login_password: str) -> tuple[str, str]:
+    """Give the user a fresh secret (not active until confirmed with a code). It replaces any authenticator in use,
+    so it needs the login password (counted toward the login lock), as an email change does: a stolen access token
+    alone cannot swap the owner's authenticator for the thief's. Switching an active one off tells the owner.
+    Raises ``InvalidCredentials``, ``LoginLocked``."""
+    verify_login_password(user, login_password)
     secret = totp.new_secret()
     user_id = user.id
 
     def work() -> str:
-        account = db.session.get(User, user_id)
+        account = db.session.get(User, user_id, with_for_update=True)
         assert account is not None
+        if account.totp_enabled:
+            enqueue(account.phone, "totp_disabled", locale=account.locale, user_id=user_id,
+                    time=format_time(clock.now()))
         account.totp_secret, account.totp_enabled, account.totp_last_step = secret, False, None
         return account.phone
 
@@ -425,6 +432,8 @@ def start_totp_enrolment(user: User) -> tuple[str, str]:
 
 
 def confirm_totp_enrolment(user: User, code: str) -> None:
+    """Activate the enrolled secret with a code from it; the owner is told. Raises ``TotpNotEnrolled``,
+    ``InvalidTotpCode``."""
     user_id = user.id
 
     def work() -> Exception | None:
@@ -434,7 +443,10 @@ def confirm_totp_enrolment(user: User, code: str) -> None:
             return TotpNotEnrolled("Start enrolment with POST /api/v1/me/totp first.")
         if not totp.accept(account, code):
             return InvalidTotpCode("The authenticator code is wrong.")
-        account.totp_enabled = True
+        if not account.totp_enabled:
+            account.totp_enabled = True
+            enqueue(account.phone, "totp_enabled", locale=account.locale, user_id=user_id,
+                    time=format_time(clock.now()))
         return None
 
     error = run_in_transaction(work)

@@ -27,6 +27,7 @@ from security.schemas import (
     SmsCodeRequest,
     TokensOut,
     TotpEnrolment,
+    TotpEnrolmentStart,
     TotpVerify,
     UserOut,
     Verified,
@@ -185,10 +186,12 @@ def change_phone():
     return respond(None, 204)
 
 
-@endpoint(bp, "/me/totp", "POST", summary="Start enrolling an authenticator app", response=TotpEnrolment,
-          status=201)
+@endpoint(bp, "/me/totp", "POST", summary="Start enrolling an authenticator app (needs login_password)",
+          body=TotpEnrolmentStart, response=TotpEnrolment, status=201)
 def enrol_totp():
-    secret, uri = accounts.start_totp_enrolment(current_user())
+    user = current_user()
+    req = parse_body(TotpEnrolmentStart)
+    secret, uri = accounts.start_totp_enrolment(user, req.login_password)
     return respond(TotpEnrolment(secret=secret, otpauth_uri=uri), 201)
 
 

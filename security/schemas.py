@@ -119,6 +119,11 @@ class PhoneChange(RequestModel):
     login_password: str = Field(min_length=1, max_length=128)
 
 
+class TotpEnrolmentStart(RequestModel):
+    login_password: str = Field(min_length=1, max_length=128,
+                                description="Enrolling replaces any authenticator in use: a token alone is not enough")
+
+
 class TotpEnrolment(BaseModel):
     secret: str
     otpauth_uri: str

@@ -107,7 +107,7 @@ def test_an_unexpected_error_answers_a_bare_500_with_a_request_id(api, app, monk
         raise RuntimeError("bug")
 
     monkeypatch.setattr(accounts, "start_totp_enrolment", boom)
-    response = api.client.post("/api/v1/me/totp", headers=account["headers"])
+    response = api.client.post("/api/v1/me/totp", headers=account["headers"], json={"login_password": LOGIN_PASSWORD})
     assert response.status_code == 500
     assert response.mimetype == "application/problem+json"
     assert response.json["code"] == "internal_error" and response.json["request_id"]

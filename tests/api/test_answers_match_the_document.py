@@ -8,6 +8,7 @@ from __future__ import annotations
 from tests.api.answer_schemas import document, schema_errors
 from tests.api.escrow_helpers import grant_staff
 from tests.api.test_escrow_stories import PP, act, open_trade
+from tests.factories import LOGIN_PASSWORD
 
 
 def test_every_answer_matches_its_documented_schema(api, app, people):
@@ -37,7 +38,8 @@ def test_every_answer_matches_its_documented_schema(api, app, people):
     check("POST", "/api/v1/transfers", api.money("/api/v1/transfers", buyer, amount=100, to_phone=seller["phone"]))
     check("POST", "/api/v1/me/payment-password/verify",
           c.post("/api/v1/me/payment-password/verify", headers=h, json=PP))
-    check("POST", "/api/v1/me/totp", c.post("/api/v1/me/totp", headers=h))
+    check("POST", "/api/v1/me/totp", c.post("/api/v1/me/totp", headers=h,
+                                                json={"login_password": LOGIN_PASSWORD}))
     trade_id = open_trade(api, buyer, seller)
     check("GET", "/api/v1/trades", c.get("/api/v1/trades", headers=h))
     check("GET", f"/api/v1/trades/{trade_id}", c.get(f"/api/v1/trades/{trade_id}", headers=h))

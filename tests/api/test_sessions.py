@@ -53,7 +53,7 @@ def test_sms_code_is_bound_to_its_purpose(api):
 
 def test_totp_can_replace_the_sms_code_once_per_step(api, clock):
     account = api.register(device_id="a")
-    enrol = api.client.post("/api/v1/me/totp", headers=account["headers"])
+    enrol = api.client.post("/api/v1/me/totp", headers=account["headers"], json={"login_password": LOGIN_PASSWORD})
     assert enrol.status_code == 201
     totp = pyotp.TOTP(enrol.json["secret"])
     confirm = api.client.post("/api/v1/me/totp/verify", json={"code": totp.at(clock.now())}, headers=account["headers"])
