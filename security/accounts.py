@@ -40,6 +40,8 @@ from security.secrets_guard import (
     check_secret,
     lift_lock,
     passwords,
+    record_second_factor,
+    refuse_if_locked,
     state_of,
 )
 from security.tokens import TokenPair, revoke_sessions, start_session
@@ -210,23 +212,38 @@ def log_in(
         return check_secret(phone, LOGIN, stored, login_password, alert, state=state,
                             then=lambda new_hash: _open_session(account, device_key, device_name, new_hash, left))
 
-    new_hash = check_secret(phone, LOGIN, stored, login_password, alert, state=state, then=lambda new_hash: new_hash)
-    assert account is not None  # check_secret raised for unknown numbers
+    # The right password does not clear earlier failures yet: a wrong authenticator code counts like a wrong
+    # password (R3), and only the whole login, second factor included, clears them (in ``verified`` below).
+    new_hash = check_secret(phone, LOGIN, stored, login_password, alert, state=state,
+                            then=lambda new_hash: new_hash, settles=False)
+    assert account is not None and alert is not None  # check_secret raised for unknown numbers
     user_id = account.id
     if totp_code is not None:
-        def check_totp() -> bool:
+        def check_totp() -> LockState | None:
             locked_user = db.session.get(User, user_id, with_for_update=True)
-            return bool(locked_user and locked_user.totp_enabled and totp.accept(locked_user, totp_code))
+            if locked_user and locked_user.totp_enabled and totp.accept(locked_user, totp_code):
+                return None
+            return record_second_factor(phone, LOGIN, False, alert)
 
-        if not run_in_transaction(check_totp):
-            raise InvalidTotpCode("The authenticator code is wrong or was already used.")
+        after = run_in_transaction(check_totp)
+        if after is not None:
+            refuse_if_locked(LOGIN, after)
+            raise InvalidTotpCode("The authenticator code is wrong or was already used.",
+                                  lockout.attempts_left(after, clock.now()))
     elif sms_code is not None:
         codes.consume_code(phone, "login", sms_code)
     else:
         raise DeviceVerificationRequired(
             "This device is new: request a code with purpose 'login' and send it as sms_code."
         )
-    return run_in_transaction(lambda: _open_session(account, device_key, device_name, new_hash, left))
+
+    def verified() -> TokenPair:
+        pair = _open_session(account, device_key, device_name, new_hash, left)
+        # After the session's rows: the user's row before the lock state's, the order a recovery takes them in.
+        refuse_if_locked(LOGIN, record_second_factor(phone, LOGIN, True))
+        return pair
+
+    return run_in_transaction(verified)
 
 
 def _open_session(account: _LoginView, device_key: str, device_name: str | None, new_hash: str | None,

@@ -60,9 +60,16 @@ class InvalidSmsCode(AppError):
 
 
 class InvalidTotpCode(AppError):
-    """The authenticator code is wrong, outside ±1 step, or was already used."""
+    """The authenticator code is wrong, outside ±1 step, or was already used; at login it counts toward the login
+    lock and says how many tries remain."""
 
     status, code, title = 401, "invalid_totp_code", "Invalid authenticator code"
+
+    def __init__(self, detail: str, attempts_left: int | None = None) -> None:
+        if attempts_left is None:
+            super().__init__(detail)
+        else:
+            super().__init__(detail, attempts_left=attempts_left)
 
 
 class DeviceVerificationRequired(AppError):

@@ -110,6 +110,7 @@ def check_secret(
     *,
     state: LockState | None = None,
     then: Callable[[str | None], T] | None = None,
+    settles: bool = True,
 ) -> T | None:
     """Verify ``candidate`` for the secret ``(subject, kind)``, enforcing and updating its lockout.
 
@@ -122,7 +123,9 @@ def check_secret(
     success resets earlier failures, in a transaction right after it instead, so the reset commits even if
     ``then`` fails; it is refused there if a lock came in between);
     ``new_hash`` is the candidate hashed with the current parameters when ``stored_hash`` was made with
-    older ones (the caller stores it), else None. Raises ``LoginLocked`` / ``PaymentPasswordLocked``
+    older ones (the caller stores it), else None. ``settles=False``: a right password that still waits for a
+    second factor (a new device's code) leaves earlier failures standing; the caller then counts that factor
+    with ``record_second_factor``, whose success clears them. Raises ``LoginLocked`` / ``PaymentPasswordLocked``
     while locked, ``InvalidCredentials`` / ``WrongPaymentPassword`` when wrong.
     """
     if state is None:
@@ -140,7 +143,7 @@ def check_secret(
         if current.is_locked(now):  # a concurrent attempt locked it while we were verifying
             return _locked_error(kind, current), None, True
         if ok:
-            if current == LockState():  # nothing to record: the caller's work commits (or fails) alone
+            if current == LockState() or not settles:  # nothing to record: the caller's work commits (or fails) alone
                 return None, then(new_hash) if then is not None else None, True
             _store(subject, kind, lockout.record_success(current))
             return None, None, then is None
@@ -173,3 +176,23 @@ def check_secret(
 def lift_lock(subject: str, kind: str) -> None:
     """Clear the lock state (an SMS-verified reset). Call inside the reset's transaction."""
     _store(subject, kind, lockout.lift(current_state(subject, kind)))
+
+
+def record_second_factor(subject: str, kind: str, ok: bool, on_lock: Callable[[LockState], None] | None = None
+                         ) -> LockState:
+    """Inside the caller's transaction: count a code checked after a right password (``check_secret`` with
+    ``settles=False``) as the password itself would count: a wrong one is a failure toward the lock (``on_lock``
+    runs if it locks), a right one clears earlier failures. Without this, each right password cleared the window and
+    wrong codes were bounded only by the rate limits. Returns the state after, which the caller refuses when it is
+    locked (``refuse_if_locked``), also when a concurrent attempt locked it meanwhile."""
+    row = _locked_row(subject, kind, create=not ok)
+    now = clock.now()
+    current = state_of(row)
+    if current.is_locked(now):
+        return current
+    after = lockout.record_success(current) if ok else lockout.record_failure(current, now)
+    if after != current:
+        _store(subject, kind, after)
+    if after.is_locked(now) and on_lock is not None:
+        on_lock(after)
+    return after

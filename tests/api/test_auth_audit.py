@@ -53,6 +53,37 @@ def test_replacing_an_authenticator_tells_the_owner_that_the_old_one_stopped_wor
     assert len(inbox.messages(to=account["phone"], event="totp_disabled")) == 1
 
 
+def test_three_wrong_authenticator_codes_lock_the_login_like_wrong_passwords(api, clock, inbox):
+    """R3: an attacker who knows the password may not guess authenticator codes without bound (each right password
+    cleared the window, so wrong codes were limited only by the hourly rate limit)."""
+    account = api.register(device_id="a")
+    totp = _enrol(api, account, clock, login_password=LOGIN_PASSWORD)
+    clock.advance(seconds=30)
+    good = totp.at(clock.now())
+    wrong = f"{(int(good) + 1) % 10**6:06d}"
+    answers = [api.login(account["phone"], device_id="b", totp_code=wrong) for _ in range(3)]
+    assert [(r.status_code, r.json["code"]) for r in answers] == [
+        (401, "invalid_totp_code"), (401, "invalid_totp_code"), (423, "login_locked")]
+    assert answers[1].json["attempts_left"] == 1
+    locked = api.login(account["phone"], device_id="b", totp_code=good)
+    assert (locked.status_code, locked.json["code"]) == (423, "login_locked")
+    assert inbox.messages(to=account["phone"], event="login_locked")
+
+
+def test_a_right_authenticator_code_clears_earlier_wrong_ones(api, clock):
+    account = api.register(device_id="a")
+    totp = _enrol(api, account, clock, login_password=LOGIN_PASSWORD)
+    clock.advance(seconds=30)
+    good = totp.at(clock.now())
+    wrong = f"{(int(good) + 1) % 10**6:06d}"
+    for _ in range(2):
+        assert api.login(account["phone"], device_id="b", totp_code=wrong).status_code == 401
+    assert api.login(account["phone"], device_id="b", totp_code=good).status_code == 201
+    clock.advance(seconds=30)
+    wrong = f"{(int(totp.at(clock.now())) + 1) % 10**6:06d}"
+    assert api.login(account["phone"], device_id="c", totp_code=wrong).json["attempts_left"] == 2
+
+
 def test_an_enrolment_code_cannot_be_replayed_to_sign_in(api, clock):
     account = api.register(device_id="a")
     enrol = api.client.post("/api/v1/me/totp", headers=account["headers"], json={"login_password": LOGIN_PASSWORD})
