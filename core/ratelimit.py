@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key() -> str:
+    """Rate-limit key of the client address (``ProxyFix`` has made it the real one when proxies are configured): an
+    IPv4 address as it is, an IPv6 address by its /64, since one subscriber holds a whole /64 and may use a fresh
+    address for every request."""
+    address = get_remote_address()
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:  # ::ffff:198.51.100.7, as a dual-stack socket reports an IPv4 client
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
+    return str(parsed)
+
+
+limiter = Limiter(key_func=client_key, default_limits=[])
 
 
 def configured(name: str) -> Callable[[], str]:

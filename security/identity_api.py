@@ -10,12 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint
-from flask_limiter.util import get_remote_address
 from pydantic import BaseModel, Field
 
 from core.api import RequestModel, endpoint, parse_body, respond
 from core.errors import AppError
-from core.ratelimit import limiter
+from core.ratelimit import client_key, limiter
 from security import identity
 from security.auth import current_caller, current_user
 from security.identity_models import Identity
@@ -43,7 +42,7 @@ def _account_key() -> str:
     try:
         return "identity:" + current_caller().id
     except AppError:  # not signed in: the view answers 401 itself; count the client address meanwhile
-        return "identity-anonymous:" + get_remote_address()
+        return "identity-anonymous:" + client_key()
 
 
 def _out(found: Identity | None) -> IdentityOut:

@@ -1,5 +1,7 @@
 """Audit of two-factor codes, devices, tokens, one-time codes and rate limits (DESIGN 4.2, 4.3)."""
 
+import uuid
+
 import pyotp
 
 from tests.api.test_rate_limits import limited_client  # noqa: F401 - the fixture
@@ -164,3 +166,26 @@ def test_a_429_says_when_to_come_back(limited_client):  # noqa: F811
     refused = limited_client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": "register"})
     assert refused.status_code == 429 and refused.json["code"] == "rate_limited"
     assert 0 < int(refused.headers["Retry-After"]) <= 60
+
+
+def test_an_ipv6_client_is_its_64_network_not_each_of_its_addresses(limited_client):  # noqa: F811
+    """One IPv6 subscriber gets a whole /64 and may take a new address for every request: counted per address, the
+    per-client limits (code sends, logins across many numbers) stopped nobody."""
+    network = "2001:db8:" + ":".join(uuid.uuid4().hex[i:i + 4] for i in (0, 4)) + ":"
+    statuses = [
+        limited_client.post("/api/v1/sms-codes", json={"phone": make_phone(), "purpose": "register"},
+                            environ_base={"REMOTE_ADDR": f"{network}{n}:0:0:{n}"}).status_code
+        for n in range(1, 5)
+    ]
+    assert statuses == [202, 202, 202, 429]
+
+
+def test_ipv4_clients_stay_apart(limited_client):  # noqa: F811
+    base = f"198.51.100.{uuid.uuid4().int % 200}"
+    for _ in range(3):
+        limited_client.post("/api/v1/sms-codes", json={"phone": make_phone(), "purpose": "register"},
+                            environ_base={"REMOTE_ADDR": base})
+    neighbour = base.rsplit(".", 1)[0] + f".{int(base.rsplit('.', 1)[1]) + 1}"
+    other = limited_client.post("/api/v1/sms-codes", json={"phone": make_phone(), "purpose": "register"},
+                                environ_base={"REMOTE_ADDR": neighbour})
+    assert other.status_code == 202

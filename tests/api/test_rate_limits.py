@@ -19,6 +19,11 @@ def _redis_up() -> bool:
         return False
 
 
+def fresh_ipv6_client() -> str:
+    """An address in a /64 of the documentation range no other test client uses."""
+    return f"2001:db8:{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}::1"
+
+
 @pytest.fixture(params=["memory", "redis"])
 def limited_client(request, database_url, clock, tmp_path):
     storage = "memory://"
@@ -37,8 +42,9 @@ def limited_client(request, database_url, clock, tmp_path):
     with app.app_context():
         limiter.reset()  # Redis counters outlive a test run; phone numbers repeat between runs
     client = app.test_client()
-    # Redis counters outlive the test run; a fresh documentation-range address keeps runs independent.
-    client.environ_base["REMOTE_ADDR"] = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    # Redis counters outlive the test run; a fresh documentation-range network keeps runs independent (an IPv6
+    # client is its /64: core.ratelimit.client_key).
+    client.environ_base["REMOTE_ADDR"] = fresh_ipv6_client()
     yield client
     with app.app_context():
         db.engine.dispose()
@@ -68,7 +74,7 @@ def test_code_sends_per_client_address(limited_client):
     ]
     assert statuses == [202, 202, 202, 429]
     other_client = limited_client.post("/api/v1/sms-codes", json={"phone": make_phone(), "purpose": "register"},
-                                       environ_base={"REMOTE_ADDR": "2001:db8::" + uuid.uuid4().hex[:4]})
+                                       environ_base={"REMOTE_ADDR": fresh_ipv6_client()})
     assert other_client.status_code == 202
 
 
