@@ -116,6 +116,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         for name, partner in (("identity provider", "identity_provider"), ("bank gateway", "bank_gateway")):
             if isinstance(app.extensions[partner], SimulatedIdentityProvider | SimulatedBank):
                 log.warning("sandbox %s (DESIGN 7.2): %s", name, _SANDBOX[partner])
+        if not app.config["METRICS_TOKEN"]:
+            log.warning("/metrics is not served: set METRICS_TOKEN and have the scraper send it as a bearer token")
 
     app.register_blueprint(accounts_bp)
     app.register_blueprint(identity_bp)

@@ -68,6 +68,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "MAX_CONTENT_LENGTH": (65536, int, "largest accepted request body in bytes"),
     "IDEMPOTENCY_TTL_HOURS": (24, int, "how long Idempotency-Key answers are kept"),
     "PROXY_FIX_X_FOR": (0, int, "number of trusted proxies in front (for client addresses)"),
+    "METRICS_TOKEN": ("", str, "bearer token the scraper sends for /metrics; empty = open, not served in production"),
     "LOG_LEVEL": ("INFO", str, "logging level"),
     "LOG_FORMAT": ("", str, "json (one object per line) or text; empty = json in production, text otherwise"),
 }

@@ -11,10 +11,14 @@ Metrics at ``/metrics``:
 * gauges read from the database at scrape time, registered by the packages that own them through
   ``add_gauges`` (outbox depth and age, locked credentials, lock events, the last ledger check), so they
   are the same whichever process answers.
+
+Only the scraper reads them: with ``METRICS_TOKEN`` set, ``/metrics`` answers a request bearing it and is a 404 for
+anyone else; without it, it is open outside production and not served in production (see ``_scraper_allowed``).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -25,7 +29,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, abort, current_app, g, has_request_context, request
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -122,6 +126,18 @@ def _timing(endpoint: str, method: str, status: int) -> Any:
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def _scraper_allowed() -> bool:
+    """Whether this request may read /metrics: with ``METRICS_TOKEN`` set, only one that sends it as its bearer
+    token; without it, anyone outside production and no one in production. The gauges count events that single
+    requests cause (an account's lock alert, a code sent only to a registered number), so a stranger comparing two
+    scrapes would learn which phone numbers have accounts."""
+    token = current_app.config.get("METRICS_TOKEN", "")
+    if not token:
+        return current_app.config.get("WALLET_ENV") != "production"
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def start_timer() -> None:
@@ -145,6 +161,8 @@ def init_app(app: Flask) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
+        if not _scraper_allowed():
+            abort(404)  # as if there were none: a stranger learns nothing, not even that it exists
         registry = CollectorRegistry()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             multiprocess.MultiProcessCollector(registry)
