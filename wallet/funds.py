@@ -29,6 +29,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import select
@@ -46,6 +47,7 @@ from wallet import ledger, limits
 from wallet.banks import BankGateway, BankUnavailable, PayoutNotFound
 from wallet.card_models import BankCard
 from wallet.cards import get_card_for_user
+from wallet.errors import InsufficientFunds
 from wallet.funds_models import FAILED, PENDING, SUBMITTED, SUCCEEDED, TopUp, Withdrawal
 from wallet.models import BANK_CLEARING
 
@@ -342,17 +344,29 @@ _PARTIES = sql.Statement(
     " WHERE u.id = :payer_id OR u.phone = :to_phone")
 
 
+def _refuse_as_for_an_account(payer: Any, amount: int) -> None:
+    """Raise what paying ``amount`` to a number that has an account would raise before reaching it (the daily limit,
+    then the payer's available money), so that only a payment that would have gone through, and been announced to
+    the number's owner, learns that a number has no account. Runs in the payment's transaction, which the error
+    rolls back (the limit's count with it)."""
+    limits.consume_daily(payer.id, amount)
+    available = ledger.balance(payer.wallet_id).available if payer.wallet_id else 0
+    if available < amount:
+        raise InsufficientFunds("Not enough available money for this movement.", available=max(available, 0))
+
+
 def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: str | None) -> Payment:
     """Move ``amount`` from the payer's wallet to the wallet of the account with ``to_phone`` (caller's
     transaction); both are told by SMS. Raises ``RecipientNotFound``, ``CannotPaySelf``, ``LimitExceeded``,
     ``InsufficientFunds``."""
     parties = _PARTIES.all(payer_id=payer_id, to_phone=to_phone, currency=currency)
     payee = next((row for row in parties if row.phone == to_phone), None)
+    payer = next(row for row in parties if row.id == payer_id)
     if payee is None:
+        _refuse_as_for_an_account(payer, amount)
         raise RecipientNotFound("No account has this phone number.")
     if payee.id == payer_id:
         raise CannotPaySelf("You cannot pay your own phone number.")
-    payer = next(row for row in parties if row.id == payer_id)
     limits.consume_daily(payer_id, amount)
     posted = ledger.transfer(payer.wallet_id or ledger.open_wallet(payer_id, currency),
                              payee.wallet_id or ledger.open_wallet(payee.id, currency), amount,

@@ -83,7 +83,9 @@ class SellerNotVerified(AppError):
 
 
 class SellerNotFound(AppError):
-    """No account has the seller phone number (or it is the buyer's own)."""
+    """No verified seller has the phone number: no account has it, it is the buyer's own, or its account has not
+    verified identity and a bank card yet (one answer for all three, so opening a trade cannot be used to learn
+    which numbers have accounts)."""
 
     status, code, title = 404, "seller_not_found", "Seller not found"
 
@@ -313,15 +315,14 @@ def _step(user_check: Callable[[str, str], TradeRecord], user_id: str, trade_id:
 
 def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shipping_fee: int,
                currency: str) -> TradeRecord:
-    """A new trade in ``WAIT_BUYER_PAY``. Raises ``SellerNotFound``, ``SellerNotVerified``, ``LimitExceeded``."""
+    """A new trade in ``WAIT_BUYER_PAY``. Raises ``SellerNotFound`` (also for an account that is not a verified
+    seller: a stranger must not learn from it that the number is registered), ``LimitExceeded``."""
     limits.check_single(amount + shipping_fee)
 
     def work() -> TradeRecord:
         seller = _SELLER.one(phone=seller_phone)
-        if seller is None or seller.id == buyer_id:
-            raise SellerNotFound("No seller account has this phone number.")
-        if not seller.verified:
-            raise SellerNotVerified("This seller has not verified identity and a bank card yet.")
+        if seller is None or seller.id == buyer_id or not seller.verified:
+            raise SellerNotFound("No verified seller has this phone number.")
         now, trade_id = clock.now(), new_id("trd")
         trade = TradeRecord(
             id=trade_id, buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,

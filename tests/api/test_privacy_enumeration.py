@@ -1,0 +1,46 @@
+"""Found by a privacy audit: answers that told a signed-in stranger whether a phone number has an account.
+
+Each test compares the answers for a registered and an unregistered number; only what the product must say (a
+verified seller can be traded with, a payment that goes through reaches someone) may differ."""
+
+from tests.factories import make_phone
+
+
+def strip(body):
+    return {k: v for k, v in body.items() if k != "request_id"}
+
+
+def test_opening_a_trade_does_not_tell_an_unregistered_number_from_an_unverified_account(api):
+    """POST /trades answered 404 seller_not_found for a number with no account and 422 seller_not_verified for a
+    registered one that cannot sell yet: without a password, a limit or a word to the number's owner, any signed-in
+    user could sort every phone number into registered or not. Only a verified seller (who must be found to be paid)
+    is told apart now."""
+    buyer, registered = api.register(), api.register()
+    answers = [api.client.post("/api/v1/trades", headers=buyer["headers"],
+                               json={"seller_phone": phone, "title": "x", "amount": 100})
+               for phone in (registered["phone"], make_phone())]
+    assert answers[0].status_code == answers[1].status_code == 404
+    assert strip(answers[0].json) == strip(answers[1].json)
+    assert answers[0].json["code"] == "seller_not_found"
+
+
+def test_a_payment_that_cannot_go_through_does_not_tell_whether_the_number_has_an_account(api):
+    """Paying a phone number must say when no account has it, but a payment the payer cannot afford answered 422
+    insufficient_funds for a registered number and 404 recipient_not_found for any other: with an empty wallet, no
+    money moving and no SMS to anyone, a user could sort numbers into registered or not, as fast as the payment
+    password is checked. It is told now only to a payer who could have paid (whose payment would have reached the
+    owner, and alerted them)."""
+    payer, registered = api.register(), api.register()
+    answers = [api.money("/api/v1/transfers", payer, to_phone=phone, amount=100)
+               for phone in (registered["phone"], make_phone())]
+    assert [a.status_code for a in answers] == [422, 422]
+    assert strip(answers[0].json) == strip(answers[1].json)
+    assert answers[0].json["code"] == "insufficient_funds"
+
+
+def test_a_payer_who_can_pay_is_told_that_no_account_has_the_number(api):
+    payer = api.verified(real_name="李四")
+    assert api.money("/api/v1/topups", payer, amount=1000, bank_card_id=payer["card_id"]).status_code == 201
+    unknown = api.money("/api/v1/transfers", payer, to_phone=make_phone(), amount=100)
+    assert (unknown.status_code, unknown.json["code"]) == (404, "recipient_not_found")
+    assert api.balance(payer) == 1000
