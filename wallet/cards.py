@@ -3,9 +3,10 @@
 Binding checks, cheapest and least revealing first: the number's shape (16-19 digits, Luhn) and the bank
 code; then the payment password (under its lockout, so a stolen session cannot probe cards); then a verified
 identity whose real name equals the holder name; then the bank's own holder check, which links the card and
-answers a token for it. The row (with that token, a keyed hash and the last four digits: never the number)
-and its SMS alert are written in one transaction; the database's unique index over active cards decides
-"already bound".
+answers a token for it; only then whether the card is bound to another account (told to its holder's namesake,
+never to someone the bank does not know as its holder). The row (with that token, a keyed hash and the last
+four digits: never the number) and its SMS alert are written in one transaction; the database's unique index
+over active cards decides "already bound".
 
 A removed card keeps its row (money history refers to it) but loses its token. ``get_card_for_user`` is
 the only way money services should reach a card: another user's card is a 404, never a 403.
@@ -110,13 +111,18 @@ def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, pa
     if not identity.same_name(holder_name, real_name):
         raise CardHolderMismatch("The holder name must be your verified real name.")
     digest = card_digest(number)
-    # Answer a plain duplicate without troubling the bank; the unique index still decides races below.
+    # A card already bound to this account is answered without troubling the bank. That it is bound to another is
+    # said only once the bank has confirmed the card is held in the caller's name (a namesake): to anyone else the
+    # bank's refusal answers, so binding cannot be used to learn whether a card number has an account here. The
+    # unique index still decides races below.
     holder = run_in_transaction(lambda: _bound_by(digest))
-    if holder is not None:
+    if holder == user_id:
         raise _already_bound(user_id, holder)
     token = gateway().link_card(bank, number, real_name)
     if token is None:
         raise CardHolderMismatch("The bank says this card is not held in your name.")
+    if holder is not None:
+        raise _already_bound(user_id, holder)
 
     def work() -> BankCard:
         account = db.session.get(User, user_id)
