@@ -99,6 +99,9 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         if url.startswith("sqlite")
         else {"pool_size": 10, "max_overflow": 20}  # no pre-ping: core.db retries a connection lost before COMMIT
     )
+    # A database error's text leaves out the statement's values (codes in alert bodies, phones, hashes): it is logged
+    # with the traceback of the 500 it causes.
+    config["SQLALCHEMY_ENGINE_OPTIONS"]["hide_parameters"] = True
     config["SMS_CONSOLE_FILE"] = config["SMS_CONSOLE_FILE"] or str(instance / "sms.jsonl")
     if not config["PASSWORD_PEPPER"]:
         if config["WALLET_ENV"] == "production":

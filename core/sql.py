@@ -374,12 +374,13 @@ _SQLITE_READERS: dict[str, Callable[[Any], Any] | None] = {"utc": _aware_from_te
 
 
 def _translated(exc: Exception, bound: _Bound, sql: str, params: Mapping[str, Any]) -> DBAPIError:
-    """The driver's error as SQLAlchemy would have raised it; a lost connection is invalidated first."""
+    """The driver's error as SQLAlchemy would have raised it (with the engines' ``hide_parameters``: the values, a
+    one-time code in an alert's body, a phone number, never reach a log); a lost connection is invalidated first."""
     lost = bound.dialect.is_disconnect(exc, bound.driver, bound.cursor)
     if lost:
         bound.invalidate(exc)
-    return DBAPIError.instance(sql, params, exc, bound.dialect.loaded_dbapi.Error, connection_invalidated=lost,
-                               dialect=bound.dialect)
+    return DBAPIError.instance(sql, params, exc, bound.dialect.loaded_dbapi.Error, hide_parameters=True,
+                               connection_invalidated=lost, dialect=bound.dialect)
 
 
 # --- rows written at commit (see the module docstring) -----------------------------------------------------

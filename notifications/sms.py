@@ -57,7 +57,7 @@ class ConsoleSmsSender:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
-        log.info("sms to=%s event=%s id=%s", to, event, alert_id)
+        log.info("sms to=%s event=%s id=%s", _masked(to), event, alert_id)  # the file has the number; logs need not
         return f"console-{alert_id}"
 
 
