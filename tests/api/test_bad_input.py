@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.factories import make_phone
+from tests.factories import LOGIN_PASSWORD, make_phone
 
 REGISTER = "/api/v1/users"
 
@@ -230,3 +230,26 @@ def test_a_body_nested_within_the_limit_is_read(api):
     raw = _nested_body(14, phone=make_phone(), purpose="login")  # body > extra > 14 lists: 15 levels below it
     response = api.client.post("/api/v1/sms-codes", data=raw, content_type="application/json")
     assert_problem(response, 422, "validation_failed")  # read, then refused for the unknown field
+
+
+def test_validation_errors_never_echo_a_secret(api):
+    """pydantic's errors carry the ``input``; a 422 leaves it out, so a malformed request with a password, a code or a
+    card number in it does not come back (nor into a log)."""
+    account = api.register()
+    secret_password, secret_card = "my secret 123 password" * 10, "6222020200112233445" * 3
+    answers = [
+        api.client.post("/api/v1/sessions", json={"phone": "+12025550100", "login_password": secret_password,
+                                                  "device_id": "d", "sms_code": "12345x"}),
+        api.client.post("/api/v1/users", json={"phone": "+12025550100", "sms_code": "999999x",
+                                               "login_password": secret_password, "payment_password": 1357900,
+                                               "device_id": "d"}),
+        api.client.post("/api/v1/me/bank-cards", headers=account["headers"], json={
+            "card_number": secret_card, "holder_name": "x", "bank_code": "ICBC", "payment_password": "13579x" * 5}),
+        api.client.put("/api/v1/me/login-password", headers=account["headers"],
+                       json={"current_password": LOGIN_PASSWORD, "new_password": secret_password}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 422, answer.json
+        text = answer.get_data(as_text=True)
+        for secret in (secret_password, secret_card, "999999x", "12345x", "1357900", "13579x"):
+            assert secret not in text, (secret, text)
