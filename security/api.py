@@ -32,21 +32,24 @@ from security.schemas import (
     UserOut,
     Verified,
 )
+from security.secrets_guard import passwords
 from security.tokens import end_session, refresh
 
 bp = Blueprint("accounts", __name__, url_prefix="/api/v1")
 
 
 def phone_key() -> str:
-    """Rate-limit key: the normalised phone number in the body, so reformatting it gains nothing."""
+    """Rate-limit key: the normalised phone number in the body, so reformatting it gains nothing, as a keyed digest
+    (flask-limiter logs the key of every limit a request breaks, and the counters in Redis are named by it)."""
     data = json_object_or_none()
     raw = data.get("phone") if data is not None else None
     if not isinstance(raw, str):
         return "phone:none"
     try:
-        return "phone:" + normalize_phone(raw)
+        phone = normalize_phone(raw)
     except ValidationFailed:
         return "phone:invalid"
+    return "phone:" + passwords().keyed_digest("rate-limit:" + phone)[:32]
 
 
 def _purpose() -> str:

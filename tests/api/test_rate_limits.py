@@ -1,5 +1,6 @@
 """Code sends and logins are rate-limited per phone and per client address (flask-limiter)."""
 
+import logging
 import socket
 import uuid
 
@@ -91,3 +92,17 @@ def test_a_body_nested_too_deeply_is_a_malformed_request_before_the_limits(limit
     raw = '{"phone": "' + make_phone() + '", "purpose": "login", "extra": ' + "[" * 5000 + "]" * 5000 + "}"
     response = limited_client.post("/api/v1/sms-codes", data=raw, content_type="application/json")
     assert (response.status_code, response.json["code"]) == (400, "malformed_request")
+
+
+def test_a_rate_limited_phone_number_is_not_logged(limited_client, caplog):
+    """The per-phone limits were keyed by the number itself, and flask-limiter logs the key of every limit it
+    enforces: each refused request logged the full number (and the counters in Redis were named after it). The key
+    is a keyed digest of the normalised number now, and the limits are as before (the tests above).
+    Found by the privacy audit."""
+    phone = make_phone()
+    with caplog.at_level(logging.INFO):
+        answers = [limited_client.post("/api/v1/sms-codes", json={"phone": phone, "purpose": "login"}).status_code
+                   for _ in range(2)]
+    assert answers == [202, 429]
+    assert "exceeded" in caplog.text
+    assert phone not in caplog.text and phone[1:] not in caplog.text
