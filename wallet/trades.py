@@ -77,15 +77,15 @@ class TradeConflict(AppError):
 
 
 class SellerNotVerified(AppError):
-    """Only sellers with a verified identity and a bound card can receive escrow payments (R7)."""
+    """Only sellers with a verified identity and a bound card can receive escrow payments (R7). Opening a trade gives
+    the same answer for a number that has no account at all, so it cannot be used to learn which numbers have
+    accounts."""
 
     status, code, title = 422, "seller_not_verified", "Seller not verified"
 
 
 class SellerNotFound(AppError):
-    """No verified seller has the phone number: no account has it, it is the buyer's own, or its account has not
-    verified identity and a bank card yet (one answer for all three, so opening a trade cannot be used to learn
-    which numbers have accounts)."""
+    """The seller's phone number is the buyer's own."""
 
     status, code, title = 404, "seller_not_found", "Seller not found"
 
@@ -315,14 +315,18 @@ def _step(user_check: Callable[[str, str], TradeRecord], user_id: str, trade_id:
 
 def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shipping_fee: int,
                currency: str) -> TradeRecord:
-    """A new trade in ``WAIT_BUYER_PAY``. Raises ``SellerNotFound`` (also for an account that is not a verified
-    seller: a stranger must not learn from it that the number is registered), ``LimitExceeded``."""
+    """A new trade in ``WAIT_BUYER_PAY``. Raises ``SellerNotVerified`` (for a number with no account too: a stranger
+    must not learn from it whether the number is registered), ``SellerNotFound`` (the buyer's own number),
+    ``LimitExceeded``."""
     limits.check_single(amount + shipping_fee)
 
     def work() -> TradeRecord:
         seller = _SELLER.one(phone=seller_phone)
-        if seller is None or seller.id == buyer_id or not seller.verified:
-            raise SellerNotFound("No verified seller has this phone number.")
+        if seller is not None and seller.id == buyer_id:
+            raise SellerNotFound("You cannot trade with your own phone number.")
+        if seller is None or not seller.verified:
+            raise SellerNotVerified("No verified seller has this phone number: only a seller with a verified identity"
+                                    " and a bound bank card can be chosen.")
         now, trade_id = clock.now(), new_id("trd")
         trade = TradeRecord(
             id=trade_id, buyer_id=buyer_id, seller_id=seller.id, title=title, amount=amount,

@@ -95,7 +95,10 @@ def test_an_unverified_seller_cannot_be_chosen(api):
     buyer, seller = api.register(), api.register()
     response = api.client.post("/api/v1/trades", headers=buyer["headers"],
                                json={"seller_phone": seller["phone"], "title": "x", "amount": 100})
-    assert (response.status_code, response.json["code"]) == (404, "seller_not_found")  # as for no account at all
+    assert (response.status_code, response.json["code"]) == (422, "seller_not_verified")  # as for no account at all
+    own = api.client.post("/api/v1/trades", headers=buyer["headers"],
+                          json={"seller_phone": buyer["phone"], "title": "x", "amount": 100})
+    assert (own.status_code, own.json["code"]) == (404, "seller_not_found")
 
 
 def test_a_tampered_timeline_entry_is_named_by_the_verifier(api, app, people):
