@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,9 +73,12 @@ class Verification:
     problem: str | None = None
 
 
-def verify(trade: Any) -> Verification:
-    """Recompute the chain of ``trade`` and compare it with the stored hashes and the head on the trade."""
-    rows = entries(trade.id)
+def verify(trade: Any, rows: Sequence[Any] | None = None) -> Verification:
+    """Recompute the chain of ``trade`` and compare it with the stored hashes and the head on the trade. ``rows``
+    are its entries in order when the caller read them with the trade (as of the same moment); else they are read
+    now."""
+    if rows is None:
+        rows = entries(trade.id)
     prev = GENESIS
     for expected_seq, row in enumerate(rows, start=1):
         if row.seq != expected_seq:

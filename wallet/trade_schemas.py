@@ -175,7 +175,8 @@ class TimelineEntryOut(BaseModel):
     hash: str
 
     @classmethod
-    def of(cls, entry: TimelineEntry) -> TimelineEntryOut:
+    def of(cls, entry: TimelineEntry | Any) -> TimelineEntryOut:
+        """From a stored entry, or a row of its columns (``trades.TimelineRow``)."""
         return cls(seq=entry.seq, at=entry.at, actor=entry.actor, kind=entry.kind, data=json.loads(entry.data),
                    prev_hash=entry.prev_hash, hash=entry.hash)
 

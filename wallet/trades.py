@@ -767,6 +767,40 @@ def get_trade_with_refunds(viewer: sql.Viewer, trade_id: str) -> tuple[TradeReco
                                                     if row.r_id is not None]
 
 
+class TimelineRow(NamedTuple):
+    """One timeline entry as stored (``wallet.escrow_models.TimelineEntry``'s hashed columns)."""
+
+    seq: int
+    at: str
+    actor: str
+    kind: str
+    data: str
+    prev_hash: str
+    hash: str
+
+
+# A trade joined to its timeline, in one statement: the head on the trade and the entries it heads are read from
+# one snapshot, so an entry committed meanwhile is either in both or in neither (read one after the other, a new
+# entry between them looked like one added behind the trade's back, and the chain like a tampered one).
+_TRADE_WITH_TIMELINE = sql.Statement(
+    f"SELECT {_TRADE_COLUMNS}, e.seq AS e_seq, e.at AS e_at, e.actor AS e_actor, e.kind AS e_kind,"  # noqa: S608
+    " e.data AS e_data, e.prev_hash AS e_prev_hash, e.hash AS e_hash"
+    " FROM trades t LEFT JOIN trade_timeline e ON e.trade_id = t.id WHERE t.id = :trade_id"
+    " AND (:viewer_staff OR :viewer_id IN (t.buyer_id, t.seller_id))"  # the rule of _visible, in SQL
+    " ORDER BY e.seq",
+    utc=trade_store.UTC_COLUMNS, boolean=trade_store.BOOLEAN_COLUMNS)
+
+
+def get_trade_with_timeline(viewer: sql.Viewer, trade_id: str) -> tuple[TradeRecord, list[TimelineRow]]:
+    """A trade its viewer may see and its timeline entries in order, as of one moment. Raises ``NotFound`` as
+    ``get_trade``."""
+    rows = run_in_transaction(lambda: viewer.read(_TRADE_WITH_TIMELINE, {"trade_id": trade_id}), read_only=True)
+    if not rows:
+        raise NotFound("No such trade.")
+    return TradeRecord(*rows[0][: len(COLUMNS)]), [TimelineRow(*row[len(COLUMNS):]) for row in rows
+                                                    if row.e_seq is not None]
+
+
 def refunds_of(trade_id: str) -> list[Refund]:
     return run_in_transaction(lambda: list(db.session.scalars(
         select(Refund).where(Refund.trade_id == trade_id).order_by(Refund.id))), read_only=True)

@@ -228,13 +228,9 @@ def add_evidence(trade_id: str) -> Response:
 
 
 def _timeline(trade_id: str, user_id: str, staff: bool) -> tuple[Any, list[TimelineEntryOut], timeline.Verification]:
-    trade = trades.get_trade(user_id, trade_id, staff=staff)
-
-    def read() -> tuple[list[TimelineEntryOut], timeline.Verification]:
-        return [TimelineEntryOut.of(e) for e in timeline.entries(trade.id)], timeline.verify(trade)
-
-    entries, verification = run_in_transaction(read)
-    return trade, entries, verification
+    """The trade, its entries and their verification, all of the one read of the trade with its timeline."""
+    trade, rows = trades.get_trade_with_timeline(Viewing(user_id, staff), trade_id)
+    return trade, [TimelineEntryOut.of(row) for row in rows], timeline.verify(trade, rows)
 
 
 @endpoint(bp, "/trades/<trade_id>/timeline", "GET", summary="The trade's history", response=Timeline)
