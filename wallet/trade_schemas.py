@@ -131,7 +131,8 @@ class TradeOut(BaseModel):
     tracking_number: str | None
     extended: bool
     deadlines: Deadlines
-    refunds: list[RefundOut] = Field(default_factory=list)
+    refunds: list[RefundOut] = Field(default_factory=list, description="Every refund asked for on this trade,"
+                                     " oldest first, whatever became of it")
     created_at: datetime
     paid_at: datetime | None
     shipped_at: datetime | None

@@ -767,6 +767,37 @@ def get_trade_with_refunds(viewer: sql.Viewer, trade_id: str) -> tuple[TradeReco
                                                     if row.r_id is not None]
 
 
+_REFUNDS_OF: dict[int, sql.Statement] = {}
+
+
+def _refunds_statement(trades: int) -> sql.Statement:
+    """The refunds of ``trades`` trades (a page of the list has up to 100), oldest first; built once per count."""
+    stmt = _REFUNDS_OF.get(trades)
+    if stmt is None:
+        names = ", ".join(f":t{i}" for i in range(trades))
+        stmt = _REFUNDS_OF[trades] = sql.Statement(
+            "SELECT trade_id, id, status, amount, reason, return_goods, deadline, disputed, created_at"  # noqa: S608
+            f" FROM refunds WHERE trade_id IN ({names}) ORDER BY id",  # only generated parameter names
+            utc=["deadline", "created_at"], boolean=["return_goods", "disputed"])
+    return stmt
+
+
+def refunds_by_trade(trade_ids: list[str]) -> dict[str, list[RefundView]]:
+    """The refunds of each of ``trade_ids`` (already known to be the viewer's), oldest first, in one statement; in
+    the caller's transaction if there is one. Only a paid trade can have any, so a caller may leave others out."""
+    if not trade_ids:
+        return {}
+    stmt = _refunds_statement(len(trade_ids))
+
+    def read() -> dict[str, list[RefundView]]:
+        found: dict[str, list[RefundView]] = {}
+        for row in stmt.all({f"t{i}": trade_id for i, trade_id in enumerate(trade_ids)}):
+            found.setdefault(row.trade_id, []).append(RefundView(*row[1:]))
+        return found
+
+    return run_in_transaction(read, read_only=True)
+
+
 class TimelineRow(NamedTuple):
     """One timeline entry as stored (``wallet.escrow_models.TimelineEntry``'s hashed columns)."""
 

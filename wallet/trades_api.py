@@ -85,7 +85,8 @@ def list_trades() -> Response:
     query = parse_query(TradeListQuery)
     rows, more = trades.list_trades(CALLER, query.role, query.limit, query.starting_after)
     viewer_id = current_caller().id  # authenticated by the page's read
-    return respond(TradeList(data=[TradeOut.of(t, viewer_id) for t in rows], has_more=more,
+    refunds = trades.refunds_by_trade([t.id for t in rows if t.paid_amount])
+    return respond(TradeList(data=[TradeOut.of(t, viewer_id, refunds.get(t.id)) for t in rows], has_more=more,
                              next_starting_after=rows[-1].id if more and rows else None))
 
 
@@ -136,8 +137,13 @@ def ship(trade_id: str) -> Response:
 def confirm(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
-    return guarded(user_id, req, lambda: (200, TradeOut.of(trades.confirm(user_id, trade_id), user_id)
-                                       .model_dump(mode="json")))
+
+    def effect() -> tuple[int, dict[str, Any]]:
+        trade = trades.confirm(user_id, trade_id)
+        refunds = trades.refunds_by_trade([trade.id]).get(trade.id)  # a refused or withdrawn one stays on show
+        return 200, TradeOut.of(trade, user_id, refunds).model_dump(mode="json")
+
+    return guarded(user_id, req, effect)
 
 
 @endpoint(bp, "/trades/<trade_id>/extend", "POST", summary="Extend the confirm deadline once", body=NoBody,

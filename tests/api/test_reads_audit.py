@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from core import sql
 from core.db import db
-from tests.api.escrow_helpers import act, paid_and_shipped
+from tests.api.escrow_helpers import PP, act, paid_and_shipped, trade
 from wallet import trades
 
 GENESIS = "0" * 64
@@ -94,3 +94,24 @@ def test_an_evidence_bundle_read_while_evidence_is_added_is_one_consistent_pictu
     assert raced
     assert (body["intact"], body["broken_at"]) == (True, None), body
     assert client_verifies(body["timeline"], body["head_hash"])
+
+
+# --- the trade view ----------------------------------------------------------------------------------------
+
+
+def test_every_answer_that_shows_a_trade_shows_its_refunds(api, app, people):
+    """A trade's answer has a ``refunds`` field; a client that reads an empty list there concludes that there are
+    none. The list of trades and the answers of the steps must show the same refunds as GET /trades/{id}."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    refund = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+    act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine")
+    act(api, buyer, trade_id, f"refunds/{refund['id']}/withdraw")
+    shown = trade(api, buyer, trade_id)["refunds"]
+    assert [(r["id"], r["status"]) for r in shown] == [(refund["id"], "REFUND_CLOSED")]
+    listed = api.client.get("/api/v1/trades", headers=buyer["headers"]).json["data"]
+    assert [t["refunds"] for t in listed if t["id"] == trade_id] == [shown]
+    confirmed = act(api, buyer, trade_id, "confirm", key="c", **PP)
+    assert confirmed.status_code == 200 and confirmed.json["status"] == "TRADE_FINISHED"
+    assert confirmed.json["refunds"] == shown
+    assert confirmed.json == trade(api, buyer, trade_id)
