@@ -471,12 +471,14 @@ def confirm_totp_enrolment(user: User, code: str) -> None:
         raise error
 
 
-def list_devices(user: User) -> list[Device]:
-    return list(
-        db.session.scalars(
-            select(Device).where(Device.user_id == user.id, Device.revoked_at.is_(None)).order_by(Device.id.desc())
-        )
-    )
+def list_devices(user: User, limit: int, starting_after: str | None) -> tuple[list[Device], bool]:
+    """A page of the user's devices still in use, newest first (after the cursor ``starting_after``), and whether
+    more remain."""
+    query = select(Device).where(Device.user_id == user.id, Device.revoked_at.is_(None))
+    if starting_after is not None:
+        query = query.where(Device.id < starting_after)
+    rows = list(db.session.scalars(query.order_by(Device.id.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
 
 
 def revoke_device(user: User, device_id: str) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from core.api import endpoint, json_body, json_object_or_none, parse_body, respond
+from core.api import endpoint, json_body, json_object_or_none, parse_body, parse_query, respond
 from core.errors import ValidationFailed
+from core.pagination import PageQuery
 from core.ratelimit import configured, limiter
 from security import accounts, codes
 from security.auth import CALLER, current_caller, current_session, current_user
@@ -112,15 +113,16 @@ def log_out():
     return respond(None, 204)
 
 
-@endpoint(bp, "/devices", "GET", summary="List my devices", response=DeviceList)
+@endpoint(bp, "/devices", "GET", summary="List my devices", query=PageQuery, response=DeviceList)
 def list_devices():
     session = current_session()
-    devices = accounts.list_devices(current_user())
+    query = parse_query(PageQuery)
+    devices, more = accounts.list_devices(current_user(), query.limit, query.starting_after)
     return respond(DeviceList(data=[
         DeviceOut(id=d.id, name=d.name, trusted=d.trusted, current=d.id == session.device_id,
                   created_at=d.created_at, last_seen_at=d.last_seen_at)
         for d in devices
-    ]))
+    ], has_more=more, next_starting_after=devices[-1].id if more else None))
 
 
 @endpoint(bp, "/devices/<device_id>", "DELETE", summary="Revoke a device and its sessions", status=204)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from core.api import RequestModel
+from core.pagination import Page
 
 Phone = Field(min_length=3, max_length=32, description="Mobile number, E.164 (+8613800138000) or national")
 SmsCode = Field(pattern=r"^[0-9]{6}$", description="The 6-digit code from the SMS")
@@ -80,8 +81,8 @@ class DeviceOut(BaseModel):
     last_seen_at: datetime
 
 
-class DeviceList(BaseModel):
-    data: list[DeviceOut]
+class DeviceList(Page[DeviceOut]):
+    """Newest first; ``next_starting_after`` is the cursor of the next page while ``has_more``."""
 
 
 class ProfilePatch(RequestModel):

@@ -151,13 +151,14 @@ def _is_duplicate_card(exc: IntegrityError) -> bool:
     return "uq_bank_cards_active_card" in message or "bank_cards.card_hash" in message
 
 
-def list_cards(user_id: str) -> list[BankCard]:
-    """The user's active cards, oldest first."""
-    return run_in_transaction(lambda: list(db.session.scalars(
-        select(BankCard)
-        .where(BankCard.user_id == user_id, BankCard.removed_at.is_(None))
-        .order_by(BankCard.created_at, BankCard.id)
-    )))
+def list_cards(user_id: str, limit: int, starting_after: str | None) -> tuple[list[BankCard], bool]:
+    """A page of the user's active cards, oldest first (ids are time-ordered), after the cursor ``starting_after``,
+    and whether more remain."""
+    query = select(BankCard).where(BankCard.user_id == user_id, BankCard.removed_at.is_(None))
+    if starting_after is not None:
+        query = query.where(BankCard.id > starting_after)
+    rows = run_in_transaction(lambda: list(db.session.scalars(query.order_by(BankCard.id).limit(limit + 1))))
+    return rows[:limit], len(rows) > limit
 
 
 def _owned_card(user_id: str, card_id: str, *, for_update: bool = False) -> BankCard:

@@ -7,7 +7,8 @@ from datetime import datetime
 from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from core.api import RequestModel, endpoint, parse_body, respond
+from core.api import RequestModel, endpoint, parse_body, parse_query, respond
+from core.pagination import Page, PageQuery
 from security.auth import current_caller, current_user
 from security.identity import mask_name
 from wallet import cards
@@ -32,8 +33,8 @@ class CardOut(BaseModel):
     created_at: datetime
 
 
-class CardList(BaseModel):
-    data: list[CardOut]
+class CardList(Page[CardOut]):
+    """Oldest first; ``next_starting_after`` is the cursor of the next page while ``has_more``."""
 
 
 def _out(card: BankCard) -> CardOut:
@@ -50,9 +51,13 @@ def bind_card():
     return respond(_out(card), 201)
 
 
-@endpoint(bp, "/me/bank-cards", "GET", summary="My bank cards (masked)", response=CardList)
+@endpoint(bp, "/me/bank-cards", "GET", summary="My bank cards (masked)", query=PageQuery, response=CardList)
 def list_cards():
-    return respond(CardList(data=[_out(card) for card in cards.list_cards(current_caller().id)]))
+    user_id = current_caller().id
+    query = parse_query(PageQuery)
+    page, more = cards.list_cards(user_id, query.limit, query.starting_after)
+    return respond(CardList(data=[_out(card) for card in page], has_more=more,
+                            next_starting_after=page[-1].id if more else None))
 
 
 @endpoint(bp, "/me/bank-cards/<card_id>", "DELETE", summary="Remove a bank card", status=204)

@@ -16,6 +16,7 @@ from wallet import cards
 from wallet.banks import SimulatedBank
 
 URL = "/api/v1/me/bank-cards"
+NO_CARDS = {"data": [], "has_more": False, "next_starting_after": None}
 WRONG_PIN = "246813"
 
 
@@ -57,7 +58,7 @@ def test_binding_a_card_answers_it_masked_lists_it_and_alerts_by_sms(api, app, i
                     "created_at": iso(clock.now())}
     listing = api.client.get(URL, headers=account["headers"])
     assert listing.status_code == 200
-    assert listing.json == {"data": [card]}
+    assert listing.json == {**NO_CARDS, "data": [card]}
     for raw in (response.get_data(as_text=True), listing.get_data(as_text=True)):
         assert number not in raw and number[:12] not in raw
     [alert] = inbox.messages(to=account["phone"], event="card_bound")
@@ -218,7 +219,7 @@ def test_removing_a_card_erases_its_token_and_alerts_by_sms(api, app, inbox):
     response = api.client.delete(f"{URL}/{card_id}", headers=account["headers"])
 
     assert response.status_code == 204
-    assert api.client.get(URL, headers=account["headers"]).json == {"data": []}
+    assert api.client.get(URL, headers=account["headers"]).json == NO_CARDS
     [row] = card_rows(app)
     assert row["bank_token"] is None and row["removed_at"] is not None and row["last4"] == number[-4:]
     [alert] = inbox.messages(to=account["phone"], event="card_removed")
@@ -237,7 +238,7 @@ def test_another_users_card_is_not_found_and_stays_bound(api, app, inbox):
     unknown = api.client.delete(f"{URL}/card_doesnotexist", headers=intruder["headers"])
     assert {k: v for k, v in unknown.json.items() if k != "request_id"} == \
         {k: v for k, v in response.json.items() if k != "request_id"}
-    assert api.client.get(URL, headers=intruder["headers"]).json == {"data": []}
+    assert api.client.get(URL, headers=intruder["headers"]).json == NO_CARDS
     assert [c["id"] for c in api.client.get(URL, headers=owner["headers"]).json["data"]] == [card_id]
     assert inbox.messages(event="card_removed") == []
     with app.app_context():

@@ -8,13 +8,14 @@ docstring), not with our code, as a client or an arbitrator would check it.
 import hashlib
 import json
 import threading
+from datetime import UTC, datetime
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from core import sql
 from core.db import db
-from tests.api.escrow_helpers import PP, act, paid_and_shipped, trade
+from tests.api.escrow_helpers import PP, act, open_trade, paid_and_shipped, trade
 from wallet import trades
 
 GENESIS = "0" * 64
@@ -115,3 +116,167 @@ def test_every_answer_that_shows_a_trade_shows_its_refunds(api, app, people):
     assert confirmed.status_code == 200 and confirmed.json["status"] == "TRADE_FINISHED"
     assert confirmed.json["refunds"] == shown
     assert confirmed.json == trade(api, buyer, trade_id)
+
+
+# --- evidence ----------------------------------------------------------------------------------------------
+
+
+def test_evidence_with_a_lone_surrogate_is_refused_as_input_not_a_server_error(api, people):
+    """JSON may spell a lone UTF-16 surrogate (``"\\ud800"``); it is no character and cannot be stored or hashed
+    as UTF-8. It is bad input: 4xx with a code, never a 500."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    for body in ('{"text": "\\ud800 photo"}',
+                 '{"attachments": [{"name": "\\udfff.jpg", "sha256": "' + "a" * 64 + '"}]}'):
+        response = api.client.post(f"/api/v1/trades/{trade_id}/evidence", headers=buyer["headers"], data=body,
+                                   content_type="application/json")
+        assert 400 <= response.status_code < 500, (body, response.status_code)
+    assert bundle(api, buyer, trade_id)["intact"] is True
+
+
+def test_evidence_limits_and_attachment_hashes(api, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    for bad in ({"text": "x" * 4001}, {"attachments": [{"name": "a.jpg", "sha256": "A" * 64}]},
+                {"attachments": [{"name": "a.jpg", "sha256": "a" * 63}]},
+                {"attachments": [{"name": "a.jpg", "sha256": "g" * 64}]},
+                {"attachments": [{"name": "a.jpg", "sha256": "a" * 64}] * 21}):
+        response = act(api, buyer, trade_id, "evidence", **bad)
+        assert (response.status_code, response.json["code"]) == (422, "validation_failed"), bad
+    assert act(api, buyer, trade_id, "evidence", text="长" * 4000).status_code == 201
+
+
+# --- lists and cursors -------------------------------------------------------------------------------------
+
+
+def pages(api, who, path, limit):
+    """Every page of a list, followed by its cursors: the items, and each page's (size, has_more, cursor)."""
+    items, shape, cursor = [], [], None
+    while True:
+        separator = "&" if "?" in path else "?"
+        query = f"{path}{separator}limit={limit}" + (f"&starting_after={cursor}" if cursor else "")
+        page = api.client.get(query, headers=who["headers"]).json
+        items += page["data"]
+        shape.append((len(page["data"]), page["has_more"], page["next_starting_after"]))
+        if not page["has_more"]:
+            return items, shape
+        cursor = page["next_starting_after"]
+        assert cursor == page["data"][-1]["id"]
+
+
+def test_trade_pages_neither_skip_nor_repeat_while_new_trades_arrive(api, people):
+    buyer, seller = people
+    opened = [open_trade(api, buyer, seller, amount=100 + n) for n in range(6)]
+    first = api.client.get("/api/v1/trades?limit=3", headers=buyer["headers"]).json
+    newer = [open_trade(api, buyer, seller, amount=200 + n) for n in range(2)]
+    rest = api.client.get(f"/api/v1/trades?limit=3&starting_after={first['next_starting_after']}",
+                          headers=buyer["headers"]).json
+    assert [t["id"] for t in first["data"] + rest["data"]] == opened[::-1]
+    assert (first["has_more"], rest["has_more"], rest["next_starting_after"]) == (True, False, None)
+    # a list of exactly ``limit`` items is one page that says there is no more
+    items, shape = pages(api, buyer, "/api/v1/trades?role=buyer", 8)
+    assert [t["id"] for t in items] == (opened + newer)[::-1] and shape == [(8, False, None)]
+    items, shape = pages(api, seller, "/api/v1/trades?role=seller", 4)
+    assert [t["id"] for t in items] == (opened + newer)[::-1] and shape == [(4, True, items[3]["id"]),
+                                                                            (4, False, None)]
+
+
+def test_a_cursor_from_someone_else_shows_nothing_of_theirs(api, people):
+    buyer, seller = people
+    mine = open_trade(api, buyer, seller)
+    stranger = api.verified(real_name="赵六")
+    theirs = open_trade(api, stranger, seller)  # newer than mine
+    for cursor in (theirs, "zzzz", "trd_" + "z" * 26):
+        page = api.client.get(f"/api/v1/trades?starting_after={cursor}", headers=buyer["headers"])
+        assert page.status_code == 200 and [t["id"] for t in page.json["data"]] == [mine], cursor
+    statement = api.client.get("/api/v1/wallet/transactions?starting_after=99999999999", headers=buyer["headers"])
+    assert {line["counterparty"] for line in statement.json["data"]} == {"bank ICBC"}
+
+
+def test_alert_pages_neither_skip_nor_repeat(api, inbox):
+    alice = api.verified()
+    for _ in range(3):
+        api.money("/api/v1/topups", alice, amount=100, bank_card_id=alice["card_id"])
+    every = api.client.get("/api/v1/me/alerts?limit=100", headers=alice["headers"]).json["data"]
+    items, shape = pages(api, alice, "/api/v1/me/alerts", 2)
+    assert [a["id"] for a in items] == [a["id"] for a in every] and len(set(a["id"] for a in items)) == len(items)
+    assert shape[-1][1:] == (False, None)
+
+
+# --- the statement -----------------------------------------------------------------------------------------
+
+
+def test_every_statement_line_adds_up_to_the_next_and_to_the_wallet(api, app, clock, people):
+    """Top-up, payments both ways, escrow pay, partial refund, release, a withdrawal paid out and one that failed:
+    each line's balance_after is the line before's plus its amount, each transfer shows once, and the newest
+    balance is what GET /wallet says."""
+    from tests.api.test_funds import drain_withdrawals
+
+    buyer, seller = people
+    friend = api.verified(real_name="赵六", card_ending="8888")
+    api.money("/api/v1/transfers", buyer, amount=1234, to_phone=friend["phone"])
+    api.money("/api/v1/transfers", friend, amount=234, to_phone=buyer["phone"])
+    trade_id = paid_and_shipped(api, buyer, seller, amount=30000, shipping_fee=500)
+    refund = act(api, buyer, trade_id, "refunds", amount=10000, reason="half broken").json
+    act(api, seller, trade_id, f"refunds/{refund['id']}/agree", **PP)
+    act(api, buyer, trade_id, "confirm", key="c", **PP)
+    api.money("/api/v1/withdrawals", buyer, amount=5000, bank_card_id=buyer["card_id"])
+    api.money("/api/v1/withdrawals", friend, amount=500, bank_card_id=friend["card_id"])  # its payout fails
+    drain_withdrawals(app, clock)
+    for who in (buyer, seller, friend):
+        api.relogin(who)
+        lines, _shape = pages(api, who, "/api/v1/wallet/transactions", 3)
+        transfers = [line["transfer_id"] for line in lines]
+        assert len(transfers) == len(set(transfers))
+        running = 0
+        for line in reversed(lines):
+            running += line["amount"]
+            assert line["balance_after"] == running, line
+        wallet = api.client.get("/api/v1/wallet", headers=who["headers"]).json
+        assert (wallet["available"], wallet["pending"]) == (running, 0)
+    kinds = [line["kind"] for line in pages(api, buyer, "/api/v1/wallet/transactions", 50)[0]]
+    assert kinds == ["withdrawal", "refund", "escrow_pay", "payment", "payment", "topup"]
+
+
+def test_statement_days_are_china_days_to_the_millisecond(api, clock):
+    alice, bob = api.verified(), api.register()
+    api.money("/api/v1/topups", alice, amount=1000, bank_card_id=alice["card_id"])  # 16:00 in China, 15 January
+    clock.set(datetime(2026, 1, 15, 15, 59, 59, 999000, tzinfo=UTC))  # 23:59:59.999 in China
+    api.relogin(alice)
+    api.money("/api/v1/transfers", alice, amount=1, to_phone=bob["phone"])
+    clock.set(datetime(2026, 1, 15, 16, 0, tzinfo=UTC))  # midnight: 16 January in China
+    api.money("/api/v1/transfers", alice, amount=2, to_phone=bob["phone"])
+
+    def amounts(query):
+        response = api.client.get(f"/api/v1/wallet/transactions?{query}", headers=alice["headers"])
+        assert response.status_code == 200, response.json
+        return [line["amount"] for line in response.json["data"]]
+
+    assert amounts("from=2026-01-15&to=2026-01-15") == [-1, 1000]
+    assert amounts("from=2026-01-16&to=2026-01-16") == [-2]
+    assert amounts("from=2026-01-16") == [-2] and amounts("to=2026-01-15") == [-1, 1000]
+    assert amounts("from=2026-01-17") == [] and amounts("from=2026-01-16&to=2026-01-15") == []
+    csv_lines = api.client.get("/api/v1/wallet/transactions?format=csv&from=2026-01-15&to=2026-01-15",
+                               headers=alice["headers"]).get_data(as_text=True).strip().splitlines()
+    assert len(csv_lines) == 3
+
+
+def test_devices_and_bank_cards_are_cursor_paginated_like_every_list(api, inbox):
+    """DESIGN 7: "Lists use cursor pagination (limit, starting_after, has_more)"."""
+    from tests.factories_ids import make_card_number
+
+    alice = api.verified()
+    for device in ("tablet", "laptop"):
+        logged_in = api.login(alice["phone"], device_id=device, sms_code=api.code(alice["phone"], "login"))
+        assert logged_in.status_code == 201, logged_in.json
+    for _ in range(2):
+        bound = api.client.post("/api/v1/me/bank-cards", headers=alice["headers"], json={
+            "card_number": make_card_number(), "holder_name": "张三", "bank_code": "CCB",
+            "payment_password": "135790"})
+        assert bound.status_code == 201, bound.json
+    for path in ("/api/v1/devices", "/api/v1/me/bank-cards"):
+        every = api.client.get(path, headers=alice["headers"]).json
+        assert len(every["data"]) == 3 and every["has_more"] is False and every["next_starting_after"] is None
+        items, shape = pages(api, alice, path, 2)
+        assert items == every["data"] and shape == [(2, True, items[1]["id"]), (1, False, None)], path
+        assert api.client.get(f"{path}?limit=0", headers=alice["headers"]).status_code == 422
