@@ -183,7 +183,18 @@ class TimelineEntryOut(BaseModel):
 
 
 class Timeline(BaseModel):
+    """Oldest first; ``next_starting_after`` (an entry's ``seq``) is the cursor of the next page while ``has_more``.
+    The whole chain, with its head and its verification, is the evidence bundle."""
+
     data: list[TimelineEntryOut]
+    has_more: bool
+    next_starting_after: str | None = None
+
+
+class TimelineQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=20, ge=1, le=100)
+    starting_after: str | None = Field(default=None, pattern=r"^[0-9]{1,9}$", description="An entry's seq")
 
 
 class EvidenceAdded(BaseModel):

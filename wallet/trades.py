@@ -832,6 +832,35 @@ def get_trade_with_timeline(viewer: sql.Viewer, trade_id: str) -> tuple[TradeRec
                                                     if row.e_seq is not None]
 
 
+_TIMELINE_PAGES: dict[tuple[bool, int], sql.Statement] = {}
+
+
+def _timeline_page(after: bool, rows: int) -> sql.Statement:
+    """A page of a trade's timeline, oldest first, for one page size (written into the SQL: see
+    ``core.pagination``). The trade is the left side, so a trade its viewer may see answers at least one row
+    (with no entry when the page is past the end) and one they may not see answers none."""
+    stmt = _TIMELINE_PAGES.get((after, rows))
+    if stmt is None:
+        stmt = _TIMELINE_PAGES[(after, rows)] = sql.Statement(
+            "SELECT e.seq, e.at, e.actor, e.kind, e.data, e.prev_hash, e.hash"  # noqa: S608 - constants and an int
+            f" FROM trades t LEFT JOIN trade_timeline e ON e.trade_id = t.id{' AND e.seq > :after' if after else ''}"
+            " WHERE t.id = :trade_id AND (:viewer_staff OR :viewer_id IN (t.buyer_id, t.seller_id))"
+            f" ORDER BY e.seq LIMIT {int(rows)}")
+    return stmt
+
+
+def timeline_page(viewer: sql.Viewer, trade_id: str, limit: int, after: int | None) -> tuple[list[TimelineRow], bool]:
+    """Up to ``limit`` entries of the timeline of a trade its viewer may see, after the entry numbered ``after``,
+    oldest first, and whether more remain. Raises ``NotFound`` as ``get_trade``."""
+    params = {"trade_id": trade_id} if after is None else {"trade_id": trade_id, "after": after}
+    rows = run_in_transaction(lambda: viewer.read(_timeline_page(after is not None, limit + 1), params),
+                              read_only=True)
+    if not rows:
+        raise NotFound("No such trade.")
+    entries = [TimelineRow(*row) for row in rows if row.seq is not None]
+    return entries[:limit], len(entries) > limit
+
+
 def refunds_of(trade_id: str) -> list[Refund]:
     return run_in_transaction(lambda: list(db.session.scalars(
         select(Refund).where(Refund.trade_id == trade_id).order_by(Refund.id))), read_only=True)

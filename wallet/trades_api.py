@@ -40,6 +40,7 @@ from wallet.trade_schemas import (
     Ship,
     Timeline,
     TimelineEntryOut,
+    TimelineQuery,
     TradeList,
     TradeListQuery,
     TradeOut,
@@ -239,11 +240,15 @@ def _timeline(trade_id: str, user_id: str, staff: bool) -> tuple[Any, list[Timel
     return trade, [TimelineEntryOut.of(row) for row in rows], timeline.verify(trade, rows)
 
 
-@endpoint(bp, "/trades/<trade_id>/timeline", "GET", summary="The trade's history", response=Timeline)
+@endpoint(bp, "/trades/<trade_id>/timeline", "GET", summary="The trade's history, oldest first",
+          query=TimelineQuery, response=Timeline)
 def get_timeline(trade_id: str) -> Response:
     user = current_caller()
-    _trade, entries, _verification = _timeline(trade_id, user.id, user.is_staff)
-    return respond(Timeline(data=entries))
+    query = parse_query(TimelineQuery)
+    after = int(query.starting_after) if query.starting_after else None
+    rows, more = trades.timeline_page(Viewing(user.id, user.is_staff), trade_id, query.limit, after)
+    return respond(Timeline(data=[TimelineEntryOut.of(row) for row in rows], has_more=more,
+                            next_starting_after=str(rows[-1].seq) if more else None))
 
 
 @endpoint(bp, "/trades/<trade_id>/evidence-bundle", "GET", summary="Everything about the trade, hash-chained",

@@ -29,7 +29,7 @@ def staff(api, app):
 
 
 def _timeline(api, who, trade_id):
-    return api.client.get(f"/api/v1/trades/{trade_id}/timeline", headers=who["headers"]).json["data"]
+    return api.client.get(f"/api/v1/trades/{trade_id}/timeline?limit=100", headers=who["headers"]).json["data"]
 
 
 def _refused_and_disputed(api, buyer, seller, trade_id, amount=20900):

@@ -149,7 +149,7 @@ def test_evidence_limits_and_attachment_hashes(api, people):
 # --- lists and cursors -------------------------------------------------------------------------------------
 
 
-def pages(api, who, path, limit):
+def pages(api, who, path, limit, key="id"):
     """Every page of a list, followed by its cursors: the items, and each page's (size, has_more, cursor)."""
     items, shape, cursor = [], [], None
     while True:
@@ -161,7 +161,7 @@ def pages(api, who, path, limit):
         if not page["has_more"]:
             return items, shape
         cursor = page["next_starting_after"]
-        assert cursor == page["data"][-1]["id"]
+        assert cursor == str(page["data"][-1][key])
 
 
 def test_trade_pages_neither_skip_nor_repeat_while_new_trades_arrive(api, people):
@@ -280,3 +280,92 @@ def test_devices_and_bank_cards_are_cursor_paginated_like_every_list(api, inbox)
         items, shape = pages(api, alice, path, 2)
         assert items == every["data"] and shape == [(2, True, items[1]["id"]), (1, False, None)], path
         assert api.client.get(f"{path}?limit=0", headers=alice["headers"]).status_code == 422
+
+
+def test_the_trade_view_agrees_with_the_books_in_every_state(api, app, people):
+    """What is held in the trade's escrow account is always paid - refunded - released, and what the seller's
+    statement shows as released is released - fee."""
+    from tests.api.escrow_helpers import escrow_balance, grant_staff
+
+    buyer, seller = people
+    assert app.test_cli_runner().invoke(args=["users", "set-fee", seller["phone"], "150"]).exit_code == 0
+    staff = grant_staff(api, app)
+
+    def agrees(trade_id, status):
+        view = trade(api, buyer, trade_id)
+        assert view["status"] == status
+        assert escrow_balance(app, trade_id) == view["paid_amount"] - view["refunded_amount"] - view["released_amount"]
+        assert trade(api, seller, trade_id) == {**view, "role": "seller"}
+        return view
+
+    trade_id = open_trade(api, buyer, seller, amount=20000, shipping_fee=1000)
+    agrees(trade_id, "WAIT_BUYER_PAY")
+    act(api, buyer, trade_id, "pay", key="p", **PP)
+    assert agrees(trade_id, "WAIT_SELLER_SEND_GOODS")["paid_amount"] == 21000
+    refund = act(api, buyer, trade_id, "refunds", amount=1000, reason="no gift wrap").json
+    act(api, seller, trade_id, f"refunds/{refund['id']}/agree", **PP)
+    assert agrees(trade_id, "WAIT_SELLER_SEND_GOODS")["refunded_amount"] == 1000
+    act(api, seller, trade_id, "ship", carrier="SF", tracking_number="SF1")
+    refund = act(api, buyer, trade_id, "refunds", amount=20000, reason="broken").json
+    act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was not")
+    dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses").json
+    view = agrees(trade_id, "WAIT_BUYER_CONFIRM_GOODS")
+    assert view["deadlines"]["paused"] is True and view["refunds"][-1]["disputed"] is True
+    assert view["refunds"][-1]["deadline"] is None  # the platform decides now, not a clock
+    decided = api.client.post(f"/api/v1/admin/disputes/{dispute['id']}/decide", headers=staff["headers"],
+                              json={"outcome": "split", "refund_amount": 6000, "reason": "half"})
+    assert decided.status_code == 200, decided.json
+    view = agrees(trade_id, "TRADE_FINISHED")
+    assert (view["refunded_amount"], view["released_amount"], view["fee_amount"]) == (7000, 14000, 210)
+    assert view["deadlines"] == {"pay_by": None, "confirm_by": None, "remind_at": None, "paused": False}
+    released = [line["amount"] for line in api.client.get("/api/v1/wallet/transactions?kind=escrow_release",
+                                                          headers=seller["headers"]).json["data"]]
+    assert released == [view["released_amount"] - view["fee_amount"]]
+    # a trade the platform finished can be rated, by each side once
+    assert act(api, buyer, trade_id, "ratings", score=-1).status_code == 201
+    assert act(api, seller, trade_id, "ratings", score=0).status_code == 201
+
+
+def test_reputation_sums_counts_and_positive_rate_after_many_ratings(api, app, clock, people):
+    buyer, seller = people
+    scores = [1, 1, 0, -1, 1, -1, 0]
+    for n, score in enumerate(scores):
+        trade_id = paid_and_shipped(api, buyer, seller, amount=100 + n, shipping_fee=0)
+        assert act(api, buyer, trade_id, "confirm", key=f"c{n}", **PP).status_code == 200
+        assert act(api, buyer, trade_id, "ratings", score=score).status_code == 201
+        assert act(api, seller, trade_id, "ratings", score=1).status_code == 201
+    late = paid_and_shipped(api, buyer, seller, amount=99, shipping_fee=0)
+    act(api, buyer, late, "confirm", key="late", **PP)
+    clock.advance(days=15)  # the last moment of the window
+    api.relogin(buyer)
+    api.relogin(seller)
+    assert act(api, buyer, late, "ratings", score=-1).status_code == 201
+    rep = api.client.get(f"/api/v1/users/{seller['user']['id']}/reputation", headers=buyer["headers"]).json
+    assert rep["as_seller"] == {"credit_score": sum(scores) - 1, "positive_rate": round(3 / 8, 4), "count": 8}
+    assert rep["as_buyer"] == {"credit_score": 0, "positive_rate": None, "count": 0}
+    rep = api.client.get(f"/api/v1/users/{buyer['user']['id']}/reputation", headers=seller["headers"]).json
+    assert rep["as_buyer"] == {"credit_score": 7, "positive_rate": 1.0, "count": 7}
+    fresh = api.register()
+    rep = api.client.get(f"/api/v1/users/{fresh['user']['id']}/reputation", headers=buyer["headers"]).json
+    assert rep["as_seller"] == {"credit_score": 0, "positive_rate": None, "count": 0}
+    assert api.client.get("/api/v1/users/usr_nobody/reputation", headers=buyer["headers"]).status_code == 404
+
+
+def test_a_trades_timeline_is_cursor_paginated_oldest_first(api, people):
+    """The timeline is a list like any other (DESIGN 7); the whole chain, to verify, is the evidence bundle."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    for n in range(3):
+        act(api, seller, trade_id, "evidence", text=f"photo {n}")
+    everything = bundle(api, buyer, trade_id)["timeline"]
+    assert len(everything) == 7
+    items, shape = pages(api, buyer, f"/api/v1/trades/{trade_id}/timeline", 3, key="seq")
+    assert items == everything
+    assert shape == [(3, True, "3"), (3, True, "6"), (1, False, None)]
+    beyond = api.client.get(f"/api/v1/trades/{trade_id}/timeline?starting_after=7", headers=buyer["headers"])
+    assert (beyond.status_code, beyond.json["data"], beyond.json["has_more"]) == (200, [], False)
+    stranger = api.register()
+    hidden = api.client.get(f"/api/v1/trades/{trade_id}/timeline?starting_after=1", headers=stranger["headers"])
+    assert hidden.status_code == 404
+    assert api.client.get(f"/api/v1/trades/{trade_id}/timeline?starting_after=x",
+                          headers=buyer["headers"]).status_code == 422
