@@ -653,10 +653,22 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
 # --- evidence, ratings ------------------------------------------------------------------------------------
 
 
+_EVIDENCE_GIVEN = sql.Statement("SELECT count(*) FROM trade_timeline WHERE trade_id = :trade_id AND kind = 'evidence'"
+                                " AND actor = :actor")
+
+
 def add_evidence(user_id: str, trade_id: str, text: str | None, attachments: list[dict[str, str]]) -> int:
-    """Add a party's evidence to the timeline; returns its sequence number."""
-    return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, lambda trade: timeline.append(
-        trade, user_id, "evidence", text=text, attachments=attachments)))
+    """Add a party's evidence to the timeline; returns its sequence number. Each party may add
+    ``ESCROW_EVIDENCE_PER_PARTY`` pieces to a trade: everything added is kept in its bundle for good. Raises
+    ``TradeConflict`` (``evidence_limit_reached``)."""
+
+    def change(trade: TradeRecord) -> int:
+        # Counted under the trade's lock, which every append holds: no two pieces race past the limit.
+        if _EVIDENCE_GIVEN.scalar(trade_id=trade.id, actor=user_id) >= current_app.config["ESCROW_EVIDENCE_PER_PARTY"]:
+            raise TradeConflict("evidence_limit_reached", "you have added as much evidence to this trade as allowed")
+        return timeline.append(trade, user_id, "evidence", text=text, attachments=attachments)
+
+    return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, change))
 
 
 # Both databases know this upsert; concurrent ratings of one user queue on the row it locks.

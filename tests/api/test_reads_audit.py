@@ -369,3 +369,17 @@ def test_a_trades_timeline_is_cursor_paginated_oldest_first(api, people):
     assert hidden.status_code == 404
     assert api.client.get(f"/api/v1/trades/{trade_id}/timeline?starting_after=x",
                           headers=buyer["headers"]).status_code == 422
+
+
+def test_each_party_adds_a_bounded_amount_of_evidence(api, app, people):
+    """Every piece of evidence is kept in the trade's timeline and bundle forever (up to 4,000 characters and 20
+    attachments each); without a bound one party could grow the bundle staff must read without end. Fifty pieces
+    each (``ESCROW_EVIDENCE_PER_PARTY``)."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    for n in range(50):
+        assert act(api, buyer, trade_id, "evidence", text=f"photo {n}").status_code == 201
+    refused = act(api, buyer, trade_id, "evidence", text="one more")
+    assert (refused.status_code, refused.json["code"]) == (409, "evidence_limit_reached")
+    assert act(api, seller, trade_id, "evidence", text="my side").status_code == 201
+    assert sum(e["kind"] == "evidence" for e in bundle(api, buyer, trade_id)["timeline"]) == 51
