@@ -218,9 +218,10 @@ class RatingOut(BaseModel):
 
 
 class ReputationPart(BaseModel):
-    credit_score: int
-    positive_rate: float | None
-    count: int
+    credit_score: int = Field(description="The sum of the ratings' scores (+1 good, 0 neutral, -1 bad)")
+    positive_rate: float | None = Field(description="Good ratings as a share of all ratings, neutral ones included"
+                                        " (0 to 1, rounded to 4 decimals); null with no ratings")
+    count: int = Field(description="How many ratings")
 
 
 class ReputationOut(BaseModel):
