@@ -82,8 +82,10 @@ class StatementQuery(BaseModel):
     limit: int = Field(default=20, ge=1, le=100)
     starting_after: str | None = Field(default=None, pattern=r"^[0-9]{1,18}$")
     kind: Literal["topup", "withdrawal", "payment", "escrow_pay", "escrow_release", "refund", "fee"] | None = None
-    from_date: date | None = Field(default=None, alias="from")
-    to_date: date | None = Field(default=None, alias="to")
+    from_date: date | None = Field(default=None, alias="from", description="First day (YYYY-MM-DD), a day in China"
+                                   " Standard Time (UTC+8): from its midnight there")
+    to_date: date | None = Field(default=None, alias="to", description="Last day (YYYY-MM-DD), included, a day in"
+                                 " China Standard Time (UTC+8): up to its end there")
     format: Literal["json", "csv"] = "json"
 
     @field_validator("from_date", "to_date", mode="before")
