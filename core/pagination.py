@@ -23,10 +23,18 @@ from core.db import run_in_transaction
 T = TypeVar("T")
 
 
+# A cursor is the id of an item of the page before (``core.ids``): anything else is refused (422), never read as a
+# position somewhere in the list.
+CURSOR_PATTERN = r"^[a-z]{2,5}_[0-9a-z]{1,58}$"
+
+
+Cursor = Field(default=None, pattern=CURSOR_PATTERN, description="The next_starting_after of the page before")
+
+
 class PageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=20, ge=1, le=100)
-    starting_after: str | None = Field(default=None, max_length=64)
+    starting_after: str | None = Cursor
 
 
 class Page(BaseModel, Generic[T]):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
+from core.pagination import Cursor
 from wallet.escrow_models import Dispute, Refund, TimelineEntry, Trade
 
 Short = Field(min_length=1, max_length=64)
@@ -86,7 +87,7 @@ class TradeListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["buyer", "seller"] | None = None
     limit: int = Field(default=20, ge=1, le=100)
-    starting_after: str | None = Field(default=None, max_length=64)
+    starting_after: str | None = Cursor
 
 
 class RefundOut(BaseModel):
@@ -262,4 +263,4 @@ class DisputeQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["open", "decided"] | None = "open"
     limit: int = Field(default=20, ge=1, le=100)
-    starting_after: str | None = Field(default=None, max_length=64)
+    starting_after: str | None = Cursor

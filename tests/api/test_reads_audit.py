@@ -186,7 +186,7 @@ def test_a_cursor_from_someone_else_shows_nothing_of_theirs(api, people):
     mine = open_trade(api, buyer, seller)
     stranger = api.verified(real_name="赵六")
     theirs = open_trade(api, stranger, seller)  # newer than mine
-    for cursor in (theirs, "zzzz", "trd_" + "z" * 26):
+    for cursor in (theirs, "trd_" + "z" * 26):
         page = api.client.get(f"/api/v1/trades?starting_after={cursor}", headers=buyer["headers"])
         assert page.status_code == 200 and [t["id"] for t in page.json["data"]] == [mine], cursor
     statement = api.client.get("/api/v1/wallet/transactions?starting_after=99999999999", headers=buyer["headers"])
@@ -383,3 +383,20 @@ def test_each_party_adds_a_bounded_amount_of_evidence(api, app, people):
     assert (refused.status_code, refused.json["code"]) == (409, "evidence_limit_reached")
     assert act(api, seller, trade_id, "evidence", text="my side").status_code == 201
     assert sum(e["kind"] == "evidence" for e in bundle(api, buyer, trade_id)["timeline"]) == 51
+
+
+def test_a_cursor_that_is_no_id_is_refused_like_the_statements(api, app, people):
+    """The statement refuses a cursor that is no line id (422); the other lists took any text and answered a page
+    as if it were a position (``zzzz``: the first page again; an empty one: nothing, ``has_more`` false), so a
+    client with a broken cursor looped or stopped early without being told."""
+    from tests.api.escrow_helpers import grant_staff
+
+    buyer, seller = people
+    open_trade(api, buyer, seller)
+    staff = grant_staff(api, app)
+    for path, who in (("/api/v1/trades", buyer), ("/api/v1/me/alerts", buyer), ("/api/v1/devices", buyer),
+                      ("/api/v1/me/bank-cards", buyer), ("/api/v1/admin/disputes", staff),
+                      ("/api/v1/wallet/transactions", buyer)):
+        for cursor in ("", "zzzz", "trd_' OR 1=1"):
+            response = api.client.get(f"{path}?starting_after={cursor}", headers=who["headers"])
+            assert (response.status_code, response.json["code"]) == (422, "validation_failed"), (path, cursor)
