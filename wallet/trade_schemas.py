@@ -203,6 +203,14 @@ class EvidenceAdded(BaseModel):
 
 
 class EvidenceBundle(BaseModel):
+    """The whole of a trade's history, hash-chained so that anyone can check it without our code: for entry n
+    (``seq`` 1, 2, ...), ``hash`` is the lowercase hex SHA-256 of the UTF-8 bytes of ``prev_hash`` followed by the
+    canonical JSON of ``{"actor", "at", "data", "kind", "seq"}`` as the entry gives them (keys sorted at every
+    level, no whitespace, characters other than the ones JSON must escape written as they are: RFC 8785 for these
+    values, which are strings, integers, booleans, null, arrays and objects); ``prev_hash`` of entry 1 is 64 zeros,
+    each next ``prev_hash`` is the ``hash`` before it, and ``head_hash`` is the last ``hash``. ``intact`` is our own
+    check of the same."""
+
     trade: TradeOut
     timeline: list[TimelineEntryOut]
     head_hash: str
