@@ -434,12 +434,24 @@ def _refund(trade: TradeRecord, refund_id: str) -> Refund:
     return refund
 
 
+_REFUNDS_ASKED = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :trade_id")
+
+
 def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> Refund:
+    """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_REFUND_REQUESTS_PER_TRADE``
+    requests: each one pauses the confirm clock and texts the seller, so asking and withdrawing without end would
+    hold the seller's money for good and flood them with SMS. Raises ``TradeConflict``
+    (``trade_not_refundable``, ``refund_in_progress``, ``nothing_to_return``, ``refund_limit_reached``)."""
+
     def change(trade: TradeRecord) -> Refund:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):
             raise TradeConflict("trade_not_refundable", f"cannot ask for a refund in state {trade.status}")
         if trade.refund_open:
             raise TradeConflict("refund_in_progress", "a refund is already open on this trade")
+        # Counted under the trade's lock, which every refund request holds: no two requests race past the limit.
+        if _REFUNDS_ASKED.scalar(trade_id=trade.id) >= current_app.config["ESCROW_REFUND_REQUESTS_PER_TRADE"]:
+            raise TradeConflict("refund_limit_reached", "this trade has had as many refund requests as allowed;"
+                                " confirm receipt, or take a refused refund to the platform")
         shipped = trade.status == WAIT_BUYER_CONFIRM_GOODS
         if return_goods and not shipped:
             raise TradeConflict("nothing_to_return", "nothing was shipped yet, so nothing can be returned")

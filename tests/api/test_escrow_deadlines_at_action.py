@@ -290,6 +290,31 @@ def test_a_buyer_withdraws_a_refund_request_and_the_trade_goes_on(api, app, cloc
     books_clean(app)
 
 
+def test_a_buyer_cannot_ask_and_withdraw_without_end(api, app, clock, people):
+    """Found by an audit: each request paused the confirm clock and texted the seller, and withdrawing let the buyer
+    ask again, so a buyer could keep the seller's money in escrow for ever and flood them with SMS. Three requests a
+    trade (ESCROW_REFUND_REQUESTS_PER_TRADE); the trade can still be confirmed, and the deadline runs again."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    for n in range(3):
+        rid = act(api, buyer, trade_id, "refunds", amount=100, reason=f"ask {n}").json["id"]
+        clock.advance(days=4)
+        relogin(api, buyer, seller)
+        assert _withdraw(api, buyer, trade_id, rid).json["status"] == "REFUND_CLOSED"
+    texts = len(events(app, seller["phone"]))
+    confirm_by = trade(api, buyer, trade_id)["deadlines"]["confirm_by"]
+    fourth = act(api, buyer, trade_id, "refunds", amount=100, reason="ask 3")
+    assert (fourth.status_code, fourth.json["code"]) == (409, "refund_limit_reached")
+    after = trade(api, buyer, trade_id)
+    assert after["deadlines"] == {**after["deadlines"], "paused": False, "confirm_by": confirm_by}
+    assert len(events(app, seller["phone"])) == texts
+    clock.advance(days=10)
+    run_sweeper(app)
+    relogin(api, buyer, seller)
+    assert trade(api, buyer, trade_id)["status"] == "TRADE_FINISHED"
+    books_clean(app)
+
+
 def test_a_buyer_withdraws_a_refused_refund_instead_of_waiting_a_week_to_confirm(api, app, people):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
