@@ -1,4 +1,5 @@
 import logging
+from contextlib import contextmanager
 from logging.config import fileConfig
 
 from flask import current_app
@@ -74,6 +75,40 @@ def render_item(type_, obj, autogen_context):
     return False
 
 
+@contextmanager
+def _sqlite_foreign_keys_off(connection):
+    """On SQLite, run the migrations with foreign keys off (the app turns them on for every connection).
+
+    A batch operation that SQLite cannot do in place (a CHECK added, a column dropped) copies the table and drops
+    the old one, and with foreign keys on, SQLite refuses to drop a table other rows refer to: ``DROP TABLE trades``
+    fails as soon as one refund, rating or timeline entry exists, so an installation with any trade could not
+    upgrade. The pragma is a no-op inside a transaction, so it is set here, on the driver's connection, before the
+    migrations begin theirs; ``_refuse_broken_references`` checks every reference before each migration commits,
+    and the connection goes back to the pool with foreign keys on again.
+    """
+    if connection.dialect.name != 'sqlite':
+        yield
+        return
+    driver = connection.connection.driver_connection
+    driver.execute('PRAGMA foreign_keys=OFF')
+    try:
+        yield
+    finally:
+        driver.execute('PRAGMA foreign_keys=ON')
+
+
+def _refuse_broken_references(ctx, step, heads, run_args):
+    """Fail (and so roll back) a migration that left a row referring to one that does not exist (SQLite only: on
+    PostgreSQL the foreign keys stay on). Alembic calls this inside each migration's transaction."""
+    if ctx.connection.dialect.name != 'sqlite':
+        return
+    broken = ctx.connection.exec_driver_sql('PRAGMA foreign_key_check').fetchall()
+    if broken:
+        raise RuntimeError(f'migration {step.up_revision_id if step.is_upgrade else step.down_revision_ids}: '
+                           f'{len(broken)} rows refer to rows that do not exist (table, rowid, parent, fk): '
+                           f'{broken[:5]}')
+
+
 def run_migrations_online():
     """Run migrations in 'online' mode.
 
@@ -99,10 +134,11 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    with connectable.connect() as connection, _sqlite_foreign_keys_off(connection):
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
+            on_version_apply=_refuse_broken_references,
             **conf_args
         )
 
