@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     SmallInteger,
@@ -69,6 +70,12 @@ class Trade(db.Model):
         CheckConstraint("fee_amount >= 0 AND fee_amount <= released_amount", name="fee_within_released"),
         CheckConstraint("paid_amount = 0 OR paid_amount = amount + shipping_fee", name="paid_in_full_or_not"),
         CheckConstraint(MONEY_MATCHES_STATUS, name="money_matches_status"),
+        # Migration 0017: the escrow account is the trade's own (owned by it, in its currency), so no step can move
+        # another account's money as this trade's. Deferred: a trade is opened with its account written at commit,
+        # after the trade's row on SQLite (``ledger.new_escrow_account``).
+        ForeignKeyConstraint(["escrow_account_id", "id", "currency"],
+                             ["ledger_accounts.id", "ledger_accounts.owner", "ledger_accounts.currency"],
+                             deferrable=True, initially="DEFERRED"),
         Index("ix_trades_buyer", "buyer_id", "id"),
         Index("ix_trades_seller", "seller_id", "id"),
         # The sweeper's: each holds only the trades waiting on that deadline, so it stays the size of the open

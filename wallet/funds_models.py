@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, ForeignKeyConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import UTCDateTime, db
@@ -36,7 +36,7 @@ class TopUp(db.Model):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(12), default=PENDING)
     failure_reason: Mapped[str | None] = mapped_column(String(64))
-    transfer_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    transfer_id: Mapped[str | None] = mapped_column(ForeignKey("transfers.id"), unique=True)  # migration 0017
     bank_reference: Mapped[str | None] = mapped_column(String(64))
     # Set when the top-up is part of another request (paying a trade with a card): retries of that request
     # (same caller, same Idempotency-Key) find this top-up instead of charging the card again.
@@ -53,6 +53,9 @@ class Withdrawal(db.Model):
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("status IN ('pending', 'submitted', 'succeeded', 'failed')", name="status_known"),
+        # Migration 0017: the bank pays out ``amount``, the ledger takes the hold's amount when it posts: the same.
+        ForeignKeyConstraint(["hold_id", "amount", "currency"], ["holds.id", "holds.amount", "holds.currency"],
+                             name="fk_withdrawals_hold_amount_currency"),
         Index("ix_withdrawals_user", "user_id", "id"),
         Index("ix_withdrawals_due", "status", "next_attempt_at"),
     )

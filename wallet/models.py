@@ -59,6 +59,9 @@ class LedgerAccount(db.Model):
         UniqueConstraint("kind", "owner", "currency", "shard"),
         # Target of the composite foreign keys that pin a transfer's currency to both of its accounts.
         UniqueConstraint("id", "currency"),
+        # Target of the foreign key that makes a trade's escrow account the trade's own (migration 0017). An index,
+        # not a constraint: SQLite would have to copy the table (and lose its triggers) to add a constraint.
+        Index("uq_ledger_accounts_id_owner_currency", "id", "owner", "currency", unique=True),
         CheckConstraint(f"kind IN {ACCOUNT_KINDS!r}", name="kind_known"),
         CheckConstraint("length(currency) = 3", name="currency_iso"),
         CheckConstraint("shard >= 0", name="shard_not_negative"),
@@ -105,6 +108,8 @@ class Hold(db.Model):
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("debit_account_id <> credit_account_id", name="accounts_differ"),
         CheckConstraint(f"status IN {HOLD_STATUSES!r}", name="status_known"),
+        # Target of the foreign key that makes a withdrawal pay out what its hold holds (migration 0017).
+        Index("uq_holds_id_amount_currency", "id", "amount", "currency", unique=True),
         # The expiry sweep reads only open holds.
         Index(
             "ix_holds_open_expiry",
