@@ -90,6 +90,15 @@ def test_a_succeeded_top_up_names_a_transfer_that_exists(parties):
 
 
 
+@pytest.mark.xfail(strict=True, reason="not enforced: a foreign key to transfers (id, amount, currency) would add an"
+                                       " index to the busiest table; wallet check does not compare them either")
+def test_a_succeeded_top_up_credits_what_the_bank_was_charged(parties):
+    _write(_CARD)
+    wallet, bank = ledger.open_wallet("usr_b"), ledger.system_account(ledger.BANK_CLEARING, "ICBC", shard=0)
+    credited = ledger.transfer(bank, wallet, 1, kind=ledger.TOPUP)  # the top-up row says 100 was taken at the bank
+    db.session.commit()
+    _refused(_TOPUP, id="top_1", transfer_id=credited.id)
+
 def test_a_withdrawal_pays_out_what_its_hold_holds(parties):
     """The bank is paid ``withdrawals.amount``; the ledger debits the wallet by the hold's amount when it posts."""
     _write(_CARD)
