@@ -90,14 +90,23 @@ def test_a_succeeded_top_up_names_a_transfer_that_exists(parties):
 
 
 
-@pytest.mark.xfail(strict=True, reason="not enforced: a foreign key to transfers (id, amount, currency) would add an"
-                                       " index to the busiest table; wallet check does not compare them either")
 def test_a_succeeded_top_up_credits_what_the_bank_was_charged(parties):
+    """The top-up row says 100 CNY was taken at the bank for usr_b; its transfer must credit just that to usr_b's
+    wallet (migration 0018's trigger on top-ups)."""
     _write(_CARD)
     wallet, bank = ledger.open_wallet("usr_b"), ledger.system_account(ledger.BANK_CLEARING, "ICBC", shard=0)
-    credited = ledger.transfer(bank, wallet, 1, kind=ledger.TOPUP)  # the top-up row says 100 was taken at the bank
+    other, usd_bank = ledger.open_wallet("usr_s"), ledger.system_account(ledger.BANK_CLEARING, "ICBC", "USD", shard=0)
+    too_little = ledger.transfer(bank, wallet, 1, kind=ledger.TOPUP)
+    to_someone_else = ledger.transfer(bank, other, 100, kind=ledger.TOPUP)
+    in_dollars = ledger.transfer(usd_bank, ledger.open_wallet("usr_b", "USD"), 100, kind=ledger.TOPUP, currency="USD")
+    right = ledger.transfer(bank, wallet, 100, kind=ledger.TOPUP)
     db.session.commit()
-    _refused(_TOPUP, id="top_1", transfer_id=credited.id)
+    for wrong in (too_little, to_someone_else, in_dollars):
+        _refused(_TOPUP, id="top_1", transfer_id=wrong.id)
+    _write(_TOPUP, id="top_1", transfer_id=right.id)
+    _refused("UPDATE topups SET amount = 99 WHERE id = 'top_1'")
+    _refused("UPDATE topups SET transfer_id = :other WHERE id = 'top_1'", other=too_little.id)
+
 
 def test_a_withdrawal_pays_out_what_its_hold_holds(parties):
     """The bank is paid ``withdrawals.amount``; the ledger debits the wallet by the hold's amount when it posts."""
@@ -131,4 +140,21 @@ def test_the_migration_stops_on_rows_that_break_a_rule(scratch_url, capfd, bad_r
         with pytest.raises(SystemExit):  # flask-migrate logs the migration's error and exits
             upgrade(revision="0017")
         assert message in capfd.readouterr().err
+        db.engine.dispose()
+
+
+def test_the_migration_stops_on_a_top_up_its_transfer_does_not_credit(scratch_url, capfd):
+    app = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test"})
+    with app.app_context():
+        upgrade(revision="0017")
+        db.session.execute(text(_USER), {"id": "usr_b", "phone": "+12025550107", "now": NOW})
+        db.session.execute(text(_CARD), {"now": NOW})
+        bank = ledger.system_account(ledger.BANK_CLEARING, "ICBC", shard=0)
+        credited = ledger.transfer(bank, ledger.open_wallet("usr_b"), 1, kind=ledger.TOPUP)  # the top-up says 100
+        db.session.execute(text(_TOPUP), {"id": "top_1", "transfer_id": credited.id, "now": NOW})
+        db.session.commit()
+        db.session.remove()
+        with pytest.raises(SystemExit):
+            upgrade(revision="0018")
+        assert "1 top-ups whose transfer does not credit the top-up's amount" in capfd.readouterr().err
         db.engine.dispose()
