@@ -236,8 +236,10 @@ def _settle(withdrawal: Withdrawal, card: BankCard, succeeded: bool, reason: str
         withdrawal.status = SUCCEEDED
         event = "withdrawal_completed"
     else:
-        ledger.void_hold(withdrawal.hold_id)
+        # The day's usage row before the wallet, in the order every payment takes them: the other way round, a
+        # payment of the same user at that moment deadlocked with this step and one of the two had to start over.
         limits.release_daily(withdrawal.user_id, withdrawal.amount, withdrawal.created_at)
+        ledger.void_hold(withdrawal.hold_id)
         withdrawal.status, withdrawal.failure_reason = FAILED, reason
         event = "withdrawal_failed"
     enqueue(user.phone, event, locale=user.locale, user_id=user.id, amount=format_amount(withdrawal.amount),

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from core import db as core_db
 from core.db import db
 from tests.api.escrow_helpers import PP, books_clean, escrow_balance, open_trade, paid_and_shipped, trade
 from tests.integration.test_escrow_races import in_app, post, together
-from wallet import funds, limits, trades
+from wallet import funds, ledger, limits, trades
 from wallet.banks import SimulatedBank
 from wallet.funds import process_withdrawals, retry_pending_topups
 from wallet.funds_models import DailyUsage, TopUp, Withdrawal
@@ -31,20 +32,32 @@ def _postgres_only(app):
 
 
 def first_pauses_inside(monkeypatch, target: Any, name: str, first: Callable[[], Any], second: Callable[[], Any],
-                        patience: float = 0.5) -> tuple[Any, Any, bool]:
+                        patience: float = 0.5, *, also: tuple[tuple[Any, str], ...] = (),
+                        after: bool = False) -> tuple[Any, Any, bool]:
     """Run ``first`` in a thread until it calls ``target.name`` (inside its open transaction), run ``second`` in
     another thread meanwhile for up to ``patience`` seconds, then let ``first`` go on. Returns both results (or what
-    they raised) and whether ``second`` was still waiting when ``first`` was let go."""
-    original = getattr(target, name)
+    they raised) and whether ``second`` was still waiting when ``first`` was let go. With ``also``, the first call of
+    any of the named functions pauses; with ``after``, the pause comes once that call has returned."""
     reached, go, first_thread = threading.Event(), threading.Event(), []
 
-    def pausing(*args: Any, **kwargs: Any) -> Any:
+    def pause() -> None:
         if first_thread and threading.get_ident() == first_thread[0] and not reached.is_set():
             reached.set()
             assert go.wait(20), "never let go"
-        return original(*args, **kwargs)
 
-    monkeypatch.setattr(target, name, pausing)
+    def pausing(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if not after:
+                pause()
+            result = original(*args, **kwargs)
+            if after:
+                pause()
+            return result
+
+        return call
+
+    for where, what in ((target, name), *also):
+        monkeypatch.setattr(where, what, pausing(getattr(where, what)))
     results: dict[str, Any] = {}
 
     def run(label: str, call: Callable[[], Any]) -> None:
@@ -67,6 +80,19 @@ def first_pauses_inside(monkeypatch, target: Any, name: str, first: Callable[[],
     two.join(30)
     assert not one.is_alive() and not two.is_alive(), "a racer never finished (an unbroken deadlock?)"
     return results["first"], results["second"], waited
+
+
+def retries_recorded(monkeypatch) -> list[str | None]:
+    """The SQLSTATE of every database error ``run_in_transaction`` is asked about (and retries if it may)."""
+    seen: list[str | None] = []
+    original = core_db.is_retryable
+
+    def recording(exc: BaseException) -> bool:
+        seen.append(getattr(getattr(exc, "orig", None), "sqlstate", None))
+        return original(exc)
+
+    monkeypatch.setattr(core_db, "is_retryable", recording)
+    return seen
 
 
 def money(app, who, path, key, **body):
@@ -350,14 +376,19 @@ def test_a_payout_failing_back_while_its_owner_pays_gives_the_money_and_the_days
     assert api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"]).status_code == 202
     clock.advance(seconds=60)
     api.relogin(alice)
+    retried = retries_recorded(monkeypatch)
+    # The worker is stopped between its two locks: once the first of them (voiding the hold, giving the day back) is
+    # done, so it holds one of the two rows the payment needs and is about to ask for the other.
     first, second, waited = first_pauses_inside(
         monkeypatch, limits, "release_daily", in_app(app, process_withdrawals),
-        lambda: money(app, alice, "/api/v1/transfers", "pay", amount=2500, to_phone=bob["phone"]))
-    assert waited  # the payment queued on the wallet the worker holds
+        lambda: money(app, alice, "/api/v1/transfers", "pay", amount=2500, to_phone=bob["phone"]),
+        also=((ledger, "void_hold"),), after=True)
+    assert waited  # the payment queued on the row the worker holds
     assert first == 1, first
     assert second[0] == 201, second
     with app.app_context():
         assert db.session.scalars(select(Withdrawal.status)).one() == "failed"
         assert db.session.scalars(select(DailyUsage.amount)).one() == 2500  # the failed 1000 given back once
     assert (api.balance(alice), api.balance(bob)) == (500, 2500)
+    assert "40P01" not in retried  # both take the day's row before the wallet: nothing for PostgreSQL to break
     books_clean(app)
