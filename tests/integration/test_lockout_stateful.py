@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -269,13 +270,19 @@ class LockoutMachine(RuleBasedStateMachine):
     def verify_payment_password(self, right: bool) -> None:
         response = self.client.post("/api/v1/me/payment-password/verify", headers=self.headers,
                                     json={"payment_password": self.payment_password if right else WRONG_PAYMENT})
+        self.expect_payment_answer(response, right, lambda: self.expect(response, 200))
+
+    def expect_payment_answer(self, response: Any, right: bool, let_through: Callable[[], None]) -> None:
+        """What a request carrying the payment password answers: the login lock first (it leaves nothing
+        reachable), then the payment password's own lock and count; ``let_through`` checks what the right password
+        leads to."""
         now = self.now()
-        if self.login.locked(now):  # a login lock leaves nothing reachable
+        if self.login.locked(now):
             self.expect_locked(response, self.login, "login_locked")
         elif self.payment.locked(now):
             self.expect_locked(response, self.payment, "payment_password_locked")
         elif right:
-            self.expect(response, 200)
+            let_through()
             self.payment.clear()
         elif self.payment.fail(now):
             self.alerts["payment_locked"] += 1
@@ -292,21 +299,13 @@ class LockoutMachine(RuleBasedStateMachine):
             "/api/v1/transfers", headers={**self.headers, "Idempotency-Key": f"k-{self.run}-{next(self.devices)}"},
             json={"to_phone": self.unknown, "amount": 100, "currency": "CNY",
                   "payment_password": self.payment_password if right else WRONG_PAYMENT})
-        now = self.now()
-        if self.login.locked(now):
-            self.expect_locked(response, self.login, "login_locked")
-        elif self.payment.locked(now):
-            self.expect_locked(response, self.payment, "payment_password_locked")
-        elif right:
+
+        def refused() -> None:
             body = response.get_json() or {}
             assert 400 <= response.status_code < 500 and response.status_code not in (401, 423), body
             self.outcomes[f"transfer refused {body.get('code')}"] += 1
-            self.payment.clear()
-        elif self.payment.fail(now):
-            self.alerts["payment_locked"] += 1
-            self.expect_locked(response, self.payment, "payment_password_locked")
-        else:
-            self.expect(response, 401, "invalid_payment_password", attempts_left=self.payment.left(now))
+
+        self.expect_payment_answer(response, right, refused)
 
     @precondition(lambda self: self.headers is not None)
     @rule(right=st.booleans())
