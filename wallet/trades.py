@@ -96,6 +96,12 @@ class AlreadyRated(AppError):
     status, code, title = 409, "already_rated", "Already rated"
 
 
+class ConflictOfInterest(AppError):
+    """Staff cannot decide a dispute about a trade they are the buyer or the seller of: a colleague decides it."""
+
+    status, code, title = 403, "conflict_of_interest", "Conflict of interest"
+
+
 class RatingClosed(AppError):
     """Ratings are accepted only within the rating window after a finished trade."""
 
@@ -615,7 +621,8 @@ def list_disputes(status: str | None, limit: int, starting_after: str | None) ->
 
 
 def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: int | None, reason: str) -> Dispute:
-    """Staff decide: release everything held to the seller, refund it to the buyer, or split it."""
+    """Staff decide: release everything held to the seller, refund it to the buyer, or split it. Raises
+    ``NotFound``, ``ConflictOfInterest`` (staff who are a party to the trade), ``TradeConflict``."""
 
     def work() -> Dispute:
         found = db.session.get(Dispute, dispute_id)
@@ -623,6 +630,8 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
             raise NotFound("No such dispute.")
         trade = _lock(found.trade_id)
         assert trade is not None
+        if staff_id in (trade.buyer_id, trade.seller_id):
+            raise ConflictOfInterest("You are a party to this trade: another member of staff must decide it.")
         # Read again under the trade's lock: a decision that committed while this one waited for it shows here,
         # and this one is refused instead of deciding the trade a second time.
         dispute = db.session.get(Dispute, dispute_id, populate_existing=True)
