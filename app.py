@@ -382,6 +382,17 @@ def _install_cli(app: Flask) -> None:
         db.session.commit()
         click.echo(f"{user.id} is staff")
 
+    @users_cli.command("revoke-staff")
+    @click.argument("phone", type=PHONE)
+    def revoke_staff(phone: str) -> None:
+        """Take dispute arbitration away from the account with PHONE (from its next request on)."""
+        user = db.session.scalars(select(User).where(User.phone == phone)).first()
+        if user is None:
+            raise click.ClickException("no account has this phone number")
+        user.is_staff = False
+        db.session.commit()
+        click.echo(f"{user.id} is not staff")
+
     @users_cli.command("set-fee")
     @click.argument("phone", type=PHONE)
     @click.argument("basis_points", type=click.IntRange(0, 10_000))

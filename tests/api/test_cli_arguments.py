@@ -31,6 +31,11 @@ def test_grant_staff_with_a_malformed_phone_says_so_and_exits_non_zero(app, phon
 
 
 @pytest.mark.parametrize("phone", ["not-a-phone", "12345"])
+def test_revoke_staff_with_a_malformed_phone_says_so_and_exits_non_zero(app, phone):
+    _clean_failure(app.test_cli_runner().invoke(args=["users", "revoke-staff", phone]))
+
+
+@pytest.mark.parametrize("phone", ["not-a-phone", "12345"])
 def test_set_fee_with_a_malformed_phone_says_so_and_exits_non_zero(app, phone):
     _clean_failure(app.test_cli_runner().invoke(args=["users", "set-fee", phone, "150"]))
 

@@ -122,6 +122,22 @@ def test_the_staff_endpoints_refuse_anyone_else(api, app, people, staff):
     assert escrow_balance(app, trade_id) == 20900
 
 
+def test_a_revoked_staff_role_ends_at_the_next_request(api, app, people, staff):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    _refund, dispute = _disputed(api, buyer, seller, trade_id)
+    assert _open_disputes(api, staff) == [dispute["id"]]
+    revoked = app.test_cli_runner().invoke(args=["users", "revoke-staff", staff["phone"]])
+    assert revoked.exit_code == 0, revoked.output
+    assert api.client.get("/api/v1/admin/disputes", headers=staff["headers"]).status_code == 403  # same token
+    refused = _decide(api, staff, dispute["id"], outcome="release")
+    assert (refused.status_code, refused.json["code"]) == (403, "forbidden")
+    assert api.client.get(f"/api/v1/trades/{trade_id}", headers=staff["headers"]).status_code == 404
+    assert escrow_balance(app, trade_id) == 20900
+    unknown = app.test_cli_runner().invoke(args=["users", "revoke-staff", "+12025550199"])
+    assert unknown.exit_code != 0 and "no account" in unknown.output
+
+
 # --- decisions ------------------------------------------------------------------------------------------------------
 
 
