@@ -206,12 +206,15 @@ def seller_fee(amount: int, fee_bp: int) -> int:
 
 
 def split_amounts(held: int, refund_amount: int | None, outcome: str) -> tuple[int, int]:
-    """How a dispute decision divides what the trade holds: ``(to_buyer, to_seller)``.
-    Raises ``IllegalTransition`` for an impossible split."""
-    if outcome == RELEASE:
-        return 0, held
-    if outcome == REFUND:
-        return held, 0
+    """How a dispute decision divides what the trade holds: ``(to_buyer, to_seller)``. A release or a refund may
+    name its refund amount, but only the one it makes (nothing, or all that is held): any other is a mistake to
+    answer, not an amount to drop. Raises ``IllegalTransition`` for an impossible split."""
+    if outcome in (RELEASE, REFUND):
+        to_buyer = 0 if outcome == RELEASE else held
+        if refund_amount is not None and refund_amount != to_buyer:
+            raise IllegalTransition("refund_amount_mismatch", f"a {outcome} refunds {to_buyer} fen, not"
+                                    f" {refund_amount}; to refund part of it, split")
+        return to_buyer, held - to_buyer
     if outcome == SPLIT:
         if refund_amount is None or not 0 < refund_amount < held:
             raise IllegalTransition("invalid_split", f"a split refunds more than 0 and less than {held} fen")

@@ -79,7 +79,9 @@ class RateTrade(RequestModel):
 
 class Decide(RequestModel):
     outcome: Literal["release", "refund", "split"]
-    refund_amount: int | None = Field(default=None, gt=0, le=MAX_AMOUNT)
+    refund_amount: int | None = Field(default=None, gt=0, le=MAX_AMOUNT,
+                                      description="Fen back to the buyer: required for a split; a release or a"
+                                                  " refund may give only the amount it refunds")
     reason: str = Field(min_length=1, max_length=1000)
 
 

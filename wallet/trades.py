@@ -61,7 +61,8 @@ from wallet.trade_store import COLUMNS, Party, TradeRecord
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SYSTEM = "system"
-_UNPROCESSABLE = {"invalid_refund_amount", "refund_exceeds_held", "invalid_split", "invalid_outcome"}
+_UNPROCESSABLE = {"invalid_refund_amount", "refund_exceeds_held", "invalid_split", "invalid_outcome",
+                  "refund_amount_mismatch"}
 
 
 class TradeConflict(AppError):

@@ -167,6 +167,25 @@ def test_a_split_takes_more_than_nothing_and_less_than_what_is_still_held(api, a
     books_clean(app)
 
 
+@pytest.mark.parametrize(("outcome", "refund_amount"), [("refund", 5000), ("release", 5000), ("refund", 15901)])
+def test_a_refund_amount_that_contradicts_the_outcome_is_refused_not_ignored(api, app, people, staff, outcome,
+                                                                             refund_amount):
+    """Staff who write "refund 50.00" must not refund 159.00 (or release everything) because the amount was
+    silently dropped."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    first = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+    act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP)
+    _refund, dispute = _disputed(api, buyer, seller, trade_id, amount=15900)
+    refused = _decide(api, staff, dispute["id"], outcome=outcome, refund_amount=refund_amount)
+    assert (refused.status_code, refused.json["code"]) == (422, "refund_amount_mismatch"), refused.json
+    assert escrow_balance(app, trade_id) == 15900
+    assert dispute["id"] in _open_disputes(api, staff)
+    consistent = _decide(api, staff, dispute["id"], outcome="refund", refund_amount=15900)  # says what it does
+    assert consistent.status_code == 200 and consistent.json["refund_amount"] == 15900
+    books_clean(app)
+
+
 def test_a_release_after_a_partial_refund_pays_the_seller_what_is_left_less_the_fee(api, app, people, staff):
     buyer, seller = people
     assert app.test_cli_runner().invoke(args=["users", "set-fee", seller["phone"], "100"]).exit_code == 0

@@ -126,6 +126,14 @@ def test_dispute_splits():
             e.split_amounts(1000, bad, e.SPLIT)
 
 
+def test_a_refund_amount_given_with_a_release_or_a_refund_must_be_what_it_refunds():
+    assert e.split_amounts(1000, 1000, e.REFUND) == (1000, 0)
+    for amount, outcome in ((300, e.RELEASE), (1000, e.RELEASE), (300, e.REFUND), (1200, e.REFUND)):
+        with pytest.raises(e.IllegalTransition) as refused:
+            e.split_amounts(1000, amount, outcome)
+        assert refused.value.code == "refund_amount_mismatch"
+
+
 def test_a_trade_record_has_exactly_the_columns_of_the_trades_table_in_their_order():
     from sqlalchemy import Boolean
 
