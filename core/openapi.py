@@ -37,6 +37,17 @@ class Problem(BaseModel):
 
 _REF = "#/components/schemas/{model}"
 
+# What a retry with the same Idempotency-Key gets (core.idempotency, wallet.guarded): a mobile client's retry policy.
+_KEY_RULES = (
+    "Unique per intended effect, kept at least 24 hours. A retry with the same key and body (the payment password"
+    " aside) replays the first successful answer, marked Idempotent-Replayed: true; the same key with another body,"
+    " endpoint or trade is refused (422 idempotency_key_reused). An error answer keeps nothing: once its cause is"
+    " fixed (the balance, the payment password, a lock lifted) the same key runs the request, once; after a 5xx it"
+    " replays or runs, never twice. Except the bank's refusal to debit the card (422 bank_declined, on a top-up or a"
+    " trade paid with a card), which stays the key's answer: try the card again with a new key. A replay checks the"
+    " payment password like any request (401, or 423 while it is locked)."
+)
+
 # Sent on an answer replayed for a repeated Idempotency-Key (absent on the first answer).
 _REPLAYED_HEADER = {
     "description": "Present, and `true`, when this answer is the stored first answer to an earlier request with the"
@@ -62,7 +73,7 @@ def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": ep.idempotent is True,
-                "description": "Unique per intended effect; retries with the same key replay the first answer."
+                "description": _KEY_RULES
                 + ("" if ep.idempotent is True else " Optional here: with it a repeat replays the first answer;"
                    " without it a repeat is a new request (refused with 409 where the state it finds forbids it)."),
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:\\-]{1,255}$"},

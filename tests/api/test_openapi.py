@@ -199,3 +199,19 @@ def test_the_document_and_page_need_no_token_and_are_not_cached(client):
         assert response.status_code == 200
         assert response.headers["Cache-Control"] == "no-store"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_idempotency_key_tells_a_client_what_a_retry_with_it_gets(doc):
+    """What a retry with the same key gets is a mobile client's whole retry policy: a success replayed, a reuse
+    refused, an error answer that keeps nothing (the same key runs again once the cause is fixed), the bank's refusal
+    of a card that does keep (found by the idempotency audit: the document said only "retries with the same key
+    replay the first answer", which an error answer is not), and the payment password checked on a replay too."""
+    described = 0
+    for name, operation in each_operation(doc):
+        for parameter in operation["parameters"]:
+            if parameter["name"] == "Idempotency-Key":
+                described += 1
+                for needed in ("Idempotent-Replayed", "idempotency_key_reused", "keeps nothing", "bank_declined",
+                               "payment password", "24 hours"):
+                    assert needed in parameter["description"], (name, needed)
+    assert described >= 8  # top-up, withdrawal, transfer, pay, confirm; open a trade, agree, receive the return
