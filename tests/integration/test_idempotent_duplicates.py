@@ -2,7 +2,7 @@
 its transaction (its money moved, its alert queued, nothing committed): the second waits on the key, then gets the
 first's answer replayed. One effect, one alert, clean books. And a request that dies after its ledger write, or whose
 COMMIT is lost on the way back, leaves its key so that the client's retry does the right thing: runs it (nothing was
-kept) or replays it (it committed).
+kept) or replays it (it committed); one whose connection dies inside its transaction runs again on a fresh one, once.
 
 The overlap tests need PostgreSQL (SQLite runs one writer at a time, so a paused writer would hold up the whole
 database); the tests of requests that die run on both."""
@@ -21,6 +21,7 @@ from core import idempotency
 from core.db import db
 from notifications.models import Alert
 from tests.api.escrow_helpers import PP, books_clean, open_trade, paid_and_shipped
+from tests.integration.test_lost_connections import drop_the_pools_connections
 from tests.integration.test_money_races_audit import bank, card_token, first_pauses_inside
 from wallet import funds, ledger, trades
 from wallet.escrow_models import Trade
@@ -229,6 +230,30 @@ def test_a_payment_whose_commit_answer_is_lost_is_a_503_and_its_retry_replays_it
     assert (unknown[0], unknown[1]["code"]) == (503, "database_unavailable")
     retried = send(app, buyer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=bob["phone"], **PP)
     assert (retried[0], retried[2]) == (201, True)
+    assert (api.balance(bob), transfers(app, "payment"), alerts(app, "balance_payment")) == (100, 1, 1)
+    books_clean(app)
+
+
+@pytest.mark.postgres
+def test_a_payment_whose_connection_is_dropped_inside_its_transaction_runs_once_on_a_fresh_one(
+        api, app, monkeypatch, parties):
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): it terminates the server's backends")
+    buyer, _seller = parties
+    bob = api.register()
+    original, dropped = funds.enqueue, []
+
+    def restart_the_database_here(*args: Any, **kwargs: Any) -> Any:
+        if not dropped:  # the key is claimed and the money moved, on a connection about to die
+            dropped.append(drop_the_pools_connections(app))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(funds, "enqueue", restart_the_database_here)
+    paid = send(app, buyer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=bob["phone"], **PP)
+    assert dropped and dropped[0] >= 1
+    assert (paid[0], paid[2]) == (201, False), paid
+    again = send(app, buyer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=bob["phone"], **PP)
+    assert (again[0], again[1], again[2]) == (201, paid[1], True)
     assert (api.balance(bob), transfers(app, "payment"), alerts(app, "balance_payment")) == (100, 1, 1)
     books_clean(app)
 
