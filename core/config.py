@@ -68,7 +68,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "ESCROW_EVIDENCE_PER_PARTY": (50, int, "pieces of evidence each party may add to one trade"),
     "ESCROW_REFUND_REQUESTS_PER_TRADE": (3, int, "refund requests a buyer may make on one trade, however they ended"),
     "MAX_CONTENT_LENGTH": (65536, int, "largest accepted request body in bytes"),
-    "IDEMPOTENCY_TTL_HOURS": (24, int, "how long Idempotency-Key answers are kept"),
+    "IDEMPOTENCY_TTL_HOURS": (24, int, "how long Idempotency-Key answers are kept (at least 24)"),
     "PROXY_FIX_X_FOR": (0, int, "number of trusted proxies in front (for client addresses)"),
     "METRICS_TOKEN": ("", str, "bearer token the scraper sends for /metrics; empty = open, not served in production"),
     "LOG_LEVEL": ("INFO", str, "logging level"),
@@ -111,6 +111,8 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         config["PASSWORD_PEPPER"] = DEV_PEPPER
     if config["WALLET_ENV"] == "production" and config["PASSWORD_PEPPER"] == DEV_PEPPER:
         raise RuntimeError("PASSWORD_PEPPER must not be the development default in production")
+    if config["IDEMPOTENCY_TTL_HOURS"] < 24:  # DESIGN 7: a retry the next morning must replay, not pay again
+        raise RuntimeError("IDEMPOTENCY_TTL_HOURS must be at least 24: Idempotency-Key answers are kept a day")
     config["RATELIMIT_HEADERS_ENABLED"] = True
     config["LOG_FORMAT"] = log_format(config["LOG_FORMAT"], config["WALLET_ENV"])
     return config

@@ -33,7 +33,7 @@ from core.db import UTCDateTime, db, delete_in_batches, run_in_transaction
 from core.errors import IdempotencyKeyMissing, IdempotencyKeyReused, ValidationFailed
 from core.sql import execute_carrying
 
-_KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:\-]{1,255}$")
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,255}")  # the whole key (fullmatch): "$" lets a final "\n" by
 
 
 class IdempotencyRecord(db.Model):
@@ -70,7 +70,7 @@ def fingerprint(method: str, path: str, body: dict[str, Any]) -> str:
 def check_key(key: str | None) -> str:
     if key is None or key == "":
         raise IdempotencyKeyMissing("Send an Idempotency-Key header (for example a UUID) with this request.")
-    if not _KEY_PATTERN.match(key):
+    if not _KEY_PATTERN.fullmatch(key):
         raise ValidationFailed.field(
             "Idempotency-Key", "invalid_idempotency_key", "Use 1-255 letters, digits, '.', '_', ':' or '-'."
         )
