@@ -33,6 +33,7 @@ _CONSUME = sql.Statement(
     " ON CONFLICT (user_id, day) DO UPDATE SET amount = daily_usage.amount + excluded.amount"
     " WHERE daily_usage.amount + excluded.amount <= :limit"
 )
+_USED = sql.Statement("SELECT amount FROM daily_usage WHERE user_id = :user AND day = :day")
 _RELEASE = sql.Statement(
     "UPDATE daily_usage SET amount = amount - :amount WHERE user_id = :user AND day = :day AND amount >= :amount")
 
@@ -53,6 +54,15 @@ def consume_daily(user_id: str, amount: int) -> None:
     counted = amount <= limit and _CONSUME.run(amount=amount, user=user_id, day=today, limit=limit) == 1
     if not counted:
         raise LimitExceeded(f"At most {limit} fen per day in total.", limit=limit)
+
+
+def fits_today(user_id: str, amount: int) -> bool:
+    """Whether ``amount`` would pass both limits now, counting nothing: for a step that must not start on a movement
+    the limits will refuse (taking a card payment's shortfall from the card). ``consume_daily`` still decides."""
+    if amount > current_app.config["LIMIT_PER_TRANSACTION"]:
+        return False
+    used = _USED.scalar(user=user_id, day=clock.now().astimezone(CST).date()) or 0
+    return used + amount <= current_app.config["LIMIT_DAILY"]
 
 
 def release_daily(user_id: str, amount: int, day_of: object) -> None:

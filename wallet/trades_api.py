@@ -14,7 +14,7 @@ from core.idempotency import fingerprint, run_idempotent
 from core.sql import Viewing
 from security.auth import CALLER, current_caller, current_staff, require_token
 from security.phones import normalize_phone
-from wallet import funds, ledger, timeline, trades
+from wallet import funds, ledger, limits, timeline, trades
 from wallet.errors import LedgerAccountNotFound
 from wallet.guarded import guarded
 from wallet.trade_schemas import (
@@ -106,14 +106,16 @@ def pay_trade(trade_id: str) -> Response:
         if req.bank_card_id is None:
             return
         trade = trades.get_trade(user_id, trade_id)
+        total = trade.amount + trade.shipping_fee
         if (trade.buyer_id != user_id or not trades.payable(trade, clock.now())
-                or not run_in_transaction(lambda: trades.seller_verified(trade.seller_id), read_only=True)):
-            return  # the payment is refused below (buyer_only, trade_not_payable, ...) without charging a card
+                or not run_in_transaction(lambda: trades.seller_verified(trade.seller_id), read_only=True)
+                or not run_in_transaction(lambda: limits.fits_today(user_id, total), read_only=True)):
+            return  # refused below (buyer_only, trade_not_payable, limit_exceeded, ...) without charging a card
         try:
             available = ledger.wallet_balance(Viewing(user_id), trade.currency).available
         except LedgerAccountNotFound:
             available = 0
-        shortfall = trade.amount + trade.shipping_fee - available
+        shortfall = total - available
         if shortfall > 0:
             funds.topup_for_request(user_id, req.bank_card_id, shortfall, trade.currency,
                                     funds.request_key(user_id, key, request_hash))

@@ -86,3 +86,40 @@ def test_paying_a_trade_that_is_no_longer_payable_charges_no_card(api, app):
     refused = _pay_with_card(api, buyer, trade_id, "pay-1", buyer["card_id"])
     assert (refused.status_code, refused.json["code"]) == (409, "trade_not_payable")
     assert _topups(app) == []
+
+
+def test_paying_a_trade_over_the_days_limit_charges_no_card(api, app):
+    """Found by an audit: the shortfall was taken from the card before the payment met the daily limit, so the card
+    was charged 30.00 for a payment refused with limit_exceeded (the money stayed in the wallet, on a card the buyer
+    never meant to charge)."""
+    app.config["LIMIT_DAILY"] = 5000
+    buyer, seller, friend = api.verified(), api.verified(), api.register()
+    assert api.money("/api/v1/topups", buyer, amount=4000, bank_card_id=buyer["card_id"]).status_code == 201
+    assert api.money("/api/v1/transfers", buyer, amount=4000, to_phone=friend["phone"]).status_code == 201
+    trade_id = _open_trade(api, buyer, seller, 3000)  # 40.00 sent today, 30.00 more would pass 50.00
+    refused = _pay_with_card(api, buyer, trade_id, "pay-1", buyer["card_id"])
+    assert (refused.status_code, refused.json["code"]) == (422, "limit_exceeded")
+    assert _topups(app) == [(buyer["user"]["id"], 4000, "succeeded")]
+    assert api.balance(buyer) == 0
+    with app.app_context():
+        assert check_invariants() == []
+
+
+def test_paying_a_trade_over_a_lowered_per_transaction_limit_charges_no_card(api, app):
+    buyer, seller = api.verified(), api.verified()
+    trade_id = _open_trade(api, buyer, seller, 3000)
+    app.config["LIMIT_PER_TRANSACTION"] = 2999  # lowered after the trade was opened
+    refused = _pay_with_card(api, buyer, trade_id, "pay-1", buyer["card_id"])
+    assert (refused.status_code, refused.json["code"]) == (422, "limit_exceeded")
+    assert _topups(app) == []
+
+
+def test_paying_a_trade_that_meets_the_days_limit_exactly_tops_up_and_pays(api, app):
+    app.config["LIMIT_DAILY"] = 7000
+    buyer, seller, friend = api.verified(), api.verified(), api.register()
+    assert api.money("/api/v1/topups", buyer, amount=4000, bank_card_id=buyer["card_id"]).status_code == 201
+    assert api.money("/api/v1/transfers", buyer, amount=4000, to_phone=friend["phone"]).status_code == 201
+    trade_id = _open_trade(api, buyer, seller, 3000)
+    paid = _pay_with_card(api, buyer, trade_id, "pay-1", buyer["card_id"])
+    assert (paid.status_code, paid.json["status"]) == (200, "WAIT_SELLER_SEND_GOODS")
+    assert _topups(app)[-1] == (buyer["user"]["id"], 3000, "succeeded")
