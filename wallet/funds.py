@@ -17,8 +17,9 @@ Withdrawal (asynchronous):
     ``pending`` withdrawal, in one transaction. ``process_withdrawals`` (the worker) submits it to the bank
     (idempotent by reference), then polls: ``succeeded`` posts the hold, ``failed`` voids it (the money is
     back). A bank that does not answer is retried with backoff; after ``WITHDRAWAL_MAX_AGE_SECONDS`` the
-    withdrawal is failed back to the user only if the bank confirms it never received the payout, so the
-    money is never lost and never paid twice. Withdrawal holds carry no expiry: the sweeper must never
+    withdrawal is failed back to the user only if the bank confirms it never received the payout and never
+    accepted it (a payout it accepted waits for its outcome however long), so the money is never lost and
+    never paid twice. Withdrawal holds carry no expiry: the sweeper must never
     release money the bank may be paying out.
 """
 
@@ -290,10 +291,11 @@ def _retry_or_fail_back(withdrawal: Withdrawal, card: BankCard, error: Exception
             withdrawal.status = PENDING  # the bank never got it: submitting again is safe
         withdrawal.next_attempt_at = now + _backoff(withdrawal.attempts)
         return
-    if isinstance(error, PayoutNotFound):
+    if isinstance(error, PayoutNotFound) and withdrawal.bank_reference is None:
         _settle(withdrawal, card, False, "bank_never_answered", now)
         return
-    # The bank may have the payout but cannot say: keep asking rather than risk paying twice.
+    # The bank may have the payout but cannot say, or says it has none after it accepted it (``bank_reference``: its
+    # word contradicts its own acceptance): keep asking rather than risk paying twice.
     withdrawal.next_attempt_at = now + timedelta(minutes=10)
 
 

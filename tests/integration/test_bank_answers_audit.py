@@ -1,0 +1,75 @@
+"""A bank that contradicts itself, found by an audit of the money paths that talk to the bank: whatever it says later,
+money the bank has once taken on to pay out is never also given back to the wallet."""
+
+from __future__ import annotations
+
+from core.db import db
+from wallet import ledger
+from wallet.banks import PayoutNotFound, SimulatedBank
+from wallet.card_models import BankCard
+from wallet.check import check_invariants
+from wallet.funds import process_withdrawals
+from wallet.funds_models import Withdrawal
+from wallet.models import Hold
+
+
+class _BankWhoseQueriesLag(SimulatedBank):
+    """The simulated bank, except that its payout query does not know the references in ``unknown_to_queries`` yet
+    (the query service of a real bank may run behind the one that accepted the payout) although it pays them out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unknown_to_queries: set[str] = set()
+
+    def poll_payout(self, reference: str):
+        if reference in self.unknown_to_queries:
+            raise PayoutNotFound(reference)
+        return super().poll_payout(reference)
+
+
+def _state(app, withdrawal_id):
+    with app.app_context():
+        withdrawal = db.session.get(Withdrawal, withdrawal_id)
+        hold = db.session.get(Hold, withdrawal.hold_id)
+        card = db.session.get(BankCard, withdrawal.card_id)
+        wallet = ledger.balance(ledger.open_wallet(withdrawal.user_id))
+        result = (withdrawal.status, hold.status, wallet.available, wallet.pending, card.bank_token)
+        db.session.commit()
+        return result
+
+
+def _worker_rounds(app, clock, rounds, minutes=11):
+    with app.app_context():
+        for _ in range(rounds):
+            clock.advance(minutes=minutes)
+            process_withdrawals()
+
+
+def test_a_payout_the_bank_accepted_is_not_failed_back_when_its_query_later_says_it_has_none(api, app, clock, inbox):
+    """Before the fix: past WITHDRAWAL_MAX_AGE_SECONDS the worker failed the withdrawal back on the query's "no such
+    payout", though the bank had accepted that very payout (and paid it): 10.00 paid to the card and 10.00 back in
+    the wallet, with a withdrawal_failed SMS."""
+    app.config["WITHDRAWAL_MAX_AGE_SECONDS"] = 3600
+    bank = _BankWhoseQueriesLag()
+    app.extensions["bank_gateway"] = bank
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"]).status_code == 201
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"])
+    assert withdrawal.status_code == 202
+    withdrawal_id = withdrawal.json["id"]
+    bank.unknown_to_queries.add(withdrawal_id)
+
+    _worker_rounds(app, clock, 12)  # two hours: accepted at once, then queried past the max age
+    status, hold_status, available, pending, token = _state(app, withdrawal_id)
+    assert bank.total_paid_out(token) == 1000  # the bank has it and pays it
+    assert (status, hold_status, available, pending) != ("failed", "voided", 5000, 0), "paid out and given back"
+    assert (hold_status, available, pending) == ("pending", 4000, 1000)  # still held: the outcome is in doubt
+    assert not inbox.messages(to=alice["phone"], event="withdrawal_failed")
+
+    bank.unknown_to_queries.discard(withdrawal_id)  # the query catches up
+    _worker_rounds(app, clock, 2)
+    assert _state(app, withdrawal_id)[:4] == ("succeeded", "posted", 4000, 0)
+    assert len(inbox.messages(to=alice["phone"], event="withdrawal_completed")) == 1
+    assert not inbox.messages(to=alice["phone"], event="withdrawal_failed")
+    with app.app_context():
+        assert check_invariants() == []
