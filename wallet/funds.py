@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from core import clock, sql
@@ -177,10 +177,14 @@ def topup_for_request(user_id: str, card_id: str, amount: int, currency: str, re
 
 
 def retry_pending_topups(older_than: timedelta = timedelta(minutes=1), limit: int = 100) -> int:
-    """Worker task: finish top-ups left pending by a crash or a bank timeout; returns how many settled."""
-    cutoff = clock.now() - older_than
+    """Worker task: finish top-ups left pending by a crash or a bank timeout; returns how many settled. One the bank
+    does not answer about waits before its next try (``_put_off``), so top-ups a bank keeps silent about never fill
+    the batch that a top-up already charged at another bank is waiting in."""
+    now = clock.now()
     due = run_in_transaction(lambda: list(db.session.scalars(
-        select(TopUp.id).where(TopUp.status == PENDING, TopUp.created_at <= cutoff).limit(limit))))
+        select(TopUp.id).where(TopUp.status == PENDING, TopUp.created_at <= now - older_than,
+                               or_(TopUp.next_attempt_at.is_(None), TopUp.next_attempt_at <= now))
+        .order_by(TopUp.next_attempt_at.nulls_first(), TopUp.created_at).limit(limit))))
     settled = 0
     for topup_id in due:
         try:
@@ -189,10 +193,23 @@ def retry_pending_topups(older_than: timedelta = timedelta(minutes=1), limit: in
         except BankDeclined:
             settled += 1
         except BankTimeout:
-            continue
+            run_in_transaction(lambda topup_id=topup_id: _put_off(topup_id))
         except Exception:  # one top-up that cannot be finished must not keep the rest of the batch waiting
             log.exception("top-up %s could not be finished; it stays pending", topup_id)
+            run_in_transaction(lambda topup_id=topup_id: _put_off(topup_id))
     return settled
+
+
+def _put_off(topup_id: str) -> None:
+    """Let a pending top-up the worker could not finish wait before its next try: as long as it has been pending
+    (at least ``WITHDRAWAL_RETRY_SECONDS``, at most ten minutes), with jitter."""
+    topup = db.session.get(TopUp, topup_id, with_for_update=True)
+    if topup is None or topup.status != PENDING:
+        return
+    now = clock.now()
+    base = current_app.config["WITHDRAWAL_RETRY_SECONDS"]
+    wait = min(max((now - topup.created_at).total_seconds(), base), 600.0)
+    topup.next_attempt_at = now + timedelta(seconds=random.uniform(wait, wait * 1.5))
 
 
 # --- withdrawal -----------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class TopUp(db.Model):
     request_key: Mapped[str | None] = mapped_column(String(300), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Migration 0019: when the worker may ask the bank about a pending top-up again (None: it never tried).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Withdrawal(db.Model):

@@ -3,13 +3,13 @@ money the bank has once taken on to pay out is never also given back to the wall
 
 from __future__ import annotations
 
-from core.db import db
+from core.db import db, run_in_transaction
 from wallet import ledger
 from wallet.banks import PayoutNotFound, SimulatedBank
 from wallet.card_models import BankCard
 from wallet.check import check_invariants
-from wallet.funds import process_withdrawals
-from wallet.funds_models import Withdrawal
+from wallet.funds import create_topup, process_withdrawals, retry_pending_topups
+from wallet.funds_models import TopUp, Withdrawal
 from wallet.models import Hold
 
 
@@ -73,3 +73,49 @@ def test_a_payout_the_bank_accepted_is_not_failed_back_when_its_query_later_says
     assert not inbox.messages(to=alice["phone"], event="withdrawal_failed")
     with app.app_context():
         assert check_invariants() == []
+
+
+def test_top_ups_a_bank_never_answers_do_not_keep_the_worker_from_crediting_a_card_already_charged(
+        api, app, clock, inbox):
+    """Before the fix the worker took the oldest 100 pending top-ups every round, with no pause between tries: a
+    hundred top-ups waiting on a bank that does not answer (one bank's outage) filled every round, and a top-up of
+    another bank, whose card that bank had already charged before our process died, was never credited while the
+    outage lasted."""
+    bank: SimulatedBank = app.extensions["bank_gateway"]
+    alice, bob = api.verified(bank_code="ICBC"), api.verified(bank_code="CMB")
+    with app.app_context():
+        stuck = run_in_transaction(lambda: [
+            create_topup(alice["user"]["id"], alice["card_id"], 100, "CNY").id for _ in range(100)])
+    bank.timeout_references.update(stuck)  # ICBC does not answer about any of them
+    clock.advance(seconds=1)
+    with app.app_context():
+        charged = run_in_transaction(lambda: create_topup(bob["user"]["id"], bob["card_id"], 700, "CNY").id)
+        card = db.session.get(BankCard, bob["card_id"])
+        assert bank.debit("CMB", card.bank_token, 700, reference=charged).ok  # then the process died
+        db.session.commit()
+
+    with app.app_context():
+        for _ in range(10):  # five minutes of `flask worker`
+            clock.advance(seconds=30)
+            retry_pending_topups()
+    assert _topup_status(app, charged) == "succeeded", "bob's card was charged and his wallet never credited"
+    assert api.balance(bob) == 700
+    assert len(inbox.messages(to=bob["phone"], event="topup_credited")) == 1
+    assert {_topup_status(app, topup_id) for topup_id in stuck} == {"pending"}  # ICBC still owes an answer
+
+    bank.timeout_references.difference_update(stuck)  # ICBC answers again: every one is finished in time
+    with app.app_context():
+        for _ in range(40):
+            clock.advance(minutes=10)
+            retry_pending_topups()
+    assert {_topup_status(app, topup_id) for topup_id in stuck} == {"succeeded"}
+    assert api.balance(api.relogin(alice)) == 10000
+    with app.app_context():
+        assert check_invariants() == []
+
+
+def _topup_status(app, topup_id):
+    with app.app_context():
+        status = db.session.get(TopUp, topup_id).status
+        db.session.commit()
+        return status
