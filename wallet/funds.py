@@ -6,11 +6,12 @@ request has one effect) after ``security.accounts.authorize_payment`` checked th
 Top-up (two steps, so a crash between the bank and our books loses nothing):
     1. ``create_topup``: a ``pending`` top-up row with the reference the bank will know it by, committed with
        the idempotency key.
-    2. ``complete_topup``: with the top-up row locked, ask the bank to debit the card (idempotent by
-       reference), then credit the wallet from that bank's clearing account and mark it ``succeeded`` (or
-       ``failed``) in the same transaction. If we crash after the bank answered, the row is still
-       ``pending``; the retry (the client's, or the worker's ``retry_pending_topups``) asks the bank again with
-       the same reference and gets the same answer, so the card is charged once and the wallet credited once.
+    2. ``complete_topup``: ask the bank to debit the card (idempotent by reference; outside any transaction, so
+       a slow bank holds up no one else), then, with the top-up row locked, credit the wallet from that bank's
+       clearing account and mark it ``succeeded`` (or ``failed``) in one transaction. If we crash after the bank
+       answered, the row is still ``pending``; the retry (the client's, or the worker's ``retry_pending_topups``)
+       asks the bank again with the same reference and gets the same answer, so the card is charged once and the
+       wallet credited once.
 
 Withdrawal (asynchronous):
     ``request_withdrawal`` holds the amount on the wallet (wallet → bank clearing, pending) and records a
@@ -45,7 +46,7 @@ from notifications.templates import format_amount, format_time, mask_card, mask_
 from security.identity import verified_real_name
 from security.models import User
 from wallet import ledger, limits
-from wallet.banks import BankGateway, BankUnavailable, PayoutNotFound
+from wallet.banks import BankGateway, BankResult, BankUnavailable, PayoutNotFound
 from wallet.card_models import BankCard
 from wallet.cards import get_card_for_user
 from wallet.errors import InsufficientFunds
@@ -117,20 +118,34 @@ def create_topup(user_id: str, card_id: str, amount: int, currency: str, request
 def complete_topup(topup_id: str) -> TopUp:
     """Ask the bank to debit the card and credit the wallet; a no-op once the top-up is settled.
 
+    The bank is asked outside any transaction: however long it takes (or hangs), no row waits for it, nor on SQLite
+    any other writer. Its answer is then applied with the top-up row locked, unless a concurrent completion (a client
+    retry, the worker) applied it first: the bank answers the same reference with the same result, so either
+    applies the same thing once.
+
     Raises ``BankDeclined`` (the top-up is ``failed``) and ``BankTimeout`` (it stays ``pending``)."""
 
-    def work() -> TopUp:
+    def ask() -> tuple[str, str | None, int] | None:
+        topup = db.session.get(TopUp, topup_id)
+        assert topup is not None
+        if topup.status != PENDING:
+            return None
+        card = db.session.get(BankCard, topup.card_id)
+        assert card is not None
+        return card.bank_code, card.bank_token, topup.amount
+
+    def settle(result: BankResult | None) -> TopUp:
         topup = db.session.get(TopUp, topup_id, with_for_update=True)
         assert topup is not None
         if topup.status != PENDING:
             return topup
         card = db.session.get(BankCard, topup.card_id)
         assert card is not None
-        if card.bank_token is None:  # removed (``create_topup`` locks the card against this; older rows may not)
-            topup.status, topup.failure_reason, topup.completed_at = FAILED, "card_removed", clock.now()
-            return topup
-        result = gateway().debit(card.bank_code, card.bank_token, topup.amount, reference=topup.id)
         now = clock.now()
+        if result is None or card.bank_token is None:
+            # removed (``create_topup`` locks the card against this; older rows may not): the bank was not asked
+            topup.status, topup.failure_reason, topup.completed_at = FAILED, "card_removed", now
+            return topup
         topup.bank_reference, topup.completed_at = result.bank_reference, now
         if not result.ok:
             topup.status, topup.failure_reason = FAILED, result.reason
@@ -145,10 +160,15 @@ def complete_topup(topup_id: str) -> TopUp:
                 amount=format_amount(topup.amount), card=mask_card(card.last4), time=format_time(now))
         return topup
 
-    try:
-        topup = run_in_transaction(work)
-    except BankUnavailable as exc:
-        raise BankTimeout("The bank did not answer; retry with the same Idempotency-Key.") from exc
+    pending = run_in_transaction(ask, read_only=True)
+    result = None
+    if pending is not None and pending[1] is not None:
+        bank_code, token, amount = pending
+        try:
+            result = gateway().debit(bank_code, token, amount, reference=topup_id)
+        except BankUnavailable as exc:
+            raise BankTimeout("The bank did not answer; retry with the same Idempotency-Key.") from exc
+    topup = run_in_transaction(lambda: settle(result))
     if topup.status == FAILED:
         raise BankDeclined("The bank declined to debit this card.", reason=topup.failure_reason,
                            topup_id=topup.id)

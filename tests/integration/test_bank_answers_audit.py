@@ -3,7 +3,11 @@ money the bank has once taken on to pay out is never also given back to the wall
 
 from __future__ import annotations
 
+import threading
+
 from core.db import db, run_in_transaction
+from tests.factories import PAYMENT_PASSWORD
+from tests.integration.test_escrow_races import post
 from wallet import ledger
 from wallet.banks import PayoutNotFound, SimulatedBank
 from wallet.card_models import BankCard
@@ -119,3 +123,38 @@ def _topup_status(app, topup_id):
         status = db.session.get(TopUp, topup_id).status
         db.session.commit()
         return status
+
+
+def test_a_top_up_waiting_on_a_hanging_bank_holds_up_no_one_elses_payment(api, app):
+    """Before the fix the bank was asked inside the top-up's own write transaction: on SQLite (the embedded default,
+    one writer at a time, BEGIN IMMEDIATE) every other write of every user waited for the bank, and a bank that hung
+    longer than the busy timeout failed them all; on PostgreSQL the top-up held a connection and its row lock for
+    as long as the bank took."""
+    alice, bob, carol = api.verified(), api.verified(), api.register()
+    assert api.money("/api/v1/topups", bob, amount=1000, bank_card_id=bob["card_id"]).status_code == 201
+    asked, answer = threading.Event(), threading.Event()
+
+    def hanging(seconds: float) -> None:
+        asked.set()
+        assert answer.wait(20), "never let go"
+
+    app.extensions["bank_gateway"] = SimulatedBank(latency=1.0, sleep=hanging)
+    topping_up = threading.Thread(target=lambda: post(app, alice, "/api/v1/topups", key="top", amount=500,
+                                                      bank_card_id=alice["card_id"], payment_password=PAYMENT_PASSWORD))
+    topping_up.start()
+    try:
+        assert asked.wait(20), "the top-up never reached the bank"
+        paid = []
+        paying = threading.Thread(target=lambda: paid.append(post(
+            app, bob, "/api/v1/transfers", key="pay", amount=300, to_phone=carol["phone"],
+            payment_password=PAYMENT_PASSWORD)))
+        paying.start()
+        paying.join(5)
+        assert not paying.is_alive(), "bob's payment waited for the bank to answer alice's top-up"
+        assert paid[0][0] == 201, paid
+    finally:
+        answer.set()
+        topping_up.join(20)
+    assert api.balance(alice) == 500 and api.balance(bob) == 700 and api.balance(carol) == 300
+    with app.app_context():
+        assert check_invariants() == []
