@@ -123,7 +123,8 @@ def complete_topup(topup_id: str) -> TopUp:
     retry, the worker) applied it first: the bank answers the same reference with the same result, so either
     applies the same thing once.
 
-    Raises ``BankDeclined`` (the top-up is ``failed``) and ``BankTimeout`` (it stays ``pending``)."""
+    Raises ``BankDeclined`` (the top-up is ``failed``) and ``BankTimeout`` (it stays ``pending``: the bank did not
+    answer, or has not settled the debit yet)."""
 
     def ask() -> tuple[str, str | None, int] | None:
         topup = db.session.get(TopUp, topup_id)
@@ -142,8 +143,9 @@ def complete_topup(topup_id: str) -> TopUp:
         card = db.session.get(BankCard, topup.card_id)
         assert card is not None
         now = clock.now()
-        if result is None or card.bank_token is None:
-            # removed (``create_topup`` locks the card against this; older rows may not): the bank was not asked
+        if result is None:
+            # removed (``create_topup`` locks the card against this; older rows may not): the bank was not asked.
+            # A card removed after the bank answered still gets that answer applied: it may have been debited.
             topup.status, topup.failure_reason, topup.completed_at = FAILED, "card_removed", now
             return topup
         topup.bank_reference, topup.completed_at = result.bank_reference, now
@@ -168,6 +170,8 @@ def complete_topup(topup_id: str) -> TopUp:
             result = gateway().debit(bank_code, token, amount, reference=topup_id)
         except BankUnavailable as exc:
             raise BankTimeout("The bank did not answer; retry with the same Idempotency-Key.") from exc
+        if result.status not in (SUCCEEDED, FAILED):  # still processing at the bank: no money to credit yet
+            raise BankTimeout("The bank has not settled the debit yet; retry with the same Idempotency-Key.")
     topup = run_in_transaction(lambda: settle(result))
     if topup.status == FAILED:
         raise BankDeclined("The bank declined to debit this card.", reason=topup.failure_reason,
@@ -242,10 +246,12 @@ def request_withdrawal(user_id: str, card_id: str, amount: int, currency: str) -
     if verified_real_name(user_id) is None:
         raise IdentityNotVerified("Verify your identity before withdrawing.")
     card = get_card_for_user(user_id, card_id, for_update=True)  # not removable until this commits
-    limits.consume_daily(user_id, amount)
+    # Counted on the day of ``created_at``, which a failure gives back to: the same moment, taken before the count
+    # may wait for the day's usage row (another payment of the user), so that midnight cannot pass in between.
+    withdrawal_id, now = new_id("wd"), clock.now()
+    limits.consume_daily(user_id, amount, at=now)
     wallet = ledger.open_wallet(user_id, currency)
     clearing = ledger.system_account(BANK_CLEARING, card.bank_code, currency)
-    withdrawal_id, now = new_id("wd"), clock.now()
     hold = ledger.create_hold(wallet, clearing, amount, kind=ledger.WITHDRAWAL, currency=currency,
                               reference=withdrawal_id)
     withdrawal = Withdrawal(id=withdrawal_id, user_id=user_id, card_id=card_id, amount=amount, currency=currency,

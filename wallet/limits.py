@@ -44,11 +44,13 @@ def check_single(amount: int) -> None:
         raise LimitExceeded(f"At most {limit} fen per transaction.", limit=limit)
 
 
-def consume_daily(user_id: str, amount: int) -> None:
-    """Count ``amount`` against today's limit inside the caller's transaction; raises ``LimitExceeded``."""
+def consume_daily(user_id: str, amount: int, at: datetime | None = None) -> None:
+    """Count ``amount`` against the day's limit inside the caller's transaction; raises ``LimitExceeded``. The day is
+    today, or that of ``at``: a movement that may be given back later (``release_daily``) counts on the day of the
+    time it records."""
     check_single(amount)
     limit = current_app.config["LIMIT_DAILY"]
-    today = clock.now().astimezone(CST).date()
+    today = (at or clock.now()).astimezone(CST).date()
     # One statement: the day's first movement inserts the row (and is itself within the limit, checked here),
     # a later one adds to it only while the total stays within the limit (the row is locked meanwhile).
     counted = amount <= limit and _CONSUME.run(amount=amount, user=user_id, day=today, limit=limit) == 1
