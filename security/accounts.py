@@ -377,7 +377,8 @@ def recover_password(phone: str, sms_code: str, new_password: str) -> None:
 
 
 def change_phone(user: User, new_phone: str, sms_code: str, login_password: str) -> None:
-    """Move the account to ``new_phone`` (code sent to the new number); both numbers are told."""
+    """Move the account to ``new_phone`` (code sent to the new number); both numbers are told, and the codes still
+    open on the old number die with the move."""
     verify_login_password(user, login_password)
     codes.consume_code(new_phone, "change_phone", sms_code)
     user_id = user.id
@@ -389,6 +390,7 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str)
         account.phone, account.updated_at = new_phone, now
         db.session.flush()
         lift_lock(new_phone, LOGIN)  # as at registration: a lock left on the number before it was proven
+        codes.void_codes(old_phone)  # a login or recovery code sent there must not open the number's next account
         enqueue(old_phone, "phone_changed_old", locale=account.locale, user_id=user_id,
                 new_phone=mask_phone(new_phone), time=format_time(now))
         enqueue(new_phone, "phone_changed_new", locale=account.locale, user_id=user_id, time=format_time(now))

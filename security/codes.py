@@ -6,6 +6,9 @@ whether or not the number has an account; who actually gets a text depends on th
 * ``register``: a code if the number is free, otherwise a notice that it already has an account;
 * ``login`` and ``recover``: a code only if the number has an account;
 * ``change_phone``: a code only if the number is free (it is the *new* number).
+
+A code is bound to a number, not to an account: when an account leaves its number, the codes still open on that
+number are spent with it (``void_codes``), or whoever read one could use it on the next account of that number.
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ def request_code(phone: str, purpose: str, locale: str = "zh") -> None:
         )
 
     run_in_transaction(work)
+
+
+def void_codes(phone: str) -> None:
+    """Spend every open code of ``phone`` (inside the caller's transaction): the account it was sent for is leaving
+    the number, and a login or recovery code must not work for the next account there."""
+    db.session.execute(
+        update(SmsCode).where(SmsCode.phone == phone, SmsCode.consumed_at.is_(None)).values(consumed_at=clock.now())
+    )
 
 
 def consume_code(phone: str, purpose: str, code: str | None) -> None:

@@ -108,6 +108,22 @@ def test_after_a_phone_change_the_old_number_neither_logs_in_nor_gets_codes(api,
     assert len(inbox.messages(to=old, event="sms_code")) == before
 
 
+def test_codes_sent_to_the_old_number_before_a_phone_change_are_dead_for_whoever_registers_it_next(api):
+    """A login or recovery code sent to the account's number stayed valid for ten minutes after the account left
+    the number: whoever read it could reset the password of the next account on that number and sign it in."""
+    previous = api.register()
+    old = previous["phone"]
+    recover, login = api.code(old, "recover"), api.code(old, "login")
+    assert _change_phone(api, previous, make_phone()).status_code == 204
+    newcomer = api.register(old, device_id="newcomer-phone")
+    reset = api.client.post("/api/v1/password-resets",
+                            json={"phone": old, "sms_code": recover, "new_password": "taken over now"})
+    assert reset.status_code == 401 and reset.json["code"] == "invalid_sms_code"
+    login_answer = api.login(old, LOGIN_PASSWORD, device_id="someone-else", sms_code=login)
+    assert (login_answer.status_code, login_answer.json["code"]) == (401, "invalid_sms_code")
+    assert api.client.get("/api/v1/me", headers=newcomer["headers"]).status_code == 200
+
+
 def test_the_old_number_registers_a_fresh_account_that_sees_none_of_the_previous_ones(api):
     previous = api.register()
     old = previous["phone"]
