@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
+from flask import current_app
 from sqlalchemy import String, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +28,7 @@ from security.errors import (
     DeviceVerificationRequired,
     InvalidCredentials,
     InvalidTotpCode,
+    PaymentPasswordResetTooSoon,
     PhoneTaken,
     TotpNotEnrolled,
 )
@@ -333,13 +336,26 @@ def change_login_password(user: User, current: str, new: str, session_id: str) -
     run_in_transaction(work)
 
 
+def _refuse_sms_reset_soon_after_phone_change(user: User) -> None:
+    """R2: the login password alone moves the account to a number of one's choosing (``change_phone``), so a code
+    sent there must not set a payment password before the old number, which was told, has had time to react."""
+    if user.phone_changed_at is None:
+        return
+    available_at = user.phone_changed_at + timedelta(hours=current_app.config["PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS"])
+    if clock.now() < available_at:
+        raise PaymentPasswordResetTooSoon(available_at)
+
+
 def change_payment_password(user: User, new: str, current: str | None, sms_code: str | None) -> None:
     """Change the payment password, proven by the current one or an SMS code (purpose ``recover``);
-    the SMS route also lifts a payment lock."""
+    the SMS route also lifts a payment lock, and is refused for a while after a phone change.
+    Raises ``PaymentPasswordResetTooSoon`` (before the code is spent), ``InvalidSmsCode``, ``WrongPaymentPassword``,
+    ``PaymentPasswordLocked``, ``ValidationFailed``."""
     check_payment_password(new, user.phone, field="new_payment_password")
     if current is not None:
         authorize_payment(primary_key(user), current)
     else:
+        _refuse_sms_reset_soon_after_phone_change(user)
         codes.consume_code(user.phone, "recover", sms_code)
     new_hash = passwords().hash(new)
     user_id = user.id
@@ -387,7 +403,7 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str)
         account = db.session.get(User, user_id)
         assert account is not None
         old_phone, now = account.phone, clock.now()
-        account.phone, account.updated_at = new_phone, now
+        account.phone, account.updated_at, account.phone_changed_at = new_phone, now, now
         db.session.flush()
         lift_lock(new_phone, LOGIN)  # as at registration: a lock left on the number before it was proven
         codes.void_codes(old_phone)  # a login or recovery code sent there must not open the number's next account

@@ -84,6 +84,17 @@ class RefreshTokenReused(Unauthenticated):
     code, title = "refresh_token_reused", "Refresh token reused"
 
 
+class PaymentPasswordResetTooSoon(AppError):
+    """An SMS reset of the payment password asked for within ``PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS`` of a phone
+    change: the code would come to the number just bound, which only the login password proved. Says when it may."""
+
+    status, code, title = 403, "payment_password_reset_too_soon", "Payment password reset by SMS not yet possible"
+
+    def __init__(self, available_at: datetime) -> None:
+        super().__init__("The phone number changed recently; until available_at the payment password can only be "
+                         "changed with the current one.", available_at=_iso(available_at))
+
+
 class PhoneTaken(Conflict):
     """The phone number already belongs to an account."""
 

@@ -25,6 +25,8 @@ class User(db.Model):
     totp_enabled: Mapped[bool] = mapped_column(default=False)
     # The last accepted TOTP time step: a code for this step or an earlier one is a replay.
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    # When the account last moved to another number: an SMS reset of the payment password waits a while after it.
+    phone_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

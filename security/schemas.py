@@ -98,7 +98,10 @@ class LoginPasswordChange(RequestModel):
 
 class PaymentPasswordChange(RequestModel):
     current_payment_password: str | None = Field(default=None, min_length=1, max_length=16)
-    sms_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+    sms_code: str | None = Field(
+        default=None, pattern=r"^[0-9]{6}$",
+        description="A 'recover' code; refused (403 payment_password_reset_too_soon, with available_at) for "
+                    "PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS (24) after a phone change")
     new_payment_password: str = Field(min_length=1, max_length=16)
 
     @model_validator(mode="after")

@@ -3,6 +3,8 @@
 sessions and SMS alerts around each, seen from an attacker holding one thing (a stolen access token, the login
 password, the phone number) but not all of them."""
 
+from datetime import timedelta
+
 from notifications.templates import TEMPLATES
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 
@@ -58,6 +60,55 @@ def test_wrong_current_payment_passwords_at_a_change_count_toward_the_payment_lo
     assert right.status_code == 423
     assert api.client.get("/api/v1/me", headers=account["headers"]).status_code == 200  # the login is not locked
     assert inbox.messages(to=account["phone"], event="payment_locked")
+
+
+# --- the login password, with a session ---------------------------------------------------------------------------
+
+
+def test_the_login_password_and_a_session_do_not_get_a_new_payment_password_through_a_phone_change(api, clock, inbox):
+    """R2: either password alone cannot move money. Holding a session and the login password (no payment password,
+    not the owner's phone), a thief moved the account to a number of their own, had a payment-password reset code
+    sent there, set a payment password of their own and paid."""
+    owner = api.verified(real_name="李四")
+    assert api.money("/api/v1/topups", owner, amount=100000, bank_card_id=owner["card_id"]).status_code == 201
+    accomplice = api.register()
+    thief_phone = make_phone()
+    assert _change_phone(api, owner, thief_phone).status_code == 204
+    reset = api.client.put("/api/v1/me/payment-password", headers=owner["headers"], json={
+        "sms_code": api.code(thief_phone, "recover"), "new_payment_password": "246813"})
+    assert reset.status_code == 403 and reset.json["code"] == "payment_password_reset_too_soon"
+    assert reset.json["available_at"] == (clock.now() + timedelta(hours=24)).isoformat().replace("+00:00", "Z")
+    paid = api.client.post("/api/v1/transfers", headers={**owner["headers"], "Idempotency-Key": "k-1"},
+                           json={"to_phone": accomplice["phone"], "amount": 100000, "payment_password": "246813"})
+    assert paid.status_code == 401
+    assert api.balance(owner) == 100000
+    assert inbox.messages(to=owner["phone"], event="phone_changed_old")
+
+
+def test_right_after_a_phone_change_the_current_payment_password_still_changes_it(api):
+    account = api.register()
+    assert _change_phone(api, account, make_phone()).status_code == 204
+    change = api.client.put("/api/v1/me/payment-password", headers=account["headers"],
+                            json={"current_payment_password": PAYMENT_PASSWORD, "new_payment_password": "246813"})
+    assert change.status_code == 204
+    assert _verify_payment(api, account, "246813").status_code == 200
+
+
+def test_a_day_after_a_phone_change_the_new_number_resets_the_payment_password_by_sms(api, clock, inbox):
+    account = api.register()
+    new_phone = make_phone()
+    assert _change_phone(api, account, new_phone).status_code == 204
+    clock.advance(hours=23, minutes=59)
+    account = api.relogin({**account, "phone": new_phone})
+    early = api.client.put("/api/v1/me/payment-password", headers=account["headers"], json={
+        "sms_code": api.code(new_phone, "recover"), "new_payment_password": "246813"})
+    assert (early.status_code, early.json["code"]) == (403, "payment_password_reset_too_soon")
+    clock.advance(minutes=1)
+    reset = api.client.put("/api/v1/me/payment-password", headers=account["headers"], json={
+        "sms_code": inbox.last_code(new_phone), "new_payment_password": "246813"})  # the refusal left it unspent
+    assert reset.status_code == 204
+    assert _verify_payment(api, account, "246813").status_code == 200
+    assert inbox.messages(to=new_phone, event="payment_password_changed")
 
 
 # --- recovery and password change ---------------------------------------------------------------------------------
