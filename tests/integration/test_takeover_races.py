@@ -1,0 +1,98 @@
+"""Account changes raced with the overlap forced (the pattern of ``test_money_races_audit``): a refresh stopped inside
+its transaction while the owner recovers or changes the login password, and two sign-ups for one number (a phone
+change stopped after writing the number, not committed, while another account moves there or a newcomer registers
+it). PostgreSQL only: SQLite runs one write transaction at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+import security.accounts as accounts
+import security.tokens as tokens
+from tests.factories import LOGIN_PASSWORD, make_phone
+from tests.integration.test_money_races_audit import first_pauses_inside
+
+pytestmark = pytest.mark.postgres
+
+NEW_PASSWORD = "a brand new phrase"
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(app):
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): SQLite runs one writer at a time anyway")
+
+
+def _answer(response):
+    return response.status_code, response.get_json()
+
+
+@pytest.mark.parametrize("owner_acts", ["recovers the password", "changes the password"])
+@pytest.mark.parametrize("paused", ["before minting", "after minting"])
+def test_a_refresh_racing_a_password_change_mints_only_dead_tokens(api, app, monkeypatch, owner_acts, paused):
+    """DESIGN 4.3: password change or recovery revokes every other session, also one whose refresh was in flight."""
+    owner = api.register(device_id="owner-phone")
+    other = api.login(owner["phone"], device_id="owner-phone").json  # the session a thief's copy would rotate
+
+    def refresh():
+        return _answer(app.test_client().post("/api/v1/sessions/refresh", json={
+            "refresh_token": other["refresh_token"], "device_id": "owner-phone"}))
+
+    def act():
+        client = app.test_client()
+        if owner_acts == "recovers the password":
+            code = api.code(owner["phone"], "recover")
+            return _answer(client.post("/api/v1/password-resets", json={
+                "phone": owner["phone"], "sms_code": code, "new_password": NEW_PASSWORD}))
+        return _answer(client.put("/api/v1/me/login-password", headers=owner["headers"],
+                                  json={"current_password": LOGIN_PASSWORD, "new_password": NEW_PASSWORD}))
+
+    rotated, changed, _ = first_pauses_inside(monkeypatch, tokens, "_mint", refresh, act,
+                                              after=paused == "after minting")
+    assert changed[0] == 204, changed
+    assert rotated[0] in (200, 401), rotated
+    if rotated[0] == 200:  # minted into a session the change revoked: nothing it minted works
+        new = rotated[1]
+        me = api.client.get("/api/v1/me", headers=api.bearer(new["access_token"]))
+        assert (me.status_code, me.json["code"]) == (401, "unauthenticated")
+        again = api.client.post("/api/v1/sessions/refresh", json={"refresh_token": new["refresh_token"],
+                                                                  "device_id": "owner-phone"})
+        assert again.status_code == 401
+    if owner_acts == "changes the password":  # the session that made the change stays, as DESIGN says
+        assert api.client.get("/api/v1/me", headers=owner["headers"]).status_code == 200
+
+
+@pytest.mark.parametrize("rival", ["another account moves there", "a newcomer registers it"])
+def test_two_accounts_racing_for_one_number_one_gets_it_and_the_other_a_409(api, app, inbox, monkeypatch, rival):
+    mover, other = api.register(), api.register()
+    number = make_phone()
+    first_code = api.code(number, "change_phone")
+    second_code = {}
+
+    def move():
+        return _answer(app.test_client().put("/api/v1/me/phone", headers=mover["headers"], json={
+            "new_phone": number, "sms_code": first_code, "login_password": LOGIN_PASSWORD}))
+
+    def take():
+        client = app.test_client()
+        # Asked for while the first move is written and not committed: the number still looks free.
+        if rival == "another account moves there":
+            code = api.code(number, "change_phone")
+            second_code["sent"] = code
+            return _answer(client.put("/api/v1/me/phone", headers=other["headers"], json={
+                "new_phone": number, "sms_code": code, "login_password": LOGIN_PASSWORD}))
+        code = api.code(number, "register")
+        second_code["sent"] = code
+        return _answer(client.post("/api/v1/users", json={
+            "phone": number, "sms_code": code, "login_password": LOGIN_PASSWORD, "payment_password": "135790",
+            "device_id": "newcomer"}))
+
+    # ``lift_lock`` runs right after the move's UPDATE of the number: paused there, the row is written, uncommitted.
+    moved, taken, waited = first_pauses_inside(monkeypatch, accounts, "lift_lock", move, take)
+    assert second_code, "the rival never got a code"
+    assert waited, "the rival did not wait for the first move"
+    assert moved[0] == 204, moved
+    assert (taken[0], taken[1]["code"]) == (409, "phone_taken"), taken
+    assert api.client.get("/api/v1/me", headers=mover["headers"]).json["phone"] == number
+    assert api.client.get("/api/v1/me", headers=other["headers"]).json["phone"] == other["phone"]
+    assert len(inbox.messages(to=number, event="phone_changed_new")) == 1
