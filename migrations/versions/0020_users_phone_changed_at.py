@@ -5,16 +5,16 @@ there reset the payment password: either password alone moved money (R2). An SMS
 waits ``PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS`` after a phone change, which needs to know when it happened. Accounts
 that changed their number before this migration have no time recorded and are not held back.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-05 17:40:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0019'
-down_revision = '0018'
+revision = '0020'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
