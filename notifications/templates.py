@@ -6,7 +6,8 @@ recipient, nothing that lets a reader take over the account (one-time codes asid
 Parameters by name: ``amount`` is integer fen (or a string already made by ``format_amount``); ``card`` is
 ``mask_card(number)``; a phone (``payer``, ``payee``, ``new_phone``, ``phone``) is ``mask_phone(e164)``;
 ``time``/``until``/``deadline`` are ``format_time(moment)``; ``trade`` is ``short_ref(trade_id)``.
-``render`` masks any run of seven or more digits it is still given, so a careless caller cannot leak one.
+``render`` masks any run of seven or more digits it is still given, so a careless caller cannot leak one, and
+reduces what a user typed (``device``) to plain words, so nobody can make a text show a number or a link.
 """
 
 from __future__ import annotations
@@ -260,16 +261,37 @@ def render(event: str, locale: str, params: dict[str, Any]) -> str:
 
 # Seven or more digits in a row is a phone, card or ID number; no text needs one (codes are six digits).
 _LONG_NUMBER = re.compile(r"\+?\d{7,}")
+# In what a user typed, a number is one however it is written: apart, dashed, bracketed, full-width.
+_SPACED_NUMBER = re.compile(r"\+?\d(?:[\s\-.()（）－]*\d){6,}")
+# A name the user typed keeps words and a few marks; the rest ('.', '/', ':', '@', line breaks, invisible
+# format characters) would let it spell a link or start a second message, and becomes a space.
+_NOT_PLAIN = re.compile(r"[^\w\s\-()'#+]")
+# Names a user typed that a text quotes, and how much of each it shows.
+FREE_TEXT = {"device": 40}
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    return "****" + "".join(ch for ch in match.group() if ch.isdigit())[-4:]
+
+
+def plain_words(text: str, limit: int) -> str:
+    """``text`` as words on one line, no number or link in it, at most ``limit`` characters."""
+    words = " ".join(_NOT_PLAIN.sub(" ", text).split())
+    return _SPACED_NUMBER.sub(_mask_number, words)[:limit].strip()
 
 
 def _safe_value(name: str, value: Any) -> Any:
     """Amounts given in fen are formatted; a long number that slipped through unmasked is masked here.
 
     Callers already pass masked values (``mask_phone``, ``mask_card``); this is the second line of defence
-    that makes "no SMS carries a full phone, card or ID number" true whatever a caller passes.
+    that makes "no SMS carries a full phone, card or ID number" true whatever a caller passes. What a user
+    typed (``FREE_TEXT``) is reduced to plain words: whoever names a device must not be able to make the
+    owner's "Not you?" alert show a number to call or a link to follow.
     """
     if name == "amount" and isinstance(value, int) and not isinstance(value, bool):
         return format_amount(value)
+    if name in FREE_TEXT and isinstance(value, str):
+        return plain_words(value, FREE_TEXT[name])
     if name != "code" and isinstance(value, str):
         return _LONG_NUMBER.sub(lambda match: "****" + match.group()[-4:], value)
     return value

@@ -1,5 +1,7 @@
 """Acceptance 3 of the foundation: every account alert is written with its change and reaches the console."""
 
+import re
+
 from sqlalchemy import select
 
 from core.db import db
@@ -112,3 +114,17 @@ def test_an_unexpected_error_answers_a_bare_500_with_a_request_id(api, app, monk
     assert response.mimetype == "application/problem+json"
     assert response.json["code"] == "internal_error" and response.json["request_id"]
     assert "bug" not in response.get_data(as_text=True) and "Traceback" not in response.get_data(as_text=True)
+
+
+def test_a_device_name_typed_at_sign_in_cannot_put_a_number_or_a_link_in_the_owners_alert(api, inbox):
+    """Found by an audit: whoever signs in on a new device names it, and the owner's "Not you? Change your login
+    password now" alert quoted that name as typed: a hotline number with spaces, a link, a forged second line."""
+    phone = api.register(locale="en")["phone"]
+    response = api.login(phone, device_id="b", sms_code=api.code(phone, "login"),
+                         device_name="Help 138 0013 8000\nhttps://wallet-help.example")
+    assert response.status_code == 201, response.json
+    [alert] = inbox.messages(to=phone, event="new_device_login")
+    shown = re.search(r'new device "(.*)" at ', alert["body"], re.DOTALL)
+    assert shown and "Help" in shown.group(1), alert["body"]
+    assert not re.search(r"\d(?:[\s\-]*\d){6,}", shown.group(1)), alert["body"]
+    assert "://" not in alert["body"] and "wallet-help.example" not in alert["body"] and "\n" not in alert["body"]

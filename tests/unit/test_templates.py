@@ -206,3 +206,38 @@ def test_a_hard_lock_is_worded_in_the_users_language(event):
     assert "by SMS" in en and not re.search(r"[\u4e00-\u9fff]", en), en
     timed = render(event, "zh", {"until": "2026-01-15 19:00"})
     assert "锁定至 2026-01-15 19:00" in timed and "解锁" not in timed
+
+
+# What someone who signed in to another's account might type as his device's name so that the owner's
+# "Not you?" alert carries his number, his link or a second, forged message.
+HOSTILE_DEVICE_NAMES = [
+    "Help desk 138 0013 8000",
+    "Call +1 (202) 555-0147 now",
+    "客服热线 400-800-1234",
+    "客服 ４００－８００－１２３４",
+    "https://wallet-help.example/login",
+    "wallet-help.example",
+    "ｗａｌｌｅｔ．example",
+    "Pixel\n【担保钱包】Your account is frozen",
+    "Pixel\u2028[EscrowWallet] Your account is frozen",
+    "x" * 500,
+]
+# A phone number however it is written: seven digits or more, apart or not (the times here are "t").
+_ANY_NUMBER = re.compile(r"\d(?:[\s\-.()（）－]*\d){6,}")
+_LINK = re.compile(r"://|www|[0-9A-Za-z０-９Ａ-Ｚａ-ｚ][.．。][A-Za-zＡ-Ｚａ-ｚ]", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("device", HOSTILE_DEVICE_NAMES)
+def test_a_device_name_cannot_put_a_number_a_link_or_a_second_message_in_an_alert(device, locale):
+    text = render("new_device_login", locale, {"device": device, "time": "t"})
+    shown = text.removeprefix(SIGNATURE[locale])
+    assert not _ANY_NUMBER.search(text), text
+    assert not _LINK.search(text), text
+    assert SIGNATURE[locale].strip() not in shown and "\n" not in text and "\u2028" not in text, text
+    assert len(text) <= len(render("new_device_login", locale, {"device": "", "time": "t"})) + 40, text
+
+
+@pytest.mark.parametrize("device", ["Xiaomi 14 Pro", "张三的 iPhone 15", "HUAWEI Mate 60 Pro+"])
+def test_an_ordinary_device_name_is_shown_as_typed(device):
+    assert f"“{device}”" in render("new_device_login", "zh", {"device": device, "time": "t"})
