@@ -216,10 +216,17 @@ def mask_card(number: str) -> str:
     return f"**** {number[-4:]}"
 
 
+# The domain an email alert shows: a host name short enough to read at a glance, nothing else.
+_HOST_NAME = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
+
+
 def mask_email(email: str) -> str:
-    """``alice@example.com`` → ``a***@example.com``."""
+    """``alice@example.com`` → ``a***@example.com``. A domain that is no plain host name (a path, a query: a link
+    in disguise) or longer than 48 characters is masked too (``a***@***``), and a number in it as everywhere."""
     local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain}"
+    if not (_HOST_NAME.match(domain) and len(domain) <= 48):
+        return f"{local[:1]}***@***"
+    return f"{local[:1]}***@{_SPACED_NUMBER.sub(_mask_number, domain)}"
 
 
 def format_amount(fen: int) -> str:

@@ -128,3 +128,14 @@ def test_a_device_name_typed_at_sign_in_cannot_put_a_number_or_a_link_in_the_own
     assert shown and "Help" in shown.group(1), alert["body"]
     assert not re.search(r"\d(?:[\s\-]*\d){6,}", shown.group(1)), alert["body"]
     assert "://" not in alert["body"] and "wallet-help.example" not in alert["body"] and "\n" not in alert["body"]
+
+
+def test_a_new_email_cannot_put_a_link_in_the_owners_alert(api, inbox):
+    """Found by an audit: the email pattern accepts ``a@b.example/https://...``, and the "Not you?" alert showed
+    everything after the ``@`` as typed: a link chosen by whoever changed the email."""
+    account = api.register(locale="en")
+    response = api.client.patch("/api/v1/me", headers=account["headers"], json={
+        "email": "a@b.example/https://wallet-help.example/reset", "login_password": LOGIN_PASSWORD})
+    assert response.status_code == 200, response.json
+    [alert] = inbox.messages(to=account["phone"], event="email_changed")
+    assert "a***@***" in alert["body"] and "wallet-help" not in alert["body"], alert["body"]

@@ -241,3 +241,20 @@ def test_a_device_name_cannot_put_a_number_a_link_or_a_second_message_in_an_aler
 @pytest.mark.parametrize("device", ["Xiaomi 14 Pro", "张三的 iPhone 15", "HUAWEI Mate 60 Pro+"])
 def test_an_ordinary_device_name_is_shown_as_typed(device):
     assert f"“{device}”" in render("new_device_login", "zh", {"device": device, "time": "t"})
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["a@b.example/https://wallet-help.example/reset", "a@400-800-1234.example", "a@call.138.0013.8000.example",
+     "a@" + "x" * 240 + ".example", "a@b.example?go=wallet-help.example"],
+)
+def test_an_email_address_cannot_put_a_number_or_a_link_in_an_alert(email):
+    text = render("email_changed", "en", {"email": mask_email(email), "time": "t"})
+    assert not _ANY_NUMBER.search(text), text
+    shown = text.split("changed to ", 1)[1].split(" at t.", 1)[0]
+    assert "/" not in shown and "?" not in shown and "wallet-help" not in shown, text
+    assert len(text) <= len(render("email_changed", "en", {"email": "", "time": "t"})) + 64, text
+
+
+def test_an_ordinary_email_keeps_its_domain():
+    assert mask_email("alice@mail.example.com") == "a***@mail.example.com"
