@@ -195,6 +195,9 @@ PURPOSES = {
     "change_phone": ("更换手机号", "change your phone number"),
 }
 
+# ``new_device_login`` for a device without a name.
+UNNAMED_DEVICE = {"zh": "未命名设备", "en": "unnamed device"}
+
 # ``dispute_decided``: what the platform decided, in each language.
 OUTCOMES = {
     "release": ("款项付给卖家", "the money goes to the seller"),
@@ -259,6 +262,8 @@ def render(event: str, locale: str, params: dict[str, Any]) -> str:
         values["purpose_zh"], values["purpose_en"] = PURPOSES[values["purpose"]]
     if "outcome" in values:
         values["outcome_zh"], values["outcome_en"] = OUTCOMES[values["outcome"]]
+    if "device" in values and not values["device"]:
+        values["device"] = UNNAMED_DEVICE[lang]  # the app sent no name, or one with nothing to show
     if event in LOCKS and "until" in values:
         timed, hard = LOCKS[event]
         phrases = hard if values["until"] == UNTIL_RESET else timed

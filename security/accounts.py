@@ -276,7 +276,7 @@ def _open_session(account: _LoginView, device_key: str, device_name: str | None,
             db.session.flush()
         device.last_seen_at, device.trusted, device.revoked_at = now, True, None
         enqueue(account.phone, "new_device_login", locale=account.locale, user_id=account.id,
-                device=(device_name or "unnamed")[:40], time=format_time(now))
+                device=device_name or "", time=format_time(now))
         pair = start_session(account.id, device.id)
         still = _STILL_VALID.one(user_id=account.id, verified=account.login_password_hash)
     if still is None or not still.same_password:

@@ -139,3 +139,12 @@ def test_a_new_email_cannot_put_a_link_in_the_owners_alert(api, inbox):
     assert response.status_code == 200, response.json
     [alert] = inbox.messages(to=account["phone"], event="email_changed")
     assert "a***@***" in alert["body"] and "wallet-help" not in alert["body"], alert["body"]
+
+
+def test_a_device_without_a_name_is_called_so_in_the_users_language(api, inbox):
+    """Found by an audit: a client that sends no ``device_name`` made the Chinese alert read 在新设备“unnamed”上登录."""
+    phone = api.register(locale="zh")["phone"]
+    response = api.login(phone, device_id="b", sms_code=api.code(phone, "login"))
+    assert response.status_code == 201, response.json
+    [alert] = inbox.messages(to=phone, event="new_device_login")
+    assert "在新设备“未命名设备”上登录" in alert["body"], alert["body"]

@@ -258,3 +258,11 @@ def test_an_email_address_cannot_put_a_number_or_a_link_in_an_alert(email):
 
 def test_an_ordinary_email_keeps_its_domain():
     assert mask_email("alice@mail.example.com") == "a***@mail.example.com"
+
+
+@pytest.mark.parametrize(("device", "locale", "shown"), [
+    ("", "zh", "“未命名设备”"), ("", "en", '"unnamed device"'),
+    ("...", "zh", "“未命名设备”"), ("//", "en", '"unnamed device"'),
+])
+def test_a_device_name_with_nothing_to_show_is_called_unnamed_in_the_users_language(device, locale, shown):
+    assert shown in render("new_device_login", locale, {"device": device, "time": "t"})
