@@ -203,7 +203,12 @@ def _sent(alert_id: str, provider_id: str) -> None:
     state = _LOCK.one(id=alert_id)
     if state is None:
         return
-    if state.status in (PENDING, SENDING):
+    # Failed with no hand-over on record: another dispatcher gave up while this one's hand-over hung, and it went
+    # through after all (as ``callbacks`` does for a delivery report that proves the same).
+    if state.status in (PENDING, SENDING) or (state.status == FAILED and state.sent_at is None):
+        if state.status == FAILED:
+            log.warning("alert %s: recorded as failed, but a hand-over went through as %s; recorded as sent",
+                        alert_id, provider_id)
         _mark_sent(alert_id, state, provider_id, clock.now())
     else:
         log.warning("alert %s handed over again as %s after it was recorded as %s (%s)",

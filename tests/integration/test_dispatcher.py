@@ -277,6 +277,26 @@ def test_a_late_success_is_recorded_and_stops_the_dispatcher_that_took_over(app,
         assert (alert.status, alert.provider_id, alert.resends_in_doubt) == (SENT, "SM" + "3" * 32, 0)
 
 
+def test_a_late_success_is_recorded_even_after_the_dispatcher_that_took_over_gave_up(app, clock, sender):
+    """Found by an audit: a success that came back after another dispatcher had failed the alert (here at its
+    maximum age) was logged and dropped, so the owner saw "failed" and the operator a lost alert, for a message
+    Twilio had taken. A success is a fact whoever reports it, as a delivery report already is."""
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        clock.advance(timedelta(seconds=current_app.config["SMS_MAX_AGE_SECONDS"]) - timedelta(seconds=5))
+        slow = dispatcher.claim(10)
+        assert dispatcher.begin_attempt(alert_id, slow.token)  # ... and its hand-over hangs past the lease
+        clock.advance(lease() + timedelta(seconds=1))
+        sender.refuse_next(transient())
+        dispatcher.dispatch_all(sender)
+        assert load(alert_id).status == FAILED, "taken over past its maximum age and refused: given up"
+
+        dispatcher.record_sent(alert_id, "SM" + "5" * 32)  # the slow hand-over's answer: Twilio has it
+        alert = load(alert_id)
+        assert (alert.status, alert.provider_id, alert.sent_at) == (SENT, "SM" + "5" * 32, clock.now())
+        assert dispatcher.queue_status().by_status.get(FAILED, 0) == 0
+
+
 def test_a_failure_reported_by_a_dispatcher_that_lost_its_claim_is_ignored(app, clock, sender):
     with app.app_context():
         [alert_id] = make_alerts(1)
