@@ -334,6 +334,9 @@ class QueueStatus:
     oldest_unsent_id: str | None
     oldest_unsent_age: timedelta | None
     resends_in_doubt: int
+    # Why the oldest alert is still unsent, when a try failed: a refused credential or permission holds every alert
+    # without failing any until its maximum age, and this is where the operator reads the reason.
+    oldest_unsent_error: str | None = None
 
     def lines(self) -> list[str]:
         """The report as ``flask notifications status`` prints it."""
@@ -342,6 +345,8 @@ class QueueStatus:
             out.append("oldest unsent: none")
         else:
             out.append(f"oldest unsent: {int(self.oldest_unsent_age.total_seconds())}s ({self.oldest_unsent_id})")
+            if self.oldest_unsent_error:
+                out.append(f"last error of the oldest unsent: {self.oldest_unsent_error}")
         out.append(f"re-sent after an unknown outcome (possible duplicates): {self.resends_in_doubt}")
         return out
 
@@ -349,7 +354,8 @@ class QueueStatus:
 # What /metrics reads on every scrape, each through a partial index holding only such rows (``models.Alert``).
 _UNSENT_COUNTS = select(Alert.status, func.count()).where(text(UNSENT_WHERE)).group_by(Alert.status)
 _FAILED_COUNT = select(func.count()).select_from(Alert).where(text(FAILED_WHERE))
-_OLDEST_UNSENT = select(Alert.id, Alert.created_at).where(text(UNSENT_WHERE)).order_by(Alert.created_at).limit(1)
+_OLDEST_UNSENT = (select(Alert.id, Alert.created_at, Alert.last_error).where(text(UNSENT_WHERE))
+                  .order_by(Alert.created_at).limit(1))
 _RESENDS_IN_DOUBT = select(func.coalesce(func.sum(Alert.resends_in_doubt), 0)).where(text(IN_DOUBT_WHERE))
 
 
@@ -377,4 +383,5 @@ def queue_status(*, totals: bool = False) -> QueueStatus:
         oldest_unsent_id=oldest.id if oldest else None,
         oldest_unsent_age=clock.now() - oldest.created_at if oldest else None,
         resends_in_doubt=doubtful,
+        oldest_unsent_error=oldest.last_error if oldest else None,
     )

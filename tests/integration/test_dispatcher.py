@@ -22,7 +22,7 @@ from notifications import dispatcher
 from notifications.callbacks import StatusReport, record_delivery_status
 from notifications.models import DELIVERED, FAILED, PENDING, REDACTED, SENDING, SENT, Alert
 from notifications.outbox import enqueue
-from notifications.sms import SendFailed
+from notifications.sms import SendFailed, classify
 from tests.factories import make_phone
 
 _amounts = itertools.count(1)
@@ -405,6 +405,23 @@ def test_status_reports_depth_by_status_and_the_oldest_unsent_alert(app, clock, 
     assert re.search(r"^pending\s+2$", result.output, re.MULTILINE)
     assert re.search(r"^failed\s+1$", result.output, re.MULTILINE)
     assert "oldest unsent: 90s" in result.output
+
+
+def test_with_wrong_credentials_every_alert_is_held_and_the_status_report_says_why(app, clock, sender):
+    """Wrong credentials (Twilio 20003, HTTP 401) fail no alert: each is retried until its maximum age, so fixing
+    the credential loses nothing. Found by an audit: nothing said why the queue grew (no log line for a retried
+    failure, only the depth and age in the report) until the first alert was given up a day later."""
+    with app.app_context():
+        ids = make_alerts(3)
+        sender.refuse_next(*(classify(401, 20003, "Authenticate") for _ in ids))
+        dispatcher.dispatch_all(sender)
+        assert {load(i).status for i in ids} == {PENDING}
+
+    result = app.test_cli_runner().invoke(args=["notifications", "status"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^pending\s+3$", result.output, re.MULTILINE)
+    assert re.search(r"^failed\s+0$", result.output, re.MULTILINE)
+    assert "last error of the oldest unsent: twilio 401 error 20003: Authenticate" in result.output
 
 
 def test_dispatch_once_from_the_command_line_sends_what_is_due(app, inbox):
