@@ -29,9 +29,10 @@ request). Twilio's Messages API has no idempotency key, so no client can close t
 - such a row keeps ``in_flight_since`` (after a crash, and after a failure that may hide an accepted
   message: a read timeout, a connection dropped mid-answer); before re-sending it the dispatcher checks
   whether a delivery callback meanwhile proved Twilio has the message (the callback URL carries the alert id
-  and sets ``provider_id``): if so it is recorded as sent and **not** sent again; otherwise it is re-sent and
-  ``resends_in_doubt`` is counted: the upper bound of duplicates, shown by the status command (a 5xx answer
-  is assumed to mean Twilio created nothing);
+  and sets ``provider_id``; a lost answer is retried no sooner than a lease, as long as a dead dispatcher's
+  hand-over waits, to give that callback time): if so it is recorded as sent and **not** sent again;
+  otherwise it is re-sent and ``resends_in_doubt`` is counted: the upper bound of duplicates, shown by the
+  status command (a 5xx answer is assumed to mean Twilio created nothing);
 - the HTTP client never retries by itself, and the lease (``SMS_LEASE_SECONDS``, default 60 s) is far
   longer than a hand-over may take (``SMS_SEND_TIMEOUT_SECONDS``, default 10 s), so a live dispatcher never
   has a message taken from under it.
@@ -241,6 +242,10 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
                   alert_id, state.event, state.attempts, now - state.created_at, error)
     else:
         delay = backoff(state.attempts, _setting("SMS_BACKOFF_BASE_SECONDS"), _setting("SMS_BACKOFF_MAX_SECONDS"))
+        if error.in_doubt:
+            # The provider may have the message: give its delivery report (which stops the re-send) as long to
+            # arrive as after a dispatcher's death, not the backoff's first second or two.
+            delay = max(delay, _lease())
         next_attempt_at = min(now + delay, deadline)
     _FAILED.run(id=alert_id, status=status, last_error=str(error)[:2000], in_flight_since=in_flight_since,
                 next_attempt_at=next_attempt_at, now=now, give_up=status == FAILED, redacted=REDACTED)

@@ -228,6 +228,26 @@ def test_a_lost_answer_is_retried_and_counted_as_a_resend_in_doubt(app, clock, s
         assert (alert.status, alert.resends_in_doubt, alert.in_flight_since) == (SENT, 1, None)
 
 
+def test_a_lost_answer_waits_for_the_delivery_report_as_long_as_a_dead_dispatchers_hand_over(app, clock, sender):
+    """Found by an audit: after a read timeout the alert was retried by the backoff, one or two seconds later, so
+    the delivery report that proves Twilio has the message (its first one comes when the message leaves Twilio's
+    queue, seconds later) almost never arrived in time and the owner got the alert twice. After a dispatcher's
+    death the same doubt waits the lease; a lost answer now waits as long."""
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        sender.refuse_next(lost_answer())
+        dispatcher.dispatch_all(sender)
+        clock.advance(seconds=5)
+        dispatcher.dispatch_all(sender)  # a dispatcher polling as usual, five seconds on
+        record_delivery_status(StatusReport("SM" + "6" * 32, "sent", None, alert_id))  # Twilio had it after all
+
+        clock.advance(lease())
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert sender.sent == [], "the lost hand-over was sent again before Twilio could say it had it"
+        assert (alert.status, alert.provider_id, alert.resends_in_doubt) == (SENT, "SM" + "6" * 32, 0)
+
+
 def test_a_refused_connection_is_retried_without_doubt(app, clock, sender):
     with app.app_context():
         [alert_id] = make_alerts(1)
