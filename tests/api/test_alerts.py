@@ -9,6 +9,7 @@ from notifications import dispatcher
 from notifications.models import REDACTED
 from notifications.outbox import enqueue
 from notifications.templates import mask_phone
+from tests.factories import LOGIN_PASSWORD, make_phone
 
 
 def alerts(api, headers, **query):
@@ -104,3 +105,21 @@ def test_a_bad_limit_is_a_validation_error(api):
     response = api.client.get("/api/v1/me/alerts", headers=me["headers"], query_string={"limit": 0})
     assert response.status_code == 422
     assert response.json["code"] == "validation_failed"
+
+
+def test_an_alert_not_yet_sent_when_the_phone_changes_goes_to_the_number_it_was_written_for(api, app, inbox):
+    """An alert keeps the number its owner had when it was written: a phone change before the dispatcher sends it
+    does not redirect it (the old number is the one the event concerned, and it is told of the change too)."""
+    me = api.register(locale="en")
+    old, new = me["phone"], make_phone()
+    code = api.code(new, "change_phone")
+    add_alerts(app, me["user"]["id"], old, 1)  # still in the outbox when the phone changes
+    response = api.client.put("/api/v1/me/phone", headers=me["headers"],
+                              json={"new_phone": new, "sms_code": code, "login_password": LOGIN_PASSWORD})
+    assert response.status_code == 204, response.json
+
+    assert [m["event"] for m in inbox.messages(to=old)][-2:] == ["transfer_received", "phone_changed_old"]
+    assert [m["event"] for m in inbox.messages(to=new)] == ["sms_code", "phone_changed_new"]
+    listed = {a["event"]: a for a in alerts(api, me["headers"], limit=100)["data"]}
+    assert listed["transfer_received"]["to"] == mask_phone(old) and listed["transfer_received"]["status"] == "sent"
+    assert listed["phone_changed_new"]["to"] == mask_phone(new)

@@ -382,6 +382,59 @@ def test_stopping_mid_batch_finishes_the_message_in_hand_and_gives_back_the_rest
             assert alert.next_attempt_at == clock.now()
 
 
+class StalledSender(RecordingSender):
+    """A provider whose first hand-over hangs until released, then ends with ``late`` (a SID, or a failure)."""
+
+    def __init__(self, late: SendFailed | None) -> None:
+        super().__init__()
+        self.late, self.hanging, self.release = late, threading.Event(), threading.Event()
+        self.hand_overs = 0
+
+    def send(self, **message: str) -> str:
+        self.hand_overs += 1
+        if not self.hanging.is_set():
+            self.hanging.set()
+            assert self.release.wait(30)
+            if self.late is not None:
+                raise self.late
+        return super().send(**message)
+
+
+@pytest.mark.parametrize("late", [None, SendFailed("twilio 400 error 21211: invalid", permanent=True),
+                                  transient(), lost_answer()], ids=["success", "permanent", "transient", "lost"])
+def test_a_dispatcher_stalled_past_its_lease_never_writes_over_the_one_that_took_its_batch(app, clock, late):
+    """Two dispatcher threads: the first claims a batch and hangs in its first hand-over past SMS_LEASE_SECONDS;
+    the second takes the whole batch over and sends it. Whatever the first one's hand-over ends with, it only
+    adds what is true (a success: Twilio has the message), never undoes the second's outcome, and sends nothing
+    more of the batch it lost."""
+    with app.app_context():
+        ids = make_alerts(3)
+    stalled, fast = StalledSender(late), RecordingSender()
+
+    def first() -> None:
+        with app.app_context():
+            dispatcher.dispatch_once(stalled, batch_size=3)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert stalled.hanging.wait(30)
+        with app.app_context():
+            clock.advance(lease() + timedelta(seconds=1))
+            assert dispatcher.dispatch_all(fast) == 3
+    finally:
+        stalled.release.set()
+        thread.join(30)
+    assert not thread.is_alive()
+
+    with app.app_context():
+        alerts = {alert_id: load(alert_id) for alert_id in ids}
+        assert sorted(fast.sent) == sorted(ids), "the second dispatcher sent the whole batch"
+        assert stalled.hand_overs == 1, "the first sent nothing more of the batch it had lost"
+        assert all(a.status == SENT and a.claim_token is None and a.in_flight_since is None for a in alerts.values())
+        assert sum(a.resends_in_doubt for a in alerts.values()) == 1, "only the hand-over that hung was in doubt"
+
+
 def test_two_dispatcher_threads_send_1000_alerts_exactly_once(app, sender):
     with app.app_context():
         ids = make_alerts(1000)
