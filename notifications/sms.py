@@ -221,12 +221,16 @@ def sender_from_config(config: Mapping[str, Any]) -> SmsSender:
     """``TwilioSmsSender`` when ``TWILIO_ACCOUNT_SID`` is set, else ``ConsoleSmsSender``.
 
     Raises ``RuntimeError`` for a half-done Twilio configuration rather than quietly logging alerts
-    to a file in production.
+    to a file in production, or asking Twilio for delivery reports that ``signature_valid`` would refuse,
+    every one, for want of the auth token they are signed with (sending with an API key needs no token).
     """
     if not twilio_configured(config):
         if config.get("WALLET_ENV") == "production":
             log.warning("no Twilio credentials: SMS alerts go to %s, not to phones", config["SMS_CONSOLE_FILE"])
         return ConsoleSmsSender(config["SMS_CONSOLE_FILE"])
+    if config["TWILIO_STATUS_CALLBACK_URL"] and not config["TWILIO_AUTH_TOKEN"]:
+        raise RuntimeError("incomplete Twilio configuration: TWILIO_STATUS_CALLBACK_URL needs TWILIO_AUTH_TOKEN, "
+                           "which signs the delivery reports (without it every report would be refused)")
     try:
         return TwilioSmsSender(
             account_sid=config["TWILIO_ACCOUNT_SID"],

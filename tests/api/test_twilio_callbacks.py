@@ -18,6 +18,7 @@ from core.db import db, run_in_transaction
 from notifications import dispatcher
 from notifications.models import DELIVERED, SENT, UNDELIVERED, Alert
 from notifications.outbox import enqueue
+from notifications.sms import TwilioSmsSender, sender_from_config
 from tests.factories import make_phone
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -196,3 +197,17 @@ def test_the_callback_is_in_the_openapi_document(client):
     operation = doc["paths"][PATH]["post"]
     assert operation["security"] == []
     assert "204" in operation["responses"]
+
+
+def test_a_callback_url_without_the_auth_token_that_checks_its_reports_stops_the_app(tmp_path):
+    """Found by an audit: sending with an API key and no auth token, the app asked Twilio for delivery reports that
+    it then refused, every one (403, nothing to check the signature with): no delivery status was ever recorded,
+    and the report that keeps an alert whose answer was lost from going out twice never counted."""
+    config = {"TWILIO_ACCOUNT_SID": "AC" + "a" * 32, "TWILIO_AUTH_TOKEN": "", "TWILIO_API_KEY_SID": "SK" + "1" * 32,
+              "TWILIO_API_KEY_SECRET": "not-a-real-secret", "TWILIO_FROM_NUMBER": "+12025550100",
+              "TWILIO_MESSAGING_SERVICE_SID": "", "TWILIO_STATUS_CALLBACK_URL": PUBLIC_URL, "TWILIO_API_BASE": "",
+              "SMS_SEND_TIMEOUT_SECONDS": 10.0, "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"), "WALLET_ENV": "test"}
+    with pytest.raises(RuntimeError, match="TWILIO_AUTH_TOKEN"):
+        sender_from_config(config)
+    assert isinstance(sender_from_config({**config, "TWILIO_AUTH_TOKEN": TOKEN}), TwilioSmsSender)
+    assert isinstance(sender_from_config({**config, "TWILIO_STATUS_CALLBACK_URL": ""}), TwilioSmsSender)
