@@ -13,6 +13,7 @@ reduces what a user typed (``device``) to plain words, so nobody can make a text
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -288,7 +289,8 @@ def _mask_number(match: re.Match[str]) -> str:
 
 def plain_words(text: str, limit: int) -> str:
     """``text`` as words on one line, no number or link in it, at most ``limit`` characters."""
-    words = " ".join(_NOT_PLAIN.sub(" ", text).split())
+    # NFKC first: circled, superscript and full-width digits and letters read as the plain ones they stand for.
+    words = " ".join(_NOT_PLAIN.sub(" ", unicodedata.normalize("NFKC", text)).split())
     return _SPACED_NUMBER.sub(_mask_number, words)[:limit].strip()
 
 

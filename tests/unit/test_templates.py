@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -215,6 +216,8 @@ HOSTILE_DEVICE_NAMES = [
     "Call +1 (202) 555-0147 now",
     "客服热线 400-800-1234",
     "客服 ４００－８００－１２３４",
+    "客服 ①③⑧⓪⓪①③⑧⓪⓪⓪",
+    "call ¹³⁸⁰⁰¹³⁸⁰⁰⁰",
     "https://wallet-help.example/login",
     "wallet-help.example",
     "ｗａｌｌｅｔ．example",
@@ -232,7 +235,7 @@ _LINK = re.compile(r"://|www|[0-9A-Za-z０-９Ａ-Ｚａ-ｚ][.．。][A-Za-zＡ
 def test_a_device_name_cannot_put_a_number_a_link_or_a_second_message_in_an_alert(device, locale):
     text = render("new_device_login", locale, {"device": device, "time": "t"})
     shown = text.removeprefix(SIGNATURE[locale])
-    assert not _ANY_NUMBER.search(text), text
+    assert not _ANY_NUMBER.search(unicodedata.normalize("NFKC", text)), text
     assert not _LINK.search(text), text
     assert SIGNATURE[locale].strip() not in shown and "\n" not in text and "\u2028" not in text, text
     assert len(text) <= len(render("new_device_login", locale, {"device": "", "time": "t"})) + 40, text
