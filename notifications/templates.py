@@ -221,13 +221,14 @@ def mask_card(number: str) -> str:
 
 
 # The domain an email alert shows: a host name short enough to read at a glance, nothing else.
-_HOST_NAME = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
+_HOST_NAME = re.compile(r"^[\w-]+(?:\.[\w-]+)+$")  # letters of any script: 例子.中国 is a host name too
 
 
 def mask_email(email: str) -> str:
     """``alice@example.com`` → ``a***@example.com``. A domain that is no plain host name (a path, a query: a link
     in disguise) or longer than 48 characters is masked too (``a***@***``), and a number in it as everywhere."""
     local, _, domain = email.partition("@")
+    domain = unicodedata.normalize("NFKC", domain)
     if not (_HOST_NAME.match(domain) and len(domain) <= 48):
         return f"{local[:1]}***@***"
     return f"{local[:1]}***@{_SPACED_NUMBER.sub(_mask_number, domain)}"

@@ -249,7 +249,7 @@ def test_an_ordinary_device_name_is_shown_as_typed(device):
 @pytest.mark.parametrize(
     "email",
     ["a@b.example/https://wallet-help.example/reset", "a@400-800-1234.example", "a@call.138.0013.8000.example",
-     "a@" + "x" * 240 + ".example", "a@b.example?go=wallet-help.example"],
+     "a@" + "x" * 240 + ".example", "a@b.example?go=wallet-help.example", "a@１３８－００１３－８０００.example"],
 )
 def test_an_email_address_cannot_put_a_number_or_a_link_in_an_alert(email):
     text = render("email_changed", "en", {"email": mask_email(email), "time": "t"})
@@ -261,6 +261,8 @@ def test_an_email_address_cannot_put_a_number_or_a_link_in_an_alert(email):
 
 def test_an_ordinary_email_keeps_its_domain():
     assert mask_email("alice@mail.example.com") == "a***@mail.example.com"
+    assert mask_email("用户@例子.中国") == "用***@例子.中国"
+    assert mask_email("a@①③⑧⓪⓪①③⑧⓪⓪⓪.example") == "a***@****8000.example"
 
 
 @pytest.mark.parametrize(("device", "locale", "shown"), [
