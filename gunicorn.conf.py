@@ -24,6 +24,15 @@ errorlog = "-"
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 logger_class = "core.gunicorn_logging.Logger"
 
+# A setting the application cannot use stops gunicorn here, in one line, instead of every worker failing to boot
+# with a traceback.
+from core.config import ConfigError, load  # noqa: E402 - importable only once the directory is on sys.path
+
+try:
+    load(os.environ, os.path.join(os.path.dirname(os.path.abspath(__file__)), "instance"))
+except ConfigError as exc:
+    sys.exit(f"Error: {exc.message}")
+
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-metrics-")
 else:  # stale files from a previous run would be summed with this one's

@@ -7,9 +7,17 @@ may default.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import click
+from limits import parse_many
+from limits.storage import SCHEMES as RATELIMIT_SCHEMES
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEV_PEPPER = "development-pepper-not-a-secret"
 
@@ -78,17 +86,68 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
 }
 
 
-def _parse(kind: type, raw: str) -> Any:
+WALLET_ENVS = ("development", "test", "production")
+LOG_FORMATS = ("", "json", "text")
+RATE_LIMITS = ("SMS_CODE_RESEND_LIMIT", "SMS_CODE_LIMIT_PER_PHONE", "SMS_CODE_LIMIT_PER_CLIENT",
+               "LOGIN_LIMIT_PER_PHONE", "LOGIN_LIMIT_PER_CLIENT")
+# Numbers are positive, except these, for which zero means something (none, no wait, at the deadline itself).
+MAY_BE_ZERO = frozenset({"BANK_LATENCY_SECONDS", "PROXY_FIX_X_FOR", "EXPIRED_CREDENTIALS_KEEP_HOURS",
+                         "ESCROW_REMIND_DAYS_BEFORE", "ESCROW_EXTEND_DAYS", "ESCROW_EVIDENCE_PER_PARTY",
+                         "ESCROW_REFUND_REQUESTS_PER_TRADE"})
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+class ConfigError(click.ClickException, RuntimeError):
+    """A setting has a value the application cannot run with. The message is one line that names the setting; the
+    ``flask`` command line prints it as ``Error: ...`` and exits 1, and ``gunicorn.conf.py`` before gunicorn starts."""
+
+
+def _parse(name: str, kind: type, raw: str) -> Any:
     if kind is bool:
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    return kind(raw)
+        word = raw.strip().lower()
+        if word not in _YES + _NO:
+            raise ConfigError(f"{name}={raw!r} is neither true nor false (use true/false, yes/no, on/off, 1/0)")
+        return word in _YES
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not {'a whole number' if kind is int else 'a number'}") from None
+    if kind is str:
+        return value
+    in_range = value >= 0 if name in MAY_BE_ZERO else value > 0
+    if not (math.isfinite(value) and in_range):
+        raise ConfigError(f"{name}={raw!r} must be {'zero or more' if name in MAY_BE_ZERO else 'more than zero'}")
+    return value
 
 
 def load(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
-    """Settings from ``environ`` over the defaults, with derived values filled in."""
-    config = {name: _parse(kind, environ[name]) if name in environ else default
+    """Settings from ``environ`` over the defaults, with derived values filled in; a value the application cannot
+    use raises ``ConfigError``."""
+    config = {name: _parse(name, kind, environ[name]) if name in environ else default
               for name, (default, kind, _doc) in SETTINGS.items()}
+    _check_words(config)
     return finish(config, instance_path)
+
+
+def _check_words(config: dict[str, Any]) -> None:
+    """Refuse a setting that is one of a few words, or a limit string, the application would misread: an unknown
+    ``WALLET_ENV`` ran as development (development pepper, open /metrics), a limit flask-limiter cannot parse was
+    switched off."""
+    if config["WALLET_ENV"] not in WALLET_ENVS:
+        raise ConfigError(f"WALLET_ENV={config['WALLET_ENV']!r} is not one of {', '.join(WALLET_ENVS)}")
+    if config["LOG_FORMAT"] not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT={config['LOG_FORMAT']!r} is not json or text (or empty)")
+    config["LOG_LEVEL"] = config["LOG_LEVEL"].strip().upper()
+    if config["LOG_LEVEL"] not in logging.getLevelNamesMapping():
+        raise ConfigError(f"LOG_LEVEL={config['LOG_LEVEL']!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    for name in RATE_LIMITS:
+        try:
+            parse_many(config[name])
+        except ValueError:
+            raise ConfigError(f"{name}={config[name]!r} is not a rate limit like '5 per hour;10 per day'") from None
+    scheme = config["RATELIMIT_STORAGE_URI"].partition("://")[0]
+    if scheme not in RATELIMIT_SCHEMES:
+        raise ConfigError(f"RATELIMIT_STORAGE_URI={config['RATELIMIT_STORAGE_URI']!r} is not memory:// or redis://...")
 
 
 def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
@@ -97,6 +156,12 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     url = config["DATABASE_URL"] or f"sqlite:///{instance / 'wallet.db'}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        backend = ""
+    if backend not in ("postgresql", "sqlite"):  # the URL's text is left out: it may hold a password
+        raise ConfigError("DATABASE_URL is not a PostgreSQL URL (postgresql://user@host:5432/database), nor empty")
     config["SQLALCHEMY_DATABASE_URI"] = url
     config["SQLALCHEMY_ENGINE_OPTIONS"] = (
         {"connect_args": {"timeout": 10, "check_same_thread": False}}
@@ -109,12 +174,12 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     config["SMS_CONSOLE_FILE"] = config["SMS_CONSOLE_FILE"] or str(instance / "sms.jsonl")
     if not config["PASSWORD_PEPPER"]:
         if config["WALLET_ENV"] == "production":
-            raise RuntimeError("PASSWORD_PEPPER must be set when WALLET_ENV=production")
+            raise ConfigError("PASSWORD_PEPPER must be set when WALLET_ENV=production")
         config["PASSWORD_PEPPER"] = DEV_PEPPER
     if config["WALLET_ENV"] == "production" and config["PASSWORD_PEPPER"] == DEV_PEPPER:
-        raise RuntimeError("PASSWORD_PEPPER must not be the development default in production")
+        raise ConfigError("PASSWORD_PEPPER must not be the development default in production")
     if config["IDEMPOTENCY_TTL_HOURS"] < 24:  # DESIGN 7: a retry the next morning must replay, not pay again
-        raise RuntimeError("IDEMPOTENCY_TTL_HOURS must be at least 24: Idempotency-Key answers are kept a day")
+        raise ConfigError("IDEMPOTENCY_TTL_HOURS must be at least 24: Idempotency-Key answers are kept a day")
     config["RATELIMIT_HEADERS_ENABLED"] = True
     config["LOG_FORMAT"] = log_format(config["LOG_FORMAT"], config["WALLET_ENV"])
     return config
