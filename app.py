@@ -6,6 +6,7 @@ them together.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from alembic.script import ScriptDirectory
 from flask import Flask, Response, current_app, g, request
 from flask.cli import AppGroup
 from flask_limiter.errors import RateLimitExceeded
 from flask_migrate import Migrate, upgrade
-from sqlalchemy import select
+from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -273,6 +275,29 @@ class _Phone(click.ParamType):
 PHONE = _Phone()
 
 
+def _migrated(command: Any) -> Any:
+    """Run ``command`` only on a database every migration has been applied to; otherwise say what to run (its
+    first statement would fail with a SQL traceback, and a loop would log one every round, forever)."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        needed = set(ScriptDirectory.from_config(migrate.get_config()).get_heads())
+        try:
+            with db.engine.connect() as connection:  # alembic's own reading of this table logs two lines
+                applied = (set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+                           if inspect(connection).has_table("alembic_version") else set())
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+            raise click.ClickException(f"the database cannot be reached: {reason}") from None
+        if applied != needed:
+            state = f"is at migration {', '.join(sorted(applied))}" if applied else "has no tables yet"
+            raise click.ClickException(f"the database {state}, this code needs {', '.join(sorted(needed))}:"
+                                       " run `flask --app app db upgrade`")
+        return command(*args, **kwargs)
+
+    return checked
+
+
 def _install_cli(app: Flask) -> None:
     @app.cli.command("dev")
     @click.option("--host", default="127.0.0.1")
@@ -291,6 +316,7 @@ def _install_cli(app: Flask) -> None:
     app.cli.add_command(notifications_cli)
 
     @notifications_cli.command("dispatch")
+    @_migrated
     @click.option("--once", is_flag=True, help="Send what is due now and exit.")
     @click.option("--batch-size", type=click.IntRange(1, 1000), default=None,
                   help="Alerts claimed at a time, 1-1000 (default SMS_BATCH_SIZE).")
@@ -307,6 +333,7 @@ def _install_cli(app: Flask) -> None:
         dispatcher.run(sender, stop, batch_size=batch_size)
 
     @notifications_cli.command("status")
+    @_migrated
     def notifications_status() -> None:
         """Queue depth by status and the age of the oldest alert not yet handed to the provider."""
         for line in dispatcher.queue_status(totals=True).lines():
@@ -316,6 +343,7 @@ def _install_cli(app: Flask) -> None:
     app.cli.add_command(wallet_cli)
 
     @wallet_cli.command("check")
+    @_migrated
     def wallet_check() -> None:
         """Recompute every balance from the transfers and check the ledger invariants; exit 1 if any fails."""
         problems = check_log.run_and_record("cli")
@@ -327,6 +355,7 @@ def _install_cli(app: Flask) -> None:
         click.echo("ledger clean: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
 
     @app.cli.command("worker")
+    @_migrated
     def worker() -> None:
         """Run the background work except SMS (escrow deadlines, payouts, pending top-ups, expired holds, key
         purging, the periodic ledger check) until SIGTERM. Several may run at once."""
@@ -339,6 +368,7 @@ def _install_cli(app: Flask) -> None:
     app.cli.add_command(escrow_cli)
 
     @escrow_cli.command("sweep")
+    @_migrated
     @click.option("--loop", is_flag=True, help="Keep sweeping every ESCROW_SWEEP_SECONDS until stopped.")
     def escrow_sweep(loop: bool) -> None:
         """Apply due deadlines: close unpaid trades, remind, auto-confirm, settle silent refunds."""
@@ -356,6 +386,7 @@ def _install_cli(app: Flask) -> None:
             time.sleep(current_app.config["ESCROW_SWEEP_SECONDS"])
 
     @escrow_cli.command("verify")
+    @_migrated
     @click.argument("trade_id")
     def escrow_verify(trade_id: str) -> None:
         """Recompute a trade's hash-chained timeline; exit 1 and name the entry if it was tampered with."""
@@ -372,6 +403,7 @@ def _install_cli(app: Flask) -> None:
     app.cli.add_command(users_cli)
 
     @users_cli.command("grant-staff")
+    @_migrated
     @click.argument("phone", type=PHONE)
     def grant_staff(phone: str) -> None:
         """Let the account with PHONE decide disputes."""
@@ -383,6 +415,7 @@ def _install_cli(app: Flask) -> None:
         click.echo(f"{user.id} is staff")
 
     @users_cli.command("revoke-staff")
+    @_migrated
     @click.argument("phone", type=PHONE)
     def revoke_staff(phone: str) -> None:
         """Take dispute arbitration away from the account with PHONE (from its next request on)."""
@@ -394,6 +427,7 @@ def _install_cli(app: Flask) -> None:
         click.echo(f"{user.id} is not staff")
 
     @users_cli.command("set-fee")
+    @_migrated
     @click.argument("phone", type=PHONE)
     @click.argument("basis_points", type=click.IntRange(0, 10_000))
     def set_fee(phone: str, basis_points: int) -> None:
