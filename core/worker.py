@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask
+from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Task:
     run: Callable[[], object]
     every_seconds: float
     next_run: float = 0.0
+    failing: bool = False  # its last run failed, and that was logged
 
 
 class BackgroundWorker(threading.Thread):
@@ -41,11 +43,27 @@ class BackgroundWorker(threading.Thread):
             self.stopping.wait(0.1)
 
     def _run_one(self, task: Task) -> None:
+        """Run ``task`` once. A failure is logged when it starts (a bug with its traceback, an unreachable database
+        in one line), not again while it lasts, and its end is logged too: one outage, two lines."""
         with self.app.app_context():
             try:
                 task.run()
-            except Exception:  # a failing task must not kill the others; it is logged with its traceback
-                log.exception("background task %s failed; it will run again", task.name)
+            except OperationalError as exc:  # PostgreSQL restarting or unreachable: nothing to fix in the code
+                if not task.failing:
+                    log.error("background task %s cannot reach the database (%s); it is retried every %ss, and"
+                              " this is logged again when it works", task.name, type(exc.orig).__name__,
+                              task.every_seconds)
+                task.failing = True
+                return
+            except Exception:  # a failing task must not kill the others
+                if not task.failing:
+                    log.exception("background task %s failed; it is retried every %ss, and this is logged again"
+                                  " when it works", task.name, task.every_seconds)
+                task.failing = True
+                return
+        if task.failing:
+            log.info("background task %s works again", task.name)
+            task.failing = False
 
     def stop(self) -> None:
         self.stopping.set()
