@@ -8,3 +8,11 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding=
 def test_every_setting_is_in_the_readme_configuration_table():
     missing = [name for name in SETTINGS if f"| `{name}` |" not in README]
     assert missing == []
+
+
+def test_the_readme_stops_only_the_processes_it_started():
+    # `pkill -f "flask --app app"` stopped every dispatcher and worker of every checkout on the machine (the operations
+    # audit watched it match another instance's dispatcher), not only the two the production section started.
+    assert "pkill" not in README and "killall" not in README
+    for name in ("web", "dispatch", "worker"):
+        assert f"/tmp/wallet-{name}.pid" in README.split("Stop everything with", 1)[1].split("\n\n", 1)[0]
