@@ -100,6 +100,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db)
     limiter.init_app(app)
     app.extensions["clock"] = app.config.get("CLOCK") or SystemClock()
+    app.extensions["schema_problem"] = _schema_problem  # /readyz is not ready on a database to migrate
     app.extensions["passwords"] = Passwords(
         app.config["PASSWORD_PEPPER"],
         time_cost=app.config["ARGON2_TIME_COST"],
@@ -275,24 +276,39 @@ class _Phone(click.ParamType):
 PHONE = _Phone()
 
 
+@functools.cache
+def _revisions() -> tuple[frozenset[str], frozenset[str]]:
+    """The migrations this code knows, and their heads (what it needs the database to be at)."""
+    script = ScriptDirectory(str(ROOT / "migrations"))
+    return frozenset(rev.revision for rev in script.walk_revisions()), frozenset(script.get_heads())
+
+
+def _schema_problem() -> str | None:
+    """What to do before this database can serve this code (apply the migrations), or None when it can. A database
+    at a migration this code does not know is newer than the code (migrated ahead of a rolling deploy): it serves."""
+    with db.engine.connect() as connection:  # alembic's own reading of this table logs two lines
+        applied = (set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+                   if inspect(connection).has_table("alembic_version") else set())
+    known, heads = _revisions()
+    if applied == heads or not applied <= known:
+        return None
+    state = f"is at migration {', '.join(sorted(applied))}" if applied else "has no tables yet"
+    return f"the database {state}, this code needs {', '.join(sorted(heads))}: run `flask --app app db upgrade`"
+
+
 def _migrated(command: Any) -> Any:
     """Run ``command`` only on a database every migration has been applied to; otherwise say what to run (its
     first statement would fail with a SQL traceback, and a loop would log one every round, forever)."""
 
     @functools.wraps(command)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        needed = set(ScriptDirectory.from_config(migrate.get_config()).get_heads())
         try:
-            with db.engine.connect() as connection:  # alembic's own reading of this table logs two lines
-                applied = (set(connection.scalars(text("SELECT version_num FROM alembic_version")))
-                           if inspect(connection).has_table("alembic_version") else set())
+            problem = _schema_problem()
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
             raise click.ClickException(f"the database cannot be reached: {reason}") from None
-        if applied != needed:
-            state = f"is at migration {', '.join(sorted(applied))}" if applied else "has no tables yet"
-            raise click.ClickException(f"the database {state}, this code needs {', '.join(sorted(needed))}:"
-                                       " run `flask --app app db upgrade`")
+        if problem:
+            raise click.ClickException(problem)
         return command(*args, **kwargs)
 
     return checked

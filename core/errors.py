@@ -90,6 +90,14 @@ class UnsupportedMediaType(AppError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
+class DatabaseNotMigrated(AppError):
+    """The database lacks migrations this code needs: ``flask --app app db upgrade`` has not been run (/readyz)."""
+
+    status = 503
+    code = "database_not_migrated"
+    title = "Service unavailable"
+
+
 class RateLimited(AppError):
     """Too many requests from this client or for this phone number."""
 

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from core.api import endpoint, respond
 from core.db import db
+from core.errors import DatabaseNotMigrated
 from core.openapi import build_document, render_docs_page
 
 bp = Blueprint("ops", __name__)
@@ -22,10 +23,15 @@ def healthz() -> Response:
     return respond(Health(status="ok"))
 
 
-@endpoint(bp, "/readyz", "GET", summary="Readiness: the database answers", response=Health, auth=False)
+@endpoint(bp, "/readyz", "GET", summary="Readiness: the database answers and has every migration", response=Health,
+          auth=False)
 def readyz() -> Response:
     db.session.execute(text("SELECT 1"))
     db.session.rollback()
+    schema_problem = current_app.extensions.get("schema_problem")
+    problem = schema_problem() if schema_problem else None
+    if problem:
+        raise DatabaseNotMigrated(problem)
     return respond(Health(status="ready"))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from click.exceptions import ClickException
 from flask_migrate import upgrade
+from sqlalchemy import text
 
 import app as app_module
 from app import create_app
@@ -69,5 +70,30 @@ def test_a_database_one_migration_behind_is_named_too(unmigrated):
 def test_a_migrated_database_runs_the_command(unmigrated):
     with unmigrated.app_context():
         upgrade()
+    result = unmigrated.test_cli_runner().invoke(args=["notifications", "status"])
+    assert result.exit_code == 0, result.output
+
+
+def test_readiness_is_a_503_saying_to_migrate_until_the_migrations_are_applied(unmigrated):
+    """/readyz answered ready on a database without tables (it only ran SELECT 1), so a load balancer sent traffic to
+    a server whose every request then failed: a 500 with a traceback on PostgreSQL, and on SQLite a 503
+    'database_unavailable' that blamed the connection."""
+    client = unmigrated.test_client()
+    answer = client.get("/readyz")
+    assert answer.status_code == 503, answer.json
+    assert answer.json["code"] == "database_not_migrated"
+    assert "flask --app app db upgrade" in answer.json["detail"]
+    with unmigrated.app_context():
+        upgrade()
+    assert client.get("/readyz").json == {"status": "ready"}
+
+
+def test_a_database_migrated_ahead_of_this_code_still_serves(unmigrated):
+    """A rolling deploy applies the next migration while the previous code still serves: that code stays ready."""
+    with unmigrated.app_context():
+        upgrade()
+        db.session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        db.session.commit()
+    assert unmigrated.test_client().get("/readyz").json == {"status": "ready"}
     result = unmigrated.test_cli_runner().invoke(args=["notifications", "status"])
     assert result.exit_code == 0, result.output
