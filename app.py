@@ -321,6 +321,8 @@ def _install_cli(app: Flask) -> None:
     def dev(host: str, port: int) -> None:
         """Apply migrations, start the background workers and serve on HOST:PORT (development)."""
         upgrade()
+        # Alembic's env.py configured logging from alembic.ini (root at WARN, its own format): the app's again.
+        observability.configure_logging(current_app.config["LOG_LEVEL"], current_app.config["LOG_FORMAT"])
         worker = BackgroundWorker(current_app._get_current_object(), _background_tasks(current_app))  # type: ignore[attr-defined]
         worker.start()
         click.echo(f"SMS messages are appended to {current_app.config['SMS_CONSOLE_FILE']}")
