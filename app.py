@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -390,18 +389,17 @@ def _install_cli(app: Flask) -> None:
     @click.option("--loop", is_flag=True, help="Keep sweeping every ESCROW_SWEEP_SECONDS until stopped.")
     def escrow_sweep(loop: bool) -> None:
         """Apply due deadlines: close unpaid trades, remind, auto-confirm, settle silent refunds."""
-        while True:
-            try:
-                done = trades.sweep()
-            except Exception:  # a database restart, a bug: with --loop, logged and tried again next round
-                if not loop:
-                    raise
-                log.exception("escrow sweep failed; retrying")
-            else:
-                click.echo(" ".join(f"{name}={n}" for name, n in done.items()))
-            if not loop:
-                return
-            time.sleep(current_app.config["ESCROW_SWEEP_SECONDS"])
+
+        def sweep_once() -> None:
+            done = trades.sweep()
+            click.echo(" ".join(f"{name}={n}" for name, n in done.items()))
+
+        if not loop:
+            sweep_once()
+            return
+        # A failing round (a database restart, a bug) is logged when it starts and when it ends, as in `flask worker`.
+        task = Task("escrow-sweep", sweep_once, current_app.config["ESCROW_SWEEP_SECONDS"])
+        BackgroundWorker(current_app._get_current_object(), [task]).run()  # type: ignore[attr-defined]
 
     @escrow_cli.command("verify")
     @_migrated

@@ -11,7 +11,6 @@ from click.exceptions import ClickException
 from flask_migrate import upgrade
 from sqlalchemy import text
 
-import app as app_module
 from app import create_app
 from core.db import db
 from core.worker import BackgroundWorker
@@ -26,7 +25,6 @@ def unmigrated(scratch_url, tmp_path, monkeypatch):
 
     monkeypatch.setattr(BackgroundWorker, "run", started)
     monkeypatch.setattr(dispatcher, "run", started)
-    monkeypatch.setattr(app_module.time, "sleep", started)  # `escrow sweep --loop` between two rounds
     app = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test",
                       "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl")})
     yield app
