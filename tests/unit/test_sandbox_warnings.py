@@ -29,3 +29,16 @@ def test_development_and_tests_stay_quiet(tmp_path, capfd, env):
 def test_a_configured_partner_is_not_reported(tmp_path, capfd):
     log = startup_log(tmp_path, capfd, WALLET_ENV="production", BANK_GATEWAY=object())  # stands for a real bank
     assert "bank gateway" not in log and "sandbox identity provider" in log
+
+
+def test_production_with_rate_limits_counted_in_each_process_says_so(tmp_path, capfd):
+    # memory:// counters live in one process: under gunicorn's WEB_CONCURRENCY workers (5 on two cores) a phone
+    # number got five times SMS_CODE_LIMIT_PER_PHONE and LOGIN_LIMIT_PER_PHONE, and nothing said so (operations audit).
+    assert log_mentions_storage(startup_log(tmp_path, capfd, WALLET_ENV="production"))
+    assert not log_mentions_storage(startup_log(tmp_path, capfd, WALLET_ENV="production",
+                                                RATELIMIT_STORAGE_URI="redis://127.0.0.1:6379"))
+    assert not log_mentions_storage(startup_log(tmp_path, capfd, WALLET_ENV="development"))
+
+
+def log_mentions_storage(log: str) -> bool:
+    return "RATELIMIT_STORAGE_URI" in log
