@@ -5,6 +5,8 @@ from logging.config import fileConfig
 from flask import current_app
 
 from alembic import context
+from alembic.util import CommandError
+from sqlalchemy.exc import OperationalError
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -134,7 +136,14 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection, _sqlite_foreign_keys_off(connection):
+    try:
+        connection = connectable.connect()
+    except OperationalError as exc:  # a typo in DATABASE_URL, a database not created yet, the server down
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        # Flask-Migrate prints a CommandError as one 'Error: ...' line and exits 1 (anything else is a traceback).
+        raise CommandError(f'the database cannot be reached: {reason}') from None
+
+    with connection, _sqlite_foreign_keys_off(connection):
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
