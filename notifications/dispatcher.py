@@ -315,19 +315,30 @@ def run(sender: SmsSender, stop: threading.Event, interval: float | None = None,
     """The dispatcher loop: send what is due, sleep ``interval`` when nothing is, until ``stop`` is set."""
     interval = interval if interval is not None else float(_setting("DISPATCH_INTERVAL_SECONDS"))
     log.info("dispatcher started")
+    pause = max(interval, 1.0) * 5
+    failing = ""  # what the last rounds failed on ("database", "bug"), logged once when it began
     while not stop.is_set():
         try:
             claimed = dispatch_once(sender, batch_size, stop)
         except (OperationalError, InterfaceError) as exc:
             # The database is unreachable: nothing can be claimed or recorded. Rows we hold come back when
             # their leases run out.
-            log.error("dispatcher cannot reach the database, retrying: %s", exc.orig)
-            stop.wait(max(interval, 1.0) * 5)
+            if failing != "database":
+                log.error("dispatcher cannot reach the database (%s); retrying every %.0fs, and logging when it can",
+                          str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__,
+                          pause)
+            failing = "database"
+            stop.wait(pause)
             continue
-        except Exception:  # a bug must not stop the SMS: logged, and the loop goes on after a pause
-            log.exception("dispatcher round failed; retrying")
-            stop.wait(max(interval, 1.0) * 5)
+        except Exception:  # a bug must not stop the SMS: logged once, and the loop goes on after a pause
+            if failing != "bug":
+                log.exception("dispatcher round failed; retrying every %.0fs, and logging when a round works", pause)
+            failing = "bug"
+            stop.wait(pause)
             continue
+        if failing:
+            log.info("dispatcher works again")
+            failing = ""
         if not claimed:
             stop.wait(interval)
     log.info("dispatcher stopped")
