@@ -147,7 +147,8 @@ def _check_words(config: dict[str, Any]) -> None:
             raise ConfigError(f"{name}={config[name]!r} is not a rate limit like '5 per hour;10 per day'") from None
     scheme = config["RATELIMIT_STORAGE_URI"].partition("://")[0]
     if scheme not in RATELIMIT_SCHEMES:
-        raise ConfigError(f"RATELIMIT_STORAGE_URI={config['RATELIMIT_STORAGE_URI']!r} is not memory:// or redis://...")
+        # the scheme only: the rest of the URI may hold a password
+        raise ConfigError(f"RATELIMIT_STORAGE_URI: {scheme!r}:// is not memory:// or redis://...")
 
 
 def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:

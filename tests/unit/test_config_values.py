@@ -90,3 +90,9 @@ def test_gunicorn_refuses_to_start_with_one_line_naming_the_setting(tmp_path):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr, done.stderr
     assert len(_stderr_lines(done)) == 1 and "DISPATCH_INTERVAL_SECONDS" in done.stderr, done.stderr
+
+
+def test_a_refused_storage_uri_does_not_echo_its_password(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        load({"RATELIMIT_STORAGE_URI": "redis+nope://:s3cret-pass@127.0.0.1:6379"}, str(tmp_path))
+    assert "RATELIMIT_STORAGE_URI" in refused.value.message and "s3cret" not in refused.value.message
