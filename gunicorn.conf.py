@@ -10,11 +10,25 @@ import shutil
 import sys
 import tempfile
 
+
+def _whole(name: str, default: int, least: int) -> int:
+    """A whole-number setting from the environment; one line naming it (not a traceback) when it is not one."""
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        sys.exit(f"Error: {name}={raw!r} is not a whole number")
+    if value < least:
+        sys.exit(f"Error: {name}={raw!r} must be {least} or more")
+    return value
+
+
 wsgi_app = "app:create_app()"
-bind = os.environ.get("BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+bind = os.environ.get("BIND", "127.0.0.1:8000").strip() or sys.exit("Error: BIND='' names no address (host:port)")
+# WEB_CONCURRENCY is also read by gunicorn itself, before this file: a word there fails in gunicorn, not here.
+workers = _whole("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1, 1)
+threads = _whole("GUNICORN_THREADS", 1, 1)
+timeout = _whole("GUNICORN_TIMEOUT", 30, 0)  # 0: no timeout (gunicorn's meaning)
 graceful_timeout = 20
 # The application logs one access line per request itself (with the request id); gunicorn's would repeat it.
 accesslog = None

@@ -96,3 +96,14 @@ def test_a_refused_storage_uri_does_not_echo_its_password(tmp_path):
     with pytest.raises(ConfigError) as refused:
         load({"RATELIMIT_STORAGE_URI": "redis+nope://:s3cret-pass@127.0.0.1:6379"}, str(tmp_path))
     assert "RATELIMIT_STORAGE_URI" in refused.value.message and "s3cret" not in refused.value.message
+
+
+@pytest.mark.parametrize("name, value", [("GUNICORN_THREADS", "two"), ("GUNICORN_THREADS", "0"),
+                                         ("GUNICORN_TIMEOUT", "ten"), ("BIND", "")])
+def test_gunicorn_refuses_its_own_settings_with_one_line_naming_them_too(tmp_path, name, value):
+    env = {**os.environ, name: value, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--check-config"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(_stderr_lines(done)) == 1 and name in done.stderr, done.stderr

@@ -23,7 +23,7 @@ def test_every_variable_gunicorn_conf_reads_is_in_the_readme():
     # BIND appeared only inside the production block; WEB_CONCURRENCY (how many web processes, and so how many
     # database connections), GUNICORN_THREADS, GUNICORN_TIMEOUT and the other two were documented nowhere but there.
     conf = (Path(__file__).resolve().parents[2] / "gunicorn.conf.py").read_text(encoding="utf-8")
-    read = set(re.findall(r"os\.environ(?:\.get\(|\[)\"([A-Z_]+)\"", conf))
+    read = set(re.findall(r"(?:os\.environ(?:\.get\(|\[)|_whole\()\"([A-Z_]+)\"", conf))
     assert read >= {"BIND", "WEB_CONCURRENCY", "GUNICORN_TIMEOUT"}
     configuration = README.split("## Configuration", 1)[1]
     assert [name for name in sorted(read) if f"`{name}`" not in configuration] == []
