@@ -421,29 +421,31 @@ def _install_cli(app: Flask) -> None:
     users_cli = AppGroup("users", help="Accounts.")
     app.cli.add_command(users_cli)
 
+    def account_with(phone: str) -> User:
+        user = db.session.scalars(select(User).where(User.phone == phone)).first()
+        if user is None:
+            raise click.ClickException("no account has this phone number")
+        return user
+
+    def set_staff(phone: str, is_staff: bool) -> None:
+        user = account_with(phone)
+        user.is_staff = is_staff
+        db.session.commit()
+        click.echo(f"{user.id} is {'staff' if is_staff else 'not staff'}")
+
     @users_cli.command("grant-staff")
     @_migrated
     @click.argument("phone", type=PHONE)
     def grant_staff(phone: str) -> None:
         """Let the account with PHONE decide disputes."""
-        user = db.session.scalars(select(User).where(User.phone == phone)).first()
-        if user is None:
-            raise click.ClickException("no account has this phone number")
-        user.is_staff = True
-        db.session.commit()
-        click.echo(f"{user.id} is staff")
+        set_staff(phone, True)
 
     @users_cli.command("revoke-staff")
     @_migrated
     @click.argument("phone", type=PHONE)
     def revoke_staff(phone: str) -> None:
         """Take dispute arbitration away from the account with PHONE (from its next request on)."""
-        user = db.session.scalars(select(User).where(User.phone == phone)).first()
-        if user is None:
-            raise click.ClickException("no account has this phone number")
-        user.is_staff = False
-        db.session.commit()
-        click.echo(f"{user.id} is not staff")
+        set_staff(phone, False)
 
     @users_cli.command("set-fee")
     @_migrated
@@ -451,9 +453,7 @@ def _install_cli(app: Flask) -> None:
     @click.argument("basis_points", type=click.IntRange(0, 10_000))
     def set_fee(phone: str, basis_points: int) -> None:
         """Charge the seller with PHONE a fee of BASIS_POINTS (100 = 1 %) on future trades."""
-        user = db.session.scalars(select(User).where(User.phone == phone)).first()
-        if user is None:
-            raise click.ClickException("no account has this phone number")
+        user = account_with(phone)
         settings = db.session.get(escrow_models.SellerSettings, user.id) or escrow_models.SellerSettings(
             user_id=user.id)
         settings.fee_bp = basis_points
