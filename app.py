@@ -30,7 +30,7 @@ from werkzeug.serving import run_simple
 from core import config as settings
 from core import idempotency, observability
 from core.clock import SystemClock
-from core.db import db
+from core.db import db, driver_reason
 from core.errors import AppError, RateLimited, ValidationFailed
 from core.ops import bp as ops_bp
 from core.ratelimit import limiter
@@ -307,7 +307,7 @@ def _migrated(command: Any) -> Any:
         try:
             problem = _schema_problem()
         except OperationalError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+            reason = driver_reason(exc)
             raise click.ClickException(f"the database cannot be reached: {reason}") from None
         if problem:
             raise click.ClickException(problem)

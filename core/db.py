@@ -101,6 +101,13 @@ def blocks() -> Blocks:
     return found
 
 
+def driver_reason(exc: DBAPIError) -> str:
+    """The first line of the driver's message for ``exc`` (or its class name when it has none): why the database
+    could not be reached, fit for one log or error line."""
+    text = str(exc.orig).strip()
+    return text.splitlines()[0] if text else type(exc.orig).__name__
+
+
 def existing_session() -> Any:
     """This context's Session if something created one already, else None (without creating one)."""
     return db.session() if db.session.registry.has() else None

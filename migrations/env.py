@@ -8,6 +8,8 @@ from alembic import context
 from alembic.util import CommandError
 from sqlalchemy.exc import OperationalError
 
+from core.db import driver_reason
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -139,7 +141,7 @@ def run_migrations_online():
     try:
         connection = connectable.connect()
     except OperationalError as exc:  # a typo in DATABASE_URL, a database not created yet, the server down
-        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        reason = driver_reason(exc)
         # Flask-Migrate prints a CommandError as one 'Error: ...' line and exits 1 (anything else is a traceback).
         raise CommandError(f'the database cannot be reached: {reason}') from None
 

@@ -62,7 +62,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core import clock, sql
-from core.db import db, run_in_transaction
+from core.db import db, driver_reason, run_in_transaction
 from notifications.models import (
     FAILED,
     FAILED_WHERE,
@@ -325,7 +325,7 @@ def run(sender: SmsSender, stop: threading.Event, interval: float | None = None,
             # their leases run out.
             if failing != "database":
                 log.error("dispatcher cannot reach the database (%s); retrying every %.0fs, and logging when it can",
-                          str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__,
+                          driver_reason(exc),
                           pause)
             failing = "database"
             stop.wait(pause)
