@@ -38,10 +38,10 @@ from core.worker import BackgroundWorker, Task
 from notifications import dispatcher, sms
 from notifications.api import bp as notifications_bp
 from notifications.models import FAILED, PENDING, SENDING
+from security import freezes, retention
 from security import identity_models as _identity_models  # noqa: F401 - register tables
 from security import metrics as security_metrics
 from security import models as _security_models  # noqa: F401 - register tables
-from security import retention
 from security.alerts_api import bp as alerts_bp
 from security.api import bp as accounts_bp
 from security.identity import SimulatedIdentityProvider
@@ -446,6 +446,27 @@ def _install_cli(app: Flask) -> None:
     def revoke_staff(phone: str) -> None:
         """Take dispute arbitration away from the account with PHONE (from its next request on)."""
         set_staff(phone, False)
+
+    @users_cli.command("freeze")
+    @_migrated
+    @click.argument("phone", type=PHONE)
+    @click.option("--reason", required=True, help="Why (kept with the freeze; the owner is not shown it).")
+    def freeze(phone: str, reason: str) -> None:
+        """Stop the money of the account with PHONE from leaving it (R13): payments, top-ups, withdrawals and card
+        binding are refused until `unfreeze`; money still comes in. The owner is told by SMS."""
+        if not reason.strip():
+            raise click.BadParameter("give a reason", param_hint="--reason")
+        user_id = account_with(phone).id
+        since = freezes.freeze(user_id, reason)
+        click.echo(f"{user_id} frozen since {since.isoformat()}")
+
+    @users_cli.command("unfreeze")
+    @_migrated
+    @click.argument("phone", type=PHONE)
+    def unfreeze(phone: str) -> None:
+        """Lift the freeze of the account with PHONE; the owner is told by SMS."""
+        user_id = account_with(phone).id
+        click.echo(f"{user_id} unfrozen" if freezes.lift(user_id) else f"{user_id} was not frozen")
 
     @users_cli.command("set-fee")
     @_migrated

@@ -79,6 +79,15 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "您的支付密码连续输错，{lock_zh}。如非本人操作，请通过短信重置支付密码。",
         "en": "Too many wrong payment passwords: {lock_en}. Not you? Reset it by SMS.",
     },
+    "account_frozen": {
+        "zh": "您的账户已于 {time} 被平台冻结，暂停付款、充值和提现，收款不受影响。如有疑问，请联系客服。",
+        "en": "Your account was frozen by the platform at {time}: no payments, top-ups or withdrawals until it is "
+              "lifted; you can still receive money. Questions? Contact support.",
+    },
+    "account_unfrozen": {
+        "zh": "您的账户已于 {time} 解除冻结，付款、充值和提现已恢复。",
+        "en": "Your account was unfrozen at {time}: payments, top-ups and withdrawals work again.",
+    },
     "identity_verified": {
         "zh": "您的账户已于 {time} 完成实名认证（{name}，证件尾号 {last4}）。如非本人操作，请立即联系客服。",
         "en": "Your account was verified as {name} (ID ending {last4}) at {time}. Not you? Contact support.",

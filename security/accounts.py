@@ -25,6 +25,7 @@ from notifications.outbox import enqueue
 from notifications.templates import UNTIL_RESET, format_time, mask_email, mask_phone
 from security import codes, lockout, totp
 from security.errors import (
+    AccountFrozen,
     DeviceVerificationRequired,
     InvalidCredentials,
     InvalidTotpCode,
@@ -102,21 +103,25 @@ _STILL_VALID_ON_DEVICE = sql.Statement(
     "SELECT u.login_password_hash = :verified AS same_password, d.trusted AND d.revoked_at IS NULL AS trusted"
     " FROM users u JOIN devices d ON d.id = :device_id WHERE u.id = :user_id", boolean=["same_password", "trusted"])
 # The payer and the payment lock state in one statement (every payment runs it: on the driver's cursor).
+# A freeze (``security.freezes``) rides along: a payment of a frozen account is refused for no statement of its own.
 _PAYER = sql.Statement(
     "SELECT u.phone, u.locale, u.payment_password_hash, l.recent_failures, l.consecutive_failures, l.locked_until,"
-    " l.hard_locked FROM users u LEFT JOIN credential_locks l ON l.subject = u.id AND l.kind = 'payment'"
-    " WHERE u.id = :user_id", **STATE_CONVERSIONS)
+    " l.hard_locked, f.frozen_at FROM users u LEFT JOIN credential_locks l ON l.subject = u.id AND l.kind = 'payment'"
+    " LEFT JOIN account_freezes f ON f.user_id = u.id AND f.lifted_at IS NULL"
+    " WHERE u.id = :user_id", **{**STATE_CONVERSIONS, "utc": [*STATE_CONVERSIONS["utc"], "frozen_at"]})
 
 
 # What GET /me shows: read for a viewer (the request's caller, whose token check then rides in the statement).
-_PROFILE = sql.Statement("SELECT id, phone, email, locale, totp_enabled, created_at FROM users WHERE id = :viewer_id",
-                         utc=["created_at"], boolean=["totp_enabled"])
+_PROFILE = sql.Statement(
+    "SELECT id, phone, email, locale, totp_enabled, created_at, (SELECT f.frozen_at FROM account_freezes f"
+    " WHERE f.user_id = users.id AND f.lifted_at IS NULL) AS frozen_since FROM users WHERE id = :viewer_id",
+    utc=["created_at", "frozen_since"], boolean=["totp_enabled"])
 
 
 def profile(viewer: sql.Viewer) -> Any:
-    """The viewer's account as GET /me shows it (id, phone, email, locale, totp_enabled, created_at). Raises
-    ``NotFound`` for a viewer with no account (never the request's caller: its token names an account, in the same
-    statement)."""
+    """The viewer's account as GET /me shows it (id, phone, email, locale, totp_enabled, created_at, frozen_since).
+    Raises ``NotFound`` for a viewer with no account (never the request's caller: its token names an account, in the
+    same statement)."""
     rows = run_in_transaction(lambda: viewer.read(_PROFILE, {}), read_only=True)
     if not rows:
         raise NotFound("No such account.")
@@ -295,16 +300,20 @@ def verify_login_password(user: User, password: str) -> None:
                  _lock_alert(user.id, user.phone, user.locale, LOGIN))
 
 
-def authorize_payment(user_id: str, payment_password: str, then: Callable[[], T] | None = None) -> T | None:
+def authorize_payment(user_id: str, payment_password: str, then: Callable[[], T] | None = None, *,
+                      moves_money: bool = True) -> T | None:
     """The gate in front of every movement of money: the payment password under its own lockout.
 
     ``then()``, the movement itself, runs in the transaction that checks the lock state after the argon2
     verification, so a payment costs one transaction besides its reads; its result is returned.
-    Raises ``PaymentPasswordLocked`` (423) while locked, ``WrongPaymentPassword`` (401) when wrong.
+    Raises ``AccountFrozen`` (403) for a frozen account when ``moves_money`` (before the password is checked),
+    ``PaymentPasswordLocked`` (423) while locked, ``WrongPaymentPassword`` (401) when wrong.
     """
     payer = run_in_transaction(lambda: _PAYER.one(user_id=user_id), read_only=True)
     if payer is None:
         raise NotFound("No such account.")
+    if moves_money and payer.frozen_at is not None:
+        raise AccountFrozen(payer.frozen_at)
 
     def store(new_hash: str | None) -> T | None:
         if new_hash is not None:
@@ -353,7 +362,7 @@ def change_payment_password(user: User, new: str, current: str | None, sms_code:
     ``PaymentPasswordLocked``, ``ValidationFailed``."""
     check_payment_password(new, user.phone, field="new_payment_password")
     if current is not None:
-        authorize_payment(primary_key(user), current)
+        authorize_payment(primary_key(user), current, moves_money=False)
     else:
         _refuse_sms_reset_soon_after_phone_change(user)
         codes.consume_code(user.phone, "recover", sms_code)

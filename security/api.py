@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Blueprint
 
 from core.api import endpoint, json_body, json_object_or_none, parse_body, parse_query, respond
+from core.db import run_in_transaction
 from core.errors import ValidationFailed
 from core.pagination import PageQuery
 from core.ratelimit import configured, limiter
-from security import accounts, codes
+from security import accounts, codes, freezes
 from security.auth import CALLER, current_caller, current_session, current_user
 from security.phones import normalize_phone
 from security.schemas import (
@@ -59,9 +62,9 @@ def _purpose() -> str:
     return purpose if purpose in codes.PURPOSES else "none"
 
 
-def _user_out(user) -> UserOut:
+def _user_out(user, frozen_since: datetime | None = None) -> UserOut:
     return UserOut(id=user.id, phone=user.phone, email=user.email, locale=user.locale,
-                   totp_enabled=user.totp_enabled, created_at=user.created_at)
+                   totp_enabled=user.totp_enabled, created_at=user.created_at, frozen_since=frozen_since)
 
 
 @endpoint(bp, "/sms-codes", "POST", summary="Send a one-time code by SMS (always 202)", body=SmsCodeRequest,
@@ -133,7 +136,8 @@ def revoke_device(device_id: str):
 
 @endpoint(bp, "/me", "GET", summary="My profile", response=UserOut)
 def me():
-    return respond(_user_out(accounts.profile(CALLER)))  # one statement: the token's check and the account
+    profile = accounts.profile(CALLER)  # one statement: the token's check and the account
+    return respond(_user_out(profile, profile.frozen_since))
 
 
 @endpoint(bp, "/me", "PATCH", summary="Change email (needs login_password) or locale", body=ProfilePatch,
@@ -143,7 +147,7 @@ def update_me():
     req = parse_body(ProfilePatch)
     email_given = "email" in json_body()
     updated = accounts.update_profile(user, req.email, req.locale, req.login_password, email_given)
-    return respond(_user_out(updated))
+    return respond(_user_out(updated, run_in_transaction(lambda: freezes.frozen_since(updated.id), read_only=True)))
 
 
 @endpoint(bp, "/me/login-password", "PUT", summary="Change the login password", body=LoginPasswordChange,
@@ -169,7 +173,7 @@ def change_payment_password():
 def verify_payment_password():
     caller = current_caller()
     req = parse_body(PaymentPasswordVerify)
-    accounts.authorize_payment(caller.id, req.payment_password)
+    accounts.authorize_payment(caller.id, req.payment_password, moves_money=False)
     return respond(Verified())
 
 

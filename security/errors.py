@@ -95,6 +95,18 @@ class PaymentPasswordResetTooSoon(AppError):
                          "changed with the current one.", available_at=_iso(available_at))
 
 
+class AccountFrozen(AppError):
+    """Staff froze the account (R13, ``flask users freeze``): no payment, top-up, withdrawal or card binding until they
+    lift it. Refused before the payment password is checked, so a frozen account's tries never count toward its lock.
+    Money may still come in, and trades still reach their deadlines."""
+
+    status, code, title = 403, "account_frozen", "Account frozen"
+
+    def __init__(self, frozen_at: datetime) -> None:
+        super().__init__("The account is frozen while the platform looks into it; contact support. Money can still "
+                         "be received.", frozen_at=_iso(frozen_at))
+
+
 class PhoneTaken(Conflict):
     """The phone number already belongs to an account."""
 

@@ -31,6 +31,28 @@ class User(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+# One freeze per account at a time; a lifted one is kept (who was frozen when, and why, is evidence for R13).
+_ACTIVE_FREEZE = "lifted_at IS NULL"
+
+
+class AccountFreeze(db.Model):
+    """R13: staff stop an account's money from leaving it while they look into it (``security.freezes``)."""
+
+    __tablename__ = "account_freezes"
+    __table_args__ = (
+        CheckConstraint("length(reason) > 0", name="has_reason"),
+        CheckConstraint("lifted_at IS NULL OR lifted_at >= frozen_at", name="lifted_after_frozen"),
+        Index("uq_account_freezes_active", "user_id", unique=True, postgresql_where=text(_ACTIVE_FREEZE),
+              sqlite_where=text(_ACTIVE_FREEZE)),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    reason: Mapped[str] = mapped_column(String(200))
+    frozen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Device(db.Model):
     """A client installation (the app's ``device_id``). Trusted devices log in without a code."""
 

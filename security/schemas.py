@@ -45,6 +45,9 @@ class UserOut(BaseModel):
     locale: str
     totp_enabled: bool
     created_at: datetime
+    frozen_since: datetime | None = Field(
+        default=None, description="Set while the platform has frozen the account (R13): payments, top-ups, "
+                                  "withdrawals and card binding answer 403 account_frozen; money still comes in")
 
 
 class TokensOut(BaseModel):

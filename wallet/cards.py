@@ -96,7 +96,7 @@ def _already_bound(user_id: str, holder: str) -> CardAlreadyBound | CardBoundToA
 def bind_card(user: User, card_number: str, holder_name: str, bank_code: str, payment_password: str) -> BankCard:
     """Bind a card to ``user`` and alert them by SMS.
 
-    Raises ``InvalidCardNumber`` / ``UnknownBank`` (422), ``WrongPaymentPassword`` (401) /
+    Raises ``InvalidCardNumber`` / ``UnknownBank`` (422), ``AccountFrozen`` (403), ``WrongPaymentPassword`` (401) /
     ``PaymentPasswordLocked`` (423), ``IdentityNotVerified`` (422), ``CardHolderMismatch`` (422: not the
     verified real name, or the bank disagrees), ``CardAlreadyBound`` / ``CardBoundToAnotherAccount`` (409),
     ``BankUnavailable`` (503).

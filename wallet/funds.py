@@ -20,7 +20,8 @@ Withdrawal (asynchronous):
     back). A bank that does not answer is retried with backoff; after ``WITHDRAWAL_MAX_AGE_SECONDS`` the
     withdrawal is failed back to the user only if the bank confirms it never received the payout and never
     accepted it (a payout it accepted waits for its outcome however long), so the money is never lost and
-    never paid twice. Withdrawal holds carry no expiry: the sweeper must never
+    never paid twice. A withdrawal of an account frozen before the worker first sent it is failed back
+    (``account_frozen``: ``security.freezes``). Withdrawal holds carry no expiry: the sweeper must never
     release money the bank may be paying out.
 """
 
@@ -43,6 +44,7 @@ from core.errors import AppError, NotFound
 from core.ids import new_id
 from notifications.outbox import enqueue
 from notifications.templates import format_amount, format_time, mask_card, mask_phone
+from security import freezes
 from security.identity import verified_real_name
 from security.models import User
 from wallet import ledger, limits
@@ -300,6 +302,11 @@ def _advance(withdrawal_id: str) -> None:
             return  # settled or rescheduled by another worker
         card = db.session.get(BankCard, withdrawal.card_id)
         assert card is not None and card.bank_token is not None
+        never_tried = withdrawal.attempts == 0 and withdrawal.last_error is None  # (a step that raised leaves an error)
+        if never_tried and freezes.frozen_since(withdrawal.user_id) is not None:
+            # Never sent, so the bank cannot have it: the money goes back to the (frozen) wallet, not off the platform.
+            _settle(withdrawal, card, False, "account_frozen", now)
+            return
         withdrawal.attempts += 1
         bank = gateway()
         # Past its maximum age a withdrawal the bank may never have received is not submitted any more: the bank is

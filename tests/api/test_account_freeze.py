@@ -1,0 +1,171 @@
+"""Account freezes (DESIGN R13, ``security.freezes``): staff stop an account's money from leaving it; money still comes
+in, the owner is told by SMS, and nothing the freeze refuses counts toward the payment-password lock."""
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from core.db import db
+from tests.api.escrow_helpers import PP, act, books_clean, open_trade
+from tests.api.test_funds import drain_withdrawals, invariants_hold
+from tests.factories import PAYMENT_PASSWORD
+from tests.factories_ids import make_card_number
+
+
+def cli(app, *args):
+    return app.test_cli_runner().invoke(args=["users", *args])
+
+
+def frozen_answer(response):
+    assert (response.status_code, response.json["code"]) == (403, "account_frozen"), response.json
+    assert datetime.fromisoformat(response.json["frozen_at"].replace("Z", "+00:00"))
+
+
+def test_a_frozen_account_can_move_no_money_out_but_still_receives(api, app, inbox):
+    alice, bob = api.verified(locale="en"), api.verified(locale="en")
+    assert api.money("/api/v1/topups", alice, amount=50000, bank_card_id=alice["card_id"]).status_code == 201
+
+    frozen = cli(app, "freeze", alice["phone"], "--reason", "cash-out pattern under review")
+    assert frozen.exit_code == 0 and "frozen since" in frozen.output
+    assert [m["event"] for m in inbox.messages(to=alice["phone"])][-1] == "account_frozen"
+    assert api.client.get("/api/v1/me", headers=alice["headers"]).json["frozen_since"]
+
+    refused = [
+        api.money("/api/v1/transfers", alice, to_phone=bob["phone"], amount=100),
+        api.money("/api/v1/topups", alice, amount=100, bank_card_id=alice["card_id"]),
+        api.money("/api/v1/withdrawals", alice, amount=100, bank_card_id=alice["card_id"]),
+        act(api, alice, open_trade(api, alice, bob), "pay", key="pay-frozen", **PP),
+    ]
+    for response in refused:
+        frozen_answer(response)
+    assert api.balance(alice) == 50000
+
+    # Money still comes in, and the owner can still sign in, read and check the payment password.
+    assert api.money("/api/v1/transfers", bob, to_phone=alice["phone"], amount=0).status_code == 422
+    assert api.money("/api/v1/topups", bob, amount=3000, bank_card_id=bob["card_id"]).status_code == 201
+    assert api.money("/api/v1/transfers", bob, to_phone=alice["phone"], amount=2500).status_code == 201
+    assert api.balance(alice) == 52500
+    assert api.client.post("/api/v1/me/payment-password/verify", headers=alice["headers"],
+                           json={"payment_password": PAYMENT_PASSWORD}).status_code == 200
+
+    lifted = cli(app, "unfreeze", alice["phone"])
+    assert lifted.exit_code == 0 and "unfrozen" in lifted.output
+    assert [m["event"] for m in inbox.messages(to=alice["phone"])][-1] == "account_unfrozen"
+    assert api.client.get("/api/v1/me", headers=alice["headers"]).json["frozen_since"] is None
+    assert api.money("/api/v1/transfers", alice, to_phone=bob["phone"], amount=100).status_code == 201
+    invariants_hold(app)
+
+
+def test_wrong_payment_passwords_of_a_frozen_account_never_reach_the_lock(api, app, inbox):
+    alice, bob = api.verified(), api.register()
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    headers = {**alice["headers"], "Idempotency-Key": "k"}
+    for _ in range(4):
+        frozen_answer(api.client.post("/api/v1/transfers", headers=headers, json={
+            "to_phone": bob["phone"], "amount": 100, "payment_password": "000111"}))
+    assert not inbox.messages(to=alice["phone"], event="payment_locked")
+    assert cli(app, "unfreeze", alice["phone"]).exit_code == 0
+    # No try was counted: the right password works at once, two wrong ones still leave one.
+    wrong = api.client.post("/api/v1/me/payment-password/verify", headers=alice["headers"],
+                            json={"payment_password": "000111"})
+    assert (wrong.status_code, wrong.json["attempts_left"]) == (401, 2)
+
+
+def test_binding_a_card_is_refused_while_frozen(api, app):
+    alice = api.verified()
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    response = api.client.post("/api/v1/me/bank-cards", headers=alice["headers"], json={
+        "card_number": make_card_number(), "holder_name": "张三", "bank_code": "CCB",
+        "payment_password": PAYMENT_PASSWORD})
+    frozen_answer(response)
+
+
+def test_a_withdrawal_not_yet_sent_to_the_bank_is_failed_back_when_the_account_is_frozen(api, app, clock, inbox):
+    alice = api.verified(locale="en")
+    assert api.money("/api/v1/topups", alice, amount=20000, bank_card_id=alice["card_id"]).status_code == 201
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=5000, bank_card_id=alice["card_id"]).json
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    bank = app.extensions["bank_gateway"]
+    operations = bank.operation_count()
+
+    drain_withdrawals(app, clock)
+    done = api.client.get(f"/api/v1/withdrawals/{withdrawal['id']}", headers=alice["headers"]).json
+    assert (done["status"], done["failure_reason"]) == ("failed", "account_frozen")
+    assert api.client.get("/api/v1/wallet", headers=alice["headers"]).json == {
+        "available": 20000, "pending": 0, "currency": "CNY"}
+    assert inbox.messages(to=alice["phone"], event="withdrawal_failed")
+    assert bank.operation_count() == operations, "the bank was asked to pay out for a frozen account"
+    invariants_hold(app)
+
+
+def test_a_withdrawal_already_with_the_bank_runs_its_course(api, app, clock):
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=20000, bank_card_id=alice["card_id"]).status_code == 201
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=5000, bank_card_id=alice["card_id"]).json
+    drain_withdrawals(app, clock, rounds=1)  # submitted (the simulated bank may already have paid it)
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    drain_withdrawals(app, clock)
+    done = api.client.get(f"/api/v1/withdrawals/{withdrawal['id']}", headers=alice["headers"]).json
+    assert done["status"] == "succeeded"
+    assert api.balance(alice) == 15000
+    invariants_hold(app)
+
+
+def test_freezing_twice_keeps_one_freeze_and_sends_one_alert(api, app, inbox):
+    alice = api.register()
+    first = cli(app, "freeze", alice["phone"], "--reason", "one")
+    second = cli(app, "freeze", alice["phone"], "--reason", "two")
+    assert first.exit_code == second.exit_code == 0
+    assert first.output.split(" since ")[1] == second.output.split(" since ")[1]  # the first freeze stands
+    assert len(inbox.messages(to=alice["phone"], event="account_frozen")) == 1
+    assert "was not frozen" in cli(app, "unfreeze", api.register()["phone"]).output
+    assert cli(app, "unfreeze", alice["phone"]).exit_code == 0
+    assert cli(app, "freeze", alice["phone"], "--reason", "again").exit_code == 0  # a new freeze after a lift
+    with app.app_context():
+        rows = db.session.execute(text(
+            "SELECT reason, CASE WHEN lifted_at IS NULL THEN 'active' ELSE 'lifted' END FROM account_freezes f"
+            " JOIN users u ON u.id = f.user_id WHERE u.phone = :p ORDER BY reason"), {"p": alice["phone"]}).all()
+    assert [tuple(r) for r in rows] == [("again", "active"), ("one", "lifted")]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["freeze", "+8613800000000", "--reason", "x"], "no account"),
+    (["freeze", "{phone}", "--reason", "   "], "give a reason"),
+    (["freeze", "{phone}"], "--reason"),
+])
+def test_the_freeze_command_refuses_in_one_line(api, app, args, message):
+    alice = api.register()
+    result = cli(app, *[a.format(phone=alice["phone"]) for a in args])
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_database_refuses_a_second_active_freeze_and_a_freeze_without_reason(api, app):
+    alice = api.register()
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    insert = ("INSERT INTO account_freezes (id, user_id, reason, frozen_at)"
+              " SELECT :id, id, :reason, created_at FROM users WHERE phone = :phone")
+    with app.app_context():
+        for row_id, reason in (("frz_second", "another"), ("frz_empty", "")):
+            with pytest.raises(IntegrityError):
+                db.session.execute(text(insert), {"id": row_id, "reason": reason, "phone": alice["phone"]})
+            db.session.rollback()
+        with pytest.raises(IntegrityError):  # lifted before it began
+            db.session.execute(text("UPDATE account_freezes SET lifted_at = frozen_at - INTERVAL '1 day'")
+                               if db.engine.dialect.name == "postgresql" else
+                               text("UPDATE account_freezes SET lifted_at = '2000-01-01 00:00:00.000000'"))
+        db.session.rollback()
+
+
+def test_a_trade_already_paid_by_a_frozen_buyer_still_finishes(api, app, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    assert act(api, buyer, trade_id, "pay", key="k1", **PP).status_code == 200
+    assert cli(app, "freeze", seller["phone"], "--reason", "review").exit_code == 0
+    assert act(api, seller, trade_id, "ship", carrier="SF Express", tracking_number="SF1234567890").status_code == 200
+    confirmed = act(api, buyer, trade_id, "confirm", key="k2", **PP)
+    assert confirmed.status_code == 200 and confirmed.json["status"] == "TRADE_FINISHED"
+    assert api.balance(seller) == 20900  # money came in to the frozen seller
+    books_clean(app)
