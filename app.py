@@ -193,7 +193,10 @@ def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(AppError)
     def app_error(exc: AppError) -> Response:
         db.session.rollback()
-        return _problem(exc.to_problem(), exc.status)
+        response = _problem(exc.to_problem(), exc.status)
+        if exc.retry_after_setting is not None:
+            response.headers["Retry-After"] = str(current_app.config[exc.retry_after_setting])
+        return response
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc: RateLimitExceeded) -> Response:

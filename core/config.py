@@ -63,6 +63,8 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "WITHDRAWAL_RETRY_SECONDS": (5.0, float, "first delay before asking the bank again about a payout"),
     "WITHDRAWAL_MAX_AGE_SECONDS": (86400, int, "after this a payout the bank never received is failed back"),
     "BANK_LATENCY_SECONDS": (0.0, float, "simulated bank: seconds every call takes"),
+    "BANK_RETRY_AFTER_SECONDS": (2, int, "Retry-After of a 503 bank_unavailable: seconds before the client retries"
+                                 " with the same Idempotency-Key"),
     "LEDGER_CHECK_SECONDS": (600.0, float, "how often the worker re-checks every ledger invariant"),
     "ESCROW_SWEEP_SECONDS": (5.0, float, "how often `flask escrow sweep --loop` applies deadlines"),
     "ESCROW_PAY_HOURS": (24, int, "an unpaid trade closes after this many hours"),

@@ -16,6 +16,8 @@ class AppError(Exception):
     status: int = 400
     code: str = "bad_request"
     title: str = "Bad request"
+    # The setting holding the seconds a client should wait before trying again, sent as ``Retry-After`` (None: none).
+    retry_after_setting: str | None = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)

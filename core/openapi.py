@@ -56,6 +56,16 @@ _REPLAYED_HEADER = {
 }
 
 
+# Sent with the error answers that ask the client to come back (app.py): 429 rate_limited, 503 bank_unavailable
+# (BANK_RETRY_AFTER_SECONDS) and 503 database_unavailable.
+_RETRY_AFTER_HEADER = {
+    "description": "On 429 rate_limited, 503 bank_unavailable and 503 database_unavailable: seconds to wait before"
+                   " retrying (a money request with the same Idempotency-Key: after a 503 bank_unavailable the bank's"
+                   " answer is unknown, and the retry finishes the request once).",
+    "schema": {"type": "integer", "minimum": 1},
+}
+
+
 def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": MAX_PATH_PARAMETER}}
@@ -101,7 +111,8 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
             "summary": ep.summary,
             "tags": [ep.tag],
             "parameters": _parameters(ep, defs),
-            "responses": {"default": {"description": "Error (problem details)", "content": problem}},
+            "responses": {"default": {"description": "Error (problem details)", "content": problem,
+                                      "headers": {"Retry-After": _RETRY_AFTER_HEADER}}},
         }
         if ep.body is not None:
             op["requestBody"] = {

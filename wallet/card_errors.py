@@ -55,10 +55,12 @@ class CardNotFound(NotFound):
 
 
 class BankUnavailable(AppError):
-    """The bank did not answer in time. The outcome of an operation with a reference is unknown until the
-    same reference is retried (banks are idempotent by reference) or polled."""
+    """The bank did not answer in time. The
+    outcome of an operation with a reference is unknown until the same reference is retried (banks are idempotent by
+    reference) or polled. The answer carries ``Retry-After: BANK_RETRY_AFTER_SECONDS``."""
 
     status, code, title = 503, "bank_unavailable", "The bank is not answering"
+    retry_after_setting = "BANK_RETRY_AFTER_SECONDS"
 
 
 class CardInUse(Conflict):

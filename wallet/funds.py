@@ -82,10 +82,10 @@ class BankDeclined(AppError):
     status, code, title = 422, "bank_declined", "The bank declined"
 
 
-class BankTimeout(AppError):
+class BankTimeout(BankUnavailable):
     """The bank did not answer; the top-up stays pending and is completed by a retry with the same key."""
 
-    status, code, title = 503, "bank_unavailable", "The bank did not answer"
+    title = "The bank did not answer"
 
 
 def gateway() -> BankGateway:

@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from core.db import db, run_in_transaction
 from notifications.templates import mask_phone
 from security.models import User
-from tests.factories import make_phone
+from tests.factories import PAYMENT_PASSWORD, make_phone
+from tests.factories_ids import make_card_number
 from tests.statements import JOINED_READS, selects_sent
 from wallet.banks import SimulatedBank
 from wallet.card_errors import CardInUse
@@ -312,6 +313,21 @@ def test_a_top_up_the_bank_did_not_answer_is_finished_by_a_retry_with_the_same_k
     assert api.balance(alice) == 1500
     assert len(inbox.messages(to=alice["phone"], event="topup_credited")) == 1
     invariants_hold(app)
+
+
+def test_a_503_bank_unavailable_says_when_to_retry_on_a_top_up_and_on_binding_a_card(api, app):
+    """Found by the bank audit: neither 503 bank_unavailable (the top-up's, nor the card binding's) carried a
+    Retry-After, as the database's 503 does."""
+    app.config["BANK_RETRY_AFTER_SECONDS"] = 7
+    alice = api.verified()
+    bank_that_never_answers(app)
+    topup = api.money("/api/v1/topups", alice, amount=1500, bank_card_id=alice["card_id"])
+    binding = api.client.post("/api/v1/me/bank-cards", headers=alice["headers"], json={
+        "card_number": make_card_number(), "holder_name": "张三", "bank_code": "CMB",
+        "payment_password": PAYMENT_PASSWORD})
+    for response in (topup, binding):
+        assert (response.status_code, response.json["code"], response.headers.get("Retry-After")) == (
+            503, "bank_unavailable", "7"), response.json
 
 
 def test_the_worker_finishes_a_top_up_left_pending_and_its_card_stays_until_then(api, app, clock, inbox):

@@ -91,6 +91,15 @@ def test_every_operation_documents_a_problem_json_default_response(doc):
         assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/Problem"}, name
 
 
+def test_every_error_answer_documents_retry_after(doc):
+    """429 and the 503s the client should retry (bank_unavailable, database_unavailable) send Retry-After; the document
+    did not say so (found by the bank audit)."""
+    for name, operation in each_operation(doc):
+        header = operation["responses"]["default"].get("headers", {}).get("Retry-After")
+        assert header is not None and "bank_unavailable" in header["description"], name
+        assert header["schema"] == {"type": "integer", "minimum": 1}, name
+
+
 def test_the_problem_schema_carries_a_stable_code_and_field_errors(doc):
     problem = doc["components"]["schemas"]["Problem"]
     assert {"type", "title", "status", "detail", "code"} <= set(problem["required"])
