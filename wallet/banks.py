@@ -13,6 +13,11 @@ polled; that is the only safe reading of a timeout.
 Payouts are asynchronous: ``payout`` answers ``accepted`` (or ``failed`` when the bank refuses at once) and
 ``poll_payout`` later says ``pending``, ``succeeded`` or ``failed``.
 
+The money services never call an adapter directly but through ``CheckedGateway`` (``wallet.cards.gateway()``), which
+makes a misbehaving adapter safe: anything it raises besides ``BankUnavailable`` and ``PayoutNotFound`` (a bug, a
+dropped connection, its HTTP client's timeout) is logged in one line and raised as ``BankUnavailable``: the outcome
+is unknown, and the same reference is asked again later, so nothing is credited, paid or given back on its word.
+
 ``SimulatedBank`` implements DESIGN 7.2 for the banks ICBC, ABC, CCB, CMB and SPDB. It holds every
 Luhn-valid card of 16-19 digits in the name given when it was first confirmed; a card ending in ``0000``
 has another holder (any name is a mismatch), ``9999`` has no money (debits fail with
@@ -25,6 +30,7 @@ process's simulated bank honours a token another issued (the web process links, 
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import re
 import secrets
@@ -45,6 +51,7 @@ __all__ = [
     "BankGateway",
     "BankResult",
     "BankUnavailable",
+    "CheckedGateway",
     "PayoutNotFound",
     "PayoutStatus",
     "ReferenceConflict",
@@ -61,6 +68,7 @@ BANK_NAMES = {
     "SPDB": ("浦发银行", "SPD Bank"),
 }
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 ResultStatus = Literal["succeeded", "failed", "accepted"]
 PayoutStatus = Literal["pending", "succeeded", "failed"]
@@ -102,7 +110,8 @@ class ReferenceConflict(ValueError):
 class BankGateway(Protocol):
     """One partner-bank connection. Amounts are positive integers in fen (CNY).
 
-    Every method may raise ``BankUnavailable`` (timeout: outcome unknown, retry with the same reference).
+    Every method may raise ``BankUnavailable`` (timeout: outcome unknown, retry with the same reference); through
+    ``CheckedGateway`` that is the only thing it raises, besides ``PayoutNotFound`` from ``poll_payout``.
     """
 
     def link_card(self, bank_code: str, card_number: str, holder_name: str) -> str | None:
@@ -120,6 +129,45 @@ class BankGateway(Protocol):
     def poll_payout(self, reference: str) -> PayoutStatus:
         """Where an accepted payout stands. Raises ``PayoutNotFound`` for a reference never received."""
         ...
+
+
+class CheckedGateway:
+    """The configured adapter as the money services see it: a raise it did not foresee becomes ``BankUnavailable``
+    (outcome unknown, asked again by reference), logged in one line (the error's type, never its text: an adapter's
+    message may repeat a card number)."""
+
+    def __init__(self, adapter: BankGateway) -> None:
+        self.adapter = adapter
+
+    def link_card(self, bank_code: str, card_number: str, holder_name: str) -> str | None:
+        token = self._ask(f"link_card at {bank_code}", None,
+                          lambda: self.adapter.link_card(bank_code, card_number, holder_name))
+        return token
+
+    def debit(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
+        result = self._ask(f"debit at {bank_code}", reference,
+                           lambda: self.adapter.debit(bank_code, card_token, amount, reference))
+        return result
+
+    def payout(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
+        result = self._ask(f"payout at {bank_code}", reference,
+                           lambda: self.adapter.payout(bank_code, card_token, amount, reference))
+        return result
+
+    def poll_payout(self, reference: str) -> PayoutStatus:
+        status = self._ask("poll_payout", reference, lambda: self.adapter.poll_payout(reference))
+        return status
+
+    @staticmethod
+    def _ask(operation: str, reference: str | None, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except (BankUnavailable, PayoutNotFound):
+            raise
+        except Exception as exc:  # whatever the adapter raises, the bank's answer is unknown: the one safe reading
+            log.warning("bank %s for %s raised %s; taken as no answer, asked again later", operation,
+                        reference or "a card", type(exc).__name__)
+            raise BankUnavailable(f"The bank adapter raised {type(exc).__name__}.") from exc
 
 
 @dataclass

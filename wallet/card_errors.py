@@ -55,7 +55,7 @@ class CardNotFound(NotFound):
 
 
 class BankUnavailable(AppError):
-    """The bank did not answer in time. The
+    """The bank did not answer in time (or its adapter failed, or answered something that cannot be trusted). The
     outcome of an operation with a reference is unknown until the same reference is retried (banks are idempotent by
     reference) or polled. The answer carries ``Retry-After: BANK_RETRY_AFTER_SECONDS``."""
 

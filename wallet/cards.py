@@ -26,7 +26,7 @@ from notifications.outbox import enqueue
 from notifications.templates import format_time, mask_card
 from security import accounts, identity
 from security.models import User
-from wallet.banks import BANK_CODES, BankGateway, bank_name
+from wallet.banks import BANK_CODES, CheckedGateway, bank_name
 from wallet.card_errors import (
     CardAlreadyBound,
     CardBoundToAnotherAccount,
@@ -71,8 +71,10 @@ def masked(card: BankCard) -> str:
 # --- services -----------------------------------------------------------------------------------------
 
 
-def gateway() -> BankGateway:
-    return current_app.extensions["bank_gateway"]
+def gateway() -> CheckedGateway:
+    """The configured bank adapter (``app.extensions["bank_gateway"]``) behind ``CheckedGateway``: what it raises or
+    answers out of turn is ``BankUnavailable``. Every call to a bank goes through here."""
+    return CheckedGateway(current_app.extensions["bank_gateway"])
 
 
 def card_digest(number: str) -> str:

@@ -48,9 +48,9 @@ from security import freezes
 from security.identity import verified_real_name
 from security.models import User
 from wallet import ledger, limits
-from wallet.banks import BankGateway, BankResult, BankUnavailable, PayoutNotFound
+from wallet.banks import BankResult, BankUnavailable, PayoutNotFound
 from wallet.card_models import BankCard
-from wallet.cards import get_card_for_user
+from wallet.cards import gateway, get_card_for_user
 from wallet.errors import InsufficientFunds
 from wallet.funds_models import FAILED, PENDING, SUBMITTED, SUCCEEDED, TopUp, Withdrawal
 from wallet.models import BANK_CLEARING
@@ -86,10 +86,6 @@ class BankTimeout(BankUnavailable):
     """The bank did not answer; the top-up stays pending and is completed by a retry with the same key."""
 
     title = "The bank did not answer"
-
-
-def gateway() -> BankGateway:
-    return current_app.extensions["bank_gateway"]
 
 
 def _user(user_id: str) -> User:
