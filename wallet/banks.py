@@ -15,8 +15,10 @@ Payouts are asynchronous: ``payout`` answers ``accepted`` (or ``failed`` when th
 
 The money services never call an adapter directly but through ``CheckedGateway`` (``wallet.cards.gateway()``), which
 makes a misbehaving adapter safe: anything it raises besides ``BankUnavailable`` and ``PayoutNotFound`` (a bug, a
-dropped connection, its HTTP client's timeout) is logged in one line and raised as ``BankUnavailable``: the outcome
-is unknown, and the same reference is asked again later, so nothing is credited, paid or given back on its word.
+dropped connection, its HTTP client's timeout), and any answer that is not one the interface allows or that names
+another reference, amount or currency than was asked (``BankResult.reference`` / ``amount`` / ``currency``, which an
+adapter fills from the bank's answer), is logged in one line and raised as ``BankUnavailable``: the outcome is
+unknown, and the same reference is asked again later, so nothing is credited, paid or given back on its word.
 
 ``SimulatedBank`` implements DESIGN 7.2 for the banks ICBC, ABC, CCB, CMB and SPDB. It holds every
 Luhn-valid card of 16-19 digits in the name given when it was first confirmed; a card ending in ``0000``
@@ -87,11 +89,18 @@ def bank_name(bank_code: str, locale: str) -> str:
 
 @dataclass(frozen=True)
 class BankResult:
-    """The bank's answer to ``debit`` or ``payout``. ``reason`` is set when ``status`` is ``failed``."""
+    """The bank's answer to ``debit`` or ``payout``. ``reason`` is set when ``status`` is ``failed``.
+
+    ``reference``, ``amount`` and ``currency`` are what the bank's answer says it is about (our reference, the fen
+    and the currency it debited or will pay), when the bank says so (None: it does not); ``CheckedGateway`` refuses
+    an answer that names anything else than was asked."""
 
     status: ResultStatus
     bank_reference: str
     reason: str | None = None
+    reference: str | None = None
+    amount: int | None = None
+    currency: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -131,10 +140,16 @@ class BankGateway(Protocol):
         ...
 
 
+CURRENCY = "CNY"  # what every amount the gateway names is in
+_RESULT_STATUSES = frozenset(("succeeded", "failed", "accepted"))
+_PAYOUT_STATUSES = frozenset(("pending", "succeeded", "failed"))
+
+
 class CheckedGateway:
-    """The configured adapter as the money services see it: a raise it did not foresee becomes ``BankUnavailable``
-    (outcome unknown, asked again by reference), logged in one line (the error's type, never its text: an adapter's
-    message may repeat a card number)."""
+    """The configured adapter as the money services see it: a raise it did not foresee, or an answer the interface
+    does not allow or that is about another operation, becomes ``BankUnavailable`` (outcome unknown, asked again by
+    reference), logged in one line (the error's type, never its text: an adapter's message may repeat a card
+    number)."""
 
     def __init__(self, adapter: BankGateway) -> None:
         self.adapter = adapter
@@ -142,20 +157,24 @@ class CheckedGateway:
     def link_card(self, bank_code: str, card_number: str, holder_name: str) -> str | None:
         token = self._ask(f"link_card at {bank_code}", None,
                           lambda: self.adapter.link_card(bank_code, card_number, holder_name))
+        if token is not None and not (isinstance(token, str) and token):
+            raise self._refuse(f"link_card at {bank_code}", None, "a card token that is not a non-empty string")
         return token
 
     def debit(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
         result = self._ask(f"debit at {bank_code}", reference,
                            lambda: self.adapter.debit(bank_code, card_token, amount, reference))
-        return result
+        return self._checked(f"debit at {bank_code}", reference, amount, result)
 
     def payout(self, bank_code: str, card_token: str, amount: int, reference: str) -> BankResult:
         result = self._ask(f"payout at {bank_code}", reference,
                            lambda: self.adapter.payout(bank_code, card_token, amount, reference))
-        return result
+        return self._checked(f"payout at {bank_code}", reference, amount, result)
 
     def poll_payout(self, reference: str) -> PayoutStatus:
         status = self._ask("poll_payout", reference, lambda: self.adapter.poll_payout(reference))
+        if status not in _PAYOUT_STATUSES:
+            raise self._refuse("poll_payout", reference, "a payout status the interface does not have")
         return status
 
     @staticmethod
@@ -168,6 +187,21 @@ class CheckedGateway:
             log.warning("bank %s for %s raised %s; taken as no answer, asked again later", operation,
                         reference or "a card", type(exc).__name__)
             raise BankUnavailable(f"The bank adapter raised {type(exc).__name__}.") from exc
+
+    @staticmethod
+    def _refuse(operation: str, reference: str | None, what: str) -> BankUnavailable:
+        log.error("bank %s for %s answered %s; taken as no answer, asked again later", operation,
+                  reference or "a card", what)
+        return BankUnavailable(f"The bank answered {what}.")
+
+    def _checked(self, operation: str, reference: str, amount: int, result: object) -> BankResult:
+        if not isinstance(result, BankResult) or result.status not in _RESULT_STATUSES:
+            raise self._refuse(operation, reference, "something that is not a result")
+        for name, asked in (("reference", reference), ("amount", amount), ("currency", CURRENCY)):
+            said = getattr(result, name)
+            if said is not None and said != asked:
+                raise self._refuse(operation, reference, f"about another {name} ({said!r})")
+        return result
 
 
 @dataclass
@@ -295,15 +329,16 @@ class SimulatedBank:
             return known
         bank_reference = f"SIM-{bank_code}-{next(self._sequence):010d}"
         token = _TOKEN.fullmatch(card_token)
+        about = {"reference": reference, "amount": amount, "currency": CURRENCY}
         if token is None or token["bank"] != bank_code:  # never issued, or issued by another bank
-            result, outcome = BankResult("failed", bank_reference, CARD_NOT_FOUND), "failed"
+            result, outcome = BankResult("failed", bank_reference, CARD_NOT_FOUND, **about), "failed"
         elif kind == "debit" and token["last4"] == "9999":
-            result, outcome = BankResult("failed", bank_reference, INSUFFICIENT_FUNDS_AT_BANK), "failed"
+            result, outcome = BankResult("failed", bank_reference, INSUFFICIENT_FUNDS_AT_BANK, **about), "failed"
         elif kind == "debit":
-            result, outcome = BankResult("succeeded", bank_reference), "succeeded"
+            result, outcome = BankResult("succeeded", bank_reference, **about), "succeeded"
         else:
             outcome = "failed" if token["last4"] == "8888" else "succeeded"
-            result = BankResult("accepted", bank_reference)
+            result = BankResult("accepted", bank_reference, **about)
         operation = _Operation(kind, bank_code, card_token, amount, result, outcome)
         self._operations[reference] = operation
         return operation

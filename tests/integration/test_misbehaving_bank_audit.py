@@ -204,3 +204,116 @@ def test_the_withdrawal_worker_logs_one_line_for_an_adapter_that_raises_and_pays
         assert check_invariants() == []
 
 
+
+# --- answers that cannot be trusted -------------------------------------------------------------------------------
+
+
+class _BankThatMixesUpAnswers:
+    """The simulated bank, except that its debit answers are rewritten by ``answer(asked_reference, result)``: a bank
+    (or a connection pool in front of it) that hands back another request's answer, or misstates the amount or the
+    currency. The debit itself happens as asked."""
+
+    def __init__(self, bank: SimulatedBank, answer) -> None:
+        self.bank, self.answer = bank, answer
+
+    def __getattr__(self, name):
+        return getattr(self.bank, name)
+
+    def debit(self, bank_code, card_token, amount, reference):
+        return self.answer(reference, self.bank.debit(bank_code, card_token, amount, reference))
+
+
+def test_a_debit_answer_about_another_top_up_credits_nothing(api, app, caplog):
+    """Before the fix the wallet was credited on the answer whatever it was about: the second top-up's request never
+    reached the bank, a stale connection handed back the first top-up's answer ("succeeded"), and 20.00 were
+    credited that no card paid."""
+    alice = api.verified()
+    bank: SimulatedBank = app.extensions["bank_gateway"]
+    first = api.money("/api/v1/topups", alice, amount=1500, bank_card_id=alice["card_id"])
+    assert first.status_code == 201
+    token = _rows(app, BankCard)[0].bank_token
+    first_answer = bank.debit("ICBC", token, 1500, reference=first.json["id"])  # the bank's word on the first
+
+    class _StaleConnection(_BankThatMixesUpAnswers):
+        def debit(self, bank_code, card_token, amount, reference):
+            return first_answer
+
+    app.extensions["bank_gateway"] = _StaleConnection(bank, None)
+    with caplog.at_level(logging.ERROR):
+        _unavailable(api.money("/api/v1/topups", alice, key="second", amount=2000, bank_card_id=alice["card_id"]))
+    assert bank.total_debited(token) == 1500
+    assert api.balance(alice) == 1500, "credited for a debit the bank never made"
+    second = next(t for t in _rows(app, TopUp) if t.amount == 2000)
+    assert second.status == "pending" and second.id in caplog.text and "another reference" in caplog.text
+    with app.app_context():
+        assert check_invariants() == []
+
+
+@pytest.mark.parametrize("field, value", [("amount", 100), ("currency", "USD")])
+def test_a_debit_answer_that_names_another_amount_or_currency_credits_nothing(api, app, field, value):
+    """Before the fix 15.00 were credited on an answer saying the bank took 1.00 (or 15.00 US dollars)."""
+    from dataclasses import replace
+
+    alice = api.verified()
+    bank: SimulatedBank = app.extensions["bank_gateway"]
+    app.extensions["bank_gateway"] = _BankThatMixesUpAnswers(
+        bank, lambda reference, result: replace(result, **{field: value}))
+    _unavailable(api.money("/api/v1/topups", alice, key="top", amount=1500, bank_card_id=alice["card_id"]))
+    assert api.balance(alice) == 0 and _alerts(app, "topup_credited") == 0
+    assert [t.status for t in _rows(app, TopUp)] == ["pending"]
+
+    app.extensions["bank_gateway"] = bank  # the bank's answer is right again: the top-up is finished once
+    again = api.money("/api/v1/topups", alice, key="top", amount=1500, bank_card_id=alice["card_id"])
+    assert (again.status_code, again.json["status"]) == (201, "succeeded")
+    assert api.balance(alice) == 1500 and bank.total_debited(_rows(app, BankCard)[0].bank_token) == 1500
+
+
+def test_a_debit_answer_that_is_not_a_result_is_a_503_not_a_500(api, app):
+    alice = api.verified()
+    app.extensions["bank_gateway"] = _BankThatMixesUpAnswers(app.extensions["bank_gateway"], lambda *_: None)
+    _unavailable(api.money("/api/v1/topups", alice, amount=1500, bank_card_id=alice["card_id"]))
+    assert api.balance(alice) == 0
+
+
+def test_a_payout_answer_for_less_than_asked_does_not_post_the_whole_withdrawal(api, app, clock):
+    """Before the fix the worker took the bank's acceptance of a payout of 1.00 for the 10.00 asked, and posted the
+    whole 10.00 when the bank said it had paid: 9.00 left the wallet that no card received."""
+    from dataclasses import replace
+
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"]).status_code == 201
+    assert api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"]).status_code == 202
+    bank: SimulatedBank = app.extensions["bank_gateway"]
+
+    class _ShortPayingBank(_BankThatMixesUpAnswers):
+        def payout(self, bank_code, card_token, amount, reference):
+            return replace(self.bank.payout(bank_code, card_token, 100, reference), amount=100)
+
+    app.extensions["bank_gateway"] = _ShortPayingBank(bank, None)
+    with app.app_context():
+        for _ in range(3):
+            clock.advance(minutes=10)
+            process_withdrawals()
+    [row] = _rows(app, Withdrawal)
+    assert row.status == "pending" and "another amount" in row.last_error
+    assert api.balance(api.relogin(alice)) == 4000  # still held, not paid out as 10.00
+    assert [h.status for h in _rows(app, Hold)] == ["pending"]
+    with app.app_context():
+        assert check_invariants() == []
+
+
+def test_a_card_token_that_is_not_a_token_binds_nothing(api, app):
+    """Before the fix a card was bound with the empty token an adapter answered, and every top-up from it failed."""
+    alice = api.register()
+    assert api.client.post("/api/v1/me/identity", headers=alice["headers"],
+                           json={"real_name": "张三", "id_number": make_id_number()}).status_code in (200, 201)
+
+    class _EmptyTokenBank(_BankThatMixesUpAnswers):
+        def link_card(self, bank_code, card_number, holder_name):
+            return ""
+
+    app.extensions["bank_gateway"] = _EmptyTokenBank(app.extensions["bank_gateway"], None)
+    _unavailable(api.client.post("/api/v1/me/bank-cards", headers=alice["headers"], json={
+        "card_number": make_card_number(), "holder_name": "张三", "bank_code": "ICBC",
+        "payment_password": PAYMENT_PASSWORD}))
+    assert _rows(app, BankCard) == []

@@ -251,3 +251,26 @@ def test_retrying_by_reference_through_timeouts_debits_each_reference_exactly_on
 def test_nonsense_configuration_is_refused(kwargs):
     with pytest.raises(ValueError):
         SimulatedBank(**kwargs)
+
+
+# --- answers say what they are about (CheckedGateway holds them to it) ----------------------------------------
+
+
+def test_the_sandbox_answers_name_the_reference_the_amount_and_the_currency(bank):
+    token = linked()
+    for answer in (bank.debit("ICBC", token, 1500, reference="top_1"), bank.payout("ICBC", token, 700, "wd_1"),
+                   bank.debit("ICBC", "sim-ICBC-unknown", 300, reference="top_2")):
+        assert (answer.reference, answer.amount, answer.currency) in {
+            ("top_1", 1500, "CNY"), ("wd_1", 700, "CNY"), ("top_2", 300, "CNY")}
+
+
+@pytest.mark.parametrize("status", ["paid", None, 1])
+def test_a_payout_status_the_interface_does_not_have_is_no_answer(status):
+    from wallet.banks import CheckedGateway
+
+    class _Odd(SimulatedBank):
+        def poll_payout(self, reference):
+            return status
+
+    with pytest.raises(BankUnavailable):
+        CheckedGateway(_Odd()).poll_payout("wd_1")
