@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from core.db import db
 from notifications.models import Alert
+from tests.api.escrow_helpers import PP
 from tests.factories import PAYMENT_PASSWORD
 from tests.factories_ids import make_card_number, make_id_number
 from wallet.banks import SimulatedBank
@@ -317,3 +318,46 @@ def test_a_card_token_that_is_not_a_token_binds_nothing(api, app):
         "card_number": make_card_number(), "holder_name": "张三", "bank_code": "ICBC",
         "payment_password": PAYMENT_PASSWORD}))
     assert _rows(app, BankCard) == []
+
+
+# --- concurrency (PostgreSQL) -------------------------------------------------------------------------------------
+
+
+def test_a_top_up_left_pending_by_an_adapter_error_is_credited_once_when_the_retry_and_the_worker_race(
+        api, app, clock):
+    """After the 503 the client's retry and the worker finish the same top-up at the same moment: both have the bank's
+    "succeeded" in hand (the barrier holds each inside the bank until the other arrives), one credits."""
+    import threading
+
+    from tests.integration.test_escrow_races import in_app, post
+
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): SQLite runs one writer at a time anyway")
+    alice = api.verified()
+    bank: SimulatedBank = app.extensions["bank_gateway"]
+    app.extensions["bank_gateway"] = _RaisingBank(bank, ConnectionResetError(104, "reset"), "debit", after=True)
+    _unavailable(api.money("/api/v1/topups", alice, key="top", amount=1500, bank_card_id=alice["card_id"]))
+    clock.advance(minutes=2)
+    api.relogin(alice)
+    both_asked = threading.Barrier(2, timeout=20)
+
+    class _BothAtOnce(_BankThatMixesUpAnswers):
+        def debit(self, bank_code, card_token, amount, reference):
+            answer = self.bank.debit(bank_code, card_token, amount, reference)
+            both_asked.wait()
+            return answer
+
+    app.extensions["bank_gateway"] = _BothAtOnce(bank, None)
+    answers: dict[str, object] = {}
+    retry = threading.Thread(target=lambda: answers.update(client=post(
+        app, alice, "/api/v1/topups", key="top", amount=1500, bank_card_id=alice["card_id"], **PP)))
+    worker = threading.Thread(target=lambda: answers.update(worker=in_app(app, retry_pending_topups)()))
+    retry.start(), worker.start()
+    retry.join(30), worker.join(30)
+    status, body = answers["client"]
+    assert (status, body["status"]) == (201, "succeeded"), body
+    assert answers["worker"] == 1
+    assert api.balance(alice) == 1500 and _alerts(app, "topup_credited") == 1
+    assert bank.total_debited(_rows(app, BankCard)[0].bank_token) == 1500
+    with app.app_context():
+        assert check_invariants() == []
