@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, request
+from pydantic import BaseModel
 
 from core import clock
 from core.api import endpoint, parse_body, parse_query, respond, respond_json
@@ -69,9 +71,16 @@ def open_trade() -> Response:
         trade = trades.open_trade(user_id, seller_phone, req.title, req.amount, req.shipping_fee, req.currency)
         return 201, TradeOut.of(trade, user_id).model_dump(mode="json")
 
+    return _key_optional(user_id, req, effect)
+
+
+def _key_optional(user_id: str, req: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]]) -> Response:
+    """``effect`` under the request's ``Idempotency-Key`` when it has one (``core.idempotency``: a retry with the same
+    key and body replays the first answer, marked ``Idempotent-Replayed``), or once as it is when it has none."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return respond_json(effect()[1], 201)
+        status, answer = effect()
+        return respond_json(answer, status)
     request_hash = fingerprint(request.method, request.path, req.model_dump(mode="json"))
     status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
     response = respond_json(answer, status)
@@ -298,9 +307,16 @@ def list_disputes() -> Response:
 
 
 @endpoint(bp, "/admin/disputes/<dispute_id>/decide", "POST", summary="Staff: decide a dispute", body=Decide,
-          response=DisputeOut)
+          response=DisputeOut, idempotent="optional")
 def decide(dispute_id: str) -> Response:
-    staff = current_staff()
+    """Moves the money held for the trade. An ``Idempotency-Key`` is optional, as on the seller's refund steps
+    (DESIGN 7.1 lists the endpoint without one, and the dispute's state alone keeps a decision from being made twice):
+    with a key, a retry after a lost answer replays the decision; without one, a repeat is 409 ``dispute_decided``."""
+    staff_id = current_staff().id
     req = parse_body(Decide)
-    return respond(DisputeOut.of(trades.decide_dispute(staff.id, dispute_id, req.outcome, req.refund_amount,
-                                                       req.reason)))
+
+    def effect() -> tuple[int, dict[str, Any]]:
+        dispute = trades.decide_dispute(staff_id, dispute_id, req.outcome, req.refund_amount, req.reason)
+        return 200, DisputeOut.of(dispute).model_dump(mode="json")
+
+    return _key_optional(staff_id, req, effect)

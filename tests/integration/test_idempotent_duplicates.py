@@ -20,7 +20,7 @@ from core import db as core_db
 from core import idempotency
 from core.db import db
 from notifications.models import Alert
-from tests.api.escrow_helpers import PP, books_clean, open_trade, paid_and_shipped
+from tests.api.escrow_helpers import PP, books_clean, grant_staff, open_trade, paid_and_shipped
 from tests.integration.test_lost_connections import drop_the_pools_connections
 from tests.integration.test_money_races_audit import bank, card_token, first_pauses_inside
 from wallet import funds, ledger, trades
@@ -112,6 +112,19 @@ def _refund_step(returned: bool) -> Callable[..., tuple[Any, str, dict[str, Any]
     return arrange
 
 
+def _decide(api, app, parties):
+    buyer, seller = parties
+    trade_id = paid_and_shipped(api, buyer, seller)
+    status, refund, _ = send(app, buyer, f"/api/v1/trades/{trade_id}/refunds", "ask", amount=5000, reason="broken")
+    assert status == 201, refund
+    refused = send(app, seller, f"/api/v1/trades/{trade_id}/refunds/{refund['id']}/refuse", "no", reason="fine")
+    assert refused[0] == 200, refused
+    status, dispute, _ = send(app, buyer, f"/api/v1/trades/{trade_id}/disputes", "escalate", reason="refused")
+    assert status == 201, dispute
+    return grant_staff(api, app), f"/api/v1/admin/disputes/{dispute['id']}/decide", {
+        "outcome": "split", "refund_amount": 4000, "reason": "partly broken"}
+
+
 def _one(kind: str) -> Callable[[Any], int]:
     return lambda app: transfers(app, kind)
 
@@ -135,6 +148,7 @@ ENDPOINTS = {
     "open-trade": (_open_trade, (trades, "open_trade"), True, lambda app: count(app, Trade), None),
     "refund-agree": (_refund_step(False), (trades, "enqueue"), False, _one("refund"), ("refund_completed", 1)),
     "refund-receive-return": (_refund_step(True), (trades, "enqueue"), False, _one("refund"), ("refund_completed", 1)),
+    "dispute-decision": (_decide, (trades, "enqueue"), False, _one("refund"), ("dispute_decided", 2)),
 }
 
 
