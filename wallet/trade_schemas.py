@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
 from core.pagination import Cursor
-from wallet.escrow_models import Dispute, Refund, TimelineEntry, Trade
+from wallet.escrow_models import Dispute, TimelineEntry, Trade
+
+if TYPE_CHECKING:
+    from wallet.trades import RefundView
 
 Short = Field(min_length=1, max_length=64)
 PaymentPassword = Field(min_length=1, max_length=16)
@@ -95,7 +98,11 @@ class TradeListQuery(BaseModel):
 class RefundOut(BaseModel):
     id: str
     status: str
-    amount: int
+    amount: int = Field(description="Fen the buyer asked for")
+    refunded_amount: int = Field(description="Fen this refund gave back: its amount once paid; when the platform"
+                                 " decided a dispute about it, what the decision gave (a split less than asked, a"
+                                 " refund all that was still held); 0 while it is open or when it ended without money."
+                                 " A trade's refunds add up to its refunded_amount")
     reason: str
     return_goods: bool
     deadline: datetime | None
@@ -103,10 +110,10 @@ class RefundOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, refund: Refund) -> RefundOut:
-        return cls(id=refund.id, status=refund.status, amount=refund.amount, reason=refund.reason,
-                   return_goods=refund.return_goods, deadline=refund.deadline, disputed=refund.disputed,
-                   created_at=refund.created_at)
+    def of(cls, refund: RefundView) -> RefundOut:
+        return cls(id=refund.id, status=refund.status, amount=refund.amount, refunded_amount=refund.refunded_amount,
+                   reason=refund.reason, return_goods=refund.return_goods, deadline=refund.deadline,
+                   disputed=refund.disputed, created_at=refund.created_at)
 
 
 class Deadlines(BaseModel):
@@ -144,7 +151,7 @@ class TradeOut(BaseModel):
     close_reason: str | None
 
     @classmethod
-    def of(cls, trade: Trade, viewer_id: str, refunds: list[Refund] | None = None) -> TradeOut:
+    def of(cls, trade: Trade, viewer_id: str, refunds: list[RefundView] | None = None) -> TradeOut:
         role = "buyer" if viewer_id == trade.buyer_id else "seller" if viewer_id == trade.seller_id else "staff"
         return cls(
             id=trade.id, status=trade.status, role=role, buyer_id=trade.buyer_id, seller_id=trade.seller_id,

@@ -441,16 +441,36 @@ def _refund(trade: TradeRecord, refund_id: str) -> Refund:
     return refund
 
 
+_DECIDED_AMOUNT = sql.Statement("SELECT refund_amount FROM disputes WHERE trade_id = :trade_id"
+                                " AND refund_id = :refund_id AND status = 'decided'")
+
+
+def _given_back(refund: Refund) -> int:
+    """What ``refund`` gave back: its amount once paid (the seller agreed, received the goods, or stayed silent); what
+    the platform's decision gave when a dispute decided it (a split less than asked, a refund all that was still
+    held); nothing while it is open or when it ended without money (``_GIVEN_BACK`` is the same rule in SQL)."""
+    if refund.status != REFUND_SUCCESS:
+        return 0
+    decided = _DECIDED_AMOUNT.scalar(trade_id=refund.trade_id, refund_id=refund.id) if refund.disputed else None
+    return refund.amount if decided is None else int(decided)
+
+
+def _view(refund: Refund) -> RefundView:
+    """The refund as answers show it, read in the transaction that changed it."""
+    return RefundView(refund.id, refund.status, refund.amount, refund.reason, refund.return_goods, refund.deadline,
+                      refund.disputed, refund.created_at, _given_back(refund))
+
+
 _REFUNDS_ASKED = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :trade_id")
 
 
-def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> Refund:
+def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> RefundView:
     """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_REFUND_REQUESTS_PER_TRADE``
     requests: each one pauses the confirm clock and texts the seller, so asking and withdrawing without end would
     hold the seller's money for good and flood them with SMS. Raises ``TradeConflict``
     (``trade_not_refundable``, ``refund_in_progress``, ``nothing_to_return``, ``refund_limit_reached``)."""
 
-    def change(trade: TradeRecord) -> Refund:
+    def change(trade: TradeRecord) -> RefundView:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):
             raise TradeConflict("trade_not_refundable", f"cannot ask for a refund in state {trade.status}")
         if trade.refund_open:
@@ -477,7 +497,7 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
         assert refund.deadline is not None
         _tell(_party(trade, trade.seller_id), "refund_requested", trade, amount=format_amount(amount),
               deadline=format_time(refund.deadline))
-        return refund
+        return _view(refund)
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
@@ -531,24 +551,24 @@ _SILENCE_MEANS = {"agree": escrow.WAIT_SELLER_AGREE, "receive": escrow.WAIT_SELL
 
 
 def _seller_refund_step(seller_id: str, trade_id: str, refund_id: str, action: str,
-                        after: Callable[[TradeRecord, Refund], None] | None = None, **data: Any) -> Refund:
-    def change(trade: TradeRecord) -> Refund:
+                        after: Callable[[TradeRecord, Refund], None] | None = None, **data: Any) -> RefundView:
+    def change(trade: TradeRecord) -> RefundView:
         refund = _refund(trade, refund_id)
         if _done_by_deadline(trade, (refund.id, _SILENCE_MEANS.get(action))):
-            return refund  # the seller's silence already did what the seller asks
+            return _view(refund)  # the seller's silence already did what the seller asks
         _refund_step(trade, refund, action, seller_id, **data)
         if after is not None:
             after(trade, refund)
-        return refund
+        return _view(refund)
 
     return run_in_transaction(lambda: _step(_as_seller, seller_id, trade_id, change))
 
 
-def agree_refund(seller_id: str, trade_id: str, refund_id: str) -> Refund:
+def agree_refund(seller_id: str, trade_id: str, refund_id: str) -> RefundView:
     return _seller_refund_step(seller_id, trade_id, refund_id, "agree")
 
 
-def refuse_refund(seller_id: str, trade_id: str, refund_id: str, reason: str) -> Refund:
+def refuse_refund(seller_id: str, trade_id: str, refund_id: str, reason: str) -> RefundView:
     def after(trade: TradeRecord, refund: Refund) -> None:
         refund.refuse_reason = reason
         _tell(_party(trade, trade.buyer_id), "refund_refused", trade)
@@ -556,31 +576,31 @@ def refuse_refund(seller_id: str, trade_id: str, refund_id: str, reason: str) ->
     return _seller_refund_step(seller_id, trade_id, refund_id, "refuse", after, reason=reason)
 
 
-def return_goods(buyer_id: str, trade_id: str, refund_id: str, carrier: str, tracking_number: str) -> Refund:
-    def change(trade: TradeRecord) -> Refund:
+def return_goods(buyer_id: str, trade_id: str, refund_id: str, carrier: str, tracking_number: str) -> RefundView:
+    def change(trade: TradeRecord) -> RefundView:
         refund = _refund(trade, refund_id)
         _refund_step(trade, refund, "return", buyer_id, carrier=carrier, tracking_number=tracking_number)
         refund.return_carrier, refund.return_tracking_number = carrier, tracking_number
-        return refund
+        return _view(refund)
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
-def withdraw_refund(buyer_id: str, trade_id: str, refund_id: str) -> Refund:
+def withdraw_refund(buyer_id: str, trade_id: str, refund_id: str) -> RefundView:
     """The buyer takes the refund request back (before it is settled and while the goods have not been sent back;
     not once the platform is deciding it): the trade goes on where its clock stopped. Raises ``TradeConflict``."""
 
-    def change(trade: TradeRecord) -> Refund:
+    def change(trade: TradeRecord) -> RefundView:
         refund = _refund(trade, refund_id)
         if refund.disputed:
             raise TradeConflict("dispute_open", "the platform is deciding this refund; it cannot be withdrawn")
         _refund_step(trade, refund, "withdraw", buyer_id)
-        return refund
+        return _view(refund)
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
 
-def receive_return(seller_id: str, trade_id: str, refund_id: str) -> Refund:
+def receive_return(seller_id: str, trade_id: str, refund_id: str) -> RefundView:
     return _seller_refund_step(seller_id, trade_id, refund_id, "receive")
 
 
@@ -764,14 +784,21 @@ class RefundView(NamedTuple):
     deadline: datetime | None
     disputed: bool
     created_at: datetime
+    refunded_amount: int
 
+
+# What a refund gave back (``_given_back``), in SQL over a refund ``r`` left-joined to its decided dispute ``d``.
+_GIVEN_BACK = "CASE WHEN r.status = 'REFUND_SUCCESS' THEN COALESCE(d.refund_amount, r.amount) ELSE 0 END"
+_DECIDED_DISPUTE = "LEFT JOIN disputes d ON d.trade_id = r.trade_id AND d.refund_id = r.id AND d.status = 'decided'"
 
 _TRADE_COLUMNS = ", ".join(f"t.{name}" for name in COLUMNS)
 # A trade joined to each of its refunds (most trades have none or one), oldest refund first: one statement.
 _TRADE_WITH_REFUNDS = sql.Statement(
     f"SELECT {_TRADE_COLUMNS}, r.id AS r_id, r.status AS r_status, r.amount AS r_amount,"  # noqa: S608 - names
     " r.reason AS r_reason, r.return_goods AS r_return_goods, r.deadline AS r_deadline, r.disputed AS r_disputed,"
-    " r.created_at AS r_created_at FROM trades t LEFT JOIN refunds r ON r.trade_id = t.id WHERE t.id = :trade_id"
+    f" r.created_at AS r_created_at, {_GIVEN_BACK} AS r_refunded_amount FROM trades t"
+    " LEFT JOIN refunds r ON r.trade_id = t.id"
+    f" {_DECIDED_DISPUTE} WHERE t.id = :trade_id"
     " AND (:viewer_staff OR :viewer_id IN (t.buyer_id, t.seller_id))"  # the rule of _visible, in SQL
     " ORDER BY r.id",
     utc=[*trade_store.UTC_COLUMNS, "r_deadline", "r_created_at"],
@@ -810,8 +837,9 @@ def _refunds_statement(trades: int) -> sql.Statement:
     if stmt is None:
         names = ", ".join(f":t{i}" for i in range(trades))
         stmt = _REFUNDS_OF[trades] = sql.Statement(
-            "SELECT trade_id, id, status, amount, reason, return_goods, deadline, disputed, created_at"  # noqa: S608
-            f" FROM refunds WHERE trade_id IN ({names}) ORDER BY id",  # only generated parameter names
+            "SELECT r.trade_id, r.id, r.status, r.amount, r.reason, r.return_goods, r.deadline, r.disputed,"  # noqa: S608
+            f" r.created_at, {_GIVEN_BACK} AS refunded_amount FROM refunds r {_DECIDED_DISPUTE}"
+            f" WHERE r.trade_id IN ({names}) ORDER BY r.id",  # only generated parameter names
             utc=["deadline", "created_at"], boolean=["return_goods", "disputed"])
     return stmt
 
@@ -893,11 +921,6 @@ def timeline_page(viewer: sql.Viewer, trade_id: str, limit: int, after: int | No
         raise NotFound("No such trade.")
     entries = [TimelineRow(*row) for row in rows if row.seq is not None]
     return entries[:limit], len(entries) > limit
-
-
-def refunds_of(trade_id: str) -> list[Refund]:
-    return run_in_transaction(lambda: list(db.session.scalars(
-        select(Refund).where(Refund.trade_id == trade_id).order_by(Refund.id))), read_only=True)
 
 
 def _trade_page(role: str | None, after: bool, rows: int) -> sql.Statement:

@@ -267,7 +267,8 @@ def get_timeline(trade_id: str) -> Response:
 def evidence_bundle(trade_id: str) -> Response:
     user = current_caller()
     trade, entries, verification = _timeline(trade_id, user.id, user.is_staff)
-    return respond(EvidenceBundle(trade=TradeOut.of(trade, user.id, trades.refunds_of(trade.id)), timeline=entries,
+    refunds = trades.refunds_by_trade([trade.id]).get(trade.id)
+    return respond(EvidenceBundle(trade=TradeOut.of(trade, user.id, refunds), timeline=entries,
                                   head_hash=trade.timeline_hash, intact=verification.intact,
                                   broken_at=verification.broken_at))
 

@@ -1,16 +1,20 @@
-"""Audit of dispute decisions (DESIGN 6, 7): a staff decision retried with its Idempotency-Key replays instead of
-failing."""
+"""Audit of dispute decisions and what the API says of refunds afterwards (DESIGN 6, 7): a staff decision retried
+with its Idempotency-Key replays instead of failing, every refund says how much it gave back whatever ended it."""
 
 import pytest
 from sqlalchemy import func, select
 
 from core.db import db
 from tests.api.escrow_helpers import (
+    PP,
     act,
     books_clean,
     events,
     grant_staff,
+    open_trade,
     paid_and_shipped,
+    run_sweeper,
+    trade,
 )
 from wallet.models import Transfer
 
@@ -86,3 +90,87 @@ def test_the_document_offers_the_decision_an_optional_idempotency_key(api):
     [header] = [p for p in operation["post"]["parameters"] if p["name"] == "Idempotency-Key"]
     assert header["in"] == "header" and header["required"] is False
     assert "Idempotent-Replayed" in operation["post"]["responses"]["200"]["headers"]
+
+
+# --- what a refund says it gave back --------------------------------------------------------------------------------
+
+
+def _ended(api, app, clock, buyer, seller, staff, how):
+    """A trade whose (last) refund ended ``how``; returns its id."""
+    if how == "agreed-before-shipping":
+        trade_id = open_trade(api, buyer, seller)
+        assert act(api, buyer, trade_id, "pay", key=f"pay-{trade_id}", **PP).status_code == 200
+        refund = act(api, buyer, trade_id, "refunds", amount=20900, reason="changed my mind").json
+        assert act(api, seller, trade_id, f"refunds/{refund['id']}/agree", **PP).status_code == 200
+        return trade_id
+    trade_id = paid_and_shipped(api, buyer, seller)
+    if how == "agreed-in-part":
+        refund = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+        assert act(api, seller, trade_id, f"refunds/{refund['id']}/agree", **PP).status_code == 200
+    elif how == "withdrawn":
+        refund = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+        assert act(api, buyer, trade_id, f"refunds/{refund['id']}/withdraw").status_code == 200
+    elif how == "returned":
+        refund = act(api, buyer, trade_id, "refunds", amount=20900, reason="broken", return_goods=True).json
+        act(api, seller, trade_id, f"refunds/{refund['id']}/agree", **PP)
+        act(api, buyer, trade_id, f"refunds/{refund['id']}/return", carrier="EMS", tracking_number="EMS99")
+        assert act(api, seller, trade_id, f"refunds/{refund['id']}/receive-return", **PP).status_code == 200
+    elif how == "lapsed":
+        refund = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+        act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="no")
+        clock.advance(days=7)
+        run_sweeper(app)
+        for who in (buyer, seller, staff):
+            api.relogin(who)
+    else:  # a dispute decided by staff: release, refund, split (after a partial refund agreed first)
+        first = act(api, buyer, trade_id, "refunds", amount=2000, reason="scratched").json
+        assert act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP).status_code == 200
+        _refund, dispute = _disputed(api, buyer, seller, trade_id, amount=10000)
+        extra = {"refund_amount": 6000} if how == "split" else {}
+        assert _decide(api, staff, dispute["id"], outcome=how, **extra).status_code == 200
+    return trade_id
+
+
+# how the last refund ended: (its status, what it gave back)
+ENDINGS = {
+    "agreed-before-shipping": ("REFUND_SUCCESS", 20900),
+    "agreed-in-part": ("REFUND_SUCCESS", 5000),
+    "withdrawn": ("REFUND_CLOSED", 0),
+    "returned": ("REFUND_SUCCESS", 20900),
+    "lapsed": ("REFUND_CLOSED", 0),
+    "release": ("REFUND_CLOSED", 0),
+    "refund": ("REFUND_SUCCESS", 18900),  # all that was still held, more than the 10000 asked for
+    "split": ("REFUND_SUCCESS", 6000),  # less than the 10000 asked for
+}
+
+
+@pytest.mark.parametrize("how", ENDINGS)
+def test_every_refund_says_what_it_gave_back_and_they_add_up_to_the_trades_refunds(api, app, clock, people, staff,
+                                                                                  how):
+    buyer, seller = people
+    trade_id = _ended(api, app, clock, buyer, seller, staff, how)
+    status, given_back = ENDINGS[how]
+    seen = {
+        "trade": trade(api, buyer, trade_id),
+        "list": next(t for t in api.client.get("/api/v1/trades", headers=seller["headers"]).json["data"]
+                     if t["id"] == trade_id),
+        "bundle": api.client.get(f"/api/v1/trades/{trade_id}/evidence-bundle", headers=staff["headers"]).json["trade"],
+    }
+    for where, body in seen.items():
+        last = body["refunds"][-1]
+        assert (last["status"], last["refunded_amount"]) == (status, given_back), (where, last)
+        assert sum(r["refunded_amount"] for r in body["refunds"]) == body["refunded_amount"], (where, body)
+    if how in ("release", "refund", "split"):
+        [dispute] = api.client.get("/api/v1/admin/disputes?status=decided", headers=staff["headers"]).json["data"]
+        assert (dispute["outcome"], dispute["refund_amount"]) == (how, given_back)
+    books_clean(app)
+
+
+def test_a_refund_step_answers_what_it_gave_back(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    asked = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched")
+    assert (asked.status_code, asked.json["refunded_amount"]) == (201, 0)
+    agreed = act(api, seller, trade_id, f"refunds/{asked.json['id']}/agree", **PP)
+    assert (agreed.json["status"], agreed.json["refunded_amount"]) == ("REFUND_SUCCESS", 5000)
+    books_clean(app)
