@@ -604,8 +604,10 @@ def receive_return(seller_id: str, trade_id: str, refund_id: str) -> RefundView:
     return _seller_refund_step(seller_id, trade_id, refund_id, "receive")
 
 
-def open_dispute(user_id: str, trade_id: str, reason: str) -> Dispute:
-    """Escalate a refused refund to the platform. Raises ``TradeConflict`` (code ``no_refused_refund``)."""
+def open_dispute(buyer_id: str, trade_id: str, reason: str) -> Dispute:
+    """The buyer escalates their refused refund to the platform (DESIGN 6: the refusal is the seller's answer, so
+    taking it further, letting it lapse or withdrawing it is the buyer's choice). Raises ``TradeConflict`` (codes
+    ``buyer_only``, ``no_refused_refund``, ``dispute_open``)."""
 
     def change(trade: TradeRecord) -> Dispute:
         refund = _open_refund(trade)
@@ -613,18 +615,18 @@ def open_dispute(user_id: str, trade_id: str, reason: str) -> Dispute:
             raise TradeConflict("no_refused_refund", "only a refused refund can be taken to the platform")
         now = clock.now()
         refund.disputed, refund.deadline = True, None  # the platform decides now, not the clock
-        dispute = Dispute(id=new_id("dsp"), trade_id=trade.id, refund_id=refund.id, opened_by=user_id, reason=reason,
+        dispute = Dispute(id=new_id("dsp"), trade_id=trade.id, refund_id=refund.id, opened_by=buyer_id, reason=reason,
                           status="open", created_at=now)
         db.session.add(dispute)
         db.session.flush()
-        timeline.append(trade, user_id, "dispute", action="open", dispute=dispute.id, reason=reason)
+        timeline.append(trade, buyer_id, "dispute", action="open", dispute=dispute.id, reason=reason)
         parties = _parties(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
             _tell(parties[party], "dispute_opened", trade)
         return dispute
 
     try:
-        return run_in_transaction(lambda: _step(_party_trade, user_id, trade_id, change))
+        return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
     except IntegrityError as exc:
         raise TradeConflict("dispute_open", "this trade already has an open dispute") from exc
 

@@ -228,8 +228,8 @@ def receive_return(trade_id: str, refund_id: str) -> Response:
                                        .model_dump(mode="json")), key_required=False)
 
 
-@endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Take a refused refund to the platform", body=Reason,
-          response=DisputeOut, status=201)
+@endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Buyer takes a refused refund to the platform",
+          body=Reason, response=DisputeOut, status=201)
 def open_dispute(trade_id: str) -> Response:
     user = current_caller()
     req = parse_body(Reason)

@@ -1,5 +1,6 @@
 """Audit of dispute decisions and what the API says of refunds afterwards (DESIGN 6, 7): a staff decision retried
-with its Idempotency-Key replays instead of failing, every refund says how much it gave back whatever ended it."""
+with its Idempotency-Key replays instead of failing, every refund says how much it gave back whatever ended it, and
+only the buyer whose refund was refused may take it to the platform."""
 
 import pytest
 from sqlalchemy import func, select
@@ -9,6 +10,7 @@ from tests.api.escrow_helpers import (
     PP,
     act,
     books_clean,
+    escrow_balance,
     events,
     grant_staff,
     open_trade,
@@ -174,3 +176,35 @@ def test_a_refund_step_answers_what_it_gave_back(api, app, people):
     agreed = act(api, seller, trade_id, f"refunds/{asked.json['id']}/agree", **PP)
     assert (agreed.json["status"], agreed.json["refunded_amount"]) == ("REFUND_SUCCESS", 5000)
     books_clean(app)
+
+
+# --- who may take a refused refund to the platform ------------------------------------------------------------------
+
+
+def test_only_the_buyer_takes_a_refused_refund_to_the_platform(api, app, people, staff):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    refund = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+    act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine")
+    before = trade(api, buyer, trade_id)
+    by_seller = act(api, seller, trade_id, "disputes", reason="let the platform say I am right")
+    assert (by_seller.status_code, by_seller.json["code"]) == (409, "buyer_only"), by_seller.json
+    assert trade(api, buyer, trade_id) == before  # still refused, its escalation deadline still running
+    assert before["refunds"][0]["deadline"] is not None and before["refunds"][0]["disputed"] is False
+    assert api.client.get("/api/v1/admin/disputes", headers=staff["headers"]).json["data"] == []
+    assert "dispute_opened" not in events(app, buyer["phone"])
+    withdrawn = act(api, buyer, trade_id, f"refunds/{refund['id']}/withdraw")  # the buyer's choice stays open
+    assert withdrawn.json["status"] == "REFUND_CLOSED"
+    assert escrow_balance(app, trade_id) == 20900
+    books_clean(app)
+
+
+def test_the_buyer_still_escalates_after_the_seller_was_refused(api, app, people):
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    refund = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
+    act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine")
+    assert act(api, seller, trade_id, "disputes", reason="mine").status_code == 409
+    opened = act(api, buyer, trade_id, "disputes", reason="seller refuses")
+    assert opened.status_code == 201, opened.json
+    assert trade(api, seller, trade_id)["refunds"][0]["disputed"] is True
