@@ -531,6 +531,8 @@ class EscrowMachine(RuleBasedStateMachine):
 
     def dispute_trade(self, t: TradeModel, by_seller: bool) -> None:
         def predict(m: TradeModel, applied: set[Any]) -> RefundModel:
+            if by_seller:  # the refusal was the seller's own answer: escalating it is the buyer's choice
+                raise Refused("buyer_only")
             refund = m.open_refund()
             if refund is None or refund.status != REFUSED or refund.disputed:
                 raise Refused("no_refused_refund")
@@ -653,6 +655,7 @@ class EscrowMachine(RuleBasedStateMachine):
                 "refunds": [(r.id, r.status, r.amount, r.deadline, r.disputed) for r in t.refunds],
             }
             assert seen == expected, f"trade {t.id} at {self.clock.now()}:\n app   {seen}\n model {expected}"
+            assert sum(r["refunded_amount"] for r in body["refunds"]) == body["refunded_amount"], body
             assert 0 <= t.refunded <= t.paid and t.held >= 0
             assert escrow_balance(self.app, t.id) == t.held, t
             if t.final_money is not None:
