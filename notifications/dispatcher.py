@@ -42,7 +42,9 @@ lost alert; for a security alert a duplicate is the lesser harm.
 
 Failures: a permanent one (invalid, unreachable or unsubscribed number) fails the alert at once; a
 transient one (429, 5xx, timeouts, connection errors, configuration) is retried with exponential backoff
-and jitter, the last try falling at the alert's maximum age.
+and jitter, the last try falling at the alert's maximum age. When the provider's answer says when to come
+back (``Retry-After``, which Twilio sends with a 429), the next try is no sooner than that, and still no
+later than the maximum age.
 """
 
 from __future__ import annotations
@@ -242,6 +244,10 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
                   alert_id, state.event, state.attempts, now - state.created_at, error)
     else:
         delay = backoff(state.attempts, _setting("SMS_BACKOFF_BASE_SECONDS"), _setting("SMS_BACKOFF_MAX_SECONDS"))
+        if error.retry_after is not None:
+            # The provider said when to come back (a 429's Retry-After): never sooner, even when our own backoff
+            # is shorter. Capped at the maximum age, where the alert gets its last try anyway (below).
+            delay = max(delay, timedelta(seconds=min(error.retry_after, _setting("SMS_MAX_AGE_SECONDS"))))
         if error.in_doubt:
             # The provider may have the message: give its delivery report (which stops the re-send) as long to
             # arrive as after a dispatcher's death, not the backoff's first second or two.

@@ -14,6 +14,7 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,18 +27,23 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
+from core import clock
+
 log = logging.getLogger(__name__)
 
 
 class SendFailed(Exception):
     """The provider did not accept the message. ``permanent`` means retrying cannot succeed; ``in_doubt``
     means the request may have reached the provider and been accepted (its answer was lost), so a retry
-    may duplicate it."""
+    may duplicate it; ``retry_after`` is how many seconds the provider asked us to wait before the next try
+    (a 429's ``Retry-After``), when it said."""
 
-    def __init__(self, message: str, *, permanent: bool, in_doubt: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool, in_doubt: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.in_doubt = in_doubt
+        self.retry_after = retry_after  # seconds the provider asked us to wait (``Retry-After``), if it said
 
 
 class SmsSender(Protocol):
@@ -93,7 +99,9 @@ class BaseUrlHttpClient(TwilioHttpClient):
     given (the contract tests point it at a mock served from Twilio's OpenAPI description).
 
     Requests are never retried at this layer: a retried POST could send the message twice. Retrying is
-    the dispatcher's job, which knows what it already handed over.
+    the dispatcher's job, which knows what it already handed over. The library's errors do not carry the
+    answer's headers, so the client keeps the ``Retry-After`` of the last answer it had in this thread
+    (``retry_after``) for the sender to pass on.
     """
 
     def __init__(self, api_base: str = "", timeout: float | None = None) -> None:
@@ -101,18 +109,45 @@ class BaseUrlHttpClient(TwilioHttpClient):
         http_log.setLevel(logging.WARNING)  # the library logs every request's headers at INFO
         super().__init__(timeout=timeout, logger=http_log)
         self.api_base = api_base.rstrip("/")
+        self._last = threading.local()  # per thread: dispatcher threads may share one sender
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> TwilioResponse:
         if self.api_base:
             url = _TWILIO_API.sub(lambda _match: self.api_base, url, count=1)
-        return super().request(method, url, *args, **kwargs)
+        self._last.retry_after = None
+        response = super().request(method, url, *args, **kwargs)
+        headers = response.headers or {}
+        self._last.retry_after = retry_after_seconds(headers.get("Retry-After"), headers.get("Date"))
+        return response
+
+    def retry_after(self) -> float | None:
+        """Seconds the last answer in this thread asked us to wait (its ``Retry-After``), or None."""
+        return getattr(self._last, "retry_after", None)
 
 
-def classify(status: int | None, code: int | None, message: str) -> SendFailed:
-    """Turn a Twilio error answer into ``SendFailed``, permanent only for the codes that mean "never"."""
+def retry_after_seconds(value: str | None, date: str | None = None) -> float | None:
+    """A ``Retry-After`` header (RFC 9110: delay-seconds, or an HTTP-date, taken relative to the answer's ``Date``
+    when it has one, so that our clock's skew does not count) in seconds, never below 0; None when absent or
+    unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        at = parsedate_to_datetime(value)
+        since = parsedate_to_datetime(date) if date else clock.now()
+        return max((at - since).total_seconds(), 0.0)
+    except (TypeError, ValueError, IndexError):  # not a date, or a naive one next to an aware one
+        return None
+
+
+def classify(status: int | None, code: int | None, message: str, retry_after: float | None = None) -> SendFailed:
+    """Turn a Twilio error answer into ``SendFailed``, permanent only for the codes that mean "never"; a transient
+    one keeps the answer's ``retry_after``."""
     if code in PERMANENT_CODES:
         return SendFailed(f"twilio {status} error {code} ({PERMANENT_CODES[code]}): {message}", permanent=True)
-    return SendFailed(f"twilio {status} error {code}: {message}", permanent=False)
+    return SendFailed(f"twilio {status} error {code}: {message}", permanent=False, retry_after=retry_after)
 
 
 class TwilioSmsSender:
@@ -165,9 +200,10 @@ class TwilioSmsSender:
         try:
             message = self.client.messages.create(**kwargs)
         except TwilioRestException as exc:
-            raise classify(exc.status, exc.code, _masked(str(exc.msg))) from exc
+            raise classify(exc.status, exc.code, _masked(str(exc.msg)), self._retry_after()) from exc
         except TwilioServiceException as exc:
-            raise classify(exc.status, exc.code, _masked(f"{exc.title}: {exc.detail or ''}")) from exc
+            raise classify(exc.status, exc.code, _masked(f"{exc.title}: {exc.detail or ''}"),
+                           self._retry_after()) from exc
         except requests.RequestException as exc:
             # Refused connections and connect timeouts never reached Twilio. A read timeout or a connection
             # dropped mid-answer may hide an accepted message: retried all the same, but marked in doubt.
@@ -184,6 +220,11 @@ class TwilioSmsSender:
             raise SendFailed("twilio answered without a message SID", permanent=False)
         log.info("sms handed to twilio sid=%s event=%s alert=%s", message.sid, event, alert_id)
         return str(message.sid)
+
+
+    def _retry_after(self) -> float | None:
+        """The ``Retry-After`` of the answer just refused, when our HTTP client kept it (another client cannot)."""
+        return self.http_client.retry_after() if isinstance(self.http_client, BaseUrlHttpClient) else None
 
 
 def _never_sent(exc: requests.RequestException) -> bool:

@@ -21,9 +21,10 @@ class CannedAnswers(HTTPAdapter):
     """A transport under the sender's real HTTP client: answers every request with one canned response (or
     raises one transport error), so the whole client path (URL rewriting, the library's parsing) runs."""
 
-    def __init__(self, status: int = 201, body: Any = None, error: Exception | None = None) -> None:
+    def __init__(self, status: int = 201, body: Any = None, error: Exception | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__()
-        self.status, self.body, self.error = status, body, error
+        self.status, self.body, self.error, self.headers = status, body, error, headers or {}
         self.urls: list[str] = []
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
@@ -32,6 +33,7 @@ class CannedAnswers(HTTPAdapter):
             raise self.error
         response = requests.Response()
         response.status_code = self.status
+        response.headers.update(self.headers)
         text = self.body if isinstance(self.body, str) else json.dumps(self.body)
         response._content = text.encode()
         response.encoding = "utf-8"
@@ -40,9 +42,9 @@ class CannedAnswers(HTTPAdapter):
 
 
 def canned_client(status: int = 201, body: Any = None, error: Exception | None = None,
-                  api_base: str = "") -> BaseUrlHttpClient:
+                  api_base: str = "", headers: dict[str, str] | None = None) -> BaseUrlHttpClient:
     client = BaseUrlHttpClient(api_base, timeout=5)
-    client.answers = CannedAnswers(status, body, error)
+    client.answers = CannedAnswers(status, body, error, headers)
     for prefix in ("https://", "http://"):
         client.session.mount(prefix, client.answers)
     return client
@@ -88,6 +90,27 @@ def test_rate_limits_server_errors_and_configuration_problems_are_retried(status
     failure = outcome(canned_client(status, body))
     assert not failure.permanent
     assert str(status) in str(failure)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [({"Retry-After": "30"}, 30.0),
+     ({"Retry-After": "Thu, 15 Jan 2026 08:02:00 GMT", "Date": "Thu, 15 Jan 2026 08:00:30 GMT"}, 90.0),
+     ({"Retry-After": "Thu, 15 Jan 2026 07:59:00 GMT", "Date": "Thu, 15 Jan 2026 08:00:00 GMT"}, 0.0),
+     ({"Retry-After": "soon"}, None),
+     ({}, None)],
+)
+def test_a_rate_limited_answer_passes_on_how_long_twilio_asks_us_to_wait(headers, seconds):
+    failure = outcome(canned_client(429, legacy_error(429, 20429, "Too Many Requests"), headers=headers))
+    assert not failure.permanent
+    assert failure.retry_after == seconds
+
+
+def test_a_wait_asked_by_one_answer_is_not_passed_on_with_the_next():
+    client = canned_client(429, legacy_error(429, 20429, "Too Many Requests"), headers={"Retry-After": "30"})
+    assert outcome(client).retry_after == 30.0
+    client.answers.headers = {}
+    assert outcome(client).retry_after is None
 
 
 def test_an_rfc9457_answer_is_classified_by_its_code_too():

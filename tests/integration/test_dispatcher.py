@@ -22,7 +22,9 @@ from notifications import dispatcher
 from notifications.callbacks import StatusReport, record_delivery_status
 from notifications.models import DELIVERED, FAILED, PENDING, REDACTED, SENDING, SENT, Alert
 from notifications.outbox import enqueue
-from notifications.sms import SendFailed, classify
+from notifications.sms import SendFailed, TwilioSmsSender, classify
+from tests.contract.conftest import make_sender
+from tests.contract.test_twilio_errors import canned_client, legacy_error
 from tests.factories import make_phone
 
 _amounts = itertools.count(1)
@@ -166,6 +168,58 @@ def test_transient_failures_give_up_at_the_maximum_age_and_say_so(app, clock, se
         assert 8 <= alert.attempts <= 20
         assert sender.sent == []
         assert any(r.levelname == "ERROR" and alert_id in r.getMessage() for r in caplog.records)
+
+
+def _rate_limited_twilio(retry_after: str) -> TwilioSmsSender:
+    """The real Twilio sender whose HTTP client answers every request 429 with this ``Retry-After``."""
+    client = canned_client(429, legacy_error(429, 20429, "Too Many Requests"), headers={"Retry-After": retry_after})
+    return make_sender("", http_client=client)
+
+
+def test_a_rate_limited_alert_is_tried_again_no_sooner_than_twilio_asks(app, clock):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        twilio = _rate_limited_twilio("120")
+        dispatcher.dispatch_all(twilio)
+        alert = load(alert_id)
+        assert (alert.status, alert.attempts) == (PENDING, 1)
+        assert "429" in alert.last_error
+        assert alert.next_attempt_at == clock.now() + timedelta(seconds=120), "our own backoff would say 1-2s"
+        clock.advance(seconds=119)
+        assert dispatcher.dispatch_all(twilio) == 0, "retried before Twilio's Retry-After"
+        clock.advance(seconds=1)
+        sender = RecordingSender()
+        dispatcher.dispatch_all(sender)
+        assert (load(alert_id).status, sender.sent) == (SENT, [alert_id])
+
+
+def test_a_retry_after_beyond_the_maximum_age_leaves_the_last_try_at_the_maximum_age(app, clock):
+    app.config["SMS_MAX_AGE_SECONDS"] = 3600
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        deadline = load(alert_id).created_at + timedelta(hours=1)
+        twilio = _rate_limited_twilio("86400")
+        dispatcher.dispatch_all(twilio)
+        alert = load(alert_id)
+        assert (alert.status, alert.next_attempt_at) == (PENDING, deadline)
+        clock.set(deadline)
+        dispatcher.dispatch_all(twilio)
+        alert = load(alert_id)
+        assert (alert.status, alert.attempts) == (FAILED, 2)
+
+
+def test_a_retry_after_shorter_than_the_backoff_does_not_hurry_the_retry(app, clock, sender):
+    with app.app_context():
+        [alert_id] = make_alerts(1)
+        sender.refuse_next(*[transient() for _ in range(5)], SendFailed("twilio 429 error 20429: Too Many Requests",
+                                                                         permanent=False, retry_after=1))
+        for _ in range(5):
+            dispatcher.dispatch_all(sender)
+            clock.set(load(alert_id).next_attempt_at)
+        dispatcher.dispatch_all(sender)
+        alert = load(alert_id)
+        assert (alert.status, alert.attempts) == (PENDING, 6)
+        assert alert.next_attempt_at - clock.now() >= timedelta(seconds=32), "the sixth backoff is 32-64s"
 
 
 def test_a_dispatcher_that_died_mid_send_leaves_the_alert_to_be_sent_again_after_its_lease(app, clock, sender):
