@@ -4,7 +4,7 @@ One row per freeze; a lifted freeze keeps its row with ``lifted_at`` (the histor
 unique index allows one active freeze per account. ``security.freezes`` reads and writes it; a payment of a frozen
 account is refused before its password is checked, and a withdrawal not yet handed to the bank is failed back.
 
-Revision ID: 0024
+Revision ID: 0021
 Revises: 0020
 Create Date: 2026-12-05 20:40:00
 """
@@ -12,7 +12,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0024'
+revision = '0021'
 down_revision = '0020'
 branch_labels = None
 depends_on = None
