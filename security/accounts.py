@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
@@ -26,12 +26,14 @@ from notifications.templates import UNTIL_RESET, format_time, mask_email, mask_p
 from security import codes, lockout, totp
 from security.errors import (
     AccountFrozen,
+    AccountRecentlyRecovered,
     DeviceVerificationRequired,
     InvalidCredentials,
     InvalidTotpCode,
     PaymentPasswordResetTooSoon,
     PhoneTaken,
     TotpNotEnrolled,
+    TotpRequired,
 )
 from security.lockout import LockState
 from security.models import CredentialLock, Device, User
@@ -345,26 +347,64 @@ def change_login_password(user: User, current: str, new: str, session_id: str) -
     run_in_transaction(work)
 
 
-def _refuse_sms_reset_soon_after_phone_change(user: User) -> None:
-    """R2: the login password alone moves the account to a number of one's choosing (``change_phone``), so a code
-    sent there must not set a payment password before the old number, which was told, has had time to react."""
-    if user.phone_changed_at is None:
+def _recovery_hold_until(user: User) -> datetime | None:
+    """When the hold that follows a login-password recovery by SMS alone ends, if it has not yet: whoever holds the
+    SIM could have done that recovery, so for ``SMS_RECOVERY_HOLD_HOURS`` the SIM alone gets no payment password and
+    nothing that would keep out the owner, who may get the SIM back (a phone change, an authenticator)."""
+    if user.password_recovered_at is None:
+        return None
+    until = user.password_recovered_at + timedelta(hours=current_app.config["SMS_RECOVERY_HOLD_HOURS"])
+    return until if clock.now() < until else None
+
+
+def _tell_owner_of_the_hold(user: User, until: datetime) -> None:
+    """The owner hears of a change refused by the hold (R4), in a transaction of its own: the refusal rolls back."""
+    user_id, phone, locale = user.id, user.phone, user.locale
+    run_in_transaction(lambda: enqueue(phone, "held_after_recovery", locale=locale, user_id=user_id,
+                                       time=format_time(clock.now()), until=format_time(until)))
+
+
+def _refuse_during_recovery_hold(user: User) -> None:
+    """A phone change or an authenticator enrolment waits out the recovery hold. Raises ``AccountRecentlyRecovered``
+    (the owner is told)."""
+    until = _recovery_hold_until(user)
+    if until is not None:
+        _tell_owner_of_the_hold(user, until)
+        raise AccountRecentlyRecovered(until)
+
+
+def _refuse_sms_reset_too_soon(user: User) -> None:
+    """R2: a payment password set by SMS code alone waits (1) after a phone change: the login password alone moves
+    the account to a number of one's choosing (``change_phone``), and the old number, which was told, gets time to
+    react; (2) after a login-password recovery by SMS alone (``_recovery_hold_until``), when the owner is told of
+    the refusal. The later of the two is the answer."""
+    waits: list[tuple[datetime, str]] = []
+    if user.phone_changed_at is not None:
+        hours = current_app.config["PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS"]
+        after_move = user.phone_changed_at + timedelta(hours=hours)
+        if clock.now() < after_move:
+            waits.append((after_move, "phone_changed"))
+    held = _recovery_hold_until(user)
+    if held is not None:
+        waits.append((held, "password_recovered"))
+    if not waits:
         return
-    available_at = user.phone_changed_at + timedelta(hours=current_app.config["PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS"])
-    if clock.now() < available_at:
-        raise PaymentPasswordResetTooSoon(available_at)
+    available_at, reason = max(waits)
+    if held is not None:
+        _tell_owner_of_the_hold(user, held)
+    raise PaymentPasswordResetTooSoon(available_at, reason)
 
 
 def change_payment_password(user: User, new: str, current: str | None, sms_code: str | None) -> None:
     """Change the payment password, proven by the current one or an SMS code (purpose ``recover``);
-    the SMS route also lifts a payment lock, and is refused for a while after a phone change.
-    Raises ``PaymentPasswordResetTooSoon`` (before the code is spent), ``InvalidSmsCode``, ``WrongPaymentPassword``,
-    ``PaymentPasswordLocked``, ``ValidationFailed``."""
+    the SMS route also lifts a payment lock, and is refused for a while after a phone change or a recovery by SMS
+    alone. Raises ``PaymentPasswordResetTooSoon`` (before the code is spent), ``InvalidSmsCode``,
+    ``WrongPaymentPassword``, ``PaymentPasswordLocked``, ``ValidationFailed``."""
     check_payment_password(new, user.phone, field="new_payment_password")
     if current is not None:
         authorize_payment(primary_key(user), current, moves_money=False)
     else:
-        _refuse_sms_reset_soon_after_phone_change(user)
+        _refuse_sms_reset_too_soon(user)
         codes.consume_code(user.phone, "recover", sms_code)
     new_hash = passwords().hash(new)
     user_id = user.id
@@ -381,30 +421,49 @@ def change_payment_password(user: User, new: str, current: str | None, sms_code:
     run_in_transaction(work)
 
 
-def recover_password(phone: str, sms_code: str, new_password: str) -> None:
-    """Reset the login password by SMS: lifts any login lock (hard ones too), revokes every session.
-    Raises ``InvalidSmsCode`` (also for unknown numbers, which never get a code), ``ValidationFailed``."""
+def recover_password(phone: str, sms_code: str, new_password: str, totp_code: str | None = None) -> None:
+    """Reset the login password by SMS: lifts any login lock (hard ones too), revokes every session and signs every
+    device out (each proves itself again at its next login: the recovery proved the SIM, not who holds the device).
+    An account with an authenticator also needs ``totp_code``; one without starts the hold of
+    ``SMS_RECOVERY_HOLD_HOURS`` (``_recovery_hold_until``). Raises ``InvalidSmsCode`` (also for unknown numbers,
+    which never get a code), ``TotpRequired`` and ``InvalidTotpCode`` (after the SMS code, which is then spent),
+    ``ValidationFailed``."""
     check_login_password(new_password, phone, field="new_password")
     codes.consume_code(phone, "recover", sms_code)
     new_hash = passwords().hash(new_password)
 
-    def work() -> None:
+    def work() -> Exception | None:
         account = _user_by_phone(phone, lock=True)  # as in change_login_password: a login in flight is revoked too
         if account is None:  # the account vanished between code and reset; nothing to do
-            return
-        account.login_password_hash, account.updated_at = new_hash, clock.now()
+            return None
+        if account.totp_enabled:
+            if totp_code is None:
+                return TotpRequired("This account has an authenticator: request a new code and send it with "
+                                    "totp_code.")
+            if not totp.accept(account, totp_code):
+                return InvalidTotpCode("The authenticator code is wrong or was already used.")
+        now = clock.now()
+        account.login_password_hash, account.updated_at = new_hash, now
+        if not account.totp_enabled:  # the SIM alone proved this one
+            account.password_recovered_at = now
         lift_lock(phone, LOGIN)
         revoke_sessions(account.id, "password_recovered")
-        enqueue(phone, "password_recovered", locale=account.locale, user_id=account.id,
-                time=format_time(clock.now()))
+        db.session.execute(update(Device).where(Device.user_id == account.id, Device.revoked_at.is_(None))
+                           .values(trusted=False, revoked_at=now))
+        enqueue(phone, "password_recovered", locale=account.locale, user_id=account.id, time=format_time(now))
+        return None
 
-    run_in_transaction(work)
+    error = run_in_transaction(work)
+    if error is not None:
+        raise error
 
 
 def change_phone(user: User, new_phone: str, sms_code: str, login_password: str) -> None:
     """Move the account to ``new_phone`` (code sent to the new number); both numbers are told, and the codes still
-    open on the old number die with the move."""
+    open on the old number die with the move. Refused during the recovery hold (``AccountRecentlyRecovered``, before
+    the code is spent): the owner would not recover a moved account with the SIM back."""
     verify_login_password(user, login_password)
+    _refuse_during_recovery_hold(user)
     codes.consume_code(new_phone, "change_phone", sms_code)
     user_id = user.id
 
@@ -456,9 +515,11 @@ def update_profile(user: User, email: str | None, locale: str | None, login_pass
 def start_totp_enrolment(user: User, login_password: str) -> tuple[str, str]:
     """Give the user a fresh secret (not active until confirmed with a code). It replaces any authenticator in use,
     so it needs the login password (counted toward the login lock), as an email change does: a stolen access token
-    alone cannot swap the owner's authenticator for the thief's. Switching an active one off tells the owner.
-    Raises ``InvalidCredentials``, ``LoginLocked``."""
+    alone cannot swap the owner's authenticator for the thief's. Switching an active one off tells the owner. Refused
+    during the recovery hold: an authenticator would then be needed to recover the account, which the owner, with
+    the SIM back, would not have. Raises ``InvalidCredentials``, ``LoginLocked``, ``AccountRecentlyRecovered``."""
     verify_login_password(user, login_password)
+    _refuse_during_recovery_hold(user)
     secret = totp.new_secret()
     user_id = user.id
 

@@ -183,7 +183,7 @@ def verify_payment_password():
 @limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def reset_password():
     req = parse_body(PasswordReset)
-    accounts.recover_password(normalize_phone(req.phone), req.sms_code, req.new_password)
+    accounts.recover_password(normalize_phone(req.phone), req.sms_code, req.new_password, req.totp_code)
     return respond(None, 204)
 
 

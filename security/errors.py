@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from core.errors import AppError, Conflict, Unauthenticated
 
@@ -85,14 +86,40 @@ class RefreshTokenReused(Unauthenticated):
 
 
 class PaymentPasswordResetTooSoon(AppError):
-    """An SMS reset of the payment password asked for within ``PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS`` of a phone
-    change: the code would come to the number just bound, which only the login password proved. Says when it may."""
+    """An SMS reset of the payment password asked for too soon: within ``PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS`` of a
+    phone change (``reason`` ``phone_changed``: the code would come to the number just bound, which only the login
+    password proved) or within ``SMS_RECOVERY_HOLD_HOURS`` of a login-password recovery by SMS alone (``reason``
+    ``password_recovered``: the SIM would be all that proved either password). Says when it may (``available_at``)."""
 
     status, code, title = 403, "payment_password_reset_too_soon", "Payment password reset by SMS not yet possible"
+    _DETAILS: ClassVar[dict[str, str]] = {
+        "phone_changed": "The phone number changed recently; until available_at the payment password can only be "
+                         "changed with the current one.",
+        "password_recovered": "The login password was recovered by SMS recently; until available_at the payment "
+                              "password can only be changed with the current one.",
+    }
+
+    def __init__(self, available_at: datetime, reason: str = "phone_changed") -> None:
+        super().__init__(self._DETAILS[reason], available_at=_iso(available_at), reason=reason)
+
+
+class AccountRecentlyRecovered(AppError):
+    """A phone change or an authenticator enrolment asked for within ``SMS_RECOVERY_HOLD_HOURS`` of a login-password
+    recovery by SMS alone: either would keep the owner, who may get the SIM back, out of the account for good. Says
+    when it may (``available_at``)."""
+
+    status, code, title = 403, "account_recently_recovered", "Not possible so soon after a password recovery"
 
     def __init__(self, available_at: datetime) -> None:
-        super().__init__("The phone number changed recently; until available_at the payment password can only be "
-                         "changed with the current one.", available_at=_iso(available_at))
+        super().__init__("The login password was recovered by SMS recently; until available_at the phone number "
+                         "cannot be changed nor an authenticator enrolled.", available_at=_iso(available_at))
+
+
+class TotpRequired(AppError):
+    """A recovery of an account with an authenticator sent no ``totp_code``: the SMS code alone does not recover it.
+    The SMS code was spent (it was checked first, so that nobody learns this about a number without one)."""
+
+    status, code, title = 401, "totp_required", "Authenticator code required"
 
 
 class AccountFrozen(AppError):

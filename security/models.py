@@ -27,6 +27,9 @@ class User(db.Model):
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
     # When the account last moved to another number: an SMS reset of the payment password waits a while after it.
     phone_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the login password was last recovered by SMS alone: the SIM is all that proved it, so for a while after
+    # it the payment password is not reset by SMS, the phone not changed and no authenticator enrolled.
+    password_recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

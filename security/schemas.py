@@ -103,8 +103,10 @@ class PaymentPasswordChange(RequestModel):
     current_payment_password: str | None = Field(default=None, min_length=1, max_length=16)
     sms_code: str | None = Field(
         default=None, pattern=r"^[0-9]{6}$",
-        description="A 'recover' code; refused (403 payment_password_reset_too_soon, with available_at) for "
-                    "PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS (24) after a phone change")
+        description="A 'recover' code; refused (403 payment_password_reset_too_soon, with available_at and reason) "
+                    "for PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS (24) after a phone change (reason phone_changed) and "
+                    "for SMS_RECOVERY_HOLD_HOURS (24) after a login-password recovery by SMS alone (reason "
+                    "password_recovered, and the owner is told)")
     new_payment_password: str = Field(min_length=1, max_length=16)
 
     @model_validator(mode="after")
@@ -115,12 +117,22 @@ class PaymentPasswordChange(RequestModel):
 
 
 class PasswordReset(RequestModel):
+    """Signs every device out (each needs a code at its next login). Recovered by SMS alone, the account then cannot
+    reset the payment password by SMS, change its phone or enrol an authenticator for SMS_RECOVERY_HOLD_HOURS (24)."""
+
     phone: str = Phone
     sms_code: str = SmsCode
     new_password: str = Field(min_length=1, max_length=128)
+    totp_code: str | None = Field(
+        default=None, pattern=r"^[0-9]{6}$",
+        description="Required when the account has an authenticator (401 totp_required otherwise, the SMS code "
+                    "spent); ignored when it has none")
 
 
 class PhoneChange(RequestModel):
+    """Refused (403 account_recently_recovered, with available_at) for SMS_RECOVERY_HOLD_HOURS (24) after a
+    login-password recovery by SMS alone."""
+
     new_phone: str = Phone
     sms_code: str = SmsCode
     login_password: str = Field(min_length=1, max_length=128)
@@ -128,7 +140,10 @@ class PhoneChange(RequestModel):
 
 class TotpEnrolmentStart(RequestModel):
     login_password: str = Field(min_length=1, max_length=128,
-                                description="Enrolling replaces any authenticator in use: a token alone is not enough")
+                                description="Enrolling replaces any authenticator in use: a token alone is not enough;"
+                                            " refused (403 account_recently_recovered, with available_at) for"
+                                            " SMS_RECOVERY_HOLD_HOURS (24) after a login-password recovery by SMS"
+                                            " alone")
 
 
 class TotpEnrolment(BaseModel):

@@ -125,7 +125,7 @@ def test_a_recovery_lifts_the_login_lock_but_leaves_the_payment_lock(api):
     reset = api.client.post("/api/v1/password-resets", json={
         "phone": account["phone"], "sms_code": api.code(account["phone"], "recover"), "new_password": "recovered one"})
     assert reset.status_code == 204
-    fresh = api.login(account["phone"], "recovered one")
+    fresh = api.login(account["phone"], "recovered one", sms_code=api.code(account["phone"], "login"))
     assert fresh.status_code == 201
     headers = api.bearer(fresh.json["access_token"])
     locked = api.client.post("/api/v1/me/payment-password/verify", headers=headers,

@@ -1,8 +1,10 @@
 """A hypothesis state machine drives the lockout of DESIGN 4.2 through the HTTP API: logins from the trusted device
 and from new devices (SMS or authenticator codes, right or wrong), payment-password checks, SMS resets of both
-passwords, an authenticator re-enrolment, logins on a number that has no account, and the clock moving minutes to
-thirty hours. A plain-Python model of the rules predicts every answer (status, code, attempts_left, locked_until,
-hard_locked), the lock alerts the owner got, and that the unknown number answers exactly as an account would.
+passwords (a recovery signs the trusted device out, needs the authenticator once one is enrolled, and by SMS alone
+holds off SMS resets of the payment password and enrolments for a day), an authenticator re-enrolment, logins on a
+number that has no account, and the clock moving minutes to thirty hours. A plain-Python model of the rules predicts
+every answer (status, code, attempts_left, locked_until, hard_locked), the lock alerts the owner got, and that the
+unknown number answers exactly as an account would.
 
 The model follows DESIGN 4.2 and, where DESIGN leaves a choice open, ``security/lockout.py``'s documented one: the
 window starts empty after a lock (at most three guesses per three hours), and the ceiling counts wrong entries
@@ -35,6 +37,7 @@ from tests.conftest import Api, Inbox, empty_all_tables
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 
 WINDOW, LOCK_FOR, MAX_FAILURES, HARD_AFTER = timedelta(hours=24), timedelta(hours=3), 3, 10
+RECOVERY_HOLD = timedelta(hours=24)  # SMS_RECOVERY_HOLD_HOURS: after a recovery by SMS alone, no SMS payment reset
 LOGIN_PASSWORDS = (LOGIN_PASSWORD, "a brand new long secret", "another fresh passphrase")
 PAYMENT_PASSWORDS = (PAYMENT_PASSWORD, "275804", "904172")
 WRONG_LOGIN, WRONG_PAYMENT = "definitely not it", "000111"
@@ -98,6 +101,8 @@ class LockoutMachine(RuleBasedStateMachine):
         self.devices = itertools.count()
         self.phone, self.unknown = make_phone(), make_phone()
         self.trusted = f"trusted-{self.run}"
+        self.trusted_signed_out = False  # a recovery signs every device out: the next login needs a code
+        self.recovered_by_sms_alone: datetime | None = None
         account = self.api.register(self.phone, device_id=self.trusted, locale="en")
         self.headers: dict[str, str] | None = account["headers"]
         self.refresh_token: tuple[str, str] | None = (account["refresh_token"], self.trusted)
@@ -154,6 +159,9 @@ class LockoutMachine(RuleBasedStateMachine):
     def code_for(self, purpose: str) -> str:
         return self.api.code(self.phone, purpose)
 
+    def held(self) -> bool:
+        return self.recovered_by_sms_alone is not None and self.now() < self.recovered_by_sms_alone + RECOVERY_HOLD
+
     # --- logins --------------------------------------------------------------------------------------------
 
     @rule(right=st.booleans())
@@ -161,13 +169,19 @@ class LockoutMachine(RuleBasedStateMachine):
         response = self.api.login(self.phone, self.password if right else WRONG_LOGIN, device_id=self.trusted)
         if self.login.locked(self.now()):
             self.expect_locked(response, self.login, "login_locked")
-        elif right:
+        elif not right:
+            self.login_failure(response, self.login)
+        else:
+            if self.trusted_signed_out:  # since a recovery: the device proves itself again, with a code
+                self.expect(response, 401, "device_verification_required")
+                self.shape(response)
+                response = self.api.login(self.phone, self.password, device_id=self.trusted,
+                                          sms_code=self.code_for("login"))
+                self.trusted_signed_out = False
             self.expect(response, 201)
             self.login.clear()
             self.headers = self.api.bearer(response.json["access_token"])
             self.refresh_token = (response.json["refresh_token"], self.trusted)
-        else:
-            self.login_failure(response, self.login)
         if response.status_code != 201:
             self.shape(response)
 
@@ -334,23 +348,35 @@ class LockoutMachine(RuleBasedStateMachine):
             return
         response = self.client.put("/api/v1/me/payment-password", headers=self.headers,
                                    json={"sms_code": self.code_for("recover"), "new_payment_password": new})
+        if self.held():
+            self.expect(response, 403, "payment_password_reset_too_soon", reason="password_recovered")
+            return
         self.expect(response, 204)
         self.payment_password = new
         self.payment.clear()
 
     # --- resets and the authenticator --------------------------------------------------------------------------
 
-    @rule(right_code=st.booleans())
-    def reset_the_login_password_by_sms(self, right_code: bool) -> None:
+    @rule(right_code=st.booleans(), with_totp=st.booleans())
+    def reset_the_login_password_by_sms(self, right_code: bool, with_totp: bool) -> None:
         new = next(p for p in LOGIN_PASSWORDS if p != self.password)
         code = self.code_for("recover") if right_code else "000000"
+        extra = {"totp_code": self.right_totp_code()} if with_totp and self.totp is not None else {}
         response = self.client.post("/api/v1/password-resets",
-                                    json={"phone": self.phone, "sms_code": code, "new_password": new})
+                                    json={"phone": self.phone, "sms_code": code, "new_password": new, **extra})
         if not right_code:
             self.expect(response, 401, "invalid_sms_code")
             return
+        if self.totp is not None and not with_totp:  # the SIM alone does not recover an account with an authenticator
+            self.expect(response, 401, "totp_required")
+            return
         self.expect(response, 204)
+        if self.totp is not None:
+            self.totp_last_step = self.pending_step
+        else:
+            self.recovered_by_sms_alone = self.now()
         self.password, self.headers, self.refresh_token = new, None, None  # every session is revoked
+        self.trusted_signed_out = True
         self.login.clear()
 
     @rule()
@@ -371,6 +397,9 @@ class LockoutMachine(RuleBasedStateMachine):
             self.expect_locked(response, self.login, "login_locked")
         elif not right:
             self.login_failure(response, self.login)
+        elif self.held():
+            self.expect(response, 403, "account_recently_recovered")
+            self.login.clear()
         else:
             self.expect(response, 201)
             self.login.clear()
@@ -449,4 +478,5 @@ def test_random_logins_payments_and_resets_follow_the_lockout_rules(cheap_app: F
         "401 device_verification_required", "401 invalid_payment_password", "423 login_locked",
         "423 payment_password_locked", "unknown number 401", "unknown number 423", "owner login_locked hard",
         "owner payment_password_locked hard", "unknown number login_locked hard", "transfer refused insufficient_funds",
+        "401 totp_required", "403 payment_password_reset_too_soon", "403 account_recently_recovered",
     }
