@@ -159,7 +159,7 @@ def test_the_database_refuses_a_second_active_freeze_and_a_freeze_without_reason
         db.session.rollback()
 
 
-def test_a_trade_already_paid_by_a_frozen_buyer_still_finishes(api, app, people):
+def test_a_trade_paid_before_the_seller_was_frozen_still_finishes_and_pays_the_seller(api, app, people):
     buyer, seller = people
     trade_id = open_trade(api, buyer, seller)
     assert act(api, buyer, trade_id, "pay", key="k1", **PP).status_code == 200
