@@ -15,14 +15,14 @@ Top-up (two steps, so a crash between the bank and our books loses nothing):
 
 Withdrawal (asynchronous):
     ``request_withdrawal`` holds the amount on the wallet (wallet → bank clearing, pending) and records a
-    ``pending`` withdrawal, in one transaction. ``process_withdrawals`` (the worker) submits it to the bank
-    (idempotent by reference), then polls: ``succeeded`` posts the hold, ``failed`` voids it (the money is
-    back). A bank that does not answer is retried with backoff; after ``WITHDRAWAL_MAX_AGE_SECONDS`` the
-    withdrawal is failed back to the user only if the bank confirms it never received the payout and never
-    accepted it (a payout it accepted waits for its outcome however long), so the money is never lost and
-    never paid twice. A withdrawal of an account frozen before the worker first sent it is failed back
-    (``account_frozen``: ``security.freezes``). Withdrawal holds carry no expiry: the sweeper must never
-    release money the bank may be paying out.
+    ``pending`` withdrawal, in one transaction. ``process_withdrawals`` (the worker) claims it for an attempt,
+    submits it to the bank (idempotent by reference) outside any transaction, then polls: ``succeeded`` posts
+    the hold, ``failed`` voids it (the money is back). A bank that does not answer is retried with backoff;
+    after ``WITHDRAWAL_MAX_AGE_SECONDS`` the withdrawal is failed back to the user only if the bank confirms it
+    never received the payout and never accepted it (a payout it accepted waits for its outcome however long),
+    so the money is never lost and never paid twice. A withdrawal of an account frozen before the worker first
+    claimed it is failed back (``account_frozen``: ``security.freezes``). Withdrawal holds carry no expiry: the
+    sweeper must never release money the bank may be paying out.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from security import freezes
 from security.identity import verified_real_name
 from security.models import User
 from wallet import ledger, limits
-from wallet.banks import BankResult, BankUnavailable, PayoutNotFound
+from wallet.banks import BankResult, BankUnavailable, PayoutNotFound, PayoutStatus
 from wallet.card_models import BankCard
 from wallet.cards import gateway, get_card_for_user
 from wallet.errors import InsufficientFunds
@@ -288,45 +288,87 @@ def _settle(withdrawal: Withdrawal, card: BankCard, succeeded: bool, reason: str
             card=mask_card(card.last4), time=format_time(now))
 
 
+# How long a worker owns a withdrawal while it asks the bank, outside any transaction: other workers leave it alone
+# until then. One that takes longer finds, when it comes back, that another worker has claimed the withdrawal again and
+# asked the bank by the same reference (which banks answer once), and its own answer is dropped.
+_CLAIM = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What a worker asks the bank about a withdrawal it has claimed (its ``attempt``)."""
+
+    attempt: int
+    submit: bool  # submit the payout first (the bank has not accepted it yet), then poll; else only poll
+    bank_code: str
+    card_token: str
+    amount: int
+
+
 def _advance(withdrawal_id: str) -> None:
-    """One step of one withdrawal: submit it, or poll it, and settle it when the bank has answered."""
+    """One step of one withdrawal: claim it, ask the bank (submit it, or poll it), and apply the answer, settling it
+    when the bank has decided. The bank is asked between two short transactions, never under the withdrawal's row
+    lock: on SQLite a write transaction holds the whole database, so every other payment waited for a slow bank."""
+    claim = run_in_transaction(lambda: _claim(withdrawal_id))
+    if claim is None:
+        return
+    bank = gateway()
+    answer: BankResult | None = None
+    outcome: PayoutStatus | None = None
+    error: BankUnavailable | PayoutNotFound | None = None
+    try:
+        if claim.submit:
+            answer = bank.payout(claim.bank_code, claim.card_token, claim.amount, reference=withdrawal_id)
+        if answer is None or answer.ok:
+            outcome = bank.poll_payout(withdrawal_id)
+    except (BankUnavailable, PayoutNotFound) as exc:
+        error = exc
+    run_in_transaction(lambda: _apply(withdrawal_id, claim.attempt, answer, outcome, error))
 
-    def work() -> None:
-        withdrawal = db.session.get(Withdrawal, withdrawal_id, with_for_update=True)
-        now = clock.now()
-        if withdrawal is None or withdrawal.status not in (PENDING, SUBMITTED) or withdrawal.next_attempt_at > now:
-            return  # settled or rescheduled by another worker
-        card = db.session.get(BankCard, withdrawal.card_id)
-        assert card is not None and card.bank_token is not None
-        never_tried = withdrawal.attempts == 0 and withdrawal.last_error is None  # (a step that raised leaves an error)
-        if never_tried and freezes.frozen_since(withdrawal.user_id) is not None:
-            # Never sent, so the bank cannot have it: the money goes back to the (frozen) wallet, not off the platform.
-            _settle(withdrawal, card, False, "account_frozen", now)
-            return
-        withdrawal.attempts += 1
-        bank = gateway()
-        # Past its maximum age a withdrawal the bank may never have received is not submitted any more: the bank is
-        # asked whether it has it, and one it never got is failed back (``_retry_or_fail_back``).
-        too_old = now - withdrawal.created_at >= timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
-        try:
-            if withdrawal.status == PENDING and not too_old:
-                result = bank.payout(card.bank_code, card.bank_token, withdrawal.amount, reference=withdrawal.id)
-                withdrawal.bank_reference = result.bank_reference
-                if not result.ok:
-                    _settle(withdrawal, card, False, result.reason, now)
-                    return
-                withdrawal.status = SUBMITTED
-            outcome = bank.poll_payout(withdrawal.id)
-        except (BankUnavailable, PayoutNotFound) as exc:
-            _retry_or_fail_back(withdrawal, card, exc, now)
-            return
-        if outcome in ("succeeded", "failed"):
-            _settle(withdrawal, card, outcome == "succeeded", None if outcome == "succeeded" else "payout_failed",
-                    now)
-        else:
-            withdrawal.next_attempt_at = now + _backoff(withdrawal.attempts)
 
-    run_in_transaction(work)
+def _claim(withdrawal_id: str) -> _Claim | None:
+    """Take a due withdrawal for one attempt (counted now, so a worker that dies while asking leaves a trace, and the
+    withdrawal is due again once the claim runs out); None when it is not due or was settled here instead."""
+    withdrawal = db.session.get(Withdrawal, withdrawal_id, with_for_update=True)
+    now = clock.now()
+    if withdrawal is None or withdrawal.status not in (PENDING, SUBMITTED) or withdrawal.next_attempt_at > now:
+        return None  # settled or claimed by another worker
+    card = db.session.get(BankCard, withdrawal.card_id)
+    assert card is not None and card.bank_token is not None
+    if withdrawal.attempts == 0 and freezes.frozen_since(withdrawal.user_id) is not None:
+        # Never claimed, so never sent: the money goes back to the (frozen) wallet, not off the platform.
+        _settle(withdrawal, card, False, "account_frozen", now)
+        return None
+    withdrawal.attempts += 1
+    withdrawal.next_attempt_at = now + _CLAIM
+    # Past its maximum age a withdrawal the bank may never have received is not submitted any more: the bank is asked
+    # whether it has it, and one it never got is failed back (``_retry_or_fail_back``).
+    too_old = now - withdrawal.created_at >= timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
+    return _Claim(withdrawal.attempts, withdrawal.status == PENDING and not too_old, card.bank_code, card.bank_token,
+                  withdrawal.amount)
+
+
+def _apply(withdrawal_id: str, attempt: int, answer: BankResult | None, outcome: PayoutStatus | None,
+           error: BankUnavailable | PayoutNotFound | None) -> None:
+    """What the bank answered to claim ``attempt``: the payout's acceptance or refusal, its status, or no answer."""
+    withdrawal = db.session.get(Withdrawal, withdrawal_id, with_for_update=True)
+    if withdrawal is None or withdrawal.status not in (PENDING, SUBMITTED) or withdrawal.attempts != attempt:
+        return  # settled meanwhile, or claimed again after this claim ran out: that attempt's answer counts
+    card = db.session.get(BankCard, withdrawal.card_id)
+    assert card is not None
+    now = clock.now()
+    if answer is not None:
+        withdrawal.bank_reference = answer.bank_reference
+        if not answer.ok:
+            _settle(withdrawal, card, False, answer.reason, now)
+            return
+        withdrawal.status = SUBMITTED
+    if error is not None:
+        _retry_or_fail_back(withdrawal, card, error, now)
+    elif outcome in ("succeeded", "failed"):
+        _settle(withdrawal, card, outcome == "succeeded", None if outcome == "succeeded" else "payout_failed", now)
+    else:
+        withdrawal.next_attempt_at = now + _backoff(withdrawal.attempts)
 
 
 def _retry_or_fail_back(withdrawal: Withdrawal, card: BankCard, error: Exception, now: datetime) -> None:

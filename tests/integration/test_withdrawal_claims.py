@@ -1,0 +1,68 @@
+"""The withdrawal worker asks the bank between two short transactions (``wallet.funds._advance``: claim, ask, apply),
+never under the withdrawal's row lock: a slow bank holds up no payment (on SQLite a write transaction holds the
+whole database), and a worker whose claim ran out while the bank answered has its late answer dropped."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from core.db import db
+from tests.api.test_funds import drain_withdrawals, invariants_hold
+from tests.integration.test_money_races_audit import bank, card_token, first_pauses_inside
+from wallet.funds import process_withdrawals
+from wallet.funds_models import Withdrawal
+
+
+def _in_app(app, call):
+    def run():
+        with app.app_context():
+            return call()
+    return run
+
+
+def _withdrawal(app):
+    with app.app_context():
+        return db.session.scalars(select(Withdrawal)).one()
+
+
+def test_a_payment_does_not_wait_while_the_worker_asks_the_bank_about_a_withdrawal(api, app, clock, monkeypatch):
+    alice, bob = api.verified(), api.register()
+    assert api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"]).status_code == 201
+    assert api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"]).status_code == 202
+    clock.advance(seconds=60)
+    client = app.test_client()
+
+    def pay():
+        return client.post("/api/v1/transfers", headers={**alice["headers"], "Idempotency-Key": "meanwhile"},
+                           json={"to_phone": bob["phone"], "amount": 700, "payment_password": "135790"}).status_code
+
+    processed, paid, waited = first_pauses_inside(monkeypatch, bank(app), "payout", _in_app(app, process_withdrawals),
+                                                  pay, patience=5)
+    assert not waited, "the payment waited for the worker's call to the bank"
+    assert (processed, paid) == (1, 201)
+    assert _withdrawal(app).status == "succeeded"
+    assert (api.balance(alice), api.balance(bob)) == (5000 - 1000 - 700, 700)
+    invariants_hold(app)
+
+
+def test_a_worker_whose_claim_ran_out_while_the_bank_answered_changes_nothing(api, app, clock, monkeypatch):
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"]).status_code == 201
+    assert api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"]).status_code == 202
+    clock.advance(seconds=60)
+
+    def another_worker_after_the_claim_ran_out():
+        clock.advance(minutes=3)
+        with app.app_context():
+            return process_withdrawals()
+
+    slow, other, _ = first_pauses_inside(monkeypatch, bank(app), "payout", _in_app(app, process_withdrawals),
+                                         another_worker_after_the_claim_ran_out)
+    assert (slow, other) == (1, 1)
+    withdrawal = _withdrawal(app)
+    assert (withdrawal.status, withdrawal.attempts) == ("succeeded", 2)  # the second claim's answer settled it
+    assert bank(app).total_paid_out(card_token(app, alice)) == 1000  # one reference, paid once
+    assert api.balance(alice) == 4000
+    drain_withdrawals(app, clock)
+    assert _withdrawal(app).status == "succeeded"
+    invariants_hold(app)
