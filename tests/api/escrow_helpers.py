@@ -12,11 +12,13 @@ __all__ = [
     "PP",
     "act",
     "books_clean",
+    "disputed",
     "escrow_balance",
     "events",
     "grant_staff",
     "open_trade",
     "paid_and_shipped",
+    "refused_refund",
     "relogin",
     "run_sweeper",
     "trade",
@@ -45,3 +47,18 @@ def grant_staff(api, app):
     assert app.test_cli_runner().invoke(args=["users", "grant-staff", account["phone"]]).exit_code == 0
     return account
 
+
+def refused_refund(api, buyer, seller, trade_id, amount=20900):
+    """The buyer asks for ``amount`` back and the seller refuses; the refund as the buyer's request answered it."""
+    refund = act(api, buyer, trade_id, "refunds", amount=amount, reason="not as described").json
+    refused = act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine")
+    assert refused.status_code == 200, refused.json
+    return refund
+
+
+def disputed(api, buyer, seller, trade_id, amount=20900):
+    """A refused refund the buyer took to the platform: the refund and the dispute."""
+    refund = refused_refund(api, buyer, seller, trade_id, amount)
+    dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses")
+    assert dispute.status_code == 201, dispute.json
+    return refund, dispute.json

@@ -10,6 +10,7 @@ from tests.api.escrow_helpers import (
     PP,
     act,
     books_clean,
+    disputed,
     escrow_balance,
     events,
     grant_staff,
@@ -26,13 +27,6 @@ def staff(api, app):
     return grant_staff(api, app)
 
 
-def _disputed(api, buyer, seller, trade_id, amount=20900):
-    refund = act(api, buyer, trade_id, "refunds", amount=amount, reason="not as described").json
-    refused = act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine")
-    assert refused.status_code == 200, refused.json
-    dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses")
-    assert dispute.status_code == 201, dispute.json
-    return refund, dispute.json
 
 
 def _decide(api, who, dispute_id, key=None, **body):
@@ -55,7 +49,7 @@ def _refund_transfers(app, trade_id):
 def test_a_decision_retried_with_its_key_replays_it_and_moves_the_money_once(api, app, people, staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refund, dispute = _disputed(api, buyer, seller, trade_id)
+    _refund, dispute = disputed(api, buyer, seller, trade_id)
     first = _decide(api, staff, dispute["id"], key="decide-1", outcome="split", refund_amount=8000)
     assert first.status_code == 200, first.json
     assert first.headers.get("Idempotent-Replayed") is None
@@ -77,7 +71,7 @@ def test_a_decision_without_a_key_still_works_and_its_repeat_is_refused_by_the_d
                                                                                              staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refund, dispute = _disputed(api, buyer, seller, trade_id)
+    _refund, dispute = disputed(api, buyer, seller, trade_id)
     assert _decide(api, staff, dispute["id"], outcome="refund").status_code == 200
     again = _decide(api, staff, dispute["id"], outcome="refund")
     assert (again.status_code, again.json["code"]) == (409, "dispute_decided")
@@ -127,7 +121,7 @@ def _ended(api, app, clock, buyer, seller, staff, how):
     else:  # a dispute decided by staff: release, refund, split (after a partial refund agreed first)
         first = act(api, buyer, trade_id, "refunds", amount=2000, reason="scratched").json
         assert act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP).status_code == 200
-        _refund, dispute = _disputed(api, buyer, seller, trade_id, amount=10000)
+        _refund, dispute = disputed(api, buyer, seller, trade_id, amount=10000)
         extra = {"refund_amount": 6000} if how == "split" else {}
         assert _decide(api, staff, dispute["id"], outcome=how, **extra).status_code == 200
     return trade_id

@@ -11,6 +11,7 @@ from tests.api.escrow_helpers import (
     PP,
     act,
     books_clean,
+    disputed,
     escrow_balance,
     events,
     grant_staff,
@@ -32,12 +33,6 @@ def _timeline(api, who, trade_id):
     return api.client.get(f"/api/v1/trades/{trade_id}/timeline?limit=100", headers=who["headers"]).json["data"]
 
 
-def _refused_and_disputed(api, buyer, seller, trade_id, amount=20900):
-    refund = act(api, buyer, trade_id, "refunds", amount=amount, reason="not as described").json
-    assert act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine").status_code == 200
-    dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses")
-    assert dispute.status_code == 201, dispute.json
-    return refund, dispute.json
 
 
 # --- deadlines that passed before the sweeper came by ------------------------------------------------------
@@ -184,7 +179,7 @@ def test_both_sides_are_told_when_a_refund_lapses(api, app, clock, people):
 def test_a_dispute_decision_records_the_state_changes_it_makes(api, app, people, staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    refund, dispute = _refused_and_disputed(api, buyer, seller, trade_id)
+    refund, dispute = disputed(api, buyer, seller, trade_id)
     decided = api.client.post(f"/api/v1/admin/disputes/{dispute['id']}/decide", headers=staff["headers"],
                               json={"outcome": "split", "refund_amount": 8000, "reason": "partly damaged"})
     assert decided.status_code == 200
@@ -201,7 +196,7 @@ def test_a_dispute_decision_records_the_state_changes_it_makes(api, app, people,
 def test_a_dispute_refunded_in_full_closes_the_trade_in_the_timeline(api, app, people, staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refund, dispute = _refused_and_disputed(api, buyer, seller, trade_id)
+    _refund, dispute = disputed(api, buyer, seller, trade_id)
     decided = api.client.post(f"/api/v1/admin/disputes/{dispute['id']}/decide", headers=staff["headers"],
                               json={"outcome": "refund", "reason": "never arrived"})
     assert decided.status_code == 200
@@ -219,7 +214,7 @@ def test_two_staff_deciding_one_dispute_at_once_have_one_winner(api, app, people
     assert app.test_cli_runner().invoke(args=["users", "grant-staff", other_staff["phone"]]).exit_code == 0
     for n in range(4):
         trade_id = paid_and_shipped(api, buyer, seller, amount=1000, shipping_fee=0)
-        _refund, dispute = _refused_and_disputed(api, buyer, seller, trade_id, amount=1000)
+        _refund, dispute = disputed(api, buyer, seller, trade_id, amount=1000)
         path = f"/api/v1/admin/disputes/{dispute['id']}/decide"
         barrier, results = threading.Barrier(2), {}
 
@@ -349,9 +344,9 @@ def test_a_refund_cannot_be_withdrawn_by_the_seller_once_sent_back_or_while_disp
     assert (sent_back.status_code, sent_back.json["code"]) == (409, "illegal_refund_transition")
 
     other = paid_and_shipped(api, buyer, seller)
-    refund, _dispute = _refused_and_disputed(api, buyer, seller, other)
-    disputed = _withdraw(api, buyer, other, refund["id"])
-    assert (disputed.status_code, disputed.json["code"]) == (409, "dispute_open")
+    refund, _dispute = disputed(api, buyer, seller, other)
+    refused = _withdraw(api, buyer, other, refund["id"])
+    assert (refused.status_code, refused.json["code"]) == (409, "dispute_open")
     stranger = api.register()
     assert _withdraw(api, stranger, other, refund["id"]).status_code == 404
 

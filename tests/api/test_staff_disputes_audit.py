@@ -8,11 +8,13 @@ from tests.api.escrow_helpers import (
     PP,
     act,
     books_clean,
+    disputed,
     escrow_balance,
     events,
     grant_staff,
     open_trade,
     paid_and_shipped,
+    refused_refund,
     relogin,
     run_sweeper,
     trade,
@@ -24,18 +26,8 @@ def staff(api, app):
     return grant_staff(api, app)
 
 
-def _refused(api, buyer, seller, trade_id, amount=20900):
-    refund = act(api, buyer, trade_id, "refunds", amount=amount, reason="not as described").json
-    refused = act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine")
-    assert refused.status_code == 200, refused.json
-    return refund
 
 
-def _disputed(api, buyer, seller, trade_id, amount=20900):
-    refund = _refused(api, buyer, seller, trade_id, amount)
-    dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses")
-    assert dispute.status_code == 201, dispute.json
-    return refund, dispute.json
 
 
 def _decide(api, who, dispute_id, **body):
@@ -58,7 +50,7 @@ def test_staff_cannot_decide_a_dispute_on_a_trade_they_are_a_party_to(api, app, 
     else:
         seller = staff = grant_staff_on(api, app, seller)
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refund, dispute = _disputed(api, buyer, seller, trade_id)
+    _refund, dispute = disputed(api, buyer, seller, trade_id)
     own = _decide(api, staff, dispute["id"], outcome="refund" if side == "buyer" else "release")
     assert (own.status_code, own.json["code"]) == (403, "conflict_of_interest"), own.json
     assert escrow_balance(app, trade_id) == 20900
@@ -77,7 +69,7 @@ def grant_staff_on(api, app, account):
 def test_staff_have_no_part_in_a_trade_they_are_not_a_party_to(api, app, people, staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    refund = _refused(api, buyer, seller, trade_id)
+    refund = refused_refund(api, buyer, seller, trade_id)
     before = trade(api, buyer, trade_id)
     attempts = [
         act(api, staff, trade_id, "pay", key="s-pay", **PP),
@@ -108,7 +100,7 @@ def test_staff_have_no_part_in_a_trade_they_are_not_a_party_to(api, app, people,
 def test_the_staff_endpoints_refuse_anyone_else(api, app, people, staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refund, dispute = _disputed(api, buyer, seller, trade_id)
+    _refund, dispute = disputed(api, buyer, seller, trade_id)
     decide_path = f"/api/v1/admin/disputes/{dispute['id']}/decide"
     body = {"outcome": "refund", "reason": "mine"}
     assert api.client.get("/api/v1/admin/disputes").status_code == 401
@@ -125,7 +117,7 @@ def test_the_staff_endpoints_refuse_anyone_else(api, app, people, staff):
 def test_a_revoked_staff_role_ends_at_the_next_request(api, app, people, staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refund, dispute = _disputed(api, buyer, seller, trade_id)
+    _refund, dispute = disputed(api, buyer, seller, trade_id)
     assert _open_disputes(api, staff) == [dispute["id"]]
     revoked = app.test_cli_runner().invoke(args=["users", "revoke-staff", staff["phone"]])
     assert revoked.exit_code == 0, revoked.output
@@ -155,7 +147,7 @@ def test_a_split_takes_more_than_nothing_and_less_than_what_is_still_held(api, a
     trade_id = paid_and_shipped(api, buyer, seller)
     first = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
     assert act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP).status_code == 200
-    _refund, dispute = _disputed(api, buyer, seller, trade_id, amount=15900)
+    _refund, dispute = disputed(api, buyer, seller, trade_id, amount=15900)
     refused = _decide(api, staff, dispute["id"], outcome="split", refund_amount=refund_amount)
     assert (refused.status_code, refused.json["code"]) == (status, code)
     assert escrow_balance(app, trade_id) == 15900
@@ -176,7 +168,7 @@ def test_a_refund_amount_that_contradicts_the_outcome_is_refused_not_ignored(api
     trade_id = paid_and_shipped(api, buyer, seller)
     first = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
     act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP)
-    _refund, dispute = _disputed(api, buyer, seller, trade_id, amount=15900)
+    _refund, dispute = disputed(api, buyer, seller, trade_id, amount=15900)
     refused = _decide(api, staff, dispute["id"], outcome=outcome, refund_amount=refund_amount)
     assert (refused.status_code, refused.json["code"]) == (422, "refund_amount_mismatch"), refused.json
     assert escrow_balance(app, trade_id) == 15900
@@ -192,7 +184,7 @@ def test_a_release_after_a_partial_refund_pays_the_seller_what_is_left_less_the_
     trade_id = paid_and_shipped(api, buyer, seller)
     first = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json
     act(api, seller, trade_id, f"refunds/{first['id']}/agree", **PP)
-    refund, dispute = _disputed(api, buyer, seller, trade_id, amount=10000)
+    refund, dispute = disputed(api, buyer, seller, trade_id, amount=10000)
     decided = _decide(api, staff, dispute["id"], outcome="release")
     assert decided.status_code == 200 and decided.json["refund_amount"] == 0
     body = trade(api, buyer, trade_id)
@@ -225,7 +217,7 @@ def test_a_dispute_is_opened_only_on_a_refused_refund_and_only_once(api, app, cl
         refused = act(api, buyer, trade_id, "disputes", reason="please")
         assert (refused.status_code, refused.json["code"]) == (409, "no_refused_refund")
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refused(api, buyer, seller, trade_id)
+    refused_refund(api, buyer, seller, trade_id)
     clock.advance(days=7)  # the buyer let the escalation window run out, and the sweeper has not come by
     relogin(api, buyer, seller)
     late = act(api, buyer, trade_id, "disputes", reason="too late")
@@ -239,7 +231,7 @@ def test_a_dispute_is_opened_only_on_a_refused_refund_and_only_once(api, app, cl
 def test_an_open_dispute_stops_every_clock_until_it_is_decided(api, app, clock, people, staff):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    _refund, dispute = _disputed(api, buyer, seller, trade_id)
+    _refund, dispute = disputed(api, buyer, seller, trade_id)
     assert act(api, buyer, trade_id, "disputes", reason="twice").json["code"] == "no_refused_refund"
     opened = trade(api, buyer, trade_id)
     assert opened["deadlines"]["paused"] is True and opened["refunds"][0]["deadline"] is None
@@ -278,7 +270,7 @@ def test_reputation_after_trades_ended_by_confirmation_release_split_and_refund(
         if outcome == "confirm":
             act(api, buyer, trade_id, "confirm", key=f"c-{trade_id}", **PP)
         else:
-            _refund, dispute = _disputed(api, buyer, seller, trade_id, amount=1000)
+            _refund, dispute = disputed(api, buyer, seller, trade_id, amount=1000)
             assert _decide(api, staff, dispute["id"], outcome=outcome,
                            **({"refund_amount": 400} if outcome == "split" else {})).status_code == 200
         ended.append(trade_id)
