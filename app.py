@@ -471,6 +471,15 @@ def _install_cli(app: Flask) -> None:
         user_id = account_with(phone).id
         click.echo(f"{user_id} unfrozen" if freezes.lift(user_id) else f"{user_id} was not frozen")
 
+    @users_cli.command("frozen")
+    @_migrated
+    def frozen() -> None:
+        """List the accounts frozen now, longest frozen first: id, phone, since when, and why."""
+        rows = freezes.frozen_accounts()
+        for row in rows:
+            click.echo(f"{row.id}  {row.phone}  since {row.frozen_at.isoformat()}  {row.reason}")
+        click.echo(f"{len(rows)} frozen")
+
     @users_cli.command("set-fee")
     @_migrated
     @click.argument("phone", type=PHONE)

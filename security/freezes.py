@@ -12,12 +12,14 @@ While an account is frozen:
 
 A payment whose password check read the account before the freeze committed still completes: a freeze stops what
 starts after it. Freezing and lifting send the owner an SMS. ``flask users freeze PHONE --reason TEXT`` and
-``flask users unfreeze PHONE`` are the commands; every freeze is kept with its reason when lifted.
+``flask users unfreeze PHONE`` are the commands, and ``flask users frozen`` lists the accounts frozen now; every
+freeze is kept with its reason when lifted.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from core import clock, sql
 from core.db import run_in_transaction
@@ -31,12 +33,20 @@ _USER = sql.Statement("SELECT phone, locale FROM users WHERE id = :user_id")
 _FREEZE = sql.Statement(
     "INSERT INTO account_freezes (id, user_id, reason, frozen_at) VALUES (:id, :user_id, :reason, :now)"
     " ON CONFLICT (user_id) WHERE lifted_at IS NULL DO NOTHING")
+_ACTIVE_ALL = sql.Statement(
+    "SELECT u.id, u.phone, f.frozen_at, f.reason FROM account_freezes f JOIN users u ON u.id = f.user_id"
+    " WHERE f.lifted_at IS NULL ORDER BY f.frozen_at, u.id", utc=["frozen_at"])
 _LIFT = sql.Statement("UPDATE account_freezes SET lifted_at = :now WHERE user_id = :user_id AND lifted_at IS NULL")
 
 
 def frozen_since(user_id: str) -> datetime | None:
     """When the account's current freeze began, or None when it is not frozen (in the caller's transaction)."""
     return _ACTIVE.scalar(user_id=user_id)
+
+
+def frozen_accounts() -> list[Any]:
+    """Every account frozen now, longest frozen first: rows of (id, phone, frozen_at, reason)."""
+    return run_in_transaction(lambda: _ACTIVE_ALL.all(), read_only=True)
 
 
 def freeze(user_id: str, reason: str) -> datetime:

@@ -169,3 +169,19 @@ def test_a_trade_paid_before_the_seller_was_frozen_still_finishes_and_pays_the_s
     assert confirmed.status_code == 200 and confirmed.json["status"] == "TRADE_FINISHED"
     assert api.balance(seller) == 20900  # money came in to the frozen seller
     books_clean(app)
+
+
+def test_the_frozen_accounts_are_listed_longest_frozen_first_with_their_reasons(api, app, clock):
+    alice, bob, carol = api.register(), api.register(), api.register()
+    assert "0 frozen" in cli(app, "frozen").output
+    assert cli(app, "freeze", bob["phone"], "--reason", "chargebacks").exit_code == 0
+    clock.advance(minutes=5)
+    assert cli(app, "freeze", alice["phone"], "--reason", "cash-out pattern").exit_code == 0
+    assert cli(app, "freeze", carol["phone"], "--reason", "lifted soon").exit_code == 0
+    assert cli(app, "unfreeze", carol["phone"]).exit_code == 0
+    listed = cli(app, "frozen")
+    assert listed.exit_code == 0
+    lines = listed.output.splitlines()
+    assert lines[-1] == "2 frozen"
+    assert [(line.split()[1], line.split("  ")[-1]) for line in lines[:-1]] == [
+        (bob["phone"], "chargebacks"), (alice["phone"], "cash-out pattern")]
