@@ -26,24 +26,29 @@ from security.accounts import authorize_payment
 
 
 def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
-            prepare: Callable[[str, str], object] | None = None, *, key_required: bool = True) -> Response:
+            prepare: Callable[[str, str], object] | None = None, *, key_required: bool = True,
+            from_caller: bool = True) -> Response:
     """Run ``effect`` for the caller ``user_id`` behind the key, the password and the idempotency store.
     ``prepare(key, request_hash)`` runs after the password check and before the effect, in its own transactions
-    (a top-up that must not roll back), unless the key already has an answer."""
+    (a top-up that must not roll back), unless the key already has an answer. ``from_caller`` is False for a
+    step whose money leaves escrow for the other party and never the caller's own accounts (a seller agreeing to
+    a refund): a freeze of the caller's account does not stop it, the payment password still guards it."""
     header = request.headers.get("Idempotency-Key")
     if header is None and not key_required:
-        outcome = authorize_payment(user_id, body.payment_password, effect)  # type: ignore[attr-defined]
+        outcome = authorize_payment(user_id, body.payment_password, effect,  # type: ignore[attr-defined]
+                                    moves_money=from_caller)
         assert outcome is not None
         return respond_json(outcome[1], outcome[0])
     key = check_key(header)
     request_hash = fingerprint(request.method, request.path, body.model_dump(mode="json", exclude={"payment_password"}))
     password = body.payment_password  # type: ignore[attr-defined]
     if prepare is None:  # the effect commits with the password check: one transaction
-        outcome = authorize_payment(user_id, password, lambda: run_idempotent(user_id, key, request_hash, effect))
+        outcome = authorize_payment(user_id, password, lambda: run_idempotent(user_id, key, request_hash, effect),
+                                    moves_money=from_caller)
         assert outcome is not None
         status, answer, replayed = outcome
     else:
-        authorize_payment(user_id, password)
+        authorize_payment(user_id, password, moves_money=from_caller)
         stored = stored_answer(user_id, key, request_hash)
         if stored is None:
             prepare(key, request_hash)

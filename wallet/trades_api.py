@@ -190,7 +190,7 @@ def agree_refund(trade_id: str, refund_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
     return guarded(user_id, req, lambda: (200, RefundOut.of(trades.agree_refund(user_id, trade_id, refund_id))
-                                       .model_dump(mode="json")), key_required=False)
+                                       .model_dump(mode="json")), key_required=False, from_caller=False)
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/refuse", "POST", summary="Seller refuses the refund",
@@ -225,7 +225,7 @@ def receive_return(trade_id: str, refund_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
     return guarded(user_id, req, lambda: (200, RefundOut.of(trades.receive_return(user_id, trade_id, refund_id))
-                                       .model_dump(mode="json")), key_required=False)
+                                       .model_dump(mode="json")), key_required=False, from_caller=False)
 
 
 @endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Buyer takes a refused refund to the platform",

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from core.db import db
-from tests.api.escrow_helpers import PP, act, books_clean, open_trade
+from tests.api.escrow_helpers import PP, act, books_clean, open_trade, paid_and_shipped, trade
 from tests.api.test_funds import drain_withdrawals, invariants_hold
 from tests.factories import PAYMENT_PASSWORD
 from tests.factories_ids import make_card_number
@@ -56,6 +56,39 @@ def test_a_frozen_account_can_move_no_money_out_but_still_receives(api, app, inb
     assert api.client.get("/api/v1/me", headers=alice["headers"]).json["frozen_since"] is None
     assert api.money("/api/v1/transfers", alice, to_phone=bob["phone"], amount=100).status_code == 201
     invariants_hold(app)
+
+
+def test_a_frozen_seller_still_gives_the_buyer_money_back_but_a_frozen_buyer_cannot_release_escrow(api, app):
+    """A freeze stops money leaving the frozen account. A seller agreeing to a refund (or receiving the goods back)
+    moves the buyer's money out of escrow back to the buyer, never the seller's own: the freeze must not keep an
+    innocent buyer's money locked up. Confirming receipt does move the frozen buyer's money on, so it stays refused."""
+    buyer, seller = api.verified(locale="en"), api.verified(locale="en")
+    assert api.money("/api/v1/topups", buyer, amount=50000, bank_card_id=buyer["card_id"]).status_code == 201
+    refunded_now = paid_and_shipped(api, buyer, seller)
+    sent_back = paid_and_shipped(api, buyer, seller)
+    to_confirm = paid_and_shipped(api, buyer, seller, amount=1000, shipping_fee=0)
+    assert api.balance(buyer) == 50000 - 2 * 20900 - 1000
+    assert cli(app, "freeze", seller["phone"], "--reason", "review").exit_code == 0
+
+    asked = act(api, buyer, refunded_now, "refunds", amount=20900, reason="never arrived").json
+    wrong = act(api, seller, refunded_now, f"refunds/{asked['id']}/agree", payment_password="000000")
+    assert (wrong.status_code, wrong.json["code"]) == (401, "invalid_payment_password")  # the password still guards it
+    agreed = act(api, seller, refunded_now, f"refunds/{asked['id']}/agree", **PP)
+    assert (agreed.status_code, agreed.json["status"]) == (200, "REFUND_SUCCESS"), agreed.json
+
+    asked = act(api, buyer, sent_back, "refunds", amount=20900, reason="broken", return_goods=True).json
+    agreed = act(api, seller, sent_back, f"refunds/{asked['id']}/agree", key="agree-frozen", **PP)
+    assert (agreed.status_code, agreed.json["status"]) == (200, "WAIT_BUYER_RETURN_GOODS"), agreed.json
+    act(api, buyer, sent_back, f"refunds/{asked['id']}/return", carrier="EMS", tracking_number="EMS99")
+    received = act(api, seller, sent_back, f"refunds/{asked['id']}/receive-return", **PP)
+    assert (received.status_code, received.json["status"]) == (200, "REFUND_SUCCESS"), received.json
+    assert api.balance(buyer) == 50000 - 1000
+
+    assert cli(app, "freeze", buyer["phone"], "--reason", "review").exit_code == 0
+    before = trade(api, buyer, to_confirm)
+    frozen_answer(act(api, buyer, to_confirm, "confirm", key="confirm-frozen", **PP))
+    assert trade(api, buyer, to_confirm) == before and api.balance(seller) == 0
+    books_clean(app)
 
 
 def test_wrong_payment_passwords_of_a_frozen_account_never_reach_the_lock(api, app, inbox):
