@@ -32,6 +32,13 @@ multi-row INSERT. On PostgreSQL they ride along instead in the next statement ru
 (as data-modifying ``WITH`` queries), so writing them costs no statement of its own: the idempotency key's
 stored answer, the last write of an idempotent request, carries the alerts and entries its effect queued. A
 rollback throws them away with everything else.
+
+A write that goes with the next statement (``write_before_next``): an UPDATE whose row count nobody checks, on a
+row the transaction holds locked (a trade's step saving the trade), waits for the transaction's next statement.
+A statement run with ``execute_carrying`` takes it along on PostgreSQL (one more data-modifying ``WITH`` query), so
+an idempotent step's last change and its stored answer are one round trip; any other statement, through this
+module or the ORM, sends it first (a read that names the tables it reads, ``reads_only``, only if it reads the
+write's table), and COMMIT sends it when nothing else did. Statements keep their order as far as any read can tell.
 """
 
 from __future__ import annotations
@@ -44,8 +51,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Table
-from sqlalchemy.engine import Connection
+from flask import g, has_app_context
+from sqlalchemy import Table, event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from core.db import Blocks, ReadOnlyViolation, blocks, db, existing_session, reading_engine, transaction_connection
@@ -71,10 +79,12 @@ class _Bound:
     transaction ends), or in a read-only block that has no transaction a pooled one of its own in autocommit
     (returned to the pool when the block ends)."""
 
-    __slots__ = ("cursor", "dialect", "driver", "errors", "invalidate", "postgres", "read_only")
+    __slots__ = ("cursor", "dialect", "driver", "errors", "invalidate", "pending", "postgres", "read_only")
 
     def __init__(self, dialect: Any, pooled: Any, invalidate: Callable[[BaseException], None], read_only: bool) -> None:
         self.dialect, self.invalidate, self.read_only = dialect, invalidate, read_only
+        # A write waiting to be sent (``write_before_next``): its SQL, parameters and table.
+        self.pending: tuple[str, Mapping[str, Any], str] | None = None
         self.postgres, self.errors = dialect.name == "postgresql", dialect.loaded_dbapi.Error
         self.driver = pooled.driver_connection
         # One cursor per driver connection, kept with the pooled connection: psycopg keeps what it learnt about
@@ -153,13 +163,17 @@ class Statement:
     None) or ``run`` (the number of rows written). Parameters come as a mapping, keywords, or both.
     """
 
-    __slots__ = ("_convert", "_dialects", "_sqlite", "sql", "writes")
+    __slots__ = ("_convert", "_dialects", "_sqlite", "reads_only", "sql", "writes")
 
     def __init__(self, sql: str | Mapping[str, str], *, utc: Iterable[str] = (), boolean: Iterable[str] = (),
-                 json: Iterable[str] = (), writes: bool | None = None) -> None:
+                 json: Iterable[str] = (), writes: bool | None = None, reads_only: Iterable[str] = ()) -> None:
         self.sql = sql if isinstance(sql, str) else sql["postgresql"]
         self._sqlite = sql if isinstance(sql, str) else sql["sqlite"]
         self.writes = not self.sql.lstrip()[:6].upper().startswith(_READS) if writes is None else writes
+        # A read that names every table it reads: a write waiting for another table need not go before it.
+        self.reads_only = frozenset(reads_only)
+        if self.reads_only and self.writes:
+            raise ValueError("only a read can name the tables it reads (reads_only)")
         self._convert = {**{name: "utc" for name in utc}, **{name: "boolean" for name in boolean},
                          **{name: "json" for name in json}}
         self._dialects: dict[bool, _Dialected] = {}
@@ -206,6 +220,8 @@ class Statement:
         """Run the statement: its dialect's form, the cursor, and its raw rows (a list; the row count if
         ``fetch`` is 0)."""
         bound = _bound()
+        if bound.pending is not None and (not self.reads_only or bound.pending[2] in self.reads_only):
+            _send_pending(bound)  # a waiting write goes first, unless this reads none of its table
         if self.writes and bound.read_only:
             raise ReadOnlyViolation(f"a read-only block tried to run {self.sql.split(None, 1)[0]}")
         postgres = bound.postgres
@@ -388,7 +404,10 @@ def _translated(exc: Exception, bound: _Bound, sql: str, params: Mapping[str, An
 _AT_COMMIT = "core.sql.rows_at_commit"
 _ROWS_PER_INSERT = 16
 _plain_inserts: dict[tuple[str, tuple[str, ...], int], Statement] = {}
-_carrying: dict[tuple[str, tuple[tuple[str, tuple[str, ...], int], ...]], Statement] = {}
+_HOOKED = "core.sql.commit_hooked"
+_WRITTEN_TABLE = re.compile(r"\s*(?:UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+_U_PARAM = r":u_\1"  # a waiting write's parameters, renamed apart from the carrying statement's
+_carrying: dict[tuple[str, tuple[tuple[str, tuple[str, ...], int], ...], str | None], Statement] = {}
 
 _Batch = tuple[str, tuple[str, ...], list[Mapping[str, Any]]]
 
@@ -405,8 +424,51 @@ def insert_at_commit(table: Table, row: Mapping[str, Any]) -> None:
     waiting = state.info.get(_AT_COMMIT)
     if waiting is None:
         waiting = state.info[_AT_COMMIT] = []
-        state.before_commit.append(_write_rows_at_commit)
+        _hook_commit(state)
     waiting.append((table.name, row))
+
+
+def write_before_next(statement_sql: str, params: Mapping[str, Any]) -> None:
+    """Send ``statement_sql`` (one UPDATE or DELETE with ``:named`` parameters) with the next statement of the
+    transaction instead of on its own: on PostgreSQL a statement run with ``execute_carrying`` takes it along as
+    one more data-modifying ``WITH`` query (with the rows waiting for commit), so a change followed only by such a
+    statement (an idempotent request's stored answer) costs no round trip of its own. Any other statement, through
+    this module or the ORM, sends it first, and so does COMMIT: nothing ever reads the database without it, and
+    statements keep their order. Its row count is never known, so it must be a write whose count nobody checks
+    (one on a row the transaction holds locked). One waits at a time: a second sends the first. A read that
+    names the tables it reads (``Statement(reads_only=...)``), none of them this write's, runs before it."""
+    bound = _bound()  # raises outside a transaction
+    if bound.read_only:
+        raise ReadOnlyViolation(f"a read-only block tried to run {statement_sql.split(None, 1)[0]}")
+    if bound.pending is not None:
+        _send_pending(bound)
+    written = _WRITTEN_TABLE.match(statement_sql)
+    if written is None:
+        raise ValueError(f"not an UPDATE or DELETE: {statement_sql.split(None, 1)[0]}")
+    bound.pending = (statement_sql, params, written[1])
+    _hook_commit(blocks())
+
+
+def _send_pending(bound: _Bound) -> None:
+    statement_sql, params, _table = bound.pending  # type: ignore[misc]
+    bound.pending = None
+    execute_carrying(statement_sql, params)  # carrying the rows waiting for commit
+
+
+def _hook_commit(state: Blocks) -> None:
+    """Have ``_write_at_commit`` run before this transaction commits (once)."""
+    if _HOOKED not in state.info:
+        state.info[_HOOKED] = True
+        state.before_commit.append(_write_at_commit)
+
+
+@event.listens_for(Engine, "before_cursor_execute")
+def _send_pending_before_orm(*_: Any) -> None:
+    # An ORM statement (or any other through SQLAlchemy) may read what a waiting write changes: send it first.
+    state = g.get("_wallet_blocks") if has_app_context() else None
+    bound = state.info.get(_BOUND) if state is not None and state.depth else None
+    if bound is not None and bound.pending is not None:
+        _send_pending(bound)
 
 
 def execute_carrying(statement_sql: str, params: Mapping[str, Any]) -> int:
@@ -414,26 +476,33 @@ def execute_carrying(statement_sql: str, params: Mapping[str, Any]) -> int:
     for commit: on PostgreSQL in the same statement, as data-modifying ``WITH`` queries before it (one round trip
     for both; foreign keys are checked at the end of the statement, so a carried row may refer to the row the
     statement inserts); elsewhere by INSERTs just after it. Returns the number of rows the statement wrote."""
+    bound = _bound()
+    pending, bound.pending = bound.pending, None  # a write waiting to be sent (``write_before_next``) goes first
     batches = _take_rows()
-    postgres = _bound().dialect.name == "postgresql"
-    if not batches or not postgres:
-        written = _carrying_statement(statement_sql, ()).run(params)
+    if not bound.postgres or not (batches or pending):
+        if pending is not None:
+            _carrying_statement(pending[0], (), None).run(pending[1])
+        written = _carrying_statement(statement_sql, (), None).run(params)
         _write_rows(batches)
         return written
     shape = tuple((table, columns, len(rows)) for table, columns, rows in batches)
     values = dict(params)
+    if pending is not None:
+        values.update({f"u_{name}": value for name, value in pending[1].items()})
     for n, (_table, columns, rows) in enumerate(batches):
         values.update(_row_params(columns, rows, f"w{n}_"))
-    return _carrying_statement(statement_sql, shape).run(values)
+    return _carrying_statement(statement_sql, shape, pending and pending[0]).run(values)
 
 
-def _carrying_statement(statement_sql: str, shape: tuple[tuple[str, tuple[str, ...], int], ...]) -> Statement:
-    stmt = _carrying.get((statement_sql, shape))
+def _carrying_statement(statement_sql: str, shape: tuple[tuple[str, tuple[str, ...], int], ...],
+                        pending_sql: str | None) -> Statement:
+    stmt = _carrying.get((statement_sql, shape, pending_sql))
     if stmt is None:
-        queries = [f"w{n} AS ({_values_insert(table, columns, count, f'w{n}_')})"
-                   for n, (table, columns, count) in enumerate(shape)]
+        queries = [f"u AS ({_PARAM.sub(_U_PARAM, pending_sql)})"] if pending_sql else []
+        queries += [f"w{n} AS ({_values_insert(table, columns, count, f'w{n}_')})"
+                    for n, (table, columns, count) in enumerate(shape)]
         text = f"WITH {', '.join(queries)} {statement_sql}" if queries else statement_sql
-        stmt = _carrying[(statement_sql, shape)] = Statement(text, writes=True)
+        stmt = _carrying[(statement_sql, shape, pending_sql)] = Statement(text, writes=True)
     return stmt
 
 
@@ -472,8 +541,13 @@ def _write_rows(batches: list[_Batch]) -> None:
         stmt.run(_row_params(columns, rows))
 
 
-def _write_rows_at_commit() -> None:
-    """Write what no statement carried (``core.db`` runs this just before COMMIT)."""
+def _write_at_commit() -> None:
+    """Send the write still waiting and the rows no statement carried (``core.db`` runs this just before
+    COMMIT): the write carries the rows when there is one."""
+    bound = blocks().info.get(_BOUND)
+    if bound is not None and bound.pending is not None:
+        _send_pending(bound)
+        return
     batches = _take_rows()
     if batches:
         _write_rows(batches)

@@ -11,9 +11,10 @@ themselves. Instead a trade is a ``TradeRecord``, a plain object of its columns:
 * ``save`` writes the columns that changed since it was read, in one UPDATE, which also moves the timeline
   head (``timeline_seq``, ``timeline_hash``) the entries appended meanwhile were chained to.
 
-Both ``insert`` and ``save`` carry the rows the transaction queued for commit so far (timeline entries, alerts,
-a new trade's escrow account: ``core.sql.execute_carrying``), so on PostgreSQL a step's writes after its
-money movement are one statement.
+``insert`` carries the rows the transaction queued for commit so far (timeline entries, alerts, a new trade's
+escrow account: ``core.sql.execute_carrying``); ``save`` leaves its UPDATE to go with the transaction's next
+statement (``core.sql.write_before_next``), so on PostgreSQL a step's writes after its money movement, the
+stored answer of its Idempotency-Key included, are one statement.
 
 All on the driver's cursor (``core.sql``), in the use case's transaction.
 """
@@ -85,11 +86,13 @@ class Party(NamedTuple):
 
 
 class Locked(NamedTuple):
-    """A trade read under its row lock, and its two parties as they were read with it."""
+    """A trade read under its row lock, and its two parties as they were read with it; ``seller_verified`` what the
+    caller's check of the seller answered, read in the same statement (None when it asked for none)."""
 
     trade: TradeRecord
     buyer: Party
     seller: Party
+    seller_verified: bool | None = None
 
 
 # A wallet's ledger account never changes once opened, so reading its id in the statement's snapshot is safe;
@@ -100,13 +103,15 @@ _LOCK_SQL = (
     f"SELECT {_SELECT_COLUMNS}, b.phone AS buyer_phone, b.locale AS buyer_locale,"  # noqa: S608 - column names
     f" {_WALLET_OF.format(party='t.buyer_id')} AS buyer_wallet,"
     f" s.phone AS seller_phone, s.locale AS seller_locale, {_WALLET_OF.format(party='t.seller_id')} AS seller_wallet"
-    " FROM trades t JOIN users b ON b.id = t.buyer_id JOIN users s ON s.id = t.seller_id WHERE t.id = :trade_id"
+    "{more} FROM trades t JOIN users b ON b.id = t.buyer_id JOIN users s ON s.id = t.seller_id WHERE t.id = :trade_id"
 )
-_LOCK = sql.Statement({"postgresql": _LOCK_SQL + " FOR UPDATE OF t", "sqlite": _LOCK_SQL},
-                      utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
+_LOCK = sql.Statement({"postgresql": _LOCK_SQL.format(more="") + " FOR UPDATE OF t",
+                       "sqlite": _LOCK_SQL.format(more="")}, utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
 # The sweeper passes over a trade someone else holds: it comes back to it on its next round.
-_LOCK_OR_SKIP = sql.Statement({"postgresql": _LOCK_SQL + " FOR UPDATE OF t SKIP LOCKED", "sqlite": _LOCK_SQL},
-                              utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
+_LOCK_OR_SKIP = sql.Statement({"postgresql": _LOCK_SQL.format(more="") + " FOR UPDATE OF t SKIP LOCKED",
+                               "sqlite": _LOCK_SQL.format(more="")}, utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
+# The lock with a check of the seller (by the caller's SQL expression on ``t.seller_id``), by expression.
+_LOCK_CHECKING: dict[str, sql.Statement] = {}
 _READ = sql.Statement(f"SELECT {_SELECT_COLUMNS} FROM trades t WHERE t.id = :trade_id",  # noqa: S608
                       utc=UTC_COLUMNS, boolean=BOOLEAN_COLUMNS)
 _INSERT_SQL = f"INSERT INTO trades ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"  # noqa: S608
@@ -123,15 +128,29 @@ def _remember(record: TradeRecord) -> None:
     record._as_read = tuple(getattr(record, name) for name in COLUMNS)
 
 
-def lock(trade_id: str, *, skip_locked: bool = False) -> Locked | None:
+def lock(trade_id: str, *, skip_locked: bool = False, check_seller: str | None = None) -> Locked | None:
     """The trade and its parties, its row locked until the transaction ends; None if there is no such trade (or,
-    with ``skip_locked``, if another transaction holds it)."""
-    row = (_LOCK_OR_SKIP if skip_locked else _LOCK).one(trade_id=trade_id)
+    with ``skip_locked``, if another transaction holds it). ``check_seller``, a boolean SQL expression on
+    ``t.seller_id`` (from code, never from a request), is read in the same statement (``Locked.seller_verified``):
+    a payment checks its seller without a round trip of its own."""
+    statement = _LOCK_OR_SKIP if skip_locked else _LOCK
+    if check_seller is not None:
+        if skip_locked:
+            raise ValueError("a trade locked to check its seller is not skipped")
+        statement = _LOCK_CHECKING.get(check_seller) or _LOCK_CHECKING.setdefault(check_seller, _checking(check_seller))
+    row = statement.one(trade_id=trade_id)
     if row is None:
         return None
     trade = _record(row)
     return Locked(trade, Party(trade.buyer_id, row.buyer_phone, row.buyer_locale, row.buyer_wallet),
-                  Party(trade.seller_id, row.seller_phone, row.seller_locale, row.seller_wallet))
+                  Party(trade.seller_id, row.seller_phone, row.seller_locale, row.seller_wallet),
+                  None if check_seller is None else bool(row.seller_verified))
+
+
+def _checking(check_seller: str) -> sql.Statement:
+    text = _LOCK_SQL.format(more=f", {check_seller} AS seller_verified")
+    return sql.Statement({"postgresql": text + " FOR UPDATE OF t", "sqlite": text}, utc=UTC_COLUMNS,
+                         boolean=[*BOOLEAN_COLUMNS, "seller_verified"])
 
 
 def read(trade_id: str) -> TradeRecord | None:
@@ -148,8 +167,10 @@ def insert(trade: TradeRecord) -> None:
 
 
 def save(trade: TradeRecord) -> None:
-    """Write the columns of ``trade`` that changed since it was read (or inserted), in one UPDATE carrying the
-    rows queued for commit; nothing if none did. The caller holds the row lock."""
+    """Write the columns of ``trade`` that changed since it was read (or inserted), in one UPDATE that goes with
+    the transaction's next statement (``core.sql.write_before_next``: an idempotent step's stored answer takes it
+    and the rows queued for commit along, one round trip for all) or before COMMIT; nothing if none changed. The
+    caller holds the row lock."""
     if not trade._as_read:
         raise ValueError("only a trade read with lock() or written with insert() can be saved")
     changed = tuple(name for name, old in zip(COLUMNS, trade._as_read, strict=True) if getattr(trade, name) != old)
@@ -158,5 +179,5 @@ def save(trade: TradeRecord) -> None:
         if update is None:
             update = _UPDATES[changed] = (
                 f"UPDATE trades SET {', '.join(f'{name} = :{name}' for name in changed)} WHERE id = :id")  # noqa: S608
-        sql.execute_carrying(update, {**{name: getattr(trade, name) for name in changed}, "id": trade.id})
+        sql.write_before_next(update, {**{name: getattr(trade, name) for name in changed}, "id": trade.id})
     _remember(trade)

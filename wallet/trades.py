@@ -141,28 +141,39 @@ _SELLER_VERIFIED = sql.Statement(f"SELECT {VERIFIED_SELLER_SQL.format(user=':sel
                                  boolean=["verified"])
 _PARTIES_OF = sql.Statement("SELECT id, phone, locale FROM users WHERE id IN (:first, :second)")
 _KNOWN_PARTIES = "trade_parties"
+_CHECKED_SELLERS = "trade_sellers_checked"
+_SELLER_CHECK = VERIFIED_SELLER_SQL.format(user="t.seller_id")
 
 
-def _lock(trade_id: str, *, skip_locked: bool = False) -> TradeRecord | None:
+def _lock(trade_id: str, *, skip_locked: bool = False, check_seller: bool = False) -> TradeRecord | None:
     """The trade, locked for this transaction; its parties are kept for ``_parties`` until the transaction
-    ends."""
-    locked = trade_store.lock(trade_id, skip_locked=skip_locked)
+    ends, and with ``check_seller`` whether its seller is verified now, for ``seller_verified``."""
+    locked = trade_store.lock(trade_id, skip_locked=skip_locked,
+                              check_seller=_SELLER_CHECK if check_seller else None)
     if locked is None:
         return None
-    known = transaction_info().setdefault(_KNOWN_PARTIES, {})
+    info = transaction_info()
+    known = info.setdefault(_KNOWN_PARTIES, {})
     known[locked.buyer.id], known[locked.seller.id] = locked.buyer, locked.seller
+    if locked.seller_verified is not None:
+        info.setdefault(_CHECKED_SELLERS, {})[locked.seller.id] = locked.seller_verified
     return locked.trade
 
 
-def _party_trade(user_id: str, trade_id: str) -> TradeRecord:
-    trade = _lock(trade_id)
+def _party_trade(user_id: str, trade_id: str, *, check_seller: bool = False) -> TradeRecord:
+    trade = _lock(trade_id, check_seller=check_seller)
     if trade is None or user_id not in (trade.buyer_id, trade.seller_id):
         raise NotFound("No such trade.")
     return trade
 
 
-def _as_buyer(user_id: str, trade_id: str) -> TradeRecord:
-    trade = _party_trade(user_id, trade_id)
+def _as_paying_buyer(user_id: str, trade_id: str) -> TradeRecord:
+    """``_as_buyer``, the seller's verification read with the trade (``seller_verified`` answers from it)."""
+    return _as_buyer(user_id, trade_id, check_seller=True)
+
+
+def _as_buyer(user_id: str, trade_id: str, *, check_seller: bool = False) -> TradeRecord:
+    trade = _party_trade(user_id, trade_id, check_seller=check_seller)
     if trade.buyer_id != user_id:
         raise TradeConflict("buyer_only", "Only the buyer can do this.")
     return trade
@@ -353,7 +364,11 @@ def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shippi
 
 def seller_verified(seller_id: str) -> bool:
     """R7 at the moment money would go into escrow for ``seller_id``: a verified identity and an active card (a
-    seller verified when the trade was opened may have removed every card since)."""
+    seller verified when the trade was opened may have removed every card since). Inside a transaction that locked
+    a trade checking its seller (``_lock``), the answer read with that lock."""
+    checked = transaction_info().get(_CHECKED_SELLERS, {}) if in_transaction() else {}
+    if seller_id in checked:
+        return checked[seller_id]
     return bool(_SELLER_VERIFIED.scalar(seller_id=seller_id))
 
 
@@ -381,7 +396,7 @@ def pay(buyer_id: str, trade_id: str) -> TradeRecord:
                 payee=mask_phone(seller.phone), time=format_time(now))
         return trade
 
-    return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
+    return run_in_transaction(lambda: _step(_as_paying_buyer, buyer_id, trade_id, change))
 
 
 def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> TradeRecord:
@@ -842,7 +857,7 @@ def _refunds_statement(trades: int) -> sql.Statement:
             "SELECT r.trade_id, r.id, r.status, r.amount, r.reason, r.return_goods, r.deadline, r.disputed,"  # noqa: S608
             f" r.created_at, {_GIVEN_BACK} AS refunded_amount FROM refunds r {_DECIDED_DISPUTE}"
             f" WHERE r.trade_id IN ({names}) ORDER BY r.id",  # only generated parameter names
-            utc=["deadline", "created_at"], boolean=["return_goods", "disputed"])
+            utc=["deadline", "created_at"], boolean=["return_goods", "disputed"], reads_only=["refunds", "disputes"])
     return stmt
 
 
