@@ -43,6 +43,7 @@ from security.secrets_guard import (
     PAYMENT,
     STATE_COLUMNS,
     STATE_CONVERSIONS,
+    check_reset_factor,
     check_secret,
     lift_lock,
     passwords,
@@ -142,7 +143,8 @@ def _lock_alert(user_id: str, phone: str, locale: str, kind: str) -> Callable[[L
     event = "login_locked" if kind == LOGIN else "payment_locked"
 
     def alert(state: LockState) -> None:
-        until = format_time(state.locked_until) if state.locked_until else UNTIL_RESET
+        # A hard lock lasts until a reset, even when a recovery's wrong authenticator codes also timed one.
+        until = UNTIL_RESET if state.hard_locked or not state.locked_until else format_time(state.locked_until)
         enqueue(phone, event, locale=locale, user_id=user_id, until=until)
 
     return alert
@@ -425,8 +427,11 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
     """Reset the login password by SMS: lifts any login lock (hard ones too), revokes every session and signs every
     device out (each proves itself again at its next login: the recovery proved the SIM, not who holds the device).
     An account with an authenticator also needs ``totp_code``; one without starts the hold of
-    ``SMS_RECOVERY_HOLD_HOURS`` (``_recovery_hold_until``). Raises ``InvalidSmsCode`` (also for unknown numbers,
-    which never get a code), ``TotpRequired`` and ``InvalidTotpCode`` (after the SMS code, which is then spent),
+    ``SMS_RECOVERY_HOLD_HOURS`` (``_recovery_hold_until``). The authenticator code counts toward the login lock as it
+    does at a login from a new device (``secrets_guard.check_reset_factor``): the third wrong one locks, and while
+    that lock lasts the recovery is refused without looking at the code; a hard lock alone does not refuse it (the
+    recovery is what lifts one). Raises ``InvalidSmsCode`` (also for unknown numbers, which never get a code), then,
+    with the SMS code spent: ``TotpRequired``, ``InvalidTotpCode`` (with ``attempts_left``), ``LoginLocked``;
     ``ValidationFailed``."""
     check_login_password(new_password, phone, field="new_password")
     codes.consume_code(phone, "recover", sms_code)
@@ -440,8 +445,12 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
             if totp_code is None:
                 return TotpRequired("This account has an authenticator: request a new code and send it with "
                                     "totp_code.")
-            if not totp.accept(account, totp_code):
-                return InvalidTotpCode("The authenticator code is wrong or was already used.")
+            refused = check_reset_factor(
+                phone, LOGIN, lambda: totp.accept(account, totp_code),
+                lambda left: InvalidTotpCode("The authenticator code is wrong or was already used.", left),
+                _lock_alert(account.id, phone, account.locale, LOGIN))
+            if refused is not None:
+                return refused
         now = clock.now()
         account.login_password_hash, account.updated_at = new_hash, now
         if not account.totp_enabled:  # the SIM alone proved this one

@@ -10,6 +10,11 @@
 
 The login and payment passwords each have their own ``LockState``; the login state is keyed by phone
 number, so unknown numbers lock exactly like real ones.
+
+A second factor that an SMS-verified reset still needs (the authenticator code of a login-password recovery) counts
+in the login state like a wrong password. Such a reset is what lifts a hard lock, so a hard lock alone does not
+refuse it (``reset_locked``); for the same reason the window keeps running under a hard lock for it
+(``record_reset_failure``): the third wrong code in the window locks the reset for three hours, hard lock or not.
 """
 
 from __future__ import annotations
@@ -63,6 +68,30 @@ def record_success(_state: LockState) -> LockState:
 def lift(_state: LockState) -> LockState:
     """An SMS-verified reset lifts any lock, hard ones included."""
     return LockState()
+
+
+def reset_locked(state: LockState, now: datetime) -> bool:
+    """Whether a reset's second factor is refused now: during a lock that lifts by itself. A hard lock alone does not
+    refuse it (only such a reset lifts one)."""
+    return state.locked_until is not None and now < state.locked_until
+
+
+def record_reset_failure(state: LockState, now: datetime, policy: Policy = POLICY) -> LockState:
+    """The state after a wrong second factor at a reset: as ``record_failure``, except that the window keeps
+    counting under a hard lock (and at the failure that makes one), so the third wrong code in it locks the reset for
+    ``lock_for`` even then."""
+    consecutive = state.consecutive_failures + 1
+    hard = state.hard_locked or consecutive >= policy.hard_lock_after
+    recent = (*_in_window(state, now, policy), now)
+    if len(recent) >= policy.max_failures:
+        return LockState((), consecutive, now + policy.lock_for, hard)
+    return LockState(recent, consecutive, None, hard)
+
+
+def reset_attempts_left(state: LockState, now: datetime, policy: Policy = POLICY) -> int:
+    """Tries a reset's second factor has left before the reset locks, the locking one included (the ceiling does not
+    stop a reset)."""
+    return max(0, policy.max_failures - len(_in_window(state, now, policy)))
 
 
 def attempts_left(state: LockState, now: datetime, policy: Policy = POLICY) -> int:

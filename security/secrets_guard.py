@@ -196,3 +196,32 @@ def record_second_factor(subject: str, kind: str, ok: bool, on_lock: Callable[[L
     if after.is_locked(now) and on_lock is not None:
         on_lock(after)
     return after
+
+
+def check_reset_factor(subject: str, kind: str, check: Callable[[], bool], wrong: Callable[[int], AppError],
+                       on_lock: Callable[[LockState], None] | None = None) -> AppError | None:
+    """Inside the caller's transaction (which holds the account's row, so one try at a time): a second factor that an
+    SMS-verified reset of the secret ``(subject, kind)`` still needs (a recovery's authenticator code), counted in
+    that secret's lock state as a wrong password would be (``lockout.record_reset_failure``). While the reset is
+    locked (``lockout.reset_locked``) ``check`` is not run, so a right code answers "locked" too; a hard lock alone
+    does not refuse it, since such a reset is what lifts one. ``on_lock`` runs when a wrong code locks the secret.
+
+    Returns None when ``check()`` accepts the factor (the reset then lifts the lock state), else the error to answer
+    with: ``LoginLocked`` / ``PaymentPasswordLocked`` while or once locked, ``wrong(attempts_left)`` otherwise. The
+    caller returns it rather than raising it, so that the failure is recorded when its transaction commits."""
+    now = clock.now()
+    # Locked (when there is a row): a lock that a wrong password is committing now is waited for, and seen.
+    current = state_of(_locked_row(subject, kind, create=False))
+    if lockout.reset_locked(current, now):
+        return _locked_error(kind, current)
+    if check():
+        return None
+    current = state_of(_locked_row(subject, kind, create=True))
+    after = lockout.record_reset_failure(current, now)
+    _store(subject, kind, after)
+    locks = lockout.reset_locked(after, now) or (after.hard_locked and not current.hard_locked)
+    if locks and on_lock is not None:
+        on_lock(after)
+    if lockout.reset_locked(after, now):
+        return _locked_error(kind, after)
+    return wrong(lockout.reset_attempts_left(after, now))

@@ -9,7 +9,10 @@ from datetime import timedelta
 
 import pyotp
 import pytest
+from sqlalchemy import select
 
+from core.db import db
+from security.models import AuthSession, Device, User
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 
 RECOVERED = "recovered by sms"
@@ -209,3 +212,124 @@ def test_an_account_with_an_authenticator_is_not_recovered_by_the_sim_alone(api,
 def test_a_recovery_without_an_authenticator_ignores_a_totp_code(api):
     account = api.register()
     assert _recover(api, account["phone"], totp_code="123456").status_code == 204
+
+
+# --- wrong authenticator codes at a recovery ----------------------------------------------------------------------
+# Whoever holds the SIM gets a recovery code whenever they like; the authenticator code is then all that stands in
+# their way, and it was guessed without a lock (one SMS code per guess). It counts toward the login lock now, as a
+# wrong authenticator code at a login from a new device does (DESIGN 4.2, R3).
+
+
+def _wrong_code(totp, clock):
+    near = {totp.at(clock.now() + timedelta(seconds=30 * step)) for step in (-1, 0, 1)}
+    return next(code for code in ("123456", "654321", "111112", "909090") if code not in near)
+
+
+def _account_rows(app, phone):
+    """Everything a recovery changes about an account: its row, its devices and its sessions."""
+    with app.app_context():
+        user = db.session.execute(select(User.__table__).where(User.phone == phone)).mappings().one()
+        devices = db.session.execute(select(Device.__table__).where(Device.user_id == user["id"])
+                                     .order_by(Device.id)).mappings().all()
+        sessions = db.session.execute(select(AuthSession.__table__).where(AuthSession.user_id == user["id"])
+                                      .order_by(AuthSession.id)).mappings().all()
+        db.session.rollback()
+    return dict(user), [dict(d) for d in devices], [dict(s) for s in sessions]
+
+
+def test_a_wrong_authenticator_code_spends_the_sms_code_it_came_with(api, clock):
+    owner = api.register()
+    totp = _enrol_totp(api, clock, owner)
+    phone, code = owner["phone"], api.code(owner["phone"], "recover")
+    body = {"phone": phone, "sms_code": code, "new_password": RECOVERED}
+    wrong = api.client.post("/api/v1/password-resets", json={**body, "totp_code": _wrong_code(totp, clock)})
+    assert (wrong.status_code, wrong.json["code"]) == (401, "invalid_totp_code")
+    again = api.client.post("/api/v1/password-resets", json={**body, "totp_code": totp.at(clock.now())})
+    assert (again.status_code, again.json["code"]) == (401, "invalid_sms_code")
+
+
+def test_three_wrong_authenticator_codes_at_recovery_lock_it_and_then_the_right_code_is_refused(api, app, clock,
+                                                                                                inbox):
+    owner = api.register(locale="en")
+    totp = _enrol_totp(api, clock, owner)
+    phone = owner["phone"]
+    before = _account_rows(app, phone)
+
+    answers = [_recover(api, phone, totp_code=_wrong_code(totp, clock)) for _ in range(3)]
+    assert [(a.status_code, a.json["code"]) for a in answers] == [
+        (401, "invalid_totp_code"), (401, "invalid_totp_code"), (423, "login_locked")]
+    assert [a.json.get("attempts_left") for a in answers[:2]] == [2, 1]
+    locked_until = _iso(clock.now() + timedelta(hours=3))
+    assert (answers[2].json["locked_until"], answers[2].json["hard_locked"]) == (locked_until, False)
+    (alert,) = inbox.messages(to=phone, event="login_locked")
+    assert "sign-in is locked until" in alert["body"] and "until you reset" not in alert["body"]
+
+    clock.advance(minutes=1)
+    right = _recover(api, phone, totp_code=totp.at(clock.now()))
+    assert (right.status_code, right.json["code"], right.json["locked_until"]) == (423, "login_locked", locked_until)
+    assert _account_rows(app, phone) == before  # no password, no hold, no device or session touched
+    assert not inbox.messages(to=phone, event="password_recovered")
+    assert len(inbox.messages(to=phone, event="login_locked")) == 1
+    login = api.login(phone, RECOVERED, sms_code=api.code(phone, "login"))
+    assert (login.status_code, login.json["code"]) == (423, "login_locked")  # the login shares the lock
+
+    clock.advance(hours=3)
+    refresh = api.client.post("/api/v1/sessions/refresh",
+                              json={"refresh_token": owner["refresh_token"], "device_id": "phone-1"})
+    assert refresh.status_code == 200  # the owner's session lived on
+    assert api.login(phone, LOGIN_PASSWORD).status_code == 201  # the old password, from the trusted device
+    assert _recover(api, phone, totp_code=totp.at(clock.now())).status_code == 204
+
+
+def test_a_right_authenticator_code_before_the_third_wrong_one_recovers_and_clears_the_count(api, clock):
+    owner = api.register()
+    totp = _enrol_totp(api, clock, owner)
+    phone = owner["phone"]
+    for _ in range(2):
+        assert _recover(api, phone, totp_code=_wrong_code(totp, clock)).json["code"] == "invalid_totp_code"
+    assert _recover(api, phone, totp_code=totp.at(clock.now())).status_code == 204
+    wrong = api.login(phone, "not the password")
+    assert (wrong.status_code, wrong.json["attempts_left"]) == (401, 2)  # the recovery cleared the two failures
+    clock.advance(seconds=30)
+    assert api.login(phone, RECOVERED, totp_code=totp.at(clock.now())).status_code == 201
+
+
+def test_wrong_authenticator_codes_at_recovery_and_wrong_login_passwords_share_one_lock(api, clock):
+    owner = api.register()
+    totp = _enrol_totp(api, clock, owner)
+    phone = owner["phone"]
+    for _ in range(2):
+        assert api.login(phone, "not the password").status_code == 401
+    third = _recover(api, phone, totp_code=_wrong_code(totp, clock))
+    assert (third.status_code, third.json["code"]) == (423, "login_locked")
+
+
+def test_a_hard_locked_account_with_an_authenticator_is_recovered_but_wrong_codes_still_lock_the_recovery(api, clock,
+                                                                                                           inbox):
+    """Ten wrong passwords in a row (anyone who knows the number can type them) hard-lock the login until a reset by
+    SMS; with an authenticator that reset needs its code, so a hard lock must not refuse it, nor open it to guesses."""
+    owner = api.register(locale="en")
+    totp = _enrol_totp(api, clock, owner)
+    phone = owner["phone"]
+    for guess in range(10):
+        if guess and guess % 3 == 0:
+            clock.advance(hours=3)
+        answer = api.login(phone, "not the password")
+    assert (answer.status_code, answer.json["hard_locked"]) == (423, True)
+
+    answers = [_recover(api, phone, totp_code=_wrong_code(totp, clock)) for _ in range(3)]
+    assert [(a.status_code, a.json["code"]) for a in answers] == [
+        (401, "invalid_totp_code"), (401, "invalid_totp_code"), (423, "login_locked")]
+    assert [a.json.get("attempts_left") for a in answers[:2]] == [2, 1]
+    assert answers[2].json["locked_until"] == _iso(clock.now() + timedelta(hours=3))
+    refused = _recover(api, phone, totp_code=totp.at(clock.now()))
+    assert (refused.status_code, refused.json["code"]) == (423, "login_locked")
+    assert api.login(phone, LOGIN_PASSWORD).json["hard_locked"] is True
+
+    clock.advance(hours=3)
+    assert _recover(api, phone, totp_code=totp.at(clock.now())).status_code == 204
+    clock.advance(seconds=30)
+    assert api.login(phone, RECOVERED, totp_code=totp.at(clock.now())).status_code == 201
+    alerts = inbox.messages(to=phone, event="login_locked")
+    assert len(alerts) == 5  # three timed, one hard, one at the recovery
+    assert "until you reset the password by SMS" in alerts[-1]["body"]  # the login stays locked after the 3 hours

@@ -1,8 +1,9 @@
 """A hypothesis state machine drives the lockout of DESIGN 4.2 through the HTTP API: logins from the trusted device
 and from new devices (SMS or authenticator codes, right or wrong), payment-password checks, SMS resets of both
-passwords (a recovery signs the trusted device out, needs the authenticator once one is enrolled, and by SMS alone
-holds off SMS resets of the payment password and enrolments for a day), an authenticator re-enrolment, logins on a
-number that has no account, and the clock moving minutes to thirty hours. A plain-Python model of the rules predicts
+passwords (a recovery signs the trusted device out, needs the authenticator once one is enrolled, whose wrong codes
+count toward the login lock, and by SMS alone holds off SMS resets of the payment password and enrolments for a
+day), an authenticator re-enrolment, logins on a number that has no account, and the clock moving minutes to thirty
+hours. A plain-Python model of the rules predicts
 every answer (status, code, attempts_left, locked_until, hard_locked), the lock alerts the owner got, and that the
 unknown number answers exactly as an account would.
 
@@ -81,6 +82,27 @@ class Secret:
             self.failures, self.until = [], now + LOCK_FOR
             return True
         return False
+
+    def reset_refused(self, now: datetime) -> bool:
+        """A recovery's authenticator code is refused during a lock that lifts by itself; a hard lock alone does not
+        refuse it (the recovery is what lifts one)."""
+        return self.until is not None and now < self.until
+
+    def reset_left(self, now: datetime) -> int:
+        return MAX_FAILURES - len([t for t in self.failures if now - t < WINDOW])
+
+    def fail_at_reset(self, now: datetime) -> bool:
+        """One more wrong authenticator code at a recovery: it counts like a wrong password, except that the window
+        goes on counting under a hard lock (three in it refuse recoveries for three hours). True if it locks."""
+        self.in_a_row += 1
+        self.failures = [t for t in self.failures if now - t < WINDOW] + [now]
+        newly_hard = not self.hard and self.in_a_row >= HARD_AFTER
+        self.hard = self.hard or newly_hard
+        if len(self.failures) >= MAX_FAILURES:
+            self.failures, self.until = [], now + LOCK_FOR
+            return True
+        self.until = None
+        return newly_hard
 
     def clear(self) -> None:
         self.failures, self.in_a_row, self.until, self.hard = [], 0, None, False
@@ -370,6 +392,9 @@ class LockoutMachine(RuleBasedStateMachine):
         if self.totp is not None and not with_totp:  # the SIM alone does not recover an account with an authenticator
             self.expect(response, 401, "totp_required")
             return
+        if self.totp is not None and self.login.reset_refused(self.now()):  # a right code answers "locked" too
+            self.expect_locked(response, self.login, "login_locked")
+            return
         self.expect(response, 204)
         if self.totp is not None:
             self.totp_last_step = self.pending_step
@@ -378,6 +403,29 @@ class LockoutMachine(RuleBasedStateMachine):
         self.password, self.headers, self.refresh_token = new, None, None  # every session is revoked
         self.trusted_signed_out = True
         self.login.clear()
+
+    @precondition(lambda self: self.totp is not None)
+    @rule(guesses=st.integers(1, 4), wait=st.sampled_from([timedelta(0), LOCK_FOR]))
+    def with_the_sim_a_thief_guesses_the_authenticator_code_at_recovery(self, guesses: int, wait: timedelta) -> None:
+        """Each guess with a fresh recovery code (the SIM gets them); wrong authenticator codes count toward the login
+        lock, in a burst after waiting out a lock or not, so that the lock and the hard lock both come."""
+        self.clock.advance(seconds=wait.total_seconds())
+        for _ in range(guesses):
+            response = self.client.post("/api/v1/password-resets", json={
+                "phone": self.phone, "sms_code": self.code_for("recover"), "new_password": LOGIN_PASSWORDS[2],
+                "totp_code": self.wrong_totp_code()})
+            now = self.now()
+            if self.login.reset_refused(now):
+                self.expect_locked(response, self.login, "login_locked")
+                self.outcomes["recovery refused while locked"] += 1
+                continue
+            if self.login.fail_at_reset(now):
+                self.alerts["login_locked"] += 1
+            if self.login.reset_refused(now):
+                self.expect_locked(response, self.login, "login_locked")
+                self.outcomes[f"recovery locked by its authenticator codes{' (hard)' if self.login.hard else ''}"] += 1
+            else:
+                self.expect(response, 401, "invalid_totp_code", attempts_left=self.login.reset_left(now))
 
     @rule()
     def reset_on_the_unknown_number(self) -> None:
@@ -479,4 +527,6 @@ def test_random_logins_payments_and_resets_follow_the_lockout_rules(cheap_app: F
         "423 payment_password_locked", "unknown number 401", "unknown number 423", "owner login_locked hard",
         "owner payment_password_locked hard", "unknown number login_locked hard", "transfer refused insufficient_funds",
         "401 totp_required", "403 payment_password_reset_too_soon", "403 account_recently_recovered",
+        "recovery locked by its authenticator codes", "recovery locked by its authenticator codes (hard)",
+        "recovery refused while locked",
     }

@@ -2,7 +2,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from security.lockout import LockState, attempts_left, lift, record_failure, record_success
+from security.lockout import (
+    LockState,
+    attempts_left,
+    lift,
+    record_failure,
+    record_reset_failure,
+    record_success,
+    reset_attempts_left,
+    reset_locked,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -54,3 +63,35 @@ def test_ten_consecutive_failures_across_windows_hard_lock_until_lifted():
 def test_attempts_left(failures, expected):
     state = fail(LockState(), *[timedelta(minutes=i) for i in range(failures)])
     assert attempts_left(state, T0 + timedelta(minutes=5)) == expected
+
+
+def test_a_reset_factor_counts_like_a_wrong_entry_while_there_is_no_hard_lock():
+    state = LockState()
+    for minutes in (0, 1, 2, 200, 201):
+        at = T0 + timedelta(minutes=minutes)
+        assert record_reset_failure(state, at) == record_failure(state, at)
+        state = record_failure(state, at)
+
+
+def test_a_hard_lock_does_not_refuse_a_reset_but_three_wrong_reset_factors_lock_it_for_three_hours():
+    hard = LockState((), 10, None, True)
+    assert hard.is_locked(T0) and not reset_locked(hard, T0) and reset_attempts_left(hard, T0) == 3
+    state = record_reset_failure(record_reset_failure(hard, T0), T0 + timedelta(minutes=1))
+    assert state.hard_locked and not reset_locked(state, T0 + timedelta(minutes=1))
+    assert reset_attempts_left(state, T0 + timedelta(minutes=1)) == 1
+    state = record_reset_failure(state, T0 + timedelta(minutes=2))
+    until = T0 + timedelta(minutes=2, hours=3)
+    assert (state.hard_locked, state.locked_until, state.consecutive_failures) == (True, until, 13)
+    assert reset_locked(state, until - timedelta(seconds=1)) and not reset_locked(state, until)
+    assert state.is_locked(until)  # the login stays hard-locked until a reset lifts it
+
+
+def test_the_reset_failure_that_makes_a_hard_lock_still_counts_in_the_window():
+    state = LockState()
+    for i in range(8):
+        state = record_failure(state, T0 + timedelta(days=i))  # one a day: never three in a window
+    state = record_reset_failure(state, T0 + timedelta(days=8))
+    state = record_reset_failure(state, T0 + timedelta(days=8, minutes=1))
+    assert state.hard_locked and not reset_locked(state, T0 + timedelta(days=8, minutes=1))
+    state = record_reset_failure(state, T0 + timedelta(days=8, minutes=2))
+    assert reset_locked(state, T0 + timedelta(days=8, minutes=2))
