@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core import clock, sql
 from core.db import db, primary_key, run_in_transaction
-from core.errors import NotFound, ValidationFailed
+from core.errors import AppError, NotFound, ValidationFailed
 from core.ids import new_id
 from notifications.outbox import enqueue
 from notifications.templates import UNTIL_RESET, format_time, mask_email, mask_phone
@@ -359,27 +359,32 @@ def _recovery_hold_until(user: User) -> datetime | None:
     return until if clock.now() < until else None
 
 
+def _announce_hold(user: User, until: datetime) -> None:
+    """Inside the caller's transaction: the owner hears of a change refused by the hold (R4)."""
+    enqueue(user.phone, "held_after_recovery", locale=user.locale, user_id=user.id, time=format_time(clock.now()),
+            until=format_time(until))
+
+
 def _tell_owner_of_the_hold(user: User, until: datetime) -> None:
-    """The owner hears of a change refused by the hold (R4), in a transaction of its own: the refusal rolls back."""
-    user_id, phone, locale = user.id, user.phone, user.locale
-    run_in_transaction(lambda: enqueue(phone, "held_after_recovery", locale=locale, user_id=user_id,
-                                       time=format_time(clock.now()), until=format_time(until)))
+    """The owner hears of a change refused by the hold, in a transaction of its own: the refusal rolls back."""
+    run_in_transaction(lambda: _announce_hold(user, until))
 
 
-def _refuse_during_recovery_hold(user: User) -> None:
-    """A phone change or an authenticator enrolment waits out the recovery hold. Raises ``AccountRecentlyRecovered``
-    (the owner is told)."""
+# A refusal by a hold: the error, and when the recovery hold ends if it is among the reasons (the owner is told then).
+_Refusal = tuple[AppError, datetime | None]
+
+
+def _recovery_hold_refusal(user: User) -> _Refusal | None:
+    """A phone change or an authenticator enrolment waits out the recovery hold (``AccountRecentlyRecovered``)."""
     until = _recovery_hold_until(user)
-    if until is not None:
-        _tell_owner_of_the_hold(user, until)
-        raise AccountRecentlyRecovered(until)
+    return None if until is None else (AccountRecentlyRecovered(until), until)
 
 
-def _refuse_sms_reset_too_soon(user: User) -> None:
+def _sms_reset_refusal(user: User) -> _Refusal | None:
     """R2: a payment password set by SMS code alone waits (1) after a phone change: the login password alone moves
     the account to a number of one's choosing (``change_phone``), and the old number, which was told, gets time to
     react; (2) after a login-password recovery by SMS alone (``_recovery_hold_until``), when the owner is told of
-    the refusal. The later of the two is the answer."""
+    the refusal. The later of the two is the answer (``PaymentPasswordResetTooSoon``)."""
     waits: list[tuple[datetime, str]] = []
     if user.phone_changed_at is not None:
         hours = current_app.config["PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS"]
@@ -390,37 +395,71 @@ def _refuse_sms_reset_too_soon(user: User) -> None:
     if held is not None:
         waits.append((held, "password_recovered"))
     if not waits:
-        return
+        return None
     available_at, reason = max(waits)
+    return PaymentPasswordResetTooSoon(available_at, reason), held
+
+
+def _refuse_early(refusal: _Refusal | None, user: User) -> None:
+    """Before the SMS code is spent and any slow work: raise the refusal, if any (the owner is told of a hold)."""
+    if refusal is not None:
+        error, held = refusal
+        if held is not None:
+            _tell_owner_of_the_hold(user, held)
+        raise error
+
+
+def _refusal_under_lock(refusal: _Refusal | None, account: User) -> AppError | None:
+    """The same check again, in the change's transaction on the account's row locked ``FOR UPDATE``, which a recovery
+    locks too before it writes ``password_recovered_at``: a recovery that committed since the early check is seen
+    here, and one in flight holds the row until it commits, then is seen. The early check read the account outside
+    this transaction, so it alone let a concurrent recovery slip past. Returns the error for the caller to answer
+    with once its transaction has committed (the owner's alert alone)."""
+    if refusal is None:
+        return None
+    error, held = refusal
     if held is not None:
-        _tell_owner_of_the_hold(user, held)
-    raise PaymentPasswordResetTooSoon(available_at, reason)
+        _announce_hold(account, held)
+    return error
+
+
+def _locked_account(user_id: str) -> User:
+    """The account's row, locked until the transaction ends and read afresh (not as an earlier read left it)."""
+    account = db.session.get(User, user_id, with_for_update=True, populate_existing=True)
+    assert account is not None
+    return account
 
 
 def change_payment_password(user: User, new: str, current: str | None, sms_code: str | None) -> None:
     """Change the payment password, proven by the current one or an SMS code (purpose ``recover``);
     the SMS route also lifts a payment lock, and is refused for a while after a phone change or a recovery by SMS
-    alone. Raises ``PaymentPasswordResetTooSoon`` (before the code is spent), ``InvalidSmsCode``,
-    ``WrongPaymentPassword``, ``PaymentPasswordLocked``, ``ValidationFailed``."""
+    alone. Raises ``PaymentPasswordResetTooSoon`` (before the code is spent, unless a recovery came in meanwhile),
+    ``InvalidSmsCode``, ``WrongPaymentPassword``, ``PaymentPasswordLocked``, ``ValidationFailed``."""
     check_payment_password(new, user.phone, field="new_payment_password")
     if current is not None:
         authorize_payment(primary_key(user), current, moves_money=False)
     else:
-        _refuse_sms_reset_too_soon(user)
+        _refuse_early(_sms_reset_refusal(user), user)
         codes.consume_code(user.phone, "recover", sms_code)
     new_hash = passwords().hash(new)
     user_id = user.id
 
-    def work() -> None:
-        account = db.session.get(User, user_id)
-        assert account is not None
+    def work() -> AppError | None:
+        account = _locked_account(user_id)
+        if current is None:
+            refused = _refusal_under_lock(_sms_reset_refusal(account), account)
+            if refused is not None:
+                return refused
         account.payment_password_hash, account.updated_at = new_hash, clock.now()
         if current is None:
             lift_lock(user_id, PAYMENT)
         enqueue(account.phone, "payment_password_changed", locale=account.locale, user_id=user_id,
                 time=format_time(clock.now()))
+        return None
 
-    run_in_transaction(work)
+    error = run_in_transaction(work)
+    if error is not None:
+        raise error
 
 
 def recover_password(phone: str, sms_code: str, new_password: str, totp_code: str | None = None) -> None:
@@ -470,15 +509,18 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
 def change_phone(user: User, new_phone: str, sms_code: str, login_password: str) -> None:
     """Move the account to ``new_phone`` (code sent to the new number); both numbers are told, and the codes still
     open on the old number die with the move. Refused during the recovery hold (``AccountRecentlyRecovered``, before
-    the code is spent): the owner would not recover a moved account with the SIM back."""
+    the code is spent unless a recovery came in meanwhile): the owner would not recover a moved account with the SIM
+    back."""
     verify_login_password(user, login_password)
-    _refuse_during_recovery_hold(user)
+    _refuse_early(_recovery_hold_refusal(user), user)
     codes.consume_code(new_phone, "change_phone", sms_code)
     user_id = user.id
 
-    def work() -> None:
-        account = db.session.get(User, user_id)
-        assert account is not None
+    def work() -> AppError | None:
+        account = _locked_account(user_id)
+        refused = _refusal_under_lock(_recovery_hold_refusal(account), account)
+        if refused is not None:
+            return refused
         old_phone, now = account.phone, clock.now()
         account.phone, account.updated_at, account.phone_changed_at = new_phone, now, now
         db.session.flush()
@@ -487,13 +529,16 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str)
         enqueue(old_phone, "phone_changed_old", locale=account.locale, user_id=user_id,
                 new_phone=mask_phone(new_phone), time=format_time(now))
         enqueue(new_phone, "phone_changed_new", locale=account.locale, user_id=user_id, time=format_time(now))
+        return None
 
     try:
-        run_in_transaction(work)
+        error = run_in_transaction(work)
     except IntegrityError as exc:
         if not _is_phone_conflict(exc):
             raise
         raise PhoneTaken("That phone number already has an account.") from exc
+    if error is not None:
+        raise error
 
 
 def update_profile(user: User, email: str | None, locale: str | None, login_password: str | None,
@@ -528,13 +573,15 @@ def start_totp_enrolment(user: User, login_password: str) -> tuple[str, str]:
     during the recovery hold: an authenticator would then be needed to recover the account, which the owner, with
     the SIM back, would not have. Raises ``InvalidCredentials``, ``LoginLocked``, ``AccountRecentlyRecovered``."""
     verify_login_password(user, login_password)
-    _refuse_during_recovery_hold(user)
+    _refuse_early(_recovery_hold_refusal(user), user)
     secret = totp.new_secret()
     user_id = user.id
 
-    def work() -> str:
-        account = db.session.get(User, user_id, with_for_update=True)
-        assert account is not None
+    def work() -> str | AppError:
+        account = _locked_account(user_id)
+        refused = _refusal_under_lock(_recovery_hold_refusal(account), account)
+        if refused is not None:
+            return refused
         if account.totp_enabled:
             enqueue(account.phone, "totp_disabled", locale=account.locale, user_id=user_id,
                     time=format_time(clock.now()))
@@ -542,6 +589,8 @@ def start_totp_enrolment(user: User, login_password: str) -> tuple[str, str]:
         return account.phone
 
     phone = run_in_transaction(work)
+    if isinstance(phone, AppError):
+        raise phone
     return secret, totp.provisioning_uri(secret, phone)
 
 
