@@ -27,6 +27,12 @@ class InvalidSignature(Forbidden):
     code, title = "invalid_signature", "Invalid signature"
 
 
+class ForeignAccount(Forbidden):
+    """A provider callback, validly signed, names another Twilio account than ours (``AccountSid``), or none."""
+
+    code, title = "foreign_account", "Callback for another account"
+
+
 class TwilioStatusForm(BaseModel):
     """The fields we use of Twilio's status callback; Twilio sends more, which are ignored."""
 
@@ -49,7 +55,7 @@ def signed_url() -> str:
 
 
 @endpoint(bp, "/twilio/status", "POST", status=204, auth=False,
-          summary="Twilio delivery status callback (form-encoded; needs a valid X-Twilio-Signature)")
+          summary="Twilio delivery status callback (form-encoded; needs a valid X-Twilio-Signature and our AccountSid)")
 def twilio_status() -> Response:
     form = request.form
     if not signature_valid(
@@ -60,6 +66,11 @@ def twilio_status() -> Response:
         request.headers.get("X-Twilio-Webhooks-Signature-Settings"),
     ):
         raise InvalidSignature("The X-Twilio-Signature header is missing or does not match this request.")
+    # The signature proves only that the auth token signed it: a report about another account's message (one
+    # signed with a token reused elsewhere, say) is not ours to record.
+    ours = current_app.config["TWILIO_ACCOUNT_SID"]
+    if ours and form.get("AccountSid") != ours:
+        raise ForeignAccount("The report's AccountSid is missing or is not this application's Twilio account.")
     try:
         fields = TwilioStatusForm.model_validate(form.to_dict())
     except ValidationError as exc:

@@ -25,6 +25,7 @@ TOKEN = "0123456789abcdef0123456789abcdef"
 PUBLIC_URL = "https://wallet.example.test/api/v1/notifications/twilio/status"
 PATH = "/api/v1/notifications/twilio/status"
 SID = "SM" + "0123456789abcdef" * 2
+ACCOUNT = "AC" + "a" * 32  # the account every report below names unless told otherwise
 
 
 def sign(url: str, params: dict[str, str], token: str = TOKEN, digest=hashlib.sha1) -> str:
@@ -67,7 +68,7 @@ def report(client, alert_id: str, status: str, *, sid: str = SID, signature: str
     """Post a delivery report as Twilio would: the alert id in the query string, the fields in the form."""
     query = urlencode({"alert": alert_id})
     form = {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
-            "AccountSid": "AC" + "a" * 32, "To": "+12025550100", "ApiVersion": "2010-04-01", **(extra or {})}
+            "AccountSid": ACCOUNT, "To": "+12025550100", "ApiVersion": "2010-04-01", **(extra or {})}
     all_headers = dict(headers or {})
     if signature == "sign":
         all_headers["X-Twilio-Signature"] = sign(f"{url}?{query}", form, token)
@@ -108,6 +109,44 @@ def test_a_report_without_a_valid_signature_is_refused_and_changes_nothing(twili
     assert response.mimetype == "application/problem+json"
     assert response.json["code"] == "invalid_signature"
     assert state(twilio_app, alert_id) == (SENT, None, None)
+
+
+@pytest.mark.parametrize("account", [None, "AC" + "b" * 32, "", ACCOUNT.lower(), ACCOUNT + " "],
+                         ids=["missing", "another account", "empty", "other case", "trailing space"])
+def test_a_signed_report_for_another_account_is_refused_and_changes_nothing(twilio_app, client, account):
+    twilio_app.config["TWILIO_ACCOUNT_SID"] = ACCOUNT
+    alert_id = sent_alert(twilio_app)
+    query = urlencode({"alert": alert_id})
+    form = {"MessageSid": SID, "MessageStatus": "delivered", **({} if account is None else {"AccountSid": account})}
+    response = client.post(f"{PATH}?{query}", data=form,
+                           headers={"X-Twilio-Signature": sign(f"{PUBLIC_URL}?{query}", form)})
+    assert response.status_code == 403
+    assert response.mimetype == "application/problem+json"
+    assert response.json["code"] == "foreign_account"
+    assert state(twilio_app, alert_id) == (SENT, None, None)
+
+
+def test_a_signed_report_for_our_account_is_recorded(twilio_app, client):
+    twilio_app.config["TWILIO_ACCOUNT_SID"] = ACCOUNT
+    alert_id = sent_alert(twilio_app)
+    assert report(client, alert_id, "delivered").status_code == 204
+    assert state(twilio_app, alert_id) == (DELIVERED, "delivered", None)
+
+
+def test_a_forged_report_for_another_account_is_refused_for_its_signature(twilio_app, client):
+    twilio_app.config["TWILIO_ACCOUNT_SID"] = ACCOUNT
+    alert_id = sent_alert(twilio_app)
+    response = report(client, alert_id, "delivered", token="f" * 32, extra={"AccountSid": "AC" + "b" * 32})
+    assert (response.status_code, response.json["code"]) == (403, "invalid_signature")
+    assert state(twilio_app, alert_id) == (SENT, None, None)
+
+
+def test_without_an_account_sid_configured_the_account_named_is_not_checked(twilio_app, client):
+    """The console sender (development, tests) has no Twilio account to compare with; only the signature counts."""
+    assert not twilio_app.config["TWILIO_ACCOUNT_SID"]
+    alert_id = sent_alert(twilio_app)
+    assert report(client, alert_id, "delivered", extra={"AccountSid": "AC" + "b" * 32}).status_code == 204
+    assert state(twilio_app, alert_id)[0] == DELIVERED
 
 
 def test_without_an_auth_token_every_report_is_refused(app, client):
