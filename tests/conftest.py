@@ -209,3 +209,11 @@ def people(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
     assert api.money("/api/v1/topups", buyer, amount=500000, bank_card_id=buyer["card_id"]).status_code == 201
     seller = api.verified(real_name="王五", locale="en")
     return buyer, seller
+
+
+@pytest.fixture
+def staff(api: Api, app: Flask) -> dict[str, Any]:
+    """A registered user made staff (``flask users grant-staff``): who decides the dispute tests' disputes."""
+    from tests.api.escrow_helpers import grant_staff
+
+    return grant_staff(api, app)

@@ -13,20 +13,12 @@ from tests.api.escrow_helpers import (
     disputed,
     escrow_balance,
     events,
-    grant_staff,
     open_trade,
     paid_and_shipped,
     run_sweeper,
     trade,
 )
 from wallet.models import Transfer
-
-
-@pytest.fixture
-def staff(api, app):
-    return grant_staff(api, app)
-
-
 
 
 def _decide(api, who, dispute_id, key=None, **body):

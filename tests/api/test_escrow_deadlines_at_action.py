@@ -14,7 +14,6 @@ from tests.api.escrow_helpers import (
     disputed,
     escrow_balance,
     events,
-    grant_staff,
     open_trade,
     paid_and_shipped,
     relogin,
@@ -24,15 +23,8 @@ from tests.api.escrow_helpers import (
 from tests.conftest import PG_URL
 
 
-@pytest.fixture
-def staff(api, app):
-    return grant_staff(api, app)
-
-
 def _timeline(api, who, trade_id):
     return api.client.get(f"/api/v1/trades/{trade_id}/timeline?limit=100", headers=who["headers"]).json["data"]
-
-
 
 
 # --- deadlines that passed before the sweeper came by ------------------------------------------------------

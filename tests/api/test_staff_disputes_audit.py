@@ -21,15 +21,6 @@ from tests.api.escrow_helpers import (
 )
 
 
-@pytest.fixture
-def staff(api, app):
-    return grant_staff(api, app)
-
-
-
-
-
-
 def _decide(api, who, dispute_id, **body):
     return api.client.post(f"/api/v1/admin/disputes/{dispute_id}/decide", headers=who["headers"],
                            json={"reason": "decided", **body})
