@@ -10,6 +10,7 @@ from notifications.templates import mask_phone
 from security.models import User
 from tests.factories import PAYMENT_PASSWORD, make_phone
 from tests.factories_ids import make_card_number
+from tests.lock_waits import waits_on_a_lock
 from tests.statements import JOINED_READS, selects_sent
 from wallet.banks import SimulatedBank
 from wallet.card_errors import CardInUse
@@ -379,8 +380,7 @@ def test_removing_a_card_waits_for_a_top_up_being_created_from_it(api, app):
     assert created.wait(10)
     removing = threading.Thread(target=remove)
     removing.start()
-    removing.join(0.5)
-    assert removing.is_alive()  # the new top-up row's foreign key holds a key-share lock on the card row
+    assert waits_on_a_lock(removing)  # the new top-up row's foreign key holds a key-share lock on the card row
     release.set()
     creating.join()
     removing.join()

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import PG_URL
 from tests.factories import LOGIN_PASSWORD, make_phone
+from tests.lock_waits import waits_on_a_lock
 
 NEW_PASSWORD = "a brand new phrase"
 WRONG = "definitely not it"
@@ -131,8 +132,7 @@ def test_a_change_after_the_logins_check_waits_for_its_session_and_then_revokes_
     assert checked.wait(20)
     owner_thread = threading.Thread(target=act)
     owner_thread.start()
-    owner_thread.join(0.5)
-    assert owner_thread.is_alive() and "owner" not in result  # waiting for the login to commit
+    assert waits_on_a_lock(owner_thread) and "owner" not in result  # waiting for the login to commit
     go.set()
     login.join(20)
     owner_thread.join(20)

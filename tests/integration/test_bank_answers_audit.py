@@ -8,6 +8,7 @@ import threading
 from core.db import db, run_in_transaction
 from tests.factories import PAYMENT_PASSWORD
 from tests.integration.test_escrow_races import post
+from tests.lock_waits import PATIENCE, waits_on_a_lock
 from wallet import ledger
 from wallet.banks import PayoutNotFound, SimulatedBank
 from wallet.card_models import BankCard
@@ -136,7 +137,7 @@ def test_a_top_up_waiting_on_a_hanging_bank_holds_up_no_one_elses_payment(api, a
 
     def hanging(seconds: float) -> None:
         asked.set()
-        assert answer.wait(20), "never let go"
+        assert answer.wait(2 * PATIENCE), "never let go"
 
     app.extensions["bank_gateway"] = SimulatedBank(latency=1.0, sleep=hanging)
     topping_up = threading.Thread(target=lambda: post(app, alice, "/api/v1/topups", key="top", amount=500,
@@ -149,8 +150,7 @@ def test_a_top_up_waiting_on_a_hanging_bank_holds_up_no_one_elses_payment(api, a
             app, bob, "/api/v1/transfers", key="pay", amount=300, to_phone=carol["phone"],
             payment_password=PAYMENT_PASSWORD)))
         paying.start()
-        paying.join(5)
-        assert not paying.is_alive(), "bob's payment waited for the bank to answer alice's top-up"
+        assert not waits_on_a_lock(paying), "bob's payment waited for the bank to answer alice's top-up"
         assert paid[0][0] == 201, paid
     finally:
         answer.set()

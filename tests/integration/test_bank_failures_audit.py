@@ -13,6 +13,7 @@ from core.db import db, run_in_transaction
 from tests.api.escrow_helpers import PP
 from tests.integration.test_escrow_races import post
 from tests.integration.test_lost_connections import drop_the_pools_connections
+from tests.lock_waits import waits_on_a_lock
 from wallet import funds
 from wallet.banks import BankResult, SimulatedBank
 from wallet.card_models import BankCard
@@ -70,8 +71,7 @@ def test_a_withdrawal_counted_before_midnight_gives_the_limit_back_to_that_day_w
     payer.start()
     assert reached.wait(20)
     withdrawer.start()
-    withdrawer.join(0.5)
-    assert withdrawer.is_alive()  # waiting for the day's usage row
+    assert waits_on_a_lock(withdrawer)  # waiting for the day's usage row, its day read before midnight
     clock.advance(seconds=1)  # midnight passes meanwhile
     go.set()
     payer.join(20)

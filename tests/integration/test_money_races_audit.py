@@ -16,6 +16,7 @@ from core import db as core_db
 from core.db import db
 from tests.api.escrow_helpers import PP, books_clean, escrow_balance, open_trade, paid_and_shipped, trade
 from tests.integration.test_escrow_races import in_app, post, together
+from tests.lock_waits import PATIENCE, waits_on_a_lock
 from wallet import funds, ledger, limits, trades
 from wallet.banks import SimulatedBank
 from wallet.funds import process_withdrawals, retry_pending_topups
@@ -32,18 +33,18 @@ def _postgres_only(app):
 
 
 def first_pauses_inside(monkeypatch, target: Any, name: str, first: Callable[[], Any], second: Callable[[], Any],
-                        patience: float = 0.5, *, also: tuple[tuple[Any, str], ...] = (),
-                        after: bool = False) -> tuple[Any, Any, bool]:
+                        *, also: tuple[tuple[Any, str], ...] = (), after: bool = False) -> tuple[Any, Any, bool]:
     """Run ``first`` in a thread until it calls ``target.name`` (inside its open transaction), run ``second`` in
-    another thread meanwhile for up to ``patience`` seconds, then let ``first`` go on. Returns both results (or what
-    they raised) and whether ``second`` was still waiting when ``first`` was let go. With ``also``, the first call of
-    any of the named functions pauses; with ``after``, the pause comes once that call has returned."""
+    another thread meanwhile until it waits on a database lock or finishes (``tests.lock_waits``), then let ``first``
+    go on. Returns both results (or what they raised) and whether ``second`` was waiting on a lock when ``first`` was
+    let go. With ``also``, the first call of any of the named functions pauses; with ``after``, the pause comes once
+    that call has returned."""
     reached, go, first_thread = threading.Event(), threading.Event(), []
 
     def pause() -> None:
         if first_thread and threading.get_ident() == first_thread[0] and not reached.is_set():
             reached.set()
-            assert go.wait(20), "never let go"
+            assert go.wait(2 * PATIENCE), "never let go"
 
     def pausing(original: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -73,8 +74,7 @@ def first_pauses_inside(monkeypatch, target: Any, name: str, first: Callable[[],
     assert reached.wait(20), f"the first operation never reached {name}: {results.get('first')!r}"
     two = threading.Thread(target=run, args=("second", second))
     two.start()
-    two.join(patience)
-    waited = two.is_alive()
+    waited = waits_on_a_lock(two)
     go.set()
     one.join(30)
     two.join(30)

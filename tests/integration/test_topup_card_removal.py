@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 
 from core.db import db, run_in_transaction
 from tests.conftest import PG_URL
+from tests.lock_waits import waits_on_a_lock
 from wallet import funds
 from wallet.funds import BankDeclined, complete_topup, create_topup, retry_pending_topups
 from wallet.funds_models import TopUp
@@ -56,8 +57,7 @@ def test_a_removal_waits_for_a_top_up_that_has_read_the_card_and_is_then_refused
     assert card_read.wait(10)
     remover = threading.Thread(target=remove)
     remover.start()
-    remover.join(0.5)
-    assert remover.is_alive() and not removal, removal  # waiting on the card's lock
+    assert waits_on_a_lock(remover) and not removal, removal  # waiting on the card's lock
     release.set()
     holder.join(10)
     remover.join(10)
