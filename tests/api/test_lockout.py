@@ -63,8 +63,8 @@ def test_unknown_number_answers_exactly_like_a_known_one_through_the_whole_seque
 
 def test_unknown_and_known_numbers_take_the_same_time(api):
     """Timed in CPU time of this thread, where the test client runs the whole request (and, on SQLite, the database):
-    wall-clock time on a loaded machine measured the neighbours as much as the login (with two busy processes on two
-    cores, the medians came out 18-25 % apart in 2 runs of 20, where this thread's CPU time stayed within 5 %).
+    wall-clock time on a loaded machine measured the neighbours as much as the login (with two or three busy processes
+    on two cores, the medians came out up to 25 % apart, where this thread's CPU time stayed within 5 %).
     What the database does meanwhile is pinned by the next test."""
 
     def timed(phone):
