@@ -76,12 +76,11 @@ def test_a_change_held_after_a_recovery_never_lands_after_a_concurrent_recovery(
     if overlap == "the recovery commits between the change's check and its write":
         # Paused once its hold check passed, outside any transaction; the whole recovery runs meanwhile.
         target, name = (totp, "new_secret") if change == "authenticator" else (codes, "consume_code")
-        changed, recovered, _ = first_pauses_inside(monkeypatch, target, name, act, recover, patience=10, after=True)
+        changed, recovered, _ = first_pauses_inside(monkeypatch, target, name, act, recover, after=True)
     else:
         # The recovery is paused inside its transaction, its row locked and written, not committed: the change's
         # check sees no recovery yet, and its write must wait for the recovery and then see it.
-        recovered, changed, waited = first_pauses_inside(monkeypatch, accounts, "lift_lock", recover, act,
-                                                         patience=3)
+        recovered, changed, waited = first_pauses_inside(monkeypatch, accounts, "lift_lock", recover, act)
         assert waited, "the change did not wait for the recovery in flight"
     assert recovered[0] == 204, recovered
     assert changed[0] == 403 and changed[1]["code"] == REFUSALS[change], changed
