@@ -51,12 +51,20 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, Protocol
 
-from flask import g, has_app_context
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from core.db import Blocks, ReadOnlyViolation, blocks, db, existing_session, reading_engine, transaction_connection
+from core.db import (
+    Blocks,
+    ReadOnlyViolation,
+    blocks,
+    blocks_if_any,
+    db,
+    existing_session,
+    reading_engine,
+    transaction_connection,
+)
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _READS = ("SELECT", "WITH R")  # WITH RECURSIVE reads; a plain WITH may write (data-modifying CTEs)
@@ -465,7 +473,7 @@ def _hook_commit(state: Blocks) -> None:
 @event.listens_for(Engine, "before_cursor_execute")
 def _send_pending_before_orm(*_: Any) -> None:
     # An ORM statement (or any other through SQLAlchemy) may read what a waiting write changes: send it first.
-    state = g.get("_wallet_blocks") if has_app_context() else None
+    state = blocks_if_any()
     bound = state.info.get(_BOUND) if state is not None and state.depth else None
     if bound is not None and bound.pending is not None:
         _send_pending(bound)
