@@ -436,6 +436,13 @@ def insert_at_commit(table: Table, row: Mapping[str, Any]) -> None:
     waiting.append((table.name, row))
 
 
+def queued_at_commit(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` (this very mapping, given to ``insert_at_commit`` in the current transaction) still waits
+    to be written: while it does, its owner may still change its values; once a statement carried it, it is
+    written and a change would be lost."""
+    return any(queued is row for _table, queued in blocks().info.get(_AT_COMMIT, ()))
+
+
 def write_before_next(statement_sql: str, params: Mapping[str, Any]) -> None:
     """Send ``statement_sql`` (one UPDATE or DELETE with ``:named`` parameters) with the next statement of the
     transaction instead of on its own: on PostgreSQL a statement run with ``execute_carrying`` takes it along as
@@ -535,9 +542,20 @@ def _param_names(columns: tuple[str, ...], count: int, prefix: str) -> tuple[str
     return tuple(f"{prefix}{name}_{i}" for i in range(count) for name in columns)
 
 
+class WrittenAs:
+    """A value of a row waiting for commit (``insert_at_commit``) that is computed when the row is written: for a
+    value its owner keeps changing until then (an outbox event's messages, encoded once, however many join it)."""
+
+    __slots__ = ("compute",)
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self.compute = compute
+
+
 def _row_params(columns: tuple[str, ...], rows: list[Mapping[str, Any]], prefix: str = "") -> dict[str, Any]:
-    return dict(zip(_param_names(columns, len(rows), prefix), [row[name] for row in rows for name in columns],
-                    strict=True))
+    values = [row[name] for row in rows for name in columns]
+    return dict(zip(_param_names(columns, len(rows), prefix),
+                    [value.compute() if type(value) is WrittenAs else value for value in values], strict=True))
 
 
 def _write_rows(batches: list[_Batch]) -> None:
@@ -547,6 +565,16 @@ def _write_rows(batches: list[_Batch]) -> None:
         if stmt is None:
             stmt = _plain_inserts[key] = Statement(_values_insert(table, columns, len(rows), ""))
         stmt.run(_row_params(columns, rows))
+
+
+def insert_rows(table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Write ``rows`` (each a value for every column it names) into ``table`` now, in the current transaction:
+    multi-row INSERTs, one per column set and up to 16 rows each."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    _write_rows([(table.name, columns, group[start:start + _ROWS_PER_INSERT])
+                 for columns, group in groups.items() for start in range(0, len(group), _ROWS_PER_INSERT)])
 
 
 def _write_at_commit() -> None:

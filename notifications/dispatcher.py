@@ -4,6 +4,10 @@ Several dispatchers may run at once (``flask notifications dispatch`` processes,
 Each message goes through three steps in short transactions (statements on the driver's cursor, ``core.sql``),
 and the sending itself happens outside any:
 
+0. ``expand`` (in the claim's transaction): the ``alert_events`` a change wrote (``outbox.enqueue``: one row per
+   transaction, holding its messages) are deleted oldest first, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, by the
+   statement that reads them, and their messages written as ``pending`` alerts, due at once. Delete and inserts
+   commit together or not at all, so each message becomes exactly one alert, whichever dispatcher expands it.
 1. ``claim``: due rows (``pending`` whose time has come, or ``sending`` whose lease ran out because their
    dispatcher died) are selected ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (SQLite serialises writers with
    ``BEGIN IMMEDIATE``), stamped with a fresh ``claim_token`` and a lease, and marked ``sending``.
@@ -57,7 +61,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
 from sqlalchemy import func, select, text
@@ -75,9 +79,12 @@ from notifications.models import (
     STATUSES,
     UNSENT_WHERE,
     Alert,
+    AlertEvent,
     status_after_hand_over,
 )
+from notifications.outbox import decoded
 from notifications.sms import SendFailed, SmsSender
+from notifications.templates import render
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,11 +151,60 @@ _RELEASE = sql.Statement(
     " WHERE claim_token = :token AND status = 'sending'")
 
 
+# The events changes wrote, oldest first, deleted by the statement that reads them (see step 0 above).
+_TAKE_SQL = ("DELETE FROM alert_events WHERE id IN (SELECT id FROM alert_events ORDER BY id LIMIT :limit{lock})"
+             " RETURNING id, created_at, messages")
+_TAKE_EVENTS = sql.Statement({"postgresql": _TAKE_SQL.format(lock=" FOR UPDATE SKIP LOCKED"),
+                              "sqlite": _TAKE_SQL.format(lock="")}, utc=["created_at"])
+_alerts = Alert.__table__
+
+
+def _expand(limit: int) -> int:
+    """Turn up to ``limit`` events into ``pending`` alerts, in the caller's transaction; how many alerts."""
+    events = _TAKE_EVENTS.all(limit=int(limit))
+    if not events:
+        return 0
+    now = clock.now()
+    rows = [_alert_row(message, event.id, event.created_at, now)
+            for event in sorted(events, key=lambda event: event.id) for message in decoded(event.messages)]
+    sql.insert_rows(_alerts, rows)
+    return len(rows)
+
+
+def _alert_row(message: dict[str, Any], event_id: str, created_at: datetime, now: datetime) -> dict[str, Any]:
+    """The ``alerts`` row of one message of an event, its text rendered. A text that cannot be rendered (a caller
+    passed parameters its template does not take) is a ``failed`` alert with the reason, logged as an error: the
+    rest of the outbox goes on."""
+    params = message.pop("params")
+    row = {**message, "status": PENDING, "last_error": None, "next_attempt_at": created_at, "created_at": created_at,
+           "updated_at": now}
+    try:
+        row["body"] = render(message["event"], message["locale"], params)
+    except Exception as exc:  # any template error fails one alert, never the whole outbox
+        log.error("alert %s (%s) of event %s cannot be rendered and is failed: %r",
+                  message["id"], message["event"], event_id, exc)
+        row.update(body="", status=FAILED, last_error=f"not rendered: {type(exc).__name__}: {exc}"[:2000])
+    return row
+
+
+def expand(limit: int | None = None) -> int:
+    """Expand every waiting event into alerts now (or up to ``limit`` events), in transactions of their own; how
+    many alerts. The dispatcher does this as it claims; tests and tools that read ``alerts`` call it first."""
+    total, size = 0, int(limit or _setting("SMS_BATCH_SIZE"))
+    while made := run_in_transaction(lambda: _expand(size)):
+        total += made
+        if limit:
+            break
+    return total
+
+
 def claim(batch_size: int) -> Batch:
-    """Mark up to ``batch_size`` due alerts ``sending`` under a fresh claim token and lease (one statement)."""
+    """Expand waiting events into alerts (step 0), then mark up to ``batch_size`` due alerts ``sending`` under a
+    fresh claim token and lease: one transaction."""
     batch = Batch(token=secrets.token_hex(16))
 
     def work() -> list[Outgoing]:
+        _expand(batch_size)
         now = clock.now()
         rows = _CLAIM.all(token=batch.token, lease_end=now + _lease(), now=now, limit=int(batch_size))
         return [Outgoing(row.id, row.to_phone, row.body, row.event, row.created_at.isoformat())
@@ -350,6 +406,12 @@ def run(sender: SmsSender, stop: threading.Event, interval: float | None = None,
     log.info("dispatcher stopped")
 
 
+class _Oldest(NamedTuple):
+    id: str
+    created_at: datetime
+    last_error: str | None
+
+
 @dataclass(frozen=True)
 class QueueStatus:
     by_status: dict[str, int]
@@ -379,12 +441,16 @@ _FAILED_COUNT = select(func.count()).select_from(Alert).where(text(FAILED_WHERE)
 _OLDEST_UNSENT = (select(Alert.id, Alert.created_at, Alert.last_error).where(text(UNSENT_WHERE))
                   .order_by(Alert.created_at).limit(1))
 _RESENDS_IN_DOUBT = select(func.coalesce(func.sum(Alert.resends_in_doubt), 0)).where(text(IN_DOUBT_WHERE))
+# Messages still inside events (pending alerts-to-be), and the oldest event, by its time-ordered primary key.
+_UNEXPANDED = select(func.coalesce(func.sum(AlertEvent.message_count), 0))
+_OLDEST_EVENT = select(AlertEvent.id, AlertEvent.created_at).order_by(AlertEvent.id).limit(1)
 
 
 def queue_status(*, totals: bool = False) -> QueueStatus:
     """Queue depth by status, the oldest alert not yet handed over, and how many re-sends were in doubt.
 
-    ``by_status`` counts the alerts still to send (``pending``, ``sending``) and the ``failed`` ones, each read
+    ``by_status`` counts the alerts still to send (``pending``, which includes the messages of events no dispatcher
+    has expanded yet, ``sending``) and the ``failed`` ones, each read
     through a partial index that holds only such rows, so that /metrics costs the same however many alerts were
     ever sent. ``totals`` counts every status instead (``sent``, ``delivered``, ``undelivered`` too), which reads
     the whole outbox: the ``flask notifications status`` report, on demand."""
@@ -397,7 +463,14 @@ def queue_status(*, totals: bool = False) -> QueueStatus:
             failed = db.session.scalar(_FAILED_COUNT)
             if failed:
                 counts[FAILED] = failed
-        return counts, db.session.execute(_OLDEST_UNSENT).first(), int(db.session.scalar(_RESENDS_IN_DOUBT) or 0)
+        unexpanded = int(db.session.scalar(_UNEXPANDED) or 0)
+        oldest = db.session.execute(_OLDEST_UNSENT).first()
+        if unexpanded:  # messages a dispatcher has not expanded yet: pending, and perhaps the oldest of all
+            counts[PENDING] = counts.get(PENDING, 0) + unexpanded
+            event = db.session.execute(_OLDEST_EVENT).first()
+            if event is not None and (oldest is None or event.created_at < oldest.created_at):
+                oldest = _Oldest(event.id, event.created_at, None)
+        return counts, oldest, int(db.session.scalar(_RESENDS_IN_DOUBT) or 0)
 
     counts, oldest, doubtful = run_in_transaction(read, read_only=True)
     return QueueStatus(

@@ -1,4 +1,9 @@
-"""The outbox table. One row per SMS; written with the change it announces, sent later by the dispatcher.
+"""The outbox: ``alert_events``, written with the change it announces, and ``alerts``, one row per SMS.
+
+A change writes one ``alert_events`` row holding every message it announces, rendered (``outbox.enqueue``); a
+dispatcher expands it into ``alerts`` rows and deletes it in one transaction (``dispatcher.expand``), then sends
+those. Two tables because the change's transaction is on the payment's path: one narrow row with its primary key
+there, and the per-message rows with the indexes that sending, listing and callbacks need written off it.
 
 Life of a row (``status``): ``pending`` → ``sending`` (claimed by a dispatcher under a lease) → ``sent``
 (handed to the provider) → ``delivered`` / ``undelivered`` / ``failed`` as the provider's callbacks report;
@@ -11,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import CheckConstraint, Index, Integer, String, Text, false, text
+from sqlalchemy import CheckConstraint, Index, Integer, SmallInteger, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core import sql
@@ -53,6 +58,20 @@ UNSENT_WHERE = "status IN ('pending', 'sending')"
 FAILED_WHERE = "status = 'failed'"
 IN_DOUBT_WHERE = "resends_in_doubt > 0"
 LOCK_EVENTS_WHERE = "event IN ('login_locked', 'payment_locked')"
+
+
+class AlertEvent(db.Model):
+    """What a transaction announced, waiting for a dispatcher to expand it into ``alerts``."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (CheckConstraint("message_count > 0", name="message_count_positive"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # time-ordered: expanded oldest first
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # How many messages ``messages`` holds, so that the queue's depth is counted without reading them.
+    message_count: Mapped[int] = mapped_column(SmallInteger)
+    # JSON: a list of the alerts' columns (id, user_id, to_phone, event, locale, body, sensitive).
+    messages: Mapped[str] = mapped_column(Text)
 
 
 class Alert(db.Model):

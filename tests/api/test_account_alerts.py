@@ -5,6 +5,7 @@ import re
 from sqlalchemy import select
 
 from core.db import db
+from notifications import dispatcher
 from notifications.models import Alert
 from security import accounts
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
@@ -14,6 +15,7 @@ SECRETS = [LOGIN_PASSWORD, PAYMENT_PASSWORD, "brand new phrase", "recovered phra
 
 def outbox(app, phone):
     with app.app_context():
+        dispatcher.expand()
         return [a.event for a in db.session.scalars(select(Alert).where(Alert.to_phone == phone).order_by(Alert.id))]
 
 

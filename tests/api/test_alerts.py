@@ -13,6 +13,8 @@ from tests.factories import LOGIN_PASSWORD, make_phone
 
 
 def alerts(api, headers, **query):
+    with api.client.application.app_context():
+        dispatcher.expand()  # a dispatcher's first step, before it sends anything: events become listed alerts
     response = api.client.get("/api/v1/me/alerts", headers=headers, query_string=query)
     assert response.status_code == 200, response.json
     return response.json

@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from core.db import db, run_in_transaction
+from notifications import dispatcher
 from tests.api.test_escrow_stories import PP, act, books_clean, open_trade, paid_and_shipped, trade
 from tests.statements import selects_sent
 
@@ -188,6 +189,7 @@ def test_a_partys_contact_is_read_afresh_by_each_transaction(api, app, people, c
         db.session.commit()
         clock.advance(days=7)
         trades.sweep()
+        dispatcher.expand()
         told = db.session.scalars(select(Alert.to_phone).where(Alert.event == "confirm_deadline_reminder")).all()
     assert told == ["+12025550199"]
 

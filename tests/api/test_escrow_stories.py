@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import select
 
 from core.db import db
+from notifications import dispatcher
 from notifications.models import Alert
 from wallet.trades import sweep
 
@@ -26,6 +27,7 @@ def books_clean(app):
 
 def events(app, phone):
     with app.app_context():
+        dispatcher.expand()  # as a dispatcher does before sending: the changes' events become alerts
         return [a.event for a in db.session.scalars(select(Alert).where(Alert.to_phone == phone).order_by(Alert.id))]
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from core.db import db
 from core.idempotency import IdempotencyRecord, purge_expired
+from notifications import dispatcher
 from notifications.models import Alert
 from tests.api.escrow_helpers import books_clean, open_trade, paid_and_shipped
 from tests.factories import PAYMENT_PASSWORD
@@ -39,6 +40,8 @@ def payments(app):
 
 
 def alerts(app, phone, event):
+    with app.app_context():
+        dispatcher.expand()  # as a dispatcher does before sending: the changes' events become alerts
     return count(app, Alert, Alert.to_phone == phone, Alert.event == event)
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from notifications import dispatcher
 from tests.statements import selects_sent
 
 
 def page_selects(app, api, path, headers) -> list[str]:
+    with app.app_context():
+        dispatcher.expand()  # the codes' events become alerts, as a dispatcher's first step does
     with selects_sent(app) as selects:
         response = api.client.get(path, headers=headers)
     assert response.status_code == 200, response.json

@@ -1,12 +1,16 @@
 """Found by a privacy audit: /metrics, served to anyone, told a stranger which phone numbers have accounts."""
 
+from notifications import dispatcher
 from tests.factories import make_phone
 
 WRONG = "definitely not it"
 
 
 def lock_events(client, headers=None):
-    """The lock-event gauges /metrics shows this caller (none when it is not served to them)."""
+    """The lock-event gauges /metrics shows this caller (none when it is not served to them), once a dispatcher has
+    expanded the changes' events into alerts (the gauges count lock alerts)."""
+    with client.application.app_context():
+        dispatcher.expand()
     response = client.get("/metrics", headers=headers or {})
     if response.status_code != 200:
         return {}

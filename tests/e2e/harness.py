@@ -573,7 +573,12 @@ class AlertFigures:
 
 
 def outbox_counts(stack: Stack) -> Counter[str]:
-    return Counter(dict(stack.query("SELECT status, count(*) FROM alerts GROUP BY status")))
+    """Alerts by status; the messages of events no dispatcher has expanded yet count as ``pending``."""
+    counts = Counter(dict(stack.query("SELECT status, count(*) FROM alerts GROUP BY status")))
+    [(unexpanded,)] = stack.query("SELECT coalesce(sum(message_count), 0) FROM alert_events")
+    if unexpanded:
+        counts["pending"] += int(unexpanded)
+    return counts
 
 
 def wait_outbox_drained(stack: Stack, timeout: float) -> Counter[str]:

@@ -11,7 +11,8 @@ from sqlalchemy import Connection, select
 from core import sql
 from core.db import ReadOnlyViolation, db, run_in_transaction, transaction_connection, transaction_info
 from core.ids import new_id
-from notifications.models import Alert
+from notifications import dispatcher
+from notifications.models import Alert, AlertEvent
 from notifications.outbox import enqueue
 from security.models import User
 from tests.factories import make_phone
@@ -77,7 +78,7 @@ def test_a_failure_rolls_back_the_statements_and_the_orm_alike(app):
         assert not db.session().in_transaction()
     with app.app_context():
         assert users_named(by_statement, *made) == set()
-        assert db.session.scalars(select(Alert)).all() == []
+        assert db.session.scalars(select(AlertEvent)).all() == []
 
 
 def test_a_block_without_the_orm_commits_its_statements_and_the_rows_waiting_for_commit(app):
@@ -92,6 +93,7 @@ def test_a_block_without_the_orm_commits_its_statements_and_the_rows_waiting_for
         assert not db.session.registry.has()
     with app.app_context():
         assert users_named(user_id) == {user_id}
+        assert dispatcher.expand() == 1
         assert [alert.user_id for alert in db.session.scalars(select(Alert))] == [user_id]
 
 

@@ -58,8 +58,9 @@ def transient(message: str = "twilio 503 error 503: unavailable") -> SendFailed:
     return SendFailed(message, permanent=False)
 
 
-def make_alerts(n: int, *, event: str = "transfer_received", sensitive: bool = False) -> list[str]:
-    """``n`` alerts with distinct bodies, in one transaction; their ids in creation order."""
+def make_alerts(n: int, *, event: str = "transfer_received", sensitive: bool = False, expand: bool = True) -> list[str]:
+    """``n`` alerts with distinct bodies, in one transaction; their ids in creation order. ``expand``: turn the
+    transaction's events into alert rows at once (a dispatcher's first step), rather than leave that to one."""
 
     def work() -> list[str]:
         ids = []
@@ -73,7 +74,10 @@ def make_alerts(n: int, *, event: str = "transfer_received", sensitive: bool = F
             ids.append(alert.id)
         return ids
 
-    return run_in_transaction(work)
+    ids = run_in_transaction(work)
+    if expand:
+        dispatcher.expand()  # the events the transaction wrote become the alerts these tests send
+    return ids
 
 
 def load(alert_id: str) -> Alert:
@@ -558,3 +562,17 @@ def test_dispatch_once_from_the_command_line_sends_what_is_due(app, inbox):
     assert result.exit_code == 0, result.output
     assert "sent 4" in result.output
     assert len(inbox.messages()) == 4
+
+
+def test_messages_still_inside_events_count_as_pending_and_the_oldest_event_is_the_oldest_unsent(app, clock):
+    with app.app_context():
+        first = make_alerts(2, expand=False)  # one event holding two messages, no dispatcher yet
+        clock.advance(seconds=45)
+        report = dispatcher.queue_status()
+        assert report.by_status == {PENDING: 2}
+        assert report.oldest_unsent_age == timedelta(seconds=45) and report.oldest_unsent_id.startswith("evt_")
+        make_alerts(1, expand=False)  # a younger event, beside the older alerts once those are expanded
+        assert dispatcher.expand(limit=1) == 2  # the oldest event only
+        report = dispatcher.queue_status()
+        assert report.by_status == {PENDING: 3}
+        assert report.oldest_unsent_age == timedelta(seconds=45) and report.oldest_unsent_id == first[0]

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from core.db import db
 from core.errors import IdempotencyKeyMissing, IdempotencyKeyReused, ValidationFailed
 from core.idempotency import IdempotencyRecord, fingerprint, purge_expired, run_idempotent
+from notifications import dispatcher
 from notifications.models import Alert
 from notifications.outbox import enqueue
 
@@ -21,6 +22,7 @@ def effect():
 
 
 def alert_count():
+    dispatcher.expand()  # as a dispatcher does before sending: the transactions' events become alerts
     return db.session.scalar(select(func.count()).select_from(Alert))
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from core import db as core_db
 from core import idempotency
 from core.db import db
+from notifications import dispatcher
 from notifications.models import Alert
 from tests.api.escrow_helpers import PP, books_clean, grant_staff, open_trade, paid_and_shipped
 from tests.integration.test_lost_connections import drop_the_pools_connections
@@ -40,6 +41,8 @@ def count(app, model, *where) -> int:
 
 
 def alerts(app, event) -> int:
+    with app.app_context():
+        dispatcher.expand()  # as a dispatcher does before sending: the changes' events become alerts
     return count(app, Alert, Alert.event == event)
 
 

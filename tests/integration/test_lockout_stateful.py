@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from app import create_app
 from core.clock import FrozenClock
 from core.db import db
+from notifications import dispatcher
 from notifications.models import Alert
 from tests.conftest import Api, Inbox, empty_all_tables
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
@@ -482,6 +483,7 @@ class LockoutMachine(RuleBasedStateMachine):
     @invariant()
     def the_owner_got_one_alert_per_lock(self) -> None:
         with self.app.app_context():
+            dispatcher.expand()  # as a dispatcher does before sending: the transactions' events become alerts
             rows = db.session.execute(
                 select(Alert.to_phone, Alert.event, func.count())
                 .where(Alert.to_phone.in_([self.phone, self.unknown]),

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.db import db
+from notifications import dispatcher
 from notifications.models import Alert
 from tests.api.escrow_helpers import PP
 from tests.factories import PAYMENT_PASSWORD
@@ -52,6 +53,7 @@ class _RaisingBank:
 
 def _alerts(app, event: str) -> int:
     with app.app_context():
+        dispatcher.expand()  # as a dispatcher does before sending: the transactions' events become alerts
         count = db.session.scalar(select(func.count()).select_from(Alert).where(Alert.event == event))
         db.session.commit()
         return count

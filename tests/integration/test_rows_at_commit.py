@@ -1,6 +1,7 @@
 """Rows written at commit (``core.sql.insert_at_commit``): an idempotency key's stored answer carries the alerts
-of its request on PostgreSQL (one statement, no INSERT of their own), writes them just after itself on SQLite,
-and whatever is queued after it is still written at commit. Every alert arrives once with its own fields."""
+of its request (one ``alert_events`` row) on PostgreSQL (one statement, no INSERT of their own), writes them just
+after itself on SQLite, and whatever is queued after it is still written at commit, in an event of its own. Every
+alert arrives once with its own fields once a dispatcher has expanded the events."""
 
 import json
 
@@ -9,7 +10,8 @@ from sqlalchemy import select
 
 from core.db import db, is_postgres, run_in_transaction
 from core.idempotency import IdempotencyRecord, fingerprint, run_idempotent
-from notifications.models import Alert
+from notifications import dispatcher
+from notifications.models import Alert, AlertEvent
 from notifications.outbox import enqueue
 from tests.statements import statements_sent
 
@@ -34,6 +36,9 @@ def test_the_stored_answer_carries_the_alerts_of_its_request(app, clock, count):
             return 201, {"alerts": [alert.id for alert in queued]}
 
         status, body, replayed = run_idempotent("usr_payer", "key-1", fingerprint("POST", "/x", {}), effect)
+        assert [event.message_count for event in db.session.scalars(select(AlertEvent))] == [count]
+        db.session.rollback()
+        dispatcher.expand()
         rows = {row.id: row for row in db.session.scalars(select(Alert))}
         record = db.session.scalars(select(IdempotencyRecord)).one()
         postgres = is_postgres()
@@ -47,14 +52,16 @@ def test_the_stored_answer_carries_the_alerts_of_its_request(app, clock, count):
         assert row.created_at == row.updated_at == row.next_attempt_at == clock.now()
     assert any(not row.body.isascii() for row in rows.values())  # a Chinese body arrives intact
     assert (record.status_code, json.loads(record.response_body)) == (201, body)
-    alone = [s for s in seen if s.startswith("INSERT INTO alerts")]
-    carried = [s for s in seen if s.startswith("WITH w0 AS (INSERT INTO alerts")]
+    alone = [s for s in seen if s.startswith("INSERT INTO alert_events")]
+    carried = [s for s in seen if s.startswith("WITH w0 AS (INSERT INTO alert_events")]
+    expanded = [s for s in seen if s.startswith("INSERT INTO alerts")]
+    assert len(expanded) == (1 if count <= 16 else 2)  # the dispatcher's expansion, 16 rows an INSERT
     if postgres:
         assert alone == [] and len(carried) == 1
-        assert carried[0].count("INSERT INTO alerts") == (1 if count <= 16 else 2)
+        assert carried[0].count("INSERT INTO alert_events") == 1 and "INSERT INTO alerts" not in carried[0]
         assert "UPDATE idempotency_keys" in carried[0]
     else:
-        assert carried == [] and len(alone) == (1 if count <= 16 else 2)
+        assert carried == [] and len(alone) == 1
 
 
 def test_alerts_queued_after_the_carrying_statement_are_written_at_commit(app):
@@ -65,6 +72,10 @@ def test_alerts_queued_after_the_carrying_statement_are_written_at_commit(app):
             return enqueue(phone(2), "registered", locale="en", phone="0102").id
 
         later = run_in_transaction(work)
+        # The first event was written by the stored answer; the alert queued after it could not join it.
+        assert sorted(event.message_count for event in db.session.scalars(select(AlertEvent))) == [1, 1]
+        db.session.rollback()
+        assert dispatcher.expand() == 2
         assert {row.to_phone for row in db.session.scalars(select(Alert))} == {phone(1), phone(2)}
         assert db.session.get(Alert, later) is not None
 
@@ -79,5 +90,6 @@ def test_a_rollback_after_the_carrying_statement_writes_no_alert(app):
 
         with pytest.raises(RuntimeError):
             run_in_transaction(work)
-        assert db.session.scalars(select(Alert)).all() == []
+        assert db.session.scalars(select(AlertEvent)).all() == []
+        assert dispatcher.expand() == 0 and db.session.scalars(select(Alert)).all() == []
         assert db.session.scalars(select(IdempotencyRecord)).all() == []
