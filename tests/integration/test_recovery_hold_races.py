@@ -16,22 +16,13 @@ from core.db import db
 from security.models import User
 from tests.factories import LOGIN_PASSWORD, make_phone
 from tests.integration.test_money_races_audit import first_pauses_inside
+from tests.pg_races import answer, postgres_only  # noqa: F401 - postgres_only: an autouse fixture
 
 pytestmark = pytest.mark.postgres
 
 RECOVERED = "recovered by sms"
 REFUSALS = {"payment password by SMS": "payment_password_reset_too_soon", "phone": "account_recently_recovered",
             "authenticator": "account_recently_recovered"}
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(app):
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): SQLite runs one writer at a time anyway")
-
-
-def _answer(response):
-    return response.status_code, response.get_json()
 
 
 def _held_columns(app, user_id):
@@ -56,22 +47,22 @@ def test_a_change_held_after_a_recovery_never_lands_after_a_concurrent_recovery(
 
     def recover():
         code = api.code(phone, "recover")
-        return _answer(app.test_client().post("/api/v1/password-resets", json={
+        return answer(app.test_client().post("/api/v1/password-resets", json={
             "phone": phone, "sms_code": code, "new_password": RECOVERED}))
 
     def act():
         client = app.test_client()
         if change == "payment password by SMS":
             code = api.code(phone, "recover")
-            return _answer(client.put("/api/v1/me/payment-password", headers=owner["headers"],
-                                      json={"sms_code": code, "new_payment_password": "246813"}))
+            return answer(client.put("/api/v1/me/payment-password", headers=owner["headers"],
+                                     json={"sms_code": code, "new_payment_password": "246813"}))
         if change == "phone":
             new_phone = make_phone()
             code = api.code(new_phone, "change_phone")
-            return _answer(client.put("/api/v1/me/phone", headers=owner["headers"], json={
+            return answer(client.put("/api/v1/me/phone", headers=owner["headers"], json={
                 "new_phone": new_phone, "sms_code": code, "login_password": LOGIN_PASSWORD}))
-        return _answer(client.post("/api/v1/me/totp", headers=owner["headers"],
-                                   json={"login_password": LOGIN_PASSWORD}))
+        return answer(client.post("/api/v1/me/totp", headers=owner["headers"],
+                                  json={"login_password": LOGIN_PASSWORD}))
 
     if overlap == "the recovery commits between the change's check and its write":
         # Paused once its hold check passed, outside any transaction; the whole recovery runs meanwhile.

@@ -11,20 +11,11 @@ import security.accounts as accounts
 import security.tokens as tokens
 from tests.factories import LOGIN_PASSWORD, make_phone
 from tests.integration.test_money_races_audit import first_pauses_inside
+from tests.pg_races import answer, postgres_only  # noqa: F401 - postgres_only: an autouse fixture
 
 pytestmark = pytest.mark.postgres
 
 NEW_PASSWORD = "a brand new phrase"
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(app):
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): SQLite runs one writer at a time anyway")
-
-
-def _answer(response):
-    return response.status_code, response.get_json()
 
 
 @pytest.mark.parametrize("owner_acts", ["recovers the password", "changes the password"])
@@ -35,17 +26,17 @@ def test_a_refresh_racing_a_password_change_mints_only_dead_tokens(api, app, mon
     other = api.login(owner["phone"], device_id="owner-phone").json  # the session a thief's copy would rotate
 
     def refresh():
-        return _answer(app.test_client().post("/api/v1/sessions/refresh", json={
+        return answer(app.test_client().post("/api/v1/sessions/refresh", json={
             "refresh_token": other["refresh_token"], "device_id": "owner-phone"}))
 
     def act():
         client = app.test_client()
         if owner_acts == "recovers the password":
             code = api.code(owner["phone"], "recover")
-            return _answer(client.post("/api/v1/password-resets", json={
+            return answer(client.post("/api/v1/password-resets", json={
                 "phone": owner["phone"], "sms_code": code, "new_password": NEW_PASSWORD}))
-        return _answer(client.put("/api/v1/me/login-password", headers=owner["headers"],
-                                  json={"current_password": LOGIN_PASSWORD, "new_password": NEW_PASSWORD}))
+        return answer(client.put("/api/v1/me/login-password", headers=owner["headers"],
+                                 json={"current_password": LOGIN_PASSWORD, "new_password": NEW_PASSWORD}))
 
     rotated, changed, _ = first_pauses_inside(monkeypatch, tokens, "_mint", refresh, act,
                                               after=paused == "after minting")
@@ -70,7 +61,7 @@ def test_two_accounts_racing_for_one_number_one_gets_it_and_the_other_a_409(api,
     second_code = {}
 
     def move():
-        return _answer(app.test_client().put("/api/v1/me/phone", headers=mover["headers"], json={
+        return answer(app.test_client().put("/api/v1/me/phone", headers=mover["headers"], json={
             "new_phone": number, "sms_code": first_code, "login_password": LOGIN_PASSWORD}))
 
     def take():
@@ -79,11 +70,11 @@ def test_two_accounts_racing_for_one_number_one_gets_it_and_the_other_a_409(api,
         if rival == "another account moves there":
             code = api.code(number, "change_phone")
             second_code["sent"] = code
-            return _answer(client.put("/api/v1/me/phone", headers=other["headers"], json={
+            return answer(client.put("/api/v1/me/phone", headers=other["headers"], json={
                 "new_phone": number, "sms_code": code, "login_password": LOGIN_PASSWORD}))
         code = api.code(number, "register")
         second_code["sent"] = code
-        return _answer(client.post("/api/v1/users", json={
+        return answer(client.post("/api/v1/users", json={
             "phone": number, "sms_code": code, "login_password": LOGIN_PASSWORD, "payment_password": "135790",
             "device_id": "newcomer"}))
 
