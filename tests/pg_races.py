@@ -1,5 +1,6 @@
-"""What the PostgreSQL race tests of accounts share (``test_recovery_hold_races``, ``test_takeover_races``): the
-skip on SQLite, which runs one write transaction at a time, and a response as the pair a race's outcome is told by.
+"""What the PostgreSQL race tests share (``test_recovery_hold_races``, ``test_takeover_races``,
+``test_money_races_audit``, ``test_freeze_races``, ``test_dispute_races_audit``): the skip on SQLite, which runs one
+write transaction at a time, and a response as the pair a race's outcome is told by.
 
 ``postgres_only`` is an autouse fixture: a test module takes it by importing it (``# noqa: F401``, as pytest finds
 fixtures by name in the module)."""

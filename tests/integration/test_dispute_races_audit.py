@@ -8,7 +8,8 @@ import pytest
 
 from tests.api.escrow_helpers import books_clean, escrow_balance, grant_staff, paid_and_shipped, trade
 from tests.integration.test_escrow_races import in_app, post
-from tests.integration.test_money_races_audit import _postgres_only, count, first_pauses_inside  # noqa: F401
+from tests.integration.test_money_races_audit import count, first_pauses_inside
+from tests.pg_races import postgres_only  # noqa: F401 - the autouse skip on SQLite
 from wallet import timeline, trades
 from wallet.escrow_models import Rating
 from wallet.models import Transfer

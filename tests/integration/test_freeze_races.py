@@ -12,14 +12,9 @@ import wallet.funds as funds
 from core.db import run_in_transaction
 from tests.api.test_funds import drain_withdrawals, invariants_hold
 from tests.integration.test_money_races_audit import first_pauses_inside
+from tests.pg_races import postgres_only  # noqa: F401 - the autouse skip on SQLite
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(app):
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): SQLite runs one writer at a time anyway")
 
 
 def _user_id(api, account):

@@ -17,6 +17,7 @@ from core.db import db
 from tests.api.escrow_helpers import PP, books_clean, escrow_balance, open_trade, paid_and_shipped, trade
 from tests.integration.test_escrow_races import in_app, post, together
 from tests.lock_waits import PATIENCE, waits_on_a_lock
+from tests.pg_races import postgres_only  # noqa: F401 - the autouse skip on SQLite
 from wallet import funds, ledger, limits, trades
 from wallet.banks import SimulatedBank
 from wallet.funds import process_withdrawals, retry_pending_topups
@@ -24,12 +25,6 @@ from wallet.funds_models import DailyUsage, TopUp, Withdrawal
 from wallet.models import Transfer
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(autouse=True)
-def _postgres_only(app):
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL): SQLite runs one writer at a time anyway")
 
 
 def first_pauses_inside(monkeypatch, target: Any, name: str, first: Callable[[], Any], second: Callable[[], Any],
