@@ -3,7 +3,8 @@ multi-row INSERTs of at most 16 rows: every alert arrives exactly once with its 
 and a rollback writes none."""
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from core.db import db, run_in_transaction
 from notifications import dispatcher
@@ -86,3 +87,11 @@ def test_a_text_that_cannot_be_rendered_fails_its_alert_and_the_rest_go_on(app, 
     assert rows[broken.id].last_error.startswith("not rendered: KeyError")
     assert (rows[fine.id].status, rows[fine.id].body) == ("pending", fine.body)
     assert any(broken.id in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_the_database_refuses_an_event_without_messages(app):
+    with app.app_context():
+        with pytest.raises(IntegrityError, match="message_count_positive"):
+            db.session.execute(text("INSERT INTO alert_events (id, created_at, message_count, messages)"
+                                    " VALUES ('evt_empty', '2026-12-06 00:00:00', 0, '[]')"))
+        db.session.rollback()
