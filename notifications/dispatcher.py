@@ -69,6 +69,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core import clock, sql
 from core.db import db, driver_reason, run_in_transaction
+from core.ids import new_id
 from notifications.models import (
     FAILED,
     FAILED_WHERE,
@@ -165,10 +166,37 @@ def _expand(limit: int) -> int:
     if not events:
         return 0
     now = clock.now()
-    rows = [_alert_row(message, event.id, event.created_at, now)
-            for event in sorted(events, key=lambda event: event.id) for message in decoded(event.messages)]
+    rows = [row for event in sorted(events, key=lambda event: event.id) for row in _event_rows(event, now)]
     sql.insert_rows(_alerts, rows)
     return len(rows)
+
+
+# What each message of an event holds (``outbox.enqueue``): the types its alert row needs, and the columns' widths.
+_MESSAGE = {"id": (str,), "user_id": (str, type(None)), "to_phone": (str,), "event": (str,), "locale": (str,),
+            "sensitive": (bool,), "params": (dict,)}
+_WIDTHS = {"id": 40, "user_id": 40, "to_phone": 20, "event": 48, "locale": 8}
+
+
+def _readable(message: Any) -> bool:
+    return (isinstance(message, dict) and message.keys() == _MESSAGE.keys()
+            and all(isinstance(message[key], types) for key, types in _MESSAGE.items())
+            and all(len(message[key] or "") <= width for key, width in _WIDTHS.items()))
+
+
+def _event_rows(event: Any, now: datetime) -> list[dict[str, Any]]:
+    """The alert rows of one event. An event that cannot be read (only a hand-edited row could be: ``enqueue``
+    writes them) becomes one ``failed`` alert naming it, logged as an error, so that it neither stops the outbox
+    (it would fail every expansion) nor vanishes without a trace."""
+    try:
+        messages = decoded(event.messages)
+        if not isinstance(messages, list) or not messages or not all(_readable(message) for message in messages):
+            raise ValueError("not a list of messages as enqueue writes them")
+    except ValueError as exc:  # json.JSONDecodeError included
+        log.error("alert event %s cannot be read and is recorded as a failed alert: %s", event.id, exc)
+        return [{"id": new_id("sms"), "user_id": None, "to_phone": "", "event": "unreadable_event", "locale": "",
+                 "sensitive": True, "status": FAILED, "last_error": f"event {event.id} cannot be read: {exc}"[:2000],
+                 "next_attempt_at": event.created_at, "created_at": event.created_at, "updated_at": now, "body": ""}]
+    return [_alert_row(message, event.id, event.created_at, now) for message in messages]
 
 
 def _alert_row(message: dict[str, Any], event_id: str, created_at: datetime, now: datetime) -> dict[str, Any]:

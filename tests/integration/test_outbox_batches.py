@@ -95,3 +95,23 @@ def test_the_database_refuses_an_event_without_messages(app):
             db.session.execute(text("INSERT INTO alert_events (id, created_at, message_count, messages)"
                                     " VALUES ('evt_empty', '2026-12-06 00:00:00', 0, '[]')"))
         db.session.rollback()
+
+
+@pytest.mark.parametrize("messages", ["not json", "{}", "[]", '[{"id": "sms_x"}]',
+                                      '[{"id": "sms_x", "user_id": null, "to_phone": "+120255501000000000000000",'
+                                      ' "event": "registered", "locale": "en", "sensitive": false, "params": {}}]'])
+def test_an_event_that_cannot_be_read_becomes_one_failed_alert_and_the_outbox_goes_on(app, caplog, messages):
+    """Only a hand-edited row could be unreadable; it must neither stop every later expansion nor vanish."""
+    with app.app_context():
+        db.session.execute(text("INSERT INTO alert_events (id, created_at, message_count, messages)"
+                                " VALUES ('evt_0000000000broken', '2026-12-06 00:00:00', 1, :messages)"),
+                           {"messages": messages})
+        db.session.commit()
+        fine = run_in_transaction(lambda: enqueue("+12025550101", "registered", locale="en", phone="0101"))
+        assert dispatcher.expand() == 2
+        rows = {row.event: row for row in db.session.scalars(select(Alert))}
+    assert rows["registered"].id == fine.id and rows["registered"].status == "pending"
+    failed = rows["unreadable_event"]
+    assert (failed.status, failed.body, failed.to_phone) == ("failed", "", "")
+    assert failed.last_error.startswith("event evt_0000000000broken cannot be read")
+    assert any("evt_0000000000broken" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
