@@ -3,6 +3,8 @@
 It lives in ``security`` because it needs the authenticated user; the rows belong to ``notifications``.
 One-time-code bodies are never shown, not even before the dispatcher blanks them: whoever holds a stolen
 access token must not be able to read the code that guards a password reset or a new device.
+An alert is listed from the moment a dispatcher has taken it out of its change's event row (``notifications.outbox``,
+``dispatcher.expand``): within a dispatcher round of the change, while one runs.
 """
 
 from __future__ import annotations
