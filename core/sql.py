@@ -522,12 +522,17 @@ def _carrying_statement(statement_sql: str, shape: tuple[tuple[str, tuple[str, .
 
 
 def _take_rows() -> list[_Batch]:
-    """The rows waiting for commit, taken off the transaction: by table and column set, at most 16 per batch."""
+    """The rows waiting for commit, taken off the transaction, in batches (``_batches``)."""
+    return _batches(blocks().info.pop(_AT_COMMIT, ()))
+
+
+def _batches(rows: Iterable[tuple[str, Mapping[str, Any]]]) -> list[_Batch]:
+    """``(table, row)`` pairs by table and column set, at most 16 rows per batch (one multi-row INSERT each)."""
     groups: dict[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]] = {}
-    for table, row in blocks().info.pop(_AT_COMMIT, ()):
+    for table, row in rows:
         groups.setdefault((table, tuple(row)), []).append(row)
-    return [(table, columns, rows[start:start + _ROWS_PER_INSERT])
-            for (table, columns), rows in groups.items() for start in range(0, len(rows), _ROWS_PER_INSERT)]
+    return [(table, columns, group[start:start + _ROWS_PER_INSERT])
+            for (table, columns), group in groups.items() for start in range(0, len(group), _ROWS_PER_INSERT)]
 
 
 def _values_insert(table: str, columns: tuple[str, ...], count: int, prefix: str) -> str:
@@ -570,11 +575,7 @@ def _write_rows(batches: list[_Batch]) -> None:
 def insert_rows(table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
     """Write ``rows`` (each a value for every column it names) into ``table`` now, in the current transaction:
     multi-row INSERTs, one per column set and up to 16 rows each."""
-    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row), []).append(row)
-    _write_rows([(table.name, columns, group[start:start + _ROWS_PER_INSERT])
-                 for columns, group in groups.items() for start in range(0, len(group), _ROWS_PER_INSERT)])
+    _write_rows(_batches((table.name, row) for row in rows))
 
 
 def _write_at_commit() -> None:
