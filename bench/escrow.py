@@ -10,6 +10,12 @@ Two payment-password checks per trade bound the rate at (argon2 verifies per sec
 connections, as gunicorn's sync workers serve the endpoints (threads in one process would also wait for each
 other's GIL, which no production worker does), alternating in rounds so drift affects both alike.
 
+``in trades`` is the CPU one of the trade's own verifies takes, next to ``cpu ms/verify`` of the reference loop:
+whether argon2 itself costs more inside a trade than back to back. On this VM a verify that follows a sleep cost up
+to 3 ms more than one that follows busy work (a single-process test, fifteenth session); inside the trades of this
+benchmark the difference was 0.8 ms at 1 worker and none at 2, so nearly all of ``ms beside argon2`` is the
+trade's other work.
+
 The database first holds ``--history`` trades (default 2000, laid down through the same calls without the
 password checks), vacuumed and with fresh statistics, as a platform in use would: on a nearly empty database
 PostgreSQL plans each look-up as a sequential scan, the workers' prepared statements keep those plans while the
@@ -151,11 +157,24 @@ def main() -> None:
 
     def trade_worker(i: int) -> Callable[[], object]:
         worker_app = create_app(settings)  # after the fork: connections of its own
+        # The CPU the trade's own two verifies take, to set beside the reference loop's (``part_cpu``).
+        passwords, spent = worker_app.extensions["passwords"], [0.0]
+        verify = passwords.verify
+
+        def timed_verify(stored_hash: str, secret: str) -> bool:
+            started = time.process_time()
+            try:
+                return verify(stored_hash, secret)
+            finally:
+                spent[0] += time.process_time() - started
+
+        passwords.verify = timed_verify
 
         def trade() -> None:
             with worker_app.app_context():
                 one_trade(*pairs[i])
 
+        trade.part_cpu = lambda: spent[0]  # type: ignore[attr-defined]
         return trade
 
     if args.profile:
@@ -182,7 +201,8 @@ def main() -> None:
     print(f"argon2id m={cfg['ARGON2_MEMORY_KIB']} KiB t={cfg['ARGON2_TIME_COST']} p={cfg['ARGON2_PARALLELISM']}, "
           f"{args.rounds} rounds of {args.seconds:.0f} s each")
     print(f"{'workers':>7} {'argon2 verifies/s':>18} {'bound trades/s':>15} {'trades/s':>9} {'ratio':>6} "
-          f"{'cpu ms/verify':>14} {'cpu ms/trade':>13} {'+ pg ms':>8} {'cpu ratio':>9} {'ms beside argon2':>17}")
+          f"{'cpu ms/verify':>14} {'in trades':>10} {'cpu ms/trade':>13} {'+ pg ms':>8} {'cpu ratio':>9} "
+          f"{'ms beside argon2':>17}")
     with app.app_context():
         db.engine.dispose()  # no connection may cross the workers' fork
     admin = create_engine(args.database_url)
@@ -196,12 +216,13 @@ def main() -> None:
         cpu_verify = statistics.median(run[1] + run[2] for run in argon2_runs)
         cpu_trade = statistics.median(run[1] for run in trade_runs)
         pg_trade = statistics.median(run[2] for run in trade_runs)
+        verify_in_trade = statistics.median(run[3] for run in trade_runs) / 2
         # What a trade takes besides its two verifies, per worker: the figure to drive down, and one that does
         # not move with the day's argon2 speed the way the ratio does.
         beside = 1000 * workers * (1 / trades_per_s - 2 / (bound * 2))
         print(f"{workers:>7} {bound * 2:>18.1f} {bound:>15.1f} {trades_per_s:>9.1f} {trades_per_s / bound:>6.2f} "
-              f"{1000 * cpu_verify:>14.2f} {1000 * cpu_trade:>13.2f} {1000 * pg_trade:>8.2f} "
-              f"{2 * cpu_verify / (cpu_trade + pg_trade):>9.2f} {beside:>17.2f}")
+              f"{1000 * cpu_verify:>14.2f} {1000 * verify_in_trade:>10.2f} {1000 * cpu_trade:>13.2f} "
+              f"{1000 * pg_trade:>8.2f} {2 * cpu_verify / (cpu_trade + pg_trade):>9.2f} {beside:>17.2f}")
     admin.dispose()
     with app.app_context():
         problems = check_invariants()

@@ -133,14 +133,15 @@ def _alternate(names: list[str], seconds: float, block: float,
 
 
 def rate_in_processes(workers: int, seconds: float, setup: Callable[[int], Callable[[], object]],
-                      admin: Engine) -> tuple[float, float, float]:
+                      admin: Engine) -> tuple[float, float, float, float]:
     """Run a unit of work in ``workers`` forked processes for ``seconds``, as gunicorn's sync workers serve
     requests: no worker waits for another's GIL. ``setup(i)`` runs in worker ``i`` after the fork (it opens what
     the work needs: an app, its connections) and returns the unit of work, which runs once to warm up before the
-    clock starts.
-    Returns units per second (the sum of the workers' rates), the workers' CPU seconds per unit
-    and the database backends' CPU seconds per unit. The caller must hold no open database connection across the
-    fork."""
+    clock starts. A unit may carry ``part_cpu``, a function giving the CPU seconds one part of it has used so far
+    (counted by the unit itself).
+    Returns units per second (the sum of the workers' rates), the workers' CPU seconds per unit, the database
+    backends' CPU seconds per unit and that part's CPU seconds per unit (0 without ``part_cpu``). The caller must
+    hold no open database connection across the fork."""
     ctx = mp.get_context("fork")
     results: Any = ctx.Queue()
     set_up, measured = ctx.Barrier(workers + 1), ctx.Barrier(workers + 1)
@@ -157,23 +158,25 @@ def rate_in_processes(workers: int, seconds: float, setup: Callable[[int], Calla
     measured.wait()  # only now may the workers (and with them their backends) go
     for p in procs:
         p.join()
-    units = max(sum(n for n, _, _ in done), 1)
+    units = max(sum(n for n, *_ in done), 1)
     # each worker's own rate over its own window (its last unit may end a little after ``seconds``)
-    return sum(n / elapsed for n, elapsed, _ in done), sum(cpu for _, _, cpu in done) / units, server / units
+    return (sum(n / elapsed for n, elapsed, *_ in done), sum(cpu for _, _, cpu, _ in done) / units, server / units,
+            sum(part for *_, part in done) / units)
 
 
 def _worker(i: int, seconds: float, setup: Callable[[int], Callable[[], object]], set_up: Any, measured: Any,
             start: Any, results: Any) -> None:
     work = setup(i)
     work()
+    part_cpu = getattr(work, "part_cpu", lambda: 0.0)
     set_up.wait()
     while not start.value:
         time.sleep(0.0005)
     while time.time() < start.value:
         time.sleep(0.0005)
-    stop, count, cpu = start.value + seconds, 0, time.process_time()
+    stop, count, cpu, part = start.value + seconds, 0, time.process_time(), part_cpu()
     while time.time() < stop:
         work()
         count += 1
-    results.put((count, time.time() - start.value, time.process_time() - cpu))
+    results.put((count, time.time() - start.value, time.process_time() - cpu, part_cpu() - part))
     measured.wait()
