@@ -24,6 +24,7 @@ tables grow under the benchmark, and a trade's database time then grows with the
     .venv/bin/python bench/escrow.py                      # PostgreSQL database bench_escrow (created)
     .venv/bin/python bench/escrow.py --workers 1 2 4 --seconds 8     # 4 processes on 2 cores: waits overlap
     .venv/bin/python bench/escrow.py --profile            # where one trade spends its time (1 worker)
+    .venv/bin/python bench/escrow.py --after-argon2       # what a verify does to the rest of the trade (1 worker)
     .venv/bin/python bench/escrow.py --history 0          # on an empty database, as before (see above)
 """
 
@@ -48,12 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from argon2 import PasswordHasher, Type
-from flask import current_app
+from flask import Flask, current_app
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from app import create_app
-from bench.measure import fresh_database, rate_in_processes
+from bench.measure import fresh_database, rate_in_processes, server_cpu
 from core import clock, sql
 from core.db import db, run_in_transaction
 from core.idempotency import fingerprint, run_idempotent
@@ -112,6 +113,71 @@ def one_trade(buyer_id: str, seller_id: str, seller_phone: str, *, check_passwor
     guarded("confirm", lambda: trades.confirm(buyer_id, trade_id).status)
 
 
+def after_argon2(app: Flask, pair: tuple[str, str, str], raw: PasswordHasher, stored: str, seconds: float,
+                 admin: Engine) -> None:
+    """What an argon2 verify does to the rest of a trade: the trade's wall time, its checks' CPU and its CPU
+    besides them (here and in the database backends), when each check is a real verify and when it is instead a busy
+    loop as long as a verify in a loop (a diagnostic only: that variant does not check the password). Whether
+    the work after a memory-hard verify, which sweeps 19 MiB through the caches, runs slower than after a loop
+    that touches no memory, and whether the verify costs more inside a trade than back to back. Alternating
+    blocks in one process, as ``--profile``."""
+    passwords = app.extensions["passwords"]
+    real_verify = passwords.verify
+    cpu_of_verify = statistics.median(_cpu_of(lambda: raw.verify(stored, "x" * 64)) for _ in range(20))
+
+    def spin(_stored_hash: str, _secret: str) -> bool:
+        stop = time.process_time() + cpu_of_verify
+        while time.process_time() < stop:
+            pass
+        return True
+
+    spent = [0.0]
+
+    def timed(check: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
+        def run(stored_hash: str, secret: str) -> bool:
+            started = time.process_time()
+            try:
+                return check(stored_hash, secret)
+            finally:
+                spent[0] += time.process_time() - started
+        return run
+
+    variants = {"argon2": timed(real_verify), "busy loop": timed(spin)}
+    # trades, wall seconds, CPU of the checks, CPU here besides the checks, database CPU
+    totals = {name: [0, 0.0, 0.0, 0.0, 0.0] for name in variants}
+    stop = time.perf_counter() + 2 * seconds
+    block = 0
+    while time.perf_counter() < stop:
+        for name in variants if block % 2 == 0 else reversed(list(variants)):
+            passwords.verify = variants[name]
+            server_before, cpu, spent[0] = server_cpu(admin), time.process_time(), 0.0
+            started = time.perf_counter()
+            while time.perf_counter() < started + 0.5:
+                one_trade(*pair)
+                totals[name][0] += 1
+            figures = totals[name]
+            figures[1] += time.perf_counter() - started
+            figures[2] += spent[0]
+            figures[3] += time.process_time() - cpu - spent[0]
+            figures[4] += sum(used - server_before.get(pid, 0.0) for pid, used in server_cpu(admin).items())
+        block += 1
+    passwords.verify = real_verify
+    admin.dispose()
+    print(f"each check: argon2 verify, or a busy loop of its CPU time ({1000 * cpu_of_verify:.2f} ms); "
+          f"{seconds:.0f} s each in alternating blocks of 0.5 s")
+    print(f"{'checks':>10} {'trades':>7} {'ms/trade':>9} {'cpu ms/check':>13} {'cpu ms/trade beside the checks':>31} "
+          f"{'database cpu ms/trade':>22}")
+    for name, (count, wall, checks, here, server) in totals.items():
+        print(f"{name:>10} {count:>7} {1000 * wall / count:>9.2f} {1000 * checks / count / 2:>13.2f} "
+              f"{1000 * here / count:>31.2f} {1000 * server / count:>22.2f}")
+
+
+def _cpu_of(call: Callable[[], object]) -> float:
+    started = time.process_time()
+    call()
+    return time.process_time() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default=DEFAULT_URL)
@@ -119,6 +185,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--after-argon2", action="store_true",
+                        help="the trade's other work after its argon2 verifies vs after as long a busy loop instead")
     parser.add_argument("--history", type=int, default=2000,
                         help="trades laid down (without password checks) before measuring, then VACUUM ANALYZE")
     args = parser.parse_args()
@@ -176,6 +244,11 @@ def main() -> None:
 
         trade.part_cpu = lambda: spent[0]  # type: ignore[attr-defined]
         return trade
+
+    if args.after_argon2:
+        with app.app_context():
+            after_argon2(app, pairs[0], raw, stored, args.seconds, create_engine(args.database_url))
+        return
 
     if args.profile:
         statements: list[str] = []
