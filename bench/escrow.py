@@ -116,11 +116,12 @@ def one_trade(buyer_id: str, seller_id: str, seller_phone: str, *, check_passwor
 def after_argon2(app: Flask, pair: tuple[str, str, str], raw: PasswordHasher, stored: str, seconds: float,
                  admin: Engine) -> None:
     """What an argon2 verify does to the rest of a trade: the trade's wall time, its checks' CPU and its CPU
-    besides them (here and in the database backends), when each check is a real verify and when it is instead a busy
-    loop as long as a verify in a loop (a diagnostic only: that variant does not check the password). Whether
-    the work after a memory-hard verify, which sweeps 19 MiB through the caches, runs slower than after a loop
-    that touches no memory, and whether the verify costs more inside a trade than back to back. Alternating
-    blocks in one process, as ``--profile``."""
+    besides them (here and in the database backends) when each check is a real verify, a busy loop as long as a
+    verify in a loop, or nothing (the last two are diagnostics only: they do not check the password). A loop
+    touches no memory where the verify sweeps 19 MiB through the caches; with nothing the work runs back to back.
+    So the difference between argon2 and the loop is what the memory traffic costs the work after it, and between
+    the loop and nothing what being away from the database for the length of a verify costs (the seventh session
+    found the latter larger on this VM). Alternating blocks in one process, as ``--profile``."""
     passwords = app.extensions["passwords"]
     real_verify = passwords.verify
     cpu_of_verify = statistics.median(_cpu_of(lambda: raw.verify(stored, "x" * 64)) for _ in range(20))
@@ -142,13 +143,13 @@ def after_argon2(app: Flask, pair: tuple[str, str, str], raw: PasswordHasher, st
                 spent[0] += time.process_time() - started
         return run
 
-    variants = {"argon2": timed(real_verify), "busy loop": timed(spin)}
+    variants = {"argon2": timed(real_verify), "busy loop": timed(spin), "none": timed(lambda _h, _s: True)}
     # trades, wall seconds, CPU of the checks, CPU here besides the checks, database CPU
     totals = {name: [0, 0.0, 0.0, 0.0, 0.0] for name in variants}
     stop = time.perf_counter() + 2 * seconds
     block = 0
     while time.perf_counter() < stop:
-        for name in variants if block % 2 == 0 else reversed(list(variants)):
+        for name in list(variants)[::1 if block % 2 == 0 else -1]:
             passwords.verify = variants[name]
             server_before, cpu, spent[0] = server_cpu(admin), time.process_time(), 0.0
             started = time.perf_counter()
@@ -163,7 +164,7 @@ def after_argon2(app: Flask, pair: tuple[str, str, str], raw: PasswordHasher, st
         block += 1
     passwords.verify = real_verify
     admin.dispose()
-    print(f"each check: argon2 verify, or a busy loop of its CPU time ({1000 * cpu_of_verify:.2f} ms); "
+    print(f"each check: argon2 verify, a busy loop of its CPU time ({1000 * cpu_of_verify:.2f} ms), or nothing; "
           f"{seconds:.0f} s each in alternating blocks of 0.5 s")
     print(f"{'checks':>10} {'trades':>7} {'ms/trade':>9} {'cpu ms/check':>13} {'cpu ms/trade beside the checks':>31} "
           f"{'database cpu ms/trade':>22}")
