@@ -11,10 +11,9 @@ connections, as gunicorn's sync workers serve the endpoints (threads in one proc
 other's GIL, which no production worker does), alternating in rounds so drift affects both alike.
 
 ``in trades`` is the CPU one of the trade's own verifies takes, next to ``cpu ms/verify`` of the reference loop:
-whether argon2 itself costs more inside a trade than back to back. On this VM a verify that follows a sleep cost up
-to 3 ms more than one that follows busy work (a single-process test, fifteenth session); inside the trades of this
-benchmark the difference was 0.8 ms at 1 worker and none at 2, so nearly all of ``ms beside argon2`` is the
-trade's other work.
+whether argon2 itself costs more inside a trade than back to back (0 to 2 ms more in the fifteenth session's runs).
+Most of what ``ms beside argon2`` holds beyond the trade's work run back to back is the work after each check
+running slower for having been away from the database for a verify's length (``--after-argon2``; bench/README).
 
 The database first holds ``--history`` trades (default 2000, laid down through the same calls without the
 password checks), vacuumed and with fresh statistics, as a platform in use would: on a nearly empty database
