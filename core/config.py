@@ -34,7 +34,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS": (24, int, "no SMS reset of the payment password this long after a "
                                                "phone change (the old number was told)"),
     "SMS_RECOVERY_HOLD_HOURS": (24, int, "after a login-password recovery by SMS alone, no SMS reset of the payment "
-                                "password, phone change or authenticator enrolment this long"),
+                                "password, phone change, authenticator enrolment or real-name verification this long"),
     "EXPIRED_CREDENTIALS_KEEP_HOURS": (24, int, "expired tokens and SMS codes are deleted this long after expiry"),
     "SMS_CONSOLE_FILE": ("", str, "where the console sender appends messages; empty = instance/sms.jsonl"),
     "SMS_MAX_AGE_SECONDS": (86400, int, "an alert still unsent after this long is failed"),

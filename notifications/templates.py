@@ -52,10 +52,11 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "en": "Your login password was reset by SMS at {time}; all devices were signed out.",
     },
     "held_after_recovery": {
-        "zh": "您的登录密码近期通过短信重置，{time} 修改支付密码、手机号或身份验证器的请求已被拒绝，"
+        "zh": "您的登录密码近期通过短信重置，{time} 修改支付密码、手机号、身份验证器或实名认证的请求已被拒绝，"
               "{until} 后方可进行。如非本人操作，请立即联系客服。",
-        "en": "Your login password was reset by SMS recently, so a change of payment password, phone number or "
-              "authenticator was refused at {time}; it is possible after {until}. Not you? Contact support now.",
+        "en": "Your login password was reset by SMS recently, so a change of payment password, phone number, "
+              "authenticator or real-name identity was refused at {time}; it is possible after {until}. Not you? "
+              "Contact support now.",
     },
     "phone_changed_old": {
         "zh": "您的账户绑定手机已于 {time} 由本号码改为 {new_phone}。如非本人操作，请立即联系客服。",

@@ -26,7 +26,6 @@ from notifications.templates import UNTIL_RESET, format_time, mask_email, mask_p
 from security import codes, lockout, totp
 from security.errors import (
     AccountFrozen,
-    AccountRecentlyRecovered,
     DeviceVerificationRequired,
     InvalidCredentials,
     InvalidTotpCode,
@@ -38,6 +37,7 @@ from security.errors import (
 from security.lockout import LockState
 from security.models import CredentialLock, Device, User
 from security.passwords import check_login_password, check_payment_password
+from security.recovery_hold import Refusal, hold_refusal, hold_until, locked_account, refusal_under_lock, refuse_early
 from security.secrets_guard import (
     LOGIN,
     PAYMENT,
@@ -349,41 +349,10 @@ def change_login_password(user: User, current: str, new: str, session_id: str) -
     run_in_transaction(work)
 
 
-def _recovery_hold_until(user: User) -> datetime | None:
-    """When the hold that follows a login-password recovery by SMS alone ends, if it has not yet: whoever holds the
-    SIM could have done that recovery, so for ``SMS_RECOVERY_HOLD_HOURS`` the SIM alone gets no payment password and
-    nothing that would keep out the owner, who may get the SIM back (a phone change, an authenticator)."""
-    if user.password_recovered_at is None:
-        return None
-    until = user.password_recovered_at + timedelta(hours=current_app.config["SMS_RECOVERY_HOLD_HOURS"])
-    return until if clock.now() < until else None
-
-
-def _announce_hold(user: User, until: datetime) -> None:
-    """Inside the caller's transaction: the owner hears of a change refused by the hold (R4)."""
-    enqueue(user.phone, "held_after_recovery", locale=user.locale, user_id=user.id, time=format_time(clock.now()),
-            until=format_time(until))
-
-
-def _tell_owner_of_the_hold(user: User, until: datetime) -> None:
-    """The owner hears of a change refused by the hold, in a transaction of its own: the refusal rolls back."""
-    run_in_transaction(lambda: _announce_hold(user, until))
-
-
-# A refusal by a hold: the error, and when the recovery hold ends if it is among the reasons (the owner is told then).
-_Refusal = tuple[AppError, datetime | None]
-
-
-def _recovery_hold_refusal(user: User) -> _Refusal | None:
-    """A phone change or an authenticator enrolment waits out the recovery hold (``AccountRecentlyRecovered``)."""
-    until = _recovery_hold_until(user)
-    return None if until is None else (AccountRecentlyRecovered(until), until)
-
-
-def _sms_reset_refusal(user: User) -> _Refusal | None:
+def _sms_reset_refusal(user: User) -> Refusal | None:
     """R2: a payment password set by SMS code alone waits (1) after a phone change: the login password alone moves
     the account to a number of one's choosing (``change_phone``), and the old number, which was told, gets time to
-    react; (2) after a login-password recovery by SMS alone (``_recovery_hold_until``), when the owner is told of
+    react; (2) after a login-password recovery by SMS alone (``hold_until``), when the owner is told of
     the refusal. The later of the two is the answer (``PaymentPasswordResetTooSoon``)."""
     waits: list[tuple[datetime, str]] = []
     if user.phone_changed_at is not None:
@@ -391,7 +360,7 @@ def _sms_reset_refusal(user: User) -> _Refusal | None:
         after_move = user.phone_changed_at + timedelta(hours=hours)
         if clock.now() < after_move:
             waits.append((after_move, "phone_changed"))
-    held = _recovery_hold_until(user)
+    held = hold_until(user)
     if held is not None:
         waits.append((held, "password_recovered"))
     if not waits:
@@ -400,34 +369,6 @@ def _sms_reset_refusal(user: User) -> _Refusal | None:
     return PaymentPasswordResetTooSoon(available_at, reason), held
 
 
-def _refuse_early(refusal: _Refusal | None, user: User) -> None:
-    """Before the SMS code is spent and any slow work: raise the refusal, if any (the owner is told of a hold)."""
-    if refusal is not None:
-        error, held = refusal
-        if held is not None:
-            _tell_owner_of_the_hold(user, held)
-        raise error
-
-
-def _refusal_under_lock(refusal: _Refusal | None, account: User) -> AppError | None:
-    """The same check again, in the change's transaction on the account's row locked ``FOR UPDATE``, which a recovery
-    locks too before it writes ``password_recovered_at``: a recovery that committed since the early check is seen
-    here, and one in flight holds the row until it commits, then is seen. The early check read the account outside
-    this transaction, so it alone let a concurrent recovery slip past. Returns the error for the caller to answer
-    with once its transaction has committed (the owner's alert alone)."""
-    if refusal is None:
-        return None
-    error, held = refusal
-    if held is not None:
-        _announce_hold(account, held)
-    return error
-
-
-def _locked_account(user_id: str) -> User:
-    """The account's row, locked until the transaction ends and read afresh (not as an earlier read left it)."""
-    account = db.session.get(User, user_id, with_for_update=True, populate_existing=True)
-    assert account is not None
-    return account
 
 
 def change_payment_password(user: User, new: str, current: str | None, sms_code: str | None) -> None:
@@ -439,15 +380,15 @@ def change_payment_password(user: User, new: str, current: str | None, sms_code:
     if current is not None:
         authorize_payment(primary_key(user), current, moves_money=False)
     else:
-        _refuse_early(_sms_reset_refusal(user), user)
+        refuse_early(_sms_reset_refusal(user), user)
         codes.consume_code(user.phone, "recover", sms_code)
     new_hash = passwords().hash(new)
     user_id = user.id
 
     def work() -> AppError | None:
-        account = _locked_account(user_id)
+        account = locked_account(user_id)
         if current is None:
-            refused = _refusal_under_lock(_sms_reset_refusal(account), account)
+            refused = refusal_under_lock(_sms_reset_refusal(account), account)
             if refused is not None:
                 return refused
         account.payment_password_hash, account.updated_at = new_hash, clock.now()
@@ -466,7 +407,7 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
     """Reset the login password by SMS: lifts any login lock (hard ones too), revokes every session and signs every
     device out (each proves itself again at its next login: the recovery proved the SIM, not who holds the device).
     An account with an authenticator also needs ``totp_code``; one without starts the hold of
-    ``SMS_RECOVERY_HOLD_HOURS`` (``_recovery_hold_until``). The authenticator code counts toward the login lock as it
+    ``SMS_RECOVERY_HOLD_HOURS`` (``security.recovery_hold``). The authenticator code counts toward the login lock as it
     does at a login from a new device (``secrets_guard.check_reset_factor``): the third wrong one locks, and while
     that lock lasts the recovery is refused without looking at the code; a hard lock alone does not refuse it (the
     recovery is what lifts one). Raises ``InvalidSmsCode`` (also for unknown numbers, which never get a code), then,
@@ -512,13 +453,13 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str)
     the code is spent unless a recovery came in meanwhile): the owner would not recover a moved account with the SIM
     back."""
     verify_login_password(user, login_password)
-    _refuse_early(_recovery_hold_refusal(user), user)
+    refuse_early(hold_refusal(user), user)
     codes.consume_code(new_phone, "change_phone", sms_code)
     user_id = user.id
 
     def work() -> AppError | None:
-        account = _locked_account(user_id)
-        refused = _refusal_under_lock(_recovery_hold_refusal(account), account)
+        account = locked_account(user_id)
+        refused = refusal_under_lock(hold_refusal(account), account)
         if refused is not None:
             return refused
         old_phone, now = account.phone, clock.now()
@@ -573,13 +514,13 @@ def start_totp_enrolment(user: User, login_password: str) -> tuple[str, str]:
     during the recovery hold: an authenticator would then be needed to recover the account, which the owner, with
     the SIM back, would not have. Raises ``InvalidCredentials``, ``LoginLocked``, ``AccountRecentlyRecovered``."""
     verify_login_password(user, login_password)
-    _refuse_early(_recovery_hold_refusal(user), user)
+    refuse_early(hold_refusal(user), user)
     secret = totp.new_secret()
     user_id = user.id
 
     def work() -> str | AppError:
-        account = _locked_account(user_id)
-        refused = _refusal_under_lock(_recovery_hold_refusal(account), account)
+        account = locked_account(user_id)
+        refused = refusal_under_lock(hold_refusal(account), account)
         if refused is not None:
             return refused
         if account.totp_enabled:

@@ -104,15 +104,16 @@ class PaymentPasswordResetTooSoon(AppError):
 
 
 class AccountRecentlyRecovered(AppError):
-    """A phone change or an authenticator enrolment asked for within ``SMS_RECOVERY_HOLD_HOURS`` of a login-password
-    recovery by SMS alone: either would keep the owner, who may get the SIM back, out of the account for good. Says
-    when it may (``available_at``)."""
+    """A phone change, an authenticator enrolment or a real-name verification asked for within
+    ``SMS_RECOVERY_HOLD_HOURS`` of a login-password recovery by SMS alone: each would keep the owner, who may get the
+    SIM back, out of the account (or out of its identity and cards) for good. Says when it may (``available_at``)."""
 
     status, code, title = 403, "account_recently_recovered", "Not possible so soon after a password recovery"
 
     def __init__(self, available_at: datetime) -> None:
         super().__init__("The login password was recovered by SMS recently; until available_at the phone number "
-                         "cannot be changed nor an authenticator enrolled.", available_at=_iso(available_at))
+                         "cannot be changed, an authenticator enrolled or a real name verified.",
+                         available_at=_iso(available_at))
 
 
 class TotpRequired(AppError):

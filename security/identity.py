@@ -36,6 +36,7 @@ from stdnum.exceptions import ValidationError as StdnumError
 
 from core import clock
 from core.db import db, run_in_transaction
+from core.errors import AppError
 from core.ids import new_id
 from notifications.outbox import enqueue
 from notifications.templates import format_time
@@ -48,6 +49,7 @@ from security.identity_errors import (
 )
 from security.identity_models import Identity
 from security.models import User
+from security.recovery_hold import hold_refusal, locked_account, refusal_under_lock, refuse_early
 
 MAX_NAME_LENGTH = 64
 _EARLIEST_BIRTH = date(1900, 1, 1)
@@ -194,7 +196,9 @@ def verify_identity(user: User, real_name: str, id_number: str) -> Verification:
 
     Raises ``InvalidRealName``, ``InvalidIdNumber`` (422), ``IdentityMismatch`` (422, the provider says
     no), ``AlreadyVerified`` (409, this account holds another identity), ``IdNumberTaken`` (409, another
-    account holds this number), ``IdentityProviderUnavailable`` (503).
+    account holds this number), ``IdentityProviderUnavailable`` (503), ``AccountRecentlyRecovered`` (403) within
+    ``SMS_RECOVERY_HOLD_HOURS`` of a login-password recovery by SMS alone (``security.recovery_hold``): whoever held
+    only the SIM would otherwise bind the account to their own identity for good, and the owner's cards with it.
     """
     name = normalize_real_name(real_name)
     number = normalize_id_number(id_number, clock.now().astimezone(_CHINA).date())
@@ -204,13 +208,16 @@ def verify_identity(user: User, real_name: str, id_number: str) -> Verification:
     existing = identity_of(user_id)
     if existing is not None:
         return _repeat_of(existing, name, digest)
+    refuse_early(hold_refusal(user), user)  # before the provider is asked: the request changes nothing
     source = provider()
     if not source.verify(name, number):
         raise IdentityMismatch("The name does not match the ID number.")
 
-    def work() -> Identity:
-        account = db.session.get(User, user_id)
-        assert account is not None
+    def work() -> Identity | AppError:
+        account = locked_account(user_id)
+        refused = refusal_under_lock(hold_refusal(account), account)
+        if refused is not None:
+            return refused
         now = clock.now()
         identity = Identity(
             id=new_id("idn"),
@@ -224,7 +231,7 @@ def verify_identity(user: User, real_name: str, id_number: str) -> Verification:
         return identity
 
     try:
-        return Verification(run_in_transaction(work), created=True)
+        verified = run_in_transaction(work)
     except IntegrityError as exc:
         if not any(unique in str(exc.orig) for unique in _UNIQUE_VIOLATIONS):
             raise
@@ -233,3 +240,6 @@ def verify_identity(user: User, real_name: str, id_number: str) -> Verification:
         if mine is not None:
             return _repeat_of(mine, name, digest)
         raise IdNumberTaken("This ID number is already verified on another account.") from exc
+    if isinstance(verified, AppError):  # held after a recovery that committed meanwhile: the owner's alert is sent
+        raise verified
+    return Verification(verified, created=True)

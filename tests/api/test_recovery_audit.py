@@ -2,8 +2,9 @@
 
 Whoever holds the account's SIM, and nothing else, can recover the login password by SMS. They must not inherit
 the standing of the devices the owner trusted, and the recovery alone must not get them the payment password, the
-phone number or the account's authenticator before the owner, whose devices were all signed out, has had time to
-react (``SMS_RECOVERY_HOLD_HOURS``). An account with an authenticator is not recovered by the SIM alone."""
+phone number, the account's authenticator or its real-name identity before the owner, whose devices were all signed
+out, has had time to react (``SMS_RECOVERY_HOLD_HOURS``). An account with an authenticator is not recovered by the
+SIM alone."""
 
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from core.db import db
 from security.models import AuthSession, Device, User
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
+from tests.factories_ids import make_id_number
 
 RECOVERED = "recovered by sms"
 
@@ -152,31 +154,37 @@ def test_a_phone_change_refusal_still_names_its_own_reason_and_sends_no_recovery
     assert not inbox.messages(event="held_after_recovery")
 
 
-@pytest.mark.parametrize("change", ["phone", "authenticator"])
-def test_during_the_hold_the_sim_swapper_can_neither_move_the_number_nor_enrol_an_authenticator(api, clock, inbox,
-                                                                                               change):
-    """Either would keep the owner out for good: a moved number no longer recovers the account once the owner gets
-    the SIM back from the carrier, and an authenticator would then be needed to recover it (below)."""
+@pytest.mark.parametrize("change", ["phone", "authenticator", "identity"])
+def test_during_the_hold_the_sim_swapper_can_neither_move_the_number_nor_enrol_an_authenticator_nor_verify_a_name(
+        api, clock, inbox, change):
+    """Each would keep the owner out for good: a moved number no longer recovers the account once the owner gets
+    the SIM back from the carrier, an authenticator would then be needed to recover it (below), and an account holds
+    one real-name identity for good, its cards bound in that name only (``AlreadyVerified``, DESIGN 7.2)."""
     owner = api.register(locale="en")
     phone = owner["phone"]
     assert _recover(api, phone).status_code == 204
     recovered_at = clock.now()
     headers = api.bearer(_sms_login(api, phone, "thiefs-phone").json["access_token"])
-    thief_phone = make_phone()
+    thief_phone, thiefs_id_number = make_phone(), make_id_number()
 
     def attempt():
         if change == "phone":
             return api.client.put("/api/v1/me/phone", headers=headers, json={
                 "new_phone": thief_phone, "sms_code": api.code(thief_phone, "change_phone"),
                 "login_password": RECOVERED})
+        if change == "identity":
+            return api.client.post("/api/v1/me/identity", headers=headers,
+                                   json={"real_name": "李四", "id_number": thiefs_id_number})
         return api.client.post("/api/v1/me/totp", headers=headers, json={"login_password": RECOVERED})
 
     refused = attempt()
     assert (refused.status_code, refused.json["code"]) == (403, "account_recently_recovered")
     assert refused.json["available_at"] == _iso(recovered_at + timedelta(hours=24))
-    assert inbox.messages(to=phone, event="held_after_recovery")
+    (held,) = inbox.messages(to=phone, event="held_after_recovery")
+    assert "real-name identity" in held["body"]
     me = api.client.get("/api/v1/me", headers=headers).json
     assert (me["phone"], me["totp_enabled"]) == (phone, False)
+    assert api.client.get("/api/v1/me/identity", headers=headers).json["verified"] is False
 
     clock.advance(hours=24)
     headers = api.bearer(api.login(phone, RECOVERED, device_id="thiefs-phone").json["access_token"])
