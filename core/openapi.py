@@ -92,6 +92,39 @@ def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
     return params
 
 
+def _link_created_resources(paths: dict[str, dict[str, Any]], defs: dict[str, Any]) -> None:
+    """OpenAPI links from each operation that creates a resource (a POST answering 201 or 202 with an ``id``) to
+    the operations on it: those whose path is the creator's path, one more ``{parameter}`` for the new id, and
+    whatever follows with no parameter of its own (``POST /trades`` → ``POST /trades/{trade_id}/ship``, ...).
+    The new id comes from the answer's body; the creator's own path parameters are passed on (a refund's
+    ``trade_id``). A client reads in the document where an id comes from, and schemathesis's stateful phase
+    follows the links from a created resource on."""
+    for path, operations in paths.items():
+        creator = operations.get("post")
+        created = [status for status in ("201", "202") if creator is not None and status in creator["responses"]]
+        if not created:
+            continue
+        answer = creator["responses"][created[0]]
+        model = answer.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+        if "id" not in defs.get(model.rsplit("/", 1)[-1], {}).get("properties", {}):
+            continue
+        links: dict[str, Any] = {}
+        for other, their_operations in sorted(paths.items()):
+            new_id = re.match(re.escape(path) + r"/{([a-z_]+)}(?:/|$)", other)
+            passed_on = {name: f"$request.path.{name}" for name in re.findall(r"{([a-z_]+)}", path)}
+            if new_id is None or set(re.findall(r"{([a-z_]+)}", other)) != {*passed_on, new_id[1]}:
+                continue  # not on what was created, or it needs an id this answer does not give (a refund's)
+            for method, operation in sorted(their_operations.items()):
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {**passed_on, new_id[1]: "$response.body#/id"},
+                    "description": f"{method.upper()} {other} on what this created",
+                }
+        if links:
+            # A copy: the answer object may be shared by the creator's statuses, never by another operation.
+            creator["responses"][created[0]] = {**answer, "links": links}
+
+
 def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Any]] = [(Problem, "serialization")]
     for ep in REGISTRY:
@@ -133,6 +166,7 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
         op["security"] = [{"bearerAuth": []}] if ep.auth else []
         paths.setdefault(ep.path, {})[ep.method] = op
 
+    _link_created_resources(paths, defs)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -224,3 +224,58 @@ def test_the_idempotency_key_tells_a_client_what_a_retry_with_it_gets(doc):
                                "payment password", "24 hours"):
                     assert needed in parameter["description"], (name, needed)
     assert described >= 8  # top-up, withdrawal, transfer, pay, confirm; open a trade, agree, receive the return
+
+
+def _links(doc: dict[str, Any]):
+    """(creator, status, link name, link) for every link the document declares."""
+    for name, operation in each_operation(doc):
+        for status, answer in operation["responses"].items():
+            for link_name, link in answer.get("links", {}).items():
+                yield name, status, link_name, link
+
+
+def test_links_name_real_operations_and_give_each_every_path_parameter(doc):
+    by_id = {operation["operationId"]: (name, operation) for name, operation in each_operation(doc)}
+    links = list(_links(doc))
+    creators = {creator for creator, *_ in links}
+    assert {"POST /api/v1/trades", "POST /api/v1/trades/{trade_id}/refunds", "POST /api/v1/me/bank-cards",
+            "POST /api/v1/withdrawals"} <= creators
+    for creator, status, _name, link in links:
+        target, operation = by_id[link["operationId"]]
+        needed = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+        assert set(link["parameters"]) == needed, f"{creator} -> {target}"
+        assert status in ("201", "202") and "$response.body#/id" in link["parameters"].values()
+        creator_path = creator.split(" ", 1)[1]
+        assert target.split(" ", 1)[1].startswith(creator_path + "/{"), f"{creator} -> {target}"
+    trade_targets = {by_id[link["operationId"]][0] for creator, _s, _n, link in links
+                     if creator == "POST /api/v1/trades"}
+    assert {"GET /api/v1/trades/{trade_id}", "POST /api/v1/trades/{trade_id}/pay",
+            "POST /api/v1/trades/{trade_id}/ship"} <= trade_targets
+    assert not any("{refund_id}" in target for target in trade_targets)  # a trade's answer gives no refund id
+
+
+def _resolve(expression: str, request_path: dict[str, str], answer: dict[str, Any]) -> str:
+    """A link's runtime expression, of the two forms the document uses."""
+    if expression.startswith("$response.body#/"):
+        return answer[expression.removeprefix("$response.body#/")]
+    return request_path[expression.removeprefix("$request.path.")]
+
+
+def test_every_read_a_new_trade_links_to_answers_with_that_trade(api, doc, people):
+    """Followed as a client would follow them, with the new trade's answer: each linked read reaches the trade."""
+    buyer, seller = people
+    opened = api.client.post("/api/v1/trades", headers=buyer["headers"], json={
+        "seller_phone": seller["phone"], "title": "A lamp", "amount": 5000})
+    assert opened.status_code == 201
+    by_id = {operation["operationId"]: name for name, operation in each_operation(doc)}
+    reads = [(by_id[link["operationId"]], link) for creator, _s, _n, link in _links(doc)
+             if creator == "POST /api/v1/trades" and by_id[link["operationId"]].startswith("GET ")]
+    assert len(reads) == 3  # the trade, its timeline, its evidence bundle
+    for target, link in reads:
+        path = target.split(" ", 1)[1]
+        for name, expression in link["parameters"].items():
+            path = path.replace("{" + name + "}", _resolve(expression, {}, opened.json))
+        assert api.client.get(path, headers=buyer["headers"]).status_code == 200, target
+        # The id the link took from the answer is what found the trade: another id finds nothing.
+        elsewhere = path.replace(opened.json["id"], "trd_" + "0" * 26)
+        assert api.client.get(elsewhere, headers=buyer["headers"]).status_code == 404, target
