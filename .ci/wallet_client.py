@@ -102,6 +102,20 @@ class WalletClient:
             raise RuntimeError(f"POST /api/v1/users answered {status}: {body}")
         return body
 
+    def register_seller(self, phone: str, real_name: str, id_number: str, card_number: str) -> dict:
+        """Register ``phone`` as a verified seller (DESIGN R7: identity and a card in that name), whom a buyer can
+        open an escrow trade with. The caller brings check-digit-valid fake numbers (``tests.factories_ids``)."""
+        body = self.register(phone, device_id="ci-seller")
+        token = body["access_token"]
+        for path, request in (
+                ("/api/v1/me/identity", {"real_name": real_name, "id_number": id_number}),
+                ("/api/v1/me/bank-cards", {"card_number": card_number, "holder_name": real_name, "bank_code": "ICBC",
+                                           "payment_password": PAYMENT_PASSWORD})):
+            status, answer = self.call("POST", path, request, token=token)
+            if status != 201:
+                raise RuntimeError(f"POST {path} answered {status}: {answer}")
+        return body
+
 
 class UserPool:
     """Hands out a live access token, registering a fresh fictional user when the current one is spent."""
