@@ -109,9 +109,9 @@ def _link_created_resources(paths: dict[str, dict[str, Any]], defs: dict[str, An
         if "id" not in defs.get(model.rsplit("/", 1)[-1], {}).get("properties", {}):
             continue
         links: dict[str, Any] = {}
+        passed_on = {name: f"$request.path.{name}" for name in re.findall(r"{([a-z_]+)}", path)}
         for other, their_operations in sorted(paths.items()):
             new_id = re.match(re.escape(path) + r"/{([a-z_]+)}(?:/|$)", other)
-            passed_on = {name: f"$request.path.{name}" for name in re.findall(r"{([a-z_]+)}", path)}
             if new_id is None or set(re.findall(r"{([a-z_]+)}", other)) != {*passed_on, new_id[1]}:
                 continue  # not on what was created, or it needs an id this answer does not give (a refund's)
             for method, operation in sorted(their_operations.items()):
