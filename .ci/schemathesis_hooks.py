@@ -102,7 +102,7 @@ def after_call(ctx, case, response) -> None:
 @schemathesis.hook
 def map_case(ctx, case):
     """Three of four schema-valid bodies of ``POST /api/v1/trades`` name the verified seller, so that trades are
-    opened and their ids flow, through the links schemathesis infers, to every operation on a trade. Bodies made
+    opened and their ids flow, through the document's links, to every operation on a trade. Bodies made
     invalid on purpose are left alone: the check that they are refused must still see them refused."""
     if (case.method.upper(), case.path) != ("POST", "/api/v1/trades") or not isinstance(case.body, dict):
         return case
