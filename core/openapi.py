@@ -36,6 +36,8 @@ class Problem(BaseModel):
 
 
 _REF = "#/components/schemas/{model}"
+# A path parameter in an endpoint's path template: ``{trade_id}``.
+_PATH_PARAMETER = re.compile(r"{([a-z_]+)}")
 
 # What a retry with the same Idempotency-Key gets (core.idempotency, wallet.guarded): a mobile client's retry policy.
 _KEY_RULES = (
@@ -69,7 +71,7 @@ _RETRY_AFTER_HEADER = {
 def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": MAX_PATH_PARAMETER}}
-        for name in re.findall(r"{([a-z_]+)}", ep.path)
+        for name in _PATH_PARAMETER.findall(ep.path)
     ]
     if ep.query is not None:
         schema = ep.query.model_json_schema(ref_template=_REF)
@@ -109,10 +111,10 @@ def _link_created_resources(paths: dict[str, dict[str, Any]], defs: dict[str, An
         if "id" not in defs.get(model.rsplit("/", 1)[-1], {}).get("properties", {}):
             continue
         links: dict[str, Any] = {}
-        passed_on = {name: f"$request.path.{name}" for name in re.findall(r"{([a-z_]+)}", path)}
+        passed_on = {name: f"$request.path.{name}" for name in _PATH_PARAMETER.findall(path)}
         for other, their_operations in sorted(paths.items()):
-            new_id = re.match(re.escape(path) + r"/{([a-z_]+)}(?:/|$)", other)
-            if new_id is None or set(re.findall(r"{([a-z_]+)}", other)) != {*passed_on, new_id[1]}:
+            new_id = re.match(re.escape(path) + "/" + _PATH_PARAMETER.pattern + "(?:/|$)", other)
+            if new_id is None or set(_PATH_PARAMETER.findall(other)) != {*passed_on, new_id[1]}:
                 continue  # not on what was created, or it needs an id this answer does not give (a refund's)
             for method, operation in sorted(their_operations.items()):
                 links[operation["operationId"]] = {

@@ -254,11 +254,10 @@ def test_links_name_real_operations_and_give_each_every_path_parameter(doc):
     assert not any("{refund_id}" in target for target in trade_targets)  # a trade's answer gives no refund id
 
 
-def _resolve(expression: str, request_path: dict[str, str], answer: dict[str, Any]) -> str:
-    """A link's runtime expression, of the two forms the document uses."""
-    if expression.startswith("$response.body#/"):
-        return answer[expression.removeprefix("$response.body#/")]
-    return request_path[expression.removeprefix("$request.path.")]
+def _from_answer(expression: str, answer: dict[str, Any]) -> str:
+    """A link's ``$response.body#/...`` expression, evaluated on the creating answer."""
+    assert expression.startswith("$response.body#/"), expression
+    return answer[expression.removeprefix("$response.body#/")]
 
 
 def test_every_read_a_new_trade_links_to_answers_with_that_trade(api, doc, people):
@@ -274,7 +273,7 @@ def test_every_read_a_new_trade_links_to_answers_with_that_trade(api, doc, peopl
     for target, link in reads:
         path = target.split(" ", 1)[1]
         for name, expression in link["parameters"].items():
-            path = path.replace("{" + name + "}", _resolve(expression, {}, opened.json))
+            path = path.replace("{" + name + "}", _from_answer(expression, opened.json))
         assert api.client.get(path, headers=buyer["headers"]).status_code == 200, target
         # The id the link took from the answer is what found the trade: another id finds nothing.
         elsewhere = path.replace(opened.json["id"], "trd_" + "0" * 26)
