@@ -4,7 +4,9 @@ A fixed ``-H "Authorization: Bearer ..."`` header dies within seconds of fuzzing
 (``DELETE /sessions/current``), revokes devices, and sends wrong passwords until the login or payment
 password locks (DESIGN 4.2), after which every authenticated operation answers 401/423 and its body is
 never validated. So the token comes from a pool: ``after_call`` notices when the current token was spent
-(logout, revocation, a lock) and the next case gets a freshly registered fictional user.
+(logout, revocation, a lock) and the next case gets a freshly registered fictional user. Every pooled user has a
+verified name, a card and a balance, and a case on a resource that a pooled user created (a trade, a refund) is sent
+with that user's token while it lasts, so that a trade opened in a stateful scenario can be paid by its buyer.
 
 Environment: ``WALLET_BASE_URL``, ``SMS_CONSOLE_FILE`` (the server's console SMS file), optionally
 ``WALLET_FIRST_TOKEN`` (a token registered beforehand) and ``WALLET_PHONE_OFFSET``.
@@ -24,7 +26,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # the repository: tests.factories_ids
-from wallet_client import UserPool, WalletClient, fictional_phones
+from wallet_client import PAYMENT_PASSWORD, UserPool, WalletClient, fictional_phones
 
 from tests.factories_ids import make_card_number, make_id_number
 
@@ -38,7 +40,16 @@ _phones = fictional_phones(int(os.environ.get("WALLET_PHONE_OFFSET", "1")))
 # operations (pay, ship, refunds, disputes, evidence, ratings, ...) with an id that exists.
 _SELLER_PHONE = next(_phones)
 _client.register_seller(_SELLER_PHONE, "张三", make_id_number(), make_card_number())
-_pool = UserPool(_client, _phones, first_token=os.environ.get("WALLET_FIRST_TOKEN") or None)
+# Each pooled user gets a verified name, a card and a balance (the largest single top-up), so that a trade it opens
+# can be paid and its money can move: with an empty wallet every payment stops at 422 insufficient_funds.
+_BALANCE = 5_000_000
+
+
+def _fund(token: str) -> None:
+    _client.fund(token, "李四", make_id_number(), make_card_number(), _BALANCE)
+
+
+_pool = UserPool(_client, _phones, first_token=os.environ.get("WALLET_FIRST_TOKEN") or None, prepare=_fund)
 
 
 def _operations_needing_auth() -> set[tuple[str, str]]:
@@ -66,6 +77,13 @@ def _report() -> None:
 @schemathesis.auth(refresh_interval=None)
 class PooledBearer:
     def get(self, case, ctx):
+        """The token that created the resource the case addresses (a trade, a refund ...), while it is not spent: the
+        pool may have moved on since, and the step after the creation should come from its creator, not a stranger.
+        Otherwise the pool's current token."""
+        for value in (case.path_parameters or {}).values():
+            creator = _CREATED_WITH.get(value) if isinstance(value, str) else None
+            if creator is not None and creator not in _SPENT:
+                return creator
         return _pool.current()
 
     def set(self, case, data, ctx):
@@ -81,6 +99,13 @@ def _sent_token(response) -> str | None:
 # The token each created resource's id was answered to. When the pool moves to a new user, what the one before
 # created belongs to a stranger, who rightly gets 404 for it (DESIGN: a stranger gets 404, not 403).
 _CREATED_WITH: dict[str, str] = {}
+# Tokens seen spent (``after_call``): never sent again.
+_SPENT: set[str] = set()
+
+
+def _spend(token: str) -> None:
+    _SPENT.add(token)
+    _pool.spent(token)
 
 
 def _created_id(response) -> str | None:
@@ -102,10 +127,10 @@ def after_call(ctx, case, response) -> None:
             _CREATED_WITH[created] = token
     method, path = response.request.method, response.request.path_url.split("?")[0]
     if method == "DELETE" and path.startswith("/api/v1/sessions/current") and response.status_code == 204:
-        _pool.spent(token)
+        _spend(token)
         return
     if method == "DELETE" and path.startswith("/api/v1/devices/") and response.status_code == 204:
-        _pool.spent(token)  # it may have been our own device, which ends our session
+        _spend(token)  # it may have been our own device, which ends our session
         return
     if response.status_code in (401, 423):
         try:
@@ -113,21 +138,46 @@ def after_call(ctx, case, response) -> None:
         except (ValueError, AttributeError):
             return
         if code in _SPENT_CODES:
-            _pool.spent(token)
+            _spend(token)
+
+
+# The operations on which a right payment password moves money or a trade on (a random one is only ever wrong).
+_PAYS = {("POST", "/api/v1/trades/{trade_id}/pay"), ("POST", "/api/v1/trades/{trade_id}/confirm"),
+         ("POST", "/api/v1/transfers"), ("POST", "/api/v1/withdrawals"), ("POST", "/api/v1/topups")}
+
+
+def _most(body: dict, field: str) -> bool:
+    """Three of four bodies, by a hash of the body that does not change between runs (``hash`` of a str does), so a
+    seed replays the same cases."""
+    return bool(zlib.crc32(repr(sorted(body.items(), key=str)).encode() + field.encode()) % 4)
 
 
 @schemathesis.hook
 def map_case(ctx, case):
-    """Three of four schema-valid bodies of ``POST /api/v1/trades`` name the verified seller, so that trades are
-    opened and their ids flow, through the document's links, to every operation on a trade. Bodies made
-    invalid on purpose are left alone: the check that they are refused must still see them refused."""
-    if (case.method.upper(), case.path) != ("POST", "/api/v1/trades") or not isinstance(case.body, dict):
+    """Steer three of four schema-valid bodies to where the money is, so the fuzzing goes past the first refusal:
+
+    * ``POST /api/v1/trades`` names the verified seller, at a price the pooled user's balance covers, so that trades
+      are opened and their ids flow, through the document's links, to every operation on a trade;
+    * a paying operation (``_PAYS``) carries the pooled user's real payment password, so a trade gets paid (and its
+      refunds and disputes reachable) and transfers and withdrawals move money. The fourth keeps its generated
+      password: wrong, it counts toward the lock, which the pool then answers with a fresh user.
+
+    Bodies made invalid on purpose are left alone: the check that they are refused must still see them refused."""
+    operation = (case.method.upper(), case.path)
+    if not isinstance(case.body, dict) or (operation != ("POST", "/api/v1/trades") and operation not in _PAYS):
         return case
     if case.meta is not None and case.meta.is_negative_at(ParameterLocation.BODY):
         return case
-    # By a hash that does not change between runs (``hash`` of a str does), so a seed replays the same cases.
-    if isinstance(case.body.get("seller_phone"), str) and zlib.crc32(repr(case.body.get("title")).encode()) % 4:
-        case.body = {**case.body, "seller_phone": _SELLER_PHONE}
+    body = case.body
+    if operation == ("POST", "/api/v1/trades"):
+        if isinstance(body.get("seller_phone"), str) and _most(body, "seller_phone"):
+            body = {**body, "seller_phone": _SELLER_PHONE}
+            for field, most in (("amount", 100_000), ("shipping_fee", 10_000)):
+                if isinstance(body.get(field), int) and body[field] > most:
+                    body[field] = most - body[field] % (most // 2)  # still positive, still generated-looking
+    elif isinstance(body.get("payment_password"), str) and _most(body, "payment_password"):
+        body = {**body, "payment_password": PAYMENT_PASSWORD}
+    case.body = body
     return case
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 # Throwaway credentials of throwaway users in a throwaway database.
@@ -40,10 +41,11 @@ class WalletClient:
         self.sms_file = Path(sms_file)
         self.timeout = timeout
 
-    def call(self, method: str, path: str, body: dict | None = None, token: str | None = None):
+    def call(self, method: str, path: str, body: dict | None = None, token: str | None = None,
+             headers: dict[str, str] | None = None):
         """``(status, parsed JSON or None)`` for one request."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers or {})
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if token:
@@ -102,11 +104,10 @@ class WalletClient:
             raise RuntimeError(f"POST /api/v1/users answered {status}: {body}")
         return body
 
-    def register_seller(self, phone: str, real_name: str, id_number: str, card_number: str) -> dict:
-        """Register ``phone`` as a verified seller (DESIGN R7: identity and a card in that name), whom a buyer can
-        open an escrow trade with. The caller brings check-digit-valid fake numbers (``tests.factories_ids``)."""
-        body = self.register(phone, device_id="ci-seller")
-        token = body["access_token"]
+    def verify(self, token: str, real_name: str, id_number: str, card_number: str) -> str:
+        """Verify the user's real name and bind a card in that name (DESIGN R7); returns the card's id. The caller
+        brings check-digit-valid fake numbers (``tests.factories_ids``)."""
+        answer: dict = {}
         for path, request in (
                 ("/api/v1/me/identity", {"real_name": real_name, "id_number": id_number}),
                 ("/api/v1/me/bank-cards", {"card_number": card_number, "holder_name": real_name, "bank_code": "ICBC",
@@ -114,17 +115,36 @@ class WalletClient:
             status, answer = self.call("POST", path, request, token=token)
             if status != 201:
                 raise RuntimeError(f"POST {path} answered {status}: {answer}")
+        return answer["id"]
+
+    def register_seller(self, phone: str, real_name: str, id_number: str, card_number: str) -> dict:
+        """Register ``phone`` as a verified seller, whom a buyer can open an escrow trade with."""
+        body = self.register(phone, device_id="ci-seller")
+        self.verify(body["access_token"], real_name, id_number, card_number)
         return body
+
+    def fund(self, token: str, real_name: str, id_number: str, card_number: str, amount: int) -> None:
+        """Verify the user and top ``amount`` (fen) up from a new card in their name (the sandbox bank pays it)."""
+        card_id = self.verify(token, real_name, id_number, card_number)
+        status, answer = self.call("POST", "/api/v1/topups", {"bank_card_id": card_id, "amount": amount,
+                                                              "payment_password": PAYMENT_PASSWORD},
+                                   token=token, headers={"Idempotency-Key": f"ci-fund-{card_id}"})
+        if status != 201 or not isinstance(answer, dict) or answer.get("status") != "succeeded":
+            raise RuntimeError(f"POST /api/v1/topups answered {status}: {answer}")
 
 
 class UserPool:
-    """Hands out a live access token, registering a fresh fictional user when the current one is spent."""
+    """Hands out a live access token, registering a fresh fictional user when the current one is spent;
+    ``prepare(token)`` readies each user before its token is handed out (the first one's too)."""
 
-    def __init__(self, client: WalletClient, phones, first_token: str | None = None) -> None:
-        self.client, self.phones = client, phones
+    def __init__(self, client: WalletClient, phones, first_token: str | None = None,
+                 prepare: Callable[[str], object] | None = None) -> None:
+        self.client, self.phones, self.prepare = client, phones, prepare
         self.token = first_token
         self.registered = 0
         self._lock = threading.Lock()
+        if first_token is not None and prepare is not None:
+            prepare(first_token)
 
     def current(self) -> str:
         with self._lock:
@@ -132,7 +152,10 @@ class UserPool:
                 phone = next(self.phones, None)
                 if phone is None:
                     raise RuntimeError("ran out of fictional phone numbers")
-                self.token = self.client.register(phone)["access_token"]
+                token = self.client.register(phone)["access_token"]
+                if self.prepare is not None:
+                    self.prepare(token)
+                self.token = token
                 self.registered += 1
             return self.token
 
