@@ -74,6 +74,18 @@ def _report() -> None:
     print(f"[schemathesis hooks] registered {_pool.registered} replacement user(s) during the run", file=sys.stderr)
 
 
+# The token each created resource's id was answered to. When the pool moves to a new user, what the one before
+# created belongs to a stranger, who rightly gets 404 for it (DESIGN: a stranger gets 404, not 403).
+_CREATED_WITH: dict[str, str] = {}
+# Tokens seen spent (``after_call``): never sent again.
+_SPENT: set[str] = set()
+
+
+def _spend(token: str) -> None:
+    _SPENT.add(token)
+    _pool.spent(token)
+
+
 @schemathesis.auth(refresh_interval=None)
 class PooledBearer:
     def get(self, case, ctx):
@@ -94,18 +106,6 @@ def _sent_token(response) -> str | None:
     header = response.request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return token if scheme == "Bearer" and token else None
-
-
-# The token each created resource's id was answered to. When the pool moves to a new user, what the one before
-# created belongs to a stranger, who rightly gets 404 for it (DESIGN: a stranger gets 404, not 403).
-_CREATED_WITH: dict[str, str] = {}
-# Tokens seen spent (``after_call``): never sent again.
-_SPENT: set[str] = set()
-
-
-def _spend(token: str) -> None:
-    _SPENT.add(token)
-    _pool.spent(token)
 
 
 def _created_id(response) -> str | None:

@@ -107,15 +107,17 @@ class WalletClient:
     def verify(self, token: str, real_name: str, id_number: str, card_number: str) -> str:
         """Verify the user's real name and bind a card in that name (DESIGN R7); returns the card's id. The caller
         brings check-digit-valid fake numbers (``tests.factories_ids``)."""
-        answer: dict = {}
-        for path, request in (
-                ("/api/v1/me/identity", {"real_name": real_name, "id_number": id_number}),
-                ("/api/v1/me/bank-cards", {"card_number": card_number, "holder_name": real_name, "bank_code": "ICBC",
-                                           "payment_password": PAYMENT_PASSWORD})):
-            status, answer = self.call("POST", path, request, token=token)
-            if status != 201:
-                raise RuntimeError(f"POST {path} answered {status}: {answer}")
-        return answer["id"]
+        self._created("/api/v1/me/identity", {"real_name": real_name, "id_number": id_number}, token)
+        binding = {"card_number": card_number, "holder_name": real_name, "bank_code": "ICBC",
+                   "payment_password": PAYMENT_PASSWORD}
+        return self._created("/api/v1/me/bank-cards", binding, token)["id"]
+
+    def _created(self, path: str, request: dict, token: str) -> dict:
+        """The body of a POST that must answer 201."""
+        status, answer = self.call("POST", path, request, token=token)
+        if status != 201 or not isinstance(answer, dict):
+            raise RuntimeError(f"POST {path} answered {status}: {answer}")
+        return answer
 
     def register_seller(self, phone: str, real_name: str, id_number: str, card_number: str) -> dict:
         """Register ``phone`` as a verified seller, whom a buyer can open an escrow trade with."""
