@@ -6,7 +6,8 @@ password locks (DESIGN 4.2), after which every authenticated operation answers 4
 never validated. So the token comes from a pool: ``after_call`` notices when the current token was spent
 (logout, revocation, a lock) and the next case gets a freshly registered fictional user. Every pooled user has a
 verified name, a card and a balance, and a case on a resource that a pooled user created (a trade, a refund) is sent
-with that user's token while it lasts, so that a trade opened in a stateful scenario can be paid by its buyer.
+with that user's token while it lasts, or with the seller's for a seller's step, so that a trade opened in a stateful
+scenario can be paid by its buyer, shipped by its seller and confirmed.
 
 Environment: ``WALLET_BASE_URL``, ``SMS_CONSOLE_FILE`` (the server's console SMS file), optionally
 ``WALLET_FIRST_TOKEN`` (a token registered beforehand) and ``WALLET_PHONE_OFFSET``.
@@ -39,7 +40,12 @@ _phones = fictional_phones(int(os.environ.get("WALLET_PHONE_OFFSET", "1")))
 # nobody, so without one no trade would ever be opened and the stateful phase would never reach the trade's own
 # operations (pay, ship, refunds, disputes, evidence, ratings, ...) with an id that exists.
 _SELLER_PHONE = next(_phones)
-_client.register_seller(_SELLER_PHONE, "张三", make_id_number(), make_card_number())
+_SELLER_TOKEN = _client.register_seller(_SELLER_PHONE, "张三", make_id_number(), make_card_number())["access_token"]
+# The steps only a trade's seller takes: sent with the seller's token on a trade a pooled user opened.
+_SELLERS_STEPS = {("POST", "/api/v1/trades/{trade_id}/ship"),
+                  ("POST", "/api/v1/trades/{trade_id}/refunds/{refund_id}/agree"),
+                  ("POST", "/api/v1/trades/{trade_id}/refunds/{refund_id}/refuse"),
+                  ("POST", "/api/v1/trades/{trade_id}/refunds/{refund_id}/receive-return")}
 # Each pooled user gets a verified name, a card and a balance (the largest single top-up), so that a trade it opens
 # can be paid and its money can move: with an empty wallet every payment stops at 422 insufficient_funds.
 _BALANCE = 5_000_000
@@ -89,12 +95,16 @@ def _spend(token: str) -> None:
 @schemathesis.auth(refresh_interval=None)
 class PooledBearer:
     def get(self, case, ctx):
-        """The token that created the resource the case addresses (a trade, a refund ...), while it is not spent: the
-        pool may have moved on since, and the step after the creation should come from its creator, not a stranger.
-        Otherwise the pool's current token."""
-        for value in (case.path_parameters or {}).values():
-            creator = _CREATED_WITH.get(value) if isinstance(value, str) else None
-            if creator is not None and creator not in _SPENT:
+        """For a case addressing a resource a pooled user created (a trade, a refund ...): the seller's token for a
+        seller's step (every trade that gets opened names the verified seller), else the creator's, while the token
+        is not spent: the pool may have moved on since, and the step after the creation should come from a party to
+        it, not a stranger. Otherwise the pool's current token."""
+        created = [_CREATED_WITH[value] for value in (case.path_parameters or {}).values()
+                   if isinstance(value, str) and value in _CREATED_WITH]
+        if created and (case.method.upper(), case.path) in _SELLERS_STEPS and _SELLER_TOKEN not in _SPENT:
+            return _SELLER_TOKEN
+        for creator in created:
+            if creator not in _SPENT:
                 return creator
         return _pool.current()
 
@@ -143,7 +153,12 @@ def after_call(ctx, case, response) -> None:
 
 # The operations on which a right payment password moves money or a trade on (a random one is only ever wrong).
 _PAYS = {("POST", "/api/v1/trades/{trade_id}/pay"), ("POST", "/api/v1/trades/{trade_id}/confirm"),
-         ("POST", "/api/v1/transfers"), ("POST", "/api/v1/withdrawals"), ("POST", "/api/v1/topups")}
+         ("POST", "/api/v1/transfers"), ("POST", "/api/v1/withdrawals"), ("POST", "/api/v1/topups"),
+         ("POST", "/api/v1/trades/{trade_id}/refunds/{refund_id}/agree"),
+         ("POST", "/api/v1/trades/{trade_id}/refunds/{refund_id}/receive-return")}
+# Of those, the steps of a trade always carry the right one: a buyer or the one seller locked out by wrong guesses
+# would end the trade's story (the wrong ones still come in transfers, withdrawals and top-ups).
+_TRADE_STEPS = {operation for operation in _PAYS if operation[1].startswith("/api/v1/trades/")}
 
 
 def _most(body: dict, field: str) -> bool:
@@ -158,8 +173,9 @@ def map_case(ctx, case):
 
     * ``POST /api/v1/trades`` names the verified seller, at a price the pooled user's balance covers, so that trades
       are opened and their ids flow, through the document's links, to every operation on a trade;
-    * a paying operation (``_PAYS``) carries the pooled user's real payment password, so a trade gets paid (and its
-      refunds and disputes reachable) and transfers and withdrawals move money. The fourth keeps its generated
+    * a paying operation (``_PAYS``) carries the real payment password (every CI user has the same one), so a trade
+      gets paid, shipped by the seller and confirmed (and its refunds and disputes reachable) and transfers and
+      withdrawals move money. On a trade's steps every such body does; elsewhere the fourth keeps its generated
       password: wrong, it counts toward the lock, which the pool then answers with a fresh user.
 
     Bodies made invalid on purpose are left alone: the check that they are refused must still see them refused."""
@@ -175,7 +191,8 @@ def map_case(ctx, case):
             for field, most in (("amount", 100_000), ("shipping_fee", 10_000)):
                 if isinstance(body.get(field), int) and body[field] > most:
                     body[field] = most - body[field] % (most // 2)  # still positive, still generated-looking
-    elif isinstance(body.get("payment_password"), str) and _most(body, "payment_password"):
+    elif isinstance(body.get("payment_password"), str) and (operation in _TRADE_STEPS
+                                                              or _most(body, "payment_password")):
         body = {**body, "payment_password": PAYMENT_PASSWORD}
     case.body = body
     return case
