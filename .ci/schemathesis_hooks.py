@@ -151,9 +151,11 @@ def after_call(ctx, case, response) -> None:
             _spend(token)
 
 
-# The operations on which a right payment password moves money or a trade on (a random one is only ever wrong).
+# The operations on which a right payment password moves money or a trade on (a random one is only ever wrong), and
+# the check alone: three wrong guesses there lock the password, and the pool then spends its user.
 _PAYS = {("POST", "/api/v1/trades/{trade_id}/pay"), ("POST", "/api/v1/trades/{trade_id}/confirm"),
          ("POST", "/api/v1/transfers"), ("POST", "/api/v1/withdrawals"), ("POST", "/api/v1/topups"),
+         ("POST", "/api/v1/me/payment-password/verify"),
          ("POST", "/api/v1/trades/{trade_id}/refunds/{refund_id}/agree"),
          ("POST", "/api/v1/trades/{trade_id}/refunds/{refund_id}/receive-return")}
 # Of those, the steps of a trade always carry the right one: a buyer or the one seller locked out by wrong guesses
