@@ -2,7 +2,8 @@
 # Property-based API tests: start the dev server (`flask dev`, as `make run` does) on a free port with a
 # throwaway database and console SMS file, register a real user through the API, then run schemathesis
 # against the generated OpenAPI document with every check in .ci/schemathesis.toml. Any failed check, any
-# 5xx and any traceback in the server log fail the run. Needs .venv (`make test` creates it).
+# 5xx, any traceback in the server log and a ledger that no longer balances afterwards (`flask wallet check`) fail
+# the run. Needs .venv (`make test` creates it).
 #
 # Knobs (environment):
 #   ST_DATABASE_URL   default a SQLite file in the work directory; a PostgreSQL database is emptied first,
@@ -108,7 +109,19 @@ if grep -q '" 5[0-9][0-9] ' "$WORK/server.log"; then
     SERVER_ERRORS=1
 fi
 
-if [[ "$ST_RC" -ne 0 || "$SERVER_ERRORS" -ne 0 ]]; then
+# Whatever the fuzzing paid, refunded or gave up on, the books must still balance (``flask wallet check``: every
+# balance recomputed from the transfers, every ledger invariant; exit 1 and one line per problem otherwise).
+LEDGER_PROBLEMS=0
+if ! env DATABASE_URL="$DB_URL" WALLET_ENV=development FLASK_APP=app "$BIN/flask" wallet check \
+        >"$WORK/ledger-check.txt" 2>&1; then
+    echo "schemathesis: the ledger check after the run failed:"
+    head -n 40 "$WORK/ledger-check.txt"
+    LEDGER_PROBLEMS=1
+else
+    echo "schemathesis: $(tail -n 1 "$WORK/ledger-check.txt")"
+fi
+
+if [[ "$ST_RC" -ne 0 || "$SERVER_ERRORS" -ne 0 || "$LEDGER_PROBLEMS" -ne 0 ]]; then
     STATUS=1
 else
     STATUS=0
