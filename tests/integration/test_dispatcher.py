@@ -493,7 +493,28 @@ def test_a_dispatcher_stalled_past_its_lease_never_writes_over_the_one_that_took
         assert sum(a.resends_in_doubt for a in alerts.values()) == 1, "only the hand-over that hung was in doubt"
 
 
-def test_two_dispatcher_threads_send_1000_alerts_exactly_once(app, sender):
+class MeetingSender(RecordingSender):
+    """Holds each thread's first hand-over until every other thread has reached its own, so that the dispatchers
+    hold claimed batches at the same time whatever the scheduler does. Without it one thread could drain the queue
+    before the other claimed anything (seen once on SQLite in CI: 1000 to 0), and the test would prove nothing
+    about two at once. A claim that kept the other dispatcher waiting until the batch was sent breaks the meeting
+    (30 s), and the test fails."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(parties, timeout=30)
+        self.arrived: set[int] = set()
+
+    def send(self, **message: str) -> str:
+        me = threading.get_ident()
+        if me not in self.arrived:
+            self.arrived.add(me)
+            self.meeting.wait()
+        return super().send(**message)
+
+
+def test_two_dispatcher_threads_send_1000_alerts_exactly_once(app):
+    sender = MeetingSender(2)
     with app.app_context():
         ids = make_alerts(1000)
     start = threading.Barrier(2)
@@ -515,6 +536,7 @@ def test_two_dispatcher_threads_send_1000_alerts_exactly_once(app, sender):
     counts = Counter(sender.sent)
     assert set(counts) == set(ids)
     assert max(counts.values()) == 1, f"sent twice: {[a for a, n in counts.items() if n > 1][:5]}"
+    assert not sender.meeting.broken, "the two dispatchers never had a batch each at the same time"
     assert claimed["one"] > 0 and claimed["two"] > 0, f"one dispatcher did all the work: {claimed}"
     with app.app_context():
         statuses = Counter(db.session.scalars(select(Alert.status)))
