@@ -77,11 +77,13 @@ done
 curl -fsS "$BASE_URL/readyz" >/dev/null || { echo "schemathesis: /readyz did not answer within 30 s"; exit 1; }
 
 echo "schemathesis: registering a user through the API (code read from the console SMS file)"
-TOKEN="$(SMS_CONSOLE_FILE="$WORK/sms.jsonl" "$BIN/python" .ci/wallet_client.py register "$BASE_URL" +12025550100)"
+FIRST_PHONE=+12025550100  # fictional (NANP 555-01XX); the hooks' own users come after it (WALLET_PHONE_OFFSET=1)
+TOKEN="$(SMS_CONSOLE_FILE="$WORK/sms.jsonl" "$BIN/python" .ci/wallet_client.py register "$BASE_URL" "$FIRST_PHONE")"
 
 echo "schemathesis: running (seed $SEED, ${ST_MAX_EXAMPLES:-50} examples per operation)"
 set +e
-WALLET_BASE_URL="$BASE_URL" SMS_CONSOLE_FILE="$WORK/sms.jsonl" WALLET_FIRST_TOKEN="$TOKEN" WALLET_PHONE_OFFSET=1 \
+WALLET_BASE_URL="$BASE_URL" SMS_CONSOLE_FILE="$WORK/sms.jsonl" WALLET_FIRST_TOKEN="$TOKEN" WALLET_FIRST_PHONE="$FIRST_PHONE" \
+    WALLET_PHONE_OFFSET=1 \
     SCHEMATHESIS_HOOKS="$ROOT/.ci/schemathesis_hooks.py" ST_WORK="$WORK" \
     HYPOTHESIS_STORAGE_DIRECTORY="$WORK/hypothesis" \
     "$BIN/schemathesis" --config-file "$ROOT/.ci/schemathesis.toml" --no-color run "$BASE_URL/api/v1/openapi.json" \

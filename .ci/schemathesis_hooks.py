@@ -4,13 +4,14 @@ A fixed ``-H "Authorization: Bearer ..."`` header dies within seconds of fuzzing
 (``DELETE /sessions/current``), revokes devices, and sends wrong passwords until the login or payment
 password locks (DESIGN 4.2), after which every authenticated operation answers 401/423 and its body is
 never validated. So the token comes from a pool: ``after_call`` notices when the current token was spent
-(logout, revocation, a lock) and the next case gets a freshly registered fictional user. Every pooled user has a
-verified name, a card and a balance, and a case on a resource that a pooled user created (a trade, a refund) is sent
-with that user's token while it lasts, or with the seller's for a seller's step, so that a trade opened in a stateful
-scenario can be paid by its buyer, shipped by its seller and confirmed.
+(logout, revocation, a lock) and the next case gets a freshly registered fictional user. The operations that
+guess passwords or end a session get the users of a second pool, so that the first pool's users, who open the trades,
+last. Every pooled user has a verified name, a card and a balance, and a case on a resource that a pooled user
+created (a trade, a refund) is sent with that user's token while it lasts, or with the seller's for a seller's step,
+so that a trade opened in a stateful scenario can be paid by its buyer, shipped by its seller and confirmed.
 
 Environment: ``WALLET_BASE_URL``, ``SMS_CONSOLE_FILE`` (the server's console SMS file), optionally
-``WALLET_FIRST_TOKEN`` (a token registered beforehand) and ``WALLET_PHONE_OFFSET``.
+``WALLET_FIRST_TOKEN`` and ``WALLET_FIRST_PHONE`` (a user registered beforehand) and ``WALLET_PHONE_OFFSET``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,24 @@ def _fund(token: str) -> None:
     _client.fund(token, "李四", make_id_number(), make_card_number(), _BALANCE)
 
 
-_pool = UserPool(_client, _phones, first_token=os.environ.get("WALLET_FIRST_TOKEN") or None, prepare=_fund)
+_pool = UserPool(_client, _phones, first_token=os.environ.get("WALLET_FIRST_TOKEN") or None, prepare=_fund,
+                 first_phone=os.environ.get("WALLET_FIRST_PHONE") or None)
+# The operations that guess a password (a wrong one counts toward its lock, and three lock the user out: a login lock
+# leaves no operation reachable for hours) or end the session they are sent with (a logout, a revoked device) go out
+# with the users of a pool of their own, so that the users who open trades stay able to take them through their
+# story. The device list goes with them: its ids are the ones a revocation names.
+_pool_at_risk = UserPool(_client, _phones, prepare=_fund)
+_AT_RISK = {("DELETE", "/api/v1/sessions/current"), ("GET", "/api/v1/devices"),
+            ("DELETE", "/api/v1/devices/{device_id}"), ("PATCH", "/api/v1/me"), ("PUT", "/api/v1/me/login-password"),
+            ("PUT", "/api/v1/me/payment-password"), ("PUT", "/api/v1/me/phone"), ("POST", "/api/v1/me/totp"),
+            ("POST", "/api/v1/me/totp/verify"), ("POST", "/api/v1/me/payment-password/verify"),
+            ("POST", "/api/v1/me/bank-cards"), ("POST", "/api/v1/topups"), ("POST", "/api/v1/transfers"),
+            ("POST", "/api/v1/withdrawals")}
+# Logins and recoveries name a phone number, not a token. Schemathesis reuses the values it read in answers, such as
+# ``GET /me``'s phone, and its wrong passwords then locked the login of the user who opened the trades (a login lock
+# also ends every session); a number of that pool or the seller's is swapped for the current number of the pool at
+# risk, so wrong passwords still meet a real account and its lock.
+_NAMES_A_PHONE = {("POST", "/api/v1/sessions"), ("POST", "/api/v1/password-resets")}
 
 
 def _operations_needing_auth() -> set[tuple[str, str]]:
@@ -77,7 +95,8 @@ _NEEDS_AUTH = _operations_needing_auth()
 
 @atexit.register
 def _report() -> None:
-    print(f"[schemathesis hooks] registered {_pool.registered} replacement user(s) during the run", file=sys.stderr)
+    print(f"[schemathesis hooks] registered {_pool.registered} replacement user(s) for the trades and "
+          f"{_pool_at_risk.registered} for the operations that guess passwords or end sessions", file=sys.stderr)
 
 
 # The token each created resource's id was answered to. When the pool moves to a new user, what the one before
@@ -90,6 +109,7 @@ _SPENT: set[str] = set()
 def _spend(token: str) -> None:
     _SPENT.add(token)
     _pool.spent(token)
+    _pool_at_risk.spent(token)
 
 
 @schemathesis.auth(refresh_interval=None)
@@ -98,15 +118,16 @@ class PooledBearer:
         """For a case addressing a resource a pooled user created (a trade, a refund ...): the seller's token for a
         seller's step (every trade that gets opened names the verified seller), else the creator's, while the token
         is not spent: the pool may have moved on since, and the step after the creation should come from a party to
-        it, not a stranger. Otherwise the pool's current token."""
+        it, not a stranger. Otherwise the current token of the operation's pool (``_AT_RISK``)."""
+        operation = (case.method.upper(), case.path)
         created = [_CREATED_WITH[value] for value in (case.path_parameters or {}).values()
                    if isinstance(value, str) and value in _CREATED_WITH]
-        if created and (case.method.upper(), case.path) in _SELLERS_STEPS and _SELLER_TOKEN not in _SPENT:
+        if created and operation in _SELLERS_STEPS and _SELLER_TOKEN not in _SPENT:
             return _SELLER_TOKEN
         for creator in created:
             if creator not in _SPENT:
                 return creator
-        return _pool.current()
+        return (_pool_at_risk if operation in _AT_RISK else _pool).current()
 
     def set(self, case, data, ctx):
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
@@ -163,6 +184,14 @@ _PAYS = {("POST", "/api/v1/trades/{trade_id}/pay"), ("POST", "/api/v1/trades/{tr
 _TRADE_STEPS = {operation for operation in _PAYS if operation[1].startswith("/api/v1/trades/")}
 
 
+def _protected(phone: object) -> bool:
+    """Whether ``phone`` is, in any spelling, the number of the seller or of a user of the trades' pool."""
+    if not isinstance(phone, str):
+        return False
+    digits = "".join(c for c in phone if c.isdigit())
+    return bool(digits) and any(digits == known[1:] for known in _pool.phones | {_SELLER_PHONE})
+
+
 def _most(body: dict, field: str) -> bool:
     """Three of four bodies, by a hash of the body that does not change between runs (``hash`` of a str does), so a
     seed replays the same cases."""
@@ -180,8 +209,13 @@ def map_case(ctx, case):
       withdrawals move money. On a trade's steps every such body does; elsewhere the fourth keeps its generated
       password: wrong, it counts toward the lock, which the pool then answers with a fresh user.
 
-    Bodies made invalid on purpose are left alone: the check that they are refused must still see them refused."""
+    Bodies made invalid on purpose are left alone: the check that they are refused must still see them refused. A
+    login or recovery naming a user of the trades' pool names one of the pool at risk instead (``_NAMES_A_PHONE``)."""
     operation = (case.method.upper(), case.path)
+    if operation in _NAMES_A_PHONE and isinstance(case.body, dict) and _protected(case.body.get("phone")):
+        _pool_at_risk.current()  # registers one if there is none yet
+        case.body = {**case.body, "phone": _pool_at_risk.phone}
+        return case
     if not isinstance(case.body, dict) or (operation != ("POST", "/api/v1/trades") and operation not in _PAYS):
         return case
     if case.meta is not None and case.meta.is_negative_at(ParameterLocation.BODY):

@@ -137,12 +137,14 @@ class WalletClient:
 
 class UserPool:
     """Hands out a live access token, registering a fresh fictional user when the current one is spent;
-    ``prepare(token)`` readies each user before its token is handed out (the first one's too)."""
+    ``prepare(token)`` readies each user before its token is handed out (the first one's too). ``phones`` holds the
+    numbers of every user it handed out (the first one's when ``first_phone`` names it)."""
 
     def __init__(self, client: WalletClient, phones, first_token: str | None = None,
-                 prepare: Callable[[str], object] | None = None) -> None:
-        self.client, self.phones, self.prepare = client, phones, prepare
-        self.token = first_token
+                 prepare: Callable[[str], object] | None = None, first_phone: str | None = None) -> None:
+        self.client, self.numbers, self.prepare = client, phones, prepare
+        self.token, self.phone = first_token, first_phone
+        self.phones: set[str] = {first_phone} if first_phone else set()
         self.registered = 0
         self._lock = threading.Lock()
         if first_token is not None and prepare is not None:
@@ -151,13 +153,14 @@ class UserPool:
     def current(self) -> str:
         with self._lock:
             if self.token is None:
-                phone = next(self.phones, None)
+                phone = next(self.numbers, None)
                 if phone is None:
                     raise RuntimeError("ran out of fictional phone numbers")
                 token = self.client.register(phone)["access_token"]
+                self.phones.add(phone)
                 if self.prepare is not None:
                     self.prepare(token)
-                self.token = token
+                self.token, self.phone = token, phone
                 self.registered += 1
             return self.token
 
