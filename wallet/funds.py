@@ -20,9 +20,10 @@ Withdrawal (asynchronous):
     the hold, ``failed`` voids it (the money is back). A bank that does not answer is retried with backoff;
     after ``WITHDRAWAL_MAX_AGE_SECONDS`` the withdrawal is failed back to the user only if the bank confirms it
     never received the payout and never accepted it (a payout it accepted waits for its outcome however long),
-    so the money is never lost and never paid twice. A withdrawal of an account frozen before the worker first
-    claimed it is failed back (``account_frozen``: ``security.freezes``). Withdrawal holds carry no expiry: the
-    sweeper must never release money the bank may be paying out.
+    so the money is never lost and never paid twice. A withdrawal of a frozen account that the bank has not received
+    is failed back (``account_frozen``: ``security.freezes``): at once when it was never sent, and after the bank
+    says it has no such payout when an earlier attempt got no answer (it is never submitted again while frozen).
+    Withdrawal holds carry no expiry: the sweeper must never release money the bank may be paying out.
 """
 
 from __future__ import annotations
@@ -335,17 +336,19 @@ def _claim(withdrawal_id: str) -> _Claim | None:
         return None  # settled or claimed by another worker
     card = db.session.get(BankCard, withdrawal.card_id)
     assert card is not None and card.bank_token is not None
-    if withdrawal.attempts == 0 and freezes.frozen_since(withdrawal.user_id) is not None:
+    frozen = withdrawal.status == PENDING and freezes.frozen_since(withdrawal.user_id) is not None
+    if frozen and withdrawal.attempts == 0:
         # Never claimed, so never sent: the money goes back to the (frozen) wallet, not off the platform.
         _settle(withdrawal, card, False, "account_frozen", now)
         return None
     withdrawal.attempts += 1
     withdrawal.next_attempt_at = now + _CLAIM
     # Past its maximum age a withdrawal the bank may never have received is not submitted any more: the bank is asked
-    # whether it has it, and one it never got is failed back (``_retry_or_fail_back``).
+    # whether it has it, and one it never got is failed back (``_retry_or_fail_back``). Nor is one of a frozen account
+    # whose earlier attempt got no answer: the bank is asked, and one it never got is failed back at once.
     too_old = now - withdrawal.created_at >= timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
-    return _Claim(withdrawal.attempts, withdrawal.status == PENDING and not too_old, card.bank_code, card.bank_token,
-                  withdrawal.amount)
+    return _Claim(withdrawal.attempts, withdrawal.status == PENDING and not too_old and not frozen, card.bank_code,
+                  card.bank_token, withdrawal.amount)
 
 
 def _apply(withdrawal_id: str, attempt: int, answer: BankResult | None, outcome: PayoutStatus | None,
@@ -373,13 +376,17 @@ def _apply(withdrawal_id: str, attempt: int, answer: BankResult | None, outcome:
 
 def _retry_or_fail_back(withdrawal: Withdrawal, card: BankCard, error: Exception, now: datetime) -> None:
     withdrawal.last_error = f"{type(error).__name__}: {error}"[:500]
+    never_received = isinstance(error, PayoutNotFound) and withdrawal.bank_reference is None
+    if never_received and freezes.frozen_since(withdrawal.user_id) is not None:
+        _settle(withdrawal, card, False, "account_frozen", now)  # the bank does not have it: it stays on the platform
+        return
     max_age = timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
     if now - withdrawal.created_at < max_age:
         if isinstance(error, PayoutNotFound):
             withdrawal.status = PENDING  # the bank never got it: submitting again is safe
         withdrawal.next_attempt_at = now + _backoff(withdrawal.attempts)
         return
-    if isinstance(error, PayoutNotFound) and withdrawal.bank_reference is None:
+    if never_received:
         _settle(withdrawal, card, False, "bank_never_answered", now)
         return
     # The bank may have the payout but cannot say, or says it has none after it accepted it (``bank_reference``: its

@@ -12,6 +12,7 @@ from tests.api.escrow_helpers import PP, act, books_clean, open_trade, paid_and_
 from tests.api.test_funds import drain_withdrawals, invariants_hold
 from tests.factories import PAYMENT_PASSWORD
 from tests.factories_ids import make_card_number
+from wallet.banks import BankUnavailable
 
 
 def cli(app, *args):
@@ -130,6 +131,57 @@ def test_a_withdrawal_not_yet_sent_to_the_bank_is_failed_back_when_the_account_i
         "available": 20000, "pending": 0, "currency": "CNY"}
     assert inbox.messages(to=alice["phone"], event="withdrawal_failed")
     assert bank.operation_count() == operations, "the bank was asked to pay out for a frozen account"
+    invariants_hold(app)
+
+
+def test_a_withdrawal_whose_first_attempt_never_reached_the_bank_is_failed_back_once_frozen(api, app, clock, inbox):
+    """Its first submission timed out without reaching the bank, so it was still to be sent again when the account was
+    frozen. It is not sent again: the bank is asked whether it has it, and as it has not, the money goes back."""
+    alice = api.verified(locale="en")
+    assert api.money("/api/v1/topups", alice, amount=20000, bank_card_id=alice["card_id"]).status_code == 201
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=5000, bank_card_id=alice["card_id"]).json
+    bank = app.extensions["bank_gateway"]
+    operations = bank.operation_count()
+    bank.timeout_references.add(withdrawal["id"])  # the bank does not answer, and acts on nothing
+    drain_withdrawals(app, clock, rounds=1)
+    assert bank.operation_count() == operations
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    bank.timeout_references.discard(withdrawal["id"])  # it answers again
+
+    drain_withdrawals(app, clock, rounds=10)
+    done = api.client.get(f"/api/v1/withdrawals/{withdrawal['id']}", headers=alice["headers"]).json
+    assert (done["status"], done["failure_reason"]) == ("failed", "account_frozen")
+    assert bank.operation_count() == operations, "the bank was asked to pay out for a frozen account"
+    assert api.client.get("/api/v1/wallet", headers=alice["headers"]).json == {
+        "available": 20000, "pending": 0, "currency": "CNY"}
+    assert len(inbox.messages(to=alice["phone"], event="withdrawal_failed")) == 1
+    invariants_hold(app)
+
+
+def test_a_withdrawal_the_bank_took_without_answering_runs_its_course_once_frozen(api, app, clock, monkeypatch):
+    """The first submission reached the bank but its answer was lost: the bank has the payout, so the freeze does not
+    take it back (a freeze stops what starts after it), and it is not submitted a second time."""
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=20000, bank_card_id=alice["card_id"]).status_code == 201
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=5000, bank_card_id=alice["card_id"]).json
+    bank = app.extensions["bank_gateway"]  # the simulated bank
+    pay_out, submissions = bank.payout, []
+
+    def answer_lost(bank_code, card_token, amount, reference):
+        submissions.append(reference)
+        pay_out(bank_code, card_token, amount, reference)
+        raise BankUnavailable("The bank did not answer in time.")
+
+    monkeypatch.setattr(bank, "payout", answer_lost)
+    drain_withdrawals(app, clock, rounds=1)
+    assert submissions == [withdrawal["id"]]
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+
+    drain_withdrawals(app, clock)
+    done = api.client.get(f"/api/v1/withdrawals/{withdrawal['id']}", headers=alice["headers"]).json
+    assert done["status"] == "succeeded"
+    assert submissions == [withdrawal["id"]]
+    assert api.balance(alice) == 15000
     invariants_hold(app)
 
 
