@@ -80,7 +80,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "ESCROW_ESCALATE_DAYS": (7, int, "a refused refund not taken to the platform within this closes"),
     "ESCROW_RATE_DAYS": (15, int, "ratings are accepted this many days after a trade finishes"),
     "ESCROW_EVIDENCE_PER_PARTY": (50, int, "pieces of evidence each party may add to one trade"),
-    "ESCROW_REFUND_REQUESTS_PER_TRADE": (3, int, "refund requests a buyer may make on one trade, however they ended"),
+    "ESCROW_REFUND_REQUESTS_PER_TRADE": (3, int, "refund requests a buyer may make on a shipped trade, however ended"),
     "MAX_CONTENT_LENGTH": (65536, int, "largest accepted request body in bytes"),
     "IDEMPOTENCY_TTL_HOURS": (24, int, "how long Idempotency-Key answers are kept (at least 24)"),
     "PROXY_FIX_X_FOR": (0, int, "number of trusted proxies in front (for client addresses)"),

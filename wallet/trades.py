@@ -476,25 +476,30 @@ def _view(refund: Refund) -> RefundView:
                       refund.disputed, refund.created_at, _given_back(refund))
 
 
-_REFUNDS_ASKED = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :trade_id")
+_REFUNDS_ASKED_AFTER_SHIPPING = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :trade_id"
+                                              " AND after_shipping")
 
 
 def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> RefundView:
-    """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_REFUND_REQUESTS_PER_TRADE``
-    requests: each one pauses the confirm clock and texts the seller, so asking and withdrawing without end would
-    hold the seller's money for good and flood them with SMS. Raises ``TradeConflict``
-    (``trade_not_refundable``, ``refund_in_progress``, ``nothing_to_return``, ``refund_limit_reached``)."""
+    """The buyer asks for ``amount`` back (the seller is told). Once shipped, a trade takes
+    ``ESCROW_REFUND_REQUESTS_PER_TRADE`` requests: each one pauses the confirm clock and texts the seller, so asking
+    and withdrawing without end would hold the seller's money for good and flood them with SMS. Before shipping
+    nothing pauses, the seller ends the requests by shipping or agreeing, and a request is the buyer's only way to get
+    back money a seller never ships for (there is no confirming, cancelling or disputing then), so none is refused
+    for their number. Raises ``TradeConflict`` (``trade_not_refundable``, ``refund_in_progress``,
+    ``refund_limit_reached``, ``nothing_to_return``)."""
 
     def change(trade: TradeRecord) -> RefundView:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):
             raise TradeConflict("trade_not_refundable", f"cannot ask for a refund in state {trade.status}")
         if trade.refund_open:
             raise TradeConflict("refund_in_progress", "a refund is already open on this trade")
-        # Counted under the trade's lock, which every refund request holds: no two requests race past the limit.
-        if _REFUNDS_ASKED.scalar(trade_id=trade.id) >= current_app.config["ESCROW_REFUND_REQUESTS_PER_TRADE"]:
-            raise TradeConflict("refund_limit_reached", "this trade has had as many refund requests as allowed;"
-                                " confirm receipt, or take a refused refund to the platform")
         shipped = trade.status == WAIT_BUYER_CONFIRM_GOODS
+        # Counted under the trade's lock, which every refund request holds: no two requests race past the limit.
+        if shipped and (_REFUNDS_ASKED_AFTER_SHIPPING.scalar(trade_id=trade.id)
+                        >= current_app.config["ESCROW_REFUND_REQUESTS_PER_TRADE"]):
+            raise TradeConflict("refund_limit_reached", "this trade has had as many refund requests as allowed since it"
+                                " was shipped; confirm receipt, or take a refused refund to the platform")
         if return_goods and not shipped:
             raise TradeConflict("nothing_to_return", "nothing was shipped yet, so nothing can be returned")
         _rules(lambda: escrow.check_refund_amount(amount, trade.paid_amount, trade.refunded_amount

@@ -302,6 +302,29 @@ def test_a_buyer_cannot_ask_and_withdraw_without_end(api, app, clock, people):
     books_clean(app)
 
 
+def test_before_shipping_the_buyer_can_always_ask_for_the_money_back(api, app, clock, people):
+    """Found by an audit: the limit above also counted requests made before shipping, where nothing pauses. After a
+    seller agreed to three small refunds and never shipped, every way out was refused (a fourth refund, cancel,
+    confirm, a dispute) and the rest of the buyer's money stayed in escrow for good. Before shipping the limit does
+    not apply; the seller's silence agrees, and the trade closes with everything back."""
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    assert act(api, buyer, trade_id, "pay", key="p", **PP).status_code == 200
+    for n in range(3):
+        rid = act(api, buyer, trade_id, "refunds", amount=100, reason=f"late {n}").json["id"]
+        assert act(api, seller, trade_id, f"refunds/{rid}/agree", **PP).json["status"] == "REFUND_SUCCESS"
+    assert escrow_balance(app, trade_id) == 20600
+    fourth = act(api, buyer, trade_id, "refunds", amount=20600, reason="never shipped")
+    assert fourth.status_code == 201, fourth.json
+    clock.advance(days=3)  # the seller stays silent past the 2 days
+    run_sweeper(app)
+    relogin(api, buyer, seller)
+    assert trade(api, buyer, trade_id)["status"] == "TRADE_CLOSED"
+    assert escrow_balance(app, trade_id) == 0
+    assert api.balance(buyer) == 500000 and api.balance(seller) == 0
+    books_clean(app)
+
+
 def test_a_buyer_withdraws_a_refused_refund_instead_of_waiting_a_week_to_confirm(api, app, people):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)

@@ -441,9 +441,9 @@ class EscrowMachine(RuleBasedStateMachine):
                 raise Refused("trade_not_refundable")
             if m.open_refund():
                 raise Refused("refund_in_progress")
-            if len(m.refunds) >= REFUNDS_PER_TRADE:
-                raise Refused("refund_limit_reached")
             shipped = m.status == CONFIRM
+            if shipped and sum(r.after_shipping for r in m.refunds) >= REFUNDS_PER_TRADE:
+                raise Refused("refund_limit_reached")
             if return_goods and not shipped:
                 raise Refused("nothing_to_return")
             if amount > m.held:
