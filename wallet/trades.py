@@ -261,12 +261,13 @@ def _refund_to_buyer(trade: TradeRecord, amount: int, actor: str) -> None:
     timeline.append(trade, actor, "money", movement="refund", amount=amount, transfer=moved.id)
 
 
-def _finish(trade: TradeRecord, action: str, actor: str) -> None:
-    now = clock.now()
+def _finish(trade: TradeRecord, action: str, actor: str, at: datetime | None = None) -> None:
+    """Release what is held to the seller and finish the trade, as of ``at`` (now unless a deadline finished it then:
+    the ratings window counts from it, however late the sweeper applies it)."""
     parties = _parties(trade.buyer_id, trade.seller_id)
     _move(trade, action, actor)
     net = _release_to_seller(trade, _held(trade), actor)
-    trade.finished_at = now
+    trade.finished_at = at or clock.now()
     for party in (trade.seller_id, trade.buyer_id):
         _tell(parties[party], "trade_finished", trade, amount=format_amount(net))
 
@@ -997,16 +998,21 @@ def payable(trade: TradeRecord, now: datetime) -> bool:
 def _expire_unpaid(trade: TradeRecord, now: datetime) -> bool:
     if trade.status != WAIT_BUYER_PAY or payable(trade, now):
         return False
+    assert trade.pay_deadline is not None
     _move(trade, "expire", SYSTEM)
-    trade.closed_at, trade.close_reason = now, "unpaid"
+    trade.closed_at, trade.close_reason = min(trade.pay_deadline, now), "unpaid"  # as of its deadline
     return True
 
 
 def _remind(trade: TradeRecord, now: datetime) -> bool:
+    """Text the buyer that the trade will confirm itself at its deadline, once its reminder is due; not once the
+    deadline has passed (a sweeper that was down past it): the confirmation that follows tells the buyer instead."""
     if (trade.status != WAIT_BUYER_CONFIRM_GOODS or trade.paused_at is not None or trade.reminded
             or trade.remind_at is None or trade.remind_at > now):
         return False
     assert trade.confirm_deadline is not None
+    if trade.confirm_deadline <= now:
+        return False  # ``_auto_confirm`` finishes it, in the same sweep
     trade.reminded = True
     timeline.append(trade, SYSTEM, "message", event="confirm_deadline_reminder")
     _tell(_party(trade, trade.buyer_id), "confirm_deadline_reminder", trade,
@@ -1018,7 +1024,7 @@ def _auto_confirm(trade: TradeRecord, now: datetime) -> bool:
     if (trade.status != WAIT_BUYER_CONFIRM_GOODS or trade.paused_at is not None or trade.confirm_deadline is None
             or trade.confirm_deadline > now or trade.refund_open):
         return False
-    _finish(trade, "auto_confirm", SYSTEM)
+    _finish(trade, "auto_confirm", SYSTEM, at=min(trade.confirm_deadline, now))
     return True
 
 

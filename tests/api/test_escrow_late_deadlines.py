@@ -132,3 +132,47 @@ def test_a_deadline_moved_by_a_refund_is_reminded_of_again(api, app, clock, peop
     assert run_sweeper(app)["reminded"] == 1  # the new reminder was due on day 13: sent at once
     assert run_sweeper(app)["reminded"] == 0
     assert events(app, buyer["phone"]).count("confirm_deadline_reminder") == 2
+
+
+def test_a_sweeper_down_past_the_confirm_deadline_sends_no_reminder_of_it(api, app, clock, people):
+    """Found by a third audit: the reminder job runs before the confirmation in a sweep, and a sweeper down from before
+    the reminder until after the deadline texted the buyer to ask for a refund "before" a time already past."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    clock.advance(days=11)  # reminder due on day 7, the deadline on day 10
+    assert run_sweeper(app)["reminded"] == 0
+    relogin(api, buyer, seller)
+    assert trade(api, buyer, trade_id)["status"] == "TRADE_FINISHED"
+    assert "confirm_deadline_reminder" not in events(app, buyer["phone"])
+    assert "trade_finished" in events(app, buyer["phone"])
+    books_clean(app)
+
+
+def test_a_late_confirmation_finishes_the_trade_at_its_deadline_and_the_ratings_window_counts_from_there(
+        api, app, clock, people):
+    """Found by a third audit: a trade the deadline confirmed was dated when the confirmation was applied, so the
+    ratings window of a trade no sweeper reached in time ran from then, and a rating 20 days after the deadline (5
+    past the window) was taken, where the same trade swept on time refused it."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    confirm_by = trade(api, buyer, trade_id)["deadlines"]["confirm_by"]
+    clock.advance(days=30)  # nobody swept: the buyer's rating applies the deadline first
+    relogin(api, buyer, seller)
+    late = act(api, buyer, trade_id, "ratings", score=-1)
+    assert (late.status_code, late.json["code"]) == (409, "rating_closed")
+    run_sweeper(app)  # the refusal rolled the catching up back with it: the sweeper applies the deadline
+    relogin(api, buyer, seller)
+    after = trade(api, buyer, trade_id)
+    assert (after["status"], after["finished_at"]) == ("TRADE_FINISHED", confirm_by)
+    books_clean(app)
+
+
+def test_an_unpaid_trade_closed_late_is_closed_as_of_its_pay_deadline(api, app, clock, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    pay_by = trade(api, buyer, trade_id)["deadlines"]["pay_by"]
+    clock.advance(days=3)
+    run_sweeper(app)
+    relogin(api, buyer, seller)
+    closed = trade(api, buyer, trade_id)
+    assert (closed["status"], closed["close_reason"], closed["closed_at"]) == ("TRADE_CLOSED", "unpaid", pay_by)

@@ -53,7 +53,9 @@ def test_the_clock_across_three_refunds_then_an_extension(api, app, clock, peopl
     assert _at(body["deadlines"]["remind_at"]) == d0 + timedelta(days=17)
     extended = act(api, buyer, trade_id, "extend").json
     assert _at(extended["deadlines"]["confirm_by"]) == d0 + timedelta(days=25)
-    clock.advance(days=11)  # d25
+    clock.advance(days=10)  # d24: the reminder of the extended deadline (due d22) goes out, before it
+    assert run_sweeper(app)["reminded"] == 1
+    clock.advance(days=1)  # d25
     relogin(api, buyer, seller)
     swept = run_sweeper(app)
     assert swept["auto_confirmed"] == 1, swept

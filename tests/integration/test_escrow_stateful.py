@@ -180,7 +180,7 @@ def catch_up(t: TradeModel, now: datetime) -> set[Any]:
         applied.add("expire")
     if (t.status == CONFIRM and t.paused_at is None and t.open_refund() is None and t.confirm_deadline is not None
             and t.confirm_deadline <= now):
-        finish(t, now)
+        finish(t, t.confirm_deadline)  # finished as of the deadline, however late it is applied
         applied.add("auto_confirm")
     return applied
 
@@ -192,12 +192,13 @@ def sweep_pass(t: TradeModel, now: datetime) -> list[str]:
     if t.status == PAY and t.pay_deadline <= now:
         t.status, t.close_reason = CLOSED, "unpaid"
         done.append("expire")
-    if t.status == CONFIRM and t.paused_at is None and not t.reminded and t.remind_at and t.remind_at <= now:
+    if (t.status == CONFIRM and t.paused_at is None and not t.reminded and t.remind_at and t.remind_at <= now
+            and t.confirm_deadline is not None and t.confirm_deadline > now):  # never of a deadline already past
         t.reminded, t.reminders = True, t.reminders + 1
         done.append("reminder")
     if (t.status == CONFIRM and t.paused_at is None and t.open_refund() is None and t.confirm_deadline is not None
             and t.confirm_deadline <= now):
-        finish(t, now)
+        finish(t, t.confirm_deadline)
         done.append("auto_confirm")
     if (r := t.open_refund()) is not None and not r.disputed and r.deadline is not None and r.deadline <= now:
         done.append(r.status)
