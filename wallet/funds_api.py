@@ -107,4 +107,5 @@ def create_transfer() -> Response:
                                 balance_after=posted.debit_balance_after,
                                 created_at=posted.created_at).model_dump(mode="json")
 
-    return guarded(user.id, req, effect)
+    # The payee as normalised, in the request's fingerprint too: the same number spelt another way is the same request.
+    return guarded(user.id, req.model_copy(update={"to_phone": to_phone}), effect)

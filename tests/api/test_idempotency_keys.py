@@ -148,6 +148,20 @@ def test_the_same_body_spelt_differently_replays(api, app, payer):
     assert (api.balance(bob), payments(app)) == (100, 1)
 
 
+def test_the_same_payee_spelt_another_way_replays(api, app, payer):
+    """Found by an audit: the fingerprint held the number as typed, so a retry that wrote the payee's number with
+    spaces was refused as another request (422 idempotency_key_reused) although it pays the same person."""
+    bob = api.register()
+    first = send(api, payer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=bob["phone"])
+    assert first.status_code == 201
+    spaced = f"{bob['phone'][:2]} {bob['phone'][2:5]} {bob['phone'][5:8]} {bob['phone'][8:]}"
+    again = send(api, payer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=spaced)
+    assert again.status_code == 201 and replayed(again) and again.json == first.json
+    other = send(api, payer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=api.register()["phone"])
+    assert (other.status_code, other.json["code"]) == (422, "idempotency_key_reused")
+    assert (api.balance(bob), payments(app)) == (100, 1)
+
+
 def test_another_note_is_another_body(api, app, payer):
     bob = api.register()
     assert send(api, payer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=bob["phone"]).status_code == 201
