@@ -183,6 +183,11 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "交易 {trade} 的退款 {amount} 元已退回您的余额。",
         "en": "The refund of CNY {amount} on trade {trade} is back in your balance.",
     },
+    "refund_paid_on_silence": {
+        "zh": "交易 {trade} 的退款期限已过，您未处理，{amount} 元已退还买家。",
+        "en": "The deadline on the refund for trade {trade} passed without your answer; CNY {amount} went back "
+              "to the buyer.",
+    },
     "dispute_opened": {
         "zh": "交易 {trade} 已提交平台裁决，请在应用中提交证据。裁决期间交易期限暂停。",
         "en": "Trade {trade} went to the platform for a decision. Submit your evidence in the app; "

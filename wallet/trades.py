@@ -559,6 +559,8 @@ def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime, a
     _refund_to_buyer(trade, refund.amount, actor)
     refund.resolved_at, refund.deadline = now, None
     _tell(_party(trade, trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
+    if actor == SYSTEM:  # the seller's silence agreed (or received the goods back): the seller did nothing to see it
+        _tell(_party(trade, trade.seller_id), "refund_paid_on_silence", trade, amount=format_amount(refund.amount))
     if _held(trade) == 0 and trade.released_amount == 0:
         _move(trade, "refund_all", actor)
         trade.closed_at, trade.close_reason = now, "refunded"

@@ -179,6 +179,9 @@ def test_refund_before_shipping_granted_by_the_sellers_silence(api, app, clock, 
     api.relogin(buyer)
     assert trade(api, buyer, trade_id)["status"] == "TRADE_CLOSED"
     assert api.balance(buyer) == 50000
+    assert "refund_completed" in events(app, buyer["phone"])
+    # Found by an audit: the seller, whose silence gave the money back, was not told.
+    assert events(app, seller["phone"]).count("refund_paid_on_silence") == 1
     books_clean(app)
 
 
@@ -198,6 +201,7 @@ def test_refund_with_return_after_shipping(api, app, clock, people):
     after = trade(api, buyer, trade_id)
     assert (after["status"], after["refunded_amount"]) == ("TRADE_CLOSED", 20900)
     assert (api.balance(buyer), api.balance(seller)) == (50000, 0)
+    assert events(app, seller["phone"]).count("refund_paid_on_silence") == 1
     books_clean(app)
 
 
