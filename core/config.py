@@ -40,7 +40,8 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "SMS_MAX_AGE_SECONDS": (86400, int, "an alert still unsent after this long is failed"),
     "DISPATCH_INTERVAL_SECONDS": (0.5, float, "dispatcher poll interval"),
     "SMS_SEND_TIMEOUT_SECONDS": (10.0, float, "how long one hand-over to the SMS provider may take"),
-    "SMS_LEASE_SECONDS": (60, int, "a claimed alert returns to the queue after this long without an outcome"),
+    "SMS_LEASE_SECONDS": (60, int, "a claimed alert returns to the queue after this long without an outcome (more "
+                          "than twice SMS_SEND_TIMEOUT_SECONDS)"),
     "SMS_BACKOFF_BASE_SECONDS": (2.0, float, "first retry delay; doubles per attempt, with jitter"),
     "SMS_BACKOFF_MAX_SECONDS": (600.0, float, "longest retry delay"),
     "SMS_BATCH_SIZE": (50, int, "alerts one dispatcher claims at a time"),
@@ -153,6 +154,10 @@ def _check_words(config: dict[str, Any]) -> None:
     if scheme not in RATELIMIT_SCHEMES:
         # the scheme only: the rest of the URI may hold a password
         raise ConfigError(f"RATELIMIT_STORAGE_URI: {scheme!r}:// is not memory:// or redis://...")
+    if config["SMS_LEASE_SECONDS"] <= 2 * config["SMS_SEND_TIMEOUT_SECONDS"]:
+        # A lease that can run out during a hand-over gives the alert to another dispatcher, which sends it again.
+        raise ConfigError(f"SMS_LEASE_SECONDS={config['SMS_LEASE_SECONDS']} must be more than twice "
+                          f"SMS_SEND_TIMEOUT_SECONDS={config['SMS_SEND_TIMEOUT_SECONDS']}")
 
 
 def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:

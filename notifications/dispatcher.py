@@ -23,10 +23,12 @@ than one message in flight.
 Delivery guarantee: **at least once, with duplicates confined to hand-overs whose outcome is unknown.**
 Every committed alert is handed to the provider until the provider accepts it, refuses it for good
 (``failed`` at once), or it is older than ``SMS_MAX_AGE_SECONDS`` (``failed`` and logged as an error; the
-``flask notifications status`` command shows it). A message is sent twice only when the provider accepted
-it but the acceptance was never recorded: the dispatcher died (or lost the database) between the provider's
-answer and step 3, or the provider's answer was lost on the wire (a read timeout after Twilio took the
-request). Twilio's Messages API has no idempotency key, so no client can close that window; we narrow it:
+``flask notifications status`` command shows it). That holds for an alert never tried too: one a dispatcher
+outage kept back past its maximum age is failed, not sent days late (as Twilio's own validity period would drop
+it). A message is sent twice only when the provider accepted it but the acceptance was never recorded: the
+dispatcher died (or lost the database) between the provider's answer and step 3, or the provider's answer was
+lost on the wire (a read timeout after Twilio took the request). Twilio's Messages API has no idempotency key,
+so no client can close that window; we narrow it:
 
 - one message is in flight per dispatcher at a time, so a crash puts at most one message in doubt per
   dispatcher; rows it had claimed but not started are sent later without any doubt;
@@ -37,9 +39,12 @@ request). Twilio's Messages API has no idempotency key, so no client can close t
   hand-over waits, to give that callback time): if so it is recorded as sent and **not** sent again;
   otherwise it is re-sent and ``resends_in_doubt`` is counted: the upper bound of duplicates, shown by the
   status command (a 5xx answer is assumed to mean Twilio created nothing);
-- the HTTP client never retries by itself, and the lease (``SMS_LEASE_SECONDS``, default 60 s) is far
-  longer than a hand-over may take (``SMS_SEND_TIMEOUT_SECONDS``, default 10 s), so a live dispatcher never
-  has a message taken from under it.
+- the HTTP client never retries by itself, and the lease (``SMS_LEASE_SECONDS``, default 60 s, and more than
+  twice the send timeout: ``core.config``) is far longer than a hand-over normally takes
+  (``SMS_SEND_TIMEOUT_SECONDS``, default 10 s), so a live dispatcher does not have a message taken from under it.
+  The timeout bounds each wait for the network, not the whole hand-over: an answer trickling in a few bytes at a
+  time can outlast the lease, and the message is then sent again by the dispatcher that takes it over (one more
+  resend in doubt).
 
 The opposite choice (never re-send an alert whose outcome is unknown) would turn each such duplicate into a
 lost alert; for a security alert a duplicate is the lesser harm.
@@ -119,7 +124,8 @@ def _lease() -> timedelta:
 def backoff(attempts: int, base: float = 2.0, cap: float = 600.0) -> timedelta:
     """Exponential backoff with jitter: after attempt n, between half and all of ``base * 2**(n-1)``,
     capped at ``cap`` seconds. The random half spreads retries of alerts that failed together."""
-    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    # The exponent stops growing long before it matters (2**64 is past any cap): 2**1024 is no float at all.
+    ceiling = min(cap, base * 2 ** min(max(0, attempts - 1), 64))
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 
@@ -272,6 +278,15 @@ def _begin(alert_id: str, token: str) -> bool:
     if state is None or state.claim_token != token or state.status != SENDING:
         return False
     now = clock.now()
+    if now > state.created_at + timedelta(seconds=_setting("SMS_MAX_AGE_SECONDS")) and not state.provider_id:
+        # Past its maximum age (a dispatcher outage held it back, or nothing was due for it until then): not sent
+        # late, where a code has long expired and a deadline it names may have passed. Failed, like one given up.
+        log.error("alert %s (%s) not handed over within SMS_MAX_AGE_SECONDS (%s old, %d attempts); failed unsent",
+                  alert_id, state.event, now - state.created_at, state.attempts)
+        _FAILED.run(id=alert_id, status=FAILED, last_error="not handed over within SMS_MAX_AGE_SECONDS",
+                    in_flight_since=state.in_flight_since, next_attempt_at=None, now=now, give_up=True,
+                    redacted=REDACTED)
+        return False
     if state.provider_id:
         # Only a delivery callback sets this before an outcome is recorded: the provider has the message
         # from a hand-over whose answer we never recorded. Sending again would be a duplicate.

@@ -46,7 +46,7 @@ SEED = int(os.environ["WALLET_E2E_SEED"]) if os.environ.get("WALLET_E2E_SEED") e
 
 # Short leases so alerts claimed by a killed dispatcher come back quickly; gunicorn's timeout halved is how
 # long an orphaned worker may idle before it notices its master is gone.
-CRASH_ENV = {"SMS_LEASE_SECONDS": "5", "GUNICORN_TIMEOUT": "10"}
+CRASH_ENV = {"SMS_LEASE_SECONDS": "5", "SMS_SEND_TIMEOUT_SECONDS": "2", "GUNICORN_TIMEOUT": "10"}
 # "Several" kills of each: the load goes on past SECONDS (up to EXTRA_SECONDS) until these are reached.
 MINIMUM_KILLS = {"gunicorn master": 3, "gunicorn masters of both instances at once": 1,
                  "gunicorn instance (master and its workers)": 2, "gunicorn worker (its master starts another)": 8,

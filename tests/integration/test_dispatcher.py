@@ -145,6 +145,31 @@ def test_backoff_stays_between_half_and_all_of_the_doubling_ceiling_and_under_th
     assert len(delays) > 100, "no jitter"
 
 
+@pytest.mark.parametrize("attempts", [1024, 1025, 10**6])
+def test_backoff_never_overflows_however_many_attempts(attempts):
+    """Found by an audit: ``2 ** 1024`` is no float, so the 1025th try (legal settings reach it: a 60 s cap with a
+    day's maximum age) raised OverflowError out of the dispatcher's round, unrecorded, again and again."""
+    assert 300.0 <= dispatcher.backoff(attempts, 2.0, 600.0).total_seconds() <= 600.0
+
+
+def test_an_alert_held_back_past_its_maximum_age_is_failed_not_sent_late(app, clock, sender, caplog):
+    """Found by an audit: the maximum age was only looked at after a failed try, so a backlog a dispatcher outage
+    held back for days (one-time codes among it) was sent when the dispatcher came back."""
+    app.config["SMS_MAX_AGE_SECONDS"] = 3600
+    with app.app_context():
+        stale, due = make_alerts(1, event="sms_code", sensitive=True) + make_alerts(1)
+        clock.advance(hours=1)  # exactly the maximum age: the last moment it may still go
+        assert dispatcher.dispatch_all(sender) == 2 and sorted(sender.sent) == sorted([stale, due])
+        old = make_alerts(1, event="sms_code", sensitive=True)[0]
+        clock.advance(hours=1, seconds=1)
+        dispatcher.dispatch_all(sender)
+        alert = load(old)
+        assert (alert.status, alert.attempts, alert.sent_at) == (FAILED, 0, None)
+        assert "SMS_MAX_AGE_SECONDS" in alert.last_error
+        assert old not in sender.sent
+        assert any(r.levelname == "ERROR" and old in r.getMessage() for r in caplog.records)
+
+
 def test_a_permanent_refusal_fails_the_alert_at_once(app, sender):
     with app.app_context():
         [alert_id] = make_alerts(1)

@@ -46,6 +46,7 @@ class Dispatchers:
             WALLET_ENV="test",
             SMS_CONSOLE_FILE=str(self.workdir / f"sent-{n}.jsonl"),
             SMS_LEASE_SECONDS=str(LEASE_SECONDS),
+            SMS_SEND_TIMEOUT_SECONDS="0.5",  # the console sender's; the lease must be more than twice it
             SMS_BATCH_SIZE=str(batch_size),
             DISPATCH_INTERVAL_SECONDS="0.05",
             LOG_LEVEL="INFO",  # "dispatcher started" says it is polling (``wait_polling``)

@@ -53,6 +53,16 @@ def test_a_value_the_app_cannot_use_is_refused_naming_the_setting(tmp_path, name
     assert name in message and "\n" not in message, message
 
 
+@pytest.mark.parametrize(("lease", "timeout"), [("30", "120"), ("20", "10"), ("5", "10.0")])
+def test_a_lease_that_a_hand_over_could_outlast_is_refused(tmp_path, lease, timeout):
+    """Found by an audit: a lease shorter than a hand-over may take gives the alert to another dispatcher, which sends
+    it again, and nothing checked the two against each other."""
+    with pytest.raises(ConfigError) as refused:
+        load({"SMS_LEASE_SECONDS": lease, "SMS_SEND_TIMEOUT_SECONDS": timeout}, str(tmp_path))
+    assert "SMS_LEASE_SECONDS" in refused.value.message and "SMS_SEND_TIMEOUT_SECONDS" in refused.value.message
+    assert load({"SMS_LEASE_SECONDS": "21", "SMS_SEND_TIMEOUT_SECONDS": "10"}, str(tmp_path))["SMS_LEASE_SECONDS"] == 21
+
+
 @pytest.mark.parametrize(("name", "value", "parsed"), [
     ("RATELIMIT_ENABLED", "false", False),
     ("RATELIMIT_ENABLED", "ON", True),
