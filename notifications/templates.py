@@ -17,6 +17,8 @@ import unicodedata
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import phonenumbers
+
 DEFAULT_LOCALE = "zh"
 LOCALES = ("zh", "en")
 
@@ -229,11 +231,20 @@ OUTCOMES = {
 
 
 def mask_phone(e164: str) -> str:
-    """``+8613800138000`` → ``138****8000`` (national part, middle four hidden)."""
-    national = e164[3:] if e164.startswith("+86") else e164.lstrip("+")
+    """``+8613800138000`` → ``138****8000``, ``+12025550147`` → ``20****0147``: the national number (without its
+    country code, which hides nothing), its last four shown and at least four before them hidden, at most three
+    shown before those; a number of fewer than eight digits is hidden whole (``+50051234`` → ``*****``)."""
+    try:
+        parsed = phonenumbers.parse(e164)
+        country = str(parsed.country_code) if phonenumbers.is_possible_number(parsed) else ""
+    except phonenumbers.NumberParseException:
+        country = ""
+    digits = e164.lstrip("+")
+    national = digits[len(country):] if country and digits.startswith(country) else digits
     if len(national) < 8:
         return "*" * len(national)
-    return f"{national[:3]}****{national[-4:]}"
+    hidden = max(4, len(national) - 7)
+    return f"{national[:len(national) - hidden - 4]}{'*' * hidden}{national[-4:]}"
 
 
 def mask_card(number: str) -> str:
@@ -296,8 +307,9 @@ def render(event: str, locale: str, params: dict[str, Any]) -> str:
 
 # Seven or more digits in a row is a phone, card or ID number; no text needs one (codes are six digits).
 _LONG_NUMBER = re.compile(r"\+?\d{7,}")
-# In what a user typed, a number is one however it is written: apart, dashed, bracketed, full-width.
-_SPACED_NUMBER = re.compile(r"\+?\d(?:[\s\-.()（）－]*\d){6,}")
+# In what a user typed, a number is one however it is written: apart, dashed, bracketed, full-width, or its digits
+# joined by any other mark a name keeps ('#', '_', "'", '+').
+_SPACED_NUMBER = re.compile(r"\+?\d(?:[\W_]*\d){6,}")
 # A name the user typed keeps words and a few marks; the rest ('.', '/', ':', '@', line breaks, invisible
 # format characters) would let it spell a link or start a second message, and becomes a space.
 _NOT_PLAIN = re.compile(r"[^\w\s\-()'#+]")
