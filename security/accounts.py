@@ -150,6 +150,13 @@ def _lock_alert(user_id: str, phone: str, locale: str, kind: str) -> Callable[[L
     return alert
 
 
+# A device new to the account, unless a concurrent login on it has just added it: on PostgreSQL this insert waits for
+# that login's (the unique key) and then does nothing, where a plain insert failed on the key (a 500).
+_ADD_DEVICE = sql.Statement(
+    "INSERT INTO devices (id, user_id, device_key, name, trusted, created_at, last_seen_at)"
+    " VALUES (:id, :user_id, :device_key, :name, false, :now, :now) ON CONFLICT (user_id, device_key) DO NOTHING")
+
+
 def _device(user_id: str, device_key: str) -> Device | None:
     return db.session.scalars(
         select(Device).where(Device.user_id == user_id, Device.device_key == device_key)
@@ -279,10 +286,9 @@ def _open_session(account: _LoginView, device_key: str, device_name: str | None,
     else:
         device = _device(account.id, device_key)  # read again: a concurrent login may have added it meanwhile
         if device is None:
-            device = Device(id=new_id("dev"), user_id=account.id, device_key=device_key, name=device_name,
-                            created_at=now, last_seen_at=now)
-            db.session.add(device)
-            db.session.flush()
+            _ADD_DEVICE.run(id=new_id("dev"), user_id=account.id, device_key=device_key, name=device_name, now=now)
+            device = _device(account.id, device_key)
+            assert device is not None
         device.last_seen_at, device.trusted, device.revoked_at = now, True, None
         enqueue(account.phone, "new_device_login", locale=account.locale, user_id=account.id,
                 device=device_name or "", time=format_time(now))

@@ -182,3 +182,49 @@ def test_a_refresh_token_mints_nothing_while_the_login_is_locked_and_works_after
     refreshed = api.client.post("/api/v1/sessions/refresh", json=body)  # unspent: the lock took nothing
     assert refreshed.status_code == 200, refreshed.json
     assert api.client.get("/api/v1/me", headers=api.bearer(refreshed.json["access_token"])).status_code == 200
+
+
+@pytest.mark.skipif(not PG_URL, reason="SQLite runs one write transaction at a time: the two cannot overlap")
+def test_two_verified_logins_on_one_new_device_at_once_both_open_a_session(api, app, clock, monkeypatch):
+    """Found by an audit: each login, with its own second factor (an SMS code, an authenticator's code), found the
+    new device missing and added it; the second insert broke the device's unique key and answered 500."""
+    import pyotp
+
+    from security import accounts
+
+    owner = api.register(device_id="owners-phone")
+    enrol = api.client.post("/api/v1/me/totp", headers=owner["headers"], json={"login_password": LOGIN_PASSWORD})
+    totp = pyotp.TOTP(enrol.json["secret"])
+    assert api.client.post("/api/v1/me/totp/verify", headers=owner["headers"],
+                           json={"code": totp.at(clock.now())}).status_code == 200
+    clock.advance(seconds=30)
+    sms = api.code(owner["phone"], "login")
+    both, looked = threading.Barrier(2, timeout=20), threading.local()
+    real_device = accounts._device
+
+    def device(user_id, device_key):
+        found = real_device(user_id, device_key)
+        if not getattr(looked, "once", False):  # each login's first look: both look before either adds it
+            looked.once = True
+            both.wait()
+        return found
+
+    monkeypatch.setattr(accounts, "_device", device)
+    results = {}
+
+    def login(name, factor):
+        response = app.test_client().post("/api/v1/sessions", json={
+            "phone": owner["phone"], "login_password": LOGIN_PASSWORD, "device_id": "new-tablet", **factor})
+        results[name] = (response.status_code, (response.get_json() or {}).get("code"))
+
+    threads = [threading.Thread(target=login, args=("sms", {"sms_code": sms})),
+               threading.Thread(target=login, args=("totp", {"totp_code": totp.at(clock.now())}))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {"sms": (201, None), "totp": (201, None)}
+    tokens = api.login(owner["phone"], device_id="owners-phone").json["access_token"]
+    devices = api.client.get("/api/v1/devices", headers=api.bearer(tokens)).json["data"]
+    assert len(devices) == 2 and all(d["trusted"] for d in devices), devices  # the new tablet once, trusted
+
