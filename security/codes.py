@@ -7,6 +7,13 @@ whether or not the number has an account; who actually gets a text depends on th
 * ``login`` and ``recover``: a code only if the number has an account;
 * ``change_phone``: a code only if the number is free (it is the *new* number).
 
+The request writes a code row whatever the answer, spent at once where no code is texted, so that it does the
+same work for a number with an account and one without (DESIGN 4.2: no one learns which numbers have accounts).
+Before, a number that got nothing cost one read where the others cost writes and a commit: on PostgreSQL, in
+process, 2.0 against 4.2 ms for a login code. Only the outbox row still differs (a code, the notice, or nothing
+for a login, recovery or phone-change code): 4.0 against 4.4 ms, which the per-number limit on codes leaves an
+attacker few tries to measure.
+
 A code is bound to a number, not to an account: when an account leaves its number, the codes still open on that
 number are spent with it (``void_codes``), or whoever read one could use it on the next account of that number.
 """
@@ -42,11 +49,7 @@ def request_code(phone: str, purpose: str, locale: str = "zh") -> None:
     def work() -> None:
         user = db.session.scalars(select(User).where(User.phone == phone)).first()
         lang = user.locale if user else locale
-        if purpose == "register" and user is not None:
-            enqueue(phone, "account_exists", locale=lang, user_id=user.id)
-            return
-        if (purpose in ("login", "recover") and user is None) or (purpose == "change_phone" and user is not None):
-            return
+        texted = (user is not None) == (purpose in ("login", "recover"))  # else: a notice (register), or nothing
         now = clock.now()
         # Only the newest code for a phone and purpose is valid.
         db.session.execute(
@@ -65,12 +68,17 @@ def request_code(phone: str, purpose: str, locale: str = "zh") -> None:
                 attempts=0,
                 created_at=now,
                 expires_at=now + LIFETIME,
+                consumed_at=None if texted else now,  # never texted: spent at once, it can never be used
             )
         )
-        enqueue(
-            phone, "sms_code", locale=lang, user_id=user.id if user else None, sensitive=True,
-            code=code, minutes=int(LIFETIME.total_seconds() // 60), purpose=purpose,
-        )
+        if texted:
+            enqueue(
+                phone, "sms_code", locale=lang, user_id=user.id if user else None, sensitive=True,
+                code=code, minutes=int(LIFETIME.total_seconds() // 60), purpose=purpose,
+            )
+        elif purpose == "register":
+            assert user is not None
+            enqueue(phone, "account_exists", locale=lang, user_id=user.id)
 
     run_in_transaction(work)
 
