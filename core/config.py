@@ -37,7 +37,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
                                 "password, phone change, authenticator enrolment or real-name verification this long"),
     "EXPIRED_CREDENTIALS_KEEP_HOURS": (24, int, "expired tokens and SMS codes are deleted this long after expiry"),
     "SMS_CONSOLE_FILE": ("", str, "where the console sender appends messages; empty = instance/sms.jsonl"),
-    "SMS_MAX_AGE_SECONDS": (86400, int, "an alert still unsent after this long is failed"),
+    "SMS_MAX_AGE_SECONDS": (86400, int, "an alert whose tries keep failing is given up this long after it was made"),
     "DISPATCH_INTERVAL_SECONDS": (0.5, float, "dispatcher poll interval"),
     "SMS_SEND_TIMEOUT_SECONDS": (10.0, float, "how long one hand-over to the SMS provider may take"),
     "SMS_LEASE_SECONDS": (60, int, "a claimed alert returns to the queue after this long without an outcome (more "

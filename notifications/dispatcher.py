@@ -23,12 +23,13 @@ than one message in flight.
 Delivery guarantee: **at least once, with duplicates confined to hand-overs whose outcome is unknown.**
 Every committed alert is handed to the provider until the provider accepts it, refuses it for good
 (``failed`` at once), or it is older than ``SMS_MAX_AGE_SECONDS`` (``failed`` and logged as an error; the
-``flask notifications status`` command shows it). That holds for an alert never tried too: one a dispatcher
-outage kept back past its maximum age is failed, not sent days late (as Twilio's own validity period would drop
-it). A message is sent twice only when the provider accepted it but the acceptance was never recorded: the
-dispatcher died (or lost the database) between the provider's answer and step 3, or the provider's answer was
-lost on the wire (a read timeout after Twilio took the request). Twilio's Messages API has no idempotency key,
-so no client can close that window; we narrow it:
+``flask notifications status`` command shows it). The age is looked at when a try fails: an alert no dispatcher
+tried (every dispatcher was down) is sent when one comes back, however late, because an alert that silently
+disappears (a password changed, money moved) is the worse harm; a one-time code in it has expired by then and
+says so by its time. A message is sent twice only when the provider accepted it but the acceptance was never
+recorded: the dispatcher died (or lost the database) between the provider's answer and step 3, or the provider's
+answer was lost on the wire (a read timeout after Twilio took the request). Twilio's Messages API has no
+idempotency key, so no client can close that window; we narrow it:
 
 - one message is in flight per dispatcher at a time, so a crash puts at most one message in doubt per
   dispatcher; rows it had claimed but not started are sent later without any doubt;
@@ -278,15 +279,6 @@ def _begin(alert_id: str, token: str) -> bool:
     if state is None or state.claim_token != token or state.status != SENDING:
         return False
     now = clock.now()
-    if now > state.created_at + timedelta(seconds=_setting("SMS_MAX_AGE_SECONDS")) and not state.provider_id:
-        # Past its maximum age (a dispatcher outage held it back, or nothing was due for it until then): not sent
-        # late, where a code has long expired and a deadline it names may have passed. Failed, like one given up.
-        log.error("alert %s (%s) not handed over within SMS_MAX_AGE_SECONDS (%s old, %d attempts); failed unsent",
-                  alert_id, state.event, now - state.created_at, state.attempts)
-        _FAILED.run(id=alert_id, status=FAILED, last_error="not handed over within SMS_MAX_AGE_SECONDS",
-                    in_flight_since=state.in_flight_since, next_attempt_at=None, now=now, give_up=True,
-                    redacted=REDACTED)
-        return False
     if state.provider_id:
         # Only a delivery callback sets this before an outcome is recorded: the provider has the message
         # from a hand-over whose answer we never recorded. Sending again would be a duplicate.
