@@ -71,7 +71,8 @@ def open_trade() -> Response:
         trade = trades.open_trade(user_id, seller_phone, req.title, req.amount, req.shipping_fee, req.currency)
         return 201, TradeOut.of(trade, user_id).model_dump(mode="json")
 
-    return _key_optional(user_id, req, effect)
+    # The seller as normalised, in the request's fingerprint too: the same number spelt another way is the same request.
+    return _key_optional(user_id, req.model_copy(update={"seller_phone": seller_phone}), effect)
 
 
 def _key_optional(user_id: str, req: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]]) -> Response:

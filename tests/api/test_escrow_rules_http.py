@@ -155,6 +155,20 @@ def test_opening_a_trade_with_an_idempotency_key_can_be_retried(api, people):
     assert (other.status_code, other.json["code"]) == (422, "idempotency_key_reused")
 
 
+def test_a_trade_retried_with_the_sellers_number_spelt_another_way_replays(api, people):
+    """Found by an audit: the fingerprint held the number as typed, so a retry with spaces in it was refused as
+    another request (as transfers' payees were)."""
+    buyer, seller = people
+    body = {"seller_phone": seller["phone"], "title": "retry me", "amount": 100}
+    headers = {**buyer["headers"], "Idempotency-Key": "open-1"}
+    first = api.client.post("/api/v1/trades", headers=headers, json=body)
+    phone = seller["phone"]
+    spaced = f"{phone[:2]} {phone[2:5]} {phone[5:8]} {phone[8:]}"
+    again = api.client.post("/api/v1/trades", headers=headers, json={**body, "seller_phone": spaced})
+    assert first.status_code == again.status_code == 201
+    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
+
+
 def test_a_trade_is_read_with_all_its_refunds_in_one_statement(api, app, people):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
