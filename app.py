@@ -51,7 +51,7 @@ from security.passwords import Passwords
 from security.phones import normalize_phone
 from wallet import card_models as _card_models  # noqa: F401 - register tables
 from wallet import check as ledger_check
-from wallet import check_log, escrow_models, funds, ledger, limits, timeline, trades
+from wallet import check_log, escrow, escrow_models, funds, ledger, limits, timeline, trades
 from wallet import funds_models as _funds_models  # noqa: F401 - register tables
 from wallet import models as _wallet_models  # noqa: F401 - register tables
 from wallet.banks import SimulatedBank
@@ -483,9 +483,9 @@ def _install_cli(app: Flask) -> None:
     @users_cli.command("set-fee")
     @_migrated
     @click.argument("phone", type=PHONE)
-    @click.argument("basis_points", type=click.IntRange(0, 10_000))
+    @click.argument("basis_points", type=click.IntRange(0, escrow.MAX_FEE_BP))
     def set_fee(phone: str, basis_points: int) -> None:
-        """Charge the seller with PHONE a fee of BASIS_POINTS (100 = 1 %) on future trades."""
+        """Charge the seller with PHONE a fee of BASIS_POINTS (100 = 1 %; at most 150, R10) on future trades."""
         user = account_with(phone)
         settings = db.session.get(escrow_models.SellerSettings, user.id) or escrow_models.SellerSettings(
             user_id=user.id)

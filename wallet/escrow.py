@@ -197,11 +197,16 @@ def check_refund_amount(amount: int, paid: int, refunded: int) -> None:
 # --- money -----------------------------------------------------------------------------------------------
 
 
+# R10: merchants pay a technical service fee of 1-1.5 %; person-to-person sellers pay none. The highest rate, in basis
+# points (the database holds every rate to it too: migration 0024).
+MAX_FEE_BP = 150
+
+
 def seller_fee(amount: int, fee_bp: int) -> int:
     """The platform's fee on ``amount`` released to a seller charged ``fee_bp`` basis points (100 bp = 1 %).
     Rounded down, in the seller's favour; person-to-person sellers have ``fee_bp = 0``."""
-    if not 0 <= fee_bp <= 10_000:
-        raise ValueError("fee_bp must be between 0 and 10000")
+    if not 0 <= fee_bp <= MAX_FEE_BP:
+        raise ValueError(f"fee_bp must be between 0 and {MAX_FEE_BP}")
     return amount * fee_bp // 10_000
 
 

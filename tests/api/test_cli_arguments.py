@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from click.exceptions import ClickException
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from core.db import db
 from tests.api.escrow_helpers import paid_and_shipped
@@ -78,3 +79,17 @@ def test_dispatch_refuses_a_negative_or_huge_batch_size(app, api, batch_size):
     api.register()  # one alert (the registration code) waiting in the outbox
     result = app.test_cli_runner().invoke(args=["notifications", "dispatch", "--once", "--batch-size", batch_size])
     _clean_failure(result)
+
+
+@pytest.mark.parametrize("basis_points", ["151", "1500", "10000"])
+def test_a_fee_above_the_designs_one_and_a_half_percent_is_refused(api, app, basis_points):
+    """Found by an audit: set-fee took any rate up to 100 % (DESIGN R10: merchants pay 1-1.5 %), and 10000 then took
+    the whole of every trade from the seller. The database refuses such a rate too (migration 0024)."""
+    seller = api.register()
+    refused = app.test_cli_runner().invoke(args=["users", "set-fee", seller["phone"], basis_points])
+    _clean_failure(refused)
+    assert app.test_cli_runner().invoke(args=["users", "set-fee", seller["phone"], "150"]).exit_code == 0
+    with app.app_context(), pytest.raises(IntegrityError):
+        db.session.execute(text("UPDATE seller_settings SET fee_bp = 151"))
+        db.session.commit()
+
