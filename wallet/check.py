@@ -14,7 +14,13 @@ recomputes everything the ledger caches, and reports each disagreement as one li
 6. a trade's ``refund_open`` flag is set exactly when one of its refunds is open (the escrow steps trust the
    flag, migration 0011);
 7. each user's ``rating_totals`` per role are the sums of the ratings they received (reputations are read from
-   them, migration 0015).
+   them, migration 0015);
+8. the ledger agrees with the money tables beside it: a trade's escrow account is of kind escrow and holds exactly
+   what the trade says it holds (paid less refunded less released: nothing once it is over); a withdrawal's hold
+   takes the withdrawing user's wallet to a bank's clearing account and has the outcome the withdrawal's status
+   says (open while it is pending or with the bank, posted once it succeeded, voided once it failed); a succeeded
+   top-up's transfer is a top-up from a bank's clearing account. A buggy release could write any of these with
+   every ledger rule kept (found by an audit that wrote them with plain SQL).
 
 An empty list means the books are clean. Each kind of problem is reported at most ``LIMIT`` times.
 """
@@ -163,6 +169,57 @@ ORDER BY 1, 2
 )
 
 
+_ESCROW_HOLDINGS = text(
+    """
+SELECT t.id, t.status, t.paid_amount - t.refunded_amount - t.released_amount AS held, a.id AS account_id, a.kind,
+       COALESCE(a.credits_posted - a.debits_posted, 0) AS balance
+FROM trades AS t LEFT JOIN ledger_accounts AS a ON a.id = t.escrow_account_id
+WHERE a.kind <> 'escrow' OR COALESCE(a.credits_posted - a.debits_posted, 0)
+      <> t.paid_amount - t.refunded_amount - t.released_amount
+ORDER BY t.id
+"""
+)
+
+_WITHDRAWAL_HOLDS = text(
+    """
+SELECT w.id, w.user_id, w.status, h.id AS hold_id, h.status AS hold_status, d.kind AS debit_kind,
+       d.owner AS debit_owner, c.kind AS credit_kind
+FROM withdrawals AS w JOIN holds AS h ON h.id = w.hold_id
+JOIN ledger_accounts AS d ON d.id = h.debit_account_id JOIN ledger_accounts AS c ON c.id = h.credit_account_id
+WHERE d.kind <> 'wallet' OR d.owner <> w.user_id OR c.kind <> 'bank_clearing'
+   OR NOT ((w.status IN ('pending', 'submitted') AND h.status = 'pending')
+           OR (w.status = 'succeeded' AND h.status = 'posted') OR (w.status = 'failed' AND h.status = 'voided'))
+ORDER BY w.id
+"""
+)
+
+_TOPUP_TRANSFERS = text(
+    """
+SELECT u.id, x.id AS transfer_id, x.kind, d.kind AS debit_kind
+FROM topups AS u JOIN transfers AS x ON x.id = u.transfer_id JOIN ledger_accounts AS d ON d.id = x.debit_account_id
+WHERE x.kind <> 'topup' OR d.kind <> 'bank_clearing'
+ORDER BY u.id
+"""
+)
+
+
+def _describe_escrow(row: Row[Any]) -> list[str]:
+    if row.account_id is None:
+        return [f"trade {row.id} ({row.status}) holds {row.held} but has no escrow account"]
+    if row.kind != "escrow":
+        return [f"trade {row.id}: its escrow account {row.account_id} is a {row.kind} account"]
+    return [f"trade {row.id} ({row.status}) holds {row.held} but its escrow account {row.account_id} has {row.balance}"]
+
+
+def _describe_withdrawal(row: Row[Any]) -> list[str]:
+    if (row.debit_kind, row.credit_kind) != ("wallet", "bank_clearing"):
+        return [f"withdrawal {row.id}: its hold {row.hold_id} takes a {row.debit_kind} account to a {row.credit_kind}"
+                " account, not the user's wallet to a bank's clearing account"]
+    if row.debit_owner != row.user_id:
+        return [f"withdrawal {row.id}: its hold {row.hold_id} takes the wallet of {row.debit_owner}, not its user's"]
+    return [f"withdrawal {row.id} is {row.status} but its hold {row.hold_id} is {row.hold_status}"]
+
+
 def _describe_sums(row: Row[Any]) -> list[str]:
     problems = []
     if row.total != 0:
@@ -207,6 +264,12 @@ _CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
     (_REFUND_FLAGS, lambda r: [
         f"trade {r.id} says a refund is {'open' if r.refund_open else 'not open'}, but its refunds say otherwise"
     ]),
+    (_ESCROW_HOLDINGS, _describe_escrow),
+    (_WITHDRAWAL_HOLDS, _describe_withdrawal),
+    (_TOPUP_TRANSFERS, lambda r: [
+        f"top-up {r.id} was credited by transfer {r.transfer_id}, a {r.kind} from a {r.debit_kind} account,"
+        " not a top-up from a bank's clearing account"
+    ]),
     (_RATING_TOTALS, lambda r: [
         f"rating totals of {r.user_id} as {r.role}: score {r.score}, {r.ratings} ratings, {r.positive} positive,"
         f" but the ratings give {r.score_recomputed}, {r.ratings_recomputed or 0}, {r.positive_recomputed}"
@@ -225,7 +288,9 @@ def check_invariants() -> list[str]:
             conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for query, describe in _CHECKS:
             found: list[str] = []
-            for row in conn.execute(query):
+            # Streamed (a server-side cursor on PostgreSQL): the loop stops after LIMIT problems, and one bad row
+            # early in a busy account makes every later entry of it a problem row of its own.
+            for row in conn.execution_options(stream_results=True, yield_per=LIMIT + 1).execute(query):
                 found.extend(describe(row))
                 if len(found) > LIMIT:
                     found[LIMIT:] = ["... and more"]

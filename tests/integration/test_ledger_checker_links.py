@@ -1,0 +1,118 @@
+"""``flask wallet check`` holds the ledger against the money tables beside it (``wallet.check``, item 8).
+
+Found by an audit that wrote rows with plain SQL, as a buggy release could: each of these kept every ledger rule
+(balanced transfers, cached totals, no wallet below zero), so the checker called the books clean, while a trade's
+escrow money went to another trade, a "succeeded" withdrawal kept the money in the wallet, or a top-up was credited
+by a payment from another user."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from sqlalchemy import text
+
+from core.db import db
+from wallet import ledger
+from wallet.check import check_invariants
+from wallet.models import BANK_CLEARING, SYSTEM
+
+NOW = datetime(2026, 1, 15, 8, 0)
+_USER = ("INSERT INTO users (id, phone, login_password_hash, payment_password_hash, locale, is_staff, totp_enabled,"
+         " created_at, updated_at) VALUES (:id, :phone, 'x', 'x', 'en', false, false, :now, :now)")
+_CARD = ("INSERT INTO bank_cards (id, user_id, bank_code, card_hash, last4, holder_name, bank_token, created_at)"
+         " VALUES ('card_1', 'usr_b', 'ICBC', 'h-1', '1234', '张三', 'sim-ICBC-token-1234', :now)")
+_WITHDRAWAL = ("INSERT INTO withdrawals (id, user_id, card_id, amount, currency, hold_id, status, attempts,"
+               " next_attempt_at, created_at) VALUES (:id, 'usr_b', 'card_1', :amount, 'CNY', :hold_id, :status,"
+               " 0, :now, :now)")
+_TOPUP = ("INSERT INTO topups (id, user_id, card_id, amount, currency, status, transfer_id, created_at)"
+          " VALUES (:id, 'usr_b', 'card_1', 100, 'CNY', 'succeeded', :transfer_id, :now)")
+_TRADE = ("INSERT INTO trades (id, buyer_id, seller_id, title, amount, shipping_fee, currency, status, fee_bp,"
+          " paid_amount, refunded_amount, released_amount, fee_amount, escrow_account_id, created_at, reminded,"
+          " extended, timeline_seq, timeline_hash) VALUES (:id, 'usr_b', 'usr_s', 't', 100, 0, 'CNY',"
+          " :status, 0, :paid, 0, :released, 0, :escrow, :now, false, false, 0, :genesis)")
+
+
+def _sql(statement: str, **params) -> None:
+    db.session.execute(text(statement), {"now": NOW, "genesis": "0" * 64, **params})
+    db.session.commit()
+
+
+@pytest.fixture
+def parties(app):
+    with app.app_context():
+        for user_id, phone in (("usr_b", "+12025550191"), ("usr_s", "+12025550192")):
+            db.session.execute(text(_USER), {"id": user_id, "phone": phone, "now": NOW})
+        db.session.commit()
+        buyer, seller = ledger.open_wallet("usr_b"), ledger.open_wallet("usr_s")
+        bank = ledger.system_account(BANK_CLEARING, "ICBC", shard=0)
+        ledger.transfer(bank, buyer, 1_000, kind=ledger.TOPUP)
+        db.session.commit()
+        yield buyer, seller, bank
+        db.session.rollback()
+
+
+def test_a_trades_escrow_money_paid_out_for_another_trade_is_reported(parties):
+    buyer, seller, _bank = parties
+    escrow_1, escrow_2 = ledger.escrow_account("trd_1"), ledger.escrow_account("trd_2")
+    db.session.commit()
+    _sql(_TRADE, id="trd_1", status="WAIT_BUYER_CONFIRM_GOODS", paid=100, released=0, escrow=escrow_1)
+    _sql(_TRADE, id="trd_2", status="WAIT_BUYER_CONFIRM_GOODS", paid=100, released=0, escrow=escrow_2)
+    ledger.transfer(buyer, escrow_1, 100, kind=ledger.ESCROW_PAY, reference="trd_1")
+    ledger.transfer(buyer, escrow_2, 100, kind=ledger.ESCROW_PAY, reference="trd_2")
+    db.session.commit()
+    assert check_invariants() == []
+    ledger.transfer(escrow_1, seller, 100, kind=ledger.ESCROW_RELEASE, reference="trd_2")  # the wrong account
+    _sql("UPDATE trades SET status = 'TRADE_FINISHED', released_amount = 100 WHERE id = 'trd_2'")
+    assert sorted(check_invariants()) == [
+        f"trade trd_1 (WAIT_BUYER_CONFIRM_GOODS) holds 100 but its escrow account {escrow_1} has 0",
+        f"trade trd_2 (TRADE_FINISHED) holds 0 but its escrow account {escrow_2} has 100"]
+
+
+def test_a_trades_escrow_account_of_another_kind_is_reported(parties):
+    _buyer, seller, _bank = parties
+    not_escrow = ledger.system_account(SYSTEM, "trd_1")  # may go below zero, as an escrow account may not
+    db.session.commit()
+    _sql(_TRADE, id="trd_1", status="WAIT_BUYER_CONFIRM_GOODS", paid=100, released=0, escrow=not_escrow)
+    ledger.transfer(not_escrow, seller, 100, kind=ledger.ESCROW_RELEASE, currency="CNY", reference="trd_1")
+    db.session.commit()
+    assert check_invariants() == [f"trade trd_1: its escrow account {not_escrow} is a system account"]
+
+
+def test_a_withdrawal_paid_out_of_another_users_wallet_is_reported(parties):
+    _buyer, seller, bank = parties
+    ledger.transfer(bank, seller, 100, kind=ledger.TOPUP)
+    someone_elses = ledger.create_hold(seller, bank, 100, kind=ledger.WITHDRAWAL).id
+    db.session.commit()
+    _sql(_CARD)
+    _sql(_WITHDRAWAL, id="wdr_1", amount=100, hold_id=someone_elses, status="pending")
+    assert check_invariants() == [
+        f"withdrawal wdr_1: its hold {someone_elses} takes the wallet of usr_s, not its user's"]
+
+
+@pytest.mark.parametrize(("status", "resolve", "hold_status"), [
+    ("succeeded", ledger.void_hold, "voided"), ("failed", ledger.post_hold, "posted"),
+    ("pending", ledger.post_hold, "posted"), ("succeeded", None, "pending")])
+def test_a_withdrawal_whose_status_contradicts_its_hold_is_reported(parties, status, resolve, hold_status):
+    buyer, _seller, bank = parties
+    held = ledger.create_hold(buyer, bank, 100, kind=ledger.WITHDRAWAL).id
+    db.session.commit()
+    _sql(_CARD)
+    _sql(_WITHDRAWAL, id="wdr_1", amount=100, hold_id=held, status="pending")
+    assert check_invariants() == []
+    if resolve is not None:
+        resolve(held)
+    _sql("UPDATE withdrawals SET status = :status WHERE id = 'wdr_1'", status=status)
+    assert check_invariants() == [f"withdrawal wdr_1 is {status} but its hold {held} is {hold_status}"]
+
+
+def test_a_top_up_credited_by_a_payment_from_another_user_is_reported(parties):
+    _buyer, seller, bank = parties
+    ledger.transfer(bank, seller, 100, kind=ledger.TOPUP)
+    payment = ledger.transfer(seller, ledger.open_wallet("usr_b"), 100, kind=ledger.PAYMENT)
+    db.session.commit()
+    _sql(_CARD)
+    _sql(_TOPUP, id="top_1", transfer_id=payment.id)
+    assert check_invariants() == [
+        f"top-up top_1 was credited by transfer {payment.id}, a payment from a wallet account, not a top-up from a"
+        " bank's clearing account"]
