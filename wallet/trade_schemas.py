@@ -278,6 +278,7 @@ class DisputeList(BaseModel):
 
 class DisputeQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    status: Literal["open", "decided"] | None = "open"
+    # "all" for every dispute: a query string has no null, so an optional null here was offered and unreachable.
+    status: Literal["open", "decided", "all"] = "open"
     limit: int = Field(default=20, ge=1, le=100)
     starting_after: str | None = Cursor

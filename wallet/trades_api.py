@@ -303,7 +303,8 @@ def reputation(user_id: str) -> Response:
 def list_disputes() -> Response:
     current_staff()
     query = parse_query(DisputeQuery)
-    rows, more = trades.list_disputes(query.status, query.limit, query.starting_after)
+    rows, more = trades.list_disputes(None if query.status == "all" else query.status, query.limit,
+                                      query.starting_after)
     return respond(DisputeList(data=[DisputeOut.of(d) for d in rows], has_more=more,
                                next_starting_after=rows[-1].id if more and rows else None))
 

@@ -57,3 +57,22 @@ def test_the_staff_dispute_list_never_silently_drops_disputes_past_200(api, app,
         seen += [d["id"] for d in response.json["data"]]
     assert len(seen) == 201 and oldest in seen, f"staff can see {len(seen)} of 201 decided disputes"
 
+
+
+def test_staff_list_every_dispute_with_status_all(api, app, people):
+    """Found by an audit: the document offered a null status ("all") that no query string can carry, so every way
+    of asking for all disputes was refused. ``status=all`` lists open and decided ones alike."""
+    staff = grant_staff(api, app)
+    decided = _one_decided_dispute(api, app, people, staff)
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    assert act(api, buyer, trade_id, "pay", key="p-open", **PP).status_code == 200
+    assert act(api, seller, trade_id, "ship", carrier="SF", tracking_number="SF2").status_code == 200
+    refund = act(api, buyer, trade_id, "refunds", amount=100, reason="broken")
+    assert act(api, seller, trade_id, f"refunds/{refund.json['id']}/refuse", reason="no").status_code == 200
+    still_open = act(api, buyer, trade_id, "disputes", reason="help").json["id"]
+    listed = {status: [d["id"] for d in api.client.get(f"/api/v1/admin/disputes?status={status}",
+                                                        headers=staff["headers"]).json["data"]]
+              for status in ("all", "open", "decided")}
+    assert listed == {"all": [still_open, decided], "open": [still_open], "decided": [decided]}
+    assert api.client.get("/api/v1/admin/disputes?status=null", headers=staff["headers"]).status_code == 422
