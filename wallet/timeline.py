@@ -98,4 +98,39 @@ def verify(trade: Any, rows: Sequence[Any] | None = None) -> Verification:
                                 f" {trade.timeline_seq}, the timeline holds {len(rows)})")
         return Verification(False, len(rows), len(rows), f"entry {len(rows)} is not the one the trade records as its"
                             " last")
+    disagreement = _trade_disagrees(trade, rows)
+    if disagreement is not None:
+        seq, problem = disagreement
+        return Verification(False, len(rows), seq, problem)
     return Verification(True, len(rows))
+
+
+# What a trade's row must say, by the entry's word for it: its terms as the opening entry recorded them (entries
+# written before the terms were recorded name only some: the rest are not compared), and its money as the sums of
+# the chain's money entries (a release's fee is part of what was released).
+_TERMS = {"buyer": "buyer_id", "seller": "seller_id", "title": "title", "amount": "amount",
+          "shipping_fee": "shipping_fee", "currency": "currency", "fee_bp": "fee_bp",
+          "escrow_account": "escrow_account_id"}
+_MONEY = {"paid_amount": ("pay",), "refunded_amount": ("refund",), "released_amount": ("release", "fee"),
+          "fee_amount": ("fee",)}
+
+
+def _trade_disagrees(trade: Any, rows: Sequence[Any]) -> tuple[int, str] | None:
+    """Where the trade's row says something its intact chain does not (a seller or an amount changed in the table
+    alone): ``(seq, problem)``, or None. Without it a chain checks out whatever the row beside it says."""
+    if not rows:
+        return None
+    opened = json.loads(rows[0].data)
+    for word, column in _TERMS.items():
+        if word in opened and opened[word] != getattr(trade, column):
+            return 1, f"the trade's {column} is {getattr(trade, column)!r} but its opening entry says {opened[word]!r}"
+    moved: dict[str, int] = {}
+    for row in rows:
+        if row.kind == "money":
+            data = json.loads(row.data)
+            moved[data["movement"]] = moved.get(data["movement"], 0) + data["amount"]
+    for column, movements in _MONEY.items():
+        recorded = sum(moved.get(movement, 0) for movement in movements)
+        if getattr(trade, column) != recorded:
+            return len(rows), f"the trade's {column} is {getattr(trade, column)} but its money entries give {recorded}"
+    return None

@@ -218,13 +218,16 @@ class EvidenceBundle(BaseModel):
     level, no whitespace, characters other than the ones JSON must escape written as they are: RFC 8785 for these
     values, which are strings, integers, booleans, null, arrays and objects); ``prev_hash`` of entry 1 is 64 zeros,
     each next ``prev_hash`` is the ``hash`` before it, and ``head_hash`` is the last ``hash``. ``intact`` is our own
-    check of the same."""
+    check of the same, and that the trade agrees with its chain: with the terms its opening entry records (buyer,
+    seller, title, amount, shipping fee, currency, fee rate, escrow account) and with the sums of its money entries
+    (paid: ``pay``; refunded: ``refund``; released: ``release`` and ``fee``). ``problem`` says what does not."""
 
     trade: TradeOut
     timeline: list[TimelineEntryOut]
     head_hash: str
     intact: bool
     broken_at: int | None
+    problem: str | None = None
 
 
 class RatingOut(BaseModel):

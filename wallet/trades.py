@@ -355,8 +355,11 @@ def open_trade(buyer_id: str, seller_phone: str, title: str, amount: int, shippi
             created_at=now, pay_deadline=now + _policy().pay_within, paid_at=None, shipped_at=None,
             confirm_deadline=None, remind_at=None, reminded=False, extended=False, paused_at=None, finished_at=None,
             closed_at=None, close_reason=None, timeline_seq=0, timeline_hash=timeline.GENESIS, refund_open=False)
+        # The trade's terms, which ``timeline.verify`` holds the trade's row to: who trades with whom, for what, at
+        # which fee, through which escrow account.
         timeline.append(trade, buyer_id, "state", action="open", after=WAIT_BUYER_PAY, title=title, amount=amount,
-                        shipping_fee=shipping_fee)
+                        shipping_fee=shipping_fee, buyer=buyer_id, seller=seller.id, currency=currency,
+                        fee_bp=trade.fee_bp, escrow_account=trade.escrow_account_id)
         trade_store.insert(trade)  # with the escrow account and the first entry riding along
         return trade
 

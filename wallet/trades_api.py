@@ -271,7 +271,7 @@ def evidence_bundle(trade_id: str) -> Response:
     refunds = trades.refunds_by_trade([trade.id]).get(trade.id)
     return respond(EvidenceBundle(trade=TradeOut.of(trade, user.id, refunds), timeline=entries,
                                   head_hash=trade.timeline_hash, intact=verification.intact,
-                                  broken_at=verification.broken_at))
+                                  broken_at=verification.broken_at, problem=verification.problem))
 
 
 @endpoint(bp, "/trades/<trade_id>/ratings", "POST", summary="Rate the other side of a finished trade",

@@ -118,6 +118,30 @@ def test_a_tampered_timeline_entry_is_named_by_the_verifier(api, app, people):
     assert (bundle["intact"], bundle["broken_at"]) == (False, 2)
 
 
+@pytest.mark.parametrize(("change", "named"), [
+    ("seller_id = :other", "the trade's seller_id is"),
+    ("amount = amount - 10000, paid_amount = paid_amount - 10000", "the trade's amount is"),
+    ("fee_bp = 150", "the trade's fee_bp is"),
+    ("refunded_amount = 100", "the trade's refunded_amount is 100 but its money entries give 0"),
+])
+def test_a_trade_row_changed_beside_its_intact_chain_is_caught(api, app, people, change, named):
+    """Found by an audit: the chain never named the seller and the verifier never held the trade's row to it, so a
+    trade moved to another seller after payment (who then shipped, was confirmed and paid) or given another price
+    checked out "intact". The opening entry now records the trade's terms, and the row must agree with them and with
+    the sums of the chain's money entries."""
+    buyer, seller = people
+    other = api.verified(real_name="赵六")
+    trade_id = paid_and_shipped(api, buyer, seller)
+    with app.app_context():
+        db.session.execute(text(f"UPDATE trades SET {change} WHERE id = :t"),
+                           {"t": trade_id, "other": other["user"]["id"]})
+        db.session.commit()
+    broken = app.test_cli_runner().invoke(args=["escrow", "verify", trade_id])
+    assert broken.exit_code == 1 and named in broken.output, broken.output
+    bundle = api.client.get(f"/api/v1/trades/{trade_id}/evidence-bundle", headers=buyer["headers"]).json
+    assert bundle["intact"] is False and named in bundle["problem"]
+
+
 def test_a_deleted_timeline_entry_is_found(api, app, people):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
