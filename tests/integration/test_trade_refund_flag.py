@@ -56,10 +56,12 @@ def test_a_flag_that_disagrees_with_the_refunds_is_reported(app):
         _trades_and_refunds()
         db.session.execute(text("UPDATE trades SET refund_open = true WHERE id = 'trd_open'"))
         db.session.commit()
-        assert not [p for p in check_invariants() if p.startswith("trade ")]
+        # The refund flag's own problems: these trades, written with plain SQL, hold money without an escrow account,
+        # which the checker reports too (``wallet.check`` item 8).
+        assert not [p for p in check_invariants() if "says a refund is" in p]
         db.session.execute(text("UPDATE trades SET refund_open = false WHERE id = 'trd_open'"))
         db.session.execute(text("UPDATE trades SET refund_open = true WHERE id = 'trd_none'"))
         db.session.commit()
-        problems = [p for p in check_invariants() if p.startswith("trade ")]
+        problems = [p for p in check_invariants() if "says a refund is" in p]
     assert problems == ["trade trd_none says a refund is open, but its refunds say otherwise",
                         "trade trd_open says a refund is not open, but its refunds say otherwise"]
