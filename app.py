@@ -162,7 +162,7 @@ def _install_hooks(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
         supplied = request.headers.get("X-Request-ID", "")
-        g.request_id = supplied if _REQUEST_ID.match(supplied) else os.urandom(16).hex()  # 128 random bits
+        g.request_id = supplied if _REQUEST_ID.fullmatch(supplied) else os.urandom(16).hex()  # 128 random bits
 
     @app.after_request
     def security_headers(response: Response) -> Response:

@@ -15,7 +15,6 @@ from typing import Any
 
 import click
 from limits import parse_many
-from limits.storage import SCHEMES as RATELIMIT_SCHEMES
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -93,6 +92,9 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
 
 WALLET_ENVS = ("development", "test", "production")
 LOG_FORMATS = ("", "json", "text")
+# The rate limiter's storages the application can use: the synchronous ones whose client it installs (``limits`` knows
+# more: memcached, mongodb, valkey and async ones, which failed every worker's start with a traceback).
+RATELIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 RATE_LIMITS = ("SMS_CODE_RESEND_LIMIT", "SMS_CODE_LIMIT_PER_PHONE", "SMS_CODE_LIMIT_PER_CLIENT",
                "LOGIN_LIMIT_PER_PHONE", "LOGIN_LIMIT_PER_CLIENT")
 # Numbers are positive, except these, for which zero means something (none, no wait, at the deadline itself).
@@ -150,6 +152,7 @@ def _check_words(config: dict[str, Any]) -> None:
             parse_many(config[name])
         except ValueError:
             raise ConfigError(f"{name}={config[name]!r} is not a rate limit like '5 per hour;10 per day'") from None
+    config["METRICS_TOKEN"] = config["METRICS_TOKEN"].strip()  # a token read from a file keeps its line break
     scheme = config["RATELIMIT_STORAGE_URI"].partition("://")[0]
     if scheme not in RATELIMIT_SCHEMES:
         # the scheme only: the rest of the URI may hold a password

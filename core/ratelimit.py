@@ -18,7 +18,7 @@ def client_key() -> str:
     address for every request."""
     address = get_remote_address()
     try:
-        parsed = ipaddress.ip_address(address)
+        parsed = ipaddress.ip_address(_without_port(address))
     except ValueError:
         return address
     if isinstance(parsed, ipaddress.IPv6Address):
@@ -26,6 +26,15 @@ def client_key() -> str:
             return str(parsed.ipv4_mapped)
         return str(ipaddress.IPv6Network((parsed, IPV6_CLIENT_PREFIX), strict=False))
     return str(parsed)
+
+
+def _without_port(address: str) -> str:
+    """The address a proxy forwarded, without the port or brackets some proxies write with it (``198.51.100.7:40001``,
+    ``[2001:db8::1]:443``): with them every connection of one client counted as a client of its own."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    host, colon, port = address.rpartition(":")
+    return host if colon and port.isdigit() and "." in host and ":" not in host else address
 
 
 limiter = Limiter(key_func=client_key, default_limits=[])

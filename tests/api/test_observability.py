@@ -64,3 +64,24 @@ def test_request_methods_made_up_by_clients_share_one_series(client):
     methods = set(re.findall(r'wallet_http_request_duration_seconds_count\{[^}]*method="([^"]+)"', body))
     assert "other" in methods and not any(m.startswith("XMADEUP") or m == "PROPFIND" for m in methods), methods
     assert "GET" in methods
+
+
+def test_a_text_log_line_cannot_be_started_by_a_client(database_url, tmp_path, capfd):
+    """Found by an audit: with LOG_FORMAT=text the access line wrote the decoded path as it is, so ``%0A`` in a URL
+    started a log line of the client's making (any time, level and request id). Control characters are escaped; a
+    request id must be the whole of what it names (a trailing line break got past ``$``)."""
+    from app import create_app
+    from core.db import db
+
+    app = create_app({"DATABASE_URL": database_url, "WALLET_ENV": "test", "LOG_FORMAT": "text",
+                      "RATELIMIT_ENABLED": False, "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl")})
+    capfd.readouterr()
+    forged = "2030-01-01 00:00:00,000 ERROR wallet [deadbeef] ledger check FAILED"
+    app.test_client().get("/healthz%0A" + forged.replace(" ", "%20"))
+    answer = app.test_client().get("/healthz", environ_overrides={"HTTP_X_REQUEST_ID": "forged\n"})
+    lines = capfd.readouterr().err.splitlines()
+    with app.app_context():
+        db.engine.dispose()
+    assert not [line for line in lines if line.startswith(forged)], lines
+    assert any("/healthz\\n2030-01-01" in line for line in lines), lines
+    assert answer.status_code == 200 and re.fullmatch(r"[0-9a-f]{32}", answer.headers["X-Request-ID"])

@@ -106,3 +106,24 @@ def test_a_rate_limited_phone_number_is_not_logged(limited_client, caplog):
     assert answers == [202, 429]
     assert "exceeded" in caplog.text
     assert phone not in caplog.text and phone[1:] not in caplog.text
+
+
+def test_a_client_forwarded_with_its_port_or_in_brackets_is_one_client(database_url, clock, tmp_path):
+    """Found by an audit: behind a proxy that writes the client's port (or an IPv6 address in brackets) into
+    X-Forwarded-For, the address did not parse and every connection was keyed as a client of its own, so the
+    per-client limits never held."""
+    app = create_app({"DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": True,
+                      "RATELIMIT_STORAGE_URI": "memory://", "PROXY_FIX_X_FOR": 1,
+                      "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"), "SMS_CODE_LIMIT_PER_CLIENT": "3 per hour"})
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "10.0.0.1"  # the proxy
+
+    def sends(forwarded_for):
+        return [client.post("/api/v1/sms-codes", json={"phone": make_phone(), "purpose": "register"},
+                            headers={"X-Forwarded-For": address}).status_code for address in forwarded_for]
+
+    assert sends([f"198.51.100.7:{40000 + n}" for n in range(4)]) == [202, 202, 202, 429]
+    assert sends([f"[2001:db8:1:1::{n + 1}]:443" for n in range(2)] + ["[2001:db8:1:1::9]", "2001:db8:1:1::a"]) == [
+        202, 202, 202, 429]  # one /64
+    with app.app_context():
+        db.engine.dispose()

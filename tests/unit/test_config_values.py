@@ -43,6 +43,11 @@ ROOT = Path(__file__).resolve().parents[2]
     ("DATABASE_URL", "not a url"),
     ("DATABASE_URL", "mysql://root@127.0.0.1/wallet"),
     ("RATELIMIT_STORAGE_URI", "bogus://127.0.0.1"),
+    # Found by an audit: storages the limiter knows but the application cannot use (not installed, or async)
+    # passed this check and then failed every gunicorn worker's start with a traceback.
+    ("RATELIMIT_STORAGE_URI", "async+memory://"),
+    ("RATELIMIT_STORAGE_URI", "memcached://127.0.0.1:11211"),
+    ("RATELIMIT_STORAGE_URI", "mongodb://127.0.0.1:27017"),
     ("SMS_CODE_RESEND_LIMIT", "lots"),
     ("LOGIN_LIMIT_PER_PHONE", "20 per fortnight"),
 ])
@@ -73,6 +78,9 @@ def test_a_lease_that_a_hand_over_could_outlast_is_refused(tmp_path, lease, time
     ("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/wallet",
      "postgresql+psycopg://postgres@127.0.0.1:5432/wallet"),
     ("SMS_CODE_LIMIT_PER_PHONE", "5 per hour;10 per day", "5 per hour;10 per day"),
+    ("RATELIMIT_STORAGE_URI", "redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    # Found by an audit: a token read from a file kept its line break, and no scraper could ever match it.
+    ("METRICS_TOKEN", "s3cret\n", "s3cret"),
 ])
 def test_ordinary_values_are_accepted(tmp_path, name, value, parsed):
     config = load({name: value}, str(tmp_path))
