@@ -23,7 +23,7 @@ DEV_PEPPER = "development-pepper-not-a-secret"
 # name: (default, parser, what it is) -- the README's configuration table is this table.
 SETTINGS: dict[str, tuple[Any, type, str]] = {
     "WALLET_ENV": ("development", str, "development, test or production"),
-    "DATABASE_URL": ("", str, "SQLAlchemy URL; empty = SQLite in instance/wallet.db"),
+    "DATABASE_URL": ("", str, "SQLAlchemy URL; empty = SQLite in instance/wallet.db (not in production)"),
     "PASSWORD_PEPPER": ("", str, "HMAC key applied before argon2; required in production"),
     "ARGON2_TIME_COST": (2, int, "argon2id iterations"),
     "ARGON2_MEMORY_KIB": (19456, int, "argon2id memory in KiB (19 MiB)"),
@@ -175,6 +175,10 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         backend = ""
     if backend not in ("postgresql", "sqlite"):  # the URL's text is left out: it may hold a password
         raise ConfigError("DATABASE_URL is not a PostgreSQL URL (postgresql://user@host:5432/database), nor empty")
+    if backend != "postgresql" and config["WALLET_ENV"] == "production":
+        # DESIGN 8: production is PostgreSQL. Several gunicorn workers, dispatchers and sweepers on one SQLite file
+        # queue behind its single writer, and the concurrency the product is tested for is PostgreSQL's.
+        raise ConfigError("DATABASE_URL must name PostgreSQL when WALLET_ENV=production (SQLite is for development)")
     config["SQLALCHEMY_DATABASE_URI"] = url
     config["SQLALCHEMY_ENGINE_OPTIONS"] = (
         {"connect_args": {"timeout": 10, "check_same_thread": False}}

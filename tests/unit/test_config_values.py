@@ -58,6 +58,20 @@ def test_a_value_the_app_cannot_use_is_refused_naming_the_setting(tmp_path, name
     assert name in message and "\n" not in message, message
 
 
+@pytest.mark.parametrize("url", ["", "sqlite:///instance/wallet.db"])
+def test_production_refuses_sqlite(tmp_path, url):
+    """DESIGN 8: production is PostgreSQL. It started on SQLite, the empty default included, while the README said
+    it would not."""
+    settings = {"WALLET_ENV": "production", "PASSWORD_PEPPER": "a test pepper", "DATABASE_URL": url}
+    with pytest.raises(ConfigError) as refused:
+        load(settings, str(tmp_path))
+    assert "DATABASE_URL" in refused.value.message and "\n" not in refused.value.message
+    development = load({**settings, "WALLET_ENV": "development"}, str(tmp_path))
+    assert development["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+    on_postgres = load({**settings, "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/wallet"}, str(tmp_path))
+    assert on_postgres["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+
+
 @pytest.mark.parametrize(("lease", "timeout"), [("30", "120"), ("20", "10"), ("5", "10.0")])
 def test_a_lease_that_a_hand_over_could_outlast_is_refused(tmp_path, lease, timeout):
     """Found by an audit: a lease shorter than a hand-over may take gives the alert to another dispatcher, which sends

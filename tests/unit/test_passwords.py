@@ -54,11 +54,12 @@ def test_acceptable_payment_passwords(pin):
 
 
 def test_production_refuses_to_start_without_a_pepper(tmp_path):
+    production = {"WALLET_ENV": "production", "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/wallet"}
     with pytest.raises(RuntimeError, match="PASSWORD_PEPPER"):
-        load({"WALLET_ENV": "production"}, str(tmp_path))
+        load(production, str(tmp_path))
     with pytest.raises(RuntimeError, match="PASSWORD_PEPPER"):
-        load({"WALLET_ENV": "production", "PASSWORD_PEPPER": "development-pepper-not-a-secret"}, str(tmp_path))
-    assert load({"WALLET_ENV": "production", "PASSWORD_PEPPER": "s3cret"}, str(tmp_path))["PASSWORD_PEPPER"] == "s3cret"
+        load({**production, "PASSWORD_PEPPER": "development-pepper-not-a-secret"}, str(tmp_path))
+    assert load({**production, "PASSWORD_PEPPER": "s3cret"}, str(tmp_path))["PASSWORD_PEPPER"] == "s3cret"
 
 
 def test_development_has_a_default_pepper(tmp_path):

@@ -10,7 +10,10 @@ from app import create_app
 
 def startup_log(tmp_path, capfd, **config) -> str:
     capfd.readouterr()
-    create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'wallet.db'}", "PASSWORD_PEPPER": "a test pepper",
+    # Production refuses SQLite; the app connects to nothing at start-up, so the database need not exist.
+    database = ("postgresql://postgres@127.0.0.1:5432/not_connected" if config.get("WALLET_ENV") == "production"
+                else f"sqlite:///{tmp_path / 'wallet.db'}")
+    create_app({"DATABASE_URL": database, "PASSWORD_PEPPER": "a test pepper",
                 "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"), **config})
     return capfd.readouterr().err  # the log handler writes to stderr
 
