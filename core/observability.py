@@ -78,10 +78,14 @@ class TextFormatter(logging.Formatter):
     own. A traceback still follows on lines of its own."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), super().formatMessage(record))
+        line = super().formatMessage(record)
+        if record.name == "werkzeug":  # the dev server colours its access lines; the colour is not the client's
+            line = _COLOUR.sub("", line)
+        return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), line)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # an ANSI "select graphic rendition" sequence: colour and weight only
 
 
 def configure_logging(level: str, fmt: str) -> None:

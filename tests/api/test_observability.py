@@ -4,7 +4,7 @@ import json
 import logging
 import re
 
-from core.observability import JsonFormatter, RequestIdFilter
+from core.observability import JsonFormatter, RequestIdFilter, TextFormatter
 from notifications import dispatcher
 
 
@@ -85,3 +85,18 @@ def test_a_text_log_line_cannot_be_started_by_a_client(database_url, tmp_path, c
     assert not [line for line in lines if line.startswith(forged)], lines
     assert any("/healthz\\n2030-01-01" in line for line in lines), lines
     assert answer.status_code == 200 and re.fullmatch(r"[0-9a-f]{32}", answer.headers["X-Request-ID"])
+
+
+def test_the_dev_servers_coloured_access_lines_read_as_text():
+    """Since control characters are escaped, the dev server's coloured access lines read
+    ``\\x1b[33m"GET /x HTTP/1.1" 404 -\\x1b[0m`` in ``make run``'s log: werkzeug's own colour codes are dropped
+    from its lines. A client's escape character anywhere else is still written escaped."""
+    formatter = TextFormatter("%(name)s %(message)s")
+
+    def line(name: str, message: str) -> str:
+        return formatter.format(logging.LogRecord(name, logging.INFO, __file__, 1, message, None, None))
+
+    assert line("werkzeug", '127.0.0.1 - - "\x1b[33mGET /x HTTP/1.1\x1b[0m" 404 -') == (
+        'werkzeug 127.0.0.1 - - "GET /x HTTP/1.1" 404 -')
+    assert line("werkzeug", "GET /\x1b]0;title\x07") == "werkzeug GET /\\x1b]0;title\\x07"
+    assert line("wallet.access", "GET /\x1b[33m") == "wallet.access GET /\\x1b[33m"
