@@ -24,7 +24,7 @@ class InvalidCredentials(AppError):
 class WrongPaymentPassword(AppError):
     """The payment password did not match; says how many tries remain before payments lock."""
 
-    status, code, title = 401, "invalid_payment_password", "Wrong payment password"
+    status, code, title = 401, "invalid_credentials", "Wrong payment password"
 
     def __init__(self, attempts_left: int) -> None:
         super().__init__("The payment password is not correct.", attempts_left=attempts_left)

@@ -73,7 +73,7 @@ def test_a_frozen_seller_still_gives_the_buyer_money_back_but_a_frozen_buyer_can
 
     asked = act(api, buyer, refunded_now, "refunds", amount=20900, reason="never arrived").json
     wrong = act(api, seller, refunded_now, f"refunds/{asked['id']}/agree", payment_password="000000")
-    assert (wrong.status_code, wrong.json["code"]) == (401, "invalid_payment_password")  # the password still guards it
+    assert (wrong.status_code, wrong.json["code"]) == (401, "invalid_credentials")  # the password still guards it
     agreed = act(api, seller, refunded_now, f"refunds/{asked['id']}/agree", **PP)
     assert (agreed.status_code, agreed.json["status"]) == (200, "REFUND_SUCCESS"), agreed.json
 

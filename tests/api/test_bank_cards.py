@@ -100,7 +100,7 @@ def test_third_wrong_payment_password_locks_card_binding(api, app, inbox):
     answers = [bind(api, account, payment_password=WRONG_PIN) for _ in range(3)]
 
     assert [(a.status_code, a.json["code"]) for a in answers] == [
-        (401, "invalid_payment_password"), (401, "invalid_payment_password"), (423, "payment_password_locked"),
+        (401, "invalid_credentials"), (401, "invalid_credentials"), (423, "payment_password_locked"),
     ]
     assert [a.json.get("attempts_left") for a in answers[:2]] == [2, 1]
     still = bind(api, account)  # the right password is refused while locked

@@ -107,7 +107,7 @@ def test_a_payment_refused_for_want_of_funds_runs_once_when_retried_after_a_top_
 def test_the_payment_password_is_not_part_of_the_request_a_right_one_after_a_wrong_one_runs_once(api, app, payer):
     bob = api.register()
     wrong = send(api, payer, "/api/v1/transfers", "pay-bob", WRONG_PASSWORD, amount=100, to_phone=bob["phone"])
-    assert (wrong.status_code, wrong.json["code"]) == (401, "invalid_payment_password")
+    assert (wrong.status_code, wrong.json["code"]) == (401, "invalid_credentials")
     paid = send(api, payer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=bob["phone"])
     assert paid.status_code == 201 and not replayed(paid)
     again = send(api, payer, "/api/v1/transfers", "pay-bob", amount=100, to_phone=bob["phone"])

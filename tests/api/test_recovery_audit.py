@@ -101,7 +101,7 @@ def test_a_sim_swapper_recovers_and_logs_in_but_gets_no_payment_password_until_t
     assert "Contact support" in held["body"]
     paid = api.client.post("/api/v1/transfers", headers={**headers, "Idempotency-Key": "k-1"},
                            json={"to_phone": accomplice["phone"], "amount": 100000, "payment_password": "246813"})
-    assert (paid.status_code, paid.json["code"]) == (401, "invalid_payment_password")
+    assert (paid.status_code, paid.json["code"]) == (401, "invalid_credentials")
     assert api.balance({"headers": headers}) == 100000
 
     clock.advance(hours=23, minutes=57)  # one minute before the end of the hold

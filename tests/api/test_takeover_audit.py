@@ -32,7 +32,7 @@ def test_a_stolen_access_token_alone_changes_neither_phone_nor_email_nor_payment
     payment = api.client.put("/api/v1/me/payment-password", headers=account["headers"],
                              json={"current_payment_password": "000111", "new_payment_password": "246813"})
     assert [(r.status_code, r.json["code"]) for r in (phone, email, payment)] == [
-        (401, "invalid_credentials"), (401, "invalid_credentials"), (401, "invalid_payment_password")]
+        (401, "invalid_credentials"), (401, "invalid_credentials"), (401, "invalid_credentials")]
     third = api.client.post("/api/v1/me/totp", headers=account["headers"], json={"login_password": "not it either"})
     assert (third.status_code, third.json["code"]) == (423, "login_locked")  # the three guesses shared one lock
     assert api.client.get("/api/v1/me", headers=account["headers"]).status_code == 423  # nothing reachable now
@@ -55,7 +55,7 @@ def test_wrong_current_payment_passwords_at_a_change_count_toward_the_payment_lo
     answers = [api.client.put("/api/v1/me/payment-password", headers=account["headers"], json=body)
                for _ in range(3)]
     assert [(r.status_code, r.json["code"]) for r in answers] == [
-        (401, "invalid_payment_password"), (401, "invalid_payment_password"), (423, "payment_password_locked")]
+        (401, "invalid_credentials"), (401, "invalid_credentials"), (423, "payment_password_locked")]
     right = api.client.put("/api/v1/me/payment-password", headers=account["headers"],
                            json={"current_payment_password": PAYMENT_PASSWORD, "new_payment_password": "246813"})
     assert right.status_code == 423
