@@ -485,7 +485,11 @@ def _install_cli(app: Flask) -> None:
     @click.argument("phone", type=PHONE)
     @click.argument("basis_points", type=click.IntRange(0, escrow.MAX_FEE_BP))
     def set_fee(phone: str, basis_points: int) -> None:
-        """Charge the seller with PHONE a fee of BASIS_POINTS (100 = 1 %; at most 150, R10) on future trades."""
+        """Charge the seller with PHONE a fee of BASIS_POINTS on future trades: 0, or 100 to 150 for a merchant
+        (100 = 1 %; R10: merchants pay 1-1.5 %)."""
+        if not escrow.fee_rate_allowed(basis_points):
+            raise click.BadParameter(f"a seller's fee is 0, or {escrow.MIN_FEE_BP} to {escrow.MAX_FEE_BP} basis points"
+                                     " for a merchant (R10: 1-1.5 %)", param_hint="BASIS_POINTS")
         user = account_with(phone)
         settings = db.session.get(escrow_models.SellerSettings, user.id) or escrow_models.SellerSettings(
             user_id=user.id)

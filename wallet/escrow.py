@@ -197,16 +197,21 @@ def check_refund_amount(amount: int, paid: int, refunded: int) -> None:
 # --- money -----------------------------------------------------------------------------------------------
 
 
-# R10: merchants pay a technical service fee of 1-1.5 %; person-to-person sellers pay none. The highest rate, in basis
-# points (the database holds every rate to it too: migration 0024).
-MAX_FEE_BP = 150
+# R10: merchants pay a technical service fee of 1-1.5 %; person-to-person sellers pay none. A seller's rate, in basis
+# points, is 0 or between these two (the database holds every rate to them too: migrations 0024 and 0025).
+MIN_FEE_BP, MAX_FEE_BP = 100, 150
+
+
+def fee_rate_allowed(fee_bp: int) -> bool:
+    """None (a person-to-person seller) or a merchant's 1-1.5 %: a rate between is a slip (15 typed for 150)."""
+    return fee_bp == 0 or MIN_FEE_BP <= fee_bp <= MAX_FEE_BP
 
 
 def seller_fee(amount: int, fee_bp: int) -> int:
     """The platform's fee on ``amount`` released to a seller charged ``fee_bp`` basis points (100 bp = 1 %).
     Rounded down, in the seller's favour; person-to-person sellers have ``fee_bp = 0``."""
-    if not 0 <= fee_bp <= MAX_FEE_BP:
-        raise ValueError(f"fee_bp must be between 0 and {MAX_FEE_BP}")
+    if not fee_rate_allowed(fee_bp):
+        raise ValueError(f"fee_bp must be 0 or between {MIN_FEE_BP} and {MAX_FEE_BP}")
     return amount * fee_bp // 10_000
 
 

@@ -62,7 +62,8 @@ class Trade(db.Model):
         CheckConstraint("refunded_amount >= 0 AND refunded_amount <= paid_amount", name="refunds_within_paid"),
         CheckConstraint("released_amount >= 0 AND released_amount + refunded_amount <= paid_amount",
                         name="releases_within_paid"),
-        CheckConstraint("fee_bp >= 0 AND fee_bp <= 150", name="fee_bp_range"),  # escrow.MAX_FEE_BP, migration 0024
+        # escrow.seller_fee's rates: none, or a merchant's 1-1.5 % (migrations 0024, 0025)
+        CheckConstraint("fee_bp = 0 OR (fee_bp >= 100 AND fee_bp <= 150)", name="fee_bp_range"),
         CheckConstraint("status IN ({})".format(", ".join(f"'{s}'" for s in TRADE_STATES)), name="status_known"),
         # Migration 0016: the fee is a share of what was released; a trade is paid in full or not at all; and its
         # money agrees with its state (nothing paid before payment, something paid after, nothing left in escrow
@@ -238,10 +239,11 @@ class RatingTotals(db.Model):
 
 
 class SellerSettings(db.Model):
-    """Per-seller settings: the platform fee on released escrow, in basis points (merchants 100-150)."""
+    """Per-seller settings: the platform fee on released escrow, in basis points: 0, or 100-150 for a merchant."""
 
     __tablename__ = "seller_settings"
-    __table_args__ = (CheckConstraint("fee_bp >= 0 AND fee_bp <= 150", name="fee_bp_range"),)  # escrow.MAX_FEE_BP
+    # escrow.seller_fee's rates (migrations 0024, 0025)
+    __table_args__ = (CheckConstraint("fee_bp = 0 OR (fee_bp >= 100 AND fee_bp <= 150)", name="fee_bp_range"),)
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
     fee_bp: Mapped[int] = mapped_column(Integer, default=0)

@@ -178,3 +178,26 @@ def test_every_migration_goes_down_one_step_at_a_time_with_books_in_it_and_all_c
         upgrade()
         db.session.remove()
     _ledger_clean(live)
+
+
+def test_an_installation_with_a_fee_of_under_one_percent_stops_at_0024_and_says_why(scratch_url):
+    """Migration 0025 holds a seller's fee to 0 or a merchant's 1-1.5 % (R10). A rate it would refuse is left for
+    someone to look at, never changed by the upgrade: the upgrade stops at 0024 with the rows untouched."""
+    app = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test"})
+    with app.app_context():
+        upgrade(revision="0024")
+        db.session.execute(text(_USER), {"id": "usr_s", "phone": "+12025550106", "now": NOW})
+        db.session.execute(text("INSERT INTO seller_settings (user_id, fee_bp) VALUES ('usr_s', 15)"))
+        db.session.commit()
+        db.session.remove()
+        with pytest.raises(SystemExit):  # flask-migrate logs the migration's error and exits
+            upgrade()
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0024"
+        assert db.session.execute(text("SELECT user_id, fee_bp FROM seller_settings")).all() == [("usr_s", 15)]
+        db.session.execute(text("UPDATE seller_settings SET fee_bp = 150"))
+        db.session.commit()
+        db.session.remove()
+        upgrade()
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == _head()
+        db.session.remove()
+        db.engine.dispose()

@@ -117,6 +117,12 @@ def test_seller_fee_rounds_down(amount, bp, fee):
     assert e.seller_fee(amount, bp) == fee
 
 
+@pytest.mark.parametrize("bp", [-1, 1, 15, 99, 151, 10_000])
+def test_a_fee_rate_other_than_none_or_a_merchants_is_refused(bp):
+    with pytest.raises(ValueError, match="fee_bp"):
+        e.seller_fee(19900, bp)
+
+
 def test_dispute_splits():
     assert e.split_amounts(1000, None, e.RELEASE) == (0, 1000)
     assert e.split_amounts(1000, None, e.REFUND) == (1000, 0)
