@@ -36,7 +36,10 @@ _FREEZE = sql.Statement(
 _ACTIVE_ALL = sql.Statement(
     "SELECT u.id, u.phone, f.frozen_at, f.reason FROM account_freezes f JOIN users u ON u.id = f.user_id"
     " WHERE f.lifted_at IS NULL ORDER BY f.frozen_at, u.id", utc=["frozen_at"])
-_LIFT = sql.Statement("UPDATE account_freezes SET lifted_at = :now WHERE user_id = :user_id AND lifted_at IS NULL")
+# A clock stepped back since the freeze (NTP, or another host's clock a second behind) lifts it at its start: a freeze
+# is never lifted before it began (the table's CHECK), and lifting it must not fail on that.
+_LIFT = sql.Statement("UPDATE account_freezes SET lifted_at = CASE WHEN frozen_at > :now THEN frozen_at ELSE :now END"
+                      " WHERE user_id = :user_id AND lifted_at IS NULL")
 
 
 def frozen_since(user_id: str) -> datetime | None:

@@ -215,6 +215,22 @@ def test_freezing_twice_keeps_one_freeze_and_sends_one_alert(api, app, inbox):
     assert [tuple(r) for r in rows] == [("again", "active"), ("one", "lifted")]
 
 
+def test_a_freeze_is_lifted_even_when_the_clock_stepped_back_since(api, app, clock, inbox):
+    """Found by the time audit: with the clock a second behind the freeze (NTP stepped it back, or staff lift it on
+    another host), ``unfreeze`` failed on the table's CHECK that a freeze ends no earlier than it began: a
+    traceback, and the account stayed frozen. It is lifted, at the moment it began."""
+    alice = api.verified()
+    assert cli(app, "freeze", alice["phone"], "--reason", "looking into it").exit_code == 0
+    clock.advance(seconds=-1)
+    lifted = cli(app, "unfreeze", alice["phone"])
+    assert lifted.exit_code == 0, (lifted.output, lifted.exception)
+    assert api.client.get("/api/v1/me", headers=alice["headers"]).json["frozen_since"] is None
+    assert len(inbox.messages(to=alice["phone"], event="account_unfrozen")) == 1
+    with app.app_context():
+        frozen_at, lifted_at = db.session.execute(text("SELECT frozen_at, lifted_at FROM account_freezes")).one()
+    assert lifted_at == frozen_at
+
+
 @pytest.mark.parametrize("args, message", [
     (["freeze", "+8613800000000", "--reason", "x"], "no account"),
     (["freeze", "{phone}", "--reason", "   "], "give a reason"),
