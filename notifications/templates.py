@@ -5,9 +5,10 @@ recipient, nothing that lets a reader take over the account (one-time codes asid
 
 Parameters by name: ``amount`` is integer fen (or a string already made by ``format_amount``); ``card`` is
 ``mask_card(number)``; a phone (``payer``, ``payee``, ``new_phone``, ``phone``) is ``mask_phone(e164)``;
-``time``/``until``/``deadline`` are ``format_time(moment)``; ``trade`` is ``short_ref(trade_id)``.
-``render`` masks any run of seven or more digits it is still given, so a careless caller cannot leak one, and
-reduces what a user typed (``device``) to plain words, so nobody can make a text show a number or a link.
+``time``/``deadline`` are ``format_time(moment)``, ``until`` is ``format_until(moment)``; ``trade`` is
+``short_ref(trade_id)``. ``render`` masks any run of seven or more digits it is still given, so a careless caller
+cannot leak one, and reduces what a user typed (``device``) to plain words, so nobody can make a text show a number or
+a link.
 """
 
 from __future__ import annotations
@@ -351,3 +352,10 @@ _CST = timezone(timedelta(hours=8))
 def format_time(moment: datetime) -> str:
     """Times in texts are China Standard Time, which every recipient of a +86 number reads."""
     return moment.astimezone(_CST).strftime("%Y-%m-%d %H:%M") + " (UTC+8)"
+
+
+def format_until(moment: datetime) -> str:
+    """When something that holds the reader back ends (a lock, a hold), as ``format_time`` but to the next whole
+    minute: a lock ending at 16:00:40 reads 16:01, never a 16:00 at which the reader would still find it locked."""
+    whole = moment.replace(second=0, microsecond=0)
+    return format_time(whole if whole == moment else whole + timedelta(minutes=1))

@@ -22,7 +22,7 @@ from core.db import db, primary_key, run_in_transaction
 from core.errors import AppError, NotFound, ValidationFailed
 from core.ids import new_id
 from notifications.outbox import enqueue
-from notifications.templates import UNTIL_RESET, format_time, mask_email, mask_phone
+from notifications.templates import UNTIL_RESET, format_time, format_until, mask_email, mask_phone
 from security import codes, lockout, totp
 from security.errors import (
     AccountFrozen,
@@ -144,7 +144,7 @@ def _lock_alert(user_id: str, phone: str, locale: str, kind: str) -> Callable[[L
 
     def alert(state: LockState) -> None:
         # A hard lock lasts until a reset, even when a recovery's wrong authenticator codes also timed one.
-        until = UNTIL_RESET if state.hard_locked or not state.locked_until else format_time(state.locked_until)
+        until = UNTIL_RESET if state.hard_locked or not state.locked_until else format_until(state.locked_until)
         enqueue(phone, event, locale=locale, user_id=user_id, until=until)
 
     return alert

@@ -18,7 +18,7 @@ from core import clock
 from core.db import db, run_in_transaction
 from core.errors import AppError
 from notifications.outbox import enqueue
-from notifications.templates import format_time
+from notifications.templates import format_time, format_until
 from security.errors import AccountRecentlyRecovered
 from security.models import User
 
@@ -37,7 +37,7 @@ def hold_until(user: User) -> datetime | None:
 def announce_hold(user: User, until: datetime) -> None:
     """Inside the caller's transaction: the owner hears of a change refused by the hold (R4)."""
     enqueue(user.phone, "held_after_recovery", locale=user.locale, user_id=user.id, time=format_time(clock.now()),
-            until=format_time(until))
+            until=format_until(until))
 
 
 def hold_refusal(user: User) -> Refusal | None:

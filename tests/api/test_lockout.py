@@ -2,7 +2,7 @@
 
 import statistics
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 from tests.statements import statements_sent
@@ -170,13 +170,16 @@ def test_an_sms_reset_lifts_an_ordinary_lock(api):
     assert api.login(phone, "fresh secret 2", sms_code=api.code(phone, "login")).status_code == 201
 
 
-def test_login_lock_sends_the_owner_one_sms(api, inbox):
+def test_login_lock_sends_the_owner_one_sms(api, inbox, clock):
     account = api.register(locale="en")
+    clock.set(datetime(2026, 3, 2, 7, 59, 20, tzinfo=UTC))  # 15:59:20 in China: the lock ends at 18:59:20
     for _ in range(3):
         api.login(account["phone"], WRONG)
     locks = inbox.messages(to=account["phone"], event="login_locked")
     assert len(locks) == 1
-    assert "sign-in is locked until" in locks[0]["body"] and WRONG not in locks[0]["body"]
+    assert WRONG not in locks[0]["body"]
+    # The minute the lock has ended by (time audit: it read 18:59, when a try still found it locked).
+    assert "sign-in is locked until 2026-03-02 19:00 (UTC+8)" in locks[0]["body"], locks[0]["body"]
 
 
 def test_payment_lock_sends_the_owner_an_sms(api, inbox):

@@ -18,6 +18,7 @@ from notifications.templates import (
     UNTIL_RESET,
     format_amount,
     format_time,
+    format_until,
     mask_card,
     mask_email,
     mask_phone,
@@ -280,3 +281,10 @@ def test_an_ordinary_email_keeps_its_domain():
 ])
 def test_a_device_name_with_nothing_to_show_is_called_unnamed_in_the_users_language(device, locale, shown):
     assert shown in render("new_device_login", locale, {"device": device, "time": "t"})
+
+
+def test_a_time_something_holds_the_reader_back_until_is_the_minute_it_has_ended_by():
+    assert format_until(datetime(2026, 3, 2, 10, 59, 20, tzinfo=UTC)) == "2026-03-02 19:00 (UTC+8)"
+    assert format_until(datetime(2026, 3, 2, 10, 59, 0, 1, tzinfo=UTC)) == "2026-03-02 19:00 (UTC+8)"
+    assert format_until(datetime(2026, 3, 2, 11, 0, tzinfo=UTC)) == "2026-03-02 19:00 (UTC+8)"
+    assert format_until(datetime(2026, 3, 2, 15, 59, 59, tzinfo=UTC)) == "2026-03-03 00:00 (UTC+8)"
