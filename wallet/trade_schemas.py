@@ -50,6 +50,8 @@ class NoBody(RequestModel):
 
 class RequestRefund(RequestModel):
     amount: int = Field(gt=0, le=MAX_AMOUNT)
+    currency: Literal["CNY"] = Field(default="CNY", description="The trade's currency (DESIGN 3: amounts come with"
+                                     " their currency; trades are opened in CNY)")
     reason: str = Field(min_length=1, max_length=500)
     return_goods: bool = False
 
@@ -85,6 +87,7 @@ class Decide(RequestModel):
     refund_amount: int | None = Field(default=None, gt=0, le=MAX_AMOUNT,
                                       description="Fen back to the buyer: required for a split; a release or a"
                                                   " refund may give only the amount it refunds")
+    currency: Literal["CNY"] = Field(default="CNY", description="The trade's currency, that of refund_amount")
     reason: str = Field(min_length=1, max_length=1000)
 
 
@@ -103,6 +106,7 @@ class RefundOut(BaseModel):
                                  " decided a dispute about it, what the decision gave (a split less than asked, a"
                                  " refund all that was still held); 0 while it is open or when it ended without money."
                                  " A trade's refunds add up to its refunded_amount")
+    currency: str = Field(description="The trade's currency, that of both amounts")
     reason: str
     return_goods: bool
     deadline: datetime | None
@@ -112,8 +116,8 @@ class RefundOut(BaseModel):
     @classmethod
     def of(cls, refund: RefundView) -> RefundOut:
         return cls(id=refund.id, status=refund.status, amount=refund.amount, refunded_amount=refund.refunded_amount,
-                   reason=refund.reason, return_goods=refund.return_goods, deadline=refund.deadline,
-                   disputed=refund.disputed, created_at=refund.created_at)
+                   currency=refund.currency, reason=refund.reason, return_goods=refund.return_goods,
+                   deadline=refund.deadline, disputed=refund.disputed, created_at=refund.created_at)
 
 
 class Deadlines(BaseModel):
@@ -259,15 +263,16 @@ class DisputeOut(BaseModel):
     reason: str
     outcome: str | None
     refund_amount: int | None
+    currency: str = Field(description="The trade's currency, that of refund_amount")
     decision_reason: str | None
     created_at: datetime
     decided_at: datetime | None
 
     @classmethod
-    def of(cls, dispute: Dispute) -> DisputeOut:
+    def of(cls, dispute: Dispute, currency: str) -> DisputeOut:
         return cls(id=dispute.id, trade_id=dispute.trade_id, refund_id=dispute.refund_id, status=dispute.status,
                    reason=dispute.reason, outcome=dispute.outcome, refund_amount=dispute.refund_amount,
-                   decision_reason=dispute.decision_reason, created_at=dispute.created_at,
+                   currency=currency, decision_reason=dispute.decision_reason, created_at=dispute.created_at,
                    decided_at=dispute.decided_at)
 
 

@@ -474,10 +474,10 @@ def _given_back(refund: Refund) -> int:
     return refund.amount if decided is None else int(decided)
 
 
-def _view(refund: Refund) -> RefundView:
-    """The refund as answers show it, read in the transaction that changed it."""
+def _view(refund: Refund, trade: TradeRecord) -> RefundView:
+    """The refund of ``trade`` as answers show it, read in the transaction that changed it."""
     return RefundView(refund.id, refund.status, refund.amount, refund.reason, refund.return_goods, refund.deadline,
-                      refund.disputed, refund.created_at, _given_back(refund))
+                      refund.disputed, refund.created_at, _given_back(refund), trade.currency)
 
 
 _REFUNDS_ASKED_AFTER_SHIPPING = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :trade_id"
@@ -521,7 +521,7 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
         assert refund.deadline is not None
         _tell(_party(trade, trade.seller_id), "refund_requested", trade, amount=format_amount(amount),
               deadline=format_time(refund.deadline))
-        return _view(refund)
+        return _view(refund, trade)
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
@@ -581,11 +581,11 @@ def _seller_refund_step(seller_id: str, trade_id: str, refund_id: str, action: s
     def change(trade: TradeRecord) -> RefundView:
         refund = _refund(trade, refund_id)
         if _done_by_deadline(trade, (refund.id, _SILENCE_MEANS.get(action))):
-            return _view(refund)  # the seller's silence already did what the seller asks
+            return _view(refund, trade)  # the seller's silence already did what the seller asks
         _refund_step(trade, refund, action, seller_id, **data)
         if after is not None:
             after(trade, refund)
-        return _view(refund)
+        return _view(refund, trade)
 
     return run_in_transaction(lambda: _step(_as_seller, seller_id, trade_id, change))
 
@@ -607,7 +607,7 @@ def return_goods(buyer_id: str, trade_id: str, refund_id: str, carrier: str, tra
         refund = _refund(trade, refund_id)
         _refund_step(trade, refund, "return", buyer_id, carrier=carrier, tracking_number=tracking_number)
         refund.return_carrier, refund.return_tracking_number = carrier, tracking_number
-        return _view(refund)
+        return _view(refund, trade)
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
@@ -621,7 +621,7 @@ def withdraw_refund(buyer_id: str, trade_id: str, refund_id: str) -> RefundView:
         if refund.disputed:
             raise TradeConflict("dispute_open", "the platform is deciding this refund; it cannot be withdrawn")
         _refund_step(trade, refund, "withdraw", buyer_id)
-        return _view(refund)
+        return _view(refund, trade)
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
 
@@ -630,12 +630,12 @@ def receive_return(seller_id: str, trade_id: str, refund_id: str) -> RefundView:
     return _seller_refund_step(seller_id, trade_id, refund_id, "receive")
 
 
-def open_dispute(buyer_id: str, trade_id: str, reason: str) -> Dispute:
+def open_dispute(buyer_id: str, trade_id: str, reason: str) -> tuple[Dispute, str]:
     """The buyer escalates their refused refund to the platform (DESIGN 6: the refusal is the seller's answer, so
     taking it further, letting it lapse or withdrawing it is the buyer's choice). Raises ``TradeConflict`` (codes
-    ``buyer_only``, ``no_refused_refund``, ``dispute_open``)."""
+    ``buyer_only``, ``no_refused_refund``, ``dispute_open``). Returns the dispute and the trade's currency."""
 
-    def change(trade: TradeRecord) -> Dispute:
+    def change(trade: TradeRecord) -> tuple[Dispute, str]:
         refund = _open_refund(trade)
         if refund is None or refund.status != escrow.SELLER_REFUSE_BUYER or refund.disputed:
             raise TradeConflict("no_refused_refund", "only a refused refund can be taken to the platform")
@@ -649,7 +649,7 @@ def open_dispute(buyer_id: str, trade_id: str, reason: str) -> Dispute:
         parties = _parties(trade.buyer_id, trade.seller_id)
         for party in (trade.buyer_id, trade.seller_id):
             _tell(parties[party], "dispute_opened", trade)
-        return dispute
+        return dispute, trade.currency
 
     try:
         return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
@@ -657,23 +657,28 @@ def open_dispute(buyer_id: str, trade_id: str, reason: str) -> Dispute:
         raise TradeConflict("dispute_open", "this trade already has an open dispute") from exc
 
 
-def list_disputes(status: str | None, limit: int, starting_after: str | None) -> tuple[list[Dispute], bool]:
-    """A page of disputes (``status`` ones, or all), newest first, and whether more remain (it was the newest 200,
-    and the rest out of reach)."""
-    stmt = select(Dispute).order_by(Dispute.id.desc()).limit(limit + 1)
+def list_disputes(status: str | None, limit: int,
+                  starting_after: str | None) -> tuple[list[tuple[Dispute, str]], bool]:
+    """A page of disputes (``status`` ones, or all), each with its trade's currency, newest first, and whether more
+    remain."""
+    stmt = select(Dispute, Trade.currency).join(Trade, Trade.id == Dispute.trade_id).order_by(
+        Dispute.id.desc()).limit(limit + 1)
     if status:
         stmt = stmt.where(Dispute.status == status)
     if starting_after is not None:
         stmt = stmt.where(Dispute.id < starting_after)
-    rows = run_in_transaction(lambda: list(db.session.scalars(stmt)), read_only=True)
+    rows = run_in_transaction(lambda: [(dispute, currency) for dispute, currency in db.session.execute(stmt)],
+                              read_only=True)
     return rows[:limit], len(rows) > limit
 
 
-def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: int | None, reason: str) -> Dispute:
+def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: int | None,
+                   reason: str) -> tuple[Dispute, str]:
     """Staff decide: release everything held to the seller, refund it to the buyer, or split it. Raises
-    ``NotFound``, ``ConflictOfInterest`` (staff who are a party to the trade), ``TradeConflict``."""
+    ``NotFound``, ``ConflictOfInterest`` (staff who are a party to the trade), ``TradeConflict``. Returns the
+    dispute and the trade's currency."""
 
-    def work() -> Dispute:
+    def work() -> tuple[Dispute, str]:
         found = db.session.get(Dispute, dispute_id)
         if found is None:
             raise NotFound("No such dispute.")
@@ -715,7 +720,7 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
         for party in (trade.buyer_id, trade.seller_id):
             _tell(parties[party], "dispute_decided", trade, outcome=outcome, amount=format_amount(to_buyer))
         trade_store.save(trade)
-        return dispute
+        return dispute, trade.currency
 
     return run_in_transaction(work)
 
@@ -813,6 +818,7 @@ class RefundView(NamedTuple):
     disputed: bool
     created_at: datetime
     refunded_amount: int
+    currency: str  # the trade's
 
 
 # What a refund gave back (``_given_back``), in SQL over a refund ``r`` left-joined to its decided dispute ``d``.
@@ -824,7 +830,7 @@ _TRADE_COLUMNS = ", ".join(f"t.{name}" for name in COLUMNS)
 _TRADE_WITH_REFUNDS = sql.Statement(
     f"SELECT {_TRADE_COLUMNS}, r.id AS r_id, r.status AS r_status, r.amount AS r_amount,"  # noqa: S608 - names
     " r.reason AS r_reason, r.return_goods AS r_return_goods, r.deadline AS r_deadline, r.disputed AS r_disputed,"
-    f" r.created_at AS r_created_at, {_GIVEN_BACK} AS r_refunded_amount FROM trades t"
+    f" r.created_at AS r_created_at, {_GIVEN_BACK} AS r_refunded_amount, t.currency AS r_currency FROM trades t"
     " LEFT JOIN refunds r ON r.trade_id = t.id"
     f" {_DECIDED_DISPUTE} WHERE t.id = :trade_id"
     " AND (:viewer_staff OR :viewer_id IN (t.buyer_id, t.seller_id))"  # the rule of _visible, in SQL
@@ -866,9 +872,11 @@ def _refunds_statement(trades: int) -> sql.Statement:
         names = ", ".join(f":t{i}" for i in range(trades))
         stmt = _REFUNDS_OF[trades] = sql.Statement(
             "SELECT r.trade_id, r.id, r.status, r.amount, r.reason, r.return_goods, r.deadline, r.disputed,"  # noqa: S608
-            f" r.created_at, {_GIVEN_BACK} AS refunded_amount FROM refunds r {_DECIDED_DISPUTE}"
+            f" r.created_at, {_GIVEN_BACK} AS refunded_amount, t.currency FROM refunds r"
+            f" JOIN trades t ON t.id = r.trade_id {_DECIDED_DISPUTE}"
             f" WHERE r.trade_id IN ({names}) ORDER BY r.id",  # only generated parameter names
-            utc=["deadline", "created_at"], boolean=["return_goods", "disputed"], reads_only=["refunds", "disputes"])
+            utc=["deadline", "created_at"], boolean=["return_goods", "disputed"],
+            reads_only=["refunds", "disputes", "trades"])
     return stmt
 
 

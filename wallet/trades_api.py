@@ -234,7 +234,7 @@ def receive_return(trade_id: str, refund_id: str) -> Response:
 def open_dispute(trade_id: str) -> Response:
     user = current_caller()
     req = parse_body(Reason)
-    return respond(DisputeOut.of(trades.open_dispute(user.id, trade_id, req.reason)), 201)
+    return respond(DisputeOut.of(*trades.open_dispute(user.id, trade_id, req.reason)), 201)
 
 
 @endpoint(bp, "/trades/<trade_id>/evidence", "POST", summary="Add evidence (text, attachment hashes)",
@@ -305,8 +305,8 @@ def list_disputes() -> Response:
     query = parse_query(DisputeQuery)
     rows, more = trades.list_disputes(None if query.status == "all" else query.status, query.limit,
                                       query.starting_after)
-    return respond(DisputeList(data=[DisputeOut.of(d) for d in rows], has_more=more,
-                               next_starting_after=rows[-1].id if more and rows else None))
+    return respond(DisputeList(data=[DisputeOut.of(d, currency) for d, currency in rows], has_more=more,
+                               next_starting_after=rows[-1][0].id if more and rows else None))
 
 
 @endpoint(bp, "/admin/disputes/<dispute_id>/decide", "POST", summary="Staff: decide a dispute", body=Decide,
@@ -319,7 +319,7 @@ def decide(dispute_id: str) -> Response:
     req = parse_body(Decide)
 
     def effect() -> tuple[int, dict[str, Any]]:
-        dispute = trades.decide_dispute(staff_id, dispute_id, req.outcome, req.refund_amount, req.reason)
-        return 200, DisputeOut.of(dispute).model_dump(mode="json")
+        decided = trades.decide_dispute(staff_id, dispute_id, req.outcome, req.refund_amount, req.reason)
+        return 200, DisputeOut.of(*decided).model_dump(mode="json")
 
     return _key_optional(staff_id, req, effect)

@@ -5,6 +5,7 @@ from sqlalchemy import select, text, update
 
 from core.db import db, run_in_transaction
 from notifications import dispatcher
+from tests.api.escrow_helpers import grant_staff
 from tests.api.test_escrow_stories import PP, act, books_clean, open_trade, paid_and_shipped, trade
 from tests.statements import selects_sent
 
@@ -264,3 +265,31 @@ def test_the_openapi_document_marks_the_refund_steps_key_optional(api):
     assert key_header("/api/v1/trades/{trade_id}/refunds/{refund_id}/agree") is False
     assert key_header("/api/v1/trades/{trade_id}/refunds/{refund_id}/receive-return") is False
     assert key_header("/api/v1/trades/{trade_id}/confirm") is True
+
+
+def test_refund_and_dispute_amounts_come_with_their_currency(api, app, people):
+    """DESIGN 3: "The API takes and returns ``{"amount": 1999, "currency": "CNY"}``." A refund request refused a
+    ``currency`` beside its amount (422, unknown field), and refunds and disputes answered amounts without one (design
+    audit). Trades are opened in CNY, so another currency is refused as any would be."""
+    buyer, seller = people
+    staff = grant_staff(api, app)
+    trade_id = paid_and_shipped(api, buyer, seller)
+    other = act(api, buyer, trade_id, "refunds", amount=20900, currency="USD", reason="broken")
+    assert (other.status_code, other.json["code"]) == (422, "validation_failed")
+    asked = act(api, buyer, trade_id, "refunds", amount=20900, currency="CNY", reason="broken")
+    assert asked.status_code == 201, asked.json
+    assert (asked.json["amount"], asked.json["currency"]) == (20900, "CNY")
+    refused = act(api, seller, trade_id, f"refunds/{asked.json['id']}/refuse", reason="it was fine")
+    assert refused.json["currency"] == "CNY"
+    assert [r["currency"] for r in trade(api, buyer, trade_id)["refunds"]] == ["CNY"]
+    listed = api.client.get("/api/v1/trades", headers=buyer["headers"]).json["data"]
+    assert [r["currency"] for t in listed if t["id"] == trade_id for r in t["refunds"]] == ["CNY"]
+    dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses")
+    assert (dispute.status_code, dispute.json["currency"]) == (201, "CNY")
+    pending = api.client.get("/api/v1/admin/disputes", headers=staff["headers"]).json["data"]
+    assert [(d["id"], d["currency"]) for d in pending] == [(dispute.json["id"], "CNY")]
+    decided = api.client.post(f"/api/v1/admin/disputes/{dispute.json['id']}/decide", headers=staff["headers"],
+                              json={"outcome": "split", "refund_amount": 8000, "currency": "CNY", "reason": "half"})
+    assert decided.status_code == 200, decided.json
+    assert (decided.json["refund_amount"], decided.json["currency"]) == (8000, "CNY")
+    books_clean(app)
