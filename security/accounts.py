@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core import clock, sql
 from core.db import db, primary_key, run_in_transaction
-from core.errors import AppError, NotFound, ValidationFailed
+from core.errors import AppError, NotFound, Unauthenticated, ValidationFailed
 from core.ids import new_id
 from notifications.outbox import enqueue
 from notifications.templates import UNTIL_RESET, format_time, format_until, mask_email, mask_phone
@@ -33,9 +33,10 @@ from security.errors import (
     PhoneTaken,
     TotpNotEnrolled,
     TotpRequired,
+    WrongPaymentPassword,
 )
 from security.lockout import LockState
-from security.models import CredentialLock, Device, User
+from security.models import AuthSession, CredentialLock, Device, User
 from security.passwords import check_login_password, check_payment_password
 from security.recovery_hold import Refusal, hold_refusal, hold_until, locked_account, refusal_under_lock, refuse_early
 from security.secrets_guard import (
@@ -45,6 +46,7 @@ from security.secrets_guard import (
     STATE_CONVERSIONS,
     check_reset_factor,
     check_secret,
+    current_state,
     lift_lock,
     passwords,
     record_second_factor,
@@ -299,8 +301,10 @@ def _open_session(account: _LoginView, device_key: str, device_name: str | None,
     if account.trusted and not still.trusted:
         raise DeviceVerificationRequired(
             "This device was signed out: request a code with purpose 'login' and send it as sms_code.")
-    if new_hash is not None:
-        db.session.execute(update(User).where(User.id == account.id).values(login_password_hash=new_hash))
+    if new_hash is not None:  # over the hash verified only (checked above, and held by the session's key)
+        db.session.execute(update(User).where(User.id == account.id,
+                                              User.login_password_hash == account.login_password_hash)
+                           .values(login_password_hash=new_hash))
     return pair
 
 
@@ -311,11 +315,15 @@ def verify_login_password(user: User, password: str) -> None:
 
 
 def authorize_payment(user_id: str, payment_password: str, then: Callable[[], T] | None = None, *,
-                      moves_money: bool = True) -> T | None:
+                      moves_money: bool = True, still_current: bool = False) -> T | None:
     """The gate in front of every movement of money: the payment password under its own lockout.
 
     ``then()``, the movement itself, runs in the transaction that checks the lock state after the argon2
-    verification, so a payment costs one transaction besides its reads; its result is returned.
+    verification, so a payment costs one transaction besides its reads; its result is returned. A payment whose
+    check began before a change of the payment password committed completes, as one whose check began before a
+    freeze does: it was authorised by the password of its moment. ``still_current`` (a change of the password itself)
+    locks the account's row first and refuses the password verified if it is no longer the account's: a change that
+    committed meanwhile is not undone by one verified with the password it replaced.
     Raises ``AccountFrozen`` (403) for a frozen account when ``moves_money`` (before the password is checked),
     ``PaymentPasswordLocked`` (423) while locked, ``WrongPaymentPassword`` (401) when wrong.
     """
@@ -325,9 +333,16 @@ def authorize_payment(user_id: str, payment_password: str, then: Callable[[], T]
     if moves_money and payer.frozen_at is not None:
         raise AccountFrozen(payer.frozen_at)
 
+    verified = payer.payment_password_hash
+
     def store(new_hash: str | None) -> T | None:
+        if still_current and locked_account(user_id).payment_password_hash != verified:
+            raise WrongPaymentPassword(lockout.attempts_left(current_state(user_id, PAYMENT), clock.now()))
         if new_hash is not None:
-            db.session.execute(update(User).where(User.id == user_id).values(payment_password_hash=new_hash))
+            # Over the hash verified only: a payment in flight must not write the old password back over a change
+            # that committed meanwhile (an audit found the old, perhaps leaked, password working again).
+            db.session.execute(update(User).where(User.id == user_id, User.payment_password_hash == verified)
+                               .values(payment_password_hash=new_hash))
         return then() if then is not None else None
 
     return check_secret(user_id, PAYMENT, payer.payment_password_hash, payment_password,
@@ -338,6 +353,7 @@ def change_login_password(user: User, current: str, new: str, session_id: str) -
     """Change the login password; every other session is revoked. Raises ``InvalidCredentials``,
     ``LoginLocked``, ``ValidationFailed``."""
     check_login_password(new, user.phone, field="new_password")
+    verified = user.login_password_hash
     verify_login_password(user, current)
     new_hash = passwords().hash(new)
     user_id = user.id
@@ -345,14 +361,27 @@ def change_login_password(user: User, current: str, new: str, session_id: str) -
     def work() -> None:
         # Locked first: a login that verified the old password and is opening its session holds the row (shared)
         # until it commits, and its session is then revoked with the others below.
-        account = db.session.get(User, user_id, with_for_update=True)
-        assert account is not None
+        account = locked_account(user_id)
+        still_authorised(account, verified, session_id)
         account.login_password_hash, account.updated_at = new_hash, clock.now()
         revoke_sessions(user_id, "password_changed", keep=session_id)
         enqueue(account.phone, "login_password_changed", locale=account.locale, user_id=user_id,
                 time=format_time(clock.now()))
 
     run_in_transaction(work)
+
+
+def still_authorised(account: User, verified: str, session_id: str | None) -> None:
+    """Under the account's row lock (``locked_account``), before a change proven by the login password: the hash
+    verified is still the account's, and the caller's session (``session_id``) was not revoked meanwhile. A change,
+    a recovery or a revocation that committed while this one verified is seen here (one in flight waits for the
+    lock), so a thief's change verified with the old password cannot undo the owner's. Raises ``InvalidCredentials``
+    (attempts left as before this try, which counts neither way) and ``Unauthenticated``."""
+    if account.login_password_hash != verified:
+        raise InvalidCredentials(lockout.attempts_left(current_state(account.phone, LOGIN), clock.now()))
+    if session_id is not None and db.session.scalar(
+            select(AuthSession.revoked_at.is_(None)).where(AuthSession.id == session_id)) is not True:
+        raise Unauthenticated("The access token is missing, expired or revoked.")
 
 
 def _sms_reset_refusal(user: User) -> Refusal | None:
@@ -383,13 +412,7 @@ def change_payment_password(user: User, new: str, current: str | None, sms_code:
     alone. Raises ``PaymentPasswordResetTooSoon`` (before the code is spent, unless a recovery came in meanwhile),
     ``InvalidSmsCode``, ``WrongPaymentPassword``, ``PaymentPasswordLocked``, ``ValidationFailed``."""
     check_payment_password(new, user.phone, field="new_payment_password")
-    if current is not None:
-        authorize_payment(primary_key(user), current, moves_money=False)
-    else:
-        refuse_early(_sms_reset_refusal(user), user)
-        codes.consume_code(user.phone, "recover", sms_code)
-    new_hash = passwords().hash(new)
-    user_id = user.id
+    user_id = primary_key(user)
 
     def work() -> AppError | None:
         account = locked_account(user_id)
@@ -404,6 +427,16 @@ def change_payment_password(user: User, new: str, current: str | None, sms_code:
                 time=format_time(clock.now()))
         return None
 
+    if current is not None:
+        # The change commits in the check's transaction, the account's row locked and the password verified still
+        # its own (``still_current``): two changes at once, both proven by the old password, cannot both land (the
+        # one committed last replaced the other's, an owner's included). So the new password is hashed first.
+        new_hash = passwords().hash(new)
+        authorize_payment(user_id, current, work, moves_money=False, still_current=True)
+        return
+    refuse_early(_sms_reset_refusal(user), user)
+    codes.consume_code(user.phone, "recover", sms_code)
+    new_hash = passwords().hash(new)
     error = run_in_transaction(work)
     if error is not None:
         raise error
@@ -453,11 +486,13 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
         raise error
 
 
-def change_phone(user: User, new_phone: str, sms_code: str, login_password: str) -> None:
+def change_phone(user: User, new_phone: str, sms_code: str, login_password: str, session_id: str | None) -> None:
     """Move the account to ``new_phone`` (code sent to the new number); both numbers are told, and the codes still
     open on the old number die with the move. Refused during the recovery hold (``AccountRecentlyRecovered``, before
     the code is spent unless a recovery came in meanwhile): the owner would not recover a moved account with the SIM
-    back."""
+    back. Refused too when the password verified or the caller's session (``session_id``) no longer stands
+    (``still_authorised``)."""
+    verified = user.login_password_hash
     verify_login_password(user, login_password)
     refuse_early(hold_refusal(user), user)
     codes.consume_code(new_phone, "change_phone", sms_code)
@@ -468,6 +503,7 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str)
         refused = refusal_under_lock(hold_refusal(account), account)
         if refused is not None:
             return refused
+        still_authorised(account, verified, session_id)
         old_phone, now = account.phone, clock.now()
         account.phone, account.updated_at, account.phone_changed_at = new_phone, now, now
         db.session.flush()
@@ -489,17 +525,22 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str)
 
 
 def update_profile(user: User, email: str | None, locale: str | None, login_password: str | None,
-                   email_given: bool) -> User:
-    """Change email (needs the login password) and/or locale."""
-    if email_given and email != user.email:
+                   email_given: bool, session_id: str | None) -> User:
+    """Change email (needs the login password, still standing when the change commits: ``still_authorised``) and/or
+    locale."""
+    verified = user.login_password_hash
+    proven = email_given and email != user.email
+    if proven:
         if login_password is None:
             raise ValidationFailed.field("login_password", "missing", "Changing the email needs the login password.")
         verify_login_password(user, login_password)
     user_id = user.id
 
     def work() -> User:
-        account = db.session.get(User, user_id)
+        account = locked_account(user_id) if proven else db.session.get(User, user_id)
         assert account is not None
+        if proven:
+            still_authorised(account, verified, session_id)
         now = clock.now()
         if locale is not None:
             account.locale = locale
@@ -513,12 +554,14 @@ def update_profile(user: User, email: str | None, locale: str | None, login_pass
     return run_in_transaction(work)
 
 
-def start_totp_enrolment(user: User, login_password: str) -> tuple[str, str]:
+def start_totp_enrolment(user: User, login_password: str, session_id: str | None) -> tuple[str, str]:
     """Give the user a fresh secret (not active until confirmed with a code). It replaces any authenticator in use,
     so it needs the login password (counted toward the login lock), as an email change does: a stolen access token
     alone cannot swap the owner's authenticator for the thief's. Switching an active one off tells the owner. Refused
     during the recovery hold: an authenticator would then be needed to recover the account, which the owner, with
-    the SIM back, would not have. Raises ``InvalidCredentials``, ``LoginLocked``, ``AccountRecentlyRecovered``."""
+    the SIM back, would not have. Raises ``InvalidCredentials``, ``LoginLocked``, ``AccountRecentlyRecovered``, and
+    ``Unauthenticated`` when the caller's session was revoked meanwhile (``still_authorised``)."""
+    verified = user.login_password_hash
     verify_login_password(user, login_password)
     refuse_early(hold_refusal(user), user)
     secret = totp.new_secret()
@@ -529,6 +572,7 @@ def start_totp_enrolment(user: User, login_password: str) -> tuple[str, str]:
         refused = refusal_under_lock(hold_refusal(account), account)
         if refused is not None:
             return refused
+        still_authorised(account, verified, session_id)
         if account.totp_enabled:
             enqueue(account.phone, "totp_disabled", locale=account.locale, user_id=user_id,
                     time=format_time(clock.now()))

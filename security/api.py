@@ -146,7 +146,8 @@ def update_me():
     user = current_user()
     req = parse_body(ProfilePatch)
     email_given = "email" in json_body()
-    updated = accounts.update_profile(user, req.email, req.locale, req.login_password, email_given)
+    updated = accounts.update_profile(user, req.email, req.locale, req.login_password, email_given,
+                                      current_session().id)
     return respond(_user_out(updated, run_in_transaction(lambda: freezes.frozen_since(updated.id), read_only=True)))
 
 
@@ -191,7 +192,8 @@ def reset_password():
 def change_phone():
     user = current_user()
     req = parse_body(PhoneChange)
-    accounts.change_phone(user, normalize_phone(req.new_phone, "new_phone"), req.sms_code, req.login_password)
+    accounts.change_phone(user, normalize_phone(req.new_phone, "new_phone"), req.sms_code, req.login_password,
+                          current_session().id)
     return respond(None, 204)
 
 
@@ -200,7 +202,7 @@ def change_phone():
 def enrol_totp():
     user = current_user()
     req = parse_body(TotpEnrolmentStart)
-    secret, uri = accounts.start_totp_enrolment(user, req.login_password)
+    secret, uri = accounts.start_totp_enrolment(user, req.login_password, current_session().id)
     return respond(TotpEnrolment(secret=secret, otpauth_uri=uri), 201)
 
 
