@@ -872,25 +872,26 @@ def _refunds_statement(trades: int) -> sql.Statement:
         names = ", ".join(f":t{i}" for i in range(trades))
         stmt = _REFUNDS_OF[trades] = sql.Statement(
             "SELECT r.trade_id, r.id, r.status, r.amount, r.reason, r.return_goods, r.deadline, r.disputed,"  # noqa: S608
-            f" r.created_at, {_GIVEN_BACK} AS refunded_amount, t.currency FROM refunds r"
-            f" JOIN trades t ON t.id = r.trade_id {_DECIDED_DISPUTE}"
+            f" r.created_at, {_GIVEN_BACK} AS refunded_amount FROM refunds r {_DECIDED_DISPUTE}"
             f" WHERE r.trade_id IN ({names}) ORDER BY r.id",  # only generated parameter names
-            utc=["deadline", "created_at"], boolean=["return_goods", "disputed"],
-            reads_only=["refunds", "disputes", "trades"])
+            utc=["deadline", "created_at"], boolean=["return_goods", "disputed"], reads_only=["refunds", "disputes"])
     return stmt
 
 
-def refunds_by_trade(trade_ids: list[str]) -> dict[str, list[RefundView]]:
-    """The refunds of each of ``trade_ids`` (already known to be the viewer's), oldest first, in one statement; in
-    the caller's transaction if there is one. Only a paid trade can have any, so a caller may leave others out."""
-    if not trade_ids:
+def refunds_by_trade(trades: list[TradeRecord]) -> dict[str, list[RefundView]]:
+    """The refunds of each of ``trades`` (already known to be the viewer's), oldest first, in one statement; in the
+    caller's transaction if there is one. Only a paid trade can have any, so a caller may leave others out. The
+    statement reads no ``trades`` row (each refund's currency is its trade's, given here), so a trade's update still
+    waiting to be sent (``core.sql``) goes out with the answer that follows, not before this read."""
+    if not trades:
         return {}
-    stmt = _refunds_statement(len(trade_ids))
+    stmt = _refunds_statement(len(trades))
+    currencies = {trade.id: trade.currency for trade in trades}
 
     def read() -> dict[str, list[RefundView]]:
         found: dict[str, list[RefundView]] = {}
-        for row in stmt.all({f"t{i}": trade_id for i, trade_id in enumerate(trade_ids)}):
-            found.setdefault(row.trade_id, []).append(RefundView(*row[1:]))
+        for row in stmt.all({f"t{i}": trade.id for i, trade in enumerate(trades)}):
+            found.setdefault(row.trade_id, []).append(RefundView(*row[1:], currencies[row.trade_id]))
         return found
 
     return run_in_transaction(read, read_only=True)

@@ -96,7 +96,7 @@ def list_trades() -> Response:
     query = parse_query(TradeListQuery)
     rows, more = trades.list_trades(CALLER, query.role, query.limit, query.starting_after)
     viewer_id = current_caller().id  # authenticated by the page's read
-    refunds = trades.refunds_by_trade([t.id for t in rows if t.paid_amount])
+    refunds = trades.refunds_by_trade([t for t in rows if t.paid_amount])
     return respond(TradeList(data=[TradeOut.of(t, viewer_id, refunds.get(t.id)) for t in rows], has_more=more,
                              next_starting_after=rows[-1].id if more and rows else None))
 
@@ -153,7 +153,7 @@ def confirm(trade_id: str) -> Response:
 
     def effect() -> tuple[int, dict[str, Any]]:
         trade = trades.confirm(user_id, trade_id)
-        refunds = trades.refunds_by_trade([trade.id]).get(trade.id)  # a refused or withdrawn one stays on show
+        refunds = trades.refunds_by_trade([trade]).get(trade.id)  # a refused or withdrawn one stays on show
         return 200, TradeOut.of(trade, user_id, refunds).model_dump(mode="json")
 
     return guarded(user_id, req, effect)
@@ -268,7 +268,7 @@ def get_timeline(trade_id: str) -> Response:
 def evidence_bundle(trade_id: str) -> Response:
     user = current_caller()
     trade, entries, verification = _timeline(trade_id, user.id, user.is_staff)
-    refunds = trades.refunds_by_trade([trade.id]).get(trade.id)
+    refunds = trades.refunds_by_trade([trade]).get(trade.id)
     return respond(EvidenceBundle(trade=TradeOut.of(trade, user.id, refunds), timeline=entries,
                                   head_hash=trade.timeline_hash, intact=verification.intact,
                                   broken_at=verification.broken_at, problem=verification.problem))
