@@ -591,8 +591,9 @@ def confirm_totp_enrolment(user: User, code: str) -> None:
     user_id = user.id
 
     def work() -> Exception | None:
-        account = db.session.get(User, user_id, with_for_update=True)
-        assert account is not None
+        # Read afresh under the lock: the request's earlier read of the account may predate a new enrolment, whose
+        # secret this code never proved (an audit saw the first secret's code switch the second one on).
+        account = locked_account(user_id)
         if not account.totp_secret:
             return TotpNotEnrolled("Start enrolment with POST /api/v1/me/totp first.")
         if not totp.accept(account, code):

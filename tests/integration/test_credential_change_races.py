@@ -9,9 +9,11 @@ the thief's change committed last and replaced the owner's new password, or move
 
 from __future__ import annotations
 
+import pyotp
 import pytest
 from sqlalchemy import func, select
 
+import security.accounts as accounts
 from core.db import db
 from security.models import SmsCode, User
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
@@ -159,3 +161,29 @@ def test_code_requests_at_once_leave_only_the_newest_code_valid(api, app):
                 SmsCode.phone == phone, SmsCode.purpose == "register", SmsCode.consumed_at.is_(None)))
             db.session.rollback()
         assert valid == 1
+
+
+def test_a_code_confirms_only_the_authenticator_secret_it_came_from(api, app, clock, monkeypatch):
+    """The confirmation locked the account's row but kept the values the request had read before it: a second
+    enrolment that committed in between (an app's retry, another device) was not seen, and the first secret's code
+    switched on the second secret, which no code had proved (found by the time-of-check audit)."""
+    owner = api.register(device_id="owner-phone")
+    first = api.client.post("/api/v1/me/totp", headers=owner["headers"], json={"login_password": LOGIN_PASSWORD})
+    code = pyotp.TOTP(first.json["secret"]).at(clock.now())
+
+    def confirm():
+        return answer(app.test_client().post("/api/v1/me/totp/verify", headers=owner["headers"], json={"code": code}))
+
+    confirmed, enrolled, _ = first_pauses_inside(monkeypatch, accounts, "confirm_totp_enrolment", confirm,
+                                                 post_totp(app, owner))
+    assert enrolled[0] == 201, enrolled
+    assert confirmed[0] == 401, confirmed
+    with app.app_context():
+        secret, enabled = db.session.execute(select(User.totp_secret, User.totp_enabled)
+                                             .where(User.phone == owner["phone"])).one()
+        db.session.rollback()
+    assert (secret, enabled) == (enrolled[1]["secret"], False)
+
+
+def post_totp(app, who):
+    return lambda: post(app, who, "/api/v1/me/totp", login_password=LOGIN_PASSWORD)
