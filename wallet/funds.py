@@ -294,6 +294,12 @@ def _settle(withdrawal: Withdrawal, card: BankCard, succeeded: bool, reason: str
 # asked the bank by the same reference (which banks answer once), and its own answer is dropped.
 _CLAIM = timedelta(minutes=2)
 
+# How long after a claim that submits a payout its request may still reach the bank: the claim, then as long again as
+# a call of the bank adapter may take past it (an adapter's timeout must be shorter). Until then the bank's "I have no
+# such payout" may be a payout still on its way, and a withdrawal is not failed back on it: an expired claim's payout
+# that reached the bank after a poll by the next claim was paid out and given back to the wallet as well.
+_IN_FLIGHT = _CLAIM + timedelta(minutes=10)
+
 
 @dataclass(frozen=True)
 class _Claim:
@@ -347,8 +353,10 @@ def _claim(withdrawal_id: str) -> _Claim | None:
     # whether it has it, and one it never got is failed back (``_retry_or_fail_back``). Nor is one of a frozen account
     # whose earlier attempt got no answer: the bank is asked, and one it never got is failed back at once.
     too_old = now - withdrawal.created_at >= timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
-    return _Claim(withdrawal.attempts, withdrawal.status == PENDING and not too_old and not frozen, card.bank_code,
-                  card.bank_token, withdrawal.amount)
+    submit = withdrawal.status == PENDING and not too_old and not frozen
+    if submit:
+        withdrawal.submitted_until = now + _IN_FLIGHT
+    return _Claim(withdrawal.attempts, submit, card.bank_code, card.bank_token, withdrawal.amount)
 
 
 def _apply(withdrawal_id: str, attempt: int, answer: BankResult | None, outcome: PayoutStatus | None,
@@ -377,14 +385,21 @@ def _apply(withdrawal_id: str, attempt: int, answer: BankResult | None, outcome:
 def _retry_or_fail_back(withdrawal: Withdrawal, card: BankCard, error: Exception, now: datetime) -> None:
     withdrawal.last_error = f"{type(error).__name__}: {error}"[:500]
     never_received = isinstance(error, PayoutNotFound) and withdrawal.bank_reference is None
-    if never_received and freezes.frozen_since(withdrawal.user_id) is not None:
+    # Not found yet, but a payout submitted earlier may still arrive (``_IN_FLIGHT``): ask again once it cannot.
+    in_flight = withdrawal.submitted_until is not None and now < withdrawal.submitted_until
+    frozen = never_received and freezes.frozen_since(withdrawal.user_id) is not None
+    if frozen and not in_flight:
         _settle(withdrawal, card, False, "account_frozen", now)  # the bank does not have it: it stays on the platform
         return
     max_age = timedelta(seconds=current_app.config["WITHDRAWAL_MAX_AGE_SECONDS"])
-    if now - withdrawal.created_at < max_age:
+    if now - withdrawal.created_at < max_age and not frozen:
         if isinstance(error, PayoutNotFound):
             withdrawal.status = PENDING  # the bank never got it: submitting again is safe
         withdrawal.next_attempt_at = now + _backoff(withdrawal.attempts)
+        return
+    if never_received and in_flight:
+        assert withdrawal.submitted_until is not None
+        withdrawal.next_attempt_at = withdrawal.submitted_until
         return
     if never_received:
         _settle(withdrawal, card, False, "bank_never_answered", now)

@@ -74,6 +74,8 @@ class Withdrawal(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text)
     failure_reason: Mapped[str | None] = mapped_column(String(64))
     bank_reference: Mapped[str | None] = mapped_column(String(64))
+    # Until when a payout submitted by a claim may still reach the bank (``wallet.funds._IN_FLIGHT``, migration 0026).
+    submitted_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -136,7 +136,8 @@ def test_a_withdrawal_not_yet_sent_to_the_bank_is_failed_back_when_the_account_i
 
 def test_a_withdrawal_whose_first_attempt_never_reached_the_bank_is_failed_back_once_frozen(api, app, clock, inbox):
     """Its first submission timed out without reaching the bank, so it was still to be sent again when the account was
-    frozen. It is not sent again: the bank is asked whether it has it, and as it has not, the money goes back."""
+    frozen. It is not sent again: the bank is asked whether it has it, and as it has not, the money goes back, once the
+    first submission can no longer reach the bank (``wallet.funds._IN_FLIGHT``: 12 minutes after it was sent)."""
     alice = api.verified(locale="en")
     assert api.money("/api/v1/topups", alice, amount=20000, bank_card_id=alice["card_id"]).status_code == 201
     withdrawal = api.money("/api/v1/withdrawals", alice, amount=5000, bank_card_id=alice["card_id"]).json
@@ -148,7 +149,11 @@ def test_a_withdrawal_whose_first_attempt_never_reached_the_bank_is_failed_back_
     assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
     bank.timeout_references.discard(withdrawal["id"])  # it answers again
 
-    drain_withdrawals(app, clock, rounds=10)
+    drain_withdrawals(app, clock, rounds=9)
+    waiting = api.client.get(f"/api/v1/withdrawals/{withdrawal['id']}", headers=alice["headers"]).json
+    assert waiting["status"] == "pending"  # the bank says it has none, but the first submission might still arrive
+    drain_withdrawals(app, clock, rounds=5)
+    api.relogin(alice)  # a quarter of an hour on: a fresh access token
     done = api.client.get(f"/api/v1/withdrawals/{withdrawal['id']}", headers=alice["headers"]).json
     assert (done["status"], done["failure_reason"]) == ("failed", "account_frozen")
     assert bank.operation_count() == operations, "the bank was asked to pay out for a frozen account"

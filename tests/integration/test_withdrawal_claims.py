@@ -4,9 +4,11 @@ whole database), and a worker whose claim ran out while the bank answered has it
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from core.db import db
+from security import freezes
 from tests.api.test_funds import drain_withdrawals, invariants_hold
 from tests.integration.test_money_races_audit import bank, card_token, first_pauses_inside
 from wallet.funds import process_withdrawals
@@ -65,4 +67,39 @@ def test_a_worker_whose_claim_ran_out_while_the_bank_answered_changes_nothing(ap
     assert api.balance(alice) == 4000
     drain_withdrawals(app, clock)
     assert _withdrawal(app).status == "succeeded"
+    invariants_hold(app)
+
+
+@pytest.mark.parametrize("only_asked_because", ["the account was frozen", "it passed its maximum age"])
+def test_a_payout_still_on_its_way_from_a_claim_that_ran_out_is_not_also_failed_back(api, app, clock, monkeypatch,
+                                                                                     only_asked_because):
+    """Found by the time-of-check audit: worker A submits the payout and is slow to reach the bank; its claim runs out,
+    and worker B, for a frozen account or a withdrawal past its maximum age, only asks the bank, which has no such
+    payout yet: B failed the withdrawal back to the wallet, then A's payout arrived and was paid out too (1000 fen
+    made out of nothing). The bank's "none" now counts only once no payout submitted can still arrive
+    (``wallet.funds._IN_FLIGHT``); the next question after that finds A's payout, and the withdrawal succeeds."""
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"]).status_code == 201
+    assert api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"]).status_code == 202
+    frozen = only_asked_because == "the account was frozen"
+    clock.advance(seconds=60 if frozen else app.config["WITHDRAWAL_MAX_AGE_SECONDS"] - 60)
+
+    def another_worker_once_the_claim_ran_out():
+        if frozen:
+            with app.app_context():
+                freezes.freeze(alice["user"]["id"], "under review")
+        clock.advance(minutes=3)
+        with app.app_context():
+            return process_withdrawals()
+
+    slow, other, _ = first_pauses_inside(monkeypatch, bank(app), "payout", _in_app(app, process_withdrawals),
+                                         another_worker_once_the_claim_ran_out)
+    assert (slow, other) == (1, 1)
+    paid_out = bank(app).total_paid_out(card_token(app, alice))
+    assert (paid_out, _withdrawal(app).status) == (1000, "pending")  # the bank has it; the books do not know yet
+    clock.advance(minutes=10)
+    drain_withdrawals(app, clock)
+    assert (_withdrawal(app).status, bank(app).total_paid_out(card_token(app, alice))) == ("succeeded", 1000)
+    api.relogin(alice)
+    assert api.balance(alice) == 4000
     invariants_hold(app)
