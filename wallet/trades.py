@@ -1056,9 +1056,30 @@ def _refund_deadline(trade: TradeRecord, now: datetime) -> bool:
     return _expire_refund(trade, now) is not None
 
 
+# Passes of one sweep at most: each applies up to a page of due trades per job (``_due``), so this bounds one sweep's
+# work at 100 pages per job; what is left then waits for the next sweep.
+_SWEEP_PASSES = 100
+
+
 def sweep() -> dict[str, int]:
-    """Apply every due deadline once. Idempotent; safe with several sweepers at once."""
-    now = clock.now()
+    """Apply every due deadline once: how many of each kind. Idempotent; safe with several sweepers at once.
+
+    A pass applies, per kind of deadline, the due trades of one page; the sweep repeats passes until one applies
+    nothing. Applying a deadline can make another due at once (a refund's lapse resumes a confirm clock already past
+    its end; a seller's silence agrees to a return whose own deadline passed long ago), and a full page leaves more
+    behind it: one pass applied one link of such a chain, or 200 trades, and a sweep run from cron left the rest for
+    its next run (found by the liveness audit)."""
+    done: dict[str, int] = {}
+    for _ in range(_SWEEP_PASSES):
+        applied = _sweep_pass(clock.now())
+        for name, count in applied.items():
+            done[name] = done.get(name, 0) + count
+        if not any(applied.values()):
+            break
+    return done
+
+
+def _sweep_pass(now: datetime) -> dict[str, int]:
     jobs: list[tuple[str, Any, Callable[[TradeRecord, datetime], bool]]] = [
         # Each WHERE names its trades as the partial index it reads does (``escrow_models``), or could not use it.
         ("closed_unpaid", select(Trade.id).where(text(UNPAID), Trade.pay_deadline <= now), _expire_unpaid),

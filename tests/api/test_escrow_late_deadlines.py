@@ -176,3 +176,32 @@ def test_an_unpaid_trade_closed_late_is_closed_as_of_its_pay_deadline(api, app, 
     relogin(api, buyer, seller)
     closed = trade(api, buyer, trade_id)
     assert (closed["status"], closed["close_reason"], closed["closed_at"]) == ("TRADE_CLOSED", "unpaid", pay_by)
+
+
+def test_one_sweep_applies_a_chain_of_deadlines_long_past(api, app, clock, people):
+    """Found by the liveness audit: a sweep applied one deadline per trade per run. A refund with return that the
+    seller never answered and the buyer never sent back, 400 days on, took three runs of ``flask escrow sweep``: the
+    silence agreed, then the return window lapsed (resuming a confirm clock long past its end), then the trade
+    finished. One run now applies the chain, and the next finds nothing."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    assert act(api, buyer, trade_id, "refunds", amount=100, reason="scratched", return_goods=True).status_code == 201
+    clock.advance(days=400)
+    first, second = (app.test_cli_runner().invoke(args=["escrow", "sweep"]) for _ in range(2))
+    assert first.exit_code == second.exit_code == 0, (first.output, second.output)
+    assert first.output.split() == ["closed_unpaid=0", "reminded=0", "auto_confirmed=1", "refund_deadlines=2"]
+    assert second.output.split() == ["closed_unpaid=0", "reminded=0", "auto_confirmed=0", "refund_deadlines=0"]
+    relogin(api, buyer)
+    assert trade(api, buyer, trade_id)["status"] == "TRADE_FINISHED"
+    books_clean(app)
+
+
+def test_one_sweep_closes_more_due_trades_than_one_page_holds(api, app, clock, people):
+    """A pass reads 200 due trades of each kind; one sweep left the 201st unpaid trade open (liveness audit)."""
+    buyer, seller = people
+    opened = [open_trade(api, buyer, seller, amount=100, shipping_fee=0) for _ in range(201)]
+    clock.advance(days=2)
+    swept = app.test_cli_runner().invoke(args=["escrow", "sweep"])
+    assert swept.output.split()[0] == "closed_unpaid=201", swept.output
+    relogin(api, buyer)
+    assert {trade(api, buyer, trade_id)["status"] for trade_id in opened} == {"TRADE_CLOSED"}
