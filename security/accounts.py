@@ -474,6 +474,7 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
         account.login_password_hash, account.updated_at = new_hash, now
         if not account.totp_enabled:  # the SIM alone proved this one
             account.password_recovered_at = now
+            account.totp_secret = None  # an enrolment begun before it is not finished after it (whose was it?)
         lift_lock(phone, LOGIN)
         revoke_sessions(account.id, "password_recovered")
         db.session.execute(update(Device).where(Device.user_id == account.id, Device.revoked_at.is_(None))
@@ -586,14 +587,19 @@ def start_totp_enrolment(user: User, login_password: str, session_id: str | None
 
 
 def confirm_totp_enrolment(user: User, code: str) -> None:
-    """Activate the enrolled secret with a code from it; the owner is told. Raises ``TotpNotEnrolled``,
-    ``InvalidTotpCode``."""
+    """Activate the enrolled secret with a code from it; the owner is told. Refused during the recovery hold, as
+    starting an enrolment is: an authenticator switched on then is one the owner, with the SIM back, would need to
+    recover the account and not have. Raises ``TotpNotEnrolled``, ``InvalidTotpCode``, ``AccountRecentlyRecovered``."""
+    refuse_early(hold_refusal(user), user)
     user_id = user.id
 
     def work() -> Exception | None:
         # Read afresh under the lock: the request's earlier read of the account may predate a new enrolment, whose
         # secret this code never proved (an audit saw the first secret's code switch the second one on).
         account = locked_account(user_id)
+        refused = refusal_under_lock(hold_refusal(account), account)
+        if refused is not None:
+            return refused
         if not account.totp_secret:
             return TotpNotEnrolled("Start enrolment with POST /api/v1/me/totp first.")
         if not totp.accept(account, code):

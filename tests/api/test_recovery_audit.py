@@ -341,3 +341,29 @@ def test_a_hard_locked_account_with_an_authenticator_is_recovered_but_wrong_code
     alerts = inbox.messages(to=phone, event="login_locked")
     assert len(alerts) == 5  # three timed, one hard, one at the recovery
     assert "until you reset the password by SMS" in alerts[-1]["body"]  # the login stays locked after the 3 hours
+
+
+def test_an_enrolment_begun_before_a_recovery_by_sms_is_not_finished_after_it(api, app, clock, inbox):
+    """Found by the account-lifecycle model: starting an enrolment was refused during the hold, but confirming one
+    begun before the recovery was not. Whoever once had a token and the login password (enough to start one and see
+    its secret) and then the SIM could switch the authenticator on during the hold, and the owner, SIM back, could
+    not recover the account by SMS any more (401 ``totp_required``). Confirming is refused during the hold too, and a
+    recovery by SMS alone drops an unconfirmed secret, so it cannot be confirmed after the hold either."""
+    owner = api.register(locale="en")
+    phone, new_password = owner["phone"], "recovered by the sim"
+    started = api.client.post("/api/v1/me/totp", headers=owner["headers"], json={"login_password": LOGIN_PASSWORD})
+    secret = pyotp.TOTP(started.json["secret"])  # left unconfirmed
+    assert api.client.post("/api/v1/password-resets", json={
+        "phone": phone, "sms_code": api.code(phone, "recover"), "new_password": new_password}).status_code == 204
+    login = api.login(phone, new_password, device_id="sim-holders-phone", sms_code=api.code(phone, "login"))
+    headers = api.bearer(login.json["access_token"])
+
+    confirm = api.client.post("/api/v1/me/totp/verify", headers=headers, json={"code": secret.at(clock.now())})
+    assert (confirm.status_code, confirm.json["code"]) == (403, "account_recently_recovered"), confirm.json
+    assert confirm.json["available_at"]
+    assert inbox.messages(to=phone, event="held_after_recovery")
+    clock.advance(hours=app.config["SMS_RECOVERY_HOLD_HOURS"], minutes=1)
+    headers = api.bearer(api.login(phone, new_password, device_id="sim-holders-phone").json["access_token"])
+    late = api.client.post("/api/v1/me/totp/verify", headers=headers, json={"code": secret.at(clock.now())})
+    assert late.json["code"] == "totp_not_enrolled", late.json
+    assert api.client.get("/api/v1/me", headers=headers).json["totp_enabled"] is False
