@@ -87,11 +87,28 @@ def _stored_answer(scope: str, key: str, request_hash: str) -> tuple[int, dict[s
     return record.status_code, json.loads(record.response_body)
 
 
+class _KeyFree(Exception):
+    """Rolls back ``stored_answer``'s trial claim: no request holds the key."""
+
+
 def stored_answer(scope: str, key: str, request_hash: str) -> tuple[int, dict[str, Any]] | None:
     """The answer stored for ``(scope, key)``, if the request that used it first has one; raises
     ``IdempotencyKeyReused`` when that request was another. For a step that must not run on a replay (a card
-    top-up before the effect), read before it; ``run_idempotent`` still decides."""
-    return run_in_transaction(lambda: _stored_answer(scope, key, request_hash), read_only=True)
+    top-up before the effect), read before it; ``run_idempotent`` still decides.
+
+    It tries the claim and rolls it back: the claim waits for a request that holds the key and has not committed yet,
+    whose answer a plain read could not see (an audit saw a card charged for a request then refused 422
+    ``idempotency_key_reused``). Two requests that both get here before either claims still both run their step."""
+
+    def trial() -> tuple[int, dict[str, Any]] | None:
+        if _CLAIM.scalar(scope=scope, key=key, request_hash=request_hash, now=clock.now()) is not None:
+            raise _KeyFree
+        return _stored_answer(scope, key, request_hash)
+
+    try:
+        return run_in_transaction(trial)
+    except _KeyFree:
+        return None
 
 
 def run_idempotent(

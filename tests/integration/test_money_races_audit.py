@@ -217,6 +217,25 @@ def test_two_payments_of_one_trade_with_different_keys_pay_it_once(api, app, mon
     books_clean(app)
 
 
+def test_a_key_still_in_use_by_another_payment_is_refused_before_a_card_is_charged(api, app, monkeypatch):
+    """Found by the time-of-check audit: a payment that tops up its shortfall from a card reads the key's stored answer
+    before charging the card, and a request that held the key without having committed was invisible to that read:
+    the card was charged 10,100 and the answer was then 422 ``idempotency_key_reused``. The read now waits for it."""
+    buyer, seller = api.verified(real_name="李四"), api.verified(real_name="王五")
+    assert api.money("/api/v1/topups", buyer, amount=20900, bank_card_id=buyer["card_id"]).status_code == 201
+    from_the_wallet, short_by_10100 = open_trade(api, buyer, seller), open_trade(api, buyer, seller, amount=30000)
+    charged = bank(app).total_debited(card_token(app, buyer))
+    first, second, waited = first_pauses_inside(
+        monkeypatch, trades, "enqueue", lambda: money(app, buyer, f"/api/v1/trades/{from_the_wallet}/pay", "one-key"),
+        lambda: money(app, buyer, f"/api/v1/trades/{short_by_10100}/pay", "one-key", bank_card_id=buyer["card_id"]))
+    assert waited
+    assert first[0] == 200, first
+    assert (second[0], second[1]["code"]) == (422, "idempotency_key_reused"), second
+    assert bank(app).total_debited(card_token(app, buyer)) == charged
+    assert api.balance(buyer) == 0
+    books_clean(app)
+
+
 @pytest.mark.parametrize("first_one", ["trade", "phone"])
 def test_paying_a_trade_and_paying_a_phone_with_the_same_money_have_one_winner(api, app, monkeypatch, first_one):
     buyer, seller, friend = api.verified(real_name="李四"), api.verified(real_name="王五"), api.register()
