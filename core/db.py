@@ -437,6 +437,17 @@ def run_in_transaction(fn: Callable[[], R], attempts: int = MAX_ATTEMPTS, *, rea
     raise AssertionError("unreachable")
 
 
+def detached(obj: R) -> R:
+    """``obj``, an ORM object of the current block, flushed and taken out of the session, so that what it holds can
+    still be read once the block has committed. A commit expires every object the session holds, and reading an
+    expired one outside any block begins a transaction of the session's own, which lasts until the request ends (on
+    SQLite a write lock, ``BEGIN IMMEDIATE``). Only what was loaded can be read from it; a change to it is never
+    written."""
+    db.session.flush()
+    db.session.expunge(obj)
+    return obj
+
+
 def delete_in_batches(key: Any, *conditions: Any, batch: int = 5000) -> int:
     """Delete the rows of ``key``'s table that meet ``conditions``, ``batch`` rows per transaction (a backlog never
     holds one long transaction or its locks); returns how many went. Several callers at once only share the work.

@@ -40,7 +40,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from core import clock, sql
-from core.db import db, run_in_transaction
+from core.db import db, detached, run_in_transaction
 from core.errors import AppError, NotFound
 from core.ids import new_id
 from notifications.outbox import enqueue
@@ -171,7 +171,7 @@ def complete_topup(topup_id: str) -> TopUp:
             raise BankTimeout("The bank did not answer; retry with the same Idempotency-Key.") from exc
         if result.status not in (SUCCEEDED, FAILED):  # still processing at the bank: no money to credit yet
             raise BankTimeout("The bank has not settled the debit yet; retry with the same Idempotency-Key.")
-    topup = run_in_transaction(lambda: settle(result))
+    topup = run_in_transaction(lambda: detached(settle(result)))  # read below, and by the caller
     if topup.status == FAILED:
         raise BankDeclined("The bank declined to debit this card.", reason=topup.failure_reason,
                            topup_id=topup.id)
