@@ -386,3 +386,17 @@ def test_a_seller_who_removed_every_card_is_not_paid_into_escrow(api, app, with_
     assert trade(api, buyer, trade_id)["status"] == "WAIT_BUYER_PAY"
     assert api.balance(buyer) == (0 if with_card else 50000)  # no card charged for it either
     books_clean(app)
+
+
+def test_a_sweep_at_the_confirm_deadline_itself_confirms_without_a_reminder(api, app, clock, people):
+    """A sweeper down from before the reminder (day 7) that comes back at the confirm deadline's very instant (day 10)
+    confirms the trade; the buyer is not asked to act "before" a deadline that has come."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    clock.advance(days=10)
+    swept = run_sweeper(app)
+    relogin(api, buyer, seller)
+    assert (swept["reminded"], swept["auto_confirmed"]) == (0, 1), swept
+    assert trade(api, buyer, trade_id)["status"] == "TRADE_FINISHED"
+    assert "confirm_deadline_reminder" not in events(app, buyer["phone"])
+    books_clean(app)

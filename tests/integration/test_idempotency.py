@@ -114,3 +114,14 @@ def test_twenty_concurrent_duplicates_have_one_effect_and_twenty_identical_answe
     assert sorted(flags) == [False] + [True] * 19
     with app.app_context():
         assert alert_count() == 1
+
+
+def test_a_key_exactly_24_hours_old_is_still_kept(app, clock):
+    """DESIGN 7: keys are kept *at least* 24 hours, so a retry at the 24th hour itself replays rather than paying
+    again (the test above stops a minute either side of it)."""
+    with app.app_context():
+        h = fingerprint("POST", "/x", {})
+        run_idempotent("usr_1", "k", h, effect)
+        clock.advance(hours=24)
+        assert purge_expired() == 0
+        assert run_idempotent("usr_1", "k", h, effect)[2] is True

@@ -151,3 +151,12 @@ def test_a_trade_record_has_exactly_the_columns_of_the_trades_table_in_their_ord
     assert tuple(column.name for column in table.columns) == COLUMNS
     assert set(UTC_COLUMNS) == {c.name for c in table.columns if isinstance(c.type, UTCDateTime)}
     assert set(BOOLEAN_COLUMNS) == {c.name for c in table.columns if isinstance(c.type, Boolean)}
+
+
+def test_a_clock_stepped_back_never_pulls_a_resumed_deadline_earlier() -> None:
+    # The clock paused at 12:00; a host whose clock is an hour behind resumes it "at 11:00". The buyer must not lose
+    # the hour: the deadline stays where it was, never moves earlier.
+    deadline = NOW + timedelta(days=10)
+    paused_at = NOW + timedelta(hours=3)
+    assert e.resumed_deadline(deadline, paused_at, paused_at - timedelta(hours=1)) == deadline
+    assert e.resumed_deadline(deadline, paused_at, paused_at) == deadline

@@ -288,3 +288,15 @@ def test_a_time_something_holds_the_reader_back_until_is_the_minute_it_has_ended
     assert format_until(datetime(2026, 3, 2, 10, 59, 0, 1, tzinfo=UTC)) == "2026-03-02 19:00 (UTC+8)"
     assert format_until(datetime(2026, 3, 2, 11, 0, tzinfo=UTC)) == "2026-03-02 19:00 (UTC+8)"
     assert format_until(datetime(2026, 3, 2, 15, 59, 59, tzinfo=UTC)) == "2026-03-03 00:00 (UTC+8)"
+
+
+def test_a_seven_digit_national_number_is_hidden_whole():
+    # Iceland's numbers have seven national digits: "fewer than eight digits is hidden whole" must hold at seven, or
+    # all but one digit of the number shows.
+    assert mask_phone("+3545512345") == "*******"
+
+
+def test_a_seven_digit_number_passed_by_mistake_is_masked():
+    # Seven digits in a row is already a phone, card or ID number (codes have six): a caller's slip is masked.
+    text = render("transfer_received", "en", {"payer": "5512345", "amount": 100, "time": "t"})
+    assert "5512345" not in text and "****2345" in text
