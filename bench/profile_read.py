@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 # The repository root first, and never this folder: bench/http.py would shadow the standard library's http.
@@ -36,6 +37,28 @@ from bench.measure import fresh_database
 from tests.conftest import Api, Inbox
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_profile"
+
+
+def bare_app() -> Flask:
+    """The reference: a bare Flask JSON endpoint, ``GET /json``."""
+    bare = Flask("bare")
+    bare.get("/json")(lambda: jsonify(available=100, pending=0, currency="CNY"))
+    return bare
+
+
+def a_reader(app: Flask) -> tuple[dict[str, Any], dict[str, str]]:
+    """A verified user with a top-up, 25 transfers to another and a trade with them, made through the API of ``app``
+    (migrated, empty); the user (with ``headers``) and the paths of the read endpoints, by name."""
+    client = app.test_client()
+    api = Api(client, Inbox(app))
+    alice, bob = api.verified(), api.verified()
+    api.money("/api/v1/topups", alice, amount=100_000, bank_card_id=alice["card_id"])
+    for _ in range(25):
+        api.money("/api/v1/transfers", alice, to_phone=bob["phone"], amount=1)
+    trade = client.post("/api/v1/trades", headers=alice["headers"],
+                        json={"seller_phone": bob["phone"], "title": "bench", "amount": 100}).json
+    return alice, {"wallet": "/api/v1/wallet", "statement": "/api/v1/wallet/transactions?limit=20",
+                   "trade": f"/api/v1/trades/{trade['id']}"}
 
 
 def per_request(call: Callable[[], object], count: int) -> tuple[float, float]:
@@ -62,19 +85,9 @@ def main() -> None:
     with app.app_context():
         upgrade()
     client = app.test_client()
-    api = Api(client, Inbox(app))
-    alice, bob = api.verified(), api.verified()
-    api.money("/api/v1/topups", alice, amount=100_000, bank_card_id=alice["card_id"])
-    for _ in range(25):
-        api.money("/api/v1/transfers", alice, to_phone=bob["phone"], amount=1)
-    trade = client.post("/api/v1/trades", headers=alice["headers"],
-                        json={"seller_phone": bob["phone"], "title": "bench", "amount": 100}).json
-
-    bare = Flask("bare")
-    bare.get("/json")(lambda: jsonify(available=100, pending=0, currency="CNY"))
-    bare_client = bare.test_client()
-    paths = {"wallet": "/api/v1/wallet", "statement": "/api/v1/wallet/transactions?limit=20",
-             "trade": f"/api/v1/trades/{trade['id']}", "healthz": "/healthz"}
+    alice, paths = a_reader(app)
+    paths["healthz"] = "/healthz"
+    bare_client = bare_app().test_client()
 
     print(f"{'endpoint':<12} {'wall ms':>8} {'cpu ms':>8}   ({args.requests} requests each, in-process)")
     wall, cpu = per_request(lambda: bare_client.get("/json"), args.requests)
