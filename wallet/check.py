@@ -289,12 +289,14 @@ def check_invariants() -> list[str]:
         for query, describe in _CHECKS:
             found: list[str] = []
             # Streamed (a server-side cursor on PostgreSQL): the loop stops after LIMIT problems, and one bad row
-            # early in a busy account makes every later entry of it a problem row of its own.
-            for row in conn.execution_options(stream_results=True, yield_per=LIMIT + 1).execute(query):
-                found.extend(describe(row))
-                if len(found) > LIMIT:
-                    found[LIMIT:] = ["... and more"]
-                    break
+            # early in a busy account makes every later entry of it a problem row of its own. The cursor is closed
+            # when the loop stops early too (it was left to the garbage collector, open on the server till then).
+            with conn.execution_options(stream_results=True, yield_per=LIMIT + 1).execute(query) as rows:
+                for row in rows:
+                    found.extend(describe(row))
+                    if len(found) > LIMIT:
+                        found[LIMIT:] = ["... and more"]
+                        break
             problems.extend(found)
     return problems
 

@@ -128,3 +128,73 @@ def test_flask_wallet_check_exits_zero_on_clean_books_and_one_otherwise(app, boo
     assert broken.exit_code == 1
     assert "CNY: balances of all ledger accounts sum to 7, not 0" in broken.output
     assert "ledger clean" not in broken.output
+
+
+def test_a_resolved_hold_without_a_resolution_is_found(books):
+    """A hold that is no longer pending has the resolution that says how it ended."""
+    tamper("UPDATE holds SET status = 'voided' WHERE id = :id", id=books.hold_id)
+    assert f"hold {books.hold_id} is voided but its resolution says nothing" in check_invariants()
+
+
+@pytest.mark.parametrize(("posted_amount", "transfer_amount", "kind"), [
+    (6_00, 6_00, "withdrawal"),  # more posted than the hold reserved
+    (3_00, 5_00, "withdrawal"),  # the transfer moved another amount than the resolution says
+    (5_00, 5_00, "payment"),     # the transfer is of another kind than the hold
+])
+def test_a_posted_hold_whose_transfer_does_not_match_is_found(books, posted_amount, transfer_amount, kind):
+    """A posted hold's transfer moves what its resolution says, at most the held amount, between its accounts, of its
+    kind."""
+    tamper(
+        "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, hold_id, created_at)"
+        " VALUES ('tf_post', :alice, :bank, :amount, 'CNY', :kind, :hold, :now)",
+        alice=books.alice, bank=books.bank, amount=transfer_amount, kind=kind, hold=books.hold_id, now=NOW,
+    )
+    tamper("INSERT INTO hold_resolutions (hold_id, outcome, posted_amount, transfer_id, resolved_at)"
+           " VALUES (:id, 'posted', :posted, 'tf_post', :now)", id=books.hold_id, posted=posted_amount, now=NOW)
+    tamper("UPDATE holds SET status = 'posted' WHERE id = :id", id=books.hold_id)
+    assert (f"hold {books.hold_id} (amount 500) posted {posted_amount} but its transfer tf_post does not match"
+            in check_invariants())
+
+
+def test_a_transfer_naming_a_hold_whose_resolution_does_not_name_it_is_found(books):
+    """Every transfer that posts a hold is the one that hold's resolution names."""
+    tamper(
+        "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, hold_id, created_at)"
+        " VALUES ('tf_orphan', :alice, :bank, 500, 'CNY', 'withdrawal', :hold, :now)",
+        alice=books.alice, bank=books.bank, hold=books.hold_id, now=NOW,
+    )
+    assert (f"transfer tf_orphan posts hold {books.hold_id} but that hold's resolution does not name it"
+            in check_invariants())
+
+
+def test_an_entry_of_another_kind_than_its_transfer_is_found(books):
+    """An entry carries its transfer's kind, even when its accounts and amount are right."""
+    tamper(
+        "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, created_at)"
+        " VALUES ('tf_kind', :bob, :alice, 1, 'CNY', 'payment', :now)",
+        bob=books.bob, alice=books.alice, now=NOW,
+    )
+    tamper(
+        "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
+        " created_at) VALUES (:bob, 'tf_kind', :alice, 'payment', -1, 2999, :now),"
+        " (:alice, 'tf_kind', :bob, 'refund', 1, 7001, :now)",
+        bob=books.bob, alice=books.alice, now=NOW,
+    )
+    mismatched = [p for p in check_invariants() if p.endswith("does not match its transfer tf_kind")]
+    assert len(mismatched) == 1
+
+
+def test_each_kind_of_problem_is_listed_at_most_limit_times_then_and_more(books):
+    """Exactly LIMIT problems of a kind are all listed; one more is cut to LIMIT and "... and more"."""
+    insert = text("INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, created_at)"
+                  " VALUES (:id, :bob, :alice, 1, 'CNY', 'payment', :now)")
+    db.session.execute(insert, [{"id": f"tf_{n:03d}", "bob": books.bob, "alice": books.alice, "now": NOW}
+                                for n in range(100)])
+    db.session.commit()
+    unentered = [p for p in check_invariants() if p.startswith("transfer tf_") or p == "... and more"]
+    assert len(unentered) == 100 and "... and more" not in unentered
+
+    tamper("INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, created_at)"
+           " VALUES ('tf_100', :bob, :alice, 1, 'CNY', 'payment', :now)", bob=books.bob, alice=books.alice, now=NOW)
+    unentered = [p for p in check_invariants() if p.startswith("transfer tf_") or p == "... and more"]
+    assert len(unentered) == 101 and unentered[-1] == "... and more"
