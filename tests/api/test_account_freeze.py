@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from core.db import db
+from security import freezes
 from tests.api.escrow_helpers import PP, act, books_clean, open_trade, paid_and_shipped, trade
 from tests.api.test_funds import drain_withdrawals, invariants_hold
 from tests.factories import PAYMENT_PASSWORD
@@ -291,3 +292,39 @@ def test_the_frozen_accounts_are_listed_longest_frozen_first_with_their_reasons(
     assert lines[-1] == "2 frozen"
     assert [(line.split()[1], line.split("  ")[-1]) for line in lines[:-1]] == [
         (bob["phone"], "chargebacks"), (alice["phone"], "cash-out pattern")]
+
+
+def test_a_withdrawal_never_sent_is_failed_back_at_once_once_frozen_without_waiting_for_the_bank(api, app, clock):
+    """A withdrawal the worker never claimed was never sent: frozen, it goes back to the wallet without the bank."""
+    alice = api.verified(locale="en")
+    assert api.money("/api/v1/topups", alice, amount=20000, bank_card_id=alice["card_id"]).status_code == 201
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=5000, bank_card_id=alice["card_id"]).json
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    app.extensions["bank_gateway"].timeout_references.add(withdrawal["id"])  # asked, the bank would not answer
+    drain_withdrawals(app, clock, rounds=1)
+    done = api.client.get(f"/api/v1/withdrawals/{withdrawal['id']}", headers=alice["headers"]).json
+    assert (done["status"], done["failure_reason"]) == ("failed", "account_frozen")
+    assert api.balance(alice) == 20000
+
+
+def test_a_withdrawal_asked_for_after_a_freeze_was_lifted_is_paid_out(api, app, clock):
+    """A lifted freeze stops nothing: the worker sends the withdrawal of an account no longer frozen."""
+    alice = api.verified(locale="en")
+    assert api.money("/api/v1/topups", alice, amount=20000, bank_card_id=alice["card_id"]).status_code == 201
+    assert cli(app, "freeze", alice["phone"], "--reason", "review").exit_code == 0
+    assert cli(app, "unfreeze", alice["phone"]).exit_code == 0
+    withdrawal = api.money("/api/v1/withdrawals", alice, amount=5000, bank_card_id=alice["card_id"])
+    assert withdrawal.status_code == 202, withdrawal.json
+    drain_withdrawals(app, clock, rounds=1)
+    done = api.client.get(f"/api/v1/withdrawals/{withdrawal.json['id']}", headers=alice["headers"]).json
+    assert (done["status"], done["failure_reason"]) == ("succeeded", None)
+
+
+def test_a_freeze_needs_a_reason_that_is_not_blank(api, app, inbox):
+    """Every freeze is kept with its reason: a blank one is refused, and the account is not frozen."""
+    alice = api.verified(locale="en")
+    with app.app_context():
+        with pytest.raises(ValueError, match="reason"):
+            freezes.freeze(alice["user"]["id"], "   ")
+        assert freezes.frozen_accounts() == []
+    assert not inbox.messages(to=alice["phone"], event="account_frozen")

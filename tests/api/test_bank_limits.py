@@ -65,3 +65,15 @@ def test_a_withdrawal_asked_for_before_midnight_in_china_that_fails_after_gives_
     assert not inbox.messages(to=alice["phone"], event="withdrawal_completed")
     with app.app_context():
         assert check_invariants() == []
+
+
+def test_the_days_first_payment_above_a_daily_limit_lower_than_the_per_transaction_one_is_refused(api, app):
+    """The daily limit holds on a day's first movement too, also when it is set below the per-transaction limit."""
+    app.config.update(LIMIT_PER_TRANSACTION=6000, LIMIT_DAILY=3000)
+    alice, bob = api.verified(), api.register()
+    assert _answer(api.money("/api/v1/topups", alice, amount=6000, bank_card_id=alice["card_id"]))[0] == 201
+    assert _answer(api.money("/api/v1/transfers", alice, amount=3001, to_phone=bob["phone"])) == (
+        422, "limit_exceeded")
+    assert _days(app) == []
+    assert _answer(api.money("/api/v1/transfers", alice, amount=3000, to_phone=bob["phone"]))[0] == 201
+    assert api.balance(alice) == 3000

@@ -123,3 +123,13 @@ def test_paying_a_trade_that_meets_the_days_limit_exactly_tops_up_and_pays(api, 
     paid = _pay_with_card(api, buyer, trade_id, "pay-1", buyer["card_id"])
     assert (paid.status_code, paid.json["status"]) == (200, "WAIT_SELLER_SEND_GOODS")
     assert _topups(app)[-1] == (buyer["user"]["id"], 3000, "succeeded")
+
+
+def test_paying_a_trade_that_meets_the_per_transaction_limit_exactly_tops_up_and_pays(api, app):
+    """A payment of exactly LIMIT_PER_TRANSACTION is allowed, so its shortfall is taken from the card."""
+    buyer, seller = api.verified(), api.verified()
+    trade_id = _open_trade(api, buyer, seller, 3000)
+    app.config["LIMIT_PER_TRANSACTION"] = 3000
+    paid = _pay_with_card(api, buyer, trade_id, "pay-1", buyer["card_id"])
+    assert (paid.status_code, paid.json["status"]) == (200, "WAIT_SELLER_SEND_GOODS"), paid.json
+    assert _topups(app) == [(buyer["user"]["id"], 3000, "succeeded")]

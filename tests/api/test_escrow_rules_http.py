@@ -293,3 +293,15 @@ def test_refund_and_dispute_amounts_come_with_their_currency(api, app, people):
     assert decided.status_code == 200, decided.json
     assert (decided.json["refund_amount"], decided.json["currency"]) == (8000, "CNY")
     books_clean(app)
+
+
+def test_a_second_refund_is_refused_while_one_is_open(api, people):
+    """One refund at a time per trade: another is asked for only once the open one is settled or withdrawn."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    first = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched")
+    assert first.status_code in (200, 201), first.json
+    before = trade(api, buyer, trade_id)
+    second = act(api, buyer, trade_id, "refunds", amount=3000, reason="also dented")
+    assert (second.status_code, second.json["code"]) == (409, "refund_in_progress"), second.json
+    unchanged(api, buyer, trade_id, before)

@@ -1,6 +1,7 @@
 """Money in, out and across, over HTTP, as worked examples that end with the ledger invariants."""
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +18,7 @@ from wallet.card_errors import CardInUse
 from wallet.cards import remove_card
 from wallet.check import check_invariants
 from wallet.funds import create_topup, process_withdrawals, retry_pending_topups
+from wallet.funds_models import TopUp
 from wallet.models import Transfer
 
 
@@ -385,3 +387,38 @@ def test_removing_a_card_waits_for_a_top_up_being_created_from_it(api, app):
     creating.join()
     removing.join()
     assert outcome == ["in use"]  # it saw the top-up once that committed
+
+
+def test_the_worker_takes_a_top_up_pending_for_exactly_a_minute(api, app, clock):
+    """A pending top-up is the worker's once it is a minute old, that instant included."""
+    alice = api.verified()
+    working = app.extensions["bank_gateway"]
+    bank_that_never_answers(app)
+    assert api.money("/api/v1/topups", alice, amount=2500, bank_card_id=alice["card_id"]).status_code == 503
+    app.extensions["bank_gateway"] = working
+    clock.advance(minutes=1)
+    with app.app_context():
+        assert retry_pending_topups() == 1
+    assert api.balance(alice) == 2500
+
+
+def test_a_top_up_the_bank_keeps_silent_about_waits_at_most_a_quarter_hour_and_is_tried_when_that_wait_ends(
+        api, app, clock):
+    """The wait before the worker's next try grows with the time pending but stops at ten minutes (15 with jitter),
+    and the top-up is taken again at the instant it ends."""
+    alice = api.verified()
+    working = app.extensions["bank_gateway"]
+    bank_that_never_answers(app)
+    assert api.money("/api/v1/topups", alice, amount=2500, bank_card_id=alice["card_id"]).status_code == 503
+    clock.advance(hours=1)
+    with app.app_context():
+        assert retry_pending_topups() == 0
+        next_try = db.session.scalars(select(TopUp.next_attempt_at)).one()
+        db.session.rollback()
+    assert timedelta(minutes=10) <= next_try - clock.now() <= timedelta(minutes=15)
+    app.extensions["bank_gateway"] = working
+    clock.set(next_try)
+    with app.app_context():
+        assert retry_pending_topups() == 1
+    api.relogin(alice)  # over an hour on: a fresh access token
+    assert api.balance(alice) == 2500

@@ -191,3 +191,15 @@ def test_payment_lock_sends_the_owner_an_sms(api, inbox):
     assert len(locks) == 1
     assert "payments are locked until" in locks[0]["body"]
     assert "000111" not in locks[0]["body"] and PAYMENT_PASSWORD not in locks[0]["body"]
+
+
+def test_a_right_password_still_waiting_for_a_device_code_leaves_earlier_failures_standing(api):
+    """Only a finished login clears the window: a right password from a new device, code not yet given, does not."""
+    account = api.register(device_id="old-phone")
+    phone = account["phone"]
+    for _ in range(2):
+        assert api.login(phone, WRONG, device_id="old-phone").status_code == 401
+    waiting = api.login(phone, device_id="new-phone")
+    assert (waiting.status_code, waiting.json["code"]) == (401, "device_verification_required")
+    third = api.login(phone, WRONG, device_id="old-phone")
+    assert (third.status_code, third.json["code"]) == (423, "login_locked")

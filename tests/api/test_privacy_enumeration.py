@@ -77,3 +77,24 @@ def test_a_code_row_written_for_a_number_that_got_no_text_can_never_be_used(api,
     with app.app_context():
         (row,) = db.session.scalars(select(SmsCode).where(SmsCode.phone == stranger)).all()
         assert row.consumed_at is not None
+
+
+def test_a_payer_paying_exactly_their_balance_is_told_that_no_account_has_the_number(api):
+    """A payment of the whole available balance would go through, so it learns the number has no account."""
+    payer = api.verified()
+    assert api.money("/api/v1/topups", payer, amount=1000, bank_card_id=payer["card_id"]).status_code == 201
+    unknown = api.money("/api/v1/transfers", payer, to_phone=make_phone(), amount=1000)
+    assert (unknown.status_code, unknown.json["code"]) == (404, "recipient_not_found")
+    assert api.balance(payer) == 1000
+
+
+def test_a_payment_over_the_days_limit_does_not_tell_whether_the_number_has_an_account(api, app):
+    """The daily limit answers first, alike for a registered number and any other."""
+    app.config["LIMIT_DAILY"] = 500
+    payer, registered = api.verified(), api.register()
+    assert api.money("/api/v1/topups", payer, amount=1000, bank_card_id=payer["card_id"]).status_code == 201
+    answers = [api.money("/api/v1/transfers", payer, to_phone=phone, amount=600)
+               for phone in (registered["phone"], make_phone())]
+    assert [a.status_code for a in answers] == [422, 422]
+    assert strip(answers[0].json) == strip(answers[1].json)
+    assert answers[0].json["code"] == "limit_exceeded"

@@ -367,3 +367,25 @@ def test_an_enrolment_begun_before_a_recovery_by_sms_is_not_finished_after_it(ap
     late = api.client.post("/api/v1/me/totp/verify", headers=headers, json={"code": secret.at(clock.now())})
     assert late.json["code"] == "totp_not_enrolled", late.json
     assert api.client.get("/api/v1/me", headers=headers).json["totp_enabled"] is False
+
+
+def test_a_wrong_authenticator_code_at_recovery_that_reaches_the_ceiling_tells_the_owner_of_the_hard_lock(api, clock,
+                                                                                                         inbox):
+    """Every lock sends the owner an SMS (DESIGN 4.2), also the hard lock that a wrong code at a recovery makes when it
+    is the tenth failure in a row, though the recovery itself stays open (its window holds one failure)."""
+    owner = api.register(locale="en")
+    totp = _enrol_totp(api, clock, owner)
+    phone = owner["phone"]
+    for guess in range(9):
+        if guess and guess % 3 == 0:
+            clock.advance(hours=3)
+        assert api.login(phone, "not the password").status_code in (401, 423)
+    clock.advance(hours=3)
+    assert len(inbox.messages(to=phone, event="login_locked")) == 3  # three timed locks, none hard yet
+
+    tenth = _recover(api, phone, totp_code=_wrong_code(totp, clock))
+    assert (tenth.status_code, tenth.json["code"], tenth.json["attempts_left"]) == (401, "invalid_totp_code", 2)
+    assert api.login(phone, LOGIN_PASSWORD).json["hard_locked"] is True
+    alerts = inbox.messages(to=phone, event="login_locked")
+    assert len(alerts) == 4
+    assert "until you reset the password by SMS" in alerts[-1]["body"]

@@ -69,3 +69,14 @@ def test_each_trade_has_its_own_escrow_account(app):
 def test_accounts_need_an_owner_and_an_iso_currency(app, owner, currency):
     with app.app_context(), pytest.raises(ValueError):
         ledger.open_wallet(owner, currency)
+
+
+def test_a_movement_out_of_an_account_that_does_not_exist_is_refused_by_name(app):
+    """Either side missing is ``LedgerAccountNotFound`` (404), the paying side too, for a transfer and a hold."""
+    with app.app_context():
+        wallet = ledger.open_wallet("usr_alice")
+        with pytest.raises(LedgerAccountNotFound):
+            ledger.transfer("la_nobody", wallet, 1_00, kind=ledger.PAYMENT)
+        with pytest.raises(LedgerAccountNotFound):
+            ledger.create_hold("la_nobody", wallet, 1_00, kind=ledger.PAYMENT)
+        assert ledger.balance(wallet).available == 0

@@ -116,3 +116,15 @@ def test_a_top_up_credited_by_a_payment_from_another_user_is_reported(parties):
     assert check_invariants() == [
         f"top-up top_1 was credited by transfer {payment.id}, a payment from a wallet account, not a top-up from a"
         " bank's clearing account"]
+
+
+def test_a_top_up_credited_by_another_kind_of_transfer_from_the_bank_is_reported(parties):
+    """A top-up is credited by a transfer of kind topup, not by any transfer out of a bank's clearing account."""
+    buyer, _seller, bank = parties
+    adjustment = ledger.transfer(bank, buyer, 100, kind=ledger.ADJUSTMENT)
+    db.session.commit()
+    _sql(_CARD)
+    _sql(_TOPUP, id="top_1", transfer_id=adjustment.id)
+    assert check_invariants() == [
+        f"top-up top_1 was credited by transfer {adjustment.id}, a adjustment from a bank_clearing account, not a"
+        " top-up from a bank's clearing account"]

@@ -114,3 +114,16 @@ def test_concurrent_ratings_of_one_user_all_count(api, app):
         assert _totals() == {(seller_id, "seller"): (3, 6, 4), (buyer_id, "buyer"): (6, 6, 6)}
         assert check_invariants() == []
         assert trades.reputation(seller_id, "seller") == trades.Reputation(3, round(4 / 6, 4), 6)
+
+
+def test_totals_whose_positive_count_alone_disagrees_are_reported(app):
+    """The positive ratings are checked on their own: 1, 4, 1 is a sum some ratings could make, but not these."""
+    with app.app_context():
+        _ratings()
+        db.session.execute(text(_TOTALS), {"user_id": "usr_s", "role": "seller", "score": 1, "ratings": 4,
+                                           "positive": 1})
+        db.session.execute(text(_TOTALS), {"user_id": "usr_b", "role": "buyer", "score": 1, "ratings": 1,
+                                           "positive": 1})
+        db.session.commit()
+        assert _totals_problems() == [
+            "rating totals of usr_s as seller: score 1, 4 ratings, 1 positive, but the ratings give 1, 4, 2"]

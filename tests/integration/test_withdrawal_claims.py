@@ -103,3 +103,40 @@ def test_a_payout_still_on_its_way_from_a_claim_that_ran_out_is_not_also_failed_
     api.relogin(alice)
     assert api.balance(alice) == 4000
     invariants_hold(app)
+
+
+def test_a_withdrawal_is_taken_at_the_very_instant_it_falls_due(api, app, clock):
+    """A withdrawal is due from its next_attempt_at on, that instant included (a new one's is its creation)."""
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"]).status_code == 201
+    assert api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"]).status_code == 202
+    with app.app_context():
+        assert process_withdrawals() == 1
+    withdrawal = _withdrawal(app)
+    assert (withdrawal.status, withdrawal.attempts) == ("succeeded", 1)
+
+
+def test_a_frozen_accounts_unanswered_payout_is_failed_back_at_the_instant_it_can_no_longer_arrive(api, app, clock):
+    """A payout sent without an answer may reach the bank until ``submitted_until``; from that instant on, the bank's
+    "no such payout" for a frozen account sends the money back."""
+    alice = api.verified()
+    assert api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"]).status_code == 201
+    assert api.money("/api/v1/withdrawals", alice, amount=1000, bank_card_id=alice["card_id"]).status_code == 202
+    withdrawal_id = _withdrawal(app).id
+    bank(app).timeout_references.add(withdrawal_id)
+    clock.advance(seconds=60)
+    with app.app_context():
+        process_withdrawals()  # sent, no answer
+        freezes.freeze(alice["user"]["id"], "review")
+    bank(app).timeout_references.discard(withdrawal_id)  # it answers again: it has no such payout
+    clock.advance(minutes=5)
+    with app.app_context():
+        process_withdrawals()
+    waiting = _withdrawal(app)
+    assert waiting.status == "pending" and waiting.next_attempt_at == waiting.submitted_until
+    clock.set(waiting.submitted_until)
+    with app.app_context():
+        process_withdrawals()
+    done = _withdrawal(app)
+    assert (done.status, done.failure_reason) == ("failed", "account_frozen")
+    assert api.balance(alice) == 5000

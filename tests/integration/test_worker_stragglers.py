@@ -122,3 +122,18 @@ def test_one_trade_whose_deadline_cannot_be_applied_does_not_stop_the_sweep(api,
         assert trades.sweep()["closed_unpaid"] == 1  # the first, on the next pass
         statuses = {trade_id: db.session.get(trades.Trade, trade_id).status for trade_id in (first, second)}
     assert statuses == {first: "TRADE_CLOSED", second: "TRADE_CLOSED"}
+
+
+def test_a_withdrawal_first_taken_at_exactly_its_max_age_is_not_sent_and_is_failed_back(api, app, clock):
+    """From the instant it reaches WITHDRAWAL_MAX_AGE_SECONDS a withdrawal is no longer sent to the bank, and one the
+    bank never received goes back to the wallet then, not a retry later."""
+    app.config["WITHDRAWAL_MAX_AGE_SECONDS"] = 3600
+    alice = api.verified()
+    api.money("/api/v1/topups", alice, amount=5000, bank_card_id=alice["card_id"])
+    withdrawal_id = _withdraw(api, alice, 1000)
+    clock.advance(seconds=3600)  # the worker was down until this instant
+    with app.app_context():
+        assert process_withdrawals() == 1
+    status, reason, hold_status, available, pending, token = _state(app, withdrawal_id)
+    assert app.extensions["bank_gateway"].total_paid_out(token) == 0
+    assert (status, reason, hold_status, available, pending) == ("failed", "bank_never_answered", "voided", 5000, 0)
