@@ -9,7 +9,8 @@ compared on the same machine, or on any other, to the percent.
 Each endpoint is run in a child process under callgrind twice, with ``--requests`` and three times as many requests;
 the difference of the two totals divided by the difference of the counts is the cost of one request (start-up and
 imports, counted in both, drop out). Every child imports the application, the bare one too, so that the garbage
-collector, whose passes are counted, works on heaps of one size (the bare endpoint alone counted some 40 % more).
+collector, whose passes are counted, works on heaps of one size. Keep ``--requests`` at 100 or more: with 30 the
+collector's passes fell so unevenly between the two runs that the bare endpoint counted 205 k instead of 357 k.
 The database (``--database-url``, recreated) holds two verified users with a top-up, 25 transfers and a trade, made
 through the API.
 
