@@ -31,6 +31,11 @@ that wait for commit there) live with the block, not with the Session. A Session
 transaction when a writing block begins (the ORM loaded something outside any block) keeps its connection, and
 the block commits through it as before.
 
+What the ORM loads on touch outside any block (an attribute a commit expired, when an endpoint builds its answer
+from what its block has just committed; a lazy relationship) is loaded in a read-only block of its own. Left to
+itself, the ORM would begin a transaction of the session's own that lasted until the application context ended:
+on SQLite a write lock held while the answer was serialised, on PostgreSQL a transaction left idle as long.
+
 Pooled connections are not pinged before use. A transaction whose connection turns out dead before COMMIT is
 sent (a database restart) is run again on a fresh connection; one that loses it during COMMIT is not, since
 whether it committed is unknown (the API answers 503 and the client retries with its Idempotency-Key).
@@ -392,6 +397,30 @@ def _end_read_only(state: Blocks, *, failed: bool) -> None:
         at_end, state.at_end = state.at_end, []
         for release in at_end:
             release()
+
+
+@event.listens_for(_Session, "do_orm_execute")
+def _load_expired_in_a_block_of_its_own(orm_execute_state: Any) -> Any:
+    """An attribute the ORM loads on touch (one a commit expired, a lazy relationship) outside any block is loaded in
+    a read-only block of its own, as a GET handler's reads are. Without it, the load began a transaction of the
+    session's own that lasted until the application context ended: on SQLite a write lock (``BEGIN IMMEDIATE``)
+    held while an endpoint built its answer from what its block had just committed, on PostgreSQL a transaction
+    left idle as long. Anything else the ORM runs outside a block (an explicit query) is left as it was."""
+    if not (orm_execute_state.is_column_load or orm_execute_state.is_relationship_load):
+        return None
+    if _cv_app.get(None) is None:
+        return None
+    state = blocks()
+    if state.depth or not _may_read_lightly(orm_execute_state.session):
+        return None
+    _begin_read_only(state)
+    try:
+        loaded = orm_execute_state.invoke_statement().freeze()  # every row read, and the objects filled, in the block
+        _end_read_only(state, failed=False)
+    except BaseException:
+        _end_read_only(state, failed=True)
+        raise
+    return loaded()
 
 
 def _has_changes(session: Any) -> bool:

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, has_request_context, request
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 
 from app import create_app
 from core.clock import FrozenClock
-from core.db import db
+from core.db import blocks_if_any, db
 from notifications import dispatcher
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 
@@ -98,6 +98,28 @@ def app(database_url: str, clock: FrozenClock, tmp_path: Path) -> Iterator[Flask
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _requests_send_statements_only_inside_blocks() -> Iterator[None]:
+    """Every statement a request sends runs inside a transaction block (``core.db``). One sent outside them, by the
+    ORM reading what a block had committed, began a transaction of the session's own that lasted until the request
+    ended: on SQLite a write lock, on PostgreSQL a transaction left idle. Any test whose requests send one fails,
+    naming the request and the statement."""
+    strays: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if has_request_context():
+            state = blocks_if_any()
+            if state is None or not state.depth:
+                strays.append(f"{request.method} {request.path}: {' '.join(statement.split())[:100]}")
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert not strays, f"statements sent outside any block while serving a request: {strays[:5]}"
 
 
 @pytest.fixture

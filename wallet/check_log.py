@@ -33,8 +33,8 @@ def run_and_record(source: str) -> list[str]:
 
 
 def gauges():
-    last = run_in_transaction(lambda: db.session.scalars(
-        select(LedgerCheck).order_by(LedgerCheck.id.desc()).limit(1)).first())
+    last = run_in_transaction(lambda: db.session.scalars(  # read-only: its end expires nothing, so no read again
+        select(LedgerCheck).order_by(LedgerCheck.id.desc()).limit(1)).first(), read_only=True)
     if last is None:
         return []
     return [
