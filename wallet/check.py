@@ -267,8 +267,8 @@ _CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
     (_ESCROW_HOLDINGS, _describe_escrow),
     (_WITHDRAWAL_HOLDS, _describe_withdrawal),
     (_TOPUP_TRANSFERS, lambda r: [
-        f"top-up {r.id} was credited by transfer {r.transfer_id}, a {r.kind} from a {r.debit_kind} account,"
-        " not a top-up from a bank's clearing account"
+        f"top-up {r.id} was credited by transfer {r.transfer_id} (kind {r.kind}, from a {r.debit_kind} account),"
+        " not by a top-up from a bank's clearing account"
     ]),
     (_RATING_TOTALS, lambda r: [
         f"rating totals of {r.user_id} as {r.role}: score {r.score}, {r.ratings} ratings, {r.positive} positive,"

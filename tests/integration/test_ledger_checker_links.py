@@ -114,8 +114,8 @@ def test_a_top_up_credited_by_a_payment_from_another_user_is_reported(parties):
     _sql(_CARD)
     _sql(_TOPUP, id="top_1", transfer_id=payment.id)
     assert check_invariants() == [
-        f"top-up top_1 was credited by transfer {payment.id}, a payment from a wallet account, not a top-up from a"
-        " bank's clearing account"]
+        f"top-up top_1 was credited by transfer {payment.id} (kind payment, from a wallet account), not by a top-up"
+        " from a bank's clearing account"]
 
 
 def test_a_top_up_credited_by_another_kind_of_transfer_from_the_bank_is_reported(parties):
@@ -126,5 +126,5 @@ def test_a_top_up_credited_by_another_kind_of_transfer_from_the_bank_is_reported
     _sql(_CARD)
     _sql(_TOPUP, id="top_1", transfer_id=adjustment.id)
     assert check_invariants() == [
-        f"top-up top_1 was credited by transfer {adjustment.id}, a adjustment from a bank_clearing account, not a"
-        " top-up from a bank's clearing account"]
+        f"top-up top_1 was credited by transfer {adjustment.id} (kind adjustment, from a bank_clearing account),"
+        " not by a top-up from a bank's clearing account"]
