@@ -405,7 +405,9 @@ def _load_expired_in_a_block_of_its_own(orm_execute_state: Any) -> Any:
     a read-only block of its own, as a GET handler's reads are. Without it, the load began a transaction of the
     session's own that lasted until the application context ended: on SQLite a write lock (``BEGIN IMMEDIATE``)
     held while an endpoint built its answer from what its block had just committed, on PostgreSQL a transaction
-    left idle as long. Anything else the ORM runs outside a block (an explicit query) is left as it was."""
+    left idle as long. A load whose pooled connection turns out dead is run again on a fresh one, as a block's
+    reads are (``run_in_transaction``). Anything else the ORM runs outside a block (an explicit query) is left as it
+    was."""
     if not (orm_execute_state.is_column_load or orm_execute_state.is_relationship_load):
         return None
     if _cv_app.get(None) is None:
@@ -413,14 +415,20 @@ def _load_expired_in_a_block_of_its_own(orm_execute_state: Any) -> Any:
     state = blocks()
     if state.depth or not _may_read_lightly(orm_execute_state.session):
         return None
-    _begin_read_only(state)
-    try:
-        loaded = orm_execute_state.invoke_statement().freeze()  # every row read, and the objects filled, in the block
-        _end_read_only(state, failed=False)
-    except BaseException:
-        _end_read_only(state, failed=True)
-        raise
-    return loaded()
+    for attempt in (1, 2):
+        _begin_read_only(state)
+        try:
+            loaded = orm_execute_state.invoke_statement().freeze()  # every row read, the objects filled, in the block
+            _end_read_only(state, failed=False)
+            return loaded()
+        except DBAPIError as exc:
+            _end_read_only(state, failed=True)
+            if attempt == 2 or not lost_before_commit(exc):
+                raise
+        except BaseException:
+            _end_read_only(state, failed=True)
+            raise
+    raise AssertionError("unreachable")
 
 
 def _has_changes(session: Any) -> bool:

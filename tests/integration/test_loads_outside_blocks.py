@@ -18,6 +18,7 @@ from core.db import db, run_in_transaction
 from core.ids import new_id
 from security.models import User
 from tests.factories import make_phone
+from tests.integration.test_lost_connections import drop_the_pools_connections
 from tests.statements import statements_sent
 
 AT = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -92,6 +93,16 @@ def test_a_load_that_finds_the_row_gone_leaves_no_transaction_open(app):
         run_in_transaction(lambda: db.session.execute(text("DELETE FROM users WHERE id = :id"), {"id": user.id}))
         with pytest.raises(ObjectDeletedError):
             _ = user.phone
+        assert not db.session().in_transaction()
+
+
+def test_a_load_whose_pooled_connection_was_dropped_runs_again_on_a_fresh_one(app):
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (WALLET_TEST_DATABASE_URL)")
+    with app.app_context():
+        user = _committed_user()
+        assert drop_the_pools_connections(app) >= 1  # the block's connection, back in the pool
+        assert user.locale == "en"
         assert not db.session().in_transaction()
 
 
