@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 
 from hypothesis import given
@@ -25,6 +26,23 @@ def test_ids_made_later_sort_later(monkeypatch):
     first = ids.new_id("trd")
     now[0] += 1_000_000  # one millisecond later
     assert ids.new_id("trd") > first
+
+
+def _value(digits: str) -> int:
+    value = 0
+    for digit in digits:
+        value = value * 32 + ids._ALPHABET.index(digit)
+    return value
+
+
+def test_ids_made_in_one_millisecond_sort_in_the_order_made_with_unguessable_steps(monkeypatch):
+    """Found as a flaky page test: two trades opened in the same millisecond came back in either order."""
+    monkeypatch.setattr(ids.time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    made = [ids.new_id("trd") for _ in range(1000)]
+    assert made == sorted(made) and len(set(made)) == 1000
+    assert len({one[4:14] for one in made}) == 1  # one millisecond
+    steps = {_value(b[14:]) - _value(a[14:]) for a, b in itertools.pairwise(made)}
+    assert min(steps) >= 1 and len(steps) > 990  # never +1 each time: a neighbour does not give the next one away
 
 
 _CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789abcdefghjkmnpqrstvwxyz")
