@@ -77,10 +77,12 @@ def open_trade() -> Response:
 
 def _key_optional(user_id: str, req: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]]) -> Response:
     """``effect`` under the request's ``Idempotency-Key`` when it has one (``core.idempotency``: a retry with the same
-    key and body replays the first answer, marked ``Idempotent-Replayed``), or once as it is when it has none."""
+    key and body replays the first answer, marked ``Idempotent-Replayed``), or once as it is when it has none. Either
+    way the answer is made in the step's own transaction: it shows the step as it committed, and no read after the
+    commit can fail a step that is done (a retry without a key would then be refused by the new state)."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        status, answer = effect()
+        status, answer = run_in_transaction(effect)
         return respond_json(answer, status)
     request_hash = fingerprint(request.method, request.path, req.model_dump(mode="json"))
     status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
@@ -137,12 +139,19 @@ def pay_trade(trade_id: str) -> Response:
     return guarded(user_id, req, effect, prepare=top_up_shortfall)
 
 
-@endpoint(bp, "/trades/<trade_id>/ship", "POST", summary="Seller ships", body=Ship, response=TradeOut)
+def _trade_answer(trade: Any, viewer_id: str) -> tuple[int, dict[str, Any]]:
+    """A step's answer: the trade as the step left it, with its refunds (a refused or withdrawn one stays on show)."""
+    refunds = trades.refunds_by_trade([trade]).get(trade.id)
+    return 200, TradeOut.of(trade, viewer_id, refunds).model_dump(mode="json")
+
+
+@endpoint(bp, "/trades/<trade_id>/ship", "POST", summary="Seller ships", body=Ship, response=TradeOut,
+          idempotent="optional")
 def ship(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(Ship)
-    trades.ship(user_id, trade_id, req.carrier, req.tracking_number)
-    return respond(_out(trade_id))
+    return _key_optional(user_id, req, lambda: _trade_answer(
+        trades.ship(user_id, trade_id, req.carrier, req.tracking_number), user_id))
 
 
 @endpoint(bp, "/trades/<trade_id>/confirm", "POST", summary="Buyer confirms receipt; money to the seller",
@@ -151,38 +160,36 @@ def confirm(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
 
-    def effect() -> tuple[int, dict[str, Any]]:
-        trade = trades.confirm(user_id, trade_id)
-        refunds = trades.refunds_by_trade([trade]).get(trade.id)  # a refused or withdrawn one stays on show
-        return 200, TradeOut.of(trade, user_id, refunds).model_dump(mode="json")
-
-    return guarded(user_id, req, effect)
+    return guarded(user_id, req, lambda: _trade_answer(trades.confirm(user_id, trade_id), user_id))
 
 
 @endpoint(bp, "/trades/<trade_id>/extend", "POST", summary="Extend the confirm deadline once", body=NoBody,
-          response=TradeOut)
+          response=TradeOut, idempotent="optional")
 def extend(trade_id: str) -> Response:
-    user = current_caller()
-    parse_body(NoBody)
-    trades.extend(user.id, trade_id)
-    return respond(_out(trade_id))
+    user_id = current_caller().id
+    req = parse_body(NoBody)
+    return _key_optional(user_id, req, lambda: _trade_answer(trades.extend(user_id, trade_id), user_id))
 
 
-@endpoint(bp, "/trades/<trade_id>/cancel", "POST", summary="Cancel before payment", body=NoBody, response=TradeOut)
+@endpoint(bp, "/trades/<trade_id>/cancel", "POST", summary="Cancel before payment", body=NoBody, response=TradeOut,
+          idempotent="optional")
 def cancel(trade_id: str) -> Response:
-    user = current_caller()
-    parse_body(NoBody)
-    trades.cancel(user.id, trade_id)
-    return respond(_out(trade_id))
+    user_id = current_caller().id
+    req = parse_body(NoBody)
+    return _key_optional(user_id, req, lambda: _trade_answer(trades.cancel(user_id, trade_id), user_id))
+
+
+def _refund_answer(refund: Any, status: int = 200) -> tuple[int, dict[str, Any]]:
+    return status, RefundOut.of(refund).model_dump(mode="json")
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds", "POST", summary="Buyer asks for a refund", body=RequestRefund,
-          response=RefundOut, status=201)
+          response=RefundOut, status=201, idempotent="optional")
 def request_refund(trade_id: str) -> Response:
-    user = current_caller()
+    user_id = current_caller().id
     req = parse_body(RequestRefund)
-    return respond(RefundOut.of(trades.request_refund(user.id, trade_id, req.amount, req.reason, req.return_goods)),
-                   201)
+    return _key_optional(user_id, req, lambda: _refund_answer(
+        trades.request_refund(user_id, trade_id, req.amount, req.reason, req.return_goods), 201))
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/agree", "POST", summary="Seller agrees to the refund",
@@ -195,28 +202,30 @@ def agree_refund(trade_id: str, refund_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/refuse", "POST", summary="Seller refuses the refund",
-          body=RefuseReason, response=RefundOut)
+          body=RefuseReason, response=RefundOut, idempotent="optional")
 def refuse_refund(trade_id: str, refund_id: str) -> Response:
-    user = current_caller()
+    user_id = current_caller().id
     req = parse_body(RefuseReason)
-    return respond(RefundOut.of(trades.refuse_refund(user.id, trade_id, refund_id, req.reason)))
+    return _key_optional(user_id, req, lambda: _refund_answer(
+        trades.refuse_refund(user_id, trade_id, refund_id, req.reason)))
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/return", "POST", summary="Buyer sends the goods back",
-          body=Ship, response=RefundOut)
+          body=Ship, response=RefundOut, idempotent="optional")
 def return_goods(trade_id: str, refund_id: str) -> Response:
-    user = current_caller()
+    user_id = current_caller().id
     req = parse_body(Ship)
-    return respond(RefundOut.of(trades.return_goods(user.id, trade_id, refund_id, req.carrier,
-                                                    req.tracking_number)))
+    return _key_optional(user_id, req, lambda: _refund_answer(
+        trades.return_goods(user_id, trade_id, refund_id, req.carrier, req.tracking_number)))
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/withdraw", "POST",
-          summary="Buyer withdraws the refund request; the trade goes on", body=NoBody, response=RefundOut)
+          summary="Buyer withdraws the refund request; the trade goes on", body=NoBody, response=RefundOut,
+          idempotent="optional")
 def withdraw_refund(trade_id: str, refund_id: str) -> Response:
-    user = current_caller()
-    parse_body(NoBody)
-    return respond(RefundOut.of(trades.withdraw_refund(user.id, trade_id, refund_id)))
+    user_id = current_caller().id
+    req = parse_body(NoBody)
+    return _key_optional(user_id, req, lambda: _refund_answer(trades.withdraw_refund(user_id, trade_id, refund_id)))
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/receive-return", "POST",
@@ -230,20 +239,21 @@ def receive_return(trade_id: str, refund_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Buyer takes a refused refund to the platform",
-          body=Reason, response=DisputeOut, status=201)
+          body=Reason, response=DisputeOut, status=201, idempotent="optional")
 def open_dispute(trade_id: str) -> Response:
-    user = current_caller()
+    user_id = current_caller().id
     req = parse_body(Reason)
-    return respond(DisputeOut.of(*trades.open_dispute(user.id, trade_id, req.reason)), 201)
+    return _key_optional(user_id, req, lambda: (
+        201, DisputeOut.of(*trades.open_dispute(user_id, trade_id, req.reason)).model_dump(mode="json")))
 
 
 @endpoint(bp, "/trades/<trade_id>/evidence", "POST", summary="Add evidence (text, attachment hashes)",
-          body=AddEvidence, response=EvidenceAdded, status=201)
+          body=AddEvidence, response=EvidenceAdded, status=201, idempotent="optional")
 def add_evidence(trade_id: str) -> Response:
-    user = current_caller()
+    user_id = current_caller().id
     req = parse_body(AddEvidence)
-    seq = trades.add_evidence(user.id, trade_id, req.text, [a.model_dump() for a in req.attachments])
-    return respond(EvidenceAdded(seq=seq), 201)
+    return _key_optional(user_id, req, lambda: (201, EvidenceAdded(seq=trades.add_evidence(
+        user_id, trade_id, req.text, [a.model_dump() for a in req.attachments])).model_dump(mode="json")))
 
 
 def _timeline(trade_id: str, user_id: str, staff: bool) -> tuple[Any, list[TimelineEntryOut], timeline.Verification]:
@@ -275,13 +285,17 @@ def evidence_bundle(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/ratings", "POST", summary="Rate the other side of a finished trade",
-          body=RateTrade, response=RatingOut, status=201)
+          body=RateTrade, response=RatingOut, status=201, idempotent="optional")
 def rate(trade_id: str) -> Response:
-    user = current_caller()
+    user_id = current_caller().id
     req = parse_body(RateTrade)
-    rating = trades.rate(user.id, trade_id, req.score, req.comment)
-    return respond(RatingOut(id=rating.id, trade_id=rating.trade_id, score=rating.score, comment=rating.comment,
-                             created_at=rating.created_at), 201)
+
+    def effect() -> tuple[int, dict[str, Any]]:
+        rating = trades.rate(user_id, trade_id, req.score, req.comment)
+        return 201, RatingOut(id=rating.id, trade_id=rating.trade_id, score=rating.score, comment=rating.comment,
+                              created_at=rating.created_at).model_dump(mode="json")
+
+    return _key_optional(user_id, req, effect)
 
 
 @endpoint(bp, "/users/<user_id>/reputation", "GET", summary="A user's credit score as seller and as buyer",
