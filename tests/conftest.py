@@ -108,8 +108,9 @@ def _requests_send_statements_only_inside_blocks() -> Iterator[None]:
     naming the request and the statement."""
     strays: list[str] = []
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if has_request_context():
+    def seen(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        # The application's own connections only, not a test's (one that ends backends from inside a request).
+        if has_request_context() and conn.engine.pool is db.engine.pool:
             state = blocks_if_any()
             if state is None or not state.depth:
                 strays.append(f"{request.method} {request.path}: {' '.join(statement.split())[:100]}")
