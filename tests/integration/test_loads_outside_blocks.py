@@ -17,6 +17,7 @@ from sqlalchemy.orm.exc import ObjectDeletedError
 from core.db import db, run_in_transaction
 from core.ids import new_id
 from security.models import User
+from tests.conftest import PG_URL
 from tests.factories import make_phone
 from tests.integration.test_lost_connections import drop_the_pools_connections
 from tests.statements import statements_sent
@@ -32,7 +33,7 @@ def _committed_user() -> User:
     return user
 
 
-def _sqlite_file(app) -> str:
+def _sqlite_file() -> str:
     return db.engine.url.database
 
 
@@ -60,7 +61,7 @@ def test_an_expired_attribute_is_read_again_and_no_transaction_stays_open(app):
         assert not db.session().in_transaction()
         if db.engine.dialect.name == "sqlite":
             assert "BEGIN IMMEDIATE" not in sent  # a deferred BEGIN: no write lock
-            other = sqlite3.connect(_sqlite_file(app), timeout=0)  # a second writer gets the lock at once
+            other = sqlite3.connect(_sqlite_file(), timeout=0)  # a second writer gets the lock at once
             try:
                 other.execute("BEGIN IMMEDIATE")
                 other.rollback()
@@ -70,11 +71,11 @@ def test_an_expired_attribute_is_read_again_and_no_transaction_stays_open(app):
             assert _idle_in_transaction() == 0
 
 
-@pytest.mark.skipif("WALLET_TEST_DATABASE_URL" in __import__("os").environ, reason="SQLite's write lock")
+@pytest.mark.skipif(bool(PG_URL), reason="SQLite's write lock")
 def test_an_expired_attribute_is_read_while_another_writer_holds_the_lock(app):
     with app.app_context():
         user = _committed_user()
-        other = sqlite3.connect(_sqlite_file(app), timeout=0)
+        other = sqlite3.connect(_sqlite_file(), timeout=0)
         try:
             other.execute("BEGIN IMMEDIATE")
             other.execute("UPDATE users SET locale = 'zh' WHERE id = ?", (user.id,))
