@@ -51,7 +51,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from flask import current_app
@@ -62,6 +62,8 @@ from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, de
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from core.clock import as_stored, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +221,10 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTCDateTime column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return as_stored(value)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=UTC)
+        return None if value is None else as_utc(value)
 
 
 @event.listens_for(Engine, "connect")

@@ -48,13 +48,14 @@ import json
 import re
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from core.clock import as_stored, as_utc
 from core.db import (
     Blocks,
     ReadOnlyViolation,
@@ -360,7 +361,7 @@ class Viewing(NamedTuple):
 def _naive_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a statement: every time in the product is aware UTC")
-    return value.astimezone(UTC).replace(tzinfo=None)
+    return as_stored(value)
 
 
 def _bind_postgres(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -383,16 +384,12 @@ def _bind_sqlite(params: Mapping[str, Any]) -> Mapping[str, Any]:
     return {k: _sqlite_value(v) for k, v in params.items()}
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC)
-
-
 def _aware_from_text(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return as_utc(datetime.fromisoformat(value))
 
 
 # psycopg returns bools and decoded JSON itself; SQLite stores them as integers and text.
-_POSTGRES_READERS: dict[str, Callable[[Any], Any] | None] = {"utc": _aware, "boolean": None, "json": None}
+_POSTGRES_READERS: dict[str, Callable[[Any], Any] | None] = {"utc": as_utc, "boolean": None, "json": None}
 _SQLITE_READERS: dict[str, Callable[[Any], Any] | None] = {"utc": _aware_from_text, "boolean": bool,
                                                            "json": json.loads}
 

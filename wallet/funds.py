@@ -485,9 +485,9 @@ def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: st
     posted = ledger.transfer(payer.wallet_id or ledger.open_wallet(payer_id, currency),
                              payee.wallet_id or ledger.open_wallet(payee.id, currency), amount,
                              kind=ledger.PAYMENT, currency=currency, details={"note": note} if note else None)
-    now, text = clock.now(), format_amount(amount)
+    text, when = format_amount(amount), format_time(clock.now())
     enqueue(payer.phone, "balance_payment", locale=payer.locale, user_id=payer.id, amount=text,
-            payee=mask_phone(payee.phone), time=format_time(now))
+            payee=mask_phone(payee.phone), time=when)
     enqueue(payee.phone, "transfer_received", locale=payee.locale, user_id=payee.id, amount=text,
-            payer=mask_phone(payer.phone), time=format_time(now))
+            payer=mask_phone(payer.phone), time=when)
     return Payment(posted, payee.phone)
