@@ -9,8 +9,12 @@ compared on the same machine, or on any other, to the percent.
 Each endpoint is run in a child process under callgrind twice, with ``--requests`` and three times as many requests;
 the difference of the two totals divided by the difference of the counts is the cost of one request (start-up and
 imports, counted in both, drop out). Every child imports the application, the bare one too, so that the garbage
-collector, whose passes are counted, works on heaps of one size. Keep ``--requests`` at 100 or more: with 30 the
-collector's passes fell so unevenly between the two runs that the bare endpoint counted 205 k instead of 357 k.
+collector, whose passes are counted, works on heaps of one size; it freezes what start-up left on the heap
+(``gc.freeze``) and runs with ``PYTHONHASHSEED=0``. Without those two, a full collection falling within one run
+and not the other moved a count by up to a tenth (the bare endpoint counted 334 k to 378 k in five runs of one
+commit, the statement page 1.66 M and 1.75 M); with them, two runs at once agreed to the instruction on the
+bare endpoint and to 67 instructions on the statement page, and a third, twenty minutes later, to 0.1 % on the
+statement page and 2.6 % on the bare endpoint. Keep ``--requests`` at 100 or more.
 The database (``--database-url``, recreated) holds two verified users with a top-up, 25 transfers and a trade, made
 through the API.
 
@@ -24,7 +28,9 @@ the share of a bare endpoint's rate the endpoint would reach if the CPU of our p
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -82,6 +88,10 @@ def child(state_file: Path, endpoint: str, requests: int) -> None:
         if not status.startswith("200"):
             raise SystemExit(f"{endpoint}: {status}")
 
+    # What start-up left on the heap (the imports, the app) is never garbage, but a full collection scans it: one
+    # falling within the larger run and not the smaller moved a count by a tenth. Frozen, it is never scanned.
+    gc.collect()
+    gc.freeze()
     for _ in range(requests):
         body = app(dict(environ), start_response)
         b"".join(body)
@@ -93,7 +103,8 @@ def count(state_file: Path, endpoint: str, requests: int) -> int:
     out = state_file.with_name(f"callgrind.{endpoint}.{requests}")
     run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
                           "--child", str(state_file), endpoint, str(requests)],
-                         capture_output=True, text=True, cwd=ROOT, check=False)
+                         capture_output=True, text=True, cwd=ROOT, check=False,
+                         env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict and set layouts every run
     found = re.search(r"Collected : (\d+)", run.stderr)
     if run.returncode != 0 or found is None:
         raise SystemExit(f"{endpoint}: callgrind failed ({run.returncode}):\n{run.stderr[-2000:]}")
