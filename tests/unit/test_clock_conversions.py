@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from core.clock import as_stored, as_utc
 
-# Offsets a time may arrive in: UTC itself, a fixed offset (China Standard Time, UTC-5:30) and a named zone.
+# Zones a time may arrive in: UTC itself, two fixed offsets (China Standard Time's +8:00, and -5:30) and two named
+# zones, one with daylight saving time.
 ZONES = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(-timedelta(hours=5, minutes=30)),
                          ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York")])
 
