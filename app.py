@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from core.db import db, driver_reason
 from core.errors import AppError, RateLimited, ValidationFailed
 from core.ops import bp as ops_bp
 from core.ratelimit import limiter
-from core.worker import BackgroundWorker, Task
+from core.worker import BackgroundWorker, Stop, Task
 from notifications import dispatcher, sms
 from notifications.api import bp as notifications_bp
 from notifications.models import FAILED, PENDING, SENDING
@@ -350,7 +349,7 @@ def _install_cli(app: Flask) -> None:
         if once:
             click.echo(f"sent {dispatcher.dispatch_all(sender, batch_size)}")
             return
-        stop = threading.Event()
+        stop = Stop()  # not a threading.Event, whose set() may deadlock in a signal handler
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _signum, _frame: stop.set())
         dispatcher.run(sender, stop, batch_size=batch_size)

@@ -6,9 +6,13 @@ exists so the embedded default needs one command.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +20,41 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger(__name__)
+
+
+class Stop:
+    """A request to stop a loop that a signal handler may make, like ``threading.Event`` but without its lock.
+
+    ``Event.wait`` holds the lock of its condition around its own checks, and ``Event.set`` takes that lock: a
+    SIGTERM handler calling ``set`` while the main thread was between those checks waited for ever on a lock its
+    own thread held. A ``flask notifications dispatch`` never exited on SIGTERM in CI this way, and a loop of
+    ``Event.wait(0)`` hung on 60 of 100 SIGTERMs. Here ``set`` assigns a flag and writes a byte to a pipe, and
+    ``wait`` sleeps in ``select`` on that pipe: no lock anywhere, from a handler or from another thread."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        weakref.finalize(self, _close, self._read, self._write)
+
+    def set(self) -> None:
+        self._set = True
+        with contextlib.suppress(BlockingIOError):  # a full pipe holds earlier wake-ups, which do the same
+            os.write(self._write, b"\0")  # never drained: once set, every wait returns at once
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until set or ``timeout`` seconds have passed; whether it is set."""
+        if not self._set:
+            select.select([self._read], [], [], timeout)
+        return self._set
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 @dataclass
@@ -31,7 +70,7 @@ class BackgroundWorker(threading.Thread):
     def __init__(self, app: Flask, tasks: list[Task]) -> None:
         super().__init__(name="wallet-worker", daemon=True)
         self.app, self.tasks = app, tasks
-        self.stopping = threading.Event()
+        self.stopping = Stop()  # set by `flask worker`'s SIGTERM handler
 
     def run(self) -> None:
         log.info("background worker started: %s", ", ".join(t.name for t in self.tasks))

@@ -76,6 +76,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from core import clock, sql
 from core.db import db, driver_reason, run_in_transaction
 from core.ids import new_id
+from core.worker import Stop
 from notifications.models import (
     FAILED,
     FAILED_WHERE,
@@ -353,7 +354,7 @@ def _release(token: str) -> int:
     return _RELEASE.run(token=token, now=clock.now())
 
 
-def dispatch_once(sender: SmsSender, batch_size: int | None = None, stop: threading.Event | None = None) -> int:
+def dispatch_once(sender: SmsSender, batch_size: int | None = None, stop: Stop | threading.Event | None = None) -> int:
     """Claim one batch and send it; returns how many alerts were claimed. Stops between two messages when
     ``stop`` is set, giving back what it had not started.
 
@@ -407,7 +408,7 @@ def dispatch_all(sender: SmsSender, batch_size: int | None = None) -> int:
     return total
 
 
-def run(sender: SmsSender, stop: threading.Event, interval: float | None = None,
+def run(sender: SmsSender, stop: Stop | threading.Event, interval: float | None = None,
         batch_size: int | None = None) -> None:
     """The dispatcher loop: send what is due, sleep ``interval`` when nothing is, until ``stop`` is set."""
     interval = interval if interval is not None else float(_setting("DISPATCH_INTERVAL_SECONDS"))
