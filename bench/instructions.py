@@ -11,10 +11,11 @@ the difference of the two totals divided by the difference of the counts is the 
 imports, counted in both, drop out). Every child imports the application, the bare one too, so that the garbage
 collector, whose passes are counted, works on heaps of one size; it freezes what start-up left on the heap
 (``gc.freeze``) and runs with ``PYTHONHASHSEED=0``. Without those two, a full collection falling within one run
-and not the other moved a count by up to a tenth (the bare endpoint counted 334 k to 378 k in five runs of one
-commit, the statement page 1.66 M and 1.75 M); with them, two runs at once agreed to the instruction on the
-bare endpoint and to 67 instructions on the statement page, and a third, twenty minutes later, to 0.1 % on the
-statement page and 2.6 % on the bare endpoint. Keep ``--requests`` at 100 or more.
+and not the other moved a count by up to a tenth (the bare endpoint counted 334 k to 378 k in five runs of two
+commits that differ off its path, the statement page 1.66 M and 1.75 M in two runs of one); with them, two runs
+at once agreed to the instruction on the bare endpoint and to 67 instructions on the statement page, and a third,
+twenty minutes later, to 0.1 % on the statement page and 2.6 % on the bare endpoint. Keep ``--requests`` at 100
+or more.
 The database (``--database-url``, recreated) holds two verified users with a top-up, 25 transfers and a trade, made
 through the API.
 
