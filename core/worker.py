@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import threading
@@ -29,7 +30,9 @@ class Stop:
     SIGTERM handler calling ``set`` while the main thread was between those checks waited for ever on a lock its
     own thread held. A ``flask notifications dispatch`` never exited on SIGTERM in CI this way, and a loop of
     ``Event.wait(0)`` hung on 60 of 100 SIGTERMs. Here ``set`` assigns a flag and writes a byte to a pipe, and
-    ``wait`` sleeps in ``select`` on that pipe: no lock anywhere, from a handler or from another thread."""
+    ``wait`` sleeps in ``poll`` on that pipe: no lock anywhere, from a handler or from another thread. ``poll``,
+    not ``select``: ``select`` refuses a descriptor numbered 1024 or more, which a process with many files or
+    connections open gets for its pipe."""
 
     def __init__(self) -> None:
         self._set = False
@@ -48,7 +51,9 @@ class Stop:
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep until set or ``timeout`` seconds have passed; whether it is set."""
         if not self._set:
-            select.select([self._read], [], [], timeout)
+            poller = select.poll()  # one per wait: a poll object refuses two threads polling it at once
+            poller.register(self._read, select.POLLIN)
+            poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
         return self._set
 
 

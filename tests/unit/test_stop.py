@@ -81,3 +81,26 @@ def test_wait_returns_false_once_its_time_is_up_and_true_at_once_when_set() -> N
 
 def test_the_background_worker_stops_on_one() -> None:
     assert isinstance(BackgroundWorker(None, []).stopping, Stop)  # type: ignore[arg-type]
+
+
+def test_it_works_when_its_pipe_is_numbered_past_select_s_limit() -> None:
+    # ``select`` refuses a descriptor numbered 1024 or more (ValueError); a process with that many files or
+    # connections open gets such numbers for a new pipe. Run in a child so its descriptors go with it.
+    child = """
+import os, resource, threading
+from core.worker import Stop
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if soft < 1200:  # room for the descriptors below, where the machine's default is lower
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+while os.pipe()[1] < 1100:
+    pass
+stop = Stop()
+assert stop._read >= 1024, stop._read
+assert stop.wait(0.01) is False
+threading.Timer(0.05, stop.set).start()
+assert stop.wait(30) is True
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
