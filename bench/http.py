@@ -14,6 +14,7 @@ gunicorn has workers.
 
     .venv/bin/python bench/http.py                        # database bench_http (recreated), 2 workers
     .venv/bin/python bench/http.py --workers 3 --connections 8 --seconds 8
+    .venv/bin/python bench/http.py --socket /var/run/postgresql   # the server reaches PostgreSQL by its socket
 
 The load generator runs in separate processes so it does not share the GIL with the measured servers; on a
 2-core machine client and server compete for CPU, which affects the bare endpoint and ours alike.
@@ -255,6 +256,9 @@ def argon2_rate(processes: int, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", default="bench_http")
+    parser.add_argument("--socket", metavar="DIR", help="reach PostgreSQL through its Unix socket in DIR (e.g."
+                        " /var/run/postgresql), as the README suggests when it runs on the same machine, instead of"
+                        " TCP to 127.0.0.1:5432")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=6.0, help="per endpoint (and as much again for bare)")
@@ -270,7 +274,8 @@ def main() -> None:
                     f"CREATE DATABASE {args.database}"], check=True)
     (tmp / "bare_app.py").write_text(BARE_APP)
     env = {**os.environ, "WALLET_ENV": "production", "PASSWORD_PEPPER": "bench-" + uuid.uuid4().hex,
-           "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{args.database}", "RATELIMIT_ENABLED": "false",
+           "DATABASE_URL": (f"postgresql://postgres@/{args.database}?host={args.socket}" if args.socket
+                            else f"postgresql://postgres@127.0.0.1:5432/{args.database}"), "RATELIMIT_ENABLED": "false",
            "SMS_CONSOLE_FILE": str(tmp / "sms.jsonl"), "LOG_LEVEL": "WARNING", "DISPATCH_INTERVAL_SECONDS": "0.1",
            "WEB_CONCURRENCY": str(args.workers), "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics")}
     venv = Path(sys.executable).parent
@@ -310,7 +315,8 @@ def main() -> None:
         if args.only:
             cases = [case for case in cases if any(word in case[0] for word in args.only)]
         print(f"gunicorn workers={args.workers}, {args.connections} connections, {args.seconds:.0f} s per endpoint in "
-              f"{args.rounds} blocks, each next to a block of the bare endpoint (x bare: median of the block pairs)")
+              f"{args.rounds} blocks, each next to a block of the bare endpoint (x bare: median of the block pairs); "
+              f"PostgreSQL by {'its socket in ' + args.socket if args.socket else 'TCP to 127.0.0.1:5432'}")
         print(f"{'endpoint':<34} {'req/s':>8} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'p99@half':>9} {'random':>7}"
               f" {'errors':>6}   cpu ms/request: {'server':>6} {'db':>5} {'sms':>5} {'client':>6}")
         block = args.seconds / args.rounds
