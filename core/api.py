@@ -186,24 +186,27 @@ def _errors_from(exc: ValidationError) -> list[dict[str, str]]:
     ]
 
 
-def parse_body(model: type[M]) -> M:
-    """Validate the JSON body against ``model``; 422 ``validation_failed`` lists every bad field."""
+def validated(model: type[M], data: Any) -> M:
+    """``data`` validated against ``model``; 422 ``validation_failed`` lists every bad field."""
     try:
-        return model.model_validate(json_body())
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed(_errors_from(exc)) from exc
 
 
+def parse_body(model: type[M]) -> M:
+    """Validate the JSON body against ``model``; 422 ``validation_failed`` lists every bad field."""
+    return validated(model, json_body())
+
+
 def parse_query(model: type[M]) -> M:
-    """Validate the query string against ``model`` (values arrive as strings and are coerced)."""
+    """Validate the query string against ``model`` (values arrive as strings and are coerced); a NUL anywhere in it
+    is a validation error naming the parameter."""
     args = request.args.to_dict()
     for name, value in args.items():
         _refuse_nul(name, "query")
         _refuse_nul(value, name)
-    try:
-        return model.model_validate(args)
-    except ValidationError as exc:
-        raise ValidationFailed(_errors_from(exc)) from exc
+    return validated(model, args)
 
 
 def respond(model: BaseModel | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:

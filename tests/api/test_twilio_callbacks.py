@@ -250,3 +250,13 @@ def test_a_callback_url_without_the_auth_token_that_checks_its_reports_stops_the
         sender_from_config(config)
     assert isinstance(sender_from_config({**config, "TWILIO_AUTH_TOKEN": TOKEN}), TwilioSmsSender)
     assert isinstance(sender_from_config({**config, "TWILIO_STATUS_CALLBACK_URL": ""}), TwilioSmsSender)
+
+
+def test_a_signed_report_with_a_nul_in_its_alert_parameter_is_a_validation_error(twilio_app, client):
+    # Was a 500 on PostgreSQL (text cannot hold a NUL) when the report matched no message SID, found by an audit.
+    alert_id = sent_alert(twilio_app)
+    response = report(client, alert_id + "\x00", "delivered", sid="SM" + "f" * 32)
+    assert response.status_code == 422
+    assert response.json["code"] == "validation_failed"
+    assert response.json["errors"][0]["field"] == "alert"
+    assert state(twilio_app, alert_id) == (SENT, None, None)
