@@ -217,6 +217,10 @@ def check_reset_factor(subject: str, kind: str, check: Callable[[], bool], wrong
     if check():
         return None
     current = state_of(_locked_row(subject, kind, create=True))
+    if lockout.reset_locked(current, now):
+        # Wrong passwords locked it while the factor was checked (there was no row to hold before): the lock stands.
+        # Recording this failure over it would have rebuilt the state from the emptied window, unlocked (an audit).
+        return _locked_error(kind, current)
     after = lockout.record_reset_failure(current, now)
     _store(subject, kind, after)
     locks = lockout.reset_locked(after, now) or (after.hard_locked and not current.hard_locked)

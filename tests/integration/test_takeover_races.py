@@ -5,10 +5,12 @@ it). PostgreSQL only: SQLite runs one write transaction at a time."""
 
 from __future__ import annotations
 
+import pyotp
 import pytest
 
 import security.accounts as accounts
 import security.tokens as tokens
+import security.totp as totp
 from tests.factories import LOGIN_PASSWORD, make_phone
 from tests.integration.test_money_races_audit import first_pauses_inside
 from tests.pg_races import answer, postgres_only  # noqa: F401 - postgres_only: an autouse fixture
@@ -87,3 +89,49 @@ def test_two_accounts_racing_for_one_number_one_gets_it_and_the_other_a_409(api,
     assert api.client.get("/api/v1/me", headers=mover["headers"]).json["phone"] == number
     assert api.client.get("/api/v1/me", headers=other["headers"]).json["phone"] == other["phone"]
     assert len(inbox.messages(to=number, event="phone_changed_new")) == 1
+
+
+@pytest.mark.parametrize("history", ["the number's first wrong entries", "after an earlier wrong entry"])
+def test_a_wrong_authenticator_code_at_recovery_leaves_standing_a_lock_made_meanwhile(api, app, clock, monkeypatch,
+                                                                                      history):
+    """DESIGN 4.2: three wrong passwords lock the login for three hours. A recovery's wrong authenticator code checked
+    while they locked it must not undo the lock. With no lock row yet (the number's first failures), the recovery
+    held nothing while it checked the code, and recording its failure over the lock rebuilt an unlocked state from the
+    emptied window (found by an audit): the guesser's fourth try was a 401 with one attempt left."""
+    owner = api.register()
+    phone = owner["phone"]
+    secret = api.client.post("/api/v1/me/totp", headers=owner["headers"],
+                             json={"login_password": LOGIN_PASSWORD}).json["secret"]
+    authenticator = pyotp.TOTP(secret)
+    assert api.client.post("/api/v1/me/totp/verify", headers=owner["headers"],
+                           json={"code": authenticator.at(clock.now())}).status_code == 200
+    if history == "after an earlier wrong entry":
+        assert api.login(phone, "not the password").status_code == 401
+        assert api.login(phone, LOGIN_PASSWORD).status_code == 201  # clears the failures; the row stays
+    clock.advance(minutes=2)
+    wrong_code = f"{(int(authenticator.at(clock.now())) + 1) % 10**6:06d}"
+    recover_code = api.code(phone, "recover")
+
+    def recovery():  # the SIM, with a wrong authenticator code
+        return answer(app.test_client().post("/api/v1/password-resets", json={
+            "phone": phone, "sms_code": recover_code, "new_password": NEW_PASSWORD, "totp_code": wrong_code}))
+
+    def three_wrong_passwords():
+        client = app.test_client()
+        return [answer(client.post("/api/v1/sessions", json={
+            "phone": phone, "login_password": "not the password", "device_id": "phone-1"}))[0] for _ in range(3)]
+
+    recovered, guesses, waited = first_pauses_inside(monkeypatch, totp, "accept", recovery, three_wrong_passwords)
+    if history == "the number's first wrong entries":
+        # Nothing to hold yet: the passwords go first and lock; the recovery then finds the lock and answers it.
+        assert not waited
+        assert guesses == [401, 401, 423]
+        assert (recovered[0], recovered[1]["code"]) == (423, "login_locked"), recovered
+    else:
+        # The recovery holds the row: the passwords wait, and its wrong code counts first.
+        assert waited
+        assert (recovered[0], recovered[1]["code"]) == (401, "invalid_totp_code"), recovered
+        assert guesses == [401, 423, 423]
+    after = api.login(phone, "not the password")
+    assert (after.status_code, after.json["code"]) == (423, "login_locked"), after.json
+    assert api.login(phone, LOGIN_PASSWORD).status_code == 423
