@@ -124,7 +124,9 @@ def normalize_id_number(raw: str, today: date) -> str:
         raise InvalidIdNumber("birth_date", "The birth date in the number is not possible.")
     try:
         ric.get_birth_place(number)
-    except StdnumError as exc:
+    # python-stdnum raises KeyError for a province it knows with a county it does not (``119999``): a 500, found by
+    # an audit, for a mistyped region digit.
+    except (StdnumError, KeyError) as exc:
         raise InvalidIdNumber("region", "The region code in the number is unknown.") from exc
     return number
 

@@ -91,13 +91,17 @@ def test_a_lower_case_x_check_digit_is_accepted_as_upper_case(api):
         (lambda: make_id_number(birth="18991231"), "birth_date"),  # before 1900
         (lambda: make_id_number(region="000000"), "region"),
         (lambda: make_id_number(region="440305", birth="19800101"), "region"),  # Nanshan exists since 1990 only
+        # A known province with a county python-stdnum does not know: its KeyError was a 500 (found by an audit).
+        (lambda: make_id_number(region="119999"), "region"),
+        (lambda: make_id_number(region="310199"), "region"),
         (lambda: make_id_number()[:17], "format"),
         (lambda: make_id_number() + "1", "format"),
         (lambda: "A" + make_id_number()[1:], "format"),
         (lambda: with_check_digit("11010119900307１２３"[:17]), "format"),  # full-width digits
     ],
     ids=["check digit", "month 13", "30 feb", "future", "before 1900", "unknown region", "region not yet created",
-         "17 chars", "19 chars", "letter", "full-width digits"],
+         "unknown county of a known province", "unknown county of a known city", "17 chars", "19 chars", "letter",
+         "full-width digits"],
 )
 def test_invalid_id_numbers_are_refused_with_the_reason(api, inbox, make_number, reason):
     account = api.register()
