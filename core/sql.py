@@ -39,6 +39,10 @@ A statement run with ``execute_carrying`` takes it along on PostgreSQL (one more
 an idempotent step's last change and its stored answer are one round trip; any other statement, through this
 module or the ORM, sends it first (a read that names the tables it reads, ``reads_only``, only if it reads the
 write's table), and COMMIT sends it when nothing else did. Statements keep their order as far as any read can tell.
+
+Changes the ORM holds but has not flushed (an object whose attributes a step set) are flushed before a statement is
+sent in a writing transaction, as the ORM's autoflush does before its own statements: a read here sees them (a trade
+step's answer once showed a refund as it was before the deadline the step had just applied to it).
 """
 
 from __future__ import annotations
@@ -229,6 +233,13 @@ class Statement:
         """Run the statement: its dialect's form, the cursor, and its raw rows (a list; the row count if
         ``fetch`` is 0)."""
         bound = _bound()
+        if not bound.read_only and db.session.registry.has():
+            # What the ORM changed goes first, as its autoflush does before its own statements; not from inside a
+            # flush (whose first statement sends a waiting write through here: ``_send_pending_before_orm``). The
+            # Session's private flags: its public ``new``/``dirty``/``deleted`` build sets, 3 µs a statement.
+            session = db.session.registry()
+            if not session._flushing and not session._is_clean():
+                session.flush()
         if bound.pending is not None and (not self.reads_only or bound.pending[2] in self.reads_only):
             _send_pending(bound)  # a waiting write goes first, unless this reads none of its table
         if self.writes and bound.read_only:

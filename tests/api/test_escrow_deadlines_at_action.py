@@ -325,6 +325,23 @@ def test_before_shipping_the_buyer_can_always_ask_for_the_money_back(api, app, c
     books_clean(app)
 
 
+def test_a_steps_answer_shows_the_refund_a_deadline_it_applied_closed(api, app, clock, people):
+    """Found by an audit: the buyer confirming past a refused refund's escalation window (the sweeper not yet by)
+    closed the refund and finished the trade, but the answer, read after the ORM had changed the refund and before it
+    flushed it, still showed the refund refused, with its deadline; so did every replay of the stored answer."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="scratched").json["id"]
+    assert act(api, seller, trade_id, f"refunds/{rid}/refuse", reason="it was fine").status_code == 200
+    clock.advance(days=8)
+    relogin(api, buyer, seller)
+    confirmed = act(api, buyer, trade_id, "confirm", key="c1", **PP)
+    assert confirmed.json["status"] == "TRADE_FINISHED"
+    assert [(r["id"], r["status"], r["deadline"]) for r in confirmed.json["refunds"]] == [(rid, "REFUND_CLOSED", None)]
+    assert confirmed.json["refunds"] == trade(api, buyer, trade_id)["refunds"]
+    books_clean(app)
+
+
 def test_a_buyer_withdraws_a_refused_refund_instead_of_waiting_a_week_to_confirm(api, app, people):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
