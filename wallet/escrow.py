@@ -16,6 +16,7 @@ A refund runs beside the trade (at most one open at a time)::
                       ──agree (or seller silent)──▶ WAIT_BUYER_RETURN_GOODS ──return──▶ WAIT_SELLER_CONFIRM_GOODS
                           WAIT_SELLER_CONFIRM_GOODS ──receive (or seller silent)──▶ REFUND_SUCCESS
                       ──refuse──▶ SELLER_REFUSE_BUYER ──dispute──▶ (platform decides) ──▶ REFUND_SUCCESS / REFUND_CLOSED
+    SELLER_REFUSE_BUYER ──seller ships (a request made before shipping, not taken to the platform)──▶ REFUND_CLOSED
                       ──buyer withdraws──▶ REFUND_CLOSED
     WAIT_BUYER_RETURN_GOODS ──buyer never ships back, or withdraws──▶ REFUND_CLOSED
     SELLER_REFUSE_BUYER ──buyer never escalates──▶ REFUND_CLOSED
@@ -118,7 +119,8 @@ _WRONG_STATE_CODES = {
 def trade_move(status: str, action: str, *, refund_open: bool = False) -> str:
     """The trade state after ``action``. Raises ``IllegalTransition``.
 
-    ``refund_open`` blocks shipping, confirming and extending: the refund must be settled first.
+    ``refund_open`` blocks shipping, confirming and extending: the refund must be settled first (shipping over a
+    refused request closes it first where ``shipping_closes`` says so).
     """
     target = _TRADE_MOVES.get((status, action))
     if target is None:
@@ -157,11 +159,23 @@ _REFUND_MOVES: dict[tuple[str, str], str] = {
     (WAIT_SELLER_CONFIRM_GOODS, "expire"): REFUND_SUCCESS,
     (SELLER_REFUSE_BUYER, "dispute"): SELLER_REFUSE_BUYER,  # the dispute decides; the refund waits
     (SELLER_REFUSE_BUYER, "expire"): REFUND_CLOSED,
+    (SELLER_REFUSE_BUYER, "ship"): REFUND_CLOSED,  # only where ``shipping_closes`` says so
     (SELLER_REFUSE_BUYER, "withdraw"): REFUND_CLOSED,
     # The platform's decision of the dispute about it: the buyer gets some money back (refund or split), or none.
     (SELLER_REFUSE_BUYER, "decide_to_buyer"): REFUND_SUCCESS,
     (SELLER_REFUSE_BUYER, "decide_nothing_to_buyer"): REFUND_CLOSED,
 }
+
+
+def shipping_closes(status: str, after_shipping: bool, disputed: bool) -> bool:
+    """Whether the seller shipping closes the open refund instead of being refused for it: a request made before
+    shipping that the seller refused and the buyer has not taken to the platform. The refusal was the seller's answer;
+    had it kept the goods from going out until the buyer escalated, let it lapse or withdrew it, a buyer could have
+    kept a seller from ever shipping (ask, be refused, withdraw, ask again: no request before shipping is refused for
+    their number) and texted them at each turn. Once the goods are out the buyer asks again with the refunds of a
+    shipped trade, which pause the confirm clock and can be taken to the platform. A request the seller has not
+    answered, or one the platform is deciding, still keeps the goods from going out."""
+    return status == SELLER_REFUSE_BUYER and not after_shipping and not disputed
 
 
 def refund_move(status: str, action: str, *, return_goods: bool = False) -> str:

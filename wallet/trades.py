@@ -404,8 +404,15 @@ def pay(buyer_id: str, trade_id: str) -> TradeRecord:
 
 
 def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> TradeRecord:
+    """The seller sends the goods; the confirm clock starts. A refund asked before shipping that the seller refused
+    (and the buyer has not taken to the platform) is closed by it (``escrow.shipping_closes``); any other open refund
+    refuses it (``refund_in_progress``)."""
+
     def change(trade: TradeRecord) -> TradeRecord:
         buyer = _party(trade, trade.buyer_id)
+        refund = _open_refund(trade) if trade.status == WAIT_SELLER_SEND_GOODS else None
+        if refund is not None and escrow.shipping_closes(refund.status, refund.after_shipping, refund.disputed):
+            _refund_step(trade, refund, "ship", seller_id)
         _move(trade, "ship", seller_id, carrier=carrier, tracking_number=tracking_number)
         now, policy = clock.now(), _policy()
         trade.carrier, trade.tracking_number, trade.shipped_at = carrier, tracking_number, now
@@ -488,10 +495,10 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
     """The buyer asks for ``amount`` back (the seller is told). Once shipped, a trade takes
     ``ESCROW_REFUND_REQUESTS_PER_TRADE`` requests: each one pauses the confirm clock and texts the seller, so asking
     and withdrawing without end would hold the seller's money for good and flood them with SMS. Before shipping
-    nothing pauses, the seller ends the requests by shipping or agreeing, and a request is the buyer's only way to get
-    back money a seller never ships for (there is no confirming, cancelling or disputing then), so none is refused
-    for their number. Raises ``TradeConflict`` (``trade_not_refundable``, ``refund_in_progress``,
-    ``refund_limit_reached``, ``nothing_to_return``)."""
+    nothing pauses, the seller ends the requests by agreeing, or by refusing and then shipping (``ship``), and a
+    request is the buyer's only way to get back money a seller never ships for (there is no confirming, cancelling or
+    disputing then), so none is refused for their number. Raises ``TradeConflict`` (``trade_not_refundable``,
+    ``refund_in_progress``, ``refund_limit_reached``, ``nothing_to_return``)."""
 
     def change(trade: TradeRecord) -> RefundView:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):

@@ -325,6 +325,48 @@ def test_before_shipping_the_buyer_can_always_ask_for_the_money_back(api, app, c
     books_clean(app)
 
 
+def test_a_seller_who_refused_a_refund_before_shipping_can_ship_and_the_request_closes(api, app, clock, people):
+    """Found by an audit: a refused request kept the goods from going out until the buyer escalated, withdrew it or
+    let it lapse (7 days), and requests before shipping are not limited in number, so asking for 1 fen, being refused,
+    withdrawing and asking again kept a seller from ever shipping, with an SMS each turn. Shipping now closes a
+    refused request; the buyer asks again, if they will, as a buyer of a shipped trade."""
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    assert act(api, buyer, trade_id, "pay", key="p", **PP).status_code == 200
+    rid = act(api, buyer, trade_id, "refunds", amount=1, reason="ha").json["id"]
+    pending = act(api, seller, trade_id, "ship", carrier="SF", tracking_number="1")
+    assert (pending.status_code, pending.json["code"]) == (409, "refund_in_progress")  # answered first
+    assert act(api, seller, trade_id, f"refunds/{rid}/refuse", reason="shipping today").status_code == 200
+    shipped = act(api, seller, trade_id, "ship", carrier="SF", tracking_number="1")
+    assert shipped.status_code == 200, shipped.json
+    assert shipped.json["status"] == "WAIT_BUYER_CONFIRM_GOODS"
+    (refund,) = shipped.json["refunds"]
+    assert (refund["id"], refund["status"], refund["refunded_amount"]) == (rid, "REFUND_CLOSED", 0)
+    entries = [(e["kind"], e["data"].get("action"), e["data"].get("after")) for e in _timeline(api, buyer, trade_id)]
+    assert entries.index(("refund", "ship", "REFUND_CLOSED")) < entries.index(("state", "ship",
+                                                                               "WAIT_BUYER_CONFIRM_GOODS"))
+    late = act(api, buyer, trade_id, "disputes", reason="too late")
+    assert (late.status_code, late.json["code"]) == (409, "no_refused_refund")
+    again = act(api, buyer, trade_id, "refunds", amount=1, reason="ha")
+    assert again.status_code == 201 and again.json["status"] == "WAIT_SELLER_AGREE"  # the shipped trade's first
+    assert escrow_balance(app, trade_id) == 20900 and api.balance(seller) == 0
+    assert "trade_shipped" in events(app, buyer["phone"])
+    books_clean(app)
+
+
+def test_a_refund_before_shipping_the_platform_is_deciding_still_keeps_the_goods_from_going_out(api, app, people):
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    assert act(api, buyer, trade_id, "pay", key="p", **PP).status_code == 200
+    refund, _dispute = disputed(api, buyer, seller, trade_id)
+    shipped = act(api, seller, trade_id, "ship", carrier="SF", tracking_number="1")
+    assert (shipped.status_code, shipped.json["code"]) == (409, "refund_in_progress")
+    answer = trade(api, buyer, trade_id)
+    assert answer["status"] == "WAIT_SELLER_SEND_GOODS"
+    assert [(r["id"], r["status"]) for r in answer["refunds"]] == [(refund["id"], "SELLER_REFUSE_BUYER")]
+    books_clean(app)
+
+
 def test_a_steps_answer_shows_the_refund_a_deadline_it_applied_closed(api, app, clock, people):
     """Found by an audit: the buyer confirming past a refused refund's escalation window (the sweeper not yet by)
     closed the refund and finished the trade, but the answer, read after the ORM had changed the refund and before it

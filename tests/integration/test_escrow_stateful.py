@@ -154,6 +154,7 @@ def refund_step(t: TradeModel, r: RefundModel, action: str, at: datetime, now: d
         (RECEIVE, "expire"): SUCCESS,
         (REFUSED, "expire"): RCLOSED,
         (REFUSED, "withdraw"): RCLOSED,
+        (REFUSED, "ship"): RCLOSED,  # a request made before shipping, not disputed: see ``ship_trade``
     }
     target = moves.get((r.status, action))
     if target is None:
@@ -377,8 +378,10 @@ class EscrowMachine(RuleBasedStateMachine):
         def predict(m: TradeModel, applied: set[Any]) -> None:
             if m.status != SEND:
                 raise Refused("trade_not_shippable")
-            if m.open_refund():
-                raise Refused("refund_in_progress")
+            if r := m.open_refund():
+                if r.status != REFUSED or r.after_shipping or r.disputed:
+                    raise Refused("refund_in_progress")
+                refund_step(m, r, "ship", now, now)  # the seller ships over their refusal: the request closes
             m.status, m.confirm_deadline, m.remind_at = CONFIRM, now + 10 * DAY, now + 7 * DAY
 
         self.step("ship", t, predict, lambda: self.post(self.seller, f"trades/{t.id}/ship", carrier="SF",

@@ -55,6 +55,19 @@ def test_shipping_waits_for_an_open_refund():
         e.trade_move(e.WAIT_SELLER_SEND_GOODS, "ship", refund_open=True)
 
 
+@pytest.mark.parametrize(("status", "after_shipping", "disputed", "closes"), [
+    (e.SELLER_REFUSE_BUYER, False, False, True),  # refused before shipping, not escalated: shipping closes it
+    (e.SELLER_REFUSE_BUYER, False, True, False),  # the platform is deciding it
+    (e.SELLER_REFUSE_BUYER, True, False, False),  # asked after shipping (a shipped trade cannot ship anyway)
+    (e.WAIT_SELLER_AGREE, False, False, False),  # not answered yet
+])
+def test_shipping_closes_only_a_refused_request_made_before_shipping_and_not_disputed(status, after_shipping,
+                                                                                       disputed, closes):
+    assert e.shipping_closes(status, after_shipping, disputed) is closes
+    if closes:
+        assert e.refund_move(status, "ship") == e.REFUND_CLOSED
+
+
 def test_the_confirm_deadline_extends_once():
     deadline = e.confirm_deadline(NOW, POLICY)
     assert deadline == NOW + timedelta(days=10)
