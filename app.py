@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -347,7 +348,13 @@ def _install_cli(app: Flask) -> None:
         of the batch back to the queue; --once sends what is due and exits."""
         sender = current_app.extensions["sms_sender"]
         if once:
-            click.echo(f"sent {dispatcher.dispatch_all(sender, batch_size)}")
+            # What the provider took, not what was claimed: one refused is retried later or failed (found by an
+            # audit: "sent 3" was printed for three alerts Twilio had refused).
+            tally: Counter[str] = Counter()
+            claimed = dispatcher.dispatch_all(sender, batch_size, tally)
+            click.echo(f"sent {tally['sent']}, refused {tally['refused']} (of {claimed} claimed)")
+            if tally["refused"]:
+                click.echo("the refused ones are retried or failed: see `flask notifications status`")
             return
         stop = Stop()  # not a threading.Event, whose set() may deadlock in a signal handler
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -243,7 +243,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 @event.listens_for(Engine, "begin")
 def _sqlite_on_begin(conn: Any) -> None:
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        conn.exec_driver_sql("BEGIN" if options.get("read_only") or options.get("snapshot") else "BEGIN IMMEDIATE")
 
 
 # How a read-only block gets its connection, per dialect (see the module docstring).
@@ -296,6 +297,20 @@ def lost_before_commit(exc: DBAPIError) -> bool:
 
 def in_transaction() -> bool:
     return blocks().depth > 0
+
+
+@contextmanager
+def snapshot() -> Iterator[Connection]:
+    """A connection of its own, outside any block, on which every statement reads the committed data of one moment:
+    for reports that add up several reads (the books' check, the outbox's status), which read one after the other in
+    autocommit could count a row that moved between two of them twice or not at all. On PostgreSQL a REPEATABLE READ,
+    READ ONLY transaction; on SQLite a deferred read transaction (one snapshot in WAL mode, and no write lock)."""
+    with db.engine.connect() as conn:
+        conn.execution_options(snapshot=True)  # on SQLite a deferred BEGIN (``_sqlite_on_begin``)
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
 
 
 @contextmanager

@@ -105,12 +105,14 @@ def _requests_send_statements_only_inside_blocks() -> Iterator[None]:
     """Every statement a request sends runs inside a transaction block (``core.db``). One sent outside them, by the
     ORM reading what a block had committed, began a transaction of the session's own that lasted until the request
     ended: on SQLite a write lock, on PostgreSQL a transaction left idle. Any test whose requests send one fails,
-    naming the request and the statement."""
+    naming the request and the statement. A ``core.db.snapshot`` connection is exempt: it is one of its own, which
+    its ``with`` block ends."""
     strays: list[str] = []
 
     def seen(conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         # The application's own connections only, not a test's (one that ends backends from inside a request).
-        if has_request_context() and conn.engine.pool is db.engine.pool:
+        if (has_request_context() and conn.engine.pool is db.engine.pool
+                and not conn.get_execution_options().get("snapshot")):
             state = blocks_if_any()
             if state is None or not state.depth:
                 strays.append(f"{request.method} {request.path}: {' '.join(statement.split())[:100]}")

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import Row, text
 
-from core.db import db
+from core.db import db, snapshot
 from wallet.escrow import OPEN_REFUND_STATES
 from wallet.models import NON_NEGATIVE_KINDS
 
@@ -282,10 +282,7 @@ def check_invariants() -> list[str]:
 
     Reads on a connection of its own, so it sees committed data only (commit before calling it)."""
     problems: list[str] = []
-    with db.engine.connect() as conn, conn.begin():
-        if conn.dialect.name == "postgresql":
-            # One snapshot for all queries, so concurrent movements cannot make clean books look broken.
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with snapshot() as conn:  # one snapshot for all queries: concurrent movements cannot make clean books look broken
         for query, describe in _CHECKS:
             found: list[str] = []
             # Streamed (a server-side cursor on PostgreSQL): the loop stops after LIMIT problems, and one bad row

@@ -604,8 +604,58 @@ def test_dispatch_once_from_the_command_line_sends_what_is_due(app, inbox):
         make_alerts(4)
     result = app.test_cli_runner().invoke(args=["notifications", "dispatch", "--once"])
     assert result.exit_code == 0, result.output
-    assert "sent 4" in result.output
+    assert result.output == "sent 4, refused 0 (of 4 claimed)\n"
     assert len(inbox.messages()) == 4
+
+
+@pytest.mark.parametrize("permanent", [True, False], ids=["failed for good", "to be retried"])
+def test_dispatch_once_does_not_call_sent_what_the_provider_refused(app, sender, permanent):
+    """Found by an audit: the command printed the alerts it had claimed as "sent 3" while Twilio refused all three."""
+    with app.app_context():
+        make_alerts(3)
+    sender.refuse_next(*(SendFailed("twilio 400 error 21211: invalid 'To'", permanent=permanent) for _ in range(3)))
+    app.extensions["sms_sender"] = sender
+    result = app.test_cli_runner().invoke(args=["notifications", "dispatch", "--once"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["sent 0, refused 3 (of 3 claimed)",
+                                          "the refused ones are retried or failed: see `flask notifications status`"]
+    with app.app_context():
+        assert dispatcher.queue_status(totals=True).by_status == {FAILED if permanent else PENDING: 3}
+
+
+@pytest.mark.parametrize("expanded_before", ["the event count", "the look for the oldest event"])
+def test_the_status_adds_up_its_reads_in_one_snapshot_while_a_dispatcher_expands(app, expanded_before):
+    """Found by an audit on PostgreSQL, where a read-only block reads in autocommit: a dispatcher expanding events
+    between two of the status's reads made three waiting alerts count in neither the alerts nor the events
+    ("pending 0", and yet an oldest unsent one), or the oldest unsent vanish. On SQLite one read sees one snapshot
+    anyway; the test runs on both."""
+    marker = {"the event count": "alert_events.message_count",
+              "the look for the oldest event": "ORDER BY alert_events.id"}
+    with app.app_context():
+        make_alerts(3, expand=False)
+        expanded = []
+
+        def expand_meanwhile(_conn, _cursor, statement, *_rest):
+            if marker[expanded_before] in statement and not expanded:
+                expanded.append(statement)
+                other = threading.Thread(target=lambda: _in_context(app, dispatcher.expand))
+                other.start()
+                other.join()
+
+        event.listen(db.engine, "before_cursor_execute", expand_meanwhile)
+        try:
+            report = dispatcher.queue_status(totals=True)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", expand_meanwhile)
+        assert expanded, "the status never read the statement the dispatcher was to come before"
+        assert report.by_status.get(PENDING) == 3, report.lines()
+        assert report.oldest_unsent_id is not None, report.lines()
+        assert dispatcher.queue_status(totals=True).by_status.get(PENDING) == 3  # expanded by now, and still waiting
+
+
+def _in_context(app, fn):
+    with app.app_context():
+        return fn()
 
 
 def test_messages_still_inside_events_count_as_pending_and_the_oldest_event_is_the_oldest_unsent(app, clock):
