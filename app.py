@@ -281,6 +281,27 @@ class _Phone(click.ParamType):
 PHONE = _Phone()
 
 
+class _Text(click.ParamType):
+    """Text the database can store: a byte the terminal's encoding could not decode reaches Python as a lone surrogate
+    (PEP 383), which no driver can encode, and PostgreSQL cannot store a NUL; either is a usage error (found by an
+    audit: a traceback)."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text_value = str(value)
+        try:
+            text_value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(f"{text_value!r} holds bytes that are not UTF-8 text", param, ctx)
+        if "\x00" in text_value:
+            self.fail(f"{text_value!r} holds a NUL character", param, ctx)
+        return text_value
+
+
+TEXT = _Text()
+
+
 @functools.cache
 def _revisions() -> tuple[frozenset[str], frozenset[str]]:
     """The migrations this code knows, and their heads (what it needs the database to be at)."""
@@ -415,7 +436,7 @@ def _install_cli(app: Flask) -> None:
 
     @escrow_cli.command("verify")
     @_migrated
-    @click.argument("trade_id")
+    @click.argument("trade_id", type=TEXT)
     def escrow_verify(trade_id: str) -> None:
         """Recompute a trade's hash-chained timeline; exit 1 and name the entry if it was tampered with."""
         trade = db.session.get(escrow_models.Trade, trade_id)
@@ -459,7 +480,8 @@ def _install_cli(app: Flask) -> None:
     @users_cli.command("freeze")
     @_migrated
     @click.argument("phone", type=PHONE)
-    @click.option("--reason", required=True, help="Why (kept with the freeze; the owner is not shown it).")
+    @click.option("--reason", required=True, type=TEXT,
+                  help="Why (kept with the freeze; the owner is not shown it).")
     def freeze(phone: str, reason: str) -> None:
         """Stop the money of the account with PHONE from leaving it (R13): payments, top-ups, withdrawals and card
         binding are refused until `unfreeze`; money still comes in. The owner is told by SMS."""

@@ -95,3 +95,21 @@ def test_a_fee_outside_the_designs_one_to_one_and_a_half_percent_is_refused(api,
         db.session.execute(text(f"UPDATE seller_settings SET fee_bp = {int(basis_points)}"))
         db.session.commit()
 
+
+
+@pytest.mark.parametrize("trade_id", ["trd_\udcff", "trd_\x00"], ids=["not UTF-8", "NUL"])
+def test_escrow_verify_with_an_id_no_database_can_hold_says_so(app, trade_id):
+    # A byte the terminal could not decode reaches Python as a lone surrogate (PEP 383): it was a traceback from
+    # the driver (found by an audit).
+    result = app.test_cli_runner().invoke(args=["escrow", "verify", trade_id])
+    _clean_failure(result)
+    assert "trade_id" in result.output.lower()
+
+
+@pytest.mark.parametrize("reason", ["fraud \udcff", "fraud \x00"], ids=["not UTF-8", "NUL"])
+def test_freeze_with_a_reason_no_database_can_hold_says_so_and_freezes_nothing(api, app, reason):
+    alice = api.register()
+    result = app.test_cli_runner().invoke(args=["users", "freeze", alice["phone"], "--reason", reason])
+    _clean_failure(result)
+    assert "--reason" in result.output
+    assert api.client.get("/api/v1/me", headers=alice["headers"]).json["frozen_since"] is None
