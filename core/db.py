@@ -417,6 +417,17 @@ def _end_read_only(state: Blocks, *, failed: bool) -> None:
 
 
 @event.listens_for(_Session, "do_orm_execute")
+def _locked_reads_read_afresh(orm_execute_state: Any) -> None:
+    """A SELECT ... FOR UPDATE (``Session.get(..., with_for_update=True)`` too) fills the objects it finds from the
+    rows it locked, also one the session already holds: a read-only block ends without expiring what it loaded, and
+    the ORM leaves an object in its identity map as it was unless told otherwise (``populate_existing``), so a lock
+    was taken to see what others committed, and the decision then made on the values of before the wait
+    (``tests/integration/test_locked_reads.py``)."""
+    if orm_execute_state.is_select and getattr(orm_execute_state.statement, "_for_update_arg", None) is not None:
+        orm_execute_state.update_execution_options(populate_existing=True)
+
+
+@event.listens_for(_Session, "do_orm_execute")
 def _load_expired_in_a_block_of_its_own(orm_execute_state: Any) -> Any:
     """An attribute the ORM loads on touch (one a commit expired, a lazy relationship) outside any block is loaded in
     a read-only block of its own, as a GET handler's reads are. Without it, the load began a transaction of the

@@ -50,7 +50,7 @@ def record_delivery_status(report: StatusReport) -> bool:
             select(Alert).where(Alert.provider_id == report.message_sid).limit(1).with_for_update()
         ).first()
         if alert is None and report.alert_id:
-            alert = db.session.get(Alert, report.alert_id, with_for_update=True, populate_existing=True)
+            alert = db.session.get(Alert, report.alert_id, with_for_update=True)
         if alert is None:
             log.info("delivery report for unknown message %s ignored", report.message_sid)
             return False

@@ -72,6 +72,6 @@ def refusal_under_lock(refusal: Refusal | None, account: User) -> AppError | Non
 
 def locked_account(user_id: str) -> User:
     """The account's row, locked until the transaction ends and read afresh (not as an earlier read left it)."""
-    account = db.session.get(User, user_id, with_for_update=True, populate_existing=True)
+    account = db.session.get(User, user_id, with_for_update=True)  # afresh: core.db._locked_reads_read_afresh
     assert account is not None
     return account
