@@ -1,6 +1,5 @@
 import logging
 from contextlib import contextmanager
-from logging.config import fileConfig
 
 from flask import current_app
 
@@ -14,9 +13,10 @@ from core.db import driver_reason
 # access to the values within the .ini file in use.
 config = context.config
 
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# The application set up logging (JSON lines with a request id, or text: LOG_FORMAT) before Flask-Migrate ran this
+# file; alembic's lines go through the same handler. (alembic.ini's own logging configuration replaced it, so the
+# migrations of `flask db upgrade` were the only plain-text lines of a production deployment: found by an audit.)
+logging.getLogger('alembic').setLevel(logging.INFO)
 logger = logging.getLogger('alembic.env')
 
 
