@@ -30,7 +30,7 @@ from werkzeug.serving import run_simple
 from core import config as settings
 from core import idempotency, observability
 from core.clock import SystemClock
-from core.db import db, driver_reason
+from core.db import db, driver_reason, snapshot
 from core.errors import AppError, RateLimited, ValidationFailed
 from core.ops import bp as ops_bp
 from core.ratelimit import limiter
@@ -312,7 +312,7 @@ def _revisions() -> tuple[frozenset[str], frozenset[str]]:
 def _schema_problem() -> str | None:
     """What to do before this database can serve this code (apply the migrations), or None when it can. A database
     at a migration this code does not know is newer than the code (migrated ahead of a rolling deploy): it serves."""
-    with db.engine.connect() as connection:  # alembic's own reading of this table logs two lines
+    with snapshot() as connection:  # a connection of its own (alembic's own reading of this table logs two lines)
         applied = (set(connection.scalars(text("SELECT version_num FROM alembic_version")))
                    if inspect(connection).has_table("alembic_version") else set())
     known, heads = _revisions()

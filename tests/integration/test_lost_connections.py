@@ -81,3 +81,22 @@ def test_metrics_answer_while_the_database_cannot_be_reached(tmp_path):
 
 def test_metrics_say_the_database_is_up_when_it_is(client):
     assert "wallet_database_up 1.0" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_metrics_answer_on_a_database_not_yet_migrated(scratch_url, tmp_path):
+    """Found by an audit: on a new PostgreSQL database, before `flask db upgrade`, every scrape was a 500 (the outbox
+    gauge's table missing: a programming error, where SQLite's "no such table" is an operational one). Now it is
+    answered as while the database cannot be reached: the latencies, and wallet_database_up 0."""
+    from app import create_app
+
+    empty = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
+                        "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl")})
+    client = empty.test_client()
+    assert client.get("/readyz").json["code"] == "database_not_migrated"
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    body = response.get_data(as_text=True)
+    assert "wallet_database_up 0.0" in body
+    assert 'wallet_http_request_duration_seconds_count{endpoint="/readyz"' in body
+    with empty.app_context():
+        db.engine.dispose()
