@@ -308,10 +308,18 @@ def _open_session(account: _LoginView, device_key: str, device_name: str | None,
     return pair
 
 
-def verify_login_password(user: User, password: str) -> None:
-    """Check the login password of a signed-in user (counts toward the login lock)."""
-    check_secret(user.phone, LOGIN, user.login_password_hash, password,
-                 _lock_alert(user.id, user.phone, user.locale, LOGIN))
+def verify_login_password(user: User, password: str, session_id: str | None) -> None:
+    """Check the login password of a signed-in user (counts toward the login lock). A wrong one that locks the login
+    ends the session it was entered in (``session_id``): whoever holds it does not know the password, as a thief with a
+    stolen token would not, and the lock itself leaves the owner's sessions alone (``security.auth``)."""
+    alert = _lock_alert(user.id, user.phone, user.locale, LOGIN)
+
+    def on_lock(state: LockState) -> None:
+        alert(state)
+        if session_id is not None:
+            revoke_sessions(user.id, "login_locked", only=session_id)
+
+    check_secret(user.phone, LOGIN, user.login_password_hash, password, on_lock)
 
 
 def authorize_payment(user_id: str, payment_password: str, then: Callable[[], T] | None = None, *,
@@ -354,7 +362,7 @@ def change_login_password(user: User, current: str, new: str, session_id: str) -
     ``LoginLocked``, ``ValidationFailed``."""
     check_login_password(new, user.phone, field="new_password")
     verified = user.login_password_hash
-    verify_login_password(user, current)
+    verify_login_password(user, current, session_id)
     new_hash = passwords().hash(new)
     user_id = user.id
 
@@ -494,7 +502,7 @@ def change_phone(user: User, new_phone: str, sms_code: str, login_password: str,
     back. Refused too when the password verified or the caller's session (``session_id``) no longer stands
     (``still_authorised``)."""
     verified = user.login_password_hash
-    verify_login_password(user, login_password)
+    verify_login_password(user, login_password, session_id)
     refuse_early(hold_refusal(user), user)
     codes.consume_code(new_phone, "change_phone", sms_code)
     user_id = user.id
@@ -534,7 +542,7 @@ def update_profile(user: User, email: str | None, locale: str | None, login_pass
     if proven:
         if login_password is None:
             raise ValidationFailed.field("login_password", "missing", "Changing the email needs the login password.")
-        verify_login_password(user, login_password)
+        verify_login_password(user, login_password, session_id)
     user_id = user.id
 
     def work() -> User:
@@ -563,7 +571,7 @@ def start_totp_enrolment(user: User, login_password: str, session_id: str | None
     the SIM back, would not have. Raises ``InvalidCredentials``, ``LoginLocked``, ``AccountRecentlyRecovered``, and
     ``Unauthenticated`` when the caller's session was revoked meanwhile (``still_authorised``)."""
     verified = user.login_password_hash
-    verify_login_password(user, login_password)
+    verify_login_password(user, login_password, session_id)
     refuse_early(hold_refusal(user), user)
     secret = totp.new_secret()
     user_id = user.id

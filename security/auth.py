@@ -1,7 +1,10 @@
 """Who is calling: the bearer token in ``Authorization`` and nothing else (a cookie never authenticates).
 
-Every authenticated request runs ``current_session``: the token, its session, the account's few columns a
-request needs (``Caller``) and the login lock state, in one statement on the driver's cursor (``core.sql``).
+Every authenticated request runs ``current_session``: the token, its session and the account's few columns a
+request needs (``Caller``), in one statement on the driver's cursor (``core.sql``). A login lock does not refuse a
+token already issued: the lock stops password guessing (DESIGN 4.2), and the guesser is not the holder of a session;
+refusing the owner's sessions let anyone who knew a number shut its owner out, again every three hours, while an
+escrow's deadlines ran (a seller kept from refusing a refund until silence agreed to it; found by an audit).
 A read made for ``CALLER`` (the balance, a statement page, a trade, the trade list, the alert list) carries that
 statement inside its own (``core.sql.Joined``), so such a GET costs one statement; the same checks decide, before
 its rows are used. Endpoints that need the account as an ORM object (to change it) ask ``current_user()``, which
@@ -19,16 +22,14 @@ from core import clock, sql
 from core.db import db, run_in_transaction
 from core.errors import Forbidden, Unauthenticated
 from security.models import User
-from security.secrets_guard import LOGIN, refuse_if_locked, state_of
 from security.tokens import ACCESS, token_hash
 
 _CALLER = sql.Statement(
     "SELECT u.id, u.phone, u.locale, u.is_staff, t.kind, t.expires_at, s.id AS session_id, s.device_id,"
-    " s.revoked_at, l.recent_failures, l.consecutive_failures, l.locked_until, l.hard_locked"
+    " s.revoked_at"
     " FROM auth_tokens t JOIN auth_sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id"
-    " LEFT JOIN credential_locks l ON l.subject = u.phone AND l.kind = 'login'"
     " WHERE t.token_hash = :token_hash",
-    utc=["expires_at", "revoked_at", "locked_until"], boolean=["is_staff", "hard_locked"], json=["recent_failures"],
+    utc=["expires_at", "revoked_at"], boolean=["is_staff"],
 )
 
 
@@ -68,15 +69,13 @@ def _session_of(row: Any) -> CallerSession:
     Raises as ``current_session``."""
     if row is None or row.kind != ACCESS or row.expires_at <= clock.now() or row.revoked_at is not None:
         raise Unauthenticated("The access token is missing, expired or revoked.")
-    refuse_if_locked(LOGIN, state_of(row))
     session = g.auth_session = CallerSession(row.session_id, row.device_id,
                                              Caller(row.id, row.phone, row.locale, row.is_staff))
     return session
 
 
 def current_session() -> CallerSession:
-    """The caller's live session. Raises ``Unauthenticated``; ``LoginLocked`` while the login password is
-    locked (a login lock leaves nothing reachable, not even with a token issued before)."""
+    """The caller's live session. Raises ``Unauthenticated``."""
     cached = g.get("auth_session")
     if cached is not None:
         return cached

@@ -23,7 +23,6 @@ from core.errors import Unauthenticated
 from core.ids import new_id
 from security.errors import RefreshTokenReused
 from security.models import AuthSession, AuthToken
-from security.secrets_guard import LOGIN, current_state, refuse_if_locked
 
 ACCESS, REFRESH = "access", "refresh"
 # Built once, run by every login and refresh: plain statements, nothing here needs the rows as ORM objects.
@@ -93,8 +92,7 @@ def start_session(user_id: str, device_id: str, *, touch_device: bool = False) -
 def refresh(refresh_token: str, device_key: str) -> TokenPair:
     """Rotate: spend ``refresh_token`` and mint a new pair. Reuse revokes the family.
 
-    Raises ``RefreshTokenReused`` for a token already spent, ``LoginLocked`` while the account's login is locked,
-    ``Unauthenticated`` for anything else invalid.
+    Raises ``RefreshTokenReused`` for a token already spent, ``Unauthenticated`` for anything else invalid.
     """
 
     def work() -> TokenPair | Exception:
@@ -111,9 +109,7 @@ def refresh(refresh_token: str, device_key: str) -> TokenPair:
             return RefreshTokenReused("This refresh token was already used; the session has been revoked.")
         if row.expires_at <= now or session.revoked_at is not None:
             return Unauthenticated("The refresh token is expired or revoked.")
-        # A login lock leaves nothing reachable with a token (``security.auth``), so nothing mints new ones either;
-        # the refresh token stays unspent and works again once the lock lifts.
-        refuse_if_locked(LOGIN, current_state(session.user.phone, LOGIN))
+        # A login lock stops password guessing, not the sessions the owner already holds (``security.auth``).
         row.used_at = now
         return _mint(session.id)
 
@@ -123,11 +119,14 @@ def refresh(refresh_token: str, device_key: str) -> TokenPair:
     return result
 
 
-def revoke_sessions(user_id: str, reason: str, *, keep: str | None = None, device_id: str | None = None) -> None:
-    """Revoke the user's live sessions (all, all but ``keep``, or those of ``device_id``)."""
+def revoke_sessions(user_id: str, reason: str, *, keep: str | None = None, device_id: str | None = None,
+                    only: str | None = None) -> None:
+    """Revoke the user's live sessions (all, all but ``keep``, those of ``device_id``, or the one ``only``)."""
     stmt = update(AuthSession).where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
     if keep is not None:
         stmt = stmt.where(AuthSession.id != keep)
+    if only is not None:
+        stmt = stmt.where(AuthSession.id == only)
     if device_id is not None:
         stmt = stmt.where(AuthSession.device_id == device_id)
     db.session.execute(stmt.values(revoked_at=clock.now(), revoke_reason=reason))

@@ -459,3 +459,18 @@ def test_a_sweep_at_the_confirm_deadline_itself_confirms_without_a_reminder(api,
     assert trade(api, buyer, trade_id)["status"] == "TRADE_FINISHED"
     assert "confirm_deadline_reminder" not in events(app, buyer["phone"])
     books_clean(app)
+
+
+def test_a_buyer_who_locks_the_sellers_login_does_not_keep_the_seller_from_refusing_a_refund(api, app, clock, people):
+    """Found by an audit: three wrong logins on the seller's number (the buyer has it: the trade was opened with it)
+    made the seller's live session answer 423, and the refresh too, every three hours again, until the seller's
+    silence agreed to the refund. The lock stops logging in with a password, not the seller's session."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    rid = act(api, buyer, trade_id, "refunds", amount=20900, reason="never arrived").json["id"]
+    assert [api.login(seller["phone"], f"guess {n}", device_id="buyers-phone").status_code
+            for n in range(3)] == [401, 401, 423]
+    refused = act(api, seller, trade_id, f"refunds/{rid}/refuse", reason="delivered, signed for")
+    assert refused.status_code == 200, refused.json
+    assert refused.json["status"] == "SELLER_REFUSE_BUYER"
+    books_clean(app)
