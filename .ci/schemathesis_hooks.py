@@ -1,11 +1,11 @@
 """Schemathesis hooks for ``.ci/schemathesis.sh``: a bearer token that stays usable for the whole run.
 
-A fixed ``-H "Authorization: Bearer ..."`` header dies within seconds of fuzzing: schemathesis logs out
-(``DELETE /sessions/current``), revokes devices, and sends wrong passwords until the login or payment
-password locks (DESIGN 4.2), after which every authenticated operation answers 401/423 and its body is
-never validated. So the token comes from a pool: ``after_call`` notices when the current token was spent
-(logout, revocation, a lock) and the next case gets a freshly registered fictional user. The operations that
-guess passwords or end a session get the users of a second pool, so that the first pool's users, who open the trades,
+A fixed ``-H "Authorization: Bearer ..."`` header dies within seconds of fuzzing: schemathesis logs out (``DELETE
+/sessions/current``), revokes devices, sends a wrong login password (which ends the session it is entered in) and
+wrong payment passwords until that password locks (DESIGN 4.2), after which the operations answer 401/423 and their
+bodies are never validated. So the token comes from a pool: ``after_call`` notices when the current token was spent
+(logout, revocation, a lock) and the next case gets a freshly registered fictional user. The operations that guess
+passwords or end a session get the users of a second pool, so that the first pool's users, who open the trades,
 last. Every pooled user has a verified name, a card and a balance, and a case on a resource that a pooled user
 created (a trade, a refund) is sent with that user's token while it lasts, or with the seller's for a seller's step,
 so that a trade opened in a stateful scenario can be paid by its buyer, shipped by its seller and confirmed.
@@ -58,8 +58,8 @@ def _fund(token: str) -> None:
 
 _pool = UserPool(_client, _phones, first_token=os.environ.get("WALLET_FIRST_TOKEN") or None, prepare=_fund,
                  first_phone=os.environ.get("WALLET_FIRST_PHONE") or None)
-# The operations that guess a password (a wrong one counts toward its lock, and three lock the user out: a login lock
-# leaves no operation reachable for hours) or end the session they are sent with (a logout, a revoked device) go out
+# The operations that guess a password (a wrong payment password counts toward its lock, and a wrong login password
+# ends the session it is entered in) or end the session they are sent with (a logout, a revoked device) go out
 # with the users of a pool of their own, so that the users who open trades stay able to take them through their
 # story. The device list goes with them: its ids are the ones a revocation names.
 _pool_at_risk = UserPool(_client, _phones, prepare=_fund)
@@ -70,9 +70,9 @@ _AT_RISK = {("DELETE", "/api/v1/sessions/current"), ("GET", "/api/v1/devices"),
             ("POST", "/api/v1/me/bank-cards"), ("POST", "/api/v1/topups"), ("POST", "/api/v1/transfers"),
             ("POST", "/api/v1/withdrawals")}
 # Logins and recoveries name a phone number, not a token. Schemathesis reuses the values it read in answers, such as
-# ``GET /me``'s phone, and its wrong passwords then locked the login of the user who opened the trades (a login lock
-# also ends every session); a number of that pool or the seller's is swapped for the current number of the pool at
-# risk, so wrong passwords still meet a real account and its lock.
+# ``GET /me``'s phone, and its wrong passwords then locked the login of the user who opened the trades; a number of
+# that pool or the seller's is swapped for the current number of the pool at risk, so wrong passwords still meet a
+# real account and its lock.
 _NAMES_A_PHONE = {("POST", "/api/v1/sessions"), ("POST", "/api/v1/password-resets")}
 
 

@@ -8,6 +8,7 @@ records the success, so the whole login is two short transactions around the arg
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -309,17 +310,14 @@ def _open_session(account: _LoginView, device_key: str, device_name: str | None,
 
 
 def verify_login_password(user: User, password: str, session_id: str | None) -> None:
-    """Check the login password of a signed-in user (counts toward the login lock). A wrong one that locks the login
-    ends the session it was entered in (``session_id``): whoever holds it does not know the password, as a thief with a
-    stolen token would not, and the lock itself leaves the owner's sessions alone (``security.auth``)."""
-    alert = _lock_alert(user.id, user.phone, user.locale, LOGIN)
-
-    def on_lock(state: LockState) -> None:
-        alert(state)
-        if session_id is not None:
-            revoke_sessions(user.id, "login_locked", only=session_id)
-
-    check_secret(user.phone, LOGIN, user.login_password_hash, password, on_lock)
+    """Check the login password of a signed-in user (counts toward the login lock). A wrong one ends the session it
+    was entered in (``session_id``): whoever holds the session does not know the account's password, as a thief with
+    a stolen token would not, who thus gets one guess per stolen session however the lock stands. (A login lock
+    itself leaves the owner's sessions alone: ``security.auth``.)"""
+    check_secret(user.phone, LOGIN, user.login_password_hash, password,
+                 _lock_alert(user.id, user.phone, user.locale, LOGIN),
+                 on_wrong=None if session_id is None else functools.partial(
+                     revoke_sessions, user.id, "wrong_login_password", only=session_id))
 
 
 def authorize_payment(user_id: str, payment_password: str, then: Callable[[], T] | None = None, *,

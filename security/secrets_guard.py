@@ -111,13 +111,16 @@ def check_secret(
     state: LockState | None = None,
     then: Callable[[str | None], T] | None = None,
     settles: bool = True,
+    on_wrong: Callable[[], None] | None = None,
 ) -> T | None:
     """Verify ``candidate`` for the secret ``(subject, kind)``, enforcing and updating its lockout.
 
     ``stored_hash`` is None when there is no account (login with an unknown number): the candidate is
     checked against a dummy hash and counted as wrong. ``on_lock`` runs inside the recording
     transaction when this failure locks the secret (to enqueue the owner's alert). ``state`` is the lock
-    state the caller has just read, if it has (else it is read here, in a transaction of its own).
+    state the caller has just read, if it has (else it is read here, in a transaction of its own). ``on_wrong`` runs
+    inside the recording transaction when the candidate was checked and is wrong (also when a concurrent attempt
+    locked the secret meanwhile).
 
     On success ``then(new_hash)`` runs inside the recording transaction and its result is returned (when the
     success resets earlier failures, in a transaction right after it instead, so the reset commits even if
@@ -140,6 +143,8 @@ def check_secret(
         row = _locked_row(subject, kind, create=not ok)
         now = clock.now()
         current = state_of(row)
+        if not ok and on_wrong is not None:
+            on_wrong()
         if current.is_locked(now):  # a concurrent attempt locked it while we were verifying
             return _locked_error(kind, current), None, True
         if ok:

@@ -125,11 +125,14 @@ def test_password_change_revokes_every_other_session(api, inbox):
 
 
 def test_password_change_with_a_wrong_current_password_counts_toward_the_lock(api):
+    """Counted as a wrong login would be; and the session it was entered in ends (a stolen token gets one guess)."""
     account = api.register()
+    assert api.login(account["phone"], "not my password").status_code == 401  # one wrong already, from anywhere
     body = {"current_password": "not my password", "new_password": "brand new phrase"}
-    statuses = [api.client.put("/api/v1/me/login-password", headers=account["headers"], json=body).status_code
-                for _ in range(3)]
-    assert statuses == [401, 401, 423]
+    second = api.client.put("/api/v1/me/login-password", headers=account["headers"], json=body)
+    assert (second.status_code, second.json["attempts_left"]) == (401, 1)
+    assert api.client.get("/api/v1/me", headers=account["headers"]).status_code == 401
+    assert api.login(account["phone"], "not my password").status_code == 423
 
 
 def test_recovery_revokes_every_session(api):
@@ -221,7 +224,9 @@ def test_email_change_needs_the_login_password_and_sends_an_alert(api, inbox):
     assert missing.status_code == 422
     wrong = api.client.patch("/api/v1/me", headers=account["headers"],
                              json={"email": "someone@example.com", "login_password": "wrong one!"})
-    assert wrong.status_code == 401
+    assert (wrong.status_code, wrong.json["code"]) == (401, "invalid_credentials")
+    assert api.client.get("/api/v1/me", headers=account["headers"]).status_code == 401  # that session ended
+    account = api.relogin(account)
     ok = api.client.patch("/api/v1/me", headers=account["headers"],
                           json={"email": "someone@example.com", "login_password": LOGIN_PASSWORD})
     assert (ok.status_code, ok.json["email"]) == (200, "someone@example.com")

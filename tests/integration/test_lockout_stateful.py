@@ -109,6 +109,11 @@ class Secret:
         self.failures, self.in_a_row, self.until, self.hard = [], 0, None, False
 
 
+# A wrong login password entered in a session ends it (security.accounts.verify_login_password): drawn one time in
+# four when changing the password, so that sessions live long enough for the rules that need one (the payment ceiling).
+SESSION_KEEPING = st.sampled_from([True, True, True, False])
+
+
 class LockoutMachine(RuleBasedStateMachine):
     outcomes: ClassVar[Counter[str]] = Counter()
     runs: ClassVar[itertools.count[int]] = itertools.count()
@@ -310,13 +315,10 @@ class LockoutMachine(RuleBasedStateMachine):
         self.expect_payment_answer(response, right, lambda: self.expect(response, 200))
 
     def expect_payment_answer(self, response: Any, right: bool, let_through: Callable[[], None]) -> None:
-        """What a request carrying the payment password answers: the login lock first (it leaves nothing
-        reachable), then the payment password's own lock and count; ``let_through`` checks what the right password
-        leads to."""
+        """What a request carrying the payment password answers: the payment password's own lock and count (a login
+        lock leaves the owner's session alone); ``let_through`` checks what the right password leads to."""
         now = self.now()
-        if self.login.locked(now):
-            self.expect_locked(response, self.login, "login_locked")
-        elif self.payment.locked(now):
+        if self.payment.locked(now):
             self.expect_locked(response, self.payment, "payment_password_locked")
         elif right:
             let_through()
@@ -347,7 +349,7 @@ class LockoutMachine(RuleBasedStateMachine):
         self.expect_payment_answer(response, right, refused)
 
     @precondition(lambda self: self.headers is not None)
-    @rule(right=st.booleans())
+    @rule(right=SESSION_KEEPING)
     def change_the_login_password(self, right: bool) -> None:
         new = next(p for p in LOGIN_PASSWORDS if p != self.password)
         response = self.client.put("/api/v1/me/login-password", headers=self.headers,
@@ -357,6 +359,7 @@ class LockoutMachine(RuleBasedStateMachine):
             self.expect_locked(response, self.login, "login_locked")
         elif not right:
             self.login_failure(response, self.login)
+            self.headers, self.refresh_token = None, None  # a wrong login password ends the session it came in
         else:
             self.expect(response, 204)  # this session stays; the others are revoked
             self.login.clear()
@@ -366,11 +369,7 @@ class LockoutMachine(RuleBasedStateMachine):
     @rule()
     def reset_the_payment_password_by_sms(self) -> None:
         new = next(p for p in PAYMENT_PASSWORDS if p != self.payment_password)
-        if self.login.locked(self.now()):
-            response = self.client.put("/api/v1/me/payment-password", headers=self.headers,
-                                       json={"sms_code": "000000", "new_payment_password": new})
-            self.expect_locked(response, self.login, "login_locked")
-            return
+        # A login lock leaves the owner's session alone: the SMS code proves the number, whatever the lock.
         response = self.client.put("/api/v1/me/payment-password", headers=self.headers,
                                    json={"sms_code": self.code_for("recover"), "new_payment_password": new})
         if self.held():
@@ -448,6 +447,8 @@ class LockoutMachine(RuleBasedStateMachine):
             self.expect_locked(response, self.login, "login_locked")
         elif not right:
             self.login_failure(response, self.login)
+            self.headers, self.refresh_token = None, None  # a wrong login password ends the session it came in
+            return
         elif self.held():
             self.expect(response, 403, "account_recently_recovered")
             self.login.clear()
@@ -469,12 +470,9 @@ class LockoutMachine(RuleBasedStateMachine):
         assert self.refresh_token is not None
         token, device = self.refresh_token
         response = self.client.post("/api/v1/sessions/refresh", json={"refresh_token": token, "device_id": device})
-        if self.login.locked(self.now()):  # nothing mints tokens while the login is locked; the token stays unspent
-            self.expect_locked(response, self.login, "login_locked")
-        else:
-            self.expect(response, 200)
-            self.refresh_token = (response.json["refresh_token"], device)
-            self.headers = self.api.bearer(response.json["access_token"])
+        self.expect(response, 200)  # a login lock leaves the owner's sessions alone (security.auth)
+        self.refresh_token = (response.json["refresh_token"], device)
+        self.headers = self.api.bearer(response.json["access_token"])
 
     @rule(step=steps)
     def time_passes(self, step: timedelta) -> None:
