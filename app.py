@@ -30,7 +30,7 @@ from werkzeug.serving import run_simple
 from core import config as settings
 from core import idempotency, observability
 from core.clock import SystemClock
-from core.db import db, driver_reason, snapshot
+from core.db import db, driver_reason, in_snapshot
 from core.errors import AppError, RateLimited, ValidationFailed
 from core.ops import bp as ops_bp
 from core.ratelimit import limiter
@@ -312,9 +312,9 @@ def _revisions() -> tuple[frozenset[str], frozenset[str]]:
 def _schema_problem() -> str | None:
     """What to do before this database can serve this code (apply the migrations), or None when it can. A database
     at a migration this code does not know is newer than the code (migrated ahead of a rolling deploy): it serves."""
-    with snapshot() as connection:  # a connection of its own (alembic's own reading of this table logs two lines)
-        applied = (set(connection.scalars(text("SELECT version_num FROM alembic_version")))
-                   if inspect(connection).has_table("alembic_version") else set())
+    # On a connection of its own (alembic's own reading of this table logs two lines).
+    applied = in_snapshot(lambda connection: set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+                          if inspect(connection).has_table("alembic_version") else set())
     known, heads = _revisions()
     if applied == heads or not applied <= known:
         return None
@@ -373,9 +373,10 @@ def _install_cli(app: Flask) -> None:
             # audit: "sent 3" was printed for three alerts Twilio had refused).
             tally: Counter[str] = Counter()
             claimed = dispatcher.dispatch_all(sender, batch_size, tally)
-            click.echo(f"sent {tally['sent']}, refused {tally['refused']} (of {claimed} claimed)")
-            if tally["refused"]:
-                click.echo("the refused ones are retried or failed: see `flask notifications status`")
+            click.echo(f"sent {tally['sent']}, refused {tally['refused']}, in doubt {tally['in doubt']}"
+                       f" (of {claimed} claimed)")
+            if tally["refused"] or tally["in doubt"]:
+                click.echo("the others are retried or failed: see `flask notifications status`")
             return
         stop = Stop()  # not a threading.Event, whose set() may deadlock in a signal handler
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -313,6 +313,20 @@ def snapshot() -> Iterator[Connection]:
             yield conn
 
 
+def in_snapshot(read: Callable[[Connection], R]) -> R:
+    """``read(connection)`` on a ``snapshot`` connection; run again once on a fresh connection when the pooled one
+    turns out dead (a database restart), as a block is (``run_in_transaction``): a report read after a restart must not
+    say the database is down (found by a review: /metrics's ``wallet_database_up 0`` once per process)."""
+    for attempt in (1, 2):
+        try:
+            with snapshot() as conn:
+                return read(conn)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def atomic(read_only: bool = False) -> Iterator[None]:
     """Join the current transaction, or be the outermost block: commit on success, roll back on error.

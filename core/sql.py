@@ -233,13 +233,7 @@ class Statement:
         """Run the statement: its dialect's form, the cursor, and its raw rows (a list; the row count if
         ``fetch`` is 0)."""
         bound = _bound()
-        if not bound.read_only and db.session.registry.has():
-            # What the ORM changed goes first, as its autoflush does before its own statements; not from inside a
-            # flush (whose first statement sends a waiting write through here: ``_send_pending_before_orm``). The
-            # Session's private flags: its public ``new``/``dirty``/``deleted`` build sets, 3 µs a statement.
-            session = db.session.registry()
-            if not session._flushing and not session._is_clean():
-                session.flush()
+        _flush_orm(bound)
         if bound.pending is not None and (not self.reads_only or bound.pending[2] in self.reads_only):
             _send_pending(bound)  # a waiting write goes first, unless this reads none of its table
         if self.writes and bound.read_only:
@@ -271,6 +265,17 @@ class Statement:
         converters = [(i, readers[self._convert[name]]) for i, name in enumerate(names)
                       if name in self._convert and readers[self._convert[name]] is not None]
         return namedtuple("Row", names, rename=True), converters  # type: ignore[misc]
+
+
+def _flush_orm(bound: _Bound) -> None:
+    """In a writing transaction, send what the ORM changed and has not flushed, as its autoflush does before its own
+    statements; not from inside a flush (whose first statement sends a waiting write through here:
+    ``_send_pending_before_orm``). The Session's private flags: its public ``new``/``dirty``/``deleted`` build sets,
+    3 µs a statement."""
+    if not bound.read_only and db.session.registry.has():
+        session = db.session.registry()
+        if not session._flushing and not session._is_clean():
+            session.flush()
 
 
 def _made(raw: Iterable[Any], row_type: type, converters: list[tuple[int, Callable[[Any], Any]]]) -> list[Any]:
@@ -500,6 +505,7 @@ def execute_carrying(statement_sql: str, params: Mapping[str, Any]) -> int:
     for both; foreign keys are checked at the end of the statement, so a carried row may refer to the row the
     statement inserts); elsewhere by INSERTs just after it. Returns the number of rows the statement wrote."""
     bound = _bound()
+    _flush_orm(bound)  # first, while the waiting write is still there to go before it (found by a review)
     pending, bound.pending = bound.pending, None  # a write waiting to be sent (``write_before_next``) goes first
     batches = _take_rows()
     if not bound.postgres or not (batches or pending):

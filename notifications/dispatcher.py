@@ -71,11 +71,11 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core import clock, sql
-from core.db import driver_reason, run_in_transaction, snapshot
+from core.db import driver_reason, in_snapshot, run_in_transaction
 from core.ids import new_id
 from core.worker import Stop
 from notifications.models import (
@@ -359,7 +359,8 @@ def dispatch_once(sender: SmsSender, batch_size: int | None = None, stop: Stop |
                   tally: Counter[str] | None = None) -> int:
     """Claim one batch and send it; returns how many alerts were claimed. Stops between two messages when
     ``stop`` is set, giving back what it had not started. ``tally`` counts the hand-overs: ``sent`` (the provider
-    took the message) and ``refused`` (it did not: retried later or failed, as ``queue_status`` shows).
+    took the message), ``refused`` (it did not: retried later or failed, as ``queue_status`` shows) and ``in doubt``
+    (no answer: it may have the message, and a retry waits for its word first).
 
     A hand-over's outcome is recorded in the transaction of the next step (the next ``begin``, the release,
     or one of its own after the batch's last message): it commits before, or with, the next message being
@@ -399,7 +400,8 @@ def dispatch_once(sender: SmsSender, batch_size: int | None = None, stop: Stop |
         else:
             outcome = functools.partial(_sent, item.id, provider_id)
         if tally is not None:
-            tally["refused" if outcome.func is _failed else "sent"] += 1
+            failure = outcome.args[2] if outcome.func is _failed else None
+            tally["sent" if failure is None else "in doubt" if failure.in_doubt else "refused"] += 1
     if outcome is not None:
         with_outcome(lambda: None)
     return len(batch.alerts)
@@ -500,7 +502,7 @@ def queue_status(*, totals: bool = False) -> QueueStatus:
     # One snapshot for all the reads: read one after the other in autocommit (PostgreSQL), the messages of an event
     # a dispatcher expanded between the count of alerts and the count of events were in neither (found by an audit:
     # "pending 0", with three waiting).
-    with snapshot() as conn:
+    def read(conn: Connection) -> tuple[dict[str, int], Any, int]:
         if totals:
             counts = dict(conn.execute(select(Alert.status, func.count()).group_by(Alert.status)).all())
         else:
@@ -515,7 +517,9 @@ def queue_status(*, totals: bool = False) -> QueueStatus:
             event = conn.execute(_OLDEST_EVENT).first()
             if event is not None and (oldest is None or event.created_at < oldest.created_at):
                 oldest = _Oldest(event.id, event.created_at, None)
-        doubtful = int(conn.scalar(_RESENDS_IN_DOUBT) or 0)
+        return counts, oldest, int(conn.scalar(_RESENDS_IN_DOUBT) or 0)
+
+    counts, oldest, doubtful = in_snapshot(read)
     return QueueStatus(
         by_status=counts,
         oldest_unsent_id=oldest.id if oldest else None,

@@ -16,10 +16,10 @@ A refund runs beside the trade (at most one open at a time)::
                       ──agree (or seller silent)──▶ WAIT_BUYER_RETURN_GOODS ──return──▶ WAIT_SELLER_CONFIRM_GOODS
                           WAIT_SELLER_CONFIRM_GOODS ──receive (or seller silent)──▶ REFUND_SUCCESS
                       ──refuse──▶ SELLER_REFUSE_BUYER ──dispute──▶ (platform decides) ──▶ REFUND_SUCCESS / REFUND_CLOSED
-    SELLER_REFUSE_BUYER ──seller ships (a request made before shipping, not taken to the platform)──▶ REFUND_CLOSED
                       ──buyer withdraws──▶ REFUND_CLOSED
     WAIT_BUYER_RETURN_GOODS ──buyer never ships back, or withdraws──▶ REFUND_CLOSED
-    SELLER_REFUSE_BUYER ──buyer never escalates──▶ REFUND_CLOSED
+    SELLER_REFUSE_BUYER ──buyer never escalates, or withdraws──▶ REFUND_CLOSED
+    SELLER_REFUSE_BUYER ──seller ships (a request made before shipping, not taken to the platform)──▶ REFUND_CLOSED
 
 Invariants:
 

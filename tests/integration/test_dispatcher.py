@@ -604,23 +604,26 @@ def test_dispatch_once_from_the_command_line_sends_what_is_due(app, inbox):
         make_alerts(4)
     result = app.test_cli_runner().invoke(args=["notifications", "dispatch", "--once"])
     assert result.exit_code == 0, result.output
-    assert result.output == "sent 4, refused 0 (of 4 claimed)\n"
+    assert result.output == "sent 4, refused 0, in doubt 0 (of 4 claimed)\n"
     assert len(inbox.messages()) == 4
 
 
-@pytest.mark.parametrize("permanent", [True, False], ids=["failed for good", "to be retried"])
-def test_dispatch_once_does_not_call_sent_what_the_provider_refused(app, sender, permanent):
+@pytest.mark.parametrize(("how", "said"), [("permanent", "refused 3, in doubt 0"),
+                                           ("transient", "refused 3, in doubt 0"),
+                                           ("no answer", "refused 0, in doubt 3")])
+def test_dispatch_once_does_not_call_sent_what_the_provider_refused(app, sender, how, said):
     """Found by an audit: the command printed the alerts it had claimed as "sent 3" while Twilio refused all three."""
     with app.app_context():
         make_alerts(3)
-    sender.refuse_next(*(SendFailed("twilio 400 error 21211: invalid 'To'", permanent=permanent) for _ in range(3)))
+    sender.refuse_next(*(SendFailed("twilio 400 error 21211: invalid 'To'", permanent=how == "permanent",
+                                    in_doubt=how == "no answer") for _ in range(3)))
     app.extensions["sms_sender"] = sender
     result = app.test_cli_runner().invoke(args=["notifications", "dispatch", "--once"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == ["sent 0, refused 3 (of 3 claimed)",
-                                          "the refused ones are retried or failed: see `flask notifications status`"]
+    assert result.output.splitlines() == [f"sent 0, {said} (of 3 claimed)",
+                                          "the others are retried or failed: see `flask notifications status`"]
     with app.app_context():
-        assert dispatcher.queue_status(totals=True).by_status == {FAILED if permanent else PENDING: 3}
+        assert dispatcher.queue_status(totals=True).by_status == {FAILED if how == "permanent" else PENDING: 3}
 
 
 @pytest.mark.parametrize("expanded_before", ["the event count", "the look for the oldest event"])

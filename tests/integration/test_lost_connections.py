@@ -100,3 +100,14 @@ def test_metrics_answer_on_a_database_not_yet_migrated(scratch_url, tmp_path):
     assert 'wallet_http_request_duration_seconds_count{endpoint="/readyz"' in body
     with empty.app_context():
         db.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_metrics_after_the_pools_connections_were_dropped_say_the_database_is_up(pg_app, client):
+    """Found by a review: the outbox's status read on a pooled connection of its own without the retry a block has,
+    so the first scrape of each process after a PostgreSQL restart said wallet_database_up 0."""
+    assert "wallet_database_up 1.0" in client.get("/metrics").get_data(as_text=True)
+    assert drop_the_pools_connections(pg_app) >= 1
+    body = client.get("/metrics").get_data(as_text=True)
+    assert "wallet_database_up 1.0" in body
+    assert "wallet_outbox_alerts" in body
