@@ -202,6 +202,41 @@ ORDER BY u.id
 """
 )
 
+# A trade's escrow money moves only between its escrow account and the trade's parties (the database refuses the
+# rest too: migration 0027): in from the buyer's wallet; out to the buyer's or the seller's wallet, or the fee account.
+_ESCROW_TRANSFERS = text(
+    """
+SELECT x.id, e.owner AS trade_id, o.kind AS other_kind, o.owner AS other_owner,
+       CASE WHEN e.id = x.credit_account_id THEN 'into' ELSE 'out of' END AS direction
+FROM transfers AS x
+JOIN ledger_accounts AS e ON e.id IN (x.debit_account_id, x.credit_account_id)
+JOIN trades AS t ON t.id = e.owner AND t.escrow_account_id = e.id
+JOIN ledger_accounts AS o ON o.id = CASE WHEN e.id = x.credit_account_id THEN x.debit_account_id
+                                         ELSE x.credit_account_id END
+WHERE (e.id = x.credit_account_id AND NOT (o.kind = 'wallet' AND o.owner = t.buyer_id))
+   OR (e.id = x.debit_account_id
+       AND NOT (o.kind = 'fees' OR (o.kind = 'wallet' AND o.owner IN (t.buyer_id, t.seller_id))))
+ORDER BY x.id
+"""
+)
+
+# A top-up charges, and a withdrawal pays out to, a card of its own user (the database refuses the rest: 0027).
+_CARDS_OF_OTHERS = text(
+    """
+SELECT 'top-up' AS what, u.id, u.user_id, u.card_id, c.user_id AS card_user
+FROM topups AS u JOIN bank_cards AS c ON c.id = u.card_id WHERE c.user_id <> u.user_id
+UNION ALL
+SELECT 'withdrawal', w.id, w.user_id, w.card_id, c.user_id
+FROM withdrawals AS w JOIN bank_cards AS c ON c.id = w.card_id WHERE c.user_id <> w.user_id
+ORDER BY 2
+"""
+)
+
+
+def _describe_escrow_transfer(row: Row[Any]) -> list[str]:
+    return [f"transfer {row.id} moves money of trade {row.trade_id} {row.direction} its escrow account with a"
+            f" {row.other_kind} account of {row.other_owner}, who is not the trade's party for that"]
+
 
 def _describe_escrow(row: Row[Any]) -> list[str]:
     if row.account_id is None:
@@ -266,6 +301,10 @@ _CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
     ]),
     (_ESCROW_HOLDINGS, _describe_escrow),
     (_WITHDRAWAL_HOLDS, _describe_withdrawal),
+    (_ESCROW_TRANSFERS, _describe_escrow_transfer),
+    (_CARDS_OF_OTHERS, lambda r: [
+        f"{r.what} {r.id} of {r.user_id} names card {r.card_id}, which is a card of {r.card_user}"
+    ]),
     (_TOPUP_TRANSFERS, lambda r: [
         f"top-up {r.id} was credited by transfer {r.transfer_id} (kind {r.kind}, from a {r.debit_kind} account),"
         " not by a top-up from a bank's clearing account"

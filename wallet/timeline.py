@@ -79,6 +79,8 @@ def verify(trade: Any, rows: Sequence[Any] | None = None) -> Verification:
     now."""
     if rows is None:
         rows = entries(trade.id)
+    if not rows:  # every trade's first entry is its opening (found by an audit: a paid trade with none was "intact")
+        return Verification(False, 0, 1, "entry 1 is missing: a trade's timeline starts with its opening")
     prev = GENESIS
     for expected_seq, row in enumerate(rows, start=1):
         if row.seq != expected_seq:
@@ -116,19 +118,24 @@ _MONEY = {"paid_amount": ("pay",), "refunded_amount": ("refund",), "released_amo
 
 
 def _trade_disagrees(trade: Any, rows: Sequence[Any]) -> tuple[int, str] | None:
-    """Where the trade's row says something its intact chain does not (a seller or an amount changed in the table
-    alone): ``(seq, problem)``, or None. Without it a chain checks out whatever the row beside it says."""
-    if not rows:
-        return None
+    """Where the trade's row says something its intact chain does not (a seller, an amount or the status changed in
+    the table alone): ``(seq, problem)``, or None. Without it a chain checks out whatever the row beside it says."""
     opened = json.loads(rows[0].data)
     for word, column in _TERMS.items():
         if word in opened and opened[word] != getattr(trade, column):
             return 1, f"the trade's {column} is {getattr(trade, column)!r} but its opening entry says {opened[word]!r}"
     moved: dict[str, int] = {}
+    last_state: tuple[int, str] | None = None
     for row in rows:
         if row.kind == "money":
             data = json.loads(row.data)
             moved[data["movement"]] = moved.get(data["movement"], 0) + data["amount"]
+        elif row.kind == "state":
+            last_state = row.seq, json.loads(row.data)["after"]
+    # The state the chain last recorded is the trade's (found by an audit: a row moved to "shipped" alone checked out).
+    if last_state is not None and last_state[1] != trade.status:
+        seq, after = last_state
+        return seq, f"the trade's status is {trade.status} but its entry {seq} left it {after}"
     for column, movements in _MONEY.items():
         recorded = sum(moved.get(movement, 0) for movement in movements)
         if getattr(trade, column) != recorded:

@@ -2,12 +2,15 @@
 
 import pytest
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from core.db import db, run_in_transaction
 from notifications import dispatcher
 from tests.api.escrow_helpers import grant_staff
 from tests.api.test_escrow_stories import PP, act, books_clean, open_trade, paid_and_shipped, trade
+from tests.db_triggers import trigger_off
 from tests.statements import selects_sent
+from wallet import timeline
 
 
 @pytest.fixture
@@ -109,7 +112,7 @@ def test_a_tampered_timeline_entry_is_named_by_the_verifier(api, app, people):
     runner = app.test_cli_runner()
     ok = runner.invoke(args=["escrow", "verify", trade_id])
     assert ok.exit_code == 0 and "intact: 4 entries" in ok.output
-    with app.app_context():
+    with app.app_context(), trigger_off("trade_timeline_append_only", "trade_timeline"):  # as the database's owner
         db.session.execute(text("UPDATE trade_timeline SET data = :d WHERE trade_id = :t AND seq = 2"),
                            {"d": '{"amount":1,"movement":"pay","transfer":"tf_forged"}', "t": trade_id})
         db.session.commit()
@@ -146,11 +149,58 @@ def test_a_trade_row_changed_beside_its_intact_chain_is_caught(api, app, people,
 def test_a_deleted_timeline_entry_is_found(api, app, people):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    with app.app_context():
+    with app.app_context(), trigger_off("trade_timeline_append_only", "trade_timeline"):
         db.session.execute(text("DELETE FROM trade_timeline WHERE trade_id = :t AND seq = 3"), {"t": trade_id})
         db.session.commit()
     broken = app.test_cli_runner().invoke(args=["escrow", "verify", trade_id])
     assert broken.exit_code == 1 and "entry 3" in broken.output
+
+
+def test_the_database_refuses_to_change_a_timeline_entry(api, app, people):
+    """Migration 0027: the evidence of a dispute is append-only in the database too, as the ledger is (on SQLite the
+    suite empties tables with DELETE, so there only UPDATE is refused)."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    with app.app_context():
+        with pytest.raises(IntegrityError):
+            db.session.execute(text("UPDATE trade_timeline SET actor = 'x' WHERE trade_id = :t AND seq = 2"),
+                               {"t": trade_id})
+        db.session.rollback()
+        if db.engine.dialect.name == "postgresql":
+            with pytest.raises(IntegrityError):
+                db.session.execute(text("DELETE FROM trade_timeline WHERE trade_id = :t AND seq = 3"), {"t": trade_id})
+            db.session.rollback()
+    assert app.test_cli_runner().invoke(args=["escrow", "verify", trade_id]).exit_code == 0
+
+
+def test_a_paid_trade_with_its_whole_timeline_gone_is_not_intact(api, app, people):
+    """Found by an audit: every entry deleted and the trade's head put back to the start, the empty chain checked out
+    "intact" (the row was held to its chain only when there was one)."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    with app.app_context(), trigger_off("trade_timeline_append_only", "trade_timeline"):
+        db.session.execute(text("DELETE FROM trade_timeline WHERE trade_id = :t"), {"t": trade_id})
+        db.session.execute(text("UPDATE trades SET timeline_seq = 0, timeline_hash = :g WHERE id = :t"),
+                           {"t": trade_id, "g": timeline.GENESIS})
+        db.session.commit()
+    broken = app.test_cli_runner().invoke(args=["escrow", "verify", trade_id])
+    assert broken.exit_code == 1 and "BROKEN at entry 1" in broken.output, broken.output
+
+
+def test_a_trade_status_changed_in_its_row_alone_is_caught(api, app, people):
+    """Found by an audit: a paid trade's row set to "shipped" (with a carrier) while its chain's last state entry
+    says it waits for the seller checked out "intact"."""
+    buyer, seller = people
+    trade_id = open_trade(api, buyer, seller)
+    assert act(api, buyer, trade_id, "pay", key="p", **PP).status_code == 200
+    with app.app_context():
+        db.session.execute(text("UPDATE trades SET status = 'WAIT_BUYER_CONFIRM_GOODS', carrier = 'SF',"
+                                " tracking_number = 'X1' WHERE id = :t"), {"t": trade_id})
+        db.session.commit()
+    broken = app.test_cli_runner().invoke(args=["escrow", "verify", trade_id])
+    assert broken.exit_code == 1, broken.output
+    assert ("the trade's status is WAIT_BUYER_CONFIRM_GOODS but its entry 2 left it WAIT_SELLER_SEND_GOODS"
+            in broken.output), broken.output
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,13 @@ from datetime import datetime
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from core.db import db
+from tests.db_triggers import trigger_off
 from wallet import ledger
 from wallet.check import check_invariants
-from wallet.models import BANK_CLEARING, SYSTEM
+from wallet.models import BANK_CLEARING, FEES, SYSTEM
 
 NOW = datetime(2026, 1, 15, 8, 0)
 _USER = ("INSERT INTO users (id, phone, login_password_hash, payment_password_hash, locale, is_staff, totp_enabled,"
@@ -128,3 +130,97 @@ def test_a_top_up_credited_by_another_kind_of_transfer_from_the_bank_is_reported
     assert check_invariants() == [
         f"top-up top_1 was credited by transfer {adjustment.id} (kind adjustment, from a bank_clearing account),"
         " not by a top-up from a bank's clearing account"]
+
+
+# --- migration 0027: escrow money between a trade and its parties; cards of the row's own user -----------------------
+
+
+def _escrow_trade(buyer: str) -> str:
+    """Trade trd_1 of usr_b (buyer) and usr_s (seller), paid: its escrow account holds 100."""
+    escrow = ledger.escrow_account("trd_1")
+    db.session.commit()
+    _sql(_TRADE, id="trd_1", status="WAIT_BUYER_CONFIRM_GOODS", paid=100, released=0, escrow=escrow)
+    ledger.transfer(buyer, escrow, 100, kind=ledger.ESCROW_PAY, reference="trd_1")
+    db.session.commit()
+    return escrow
+
+
+def _stranger() -> str:
+    db.session.execute(text(_USER), {"id": "usr_x", "phone": "+12025550193", "now": NOW})
+    db.session.commit()
+    return ledger.open_wallet("usr_x")
+
+
+def test_escrow_money_released_to_someone_outside_the_trade_is_refused_and_reported(parties):
+    """Found by an audit: the release went to a third user's wallet, and with the trade marked finished the books
+    checked out clean. DESIGN 3: money held for a trade is used only for that trade."""
+    buyer, _seller, _bank = parties
+    escrow, stranger = _escrow_trade(buyer), _stranger()
+    with pytest.raises(IntegrityError):
+        ledger.transfer(escrow, stranger, 100, kind=ledger.ESCROW_RELEASE, reference="trd_1")
+    db.session.rollback()
+    with trigger_off("transfers_escrow_money_between_its_parties", "transfers"):
+        moved = ledger.transfer(escrow, stranger, 100, kind=ledger.ESCROW_RELEASE, reference="trd_1").id
+        db.session.commit()
+    _sql("UPDATE trades SET status = 'TRADE_FINISHED', released_amount = 100 WHERE id = 'trd_1'")
+    assert check_invariants() == [f"transfer {moved} moves money of trade trd_1 out of its escrow account with a wallet"
+                                  " account of usr_x, who is not the trade's party for that"]
+
+
+def test_escrow_money_from_someone_other_than_the_buyer_is_refused(parties):
+    buyer, seller, bank = parties
+    escrow = _escrow_trade(buyer)
+    ledger.transfer(bank, seller, 100, kind=ledger.TOPUP)
+    db.session.commit()
+    with pytest.raises(IntegrityError):
+        ledger.transfer(seller, escrow, 100, kind=ledger.ESCROW_PAY, reference="trd_1")
+    db.session.rollback()
+    with pytest.raises(IntegrityError):
+        ledger.transfer(bank, escrow, 100, kind=ledger.ESCROW_PAY, reference="trd_1")
+    db.session.rollback()
+    assert check_invariants() == []
+
+
+def test_the_buyer_refunded_the_seller_released_and_the_fee_taken_are_accepted(parties):
+    buyer, seller, _bank = parties
+    escrow = _escrow_trade(buyer)
+    fees = ledger.system_account(FEES, "platform", "CNY")
+    ledger.transfer(escrow, buyer, 30, kind=ledger.REFUND, reference="trd_1")
+    ledger.transfer(escrow, seller, 60, kind=ledger.ESCROW_RELEASE, reference="trd_1")
+    ledger.transfer(escrow, fees, 10, kind=ledger.FEE, reference="trd_1")
+    db.session.commit()
+    _sql("UPDATE trades SET status = 'TRADE_FINISHED', refunded_amount = 30, released_amount = 70, fee_amount = 10"
+         " WHERE id = 'trd_1'")
+    assert check_invariants() == []
+
+
+@pytest.mark.parametrize("row", ["withdrawal", "top-up"])
+def test_a_card_of_another_user_is_refused_and_reported(parties, row):
+    """Found by an audit: a withdrawal naming another user's card was accepted, and the worker paid the money out to
+    that card; a top-up could name another user's card as the one charged."""
+    _buyer, _seller, bank = parties
+    _sql(_CARD)  # card_1 is usr_b's
+    db.session.execute(text(_USER), {"id": "usr_x", "phone": "+12025550193", "now": NOW})
+    db.session.execute(text("INSERT INTO bank_cards (id, user_id, bank_code, card_hash, last4, holder_name,"
+                            " bank_token, created_at) VALUES ('card_x', 'usr_x', 'ICBC', 'h-x', '5678', '李四',"
+                            " 'sim-ICBC-token-5678', :now)"), {"now": NOW})
+    db.session.commit()
+    if row == "withdrawal":
+        hold = ledger.create_hold(ledger.open_wallet("usr_b"), bank, 100, kind=ledger.WITHDRAWAL).id
+        db.session.commit()
+        table, row_id, insert = "withdrawals", "wdr_1", _WITHDRAWAL
+        values = {"id": "wdr_1", "amount": 100, "hold_id": hold, "status": "pending"}
+    else:
+        table, row_id, insert = "topups", "tup_1", _TOPUP.replace("'succeeded', :transfer_id", "'pending', NULL")
+        values = {"id": "tup_1"}
+    with pytest.raises(IntegrityError):
+        _sql(insert.replace("'card_1'", "'card_x'"), **values)
+    db.session.rollback()
+    _sql(insert, **values)
+    with pytest.raises(IntegrityError):
+        _sql(f"UPDATE {table} SET card_id = 'card_x' WHERE id = :id", id=row_id)
+    db.session.rollback()
+    assert check_invariants() == []
+    with trigger_off(f"{table}_card_of_its_own_user", table):
+        _sql(f"UPDATE {table} SET card_id = 'card_x' WHERE id = :id", id=row_id)
+    assert check_invariants() == [f"{row} {row_id} of usr_b names card card_x, which is a card of usr_x"]
