@@ -220,6 +220,19 @@ ORDER BY x.id
 """
 )
 
+# A rating is one party's of a finished trade, of the other party under the ratee's role (the database refuses the
+# rest but the trade's state: migration 0028).
+_RATINGS_OUT_OF_PLACE = text(
+    """
+SELECT r.id, r.trade_id, r.rater_id, r.ratee_id, r.role, t.status
+FROM ratings AS r JOIN trades AS t ON t.id = r.trade_id
+WHERE t.status <> 'TRADE_FINISHED'
+   OR NOT ((r.rater_id = t.buyer_id AND r.ratee_id = t.seller_id AND r.role = 'seller')
+           OR (r.rater_id = t.seller_id AND r.ratee_id = t.buyer_id AND r.role = 'buyer'))
+ORDER BY r.id
+"""
+)
+
 # A top-up charges, and a withdrawal pays out to, a card of its own user (the database refuses the rest: 0027).
 _CARDS_OF_OTHERS = text(
     """
@@ -302,6 +315,10 @@ _CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
     (_ESCROW_HOLDINGS, _describe_escrow),
     (_WITHDRAWAL_HOLDS, _describe_withdrawal),
     (_ESCROW_TRANSFERS, _describe_escrow_transfer),
+    (_RATINGS_OUT_OF_PLACE, lambda r: [
+        f"rating {r.id} of trade {r.trade_id} ({r.status}) by {r.rater_id} of {r.ratee_id} as {r.role} is not one"
+        " party's of a finished trade, of the other under the ratee's role"
+    ]),
     (_CARDS_OF_OTHERS, lambda r: [
         f"{r.what} {r.id} of {r.user_id} names card {r.card_id}, which is a card of {r.card_user}"
     ]),

@@ -16,7 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from app import create_app
 from core.db import db
+from tests.db_triggers import trigger_off
 from wallet import ledger
+from wallet.check import check_invariants
 from wallet.models import BANK_CLEARING
 
 NOW = datetime(2026, 1, 15, 8, 0)  # naive UTC, as stored
@@ -99,6 +101,38 @@ def test_nobody_rates_themselves(parties):
     _write(_TRADE, **_trade(status="TRADE_FINISHED", released=100))
     _refused(_RATING, rater="usr_s", ratee="usr_s")
     _write(_RATING, rater="usr_b", ratee="usr_s")
+
+
+@pytest.mark.parametrize(("rater", "ratee", "role"), [
+    ("usr_x", "usr_s", "seller"),  # someone outside the trade rates the seller
+    ("usr_b", "usr_x", "seller"),  # the buyer rates someone outside the trade
+    ("usr_b", "usr_s", "buyer"),   # the buyer rates the seller under the buyer's role
+    ("usr_s", "usr_b", "seller"),  # the seller rates the buyer under the seller's role
+])
+def test_a_rating_is_one_partys_of_the_other_under_the_ratees_role(parties, rater, ratee, role):
+    """Migration 0028 (found by an audit: such rows were accepted and counted in the ratee's totals). Switched off, as
+    the database's owner could, the checker reports the row."""
+    _write(_USER, id="usr_x", phone="+12025550105")
+    _write(_TRADE, **_trade(status="TRADE_FINISHED", released=100))
+    bad = _RATING.replace("'seller', 1", ":role, 1")
+    _refused(bad, rater=rater, ratee=ratee, role=role)
+    _write(bad, rater="usr_b", ratee="usr_s", role="seller")
+    _write("INSERT INTO rating_totals (user_id, role, score, ratings, positive) VALUES ('usr_s', 'seller', 1, 1, 1)")
+    assert check_invariants() == []
+    _write(_TRADE, **_trade("trd_2", status="TRADE_FINISHED", released=100))
+    with trigger_off("ratings_between_the_trades_parties", "ratings"):
+        _write(bad.replace("'rat_1', 'trd_1'", "'rat_2', 'trd_2'"), rater=rater, ratee=ratee, role=role)
+    problems = [p for p in check_invariants() if p.startswith("rating rat_2")]
+    assert problems == [f"rating rat_2 of trade trd_2 (TRADE_FINISHED) by {rater} of {ratee} as {role} is not one"
+                        " party's of a finished trade, of the other under the ratee's role"]
+
+
+def test_a_rating_of_a_trade_not_finished_is_reported(parties):
+    _write(_TRADE, **_trade(status="WAIT_BUYER_CONFIRM_GOODS"))
+    _write(_RATING, rater="usr_b", ratee="usr_s")  # the code refuses it (trade_not_finished); the database lets it in
+    assert [p for p in check_invariants() if p.startswith("rating rat_")] == [
+        "rating rat_1 of trade trd_1 (WAIT_BUYER_CONFIRM_GOODS) by usr_b of usr_s as seller is not one party's of a"
+        " finished trade, of the other under the ratee's role"]
 
 
 def test_a_succeeded_top_up_and_only_it_names_its_transfer(parties):
