@@ -22,10 +22,14 @@ Invariants (checked after every step by the tests and on demand by ``flask walle
     2. Every cached total equals the total recomputed from transfers (posted) and open holds (pending).
     3. No wallet or escrow account is ever below zero available.
     4. Transfers, entries and hold resolutions are never changed; a hold is resolved at most once.
+    5. An entry is one side of its transfer (account, counterparty, signed amount, kind) and carries its
+       account's posted balance after it.
     Each is enforced twice: here in Python, raising a named ``wallet.errors`` exception *before anything is
     written* (so a caller that catches it inside its own transaction leaves the books as they were), and in
     the database (CHECK constraints, composite foreign keys that pin both accounts to the transfer's
-    currency, the primary key of ``hold_resolutions``, and triggers refusing UPDATE/DELETE).
+    currency, the primary key of ``hold_resolutions``, triggers refusing UPDATE/DELETE, and one checking each
+    new entry against its transfer and its account: migration 0029). Invariant 2 in full, that each transfer
+    has exactly its two entries, and that the balances run on from entry to entry are ``check.py``'s.
 
 Transactions and concurrency
     Every function runs in the caller's transaction when there is one and in its own otherwise

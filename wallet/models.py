@@ -173,7 +173,8 @@ class Transfer(db.Model):
 class LedgerEntry(db.Model):
     """One side of a transfer as the account sees it: signed amount (credit +, debit -) and the posted balance
     after it. Ids grow in the order the account's row lock was taken, so the running sum of ``amount`` by
-    ``id`` equals ``balance_after`` on every row."""
+    ``id`` equals ``balance_after`` on every row. A trigger refuses an entry that is not its transfer's side or
+    does not carry its account's balance (migration 0029)."""
 
     __tablename__ = "ledger_entries"
     __table_args__ = (

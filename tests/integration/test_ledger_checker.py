@@ -12,11 +12,13 @@ from flask import Flask
 from sqlalchemy import text
 
 from core.db import db
+from tests.db_triggers import trigger_off
 from wallet import ledger
 from wallet.check import check_invariants
 from wallet.models import BANK_CLEARING
 
 NOW = datetime(2026, 1, 15, 8, 0)
+_ENTRIES_GUARD = "ledger_entries_match_their_transfer"
 
 
 @dataclass
@@ -71,11 +73,12 @@ def test_a_transfer_without_its_entries_and_a_wrong_running_balance_are_found(bo
         " VALUES ('tf_sneaky', :bob, :alice, 1, 'CNY', 'payment', :now)",
         bob=books.bob, alice=books.alice, now=NOW,
     )
-    tamper(
-        "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
-        " created_at) VALUES (:alice, 'tf_sneaky', :bob, 'payment', 1, 5, :now)",
-        bob=books.bob, alice=books.alice, now=NOW,
-    )
+    with trigger_off(_ENTRIES_GUARD, "ledger_entries"):  # the database refuses such entries (0029)
+        tamper(
+            "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
+            " created_at) VALUES (:alice, 'tf_sneaky', :bob, 'payment', 1, 5, :now)",
+            bob=books.bob, alice=books.alice, now=NOW,
+        )
     problems = check_invariants()
     assert (f"ledger account {books.alice} (wallet usr_alice): credits_posted is 10000 but transfers give 10001"
             in problems)
@@ -85,11 +88,12 @@ def test_a_transfer_without_its_entries_and_a_wrong_running_balance_are_found(bo
 
 
 def test_an_entry_that_does_not_match_its_transfer_is_found(books):
-    tamper(
-        "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
-        " created_at) VALUES (:bob, :payment, :alice, 'refund', 1, 3001, :now)",
-        bob=books.bob, alice=books.alice, payment=books.payment_id, now=NOW,
-    )
+    with trigger_off(_ENTRIES_GUARD, "ledger_entries"):  # the database refuses such entries (0029)
+        tamper(
+            "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
+            " created_at) VALUES (:bob, :payment, :alice, 'refund', 1, 3001, :now)",
+            bob=books.bob, alice=books.alice, payment=books.payment_id, now=NOW,
+        )
     problems = check_invariants()
     assert any(p.endswith(f"does not match its transfer {books.payment_id}") for p in problems)
     assert f"transfer {books.payment_id} has 1 debit and 2 credit entries, not one of each" in problems
@@ -174,12 +178,13 @@ def test_an_entry_of_another_kind_than_its_transfer_is_found(books):
         " VALUES ('tf_kind', :bob, :alice, 1, 'CNY', 'payment', :now)",
         bob=books.bob, alice=books.alice, now=NOW,
     )
-    tamper(
-        "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
-        " created_at) VALUES (:bob, 'tf_kind', :alice, 'payment', -1, 2999, :now),"
-        " (:alice, 'tf_kind', :bob, 'refund', 1, 7001, :now)",
-        bob=books.bob, alice=books.alice, now=NOW,
-    )
+    with trigger_off(_ENTRIES_GUARD, "ledger_entries"):  # the database refuses such entries (0029)
+        tamper(
+            "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
+            " created_at) VALUES (:bob, 'tf_kind', :alice, 'payment', -1, 2999, :now),"
+            " (:alice, 'tf_kind', :bob, 'refund', 1, 7001, :now)",
+            bob=books.bob, alice=books.alice, now=NOW,
+        )
     mismatched = [p for p in check_invariants() if p.endswith("does not match its transfer tf_kind")]
     assert len(mismatched) == 1
 

@@ -106,6 +106,52 @@ def test_a_transfer_cannot_be_deleted(books):
     assert "append-only" in refused("DELETE FROM ledger_entries WHERE transfer_id = :id", id=books.payment_id)
 
 
+def _move_without_entries(books: Books, amount: int = 1_00) -> dict[str, object]:
+    """Writes a transfer of ``amount`` from Alice to Bob and its effect on their accounts, as the ledger does before it
+    writes the entries; returns the parameters of the two correct entries."""
+    db.session.execute(text(
+        "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, created_at)"
+        " VALUES ('tf_new', :debit, :credit, :amount, 'CNY', 'payment', :now)"),
+        {"debit": books.alice, "credit": books.bob, "amount": amount, "now": NOW})
+    after = {}
+    for account, column in ((books.alice, "debits_posted"), (books.bob, "credits_posted")):
+        after[account] = db.session.execute(text(
+            f"UPDATE ledger_accounts SET {column} = {column} + :amount WHERE id = :id"
+            " RETURNING credits_posted - debits_posted"), {"amount": amount, "id": account}).scalar_one()
+    return {"debit": books.alice, "credit": books.bob, "debit_amount": -amount, "credit_amount": amount,
+            "debit_kind": "payment", "credit_kind": "payment", "debit_after": after[books.alice],
+            "credit_after": after[books.bob], "now": NOW}
+
+
+_ENTRIES = (
+    "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
+    " created_at) VALUES (:debit, 'tf_new', :credit, :debit_kind, :debit_amount, :debit_after, :now),"
+    " (:credit, 'tf_new', :debit, :credit_kind, :credit_amount, :credit_after, :now)"
+)
+
+
+def test_the_entries_of_a_transfer_written_as_the_ledger_writes_them_are_accepted(books):
+    db.session.execute(text(_ENTRIES), _move_without_entries(books))
+    db.session.flush()
+    db.session.rollback()
+
+
+@pytest.mark.parametrize("wrong", [
+    {"debit_amount": 1_00},  # the debit side written as a credit
+    {"credit_amount": -1_00},  # the credit side written as a debit
+    {"debit_amount": -2_00},  # not the transfer's amount
+    {"credit_kind": "topup"},  # not the transfer's kind
+    {"debit_after": 0},  # not the account's balance after the transfer
+    {"credit": "escrow"},  # an account of the same currency that is no side of the transfer
+], ids=["debit_positive", "credit_negative", "amount", "kind", "balance_after", "account"])
+def test_an_entry_that_is_not_its_transfers_side_or_its_accounts_balance_is_refused(books, wrong):
+    params = {**_move_without_entries(books), **wrong}
+    if wrong.get("credit") == "escrow":
+        params["credit"] = books.escrow
+    message = refused(_ENTRIES, **params)
+    assert "one side of its transfer" in message
+
+
 def test_a_transfer_needs_a_positive_amount_and_two_accounts(books):
     insert = ("INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, created_at)"
               " VALUES ('tf_bad', :debit, :credit, :amount, 'CNY', 'payment', :now)")

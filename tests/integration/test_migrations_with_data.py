@@ -201,3 +201,34 @@ def test_an_installation_with_a_fee_of_under_one_percent_stops_at_0024_and_says_
         assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == _head()
         db.session.remove()
         db.engine.dispose()
+
+
+def test_an_installation_with_an_entry_that_is_not_its_transfers_side_stops_at_0028_and_says_why(scratch_url, capfd):
+    """Migration 0029 refuses new ledger entries that do not match their transfer. One already there (a debit written as
+    a credit) is left for someone to look at: the upgrade stops at 0028, naming the rule, with the rows untouched."""
+    app = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test"})
+    with app.app_context():
+        upgrade(revision="0028")
+        for account in ("la_a", "la_b"):
+            db.session.execute(text(
+                "INSERT INTO ledger_accounts (id, kind, owner, currency, shard, debits_posted, credits_posted,"
+                " debits_pending, credits_pending, created_at)"
+                " VALUES (:id, 'system', :id, 'CNY', 0, 0, 0, 0, 0, :now)"),
+                {"id": account, "now": NOW})
+        db.session.execute(text(
+            "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, created_at)"
+            " VALUES ('tf_1', 'la_a', 'la_b', 100, 'CNY', 'payment', :now)"), {"now": NOW})
+        db.session.execute(text("UPDATE ledger_accounts SET debits_posted = 100 WHERE id = 'la_a'"))
+        db.session.execute(text("UPDATE ledger_accounts SET credits_posted = 100 WHERE id = 'la_b'"))
+        db.session.execute(text(
+            "INSERT INTO ledger_entries (account_id, transfer_id, counterparty_account_id, kind, amount, balance_after,"
+            " created_at) VALUES ('la_a', 'tf_1', 'la_b', 'payment', 100, 100, :now),"
+            " ('la_b', 'tf_1', 'la_a', 'payment', 100, 100, :now)"), {"now": NOW})
+        db.session.commit()
+        db.session.remove()
+        with pytest.raises(SystemExit):  # flask-migrate logs the migration's error and exits
+            upgrade()
+        assert "migration 0029: 1 ledger entries not matching their transfer" in capfd.readouterr().err
+        assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0028"
+        db.session.remove()
+        db.engine.dispose()
