@@ -148,6 +148,13 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "en": "The seller shipped trade {trade}. Confirm receipt when it arrives; "
               "it is confirmed automatically at {deadline}.",
     },
+    "trade_shipped_refund_closed": {
+        "zh": "交易 {trade} 的卖家已发货，您被拒绝的退款申请随之关闭。收到货后请确认收货，如有问题可再次申请退款；"
+              "{deadline} 前未确认将自动确认。",
+        "en": "The seller shipped trade {trade}, which closes the refund request they refused. Confirm receipt when "
+              "it arrives, or ask for a refund again if something is wrong; it is confirmed automatically at "
+              "{deadline}.",
+    },
     "confirm_deadline_reminder": {
         "zh": "交易 {trade} 将于 {deadline} 自动确认收货，款项将付给卖家。如未收到货，请在此之前申请退款。",
         "en": "Trade {trade} will be confirmed automatically at {deadline} and the money paid to the seller. "

@@ -411,14 +411,18 @@ def ship(seller_id: str, trade_id: str, carrier: str, tracking_number: str) -> T
     def change(trade: TradeRecord) -> TradeRecord:
         buyer = _party(trade, trade.buyer_id)
         refund = _open_refund(trade) if trade.status == WAIT_SELLER_SEND_GOODS else None
-        if refund is not None and escrow.shipping_closes(refund.status, refund.after_shipping, refund.disputed):
+        closes = refund is not None and escrow.shipping_closes(refund.status, refund.after_shipping, refund.disputed)
+        if closes:
             _refund_step(trade, refund, "ship", seller_id)
         _move(trade, "ship", seller_id, carrier=carrier, tracking_number=tracking_number)
         now, policy = clock.now(), _policy()
         trade.carrier, trade.tracking_number, trade.shipped_at = carrier, tracking_number, now
         trade.confirm_deadline = escrow.confirm_deadline(now, policy)
         trade.remind_at = trade.confirm_deadline - policy.remind_before
-        _tell(buyer, "trade_shipped", trade, deadline=format_time(trade.confirm_deadline))
+        # One text tells the buyer both: the goods are on their way, and the refused request they might still have
+        # taken to the platform is closed (they may ask again once the goods arrive).
+        _tell(buyer, "trade_shipped_refund_closed" if closes else "trade_shipped", trade,
+              deadline=format_time(trade.confirm_deadline))
         return trade
 
     return run_in_transaction(lambda: _step(_as_seller, seller_id, trade_id, change))

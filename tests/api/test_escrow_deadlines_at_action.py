@@ -350,7 +350,9 @@ def test_a_seller_who_refused_a_refund_before_shipping_can_ship_and_the_request_
     again = act(api, buyer, trade_id, "refunds", amount=1, reason="ha")
     assert again.status_code == 201 and again.json["status"] == "WAIT_SELLER_AGREE"  # the shipped trade's first
     assert escrow_balance(app, trade_id) == 20900 and api.balance(seller) == 0
-    assert "trade_shipped" in events(app, buyer["phone"])
+    # One text tells the buyer the goods left and the request they might have escalated is closed.
+    told = events(app, buyer["phone"])
+    assert told.count("trade_shipped_refund_closed") == 1 and "trade_shipped" not in told
     books_clean(app)
 
 
