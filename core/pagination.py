@@ -31,10 +31,31 @@ CURSOR_PATTERN = r"^[a-z]{2,5}_[0-9a-z]{1,58}$"
 Cursor = Field(default=None, pattern=CURSOR_PATTERN, description="The next_starting_after of the page before")
 
 
+def cursor(prefix: str) -> Any:
+    """``starting_after`` of a list of ``prefix`` ids: an id of that list's kind, whole (``core.ids``: the prefix, 10
+    characters of time and 16 of randomness, in Crockford base32). Another list's id, or one cut short, is refused
+    (422) like any other text: compared as a position, ``trd_...`` answered the alert list's first page again and a
+    cut ``trd_01`` an empty page with ``has_more`` false."""
+    return Field(default=None, pattern=rf"^{prefix}_[0-9a-hjkmnp-tv-z]{{26}}$",
+                 description=f"The next_starting_after of the page before (a {prefix}_ id)")
+
+
 class PageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=20, ge=1, le=100)
     starting_after: str | None = Cursor
+
+
+class AlertPageQuery(PageQuery):
+    starting_after: str | None = cursor("sms")
+
+
+class DevicePageQuery(PageQuery):
+    starting_after: str | None = cursor("dev")
+
+
+class CardPageQuery(PageQuery):
+    starting_after: str | None = cursor("card")
 
 
 class Page(BaseModel, Generic[T]):

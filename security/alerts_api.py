@@ -15,7 +15,7 @@ from flask import Blueprint, Response
 from pydantic import BaseModel
 
 from core.api import endpoint, parse_query, respond
-from core.pagination import Page, PageQuery
+from core.pagination import AlertPageQuery, Page
 from notifications.models import REDACTED, AlertView, alerts_of
 from notifications.templates import mask_phone
 from security.auth import CALLER, require_token
@@ -50,10 +50,10 @@ def _out(alert: AlertView) -> AlertOut:
 
 
 @endpoint(bp, "/me/alerts", "GET", summary="My SMS alerts and their delivery status, newest first",
-          query=PageQuery, response=AlertPage)
+          query=AlertPageQuery, response=AlertPage)
 def list_my_alerts() -> Response:
     require_token()  # a request without a token is refused as such before its query is judged
-    query = parse_query(PageQuery)
+    query = parse_query(AlertPageQuery)
     alerts, has_more = alerts_of(CALLER, query)  # the token's check rides in the page's statement
     return respond(AlertPage(
         data=[_out(alert) for alert in alerts],

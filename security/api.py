@@ -9,7 +9,7 @@ from flask import Blueprint
 from core.api import endpoint, json_body, json_object_or_none, parse_body, parse_query, respond
 from core.db import run_in_transaction
 from core.errors import ValidationFailed
-from core.pagination import PageQuery
+from core.pagination import DevicePageQuery
 from core.ratelimit import configured, limiter
 from security import accounts, codes, freezes
 from security.auth import CALLER, current_caller, current_session, current_user
@@ -116,10 +116,10 @@ def log_out():
     return respond(None, 204)
 
 
-@endpoint(bp, "/devices", "GET", summary="List my devices", query=PageQuery, response=DeviceList)
+@endpoint(bp, "/devices", "GET", summary="List my devices", query=DevicePageQuery, response=DeviceList)
 def list_devices():
     session = current_session()
-    query = parse_query(PageQuery)
+    query = parse_query(DevicePageQuery)
     devices, more = accounts.list_devices(current_user(), query.limit, query.starting_after)
     return respond(DeviceList(data=[
         DeviceOut(id=d.id, name=d.name, trusted=d.trusted, current=d.id == session.device_id,

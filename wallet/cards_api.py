@@ -8,7 +8,7 @@ from flask import Blueprint
 from pydantic import BaseModel, Field
 
 from core.api import RequestModel, endpoint, parse_body, parse_query, respond
-from core.pagination import Page, PageQuery
+from core.pagination import CardPageQuery, Page
 from security.auth import current_caller, current_user
 from security.identity import mask_name
 from wallet import cards
@@ -51,10 +51,10 @@ def bind_card():
     return respond(_out(card), 201)
 
 
-@endpoint(bp, "/me/bank-cards", "GET", summary="My bank cards (masked)", query=PageQuery, response=CardList)
+@endpoint(bp, "/me/bank-cards", "GET", summary="My bank cards (masked)", query=CardPageQuery, response=CardList)
 def list_cards():
     user_id = current_caller().id
-    query = parse_query(PageQuery)
+    query = parse_query(CardPageQuery)
     page, more = cards.list_cards(user_id, query.limit, query.starting_after)
     return respond(CardList(data=[_out(card) for card in page], has_more=more,
                             next_starting_after=page[-1].id if more else None))

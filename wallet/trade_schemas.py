@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
-from core.pagination import Cursor
+from core.pagination import cursor
 from wallet.escrow_models import Dispute, TimelineEntry, Trade
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class TradeListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["buyer", "seller"] | None = None
     limit: int = Field(default=20, ge=1, le=100)
-    starting_after: str | None = Cursor
+    starting_after: str | None = cursor("trd")
 
 
 class RefundOut(BaseModel):
@@ -289,4 +289,4 @@ class DisputeQuery(BaseModel):
     # "all" for every dispute: a query string has no null, so an optional null here was offered and unreachable.
     status: Literal["open", "decided", "all"] = "open"
     limit: int = Field(default=20, ge=1, le=100)
-    starting_after: str | None = Cursor
+    starting_after: str | None = cursor("dsp")

@@ -44,7 +44,7 @@ def test_the_staff_dispute_list_never_silently_drops_disputes_past_200(api, app,
         real = db.session.scalar(select(Dispute).where(Dispute.id == oldest))
         columns = {c.key: getattr(real, c.key) for c in Dispute.__table__.columns}
         for n in range(200):  # 200 newer decided disputes (ids sort after the real one)
-            db.session.add(Dispute(**{**columns, "id": f"dsp_zz{n:06d}"}))
+            db.session.add(Dispute(**{**columns, "id": f"dsp_zz{n:024d}"}))
         db.session.commit()
     seen: list[str] = []
     path = "/api/v1/admin/disputes?status=decided"
