@@ -488,6 +488,8 @@ def _install_cli(app: Flask) -> None:
         binding are refused until `unfreeze`; money still comes in. The owner is told by SMS."""
         if not reason.strip():
             raise click.BadParameter("give a reason", param_hint="--reason")
+        if len(reason.strip()) > freezes.MAX_REASON:  # kept whole or not at all: never cut short without a word
+            raise click.BadParameter(f"a reason has at most {freezes.MAX_REASON} characters", param_hint="--reason")
         user_id = account_with(phone).id
         since = freezes.freeze(user_id, reason)
         click.echo(f"{user_id} frozen since {since.isoformat()}")

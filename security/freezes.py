@@ -52,6 +52,10 @@ def frozen_accounts() -> list[Any]:
     return run_in_transaction(lambda: _ACTIVE_ALL.all(), read_only=True)
 
 
+# What ``account_freezes.reason`` holds; a longer reason is refused by ``flask users freeze``, never cut short.
+MAX_REASON = 200
+
+
 def freeze(user_id: str, reason: str) -> datetime:
     """Freeze the account (its owner is told by SMS); when it is frozen already, nothing changes. Returns when the
     account's freeze began."""
@@ -61,7 +65,7 @@ def freeze(user_id: str, reason: str) -> datetime:
 
     def work() -> datetime:
         now = clock.now()
-        if _FREEZE.run(id=new_id("frz"), user_id=user_id, reason=reason[:200], now=now):
+        if _FREEZE.run(id=new_id("frz"), user_id=user_id, reason=reason[:MAX_REASON], now=now):
             owner = _USER.one(user_id=user_id)
             enqueue(owner.phone, "account_frozen", locale=owner.locale, user_id=user_id, time=format_time(now))
             return now
