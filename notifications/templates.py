@@ -169,12 +169,22 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "en": "The buyer asked for a refund of CNY {amount} on trade {trade}. "
               "Answer by {deadline}, or it counts as agreed.",
     },
-    "refund_agreed": {  # sent when the goods must come back first; the buyer's silence closes the refund
+    # The texts of the two events below before they named the buyer's deadline: a dispatcher of this release still
+    # renders the events a release before it queued (their parameters have no deadline).
+    "refund_agreed": {
+        "zh": "卖家已同意交易 {trade} 的退款 {amount} 元。",
+        "en": "The seller agreed to refund CNY {amount} on trade {trade}.",
+    },
+    "refund_refused": {
+        "zh": "卖家拒绝了交易 {trade} 的退款申请。您可以申请平台介入。",
+        "en": "The seller refused the refund on trade {trade}. You can ask the platform to decide.",
+    },
+    "refund_agreed_return_by": {  # the goods must come back first; the buyer's silence closes the refund
         "zh": "卖家已同意交易 {trade} 的退款 {amount} 元，请在 {deadline} 前寄回商品，逾期退款关闭。",
         "en": "The seller agreed to refund CNY {amount} on trade {trade}. Send the goods back by {deadline}, "
               "or the refund is closed.",
     },
-    "refund_refused": {
+    "refund_refused_escalate_by": {  # the buyer's silence closes the refund
         "zh": "卖家拒绝了交易 {trade} 的退款申请。您可以在 {deadline} 前申请平台介入，逾期退款关闭。",
         "en": "The seller refused the refund on trade {trade}. You can ask the platform to decide by {deadline}; "
               "after that the request is closed.",

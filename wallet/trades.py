@@ -552,7 +552,8 @@ def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, *,
     refund.deadline = escrow.refund_deadline(target, at, refund.after_shipping, _policy())
     if target == escrow.WAIT_BUYER_RETURN_GOODS:  # agreed (or silent), goods to come back first, by the deadline
         assert refund.deadline is not None
-        _tell(_party(trade, trade.buyer_id), "refund_agreed", trade, amount=format_amount(refund.amount),
+        _tell(_party(trade, trade.buyer_id), "refund_agreed_return_by", trade,
+              amount=format_amount(refund.amount),
               deadline=format_time(refund.deadline))
     elif target == escrow.WAIT_SELLER_CONFIRM_GOODS:  # from now on the seller's silence counts as received
         assert refund.deadline is not None
@@ -611,7 +612,8 @@ def refuse_refund(seller_id: str, trade_id: str, refund_id: str, reason: str) ->
     def after(trade: TradeRecord, refund: Refund) -> None:
         refund.refuse_reason = reason
         assert refund.deadline is not None  # the buyer's to take it to the platform (``_refund_step``)
-        _tell(_party(trade, trade.buyer_id), "refund_refused", trade, deadline=format_time(refund.deadline))
+        _tell(_party(trade, trade.buyer_id), "refund_refused_escalate_by", trade,
+              deadline=format_time(refund.deadline))
 
     return _seller_refund_step(seller_id, trade_id, refund_id, "refuse", after, reason=reason)
 

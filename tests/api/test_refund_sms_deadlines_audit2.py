@@ -27,7 +27,7 @@ def test_an_agreed_refund_with_a_return_tells_the_buyer_to_send_the_goods_back_a
     agreed = act(api, seller, trade_id, f"refunds/{refund['id']}/agree", **PP)
     assert agreed.status_code == 200 and agreed.json["status"] == "WAIT_BUYER_RETURN_GOODS", agreed.json
 
-    (text,) = _texts(inbox, buyer["phone"], "refund_agreed")
+    (text,) = _texts(inbox, buyer["phone"], "refund_agreed_return_by")
     assert _deadline(agreed.json) in text, text
     assert "back" in text, text
 
@@ -45,7 +45,7 @@ def test_a_refused_refund_tells_the_buyer_by_when_to_take_it_to_the_platform(api
     refused = act(api, seller, trade_id, f"refunds/{refund['id']}/refuse", reason="it was fine")
     assert refused.status_code == 200 and refused.json["status"] == "SELLER_REFUSE_BUYER", refused.json
 
-    (text,) = _texts(inbox, buyer["phone"], "refund_refused")
+    (text,) = _texts(inbox, buyer["phone"], "refund_refused_escalate_by")
     assert _deadline(refused.json) in text, text
 
     clock.advance(days=8)

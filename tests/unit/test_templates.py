@@ -37,7 +37,7 @@ DESIGN_EVENTS = {
     "withdrawal_failed",
     # escrow
     "trade_paid_ship_now", "trade_shipped", "confirm_deadline_reminder", "trade_finished", "refund_requested",
-    "refund_agreed", "refund_refused", "refund_completed", "dispute_opened", "dispute_decided",
+    "refund_agreed_return_by", "refund_refused_escalate_by", "refund_completed", "dispute_opened", "dispute_decided",
     # codes
     "sms_code", "account_exists",
 }
