@@ -10,6 +10,10 @@
    ``prepare`` step runs only for a key with no stored answer: a replay answers without it, and a key first used
    by another request is refused before it (422 ``idempotency_key_reused``, not a card charged). It is given
    the key and the request's fingerprint, to name what it does after both.
+
+A retry of a request that has its answer is answered with it even when the account has been frozen or its payment
+password locked since (403/423 only for a request that has none): it moves nothing, and the client learns what
+happened instead of reading a refusal as "not paid".
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pydantic import BaseModel
 from core.api import respond_json
 from core.idempotency import check_key, fingerprint, run_idempotent, stored_answer
 from security.accounts import authorize_payment
+from security.errors import AccountFrozen, PaymentPasswordLocked
 
 
 def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
@@ -42,19 +47,28 @@ def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[
     key = check_key(header)
     request_hash = fingerprint(request.method, request.path, body.model_dump(mode="json", exclude={"payment_password"}))
     password = body.payment_password  # type: ignore[attr-defined]
-    if prepare is None:  # the effect commits with the password check: one transaction
-        outcome = authorize_payment(user_id, password, lambda: run_idempotent(user_id, key, request_hash, effect),
-                                    moves_money=from_caller)
-        assert outcome is not None
-        status, answer, replayed = outcome
-    else:
-        authorize_payment(user_id, password, moves_money=from_caller)
+    try:
+        if prepare is None:  # the effect commits with the password check: one transaction
+            outcome = authorize_payment(user_id, password, lambda: run_idempotent(user_id, key, request_hash, effect),
+                                        moves_money=from_caller)
+            assert outcome is not None
+            status, answer, replayed = outcome
+        else:
+            authorize_payment(user_id, password, moves_money=from_caller)
+            stored = stored_answer(user_id, key, request_hash)
+            if stored is None:
+                prepare(key, request_hash)
+                status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
+            else:
+                (status, answer), replayed = stored, True
+    except (AccountFrozen, PaymentPasswordLocked):
+        # The retry of a request that went through before the account was frozen, or its payment password locked,
+        # answers what happened (it moves nothing): a client that lost the first answer must not read a refusal as
+        # "not paid". A request the key has no answer for is refused.
         stored = stored_answer(user_id, key, request_hash)
         if stored is None:
-            prepare(key, request_hash)
-            status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
-        else:
-            (status, answer), replayed = stored, True
+            raise
+        (status, answer), replayed = stored, True
     response = respond_json(answer, status)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -328,3 +328,46 @@ def test_a_freeze_needs_a_reason_that_is_not_blank(api, app, inbox):
             freezes.freeze(alice["user"]["id"], "   ")
         assert freezes.frozen_accounts() == []
     assert not inbox.messages(to=alice["phone"], event="account_frozen")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/transfers", "/api/v1/topups", "/api/v1/trades/{trade}/pay"])
+def test_the_retry_of_a_payment_made_before_the_freeze_answers_what_happened(api, app, path):
+    """Found by an audit: a client that lost the answer to a payment and retried it with its key after the account was
+    frozen read 403 ``account_frozen``, and took the payment, made, for one refused. The retry answers the stored
+    answer (it moves nothing); a new request is refused."""
+    alice, bob = api.verified(locale="en"), api.verified(locale="en")
+    assert api.money("/api/v1/topups", alice, amount=50000, bank_card_id=alice["card_id"]).status_code == 201
+    body = {"/api/v1/transfers": {"to_phone": bob["phone"], "amount": 1200},
+            "/api/v1/topups": {"amount": 1200, "bank_card_id": alice["card_id"]},
+            "/api/v1/trades/{trade}/pay": {}}[path]
+    path = path.format(trade=open_trade(api, alice, bob) if "{trade}" in path else "")
+    first = api.money(path, alice, key="lost-answer", **body)
+    assert first.status_code in (200, 201), first.json
+    balance = api.balance(alice)
+
+    assert cli(app, "freeze", alice["phone"], "--reason", "under review").exit_code == 0
+    retry = api.money(path, alice, key="lost-answer", **body)
+    assert (retry.status_code, retry.json) == (first.status_code, first.json)
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    frozen_answer(api.money(path, alice, key="a-new-one", **body))
+    assert api.balance(alice) == balance
+    invariants_hold(app)
+
+
+def test_the_retry_of_a_payment_made_before_the_payment_password_locked_answers_what_happened(api, app):
+    alice, bob = api.verified(locale="en"), api.verified(locale="en")
+    assert api.money("/api/v1/topups", alice, amount=50000, bank_card_id=alice["card_id"]).status_code == 201
+    first = api.money("/api/v1/transfers", alice, key="lost-answer", to_phone=bob["phone"], amount=1200)
+    assert first.status_code == 201, first.json
+    for n in range(3):
+        wrong = api.client.post("/api/v1/transfers", headers={**alice["headers"], "Idempotency-Key": f"wrong-{n}"},
+                                json={"payment_password": "000000", "to_phone": bob["phone"], "amount": 1})
+        assert wrong.status_code in (401, 423), wrong.json
+    assert wrong.status_code == 423
+    retry = api.money("/api/v1/transfers", alice, key="lost-answer", to_phone=bob["phone"], amount=1200)
+    assert (retry.status_code, retry.json) == (201, first.json)
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    locked = api.money("/api/v1/transfers", alice, key="a-new-one", to_phone=bob["phone"], amount=1200)
+    assert (locked.status_code, locked.json["code"]) == (423, "payment_password_locked")
+    assert api.balance(alice) == 50000 - 1200
+    invariants_hold(app)
