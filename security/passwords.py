@@ -4,6 +4,10 @@ Both passwords are hashed with argon2id over ``HMAC-SHA256(pepper, password)``. 
 environment, never in the database, so a stolen database alone cannot be brute-forced. Parameters come from
 configuration (defaults: m=19 MiB, t=2, p=1, OWASP's minimum); a hash made with older parameters is
 replaced at the next successful check.
+
+A password is hashed, verified and judged in Unicode normal form NFKC (NIST SP 800-63B 5.1.1.2): "café" typed on
+one phone (precomposed) and on another (e + combining accent) is one password, as are full-width and ASCII digits.
+A hash made before this rule from a password NFKC changes still verifies with the password as typed then.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import os
+import unicodedata
 from pathlib import Path
 
 from argon2 import PasswordHasher, Type
@@ -44,9 +49,15 @@ class Passwords:
         return hmac.new(self._pepper, secret.encode(), hashlib.sha256).hexdigest().encode()
 
     def hash(self, secret: str) -> str:
-        return self._hasher.hash(self._peppered(secret))
+        return self._hasher.hash(self._peppered(normalized(secret)))
 
     def verify(self, stored_hash: str, secret: str) -> bool:
+        if self._verify(stored_hash, normalized(secret)):
+            return True
+        # A hash made before passwords were normalised, from a password normalising changes: as it was typed.
+        return normalized(secret) != secret and self._verify(stored_hash, secret)
+
+    def _verify(self, stored_hash: str, secret: str) -> bool:
         try:
             return self._hasher.verify(stored_hash, self._peppered(secret))
         except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -68,12 +79,18 @@ class Passwords:
         return hmac.new(self._pepper, message.encode(), hashlib.sha256).hexdigest()
 
 
+def normalized(secret: str) -> str:
+    """``secret`` in Unicode normal form NFKC, the form passwords are hashed and judged in."""
+    return secret if secret.isascii() else unicodedata.normalize("NFKC", secret)
+
+
 def check_login_password(password: str, phone: str, field: str = "login_password") -> None:
-    """8-128 characters, not a common password, not the phone number, not one repeated character.
+    """8-128 characters, not a common password, not the phone number, not one repeated character (of the password
+    in NFKC, as it is hashed: full-width "ｐａｓｓｗｏｒｄ１" is "password1").
 
     Raises ``ValidationFailed`` naming ``field`` otherwise.
     """
-    reason = _login_password_problem(password, phone)
+    reason = _login_password_problem(normalized(password), phone)
     if reason:
         raise ValidationFailed.field(field, "weak_password", reason)
 

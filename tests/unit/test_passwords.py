@@ -72,3 +72,30 @@ def test_the_dummy_hash_costs_a_real_verification_and_never_matches():
     assert not hasher.needs_rehash(hasher.dummy_hash)
     for guess in ("", "no account has this password", "correct horse battery"):
         assert not hasher.verify(hasher.dummy_hash, guess)
+
+
+# "café au lait" precomposed (NFC) and with a combining accent (NFD): one password typed on two phones.
+CAFE_NFC, CAFE_NFD = "caf\u00e9 au lait", "cafe\u0301 au lait"
+
+
+def test_a_password_is_one_password_however_its_letters_are_composed():
+    hasher = Passwords("p", **FAST)
+    assert CAFE_NFC != CAFE_NFD
+    stored = hasher.hash(CAFE_NFC)
+    assert hasher.verify(stored, CAFE_NFD) and hasher.verify(stored, CAFE_NFC)
+    assert hasher.verify(hasher.hash(CAFE_NFD), CAFE_NFC)
+    assert not hasher.verify(stored, "cafe au lait")  # a missing accent is another password
+    # Full-width digits are the digits (a payment password typed on a full-width keyboard).
+    assert hasher.verify(hasher.hash("480351"), "\uff14\uff18\uff10\uff13\uff15\uff11")
+
+
+def test_a_hash_made_before_normalising_still_verifies_the_password_as_it_was_typed():
+    hasher = Passwords("p", **FAST)
+    legacy = hasher._hasher.hash(hasher._peppered(CAFE_NFD))  # what hash(CAFE_NFD) stored before
+    assert hasher.verify(legacy, CAFE_NFD)
+    assert not hasher.verify(legacy, "something else entirely")
+
+
+def test_the_rules_judge_the_password_as_it_is_hashed():
+    with pytest.raises(ValidationFailed):  # full-width "password1", among the common passwords
+        check_login_password("\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44\uff11", "+12025550142")
