@@ -101,6 +101,11 @@ RATE_LIMITS = ("SMS_CODE_RESEND_LIMIT", "SMS_CODE_LIMIT_PER_PHONE", "SMS_CODE_LI
 MAY_BE_ZERO = frozenset({"BANK_LATENCY_SECONDS", "PROXY_FIX_X_FOR", "EXPIRED_CREDENTIALS_KEEP_HOURS",
                          "ESCROW_REMIND_DAYS_BEFORE", "ESCROW_EXTEND_DAYS", "ESCROW_EVIDENCE_PER_PARTY",
                          "ESCROW_REFUND_REQUESTS_PER_TRADE"})
+# The escrow deadlines' durations, each at most a century: a trade's deadline is the current time plus a few of them,
+# and one past the year 9999 (ESCROW_CONFIRM_DAYS=3000000 for "never") failed every trade's opening, shipping or rating
+# with a 500 (OverflowError) instead of stopping the start.
+ESCROW_DURATIONS = {name: 100 * 365 * (24 if name.endswith("_HOURS") else 1) for name in SETTINGS
+                    if name.startswith("ESCROW_") and ("_DAYS" in name or name.endswith("_HOURS"))}
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -124,6 +129,8 @@ def _parse(name: str, kind: type, raw: str) -> Any:
     in_range = value >= 0 if name in MAY_BE_ZERO else value > 0
     if not (math.isfinite(value) and in_range):
         raise ConfigError(f"{name}={raw!r} must be {'zero or more' if name in MAY_BE_ZERO else 'more than zero'}")
+    if value > ESCROW_DURATIONS.get(name, value):
+        raise ConfigError(f"{name}={raw!r} must be at most {ESCROW_DURATIONS[name]} (a century)")
     return value
 
 
