@@ -444,9 +444,10 @@ def extend(buyer_id: str, trade_id: str) -> TradeRecord:
         _move(trade, "extend", buyer_id)
         assert trade.confirm_deadline is not None
         policy = _policy()
-        trade.confirm_deadline = _rules(lambda: escrow.extended_deadline(trade.confirm_deadline, trade.extended,
-                                                                          policy))
-        trade.remind_at, trade.reminded, trade.extended = trade.confirm_deadline - policy.remind_before, False, True
+        moved = _rules(lambda: escrow.extended_deadline(trade.confirm_deadline, trade.extended, policy))
+        if moved != trade.confirm_deadline:  # reminded of again, as after a pause: a reminder sent named the old one
+            trade.remind_at, trade.reminded = moved - policy.remind_before, False
+        trade.confirm_deadline, trade.extended = moved, True
         return trade
 
     return run_in_transaction(lambda: _step(_as_buyer, buyer_id, trade_id, change))
