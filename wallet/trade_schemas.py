@@ -122,9 +122,12 @@ class RefundOut(BaseModel):
 
 class Deadlines(BaseModel):
     pay_by: datetime | None
-    confirm_by: datetime | None
+    confirm_by: datetime | None = Field(description="While the clock is paused, where it stood when it stopped: once "
+                                        "it resumes it moves on by the time paused (confirm_by + resumed - "
+                                        "paused_since)")
     remind_at: datetime | None
     paused: bool
+    paused_since: datetime | None = Field(description="When an open refund or dispute stopped the confirm clock")
 
 
 class TradeOut(BaseModel):
@@ -167,7 +170,8 @@ class TradeOut(BaseModel):
                                 confirm_by=trade.confirm_deadline if trade.status == "WAIT_BUYER_CONFIRM_GOODS"
                                 else None,
                                 remind_at=trade.remind_at if trade.status == "WAIT_BUYER_CONFIRM_GOODS" else None,
-                                paused=trade.paused_at is not None),
+                                paused=trade.paused_at is not None,
+                                paused_since=trade.paused_at if trade.status == "WAIT_BUYER_CONFIRM_GOODS" else None),
             refunds=[RefundOut.of(r) for r in refunds or []],
             created_at=trade.created_at, paid_at=trade.paid_at, shipped_at=trade.shipped_at,
             finished_at=trade.finished_at, closed_at=trade.closed_at, close_reason=trade.close_reason,

@@ -4,6 +4,7 @@ leaves its state changes in the timeline and has one winner, the seller is told 
 when a refund lapses, and a refusal reason the API accepts fits its column."""
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -258,15 +259,25 @@ def _withdraw(api, who, trade_id, rid):
 def test_a_buyer_withdraws_a_refund_request_and_the_trade_goes_on(api, app, clock, people):
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    before = trade(api, buyer, trade_id)["deadlines"]["confirm_by"]
-    rid = act(api, buyer, trade_id, "refunds", amount=5000, reason="changed my mind").json["id"]
+    before = trade(api, buyer, trade_id)["deadlines"]
+    assert before["paused_since"] is None
+    asked = act(api, buyer, trade_id, "refunds", amount=5000, reason="changed my mind").json
+    rid = asked["id"]
+    paused = trade(api, buyer, trade_id)["deadlines"]
+    # While paused the answer says since when, so a client can tell where the clock will stand once it resumes.
+    assert (paused["paused"], paused["paused_since"], paused["confirm_by"]) == (True, asked["created_at"],
+                                                                                before["confirm_by"])
     clock.advance(days=1)
     relogin(api, buyer, seller)
     withdrawn = _withdraw(api, buyer, trade_id, rid)
     assert (withdrawn.status_code, withdrawn.json["status"]) == (200, "REFUND_CLOSED")
     assert events(app, seller["phone"])[-1] == "refund_withdrawn"
     after = trade(api, buyer, trade_id)
-    assert after["deadlines"]["paused"] is False and after["deadlines"]["confirm_by"] > before  # a day paused
+    assert (after["deadlines"]["paused"], after["deadlines"]["paused_since"]) == (False, None)
+    stood, since = (datetime.fromisoformat(v.replace("Z", "+00:00")) for v in (paused["confirm_by"],
+                                                                              paused["paused_since"]))
+    resumed = datetime.fromisoformat(after["deadlines"]["confirm_by"].replace("Z", "+00:00"))
+    assert resumed == stood + timedelta(days=1) and resumed - stood == clock.now().replace(tzinfo=UTC) - since
     again = _withdraw(api, buyer, trade_id, rid)
     assert (again.status_code, again.json["code"]) == (409, "illegal_refund_transition")
     clock.advance(days=5)  # the seller's answer was due now; nothing happens, the request is gone

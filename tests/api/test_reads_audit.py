@@ -317,7 +317,8 @@ def test_the_trade_view_agrees_with_the_books_in_every_state(api, app, people):
     assert decided.status_code == 200, decided.json
     view = agrees(trade_id, "TRADE_FINISHED")
     assert (view["refunded_amount"], view["released_amount"], view["fee_amount"]) == (7000, 14000, 210)
-    assert view["deadlines"] == {"pay_by": None, "confirm_by": None, "remind_at": None, "paused": False}
+    assert view["deadlines"] == {"pay_by": None, "confirm_by": None, "remind_at": None, "paused": False,
+                                 "paused_since": None}
     released = [line["amount"] for line in api.client.get("/api/v1/wallet/transactions?kind=escrow_release",
                                                           headers=seller["headers"]).json["data"]]
     assert released == [view["released_amount"] - view["fee_amount"]]
