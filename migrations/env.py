@@ -154,7 +154,21 @@ def run_migrations_online():
         )
 
         with context.begin_transaction():
+            _one_upgrade_at_a_time(connection)
             context.run_migrations()
+
+
+def _one_upgrade_at_a_time(connection):
+    """On PostgreSQL, wait for any other process migrating this database to commit before reading its version.
+
+    Two instances started at once (each running ``flask db upgrade`` before it serves, as the README's production
+    section does) both read the version before either had committed, both ran the same migrations, and the second
+    failed on the first one's objects with a traceback (``column ... already exists``), so its instance did not start
+    (found by an audit). The lock is the transaction's: it is released when the migrations commit or roll back, and the
+    second process then finds the database at head and has nothing to do. SQLite's file takes one writer at a time.
+    """
+    if connection.dialect.name == 'postgresql':
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('wallet: alembic migrations'))")
 
 
 if context.is_offline_mode():
