@@ -69,3 +69,43 @@ def test_two_instances_upgrading_at_once_both_succeed(scratch_url, tmp_path):
             assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0028"
     finally:
         engine.dispose()
+
+
+# --- an installation whose trades were charged at a rate the new fee rules refuse --------------------------------
+
+NOW = "2026-01-15 08:00:00"
+_USER = ("INSERT INTO users (id, phone, login_password_hash, payment_password_hash, locale, is_staff, totp_enabled,"
+         " created_at, updated_at) VALUES (:id, :phone, 'x', 'x', 'en', false, false, :now, :now)")
+_FINISHED_TRADE = ("INSERT INTO trades (id, buyer_id, seller_id, title, amount, shipping_fee, currency, status, fee_bp,"
+                   " paid_amount, refunded_amount, released_amount, fee_amount, created_at, reminded, extended,"
+                   " timeline_seq, timeline_hash) VALUES ('trd_1', 'usr_b', 'usr_s', 't', 10000, 0, 'CNY',"
+                   " 'TRADE_FINISHED', 15, 10000, 0, 10000, 15, :now, false, false, 0, :genesis)")
+
+
+@pytest.mark.xfail(strict=True, reason="0025 (like 0024 above 150) refuses every trade whose rate it would not take"
+                                       " today, finished ones included, and a finished trade has no rate to be"
+                                       " corrected to: its fee was charged, and `flask escrow verify` fails a trade"
+                                       " whose fee_bp differs from the one its opening timeline entry records")
+def test_an_installation_with_a_finished_trade_charged_under_one_percent_upgrades(scratch_url, tmp_path):
+    """Before 0025 a merchant's rate could be 15 basis points (a slip for 150, which 0025's docstring names as the
+    likeliest case), and trades were opened, paid and finished at that rate, the fee taken. The seller's own rate is
+    corrected (as the message asks), but the upgrade still stops at 0024, asking to "correct" the finished trade too:
+    the only way to upgrade is to rewrite what the trade was charged at, which its hash-chained timeline then shows
+    as tampering (``BROKEN at entry 1: the trade's fee_bp is 100 but its opening entry says 15``). The record of a
+    trade already settled is history, not a setting: it should survive the upgrade as it is."""
+    app = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test", "SMS_CONSOLE_FILE": str(tmp_path / "s.jsonl")})
+    with app.app_context():
+        upgrade(revision="0024")
+        for user_id, phone in (("usr_b", "+12025550105"), ("usr_s", "+12025550106")):
+            db.session.execute(text(_USER), {"id": user_id, "phone": phone, "now": NOW})
+        db.session.execute(text("INSERT INTO seller_settings (user_id, fee_bp) VALUES ('usr_s', 150)"))  # corrected
+        db.session.execute(text(_FINISHED_TRADE), {"now": NOW, "genesis": "0" * 64})
+        db.session.commit()
+        db.session.remove()
+        try:
+            upgrade()
+            assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0028"
+            assert db.session.execute(text("SELECT id, fee_bp, fee_amount FROM trades")).all() == [("trd_1", 15, 15)]
+        finally:
+            db.session.remove()
+            db.engine.dispose()
