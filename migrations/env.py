@@ -98,6 +98,11 @@ def _sqlite_foreign_keys_off(connection):
     try:
         yield
     finally:
+        # Each migration committed its own transaction; with none to apply, alembic's reading of the version left one
+        # open, in which the pragma did nothing, and the pool then served `flask dev` with foreign keys off (found by
+        # an audit).
+        if connection.in_transaction():
+            connection.rollback()
         driver.execute('PRAGMA foreign_keys=ON')
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
 from app import create_app
 from core.db import db
@@ -69,6 +70,31 @@ def test_two_instances_upgrading_at_once_both_succeed(scratch_url, tmp_path):
             assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0028"
     finally:
         engine.dispose()
+
+
+def test_a_second_upgrade_with_nothing_to_do_leaves_foreign_keys_on(scratch_url, tmp_path):
+    """`make run` (``flask dev``) applies the migrations and then serves with the same engine. On SQLite the migrations
+    run with foreign keys off and turn them on again at the end; when there was nothing to apply (every start after
+    the first), alembic's reading of the version had left a transaction open, in which ``PRAGMA foreign_keys=ON`` does
+    nothing, and the connection went back to the pool with foreign keys off: the server it then served requests with
+    took rows naming rows that do not exist (a withdrawal's hold, a top-up's transfer: the guards of 0017)."""
+    if not scratch_url.startswith("sqlite"):
+        pytest.skip("SQLite: PostgreSQL keeps its foreign keys on during migrations")
+    app = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test", "SMS_CONSOLE_FILE": str(tmp_path / "s.jsonl")})
+    with app.app_context():
+        upgrade()
+        db.session.remove()
+        upgrade()  # the next start: already at head
+        try:
+            assert db.session.scalar(text("PRAGMA foreign_keys")) == 1
+            with pytest.raises(IntegrityError):
+                db.session.execute(text("INSERT INTO account_freezes (id, user_id, reason, frozen_at)"
+                                        " VALUES ('frz_1', 'usr_nobody', 'r', '2026-01-15 08:00:00')"))
+                db.session.commit()
+        finally:
+            db.session.rollback()
+            db.session.remove()
+            db.engine.dispose()
 
 
 # --- an installation whose trades were charged at a rate the new fee rules refuse --------------------------------
