@@ -39,6 +39,12 @@ def upgrade():
 
 
 def downgrade():
+    # A freeze in force would be lost with the table, and the account unfrozen without anyone lifting it (the table
+    # comes back empty on the way up): refuse until staff lift it (found by an audit; as 0023 refuses for its events).
+    frozen = op.get_bind().execute(sa.text('SELECT count(*) FROM account_freezes WHERE lifted_at IS NULL')).scalar()
+    if frozen:
+        raise RuntimeError(f'{frozen} accounts are frozen; at head, lift their freezes (flask users frozen, then'
+                           ' unfreeze PHONE) before downgrading past 0021')
     op.drop_index('uq_account_freezes_active', table_name='account_freezes', postgresql_where=_ACTIVE,
                   sqlite_where=_ACTIVE)
     op.drop_table('account_freezes')

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from flask_migrate import upgrade
+from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
@@ -132,6 +132,33 @@ def test_an_installation_with_a_finished_trade_charged_under_one_percent_upgrade
             upgrade()
             assert db.session.scalar(text("SELECT version_num FROM alembic_version")) == "0028"
             assert db.session.execute(text("SELECT id, fee_bp, fee_amount FROM trades")).all() == [("trd_1", 15, 15)]
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_going_down_past_0021_refuses_while_an_account_is_frozen(scratch_url, tmp_path):
+    """Risk control (R13): staff froze an account. Going down past 0021 dropped ``account_freezes`` with the freeze in
+    it, and going back up made the table empty: the account was unfrozen without anyone lifting the freeze, and staff,
+    whose `flask users frozen` now said "0 frozen", were never told. As 0023 refuses while alert events wait, the
+    downgrade refuses while a freeze is in force, and the freeze is kept."""
+    app = create_app({"DATABASE_URL": scratch_url, "WALLET_ENV": "test", "SMS_CONSOLE_FILE": str(tmp_path / "s.jsonl")})
+    with app.app_context():
+        upgrade()
+        db.session.execute(text(_USER), {"id": "usr_f", "phone": "+12025550107", "now": NOW})
+        db.session.commit()
+        db.session.remove()
+    cli = app.test_cli_runner()
+    frozen = cli.invoke(args=["users", "freeze", "+12025550107", "--reason", "chargebacks"])
+    assert frozen.exit_code == 0, frozen.output
+    sent = cli.invoke(args=["notifications", "dispatch", "--once"])  # 0023 refuses while alert events wait
+    assert sent.exit_code == 0, sent.output
+    with app.app_context():
+        try:
+            with pytest.raises(SystemExit):  # flask-migrate logs the migration's error and exits
+                downgrade(revision="0020")
+            db.session.remove()
+            assert db.session.execute(text("SELECT user_id, lifted_at FROM account_freezes")).all() == [("usr_f", None)]
         finally:
             db.session.remove()
             db.engine.dispose()
