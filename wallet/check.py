@@ -18,9 +18,10 @@ recomputes everything the ledger caches, and reports each disagreement as one li
 8. the ledger agrees with the money tables beside it: a trade's escrow account is of kind escrow and holds exactly
    what the trade says it holds (paid less refunded less released: nothing once it is over); a withdrawal's hold
    takes the withdrawing user's wallet to a bank's clearing account and has the outcome the withdrawal's status
-   says (open while it is pending or with the bank, posted once it succeeded, voided once it failed); a succeeded
-   top-up's transfer is a top-up from a bank's clearing account. A buggy release could write any of these with
-   every ledger rule kept (found by an audit that wrote them with plain SQL).
+   says (open while it is pending or with the bank, posted in full once it succeeded, voided once it failed); a
+   succeeded top-up's transfer is a top-up from a bank's clearing account of the top-up's amount and currency, into
+   its user's wallet. A buggy release could write any of these with every ledger rule kept (found by audits that
+   wrote them with plain SQL).
 
 An empty list means the books are clean. Each kind of problem is reported at most ``LIMIT`` times.
 """
@@ -182,22 +183,27 @@ ORDER BY t.id
 
 _WITHDRAWAL_HOLDS = text(
     """
-SELECT w.id, w.user_id, w.status, h.id AS hold_id, h.status AS hold_status, d.kind AS debit_kind,
-       d.owner AS debit_owner, c.kind AS credit_kind
+SELECT w.id, w.user_id, w.amount, w.status, h.id AS hold_id, h.status AS hold_status, d.kind AS debit_kind,
+       d.owner AS debit_owner, c.kind AS credit_kind, r.posted_amount
 FROM withdrawals AS w JOIN holds AS h ON h.id = w.hold_id
 JOIN ledger_accounts AS d ON d.id = h.debit_account_id JOIN ledger_accounts AS c ON c.id = h.credit_account_id
+LEFT JOIN hold_resolutions AS r ON r.hold_id = h.id
 WHERE d.kind <> 'wallet' OR d.owner <> w.user_id OR c.kind <> 'bank_clearing'
    OR NOT ((w.status IN ('pending', 'submitted') AND h.status = 'pending')
-           OR (w.status = 'succeeded' AND h.status = 'posted') OR (w.status = 'failed' AND h.status = 'voided'))
+           OR (w.status = 'succeeded' AND h.status = 'posted' AND r.posted_amount = w.amount)
+           OR (w.status = 'failed' AND h.status = 'voided'))
 ORDER BY w.id
 """
 )
 
 _TOPUP_TRANSFERS = text(
     """
-SELECT u.id, x.id AS transfer_id, x.kind, d.kind AS debit_kind
+SELECT u.id, u.user_id, u.amount, u.currency, x.id AS transfer_id, x.kind, x.amount AS transfer_amount,
+       x.currency AS transfer_currency, d.kind AS debit_kind, c.kind AS credit_kind, c.owner AS credit_owner
 FROM topups AS u JOIN transfers AS x ON x.id = u.transfer_id JOIN ledger_accounts AS d ON d.id = x.debit_account_id
-WHERE x.kind <> 'topup' OR d.kind <> 'bank_clearing'
+JOIN ledger_accounts AS c ON c.id = x.credit_account_id
+WHERE x.kind <> 'topup' OR d.kind <> 'bank_clearing' OR x.amount <> u.amount OR x.currency <> u.currency
+   OR c.kind <> 'wallet' OR c.owner <> u.user_id
 ORDER BY u.id
 """
 )
@@ -265,7 +271,18 @@ def _describe_withdrawal(row: Row[Any]) -> list[str]:
                 " account, not the user's wallet to a bank's clearing account"]
     if row.debit_owner != row.user_id:
         return [f"withdrawal {row.id}: its hold {row.hold_id} takes the wallet of {row.debit_owner}, not its user's"]
+    if (row.status, row.hold_status) == ("succeeded", "posted"):  # the bank paid out the amount; the ledger took less
+        return [f"withdrawal {row.id} of {row.amount} succeeded but its hold {row.hold_id} posted {row.posted_amount}"]
     return [f"withdrawal {row.id} is {row.status} but its hold {row.hold_id} is {row.hold_status}"]
+
+
+def _describe_topup(row: Row[Any]) -> list[str]:
+    if row.kind != "topup" or row.debit_kind != "bank_clearing":
+        return [f"top-up {row.id} was credited by transfer {row.transfer_id} (kind {row.kind}, from a {row.debit_kind}"
+                " account), not by a top-up from a bank's clearing account"]
+    return [f"top-up {row.id} of {row.user_id} ({row.amount} {row.currency}) was credited by transfer"
+            f" {row.transfer_id} with {row.transfer_amount} {row.transfer_currency} to a {row.credit_kind} account of"
+            f" {row.credit_owner}"]
 
 
 def _describe_sums(row: Row[Any]) -> list[str]:
@@ -322,10 +339,7 @@ _CHECKS: list[tuple[Any, Callable[[Row[Any]], list[str]]]] = [
     (_CARDS_OF_OTHERS, lambda r: [
         f"{r.what} {r.id} of {r.user_id} names card {r.card_id}, which is a card of {r.card_user}"
     ]),
-    (_TOPUP_TRANSFERS, lambda r: [
-        f"top-up {r.id} was credited by transfer {r.transfer_id} (kind {r.kind}, from a {r.debit_kind} account),"
-        " not by a top-up from a bank's clearing account"
-    ]),
+    (_TOPUP_TRANSFERS, _describe_topup),
     (_RATING_TOTALS, lambda r: [
         f"rating totals of {r.user_id} as {r.role}: score {r.score}, {r.ratings} ratings, {r.positive} positive,"
         f" but the ratings give {r.score_recomputed}, {r.ratings_recomputed or 0}, {r.positive_recomputed}"
