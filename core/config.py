@@ -18,6 +18,8 @@ from limits import parse_many
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from core.money import MAX_AMOUNT
+
 DEV_PEPPER = "development-pepper-not-a-secret"
 
 # name: (default, parser, what it is) -- the README's configuration table is this table.
@@ -140,7 +142,21 @@ def load(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
     config = {name: _parse(name, kind, environ[name]) if name in environ else default
               for name, (default, kind, _doc) in SETTINGS.items()}
     _check_words(config)
+    _check_limits(config)
     return finish(config, instance_path)
+
+
+# The most a spending limit can be: a single movement carries at most ``MAX_AMOUNT`` (``wallet.ledger``), and a day's
+# usage is a signed 64-bit column that every payment compares with the limit (SQLite cannot bind a larger integer).
+LIMIT_MAXIMA = {"LIMIT_PER_TRANSACTION": MAX_AMOUNT, "LIMIT_DAILY": 2**63 - 1}
+
+
+def _check_limits(config: dict[str, Any]) -> None:
+    """Refuse a spending limit larger than the books can hold: a daily limit beyond 64 bits failed every payment on
+    SQLite (500), a per-transaction limit beyond ``MAX_AMOUNT`` let a trade be opened that no payment could pay."""
+    for name, most in LIMIT_MAXIMA.items():
+        if config[name] > most:
+            raise ConfigError(f"{name}={config[name]} is more than the books hold: at most {most} fen")
 
 
 def _check_words(config: dict[str, Any]) -> None:
