@@ -461,6 +461,15 @@ def _totals(row: Any) -> Totals:
 # --- the engine: lock, check, apply -------------------------------------------------------------------------
 
 
+def lock_accounts(first: str, second: str) -> None:
+    """Lock two accounts in id order in the caller's transaction (its own when there is none), ahead of a step that
+    moves money to each in turn: each transfer locks its own pair in id order, but two transfers of one transaction
+    take the two accounts in the step's order, and a transfer between the two running meanwhile takes them in id
+    order, so the two could wait on each other until PostgreSQL broke the cycle (after ``deadlock_timeout``) and the
+    step ran again. Raises ``LedgerAccountNotFound``."""
+    run_in_transaction(lambda: _lock_pair(first, second))
+
+
 def _lock_pair(debit_id: str, credit_id: str) -> tuple[Any, Any]:
     """Both account rows, locked in id order on PostgreSQL; raises ``LedgerAccountNotFound``."""
     rows = {row.id: row for row in _LOCK_ACCOUNTS.all(a=debit_id, b=credit_id)}

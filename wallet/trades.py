@@ -715,6 +715,8 @@ def decide_dispute(staff_id: str, dispute_id: str, outcome: str, refund_amount: 
         to_buyer, to_seller = _rules(lambda: escrow.split_amounts(held, refund_amount, outcome))
         timeline.append(trade, staff_id, "dispute", action="decide", dispute=dispute.id, outcome=outcome,
                         to_buyer=to_buyer, to_seller=to_seller, reason=reason)
+        if to_buyer and to_seller:  # a split pays both: take their wallets in the order a payment between them does
+            ledger.lock_accounts(_wallet(trade, trade.buyer_id), _wallet(trade, trade.seller_id))
         if to_buyer:
             _refund_to_buyer(trade, to_buyer, staff_id)
         if to_seller:
