@@ -333,12 +333,15 @@ def render(event: str, locale: str, params: dict[str, Any]) -> str:
 
 # Seven or more digits in a row is a phone, card or ID number; no text needs one (codes are six digits).
 _LONG_NUMBER = re.compile(r"\+?\d{7,}")
+# Letters that every font draws as blank space (the Hangul fillers; NFKC turns U+3164 and U+FFA0 into U+1160): to a
+# reader they are a gap, so between digits they part a number as a space does (found by an audit: "138ㅤ0013ㅤ8000").
+_BLANK_LETTERS = "\u115f\u1160\u3164\uffa0"
 # In what a user typed, a number is one however it is written: apart, dashed, bracketed, full-width, or its digits
-# joined by any other mark a name keeps ('#', '_', "'", '+').
-_SPACED_NUMBER = re.compile(r"\+?\d(?:[\W_]*\d){6,}")
+# joined by any other mark a name keeps ('#', '_', "'", '+') or by a blank letter.
+_SPACED_NUMBER = re.compile(rf"\+?\d(?:[\W_{_BLANK_LETTERS}]*\d){{6,}}")
 # A name the user typed keeps words and a few marks; the rest ('.', '/', ':', '@', line breaks, invisible
-# format characters) would let it spell a link or start a second message, and becomes a space.
-_NOT_PLAIN = re.compile(r"[^\w\s\-()'#+]")
+# format characters and blank letters) would let it spell a link or start a second message, and becomes a space.
+_NOT_PLAIN = re.compile(rf"[^\w\s\-()'#+]|[{_BLANK_LETTERS}]")
 # Names a user typed that a text quotes, and how much of each it shows.
 FREE_TEXT = {"device": 40}
 

@@ -1,0 +1,54 @@
+"""Audit (input normalisation and internationalisation): what users type on Chinese and other keyboards, as the
+HTTP API takes it and as the SMS texts other people read show it."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pytest
+
+from notifications.templates import mask_email, render
+from tests.factories import LOGIN_PASSWORD
+
+# A phone number however it is written: seven digits or more, apart or not.
+_ANY_NUMBER = re.compile(r"\d(?:[\W_]*\d){6,}")
+# Letters that fonts draw as nothing at all: Hangul fillers (U+3164 and its half-width form become U+1160 under NFKC).
+_BLANK_LETTERS = "\u115f\u1160\u3164\uffa0"
+
+
+def _as_read(text: str) -> str:
+    """What a reader sees: compatibility forms as the characters they stand for, blank letters as the gap they are."""
+    return re.sub(f"[{_BLANK_LETTERS}]", " ", unicodedata.normalize("NFKC", text))
+
+
+def _new_device_alert(api, inbox, device_name: str, locale: str) -> str:
+    owner = api.register(locale=locale)
+    code = api.code(owner["phone"], "login")
+    response = api.login(owner["phone"], device_id="second-phone", sms_code=code, device_name=device_name)
+    assert response.status_code == 201, response.json
+    return inbox.messages(to=owner["phone"], event="new_device_login")[-1]["body"]
+
+
+@pytest.mark.parametrize("filler", list(_BLANK_LETTERS))
+def test_a_device_name_cannot_show_a_number_spaced_with_blank_letters(api, inbox, filler):
+    """Found by this audit: a Hangul filler is a letter (so neither dropped as a mark nor seen as a gap between
+    digits) that renders as blank space; "客服 138ㅤ0013ㅤ8000" reached the owner's "Not you?" alert as a number to
+    call."""
+    body = _new_device_alert(api, inbox, f"客服 138{filler}0013{filler}8000", "zh")
+    device = body.split("“", 1)[1].split("”", 1)[0]
+    assert not _ANY_NUMBER.search(_as_read(device)), body
+
+
+@pytest.mark.parametrize("filler", list(_BLANK_LETTERS))
+def test_an_email_domain_cannot_show_a_number_spaced_with_blank_letters(api, inbox, filler):
+    owner = api.register(locale="en")
+    email = f"a@call{filler}400{filler}800{filler}1234.example"
+    response = api.client.patch("/api/v1/me", headers=owner["headers"],
+                                json={"email": email, "login_password": LOGIN_PASSWORD})
+    assert response.status_code == 200, response.json
+    body = inbox.messages(to=owner["phone"], event="email_changed")[-1]["body"]
+    shown = body.split("changed to ", 1)[1].split(" at ", 1)[0]
+    assert not _ANY_NUMBER.search(_as_read(shown)), body
+    assert not _ANY_NUMBER.search(_as_read(mask_email(email)))
+    assert "****1234" in render("email_changed", "en", {"email": mask_email(email), "time": "t"})
