@@ -336,9 +336,13 @@ _LONG_NUMBER = re.compile(r"\+?\d{7,}")
 # Letters that every font draws as blank space (the Hangul fillers; NFKC turns U+3164 and U+FFA0 into U+1160): to a
 # reader they are a gap, so between digits they part a number as a space does (found by an audit: "138ㅤ0013ㅤ8000").
 _BLANK_LETTERS = "\u115f\u1160\u3164\uffa0"
-# In what a user typed, a number is one however it is written: apart, dashed, bracketed, full-width, or its digits
-# joined by any other mark a name keeps ('#', '_', "'", '+') or by a blank letter.
-_SPACED_NUMBER = re.compile(rf"\+?\d(?:[\W_{_BLANK_LETTERS}]*\d){{6,}}")
+# The digits as Chinese writes a number in words (how it is read aloud, and how spam slips one past filters: "一三八
+# 零零一三八零零零"): ordinary and financial numerals, 〇, and 幺 (么) for one. Found by an audit.
+_CHINESE_DIGITS = "〇零一二三四五六七八九壹贰貳叁參肆伍陆陸柒捌玖幺么"
+_DIGIT = rf"[\d{_CHINESE_DIGITS}]"
+# In what a user typed, a number is one however it is written: apart, dashed, bracketed, full-width, in Chinese
+# numerals, or its digits joined by any other mark a name keeps ('#', '_', "'", '+') or by a blank letter.
+_SPACED_NUMBER = re.compile(rf"\+?{_DIGIT}(?:[\W_{_BLANK_LETTERS}]*{_DIGIT}){{6,}}")
 # A name the user typed keeps words and a few marks; the rest ('.', '/', ':', '@', line breaks, invisible
 # format characters and blank letters) would let it spell a link or start a second message, and becomes a space.
 _NOT_PLAIN = re.compile(rf"[^\w\s\-()'#+]|[{_BLANK_LETTERS}]")
@@ -347,7 +351,7 @@ FREE_TEXT = {"device": 40}
 
 
 def _mask_number(match: re.Match[str]) -> str:
-    return "****" + "".join(ch for ch in match.group() if ch.isdigit())[-4:]
+    return "****" + "".join(ch for ch in match.group() if ch.isdigit() or ch in _CHINESE_DIGITS)[-4:]
 
 
 def plain_words(text: str, limit: int) -> str:

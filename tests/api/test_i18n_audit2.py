@@ -52,3 +52,23 @@ def test_an_email_domain_cannot_show_a_number_spaced_with_blank_letters(api, inb
     assert not _ANY_NUMBER.search(_as_read(shown)), body
     assert not _ANY_NUMBER.search(_as_read(mask_email(email)))
     assert "****1234" in render("email_changed", "en", {"email": mask_email(email), "time": "t"})
+
+
+# How Chinese writes the digits of a phone number in words: ordinary and financial numerals, 〇, and 幺 (么) for one.
+_CHINESE_DIGITS = str.maketrans("〇零一二三四五六七八九壹贰貳叁參肆伍陆陸柒捌玖幺么", "00123456789122334566789" "11")
+
+
+@pytest.mark.parametrize("device", ["客服电话 一三八零零一三八零零零", "客服 壹叁捌-零零壹叁-捌零零零",
+                                    "热线 四〇〇 八〇〇 幺二三四", "客服 138零零一三8000"])
+def test_a_device_name_cannot_show_a_number_written_in_chinese_numerals(api, inbox, device):
+    """Found by this audit: a number spelled in Chinese numerals, as Chinese readers read phone numbers aloud and
+    as spam writes them to pass filters, reached the owner's "Not you?" alert whole ("客服电话 一三八零零一三八零零零":
+    call "customer service" on 13800138000)."""
+    body = _new_device_alert(api, inbox, device, "zh")
+    shown = body.split("“", 1)[1].split("”", 1)[0]
+    assert not _ANY_NUMBER.search(_as_read(shown).translate(_CHINESE_DIGITS)), body
+
+
+@pytest.mark.parametrize("device", ["一加 Ace 3", "三星 Galaxy S24", "张三的小米十四", "OPPO Find X7"])
+def test_a_device_name_with_a_few_chinese_numerals_is_shown_as_typed(device):
+    assert f"“{device}”" in render("new_device_login", "zh", {"device": device, "time": "t"})
