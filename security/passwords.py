@@ -113,7 +113,9 @@ def _login_password_problem(password: str, phone: str) -> str | None:
 
 def check_payment_password(password: str, phone: str, field: str = "payment_password") -> None:
     """Exactly six digits, and not a trivial one: repeated (000000, 121212, 123123), sequential
-    (123456, 654321, 901234) or the end of the phone number. Raises ``ValidationFailed``."""
+    (123456, 654321, 901234) or the end of the phone number, judged in NFKC as it is hashed (six full-width digits
+    are six digits). Raises ``ValidationFailed``."""
+    password = normalized(password)
     if len(password) != 6 or not password.isdigit() or not password.isascii():
         raise ValidationFailed.field(field, "invalid_payment_password", "The payment password is six digits.")
     if _is_trivial_pin(password) or phone.endswith(password):

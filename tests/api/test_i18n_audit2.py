@@ -9,7 +9,7 @@ import unicodedata
 import pytest
 
 from notifications.templates import mask_email, render
-from tests.factories import LOGIN_PASSWORD
+from tests.factories import LOGIN_PASSWORD, make_phone
 
 # A phone number however it is written: seven digits or more, apart or not.
 _ANY_NUMBER = re.compile(r"\d(?:[\W_]*\d){6,}")
@@ -72,3 +72,37 @@ def test_a_device_name_cannot_show_a_number_written_in_chinese_numerals(api, inb
 @pytest.mark.parametrize("device", ["一加 Ace 3", "三星 Galaxy S24", "张三的小米十四", "OPPO Find X7"])
 def test_a_device_name_with_a_few_chinese_numerals_is_shown_as_typed(device):
     assert f"“{device}”" in render("new_device_login", "zh", {"device": device, "time": "t"})
+
+
+def _full_width(digits: str) -> str:
+    return "".join(chr(ord(ch) + 0xFEE0) for ch in digits)
+
+
+def test_a_payment_password_typed_in_full_width_digits_can_be_set(api):
+    """README: "Passwords are hashed and judged in Unicode NFKC, so ... full-width digits, is the same password." A
+    full-width payment password was already accepted when paying, but setting one (registration, change) answered
+    422 "The payment password is six digits." to someone who had typed six digits on a Chinese keyboard."""
+    phone = make_phone()
+    response = api.client.post("/api/v1/users", json={
+        "phone": phone, "sms_code": api.code(phone, "register"), "login_password": LOGIN_PASSWORD,
+        "payment_password": _full_width("135790"), "device_id": "phone-1"})
+    assert response.status_code == 201, response.json
+    headers = api.bearer(response.json["access_token"])
+    verify = api.client.post("/api/v1/me/payment-password/verify", headers=headers, json={"payment_password": "135790"})
+    assert verify.status_code == 200, verify.json
+
+    change = api.client.put("/api/v1/me/payment-password", headers=headers, json={
+        "current_payment_password": "135790", "new_payment_password": _full_width("480351")})
+    assert change.status_code in (200, 204), change.json
+    verify = api.client.post("/api/v1/me/payment-password/verify", headers=headers, json={"payment_password": "480351"})
+    assert verify.status_code == 200, verify.json
+
+
+@pytest.mark.parametrize("pin", ["123456", "111111", "121212"])
+def test_a_trivial_payment_password_is_trivial_in_full_width_digits_too(api, pin):
+    phone = make_phone()
+    response = api.client.post("/api/v1/users", json={
+        "phone": phone, "sms_code": api.code(phone, "register"), "login_password": LOGIN_PASSWORD,
+        "payment_password": _full_width(pin), "device_id": "phone-1"})
+    assert response.status_code == 422
+    assert response.json["errors"][0]["code"] == "weak_payment_password", response.json
