@@ -284,12 +284,15 @@ _HOST_NAME = re.compile(r"^[\w-]+(?:\.[\w-]+)+$")  # letters of any script: 例�
 
 def mask_email(email: str) -> str:
     """``alice@example.com`` → ``a***@example.com``. A domain that is no plain host name (a path, a query: a link
-    in disguise) or longer than 48 characters is masked too (``a***@***``), and a number in it as everywhere."""
+    in disguise) or longer than 48 characters is masked too (``a***@***``), and a number in it as everywhere. The
+    first character shows only if it is a letter or digit: a right-to-left override (U+202E) there drew the rest of
+    the alert backwards (found by an audit)."""
     local, _, domain = email.partition("@")
+    first = local[:1] if local[:1].isalnum() else "*"
     domain = unicodedata.normalize("NFKC", domain)
     if not (_HOST_NAME.match(domain) and len(domain) <= 48):
-        return f"{local[:1]}***@***"
-    return f"{local[:1]}***@{_SPACED_NUMBER.sub(_mask_number, domain)}"
+        return f"{first}***@***"
+    return f"{first}***@{_SPACED_NUMBER.sub(_mask_number, domain)}"
 
 
 def format_amount(fen: int) -> str:

@@ -106,3 +106,22 @@ def test_a_trivial_payment_password_is_trivial_in_full_width_digits_too(api, pin
         "payment_password": _full_width(pin), "device_id": "phone-1"})
     assert response.status_code == 422
     assert response.json["errors"][0]["code"] == "weak_payment_password", response.json
+
+
+@pytest.mark.parametrize("first", ["\u202e", "\u2067", "\u200f", "\u061c", "\u200b", "\u0301"])
+def test_an_email_address_cannot_put_a_bidi_or_invisible_control_in_the_alert(api, inbox, first):
+    """Found by this audit: the alert shows the first character of the address's local part, whatever it is. With
+    U+202E (RIGHT-TO-LEFT OVERRIDE) there, everything after it in the owner's "email changed" alert, its "Not you?
+    Change your password now" included, is drawn reversed ("。码密改修即立请，作操人本非如")."""
+    owner = api.register(locale="zh")
+    response = api.client.patch("/api/v1/me", headers=owner["headers"],
+                                json={"email": f"{first}mallory@example.com", "login_password": LOGIN_PASSWORD})
+    assert response.status_code == 200, response.json
+    body = inbox.messages(to=owner["phone"], event="email_changed")[-1]["body"]
+    assert not [ch for ch in body if unicodedata.category(ch) in ("Cf", "Mn")], ascii(body)
+    assert "@example.com" in body
+
+
+def test_an_ordinary_email_still_shows_its_first_character():
+    assert mask_email("alice@mail.example.com") == "a***@mail.example.com"
+    assert mask_email("用户@例子.中国") == "用***@例子.中国"
