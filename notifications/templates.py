@@ -343,9 +343,15 @@ _BLANK_LETTERS = "\u115f\u1160\u3164\uffa0"
 # 零零一三八零零零"): ordinary and financial numerals, 〇, and 幺 (么) for one. Found by an audit.
 _CHINESE_DIGITS = "〇零一二三四五六七八九壹贰貳叁參肆伍陆陸柒捌玖幺么"
 _DIGIT = rf"[\d{_CHINESE_DIGITS}]"
+# Between two digits of one number: any marks, blank letters, and one other letter (repeated or not), since many
+# letters are drawn as a dash or a stroke ("138ー0013ー8000", "138ーー0013", with the prolonged sound mark; Hangul ㅡ,
+# Bopomofo ㄧ, 丨: found by an audit). Two different letters part numbers ("Note 13 Pro 5G" shows).
+_MARKS = rf"[\W_{_BLANK_LETTERS}]*"
+_GAP = rf"{_MARKS}(?:([^\W\d_{_CHINESE_DIGITS}])(?:{_MARKS}\1)*{_MARKS})?"
 # In what a user typed, a number is one however it is written: apart, dashed, bracketed, full-width, in Chinese
-# numerals, or its digits joined by any other mark a name keeps ('#', '_', "'", '+') or by a blank letter.
-_SPACED_NUMBER = re.compile(rf"\+?{_DIGIT}(?:[\W_{_BLANK_LETTERS}]*{_DIGIT}){{6,}}")
+# numerals, or its digits joined by any other mark a name keeps ('#', '_', "'", '+'), by a blank letter, or by a letter
+# that looks like a dash.
+_SPACED_NUMBER = re.compile(rf"\+?{_DIGIT}(?:{_GAP}{_DIGIT}){{6,}}")
 # A name the user typed keeps words and a few marks; the rest ('.', '/', ':', '@', line breaks, invisible
 # format characters and blank letters) would let it spell a link or start a second message, and becomes a space.
 _NOT_PLAIN = re.compile(rf"[^\w\s\-()'#+]|[{_BLANK_LETTERS}]")

@@ -125,3 +125,30 @@ def test_an_email_address_cannot_put_a_bidi_or_invisible_control_in_the_alert(ap
 def test_an_ordinary_email_still_shows_its_first_character():
     assert mask_email("alice@mail.example.com") == "a***@mail.example.com"
     assert mask_email("用户@例子.中国") == "用***@例子.中国"
+
+
+# Letters that Chinese, Japanese and Korean fonts draw as a dash or a stroke: the prolonged sound mark (typed on every
+# Japanese and many Chinese keyboards), Hangul EU, Bopomofo I (a Taiwanese keyboard's), the CJK stroke 丨, and others.
+_DASH_LETTERS = ["\u30fc", "\uff70", "\u3161", "\u3127", "\u4e28", "\u1428", "\u02cd", "\u0640"]
+
+
+@pytest.mark.parametrize("dash", _DASH_LETTERS)
+def test_a_device_name_cannot_show_a_number_dashed_with_letters_that_look_like_dashes(api, inbox, dash):
+    """Found by this audit: "客服 138ー0013ー8000" reached the owner's "Not you?" alert as typed: each "ー" is a letter,
+    so the number's parts were three numbers too short to be masked, while every reader sees 138-0013-8000."""
+    body = _new_device_alert(api, inbox, f"客服 138{dash}0013{dash}8000", "zh")
+    shown = body.split("“", 1)[1].split("”", 1)[0]
+    read = _as_read(shown).replace(dash, "-").replace(unicodedata.normalize("NFKC", dash), "-")
+    assert not _ANY_NUMBER.search(read), body
+
+
+@pytest.mark.parametrize("device", ["Redmi Note 13 Pro 5G", "Galaxy S24 Ultra 12GB 256GB", "vivo X100 Pro",
+                                    "HUAWEI Mate 60 Pro+", "iPad Air 5 (2022)", "Pixel 8a"])
+def test_an_ordinary_device_name_with_model_numbers_is_shown_as_typed(device):
+    assert f"“{device}”" in render("new_device_login", "zh", {"device": device, "time": "t"})
+
+
+@pytest.mark.parametrize("device", ["客服 138ーー0013ーー8000", "客服 138ー ー0013ー ー8000", "客服 138ー0013ー8000"])
+def test_a_dash_drawn_with_a_letter_twice_is_still_a_dash(device):
+    shown = render("new_device_login", "zh", {"device": device, "time": "t"}).split("“", 1)[1].split("”", 1)[0]
+    assert not _ANY_NUMBER.search(shown.replace("ー", "-")), shown
