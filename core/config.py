@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from limits import parse_many
@@ -143,6 +144,7 @@ def load(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
               for name, (default, kind, _doc) in SETTINGS.items()}
     _check_words(config)
     _check_limits(config)
+    _check_twilio(config)
     return finish(config, instance_path)
 
 
@@ -184,6 +186,37 @@ def _check_words(config: dict[str, Any]) -> None:
         # A lease that can run out during a hand-over gives the alert to another dispatcher, which sends it again.
         raise ConfigError(f"SMS_LEASE_SECONDS={config['SMS_LEASE_SECONDS']} must be more than twice "
                           f"SMS_SEND_TIMEOUT_SECONDS={config['SMS_SEND_TIMEOUT_SECONDS']}")
+
+
+def _is_web_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _check_twilio(config: dict[str, Any]) -> None:
+    """Refuse a Twilio configuration the sender could not use (``notifications.sms.sender_from_config`` raised it
+    from ``create_app``: a traceback from every ``flask`` command, and every gunicorn worker failing to boot, found by
+    an audit), and a URL that is none (accepted before: every hand-over failed, and every alert was given up at
+    SMS_MAX_AGE_SECONDS). The URLs' text is left out: it may hold credentials."""
+    for name in ("TWILIO_STATUS_CALLBACK_URL", "TWILIO_API_BASE"):
+        if config[name] and not _is_web_url(config[name]):
+            raise ConfigError(f"{name} is not an http:// or https:// URL with a host")
+    if not config["TWILIO_ACCOUNT_SID"]:
+        return  # the console sender; a token and a public URL still check delivery reports' signatures
+    if bool(config["TWILIO_API_KEY_SID"]) != bool(config["TWILIO_API_KEY_SECRET"]):
+        raise ConfigError("TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET must be set together")
+    if not (config["TWILIO_AUTH_TOKEN"] or config["TWILIO_API_KEY_SID"]):
+        raise ConfigError("TWILIO_ACCOUNT_SID needs TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and "
+                          "TWILIO_API_KEY_SECRET) to send SMS")
+    if not (config["TWILIO_FROM_NUMBER"] or config["TWILIO_MESSAGING_SERVICE_SID"]):
+        raise ConfigError("TWILIO_ACCOUNT_SID needs TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID to send SMS")
+    if config["TWILIO_STATUS_CALLBACK_URL"] and not config["TWILIO_AUTH_TOKEN"]:
+        raise ConfigError("TWILIO_STATUS_CALLBACK_URL needs TWILIO_AUTH_TOKEN, which signs the delivery reports "
+                          "(without it every report would be refused)")
 
 
 def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:

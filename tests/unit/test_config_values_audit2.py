@@ -1,0 +1,89 @@
+"""Settings the application cannot use, found by the second operations audit: each stopped ``flask`` (and every
+gunicorn worker's boot) with a traceback, or was accepted and broke every request it touched, instead of stopping
+start-up with one line naming the setting (README, Configuration)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "AC" + "a" * 32
+TOKEN = "0123456789abcdef" * 2
+
+
+def refused(tmp_path: Path, settings: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(settings, str(tmp_path))
+    message = caught.value.message
+    assert "\n" not in message, message
+    return message
+
+
+# --- Twilio ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_FROM_NUMBER": "+12025550100"}, "TWILIO_AUTH_TOKEN"),
+    ({"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN}, "TWILIO_FROM_NUMBER"),
+    ({"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_FROM_NUMBER": "+12025550100", "TWILIO_API_KEY_SID": "SK" + "1" * 32},
+     "TWILIO_API_KEY_SECRET"),
+    ({"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_FROM_NUMBER": "+12025550100", "TWILIO_API_KEY_SID": "SK" + "1" * 32,
+      "TWILIO_API_KEY_SECRET": "s", "TWILIO_STATUS_CALLBACK_URL": "https://wallet.example.test/cb"},
+     "TWILIO_AUTH_TOKEN"),
+])
+def test_a_half_done_twilio_configuration_is_refused_naming_the_setting(tmp_path, settings, named):
+    """It was a RuntimeError raised from create_app: a traceback from every `flask` command, and gunicorn's check
+    (which loads the settings only) passed while every worker then failed to boot with a traceback."""
+    assert named in refused(tmp_path, settings)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TWILIO_STATUS_CALLBACK_URL", "not a url"),
+    ("TWILIO_STATUS_CALLBACK_URL", "wallet.example.test/api/v1/notifications/twilio/status"),
+    ("TWILIO_STATUS_CALLBACK_URL", "ftp://wallet.example.test/status"),
+    ("TWILIO_API_BASE", "127.0.0.1:4010"),
+    ("TWILIO_API_BASE", "https://"),
+])
+def test_a_twilio_url_that_is_not_one_is_refused(tmp_path, name, value):
+    """Accepted silently before: Twilio refuses a message whose StatusCallback is not a URL, and a base URL requests
+    cannot use fails every hand-over, so every alert was retried until SMS_MAX_AGE_SECONDS and then given up."""
+    complete = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM_NUMBER": "+12025550100"}
+    assert name in refused(tmp_path, {**complete, name: value})
+
+
+def test_a_complete_twilio_configuration_is_accepted(tmp_path):
+    complete = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM_NUMBER": "+12025550100",
+                "TWILIO_STATUS_CALLBACK_URL": "https://wallet.example.test/api/v1/notifications/twilio/status?x=1",
+                "TWILIO_API_BASE": "http://127.0.0.1:4010"}
+    assert load(complete, str(tmp_path))["TWILIO_API_BASE"] == "http://127.0.0.1:4010"
+    keys = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_API_KEY_SID": "SK" + "1" * 32, "TWILIO_API_KEY_SECRET": "s",
+            "TWILIO_MESSAGING_SERVICE_SID": "MG" + "2" * 32}
+    assert load(keys, str(tmp_path))["TWILIO_API_KEY_SID"]
+    # Without an account the console sender is used; a token and a public URL check the delivery reports' signatures.
+    assert load({"TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_STATUS_CALLBACK_URL": "https://w.example.test/cb"},
+                str(tmp_path))["TWILIO_AUTH_TOKEN"] == TOKEN
+
+
+def _one_line(done: subprocess.CompletedProcess, name: str) -> None:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(lines) == 1 and name in lines[0], done.stderr
+
+
+def test_the_flask_command_line_and_gunicorn_refuse_a_half_done_twilio_configuration_in_one_line(tmp_path):
+    env = {**os.environ, "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_FROM_NUMBER": "+12025550100",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'wallet.db'}", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m")}
+    env = {k: v for k, v in env.items() if k not in ("TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SID")}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "notifications", "status"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=False, timeout=60)
+    _one_line(done, "TWILIO_AUTH_TOKEN")
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--check-config"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=60)
+    _one_line(done, "TWILIO_AUTH_TOKEN")
