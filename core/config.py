@@ -226,9 +226,12 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
-        backend = make_url(url).get_backend_name()
-    except ArgumentError:
+        parsed = make_url(url)
+        # The drivers installed (and that core.db speaks to): another one failed create_app with ModuleNotFoundError.
+        backend = f"{parsed.get_backend_name()}+{parsed.get_driver_name()}"
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number (found by an audit: a traceback)
         backend = ""
+    backend = {"postgresql+psycopg": "postgresql", "sqlite+pysqlite": "sqlite"}.get(backend, "")
     if backend not in ("postgresql", "sqlite"):  # the URL's text is left out: it may hold a password
         raise ConfigError("DATABASE_URL is not a PostgreSQL URL (postgresql://user@host:5432/database), nor empty")
     if backend != "postgresql" and config["WALLET_ENV"] == "production":

@@ -87,3 +87,34 @@ def test_the_flask_command_line_and_gunicorn_refuse_a_half_done_twilio_configura
     done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--check-config"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=60)
     _one_line(done, "TWILIO_AUTH_TOKEN")
+
+
+# --- DATABASE_URL ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres@127.0.0.1:notaport/wallet",
+    "postgresql://postgres@[::1/wallet",
+    "postgresql+psycopg2://postgres@127.0.0.1:5432/wallet",
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/wallet",
+    "sqlite+aiosqlite:///wallet.db",
+])
+def test_a_database_url_the_application_cannot_connect_with_is_refused_naming_it(tmp_path, url):
+    """A port that is not a number was a ValueError traceback from the URL parser, and a driver other than the
+    installed psycopg 3 (``postgresql+psycopg2://``, common in other projects' settings) a ModuleNotFoundError
+    traceback from create_app, from every `flask` command and every gunicorn worker's boot."""
+    message = refused(tmp_path, {"DATABASE_URL": url})
+    assert "DATABASE_URL" in message and "postgres@" not in message
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://postgres@127.0.0.1:5432/wallet",
+                                 "postgres://postgres@/wallet?host=/var/run/postgresql",
+                                 "sqlite+pysqlite:///wallet.db", "sqlite://"])
+def test_the_drivers_the_application_has_are_accepted(tmp_path, url):
+    assert load({"DATABASE_URL": url}, str(tmp_path))["SQLALCHEMY_DATABASE_URI"]
+
+
+def test_the_flask_command_line_refuses_a_database_url_with_a_word_for_its_port_in_one_line(tmp_path):
+    env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:fivefourthreetwo/wallet"}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "notifications", "status"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=False, timeout=60)
+    _one_line(done, "DATABASE_URL")
