@@ -182,6 +182,11 @@ def _check_words(config: dict[str, Any]) -> None:
     if scheme not in RATELIMIT_SCHEMES:
         # the scheme only: the rest of the URI may hold a password
         raise ConfigError(f"RATELIMIT_STORAGE_URI: {scheme!r}:// is not memory:// or redis://...")
+    try:
+        urlsplit(config["RATELIMIT_STORAGE_URI"]).port  # noqa: B018 - the redis client's parser raised it, later
+    except ValueError:  # found by an audit: a traceback from create_app
+        raise ConfigError("RATELIMIT_STORAGE_URI: its port is not a number from 0 to 65535 (or its host is not"
+                          " one)") from None
     if config["SMS_LEASE_SECONDS"] <= 2 * config["SMS_SEND_TIMEOUT_SECONDS"]:
         # A lease that can run out during a hand-over gives the alert to another dispatcher, which sends it again.
         raise ConfigError(f"SMS_LEASE_SECONDS={config['SMS_LEASE_SECONDS']} must be more than twice "

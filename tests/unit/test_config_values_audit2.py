@@ -118,3 +118,22 @@ def test_the_flask_command_line_refuses_a_database_url_with_a_word_for_its_port_
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "notifications", "status"], cwd=ROOT,
                           env=env, capture_output=True, text=True, check=False, timeout=60)
     _one_line(done, "DATABASE_URL")
+
+
+# --- rate limits ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri", ["redis://127.0.0.1:sixthree/0", "redis://:s3cret-pass@127.0.0.1:99999",
+                                 "rediss://[::1:6379"])
+def test_a_storage_uri_with_a_port_that_is_none_is_refused_in_one_line(tmp_path, uri):
+    """Passed the scheme check, then the redis client's URL parser raised ValueError from create_app: a traceback
+    from every `flask` command and every gunicorn worker's boot."""
+    message = refused(tmp_path, {"RATELIMIT_STORAGE_URI": uri})
+    assert "RATELIMIT_STORAGE_URI" in message and "s3cret" not in message
+
+
+def test_the_flask_command_line_refuses_a_storage_uri_with_a_word_for_its_port_in_one_line(tmp_path):
+    env = {**os.environ, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:sixthree",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'wallet.db'}"}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "notifications", "status"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=False, timeout=60)
+    _one_line(done, "RATELIMIT_STORAGE_URI")
