@@ -187,6 +187,15 @@ def _check_words(config: dict[str, Any]) -> None:
     except ValueError:  # found by an audit: a traceback from create_app
         raise ConfigError("RATELIMIT_STORAGE_URI: its port is not a number from 0 to 65535 (or its host is not"
                           " one)") from None
+    # argon2's own bounds: outside them every hash (a registration, a password change) failed with a 500 (found by an
+    # audit: HashingError "Memory cost is too small", or OverflowError for a number wider than 32 bits).
+    for name, most in (("ARGON2_TIME_COST", 2**32 - 1), ("ARGON2_PARALLELISM", 2**24 - 1),
+                       ("ARGON2_MEMORY_KIB", 2**32 - 1)):
+        if config[name] > most:
+            raise ConfigError(f"{name}={config[name]} is more than argon2 takes ({most})")
+    if config["ARGON2_MEMORY_KIB"] < 8 * config["ARGON2_PARALLELISM"]:
+        raise ConfigError(f"ARGON2_MEMORY_KIB={config['ARGON2_MEMORY_KIB']} must be at least 8 per lane "
+                          f"(ARGON2_PARALLELISM={config['ARGON2_PARALLELISM']}): argon2 refuses less")
     if config["SMS_LEASE_SECONDS"] <= 2 * config["SMS_SEND_TIMEOUT_SECONDS"]:
         # A lease that can run out during a hand-over gives the alert to another dispatcher, which sends it again.
         raise ConfigError(f"SMS_LEASE_SECONDS={config['SMS_LEASE_SECONDS']} must be more than twice "

@@ -137,3 +137,26 @@ def test_the_flask_command_line_refuses_a_storage_uri_with_a_word_for_its_port_i
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "notifications", "status"], cwd=ROOT,
                           env=env, capture_output=True, text=True, check=False, timeout=60)
     _one_line(done, "RATELIMIT_STORAGE_URI")
+
+
+# --- argon2 ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"ARGON2_MEMORY_KIB": "1"}, "ARGON2_MEMORY_KIB"),
+    ({"ARGON2_MEMORY_KIB": "64", "ARGON2_PARALLELISM": "16"}, "ARGON2_MEMORY_KIB"),
+    ({"ARGON2_TIME_COST": str(2**32)}, "ARGON2_TIME_COST"),
+    ({"ARGON2_PARALLELISM": str(2**24)}, "ARGON2_PARALLELISM"),
+])
+def test_argon2_parameters_argon2_refuses_are_refused_at_start(tmp_path, settings, named):
+    """Accepted before, and then every registration and every password change was a 500 (argon2's HashingError
+    'Memory cost is too small', or OverflowError: a number that does not fit 32 bits)."""
+    assert named in refused(tmp_path, settings)
+
+
+def test_argon2_parameters_argon2_takes_are_accepted(tmp_path):
+    from security.passwords import Passwords
+
+    config = load({"ARGON2_MEMORY_KIB": "64", "ARGON2_PARALLELISM": "8", "ARGON2_TIME_COST": "1"}, str(tmp_path))
+    hasher = Passwords("pepper", time_cost=config["ARGON2_TIME_COST"], memory_kib=config["ARGON2_MEMORY_KIB"],
+                       parallelism=config["ARGON2_PARALLELISM"])
+    assert hasher.verify(hasher.hash("a password"), "a password")
