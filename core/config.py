@@ -174,9 +174,11 @@ def _check_words(config: dict[str, Any]) -> None:
         raise ConfigError(f"LOG_LEVEL={config['LOG_LEVEL']!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
     for name in RATE_LIMITS:
         try:
-            parse_many(config[name])
+            limits = parse_many(config[name])
         except ValueError:
             raise ConfigError(f"{name}={config[name]!r} is not a rate limit like '5 per hour;10 per day'") from None
+        if any(limit.amount < 1 for limit in limits):  # found by an audit: every request it guards was a 429
+            raise ConfigError(f"{name}={config[name]!r} allows nothing: each limit must be more than zero")
     config["METRICS_TOKEN"] = config["METRICS_TOKEN"].strip()  # a token read from a file keeps its line break
     scheme = config["RATELIMIT_STORAGE_URI"].partition("://")[0]
     if scheme not in RATELIMIT_SCHEMES:

@@ -160,3 +160,13 @@ def test_argon2_parameters_argon2_takes_are_accepted(tmp_path):
     hasher = Passwords("pepper", time_cost=config["ARGON2_TIME_COST"], memory_kib=config["ARGON2_MEMORY_KIB"],
                        parallelism=config["ARGON2_PARALLELISM"])
     assert hasher.verify(hasher.hash("a password"), "a password")
+
+
+@pytest.mark.parametrize(("name", "value"), [("SMS_CODE_RESEND_LIMIT", "0 per minute"),
+                                             ("SMS_CODE_LIMIT_PER_PHONE", "5 per hour;0 per day"),
+                                             ("LOGIN_LIMIT_PER_CLIENT", "0/hour")])
+def test_a_rate_limit_of_zero_is_refused(tmp_path, name, value):
+    """It parses, so it was accepted: and then every request it guards was a 429 (with SMS_CODE_RESEND_LIMIT='0 per
+    minute' no code was ever sent: nobody could register, recover a password or trust a new device). README: numbers
+    must be more than zero."""
+    assert name in refused(tmp_path, {name: value})
