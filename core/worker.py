@@ -53,7 +53,9 @@ class Stop:
         if not self._set:
             poller = select.poll()  # one per wait: a poll object refuses two threads polling it at once
             poller.register(self._read, select.POLLIN)
-            poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
+            # poll takes at most 2**31 - 1 ms (24.8 days): a longer wait returns then, as a timeout (found by an audit:
+            # OverflowError, which stopped a dispatcher whose DISPATCH_INTERVAL_SECONDS was a month)
+            poller.poll(None if timeout is None else min(max(0, math.ceil(timeout * 1000)), 2**31 - 1))
         return self._set
 
 

@@ -8,8 +8,8 @@ import pytest
 from core.config import SETTINGS, ConfigError, load
 from tests.api.escrow_helpers import PP, act, books_clean, open_trade, paid_and_shipped, run_sweeper
 
-# The escrow deadlines' durations, each with its longest accepted value: a century.
-LONGEST = {name: 876_000 if "_HOURS" in name else 36_500 for name in SETTINGS
+# The escrow deadlines' durations, each with its longest accepted value: 100 years of 366 days, as for every duration.
+LONGEST = {name: 878_400 if "_HOURS" in name else 36_600 for name in SETTINGS
            if name.startswith("ESCROW_") and ("_DAYS" in name or "_HOURS" in name)}
 
 

@@ -170,3 +170,29 @@ def test_a_rate_limit_of_zero_is_refused(tmp_path, name, value):
     minute' no code was ever sent: nobody could register, recover a password or trust a new device). README: numbers
     must be more than zero."""
     assert name in refused(tmp_path, {name: value})
+
+
+# --- durations ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "value"), [("ACCESS_TOKEN_MINUTES", "10000000000"),
+                                             ("REFRESH_TOKEN_DAYS", "10000000"),
+                                             ("ESCROW_PAY_HOURS", "100000000"),
+                                             ("IDEMPOTENCY_TTL_HOURS", "1000000000"),
+                                             ("SMS_MAX_AGE_SECONDS", "1" + "0" * 15),
+                                             ("ESCROW_REMIND_DAYS_BEFORE", "10000000")])
+def test_a_duration_no_date_can_hold_is_refused(tmp_path, name, value):
+    """A few zeros too many were accepted, and then every login was a 500 (OverflowError: date value out of range,
+    at the token's expiry), or every trade opened, or the worker's purge failed every hour."""
+    assert name in refused(tmp_path, {name: value})
+
+
+def test_a_long_wait_is_not_an_error():
+    """``DISPATCH_INTERVAL_SECONDS`` of a month (or any wait longer than ``poll`` takes, about 24.8 days) crashed the
+    dispatcher with OverflowError ('timeout is too large') the first time it found nothing to send."""
+    import threading
+
+    from core.worker import Stop
+
+    stop = Stop()
+    threading.Timer(0.2, stop.set).start()
+    assert stop.wait(31 * 86400.0) is True
