@@ -226,7 +226,7 @@ def _install_error_handlers(app: Flask) -> None:
         # COMMIT was already retried once): a temporary condition the client may retry, not our bug.
         db.session.rollback()
         log.warning("database unavailable request_id=%s %s %s: %s", g.get("request_id"), request.method,
-                    request.path, type(exc.orig).__name__)
+                    request.path, driver_reason(exc))
         body = {"type": "about:blank", "title": "Service unavailable", "status": 503,
                 "detail": "The database cannot be reached right now. Retry shortly (with the same Idempotency-Key).",
                 "code": "database_unavailable"}

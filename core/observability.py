@@ -36,6 +36,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from core.db import driver_reason
+
 log = logging.getLogger("wallet.access")
 _log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class _DatabaseGauges(Collector):
                 readings = list(source())
             except OperationalError as exc:
                 _log.warning("metrics: the database cannot be reached (%s); its gauges are left out",
-                             type(exc.orig).__name__)
+                             driver_reason(exc))
                 up = 0
                 break
             except ProgrammingError:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from flask import Flask
 from sqlalchemy.exc import OperationalError
 
+from core.db import driver_reason
+
 log = logging.getLogger(__name__)
 
 
@@ -97,7 +99,7 @@ class BackgroundWorker(threading.Thread):
             except OperationalError as exc:  # PostgreSQL restarting or unreachable: nothing to fix in the code
                 if not task.failing:
                     log.error("background task %s cannot reach the database (%s); it is retried every %ss, and"
-                              " this is logged again when it works", task.name, type(exc.orig).__name__,
+                              " this is logged again when it works", task.name, driver_reason(exc),
                               task.every_seconds)
                 task.failing = True
                 return
