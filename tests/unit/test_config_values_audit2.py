@@ -196,3 +196,16 @@ def test_a_long_wait_is_not_an_error():
     stop = Stop()
     threading.Timer(0.2, stop.set).start()
     assert stop.wait(31 * 86400.0) is True
+
+
+@pytest.mark.xfail(strict=True, reason="flask's own `list_commands` prints the full traceback of any error but its "
+                   "NoAppException while loading the app for --help; ConfigError cannot be one (a command would then "
+                   "end in 'No such command' as well), so a fix needs a FlaskGroup of our own behind the `flask` "
+                   "command, which the README's commands do not use")
+def test_flask_help_with_a_setting_the_application_cannot_use_says_so_in_one_line(tmp_path):
+    """`flask --help` (how an operator finds the commands) with ARGON2_TIME_COST=two printed a 30-line traceback
+    ending in the ConfigError, then the help without any of the application's commands, and exited 0."""
+    env = {**os.environ, "ARGON2_TIME_COST": "two", "DATABASE_URL": f"sqlite:///{tmp_path / 'wallet.db'}"}
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert "Traceback" not in done.stderr and "ARGON2_TIME_COST" in done.stderr, done.stderr
