@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import Integer, String, Text, select
@@ -10,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core import clock
 from core.db import UTCDateTime, db, run_in_transaction
 from wallet.check import check_invariants
+
+log = logging.getLogger(__name__)
 
 
 class LedgerCheck(db.Model):
@@ -26,6 +29,10 @@ class LedgerCheck(db.Model):
 def run_and_record(source: str) -> list[str]:
     """Check every invariant, store the outcome, return the problems (empty when the books are clean)."""
     problems = check_invariants()
+    if problems and source != "cli":  # the command prints them itself
+        # Found by an audit: the worker's check stored its findings for /metrics and logged nothing.
+        log.error("ledger check found %d problem(s); `flask wallet check` lists them all: %s%s", len(problems),
+                  "; ".join(problems[:5]), " ..." if len(problems) > 5 else "")
     run_in_transaction(lambda: db.session.add(LedgerCheck(
         checked_at=clock.now(), ok=not problems, problem_count=len(problems), problems="\n".join(problems)[:20000],
         source=source)))
