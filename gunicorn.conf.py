@@ -51,7 +51,11 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-metrics-")
 else:  # stale files from a previous run would be summed with this one's
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    try:
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    except OSError as exc:  # a file, or a place no directory can be made: was a traceback (found by an audit)
+        sys.exit(f"Error: PROMETHEUS_MULTIPROC_DIR={os.environ['PROMETHEUS_MULTIPROC_DIR']!r} cannot be a directory"
+                 f" of metrics: {exc.strerror}")
 
 
 def child_exit(_server, worker):

@@ -209,3 +209,18 @@ def test_flask_help_with_a_setting_the_application_cannot_use_says_so_in_one_lin
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "--help"], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=False, timeout=60)
     assert "Traceback" not in done.stderr and "ARGON2_TIME_COST" in done.stderr, done.stderr
+
+
+# --- gunicorn.conf.py's own -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["file", "unwritable"])
+def test_gunicorn_refuses_a_metrics_directory_it_cannot_make_in_one_line(tmp_path, where):
+    """A PROMETHEUS_MULTIPROC_DIR that is a file, or under a directory that cannot hold one, stopped gunicorn with
+    gunicorn.conf.py's FileExistsError / FileNotFoundError traceback."""
+    target = tmp_path / "metrics-file"
+    target.write_text("not a directory")
+    path = str(target) if where == "file" else "/proc/no-such-dir/metrics"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": path}
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--check-config"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=60)
+    _one_line(done, "PROMETHEUS_MULTIPROC_DIR")
