@@ -267,6 +267,8 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     # with the traceback of the 500 it causes.
     config["SQLALCHEMY_ENGINE_OPTIONS"]["hide_parameters"] = True
     config["SMS_CONSOLE_FILE"] = config["SMS_CONSOLE_FILE"] or str(instance / "sms.jsonl")
+    if Path(config["SMS_CONSOLE_FILE"]).is_dir():  # every hand-over failed with IsADirectoryError (found by an audit)
+        raise ConfigError(f"SMS_CONSOLE_FILE={config['SMS_CONSOLE_FILE']!r} is a directory, not a file to append to")
     if not config["PASSWORD_PEPPER"]:
         if config["WALLET_ENV"] == "production":
             raise ConfigError("PASSWORD_PEPPER must be set when WALLET_ENV=production")

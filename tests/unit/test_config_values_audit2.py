@@ -224,3 +224,10 @@ def test_gunicorn_refuses_a_metrics_directory_it_cannot_make_in_one_line(tmp_pat
     done = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--check-config"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=60)
     _one_line(done, "PROMETHEUS_MULTIPROC_DIR")
+
+
+def test_a_console_file_that_is_a_directory_is_refused(tmp_path):
+    """Accepted before: then every alert's hand-over failed with IsADirectoryError (a traceback per alert in the
+    dispatcher's log), was counted a re-send in doubt, and was given up at SMS_MAX_AGE_SECONDS."""
+    assert "SMS_CONSOLE_FILE" in refused(tmp_path, {"SMS_CONSOLE_FILE": str(tmp_path)})
+    assert load({"SMS_CONSOLE_FILE": str(tmp_path / "new" / "sms.jsonl")}, str(tmp_path))["SMS_CONSOLE_FILE"]
