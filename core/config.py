@@ -216,6 +216,16 @@ def _is_web_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+_TWILIO_SHAPES = (
+    ("TWILIO_ACCOUNT_SID", re.compile(r"AC[0-9a-fA-F]{32}"), "an Account SID (AC and 32 hexadecimal digits)"),
+    ("TWILIO_API_KEY_SID", re.compile(r"SK[0-9a-fA-F]{32}"), "an API key SID (SK and 32 hexadecimal digits)"),
+    ("TWILIO_MESSAGING_SERVICE_SID", re.compile(r"MG[0-9a-fA-F]{32}"),
+     "a Messaging Service SID (MG and 32 hexadecimal digits)"),
+    ("TWILIO_FROM_NUMBER", re.compile(r"\+[1-9][0-9]{1,14}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}"),
+     "a number in E.164 (+12025550100) nor an alphanumeric sender id (up to 11 letters, digits or spaces)"),
+)
+
+
 def _check_twilio(config: dict[str, Any]) -> None:
     """Refuse a Twilio configuration the sender could not use (``notifications.sms.sender_from_config`` raised it
     from ``create_app``: a traceback from every ``flask`` command, and every gunicorn worker failing to boot, found by
@@ -226,6 +236,11 @@ def _check_twilio(config: dict[str, Any]) -> None:
             raise ConfigError(f"{name} is not an http:// or https:// URL with a host")
     if not config["TWILIO_ACCOUNT_SID"]:
         return  # the console sender; a token and a public URL still check delivery reports' signatures
+    # Twilio answers every message 4xx for a SID or a From it cannot read, which is retried until the alert is given
+    # up: no alert reached anyone (found by an audit). The values are left out: a pasted secret may be among them.
+    for name, shape, what in _TWILIO_SHAPES:
+        if config[name] and not shape.fullmatch(config[name]):
+            raise ConfigError(f"{name} is not {what}")
     if bool(config["TWILIO_API_KEY_SID"]) != bool(config["TWILIO_API_KEY_SECRET"]):
         raise ConfigError("TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET must be set together")
     if not (config["TWILIO_AUTH_TOKEN"] or config["TWILIO_API_KEY_SID"]):

@@ -70,6 +70,31 @@ def test_a_complete_twilio_configuration_is_accepted(tmp_path):
                 str(tmp_path))["TWILIO_AUTH_TOKEN"] == TOKEN
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("TWILIO_ACCOUNT_SID", "0123456789abcdef0123456789abcdef"),  # the auth token pasted in its place
+    ("TWILIO_ACCOUNT_SID", "ACnot-an-account"),
+    ("TWILIO_API_KEY_SID", "AC" + "1" * 32),
+    ("TWILIO_MESSAGING_SERVICE_SID", "MG-not-a-service"),
+    ("TWILIO_FROM_NUMBER", "2025550100"),
+    ("TWILIO_FROM_NUMBER", "+1 (202) 555-0100"),
+    ("TWILIO_FROM_NUMBER", "WalletAlerts1"),  # an alphanumeric sender id has at most 11 characters
+])
+def test_a_twilio_setting_of_the_wrong_shape_is_refused(tmp_path, name, value):
+    """Accepted before: Twilio answers every message 4xx for a SID or From it cannot read (422, or 401/404), which the
+    dispatcher retries as a passing failure until SMS_MAX_AGE_SECONDS and then gives up: no alert reached anyone, and
+    only `flask notifications status` said why."""
+    complete = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM_NUMBER": "+12025550100"}
+    if name == "TWILIO_API_KEY_SID":
+        complete["TWILIO_API_KEY_SECRET"] = "secret"
+    assert name in refused(tmp_path, {**complete, name: value})
+
+
+@pytest.mark.parametrize("sender", ["+12025550100", "+8613800138000", "Wallet", "WALLET 24"])
+def test_a_from_number_or_alphanumeric_sender_id_is_accepted(tmp_path, sender):
+    settings = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_FROM_NUMBER": sender}
+    assert load(settings, str(tmp_path))["TWILIO_FROM_NUMBER"] == sender
+
+
 def _one_line(done: subprocess.CompletedProcess, name: str) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode != 0
