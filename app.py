@@ -335,7 +335,10 @@ def _migrated(command: Any) -> Any:
             raise click.ClickException(f"the database cannot be reached: {reason}") from None
         if problem:
             raise click.ClickException(problem)
-        return command(*args, **kwargs)
+        try:
+            return command(*args, **kwargs)
+        except OperationalError as exc:  # it went away during the command (found by an audit: a traceback)
+            raise click.ClickException(f"the database cannot be reached: {driver_reason(exc)}") from None
 
     return checked
 
