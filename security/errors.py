@@ -32,6 +32,8 @@ class WrongPaymentPassword(AppError):
 
 class _Locked(AppError):
     status = 423
+    #: True when the wrong entry this answers is the one that locked it (not a lock already in force).
+    by_this_entry = False
 
     def __init__(self, locked_until: datetime | None, hard: bool) -> None:
         detail = (

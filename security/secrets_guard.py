@@ -157,7 +157,9 @@ def check_secret(
         if current.is_locked(now):
             if on_lock is not None:
                 on_lock(current)
-            return _locked_error(kind, current), None, True
+            locked = _locked_error(kind, current)
+            locked.by_this_entry = True  # type: ignore[attr-defined]
+            return locked, None, True
         left = lockout.attempts_left(current, now)
         return (InvalidCredentials(left) if kind == LOGIN else WrongPaymentPassword(left)), None, True
 

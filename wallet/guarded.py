@@ -61,10 +61,13 @@ def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[
                 status, answer, replayed = run_idempotent(user_id, key, request_hash, effect)
             else:
                 (status, answer), replayed = stored, True
-    except (AccountFrozen, PaymentPasswordLocked):
+    except (AccountFrozen, PaymentPasswordLocked) as refused:
         # The retry of a request that went through before the account was frozen, or its payment password locked,
         # answers what happened (it moves nothing): a client that lost the first answer must not read a refusal as
-        # "not paid". A request the key has no answer for is refused.
+        # "not paid". A request the key has no answer for is refused, and so is the wrong entry that locks the
+        # password (before the lock a replay's password is checked: that entry is told it locked, not answered 201).
+        if getattr(refused, "by_this_entry", False):
+            raise
         stored = stored_answer(user_id, key, request_hash)
         if stored is None:
             raise
