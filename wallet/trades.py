@@ -574,6 +574,11 @@ def _refund_step(trade: TradeRecord, refund: Refund, action: str, actor: str, *,
 
 def _pay_refund(trade: TradeRecord, refund: Refund, actor: str, now: datetime, at: datetime) -> None:
     """Pay the refund (now); the trade's clock runs again from ``at`` (see ``_refund_step``)."""
+    if trade.status == WAIT_BUYER_CONFIRM_GOODS and _held(trade) > refund.amount:
+        # The rest may go to the seller in this same transaction (a confirmation, or the confirm deadline, applied
+        # right after this refund's deadline by ``_catch_up``): take both wallets in the order a payment between the
+        # two parties does, as a split decision does, or the two wait on each other until PostgreSQL breaks it.
+        ledger.lock_accounts(_wallet(trade, trade.buyer_id), _wallet(trade, trade.seller_id))
     _refund_to_buyer(trade, refund.amount, actor)
     refund.resolved_at, refund.deadline = now, None
     _tell(_party(trade, trade.buyer_id), "refund_completed", trade, amount=format_amount(refund.amount))
