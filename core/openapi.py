@@ -47,7 +47,9 @@ _KEY_RULES = (
     " fixed (the balance, the payment password, a lock lifted) the same key runs the request, once; after a 5xx it"
     " replays or runs, never twice. Except the bank's refusal to debit the card (422 bank_declined, on a top-up or a"
     " trade paid with a card), which stays the key's answer: try the card again with a new key. A replay checks the"
-    " payment password like any request (401, or 423 while it is locked)."
+    " payment password like any request (a wrong one is 401, the entry that locks it 423), except once the account is"
+    " frozen or its payment password locked: then a retry of a request that has its answer gets that answer (it moves"
+    " nothing), and only a new request is refused (403 account_frozen, 423 payment_password_locked)."
 )
 
 # Sent on an answer replayed for a repeated Idempotency-Key (absent on the first answer).
