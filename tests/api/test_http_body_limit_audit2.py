@@ -9,10 +9,9 @@ from tests.api.test_bad_input import assert_problem
 from tests.factories import make_phone
 
 
-def chunked(client, path, stream, **headers):
+def chunked(client, path, stream, content_type="application/json"):
     """POST ``stream`` as a server passes a chunked body on: no CONTENT_LENGTH, the input terminated by the server."""
-    return client.post(path, input_stream=stream, content_type="application/json",
-                       headers={"Transfer-Encoding": "chunked", **headers},
+    return client.post(path, input_stream=stream, content_type=content_type, headers={"Transfer-Encoding": "chunked"},
                        environ_overrides={"wsgi.input_terminated": True})
 
 
