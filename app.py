@@ -98,6 +98,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db)
+    # Before the limiter's hooks, so that this one runs after its headers are added (Flask runs the last registered
+    # first).
+    app.after_request(_retry_after_only_when_asked)
     limiter.init_app(app)
     app.extensions["clock"] = app.config.get("CLOCK") or SystemClock()
     app.extensions["schema_problem"] = _schema_problem  # /readyz is not ready on a database to migrate
@@ -172,6 +175,18 @@ def _install_hooks(app: Flask) -> None:
             headers[name] = value
         headers["X-Request-ID"] = g.get("request_id", "")
         return response
+
+
+_COME_BACK = frozenset({429, 503})
+
+
+def _retry_after_only_when_asked(response: Response) -> Response:
+    """Retry-After only on the answers that ask the client to come back (429, 503), as the OpenAPI document says:
+    flask-limiter adds it to every answer of a limited endpoint (found by an audit: ``Retry-After: 3600`` on a 201
+    login, a 401 wrong password, a 422; a client honouring it waited an hour)."""
+    if response.status_code not in _COME_BACK:
+        response.headers.pop("Retry-After", None)
+    return response
 
 
 _SECURITY_HEADERS = (
