@@ -17,7 +17,7 @@ def chunked(client, path, stream, content_type="application/json"):
 
 def test_a_chunked_body_over_the_limit_is_refused_even_when_its_first_bytes_are_a_whole_request(client, inbox):
     phone = make_phone()
-    body = b'{"phone": "%s", "purpose": "register"}' % phone.encode() + b" " * 70_000  # over MAX_CONTENT_LENGTH (64 KiB)
+    body = b'{"phone": "%s", "purpose": "register"}' % phone.encode() + b" " * 70_000  # over MAX_CONTENT_LENGTH
     response = chunked(client, "/api/v1/sms-codes", io.BytesIO(body))
     assert_problem(response, 413, "payload_too_large")
     assert inbox.messages(to=phone) == []
