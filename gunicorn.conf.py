@@ -37,6 +37,10 @@ errorlog = "-"
 # whatever directory gunicorn is started from or told to --chdir to (appended: the app's own directory comes first).
 sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 logger_class = "core.gunicorn_logging.Logger"
+# gunicorn's own error answers (a request it cannot parse, a worker stopped mid-request) as problem+json, as the API's.
+from core import gunicorn_errors  # noqa: E402 - importable only once the directory is on sys.path
+
+gunicorn_errors.install()
 
 # A setting the application cannot use stops gunicorn here, in one line, instead of every worker failing to boot
 # with a traceback.

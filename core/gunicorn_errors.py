@@ -1,0 +1,42 @@
+"""gunicorn's own error answers as problem+json, like every other error of the API: a request line or headers it
+cannot parse (400), a URL or header block over its limits (414, 431), and the 500 it writes when a worker is stopped
+mid-request (``GUNICORN_TIMEOUT``, a client that never sends the body it announced). gunicorn writes those itself, as
+an HTML page without a request id, before or instead of the application; ``gunicorn.conf.py`` calls ``install()``
+(found by an audit)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from gunicorn import util
+
+_CODES = {400: "malformed_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+          431: "request_header_fields_too_large", 500: "internal_error", 501: "not_implemented"}
+
+
+def problem_response(status: int, reason: str, detail: str) -> bytes:
+    """The whole HTTP answer gunicorn sends for an error of its own, as problem+json with a fresh request id."""
+    request_id = os.urandom(16).hex()
+    if status >= 500:  # gunicorn's message may be a traceback's last line: say what the application says
+        detail = "Something went wrong on our side. Quote the request id."
+    body = json.dumps({
+        "type": "about:blank", "title": reason, "status": status, "detail": detail or reason,
+        "code": _CODES.get(status, re.sub(r"\W+", "_", reason.lower())), "request_id": request_id,
+    }, separators=(",", ":")).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+            f"X-Request-ID: {request_id}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+def _write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    util.write_nonblock(sock, problem_response(status_int, reason, mesg))
+
+
+def install() -> None:
+    """Have gunicorn's workers write their own error answers as problem+json (``gunicorn.workers.base`` looks up
+    ``util.write_error`` at each error)."""
+    util.write_error = _write_error
