@@ -221,8 +221,11 @@ _TWILIO_SHAPES = (
     ("TWILIO_API_KEY_SID", re.compile(r"SK[0-9a-fA-F]{32}"), "an API key SID (SK and 32 hexadecimal digits)"),
     ("TWILIO_MESSAGING_SERVICE_SID", re.compile(r"MG[0-9a-fA-F]{32}"),
      "a Messaging Service SID (MG and 32 hexadecimal digits)"),
-    ("TWILIO_FROM_NUMBER", re.compile(r"\+[1-9][0-9]{1,14}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}"),
-     "a number in E.164 (+12025550100) nor an alphanumeric sender id (up to 11 letters, digits or spaces)"),
+    # Twilio's rules: a short code is its digits; an alphanumeric sender id takes + - _ & too, and needs a letter.
+    ("TWILIO_FROM_NUMBER",
+     re.compile(r"\+[1-9][0-9]{1,14}|[0-9]{3,8}|(?=[A-Za-z0-9 +_&-]*[A-Za-z])[A-Za-z0-9 +_&-]{1,11}"),
+     "a number in E.164 (+12025550100), a short code nor an alphanumeric sender id (up to 11 letters, digits, spaces"
+     " or + - _ &)"),
 )
 
 
