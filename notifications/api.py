@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.api import endpoint, parse_query, respond, validated
+from core.api import endpoint, form_body, parse_query, respond, validated
 from core.errors import Forbidden
 from notifications.callbacks import StatusReport, record_delivery_status
 from notifications.sms import signature_valid
@@ -64,7 +64,7 @@ def signed_url() -> str:
 @endpoint(bp, "/twilio/status", "POST", status=204, auth=False,
           summary="Twilio delivery status callback (form-encoded; needs a valid X-Twilio-Signature and our AccountSid)")
 def twilio_status() -> Response:
-    form = request.form
+    form = form_body()
     if not signature_valid(
         current_app.config["TWILIO_AUTH_TOKEN"],
         signed_url(),
