@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
@@ -20,7 +21,10 @@ _CODES = {400: "malformed_request", 403: "forbidden", 414: "uri_too_long", 417: 
 def problem_response(status: int, reason: str, detail: str) -> bytes:
     """The whole HTTP answer gunicorn sends for an error of its own, as problem+json with a fresh request id."""
     request_id = os.urandom(16).hex()
-    if status >= 500:  # gunicorn's message may be a traceback's last line: say what the application says
+    if status != 400 and reason == "Bad Request":  # gunicorn keeps a 400's reason for its 500 and 501
+        reason = HTTPStatus(status).phrase
+    if status == 500:  # gunicorn's message may be a traceback's last line: say what the application says
+        # (a 501, an unsupported transfer coding, is the client's to change: gunicorn's message names it)
         detail = "Something went wrong on our side. Quote the request id."
     body = json.dumps({
         "type": "about:blank", "title": reason, "status": status, "detail": detail or reason,
