@@ -14,7 +14,8 @@ The trigger runs after each row; on PostgreSQL an AFTER ROW trigger fires once t
 the one-statement transfer's transfer row and account updates, written by the same statement in parts that do not
 see each other's rows until it ends. A statement-level trigger over the statement's new rows (a transition table)
 cost more: PostgreSQL plans a query over a transition table again at every run (measured with bench/ledger.py: the
-PostgreSQL backend's CPU per transfer rose from about 0.45 ms to 0.63-0.87 ms with it, to 0.57-0.61 ms with this one).
+PostgreSQL backend's CPU per transfer rose from about 0.45 ms to 0.63-0.87 ms with it, to 0.57-0.86 ms with this
+one).
 That each transfer has exactly its two entries, and that the balances run on from entry to entry, stay ``flask wallet
 check``'s: the first would need an index on ``transfer_id`` the ledger's writes would pay for.
 
