@@ -62,3 +62,16 @@ def disputed(api, buyer, seller, trade_id, amount=20900):
     dispute = act(api, buyer, trade_id, "disputes", reason="seller refuses")
     assert dispute.status_code == 201, dispute.json
     return refund, dispute.json
+
+
+def parties_by_wallet_age(api, older_wallet, balance=50000):
+    """A verified buyer and seller, each topped up with ``balance``, the one named by ``older_wallet`` ("buyer" or
+    "seller") registered first, so that its wallet id sorts first: the order PostgreSQL's row locks are taken in, which
+    lock-order races depend on."""
+    accounts = {}
+    names = {"buyer": "李四", "seller": "王五"}
+    for role in (older_wallet, "seller" if older_wallet == "buyer" else "buyer"):
+        accounts[role] = api.verified(real_name=names[role])
+        assert api.money("/api/v1/topups", accounts[role], amount=balance,
+                         bank_card_id=accounts[role]["card_id"]).status_code == 201
+    return accounts["buyer"], accounts["seller"]

@@ -15,7 +15,16 @@ import pytest
 from sqlalchemy import select
 
 from core.db import db
-from tests.api.escrow_helpers import PP, books_clean, escrow_balance, grant_staff, open_trade, paid_and_shipped, trade
+from tests.api.escrow_helpers import (
+    PP,
+    books_clean,
+    escrow_balance,
+    grant_staff,
+    open_trade,
+    paid_and_shipped,
+    parties_by_wallet_age,
+    trade,
+)
 from tests.integration.test_escrow_races import in_app, post
 from tests.integration.test_money_races_audit import (
     bank,
@@ -324,13 +333,7 @@ def test_a_split_decision_as_the_seller_pays_the_buyer_moves_both_once(api, app,
     older one, the two waited on each other until PostgreSQL broke the cycle (after its deadlock_timeout, a second)
     and the transaction it picked ran again. The decision now locks both wallets in id order first: the payment waits
     for it, in either order, and neither runs twice."""
-    accounts = {}
-    for role, name in (("seller", "王五"), ("buyer", "李四")) if older_wallet == "seller" else (("buyer", "李四"),
-                                                                                                 ("seller", "王五")):
-        accounts[role] = api.verified(real_name=name)
-        assert api.money("/api/v1/topups", accounts[role], amount=50000,
-                         bank_card_id=accounts[role]["card_id"]).status_code == 201
-    buyer, seller = accounts["buyer"], accounts["seller"]
+    buyer, seller = parties_by_wallet_age(api, older_wallet)
     staff = grant_staff(api, app)
     trade_id = paid_and_shipped(api, buyer, seller)
     dispute_id = _disputed(app, buyer, seller, trade_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.escrow_helpers import books_clean, escrow_balance, paid_and_shipped, trade
+from tests.api.escrow_helpers import books_clean, escrow_balance, paid_and_shipped, parties_by_wallet_age, trade
 from tests.integration.test_escrow_races import post
 from tests.integration.test_money_races_audit import count, first_pauses_inside, money, retries_recorded
 from tests.pg_races import postgres_only  # noqa: F401 - the autouse skip on SQLite
@@ -25,13 +25,7 @@ PRICE = 20900  # ``open_trade``'s amount and shipping fee
 @pytest.mark.parametrize("older_wallet", ["seller", "buyer"])
 def test_a_confirmation_that_pays_a_refund_by_silence_first_as_the_seller_pays_the_buyer_moves_both_once(
         api, app, clock, monkeypatch, older_wallet):
-    accounts = {}
-    for role, name in (("seller", "王五"), ("buyer", "李四")) if older_wallet == "seller" else (("buyer", "李四"),
-                                                                                                 ("seller", "王五")):
-        accounts[role] = api.verified(real_name=name)
-        assert api.money("/api/v1/topups", accounts[role], amount=50000,
-                         bank_card_id=accounts[role]["card_id"]).status_code == 201
-    buyer, seller = accounts["buyer"], accounts["seller"]
+    buyer, seller = parties_by_wallet_age(api, older_wallet)
     trade_id = paid_and_shipped(api, buyer, seller)
     status, refund = post(app, buyer, f"/api/v1/trades/{trade_id}/refunds", amount=5000, reason="scratched")
     assert status == 201, refund
