@@ -32,11 +32,11 @@ from tests.integration.test_money_races_audit import (
     count,
     first_pauses_inside,
     money,
+    pending_top_up,
     retries_recorded,
 )
 from tests.pg_races import postgres_only  # noqa: F401 - the autouse skip on SQLite
 from wallet import funds, ledger, timeline, trades
-from wallet.banks import SimulatedBank
 from wallet.errors import HoldAlreadyResolved
 from wallet.funds import process_withdrawals, retry_pending_topups
 from wallet.funds_models import TopUp, Withdrawal
@@ -238,19 +238,9 @@ def test_the_seller_agreeing_to_a_refund_as_the_buyer_confirms_pays_each_side_on
 # --- top-ups: the worker against itself and against the client ---------------------------------------------------
 
 
-def _pending_top_up(api, app, clock, alice) -> SimulatedBank:
-    working = bank(app)
-    app.extensions["bank_gateway"] = SimulatedBank(failure_rate=1.0, seed=3)  # the first try gets no answer
-    assert api.money("/api/v1/topups", alice, key="top", amount=2500, bank_card_id=alice["card_id"]).status_code == 503
-    app.extensions["bank_gateway"] = working
-    clock.advance(minutes=2)
-    api.relogin(alice)
-    return working
-
-
 def test_two_workers_finishing_one_pending_top_up_credit_it_once(api, app, clock, monkeypatch, inbox):
     alice = api.verified()
-    working = _pending_top_up(api, app, clock, alice)
+    working = pending_top_up(api, app, clock, alice)
     first, second, waited = first_pauses_inside(monkeypatch, funds, "enqueue", in_app(app, retry_pending_topups),
                                                 in_app(app, retry_pending_topups))
     assert waited  # the second worker queued on the top-up's row lock
@@ -266,7 +256,7 @@ def test_two_workers_finishing_one_pending_top_up_credit_it_once(api, app, clock
 def test_the_worker_finishing_a_pending_top_up_as_the_client_retries_credits_it_once(api, app, clock, monkeypatch,
                                                                                      inbox):
     alice = api.verified()
-    working = _pending_top_up(api, app, clock, alice)
+    working = pending_top_up(api, app, clock, alice)
     first, second, waited = first_pauses_inside(
         monkeypatch, funds, "enqueue", in_app(app, retry_pending_topups),
         lambda: money(app, alice, "/api/v1/topups", "top", amount=2500, bank_card_id=alice["card_id"]))

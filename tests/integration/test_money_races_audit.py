@@ -103,6 +103,19 @@ def bank(app) -> SimulatedBank:
     return app.extensions["bank_gateway"]
 
 
+def pending_top_up(api, app, clock, account) -> SimulatedBank:
+    """A top-up of 25.00 under the key ``top`` whose bank call got no answer (503, pending), two minutes ago; returns
+    the working bank, back in place, that a retry or the worker then reaches."""
+    working = bank(app)
+    app.extensions["bank_gateway"] = SimulatedBank(failure_rate=1.0, seed=3)  # the first try gets no answer
+    response = api.money("/api/v1/topups", account, key="top", amount=2500, bank_card_id=account["card_id"])
+    assert response.status_code == 503
+    app.extensions["bank_gateway"] = working
+    clock.advance(minutes=2)
+    api.relogin(account)
+    return working
+
+
 def card_token(app, account) -> str:
     from wallet.card_models import BankCard
 
@@ -171,12 +184,7 @@ def test_two_workers_advancing_one_withdrawal_settle_it_once(api, app, clock, mo
 
 def test_a_client_retry_and_the_worker_finish_one_pending_top_up_once(api, app, clock, monkeypatch, inbox):
     alice = api.verified()
-    working = bank(app)
-    app.extensions["bank_gateway"] = SimulatedBank(failure_rate=1.0, seed=3)  # the first try gets no answer
-    assert api.money("/api/v1/topups", alice, key="top", amount=2500, bank_card_id=alice["card_id"]).status_code == 503
-    app.extensions["bank_gateway"] = working
-    clock.advance(minutes=2)
-    api.relogin(alice)
+    working = pending_top_up(api, app, clock, alice)
     first, second, waited = first_pauses_inside(
         monkeypatch, funds, "enqueue",
         lambda: money(app, alice, "/api/v1/topups", "top", amount=2500, bank_card_id=alice["card_id"]),
