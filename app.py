@@ -453,12 +453,17 @@ def _install_cli(app: Flask) -> None:
     def escrow_sweep(loop: bool) -> None:
         """Apply due deadlines: close unpaid trades, remind, auto-confirm, settle silent refunds."""
 
-        def sweep_once() -> None:
-            done = trades.sweep()
-            click.echo(" ".join(f"{name}={n}" for name, n in done.items()))
+        def sweep_once() -> frozenset[str]:
+            result = trades.run_sweep()
+            click.echo(" ".join(f"{name}={n}" for name, n in result.applied.items()))
+            return result.failed
 
         if not loop:
-            sweep_once()
+            # Run from cron, a trade whose deadline raised (logged with its traceback) must fail the job, or nobody
+            # learns that its buyer's money stays held past the deadline (found by an audit: exit 0).
+            if failed := sweep_once():
+                raise click.ClickException(f"{len(failed)} trade(s) could not be swept; the log has why, and the "
+                                           f"next sweep tries again: {', '.join(sorted(failed))}")
             return
         # A failing round (a database restart, a bug) is logged when it starts and when it ends, as in `flask worker`.
         task = Task("escrow-sweep", sweep_once, current_app.config["ESCROW_SWEEP_SECONDS"])

@@ -1085,8 +1085,19 @@ def _refund_deadline(trade: TradeRecord, now: datetime) -> bool:
 _SWEEP_PASSES = 100
 
 
+class SweepResult(NamedTuple):
+    applied: dict[str, int]  # deadlines applied, by kind
+    failed: frozenset[str]  # trades whose deadline raised at its last try: logged, and left for the next sweep
+
+
 def sweep() -> dict[str, int]:
-    """Apply every due deadline once: how many of each kind. Idempotent; safe with several sweepers at once.
+    """``run_sweep``'s counts of applied deadlines, by kind."""
+    return run_sweep().applied
+
+
+def run_sweep() -> SweepResult:
+    """Apply every due deadline once: how many of each kind, and which trades could not be swept. Idempotent; safe
+    with several sweepers at once.
 
     A pass applies, per kind of deadline, the due trades of one page; the sweep repeats passes until one applies
     nothing. Applying a deadline can make another due at once (a refund's lapse resumes a confirm clock already past
@@ -1094,16 +1105,17 @@ def sweep() -> dict[str, int]:
     behind it: one pass applied one link of such a chain, or 200 trades, and a sweep run from cron left the rest for
     its next run (found by the liveness audit)."""
     done: dict[str, int] = {}
+    failed: set[tuple[str, Callable[[TradeRecord, datetime], bool]]] = set()  # (trade, deadline) that raised last
     for _ in range(_SWEEP_PASSES):
-        applied = _sweep_pass(clock.now())
+        applied = _sweep_pass(clock.now(), failed)
         for name, count in applied.items():
             done[name] = done.get(name, 0) + count
         if not any(applied.values()):
             break
-    return done
+    return SweepResult(done, frozenset(trade_id for trade_id, _ in failed))
 
 
-def _sweep_pass(now: datetime) -> dict[str, int]:
+def _sweep_pass(now: datetime, failed: set[Any]) -> dict[str, int]:
     jobs: list[tuple[str, Any, Callable[[TradeRecord, datetime], bool]]] = [
         # Each WHERE names its trades as the partial index it reads does (``escrow_models``), or could not use it.
         ("closed_unpaid", select(Trade.id).where(text(UNPAID), Trade.pay_deadline <= now), _expire_unpaid),
@@ -1117,17 +1129,20 @@ def _sweep_pass(now: datetime) -> dict[str, int]:
     ]
     done: dict[str, int] = {}
     for name, stmt, apply in jobs:
-        done[name] = sum(_sweep_one_safely(trade_id, apply) for trade_id in _due(stmt))
+        done[name] = sum(_sweep_one_safely(trade_id, apply, failed) for trade_id in _due(stmt))
     return done
 
 
-def _sweep_one_safely(trade_id: str, apply: Callable[[TradeRecord, datetime], bool]) -> bool:
-    """``_sweep_one``, except that a trade that raises is logged and left for the next pass instead of stopping
-    the sweep of every trade after it."""
+def _sweep_one_safely(trade_id: str, apply: Callable[[TradeRecord, datetime], bool], failed: set[Any]) -> bool:
+    """``_sweep_one``, except that a trade that raises is logged, added to ``failed`` and left for the next pass
+    instead of stopping the sweep of every trade after it."""
     try:
-        return _sweep_one(trade_id, apply)
+        applied = _sweep_one(trade_id, apply)
     except OperationalError:
         raise  # the database is gone: the whole sweep stops, and the worker tries it again
     except Exception:
         log.exception("trade %s: a deadline could not be applied; tried again next sweep", trade_id)
+        failed.add((trade_id, apply))
         return False
+    failed.discard((trade_id, apply))
+    return applied

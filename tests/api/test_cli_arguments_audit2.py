@@ -20,7 +20,7 @@ def test_a_one_shot_command_whose_database_goes_away_says_so_in_one_line(app, mo
     def gone():
         raise OperationalError("SELECT 1", {}, Refused())
 
-    monkeypatch.setattr(app_module.trades, "sweep", gone)
+    monkeypatch.setattr(app_module.trades, "run_sweep", gone)
     result = app.test_cli_runner().invoke(args=["escrow", "sweep"])
     _clean_failure(result)
     assert "the database cannot be reached" in result.output and "Connection refused" in result.output

@@ -14,13 +14,13 @@ def test_a_sweep_loop_logs_an_outage_once_without_a_traceback(app, monkeypatch, 
 
     rounds: list[int] = []
 
-    def sweep() -> dict[str, int]:
+    def sweep() -> object:
         rounds.append(1)
         if len(rounds) > 5:
             raise SystemExit(0)  # stops the loop: the test has seen five failed rounds
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
-    monkeypatch.setattr(app_module.trades, "sweep", sweep)
+    monkeypatch.setattr(app_module.trades, "run_sweep", sweep)
     app.config["ESCROW_SWEEP_SECONDS"] = 0.01
     with caplog.at_level(logging.INFO):
         app.test_cli_runner().invoke(args=["escrow", "sweep", "--loop"])

@@ -137,3 +137,31 @@ def test_a_withdrawal_first_taken_at_exactly_its_max_age_is_not_sent_and_is_fail
     status, reason, hold_status, available, pending, token = _state(app, withdrawal_id)
     assert app.extensions["bank_gateway"].total_paid_out(token) == 0
     assert (status, reason, hold_status, available, pending) == ("failed", "bank_never_answered", "voided", 5000, 0)
+
+
+def test_a_one_shot_sweep_with_a_trade_it_could_not_sweep_exits_non_zero_and_names_it(api, app, clock, monkeypatch):
+    """Run from cron, ``flask escrow sweep`` is the only sign an operator gets: a trade whose deadline raised every
+    time (logged) must fail the job, while the trades it could sweep are swept; a later clean sweep exits 0."""
+    from tests.api.test_escrow_stories import open_trade
+    from wallet import trades
+
+    buyer, seller = api.verified(), api.verified()
+    first, second = open_trade(api, buyer, seller), open_trade(api, buyer, seller)
+    real = trades._expire_unpaid
+
+    def broken_for_the_first(trade, now):
+        if trade.id == first:
+            raise RuntimeError("a bug")
+        return real(trade, now)
+
+    monkeypatch.setattr(trades, "_expire_unpaid", broken_for_the_first)
+    clock.advance(hours=25)
+    result = app.test_cli_runner().invoke(args=["escrow", "sweep"])
+    assert result.exit_code == 1, result.output
+    assert "closed_unpaid=1" in result.output
+    assert "1 trade(s) could not be swept" in result.output and first in result.output and second not in result.output
+    monkeypatch.setattr(trades, "_expire_unpaid", real)
+    again = app.test_cli_runner().invoke(args=["escrow", "sweep"])
+    assert again.exit_code == 0, again.output
+    assert again.output.split()[0] == "closed_unpaid=1"
+
