@@ -32,7 +32,7 @@ from core import config as settings
 from core import idempotency, observability
 from core.clock import SystemClock
 from core.db import db, driver_reason, in_snapshot
-from core.errors import AppError, RateLimited, ValidationFailed
+from core.errors import AppError, RateLimited, Unauthenticated, ValidationFailed
 from core.ops import bp as ops_bp
 from core.ratelimit import limiter
 from core.worker import BackgroundWorker, Stop, Task
@@ -205,11 +205,26 @@ def _problem(body: dict[str, Any], status: int) -> Response:
     return response
 
 
+def _bearer_challenge(exc: AppError) -> str:
+    """The challenge a 401 must carry (RFC 9110 15.5.2; RFC 6750 3): ``invalid_token`` when the bearer token sent is
+    what was refused, none when the request sent none or a password was wrong (found by the contract audit: no 401
+    had one, and HTTP stacks that go by it failed on the answer instead of reading its problem+json)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if isinstance(exc, Unauthenticated) and scheme.lower() == "bearer" and token.strip():
+        return f'{_CHALLENGE}, error="invalid_token"'
+    return _CHALLENGE
+
+
+_CHALLENGE = 'Bearer realm="wallet"'
+
+
 def _install_error_handlers(app: Flask) -> None:
     @app.errorhandler(AppError)
     def app_error(exc: AppError) -> Response:
         db.session.rollback()
         response = _problem(exc.to_problem(), exc.status)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = _bearer_challenge(exc)
         if exc.retry_after_setting is not None:
             response.headers["Retry-After"] = str(current_app.config[exc.retry_after_setting])
         return response

@@ -70,6 +70,14 @@ _RETRY_AFTER_HEADER = {
 }
 
 
+# Sent with every 401 (app.py): RFC 9110 requires a challenge on it.
+_CHALLENGE_HEADER = {
+    "description": 'On 401: Bearer realm="wallet", with error="invalid_token" when the access token sent is missing'
+                   " from our sessions, expired or revoked (log in or refresh again).",
+    "schema": {"type": "string"},
+}
+
+
 def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "maxLength": MAX_PATH_PARAMETER}}
@@ -149,7 +157,8 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
             "tags": [ep.tag],
             "parameters": _parameters(ep, defs),
             "responses": {"default": {"description": "Error (problem details)", "content": problem,
-                                      "headers": {"Retry-After": _RETRY_AFTER_HEADER}}},
+                                      "headers": {"Retry-After": _RETRY_AFTER_HEADER,
+                                                  "WWW-Authenticate": _CHALLENGE_HEADER}}},
         }
         if ep.body is not None:
             op["requestBody"] = {
