@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from core.api import endpoint, parse_query, respond
 from core.pagination import AlertPageQuery, Page
-from notifications.models import REDACTED, AlertView, alerts_of
+from notifications.models import REDACTED, STATUSES, AlertView, alerts_of
 from notifications.templates import mask_phone
 from security.auth import CALLER, require_token
 
@@ -28,7 +28,9 @@ class AlertOut(BaseModel):
     event: str
     to: str
     body: str
-    status: str
+    status: str = Field(description="pending and sending: not yet with the provider; sent: handed over; then"
+                        " delivered or undelivered as the provider reports; failed: the provider failed it, or given"
+                        " up", json_schema_extra={"enum": list(STATUSES)})
     created_at: datetime
     sent_at: datetime | None
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
 from core.pagination import cursor
+from wallet.escrow import REFUND_STATES, TRADE_STATES
 from wallet.escrow_models import Dispute, TimelineEntry, Trade
 
 if TYPE_CHECKING:
@@ -26,6 +27,12 @@ def words(max_length: int) -> Any:
 
 Short = words(64)
 PaymentPassword = Field(min_length=1, max_length=16)
+
+
+def states(*names: str | None, description: str) -> Any:
+    """A state field, documented with every value it takes (what the database's ``status_known`` checks allow): a
+    client codes against them (found by the contract audit: the document said only "a string")."""
+    return Field(description=description, json_schema_extra={"enum": list(names)})
 
 
 class OpenTrade(RequestModel):
@@ -108,7 +115,9 @@ class TradeListQuery(BaseModel):
 
 class RefundOut(BaseModel):
     id: str
-    status: str
+    status: str = states(*REFUND_STATES, description="WAIT_SELLER_AGREE, SELLER_REFUSE_BUYER (the buyer may take it"
+                         " to the platform), WAIT_BUYER_RETURN_GOODS and WAIT_SELLER_CONFIRM_GOODS are open;"
+                         " REFUND_SUCCESS and REFUND_CLOSED are final")
     amount: int = Field(description="Fen the buyer asked for")
     refunded_amount: int = Field(description="Fen this refund gave back: its amount once paid; when the platform"
                                  " decided a dispute about it, what the decision gave (a split less than asked, a"
@@ -140,7 +149,7 @@ class Deadlines(BaseModel):
 
 class TradeOut(BaseModel):
     id: str
-    status: str
+    status: str = states(*TRADE_STATES, description="TRADE_FINISHED and TRADE_CLOSED are final")
     role: Literal["buyer", "seller", "staff"]
     buyer_id: str
     seller_id: str
@@ -271,9 +280,9 @@ class DisputeOut(BaseModel):
     id: str
     trade_id: str
     refund_id: str
-    status: str
+    status: str = states("open", "decided", description="Open until staff decide it")
     reason: str
-    outcome: str | None
+    outcome: str | None = states("release", "refund", "split", None, description="The decision; null while open")
     refund_amount: int | None
     currency: str = Field(description="The trade's currency, that of refund_amount")
     decision_reason: str | None

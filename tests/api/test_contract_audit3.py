@@ -38,3 +38,44 @@ def test_the_document_describes_the_challenge_of_a_401(client):
         for method, operation in item.items():
             header = operation["responses"]["default"]["headers"].get("WWW-Authenticate")
             assert header is not None and "invalid_token" in header["description"], f"{method} {path}"
+
+
+def _property(doc, model, name):
+    return doc["components"]["schemas"][model]["properties"][name]
+
+
+def test_the_document_lists_the_states_a_client_codes_against(client):
+    """Trades, refunds, disputes and alerts answered ``status`` as any string: a client generated from the document
+    could not know WAIT_BUYER_PAY from TRADE_CLOSED (DESIGN 6), nor which refund states are still open."""
+    from notifications.models import STATUSES
+    from wallet.escrow import REFUND_STATES, TRADE_STATES
+
+    doc = client.get("/api/v1/openapi.json").json
+    assert _property(doc, "TradeOut", "status")["enum"] == list(TRADE_STATES)
+    assert _property(doc, "RefundOut", "status")["enum"] == list(REFUND_STATES)
+    assert _property(doc, "DisputeOut", "status")["enum"] == ["open", "decided"]
+    assert set(_property(doc, "DisputeOut", "outcome")["enum"]) == {"release", "refund", "split", None}
+    assert _property(doc, "AlertOut", "status")["enum"] == list(STATUSES)
+
+
+def test_answers_in_every_state_match_the_listed_states(api, people):
+    """The states the answers carry are the listed ones (the schema check of every answer holds them to it)."""
+    from tests.api.answer_schemas import document, schema_errors
+    from tests.api.test_escrow_stories import PP, act, open_trade
+
+    buyer, seller = people
+    doc = document(api.client)
+    trade_id = open_trade(api, buyer, seller)
+    answers = [("POST", f"/api/v1/trades/{trade_id}/pay", act(api, buyer, trade_id, "pay", key="p", **PP)),
+               ("POST", f"/api/v1/trades/{trade_id}/ship",
+                act(api, seller, trade_id, "ship", carrier="SF", tracking_number="SF1"))]
+    refund = act(api, buyer, trade_id, "refunds", amount=100, reason="scratched", return_goods=False)
+    answers.append(("POST", f"/api/v1/trades/{trade_id}/refunds", refund))
+    answers.append(("POST", f"/api/v1/trades/{trade_id}/refunds/{refund.json['id']}/refuse",
+                    act(api, seller, trade_id, f"refunds/{refund.json['id']}/refuse", reason="no")))
+    answers.append(("GET", f"/api/v1/trades/{trade_id}", api.client.get(f"/api/v1/trades/{trade_id}",
+                                                                         headers=buyer["headers"])))
+    answers.append(("GET", "/api/v1/me/alerts", api.client.get("/api/v1/me/alerts", headers=buyer["headers"])))
+    problems = [problem for method, path, response in answers for problem in schema_errors(doc, method, path, response)]
+    assert not problems, problems
+    assert [r.status_code for _m, _p, r in answers] == [200, 200, 201, 200, 200, 200]
