@@ -219,8 +219,16 @@ def validated(model: type[M], data: Any) -> M:
 
 
 def parse_body(model: type[M]) -> M:
-    """Validate the JSON body against ``model``; 422 ``validation_failed`` lists every bad field."""
+    """Validate the JSON body against ``model``; 422 ``validation_failed`` lists every bad field. A ``model`` with no
+    fields (a step that takes nothing: cancel, extend) may come without a body, as a bodiless POST sends it."""
+    if takes_nothing(model) and not request.get_data(cache=True):
+        return validated(model, {})
     return validated(model, json_body())
+
+
+def takes_nothing(model: type[BaseModel]) -> bool:
+    """Whether a request body of ``model`` has no fields, and so may be left out (the OpenAPI document says so)."""
+    return not model.model_fields
 
 
 def parse_query(model: type[M]) -> M:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from core.api import MAX_PATH_PARAMETER, REGISTRY, Endpoint
+from core.api import MAX_PATH_PARAMETER, REGISTRY, Endpoint, takes_nothing
 
 
 class FieldError(BaseModel):
@@ -162,7 +162,7 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
         }
         if ep.body is not None:
             op["requestBody"] = {
-                "required": True,
+                "required": not takes_nothing(ep.body),
                 "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
             }
         ok: dict[str, Any] = {"description": "Success"}

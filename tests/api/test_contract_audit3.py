@@ -79,3 +79,37 @@ def test_answers_in_every_state_match_the_listed_states(api, people):
     problems = [problem for method, path, response in answers for problem in schema_errors(doc, method, path, response)]
     assert not problems, problems
     assert [r.status_code for _m, _p, r in answers] == [200, 200, 201, 200, 200, 200]
+
+
+def test_a_step_that_takes_no_fields_can_be_posted_without_a_body(api, people):
+    """Cancelling, extending and withdrawing a refund take nothing (DESIGN 7.1 lists them without a body), yet a POST
+    without one, as a client's bodiless POST sends it, was 415 unsupported_media_type: only ``{}`` sent as JSON went
+    through. Without a body each now does what it does with ``{}``, and the document says the body is optional."""
+    from tests.api.test_escrow_stories import PP, act, open_trade, paid_and_shipped
+
+    buyer, seller = people
+    c, h = api.client, buyer["headers"]
+    trade_id = open_trade(api, buyer, seller)
+    cancelled = c.post(f"/api/v1/trades/{trade_id}/cancel", headers=h)
+    assert (cancelled.status_code, cancelled.json["status"]) == (200, "TRADE_CLOSED"), cancelled.json
+    trade_id = paid_and_shipped(api, buyer, seller)
+    extended = c.post(f"/api/v1/trades/{trade_id}/extend", headers=h)
+    assert (extended.status_code, extended.json["extended"]) == (200, True), extended.json
+    refund = act(api, buyer, trade_id, "refunds", amount=100, reason="scratched")
+    withdrawn = c.post(f"/api/v1/trades/{trade_id}/refunds/{refund.json['id']}/withdraw", headers=h,
+                       content_type="application/json")  # announced as JSON, and empty
+    assert (withdrawn.status_code, withdrawn.json["status"]) == (200, "REFUND_CLOSED"), withdrawn.json
+    # A body is still judged: a field these steps do not take is refused, and so is a body that is not JSON.
+    again = c.post(f"/api/v1/trades/{trade_id}/extend", headers=h, json={"days": 30})
+    assert (again.status_code, again.json["code"]) == (422, "validation_failed")
+    form = c.post(f"/api/v1/trades/{trade_id}/extend", headers=h, data="days=30",
+                  content_type="application/x-www-form-urlencoded")
+    assert form.status_code == 415
+    # A step that takes fields still needs its body.
+    assert act(api, buyer, trade_id, "confirm", key="c", **PP).status_code == 200
+    assert c.post(f"/api/v1/trades/{trade_id}/ratings", headers=h).status_code == 415
+
+    doc = api.client.get("/api/v1/openapi.json").json
+    for step in ("cancel", "extend", "refunds/{refund_id}/withdraw"):
+        assert doc["paths"][f"/api/v1/trades/{{trade_id}}/{step}"]["post"]["requestBody"]["required"] is False
+    assert doc["paths"]["/api/v1/trades/{trade_id}/ratings"]["post"]["requestBody"]["required"] is True
