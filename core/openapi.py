@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,8 +32,22 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str = Field(description="Stable machine-readable error code")
-    errors: list[FieldError] | None = None
+    errors: list[FieldError] | None = Field(default=None, description="validation_failed: every field refused")
     request_id: str | None = None
+    # Members some problems add (security.errors): what a client shows or waits for (found by the contract audit).
+    attempts_left: int | None = Field(default=None, description="invalid_credentials, invalid_totp_code: wrong"
+                                      " entries left before the third locks it")
+    locked_until: datetime | None = Field(default=None, description="login_locked, payment_password_locked: when"
+                                          " the lock lifts by itself; null for a hard lock")
+    hard_locked: bool | None = Field(default=None, description="login_locked, payment_password_locked: true when"
+                                     " only an SMS-verified reset lifts it")
+    available_at: datetime | None = Field(default=None, description="payment_password_reset_too_soon,"
+                                          " account_recently_recovered: when the request will be accepted")
+    reason: str | None = Field(default=None, description="payment_password_reset_too_soon: phone_changed or"
+                               " password_recovered; bank_declined: the bank's reason")
+    frozen_at: datetime | None = Field(default=None, description="account_frozen: since when")
+    available: int | None = Field(default=None, description="insufficient_funds: fen available now")
+    topup_id: str | None = Field(default=None, description="bank_declined: the failed top-up")
 
 
 _REF = "#/components/schemas/{model}"

@@ -113,3 +113,21 @@ def test_a_step_that_takes_no_fields_can_be_posted_without_a_body(api, people):
     for step in ("cancel", "extend", "refunds/{refund_id}/withdraw"):
         assert doc["paths"][f"/api/v1/trades/{{trade_id}}/{step}"]["post"]["requestBody"]["required"] is False
     assert doc["paths"]["/api/v1/trades/{trade_id}/ratings"]["post"]["requestBody"]["required"] is True
+
+
+def test_the_problem_schema_describes_the_members_a_client_acts_on(api, clock):
+    """A wrong password says ``attempts_left``, a lock ``locked_until`` (DESIGN 4.2), a hold ``available_at``, a freeze
+    ``frozen_at``: what a client shows or waits for. The document's Problem named none of them."""
+    from tests.api.answer_schemas import document, schema_errors
+
+    doc = document(api.client)
+    members = doc["components"]["schemas"]["Problem"]["properties"]
+    for name in ("attempts_left", "locked_until", "hard_locked", "available_at", "reason", "frozen_at", "available",
+                 "topup_id"):
+        assert name in members and members[name].get("description"), name
+    account = api.register()
+    answers = [api.login(account["phone"], password="not the password at all") for _ in range(3)]
+    assert [a.status_code for a in answers] == [401, 401, 423]
+    assert answers[0].json["attempts_left"] == 2 and answers[2].json["locked_until"]
+    for answer in answers:
+        assert not schema_errors(doc, "POST", "/api/v1/sessions", answer)
