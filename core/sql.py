@@ -425,6 +425,7 @@ def _translated(exc: Exception, bound: _Bound, sql: str, params: Mapping[str, An
 _AT_COMMIT = "core.sql.rows_at_commit"
 _ROWS_PER_INSERT = 16
 _plain_inserts: dict[tuple[str, tuple[str, ...], int], Statement] = {}
+_new_inserts: dict[tuple[str, tuple[str, ...], int, str], Statement] = {}
 _HOOKED = "core.sql.commit_hooked"
 _WRITTEN_TABLE = re.compile(r"\s*(?:UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 _U_PARAM = r":u_\1"  # a waiting write's parameters, renamed apart from the carrying statement's
@@ -586,10 +587,23 @@ def _write_rows(batches: list[_Batch]) -> None:
         stmt.run(_row_params(columns, rows))
 
 
-def insert_rows(table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+def insert_new_rows(table: Table, rows: Iterable[Mapping[str, Any]], key: str) -> set[Any]:
     """Write ``rows`` (each a value for every column it names) into ``table`` now, in the current transaction:
-    multi-row INSERTs, one per column set and up to 16 rows each."""
-    _write_rows(_batches((table.name, row) for row in rows))
+    multi-row INSERTs, one per column set and up to 16 rows each. A row whose ``key`` (a unique column) is taken, by a
+    row of ``table`` or an earlier one of ``rows``, is left out instead of failing the transaction; returns the keys
+    of the rows written."""
+    fresh: dict[Any, Mapping[str, Any]] = {}
+    for row in rows:
+        fresh.setdefault(row[key], row)
+    written: set[Any] = set()
+    for name, columns, batch in _batches((table.name, row) for row in fresh.values()):
+        cached = (name, columns, len(batch), key)
+        stmt = _new_inserts.get(cached)
+        if stmt is None:
+            stmt = _new_inserts[cached] = Statement(
+                f"{_values_insert(name, columns, len(batch), '')} ON CONFLICT ({key}) DO NOTHING RETURNING {key}")
+        written.update(row[0] for row in stmt.all(_row_params(columns, batch)))
+    return written
 
 
 def _write_at_commit() -> None:

@@ -169,15 +169,30 @@ _TAKE_EVENTS = sql.Statement({"postgresql": _TAKE_SQL.format(lock=" FOR UPDATE S
 _alerts = Alert.__table__
 
 
-def _expand(limit: int) -> int:
-    """Turn up to ``limit`` events into ``pending`` alerts, in the caller's transaction; how many alerts."""
+def _expand(limit: int) -> tuple[int, int]:
+    """Turn up to ``limit`` events into ``pending`` alerts, in the caller's transaction; how many events it took and
+    how many alerts it wrote.
+
+    A message already an alert (its event row written again: restored from a backup, replayed by hand) is not
+    written twice, and logged as an error naming its event: the outbox goes on, and nobody gets a message twice."""
     events = _TAKE_EVENTS.all(limit=int(limit))
     if not events:
-        return 0
+        return 0, 0
     now = clock.now()
-    rows = [row for event in sorted(events, key=lambda event: event.id) for row in _event_rows(event, now)]
-    sql.insert_rows(_alerts, rows)
-    return len(rows)
+    made = [(event.id, _event_rows(event, now)) for event in sorted(events, key=lambda event: event.id)]
+    written = sql.insert_new_rows(_alerts, [row for _event_id, rows in made for row in rows], "id")
+    if len(written) < sum(len(rows) for _event_id, rows in made):
+        seen: set[str] = set()
+        for event_id, rows in made:
+            again: list[str] = []
+            for row in rows:
+                if row["id"] in seen or row["id"] not in written:
+                    again.append(row["id"])
+                seen.add(row["id"])
+            if again:
+                log.error("alert event %s carries %d message(s) already in the outbox (%s), not written again",
+                          event_id, len(again), ", ".join(again[:5]))
+    return len(events), len(written)
 
 
 # What each message of an event holds (``outbox.enqueue``): the types its alert row needs, and the columns' widths.
@@ -228,11 +243,11 @@ def expand(limit: int | None = None) -> int:
     """Expand every waiting event into alerts now (or up to ``limit`` events), in transactions of their own; how
     many alerts. The dispatcher does this as it claims; tests and tools that read ``alerts`` call it first."""
     total, size = 0, int(limit or _setting("SMS_BATCH_SIZE"))
-    while made := run_in_transaction(lambda: _expand(size)):
+    while True:
+        taken, made = run_in_transaction(lambda: _expand(size))
         total += made
-        if limit:
-            break
-    return total
+        if not taken or limit:
+            return total
 
 
 def claim(batch_size: int) -> Batch:
