@@ -32,9 +32,10 @@ from core import config as settings
 from core import idempotency, observability
 from core.clock import SystemClock
 from core.db import db, driver_reason, in_snapshot
-from core.errors import AppError, RateLimited, Unauthenticated, ValidationFailed
+from core.errors import AppError, NotFound, RateLimited, Unauthenticated, ValidationFailed
 from core.ops import bp as ops_bp
 from core.ratelimit import limiter
+from core.sql import Viewing
 from core.worker import BackgroundWorker, Stop, Task
 from notifications import dispatcher, sms
 from notifications.api import bp as notifications_bp
@@ -498,10 +499,14 @@ def _install_cli(app: Flask) -> None:
     @click.argument("trade_id", type=TEXT)
     def escrow_verify(trade_id: str) -> None:
         """Recompute a trade's hash-chained timeline; exit 1 and name the entry if it was tampered with."""
-        trade = db.session.get(escrow_models.Trade, trade_id)
-        if trade is None:
-            raise click.ClickException(f"no trade {trade_id}")
-        result = timeline.verify(trade)
+        # The trade's head and its entries in one statement, as the evidence bundle reads them (found by the evidence
+        # audit: read one after the other, an entry a party added between the two was reported as forged, and on
+        # SQLite the ORM read held the write lock, so that party's step waited for the verifier).
+        try:
+            trade, rows = trades.get_trade_with_timeline(Viewing("operator", staff=True), trade_id)
+        except NotFound:
+            raise click.ClickException(f"no trade {trade_id}") from None
+        result = timeline.verify(trade, rows)
         if not result.intact:
             click.echo(f"BROKEN at entry {result.broken_at}: {result.problem}", err=True)
             raise SystemExit(1)
