@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
@@ -88,8 +88,17 @@ class Attachment(RequestModel):
 
 
 class AddEvidence(RequestModel):
+    """Text, attachment hashes, or both: a piece with neither is refused (it would say nothing, yet be kept in the
+    trade's chain for good and count toward ESCROW_EVIDENCE_PER_PARTY)."""
+
     text: str | None = Field(default=None, max_length=4000)
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def says_something(self) -> AddEvidence:
+        if not self.attachments and not (self.text or "").strip():
+            raise ValueError("give text or at least one attachment")
+        return self
 
 
 class RateTrade(RequestModel):

@@ -2,12 +2,13 @@
 
 import threading
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from core import sql
 from core.db import db
-from tests.api.escrow_helpers import paid_and_shipped, verify_cli
+from tests.api.escrow_helpers import act, paid_and_shipped, verify_cli
 from wallet import trades
 
 
@@ -44,3 +45,25 @@ def test_escrow_verify_run_while_evidence_is_added_reports_no_tampering(api, app
     assert raced
     assert code == 0, output
     assert "intact:" in output
+
+
+def _evidence_entries(api, who, trade_id):
+    body = api.client.get(f"/api/v1/trades/{trade_id}/evidence-bundle", headers=who["headers"]).json
+    return [entry for entry in body["timeline"] if entry["kind"] == "evidence"]
+
+
+@pytest.mark.parametrize("body", [{}, {"attachments": []}, {"text": ""}, {"text": " \n\t "},
+                                  {"text": None, "attachments": []}])
+def test_evidence_with_neither_text_nor_an_attachment_is_refused(api, app, people, body):
+    """A piece of evidence is text or a file's hash: one with neither says nothing to the staff who decide, yet it was
+    kept in the trade's chain for good and spent one of the party's ESCROW_EVIDENCE_PER_PARTY pieces (201)."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    response = act(api, buyer, trade_id, "evidence", **body)
+    assert (response.status_code, response.json["code"]) == (422, "validation_failed"), response.json
+    assert _evidence_entries(api, buyer, trade_id) == []
+    for enough in ({"text": "photo of the box"}, {"attachments": [{"name": "box.jpg", "sha256": "a" * 64}]},
+                   {"text": " ", "attachments": [{"name": "box.jpg", "sha256": "b" * 64}]}):
+        assert act(api, buyer, trade_id, "evidence", **enough).status_code == 201, enough
+    assert len(_evidence_entries(api, buyer, trade_id)) == 3
+
