@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
@@ -103,6 +103,14 @@ class AddEvidence(RequestModel):
 
 class RateTrade(RequestModel):
     score: Literal[-1, 0, 1]
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def number(cls, value: object) -> object:
+        # A literal matches by equality, strict or not, and True == 1: true was a good rating, false a neutral one.
+        if isinstance(value, bool):
+            raise ValueError("give 1, 0 or -1, not a boolean")
+        return value
     comment: str | None = Field(default=None, max_length=500)
 
 

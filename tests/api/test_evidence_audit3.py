@@ -8,7 +8,7 @@ from sqlalchemy.engine import Engine
 
 from core import sql
 from core.db import db
-from tests.api.escrow_helpers import act, paid_and_shipped, verify_cli
+from tests.api.escrow_helpers import PP, act, paid_and_shipped, verify_cli
 from wallet import trades
 
 
@@ -67,3 +67,17 @@ def test_evidence_with_neither_text_nor_an_attachment_is_refused(api, app, peopl
         assert act(api, buyer, trade_id, "evidence", **enough).status_code == 201, enough
     assert len(_evidence_entries(api, buyer, trade_id)) == 3
 
+
+@pytest.mark.parametrize("score", [True, False])
+def test_a_rating_score_is_a_number_not_a_boolean(api, app, people, score):
+    """Request bodies are strict (no "1" for 1), and a score is 1, 0 or -1: true was taken as a good rating and false
+    as a neutral one (not a bad one, as a client sending false for "bad" meant), each counted in the reputation."""
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    assert act(api, buyer, trade_id, "confirm", key="c", **PP).status_code == 200
+    response = act(api, buyer, trade_id, "ratings", score=score)
+    assert (response.status_code, response.json["code"]) == (422, "validation_failed"), response.json
+    assert [error["field"] for error in response.json["errors"]] == ["score"]
+    reputation = api.client.get(f"/api/v1/users/{seller['user']['id']}/reputation", headers=buyer["headers"]).json
+    assert reputation["as_seller"]["count"] == 0
+    assert act(api, buyer, trade_id, "ratings", score=-1).status_code == 201
