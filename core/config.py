@@ -154,14 +154,21 @@ def load(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
 # The most a spending limit can be: a single movement carries at most ``MAX_AMOUNT`` (``wallet.ledger``), and a day's
 # usage is a signed 64-bit column that every payment compares with the limit (SQLite cannot bind a larger integer).
 LIMIT_MAXIMA = {"LIMIT_PER_TRANSACTION": MAX_AMOUNT, "LIMIT_DAILY": 2**63 - 1}
+# The most alerts one dispatcher claims at a time: its claim binds it as a LIMIT, a signed 64-bit integer.
+SMS_BATCH_MAX = 2**63 - 1
 
 
 def _check_limits(config: dict[str, Any]) -> None:
     """Refuse a spending limit larger than the books can hold: a daily limit beyond 64 bits failed every payment on
-    SQLite (500), a per-transaction limit beyond ``MAX_AMOUNT`` let a trade be opened that no payment could pay."""
+    SQLite (500), a per-transaction limit beyond ``MAX_AMOUNT`` let a trade be opened that no payment could pay. And a
+    batch size beyond 64 bits (found by the docs audit: every round of every dispatcher failed with a traceback binding
+    the claim's LIMIT, and no alert was sent)."""
     for name, most in LIMIT_MAXIMA.items():
         if config[name] > most:
             raise ConfigError(f"{name}={config[name]} is more than the books hold: at most {most} fen")
+    if config["SMS_BATCH_SIZE"] > SMS_BATCH_MAX:
+        raise ConfigError(f"SMS_BATCH_SIZE={config['SMS_BATCH_SIZE']} is more than a claim can bind: at most"
+                          f" {SMS_BATCH_MAX}")
 
 
 def _check_words(config: dict[str, Any]) -> None:
