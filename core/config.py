@@ -62,8 +62,10 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "SMS_CODE_RESEND_LIMIT": ("1 per minute", str, "code sends per phone and purpose (the resend countdown)"),
     "SMS_CODE_LIMIT_PER_PHONE": ("5 per hour;10 per day", str, "code sends per phone, all purposes"),
     "SMS_CODE_LIMIT_PER_CLIENT": ("30 per hour", str, "code sends per client address (IPv6: per /64)"),
-    "LOGIN_LIMIT_PER_PHONE": ("20 per hour", str, "login attempts per phone"),
-    "LOGIN_LIMIT_PER_CLIENT": ("200 per hour", str, "login attempts per client address (IPv6: per /64)"),
+    "LOGIN_LIMIT_PER_PHONE": ("20 per hour", str, "login attempts, and password recoveries, per phone (each counted"
+                              " on its own)"),
+    "LOGIN_LIMIT_PER_CLIENT": ("200 per hour", str, "attempts per client address (IPv6: per /64) at login,"
+                               " registration, refresh and password recovery (each counted on its own)"),
     "LIMIT_PER_TRANSACTION": (5_000_000, int, "largest single payment, withdrawal or top-up, in fen (50,000 yuan)"),
     "LIMIT_DAILY": (20_000_000, int, "most a user may send out per day, in fen (200,000 yuan)"),
     "WITHDRAWAL_RETRY_SECONDS": (5.0, float, "first delay before asking the bank again about a payout"),
