@@ -548,14 +548,19 @@ def _install_cli(app: Flask) -> None:
                   help="Why (kept with the freeze; the owner is not shown it).")
     def freeze(phone: str, reason: str) -> None:
         """Stop the money of the account with PHONE from leaving it (R13): payments, top-ups, withdrawals and card
-        binding are refused until `unfreeze`; money still comes in. The owner is told by SMS."""
+        binding are refused until `unfreeze`; money still comes in. The owner is told by SMS. An account frozen
+        already keeps its freeze and its first reason, and the command says so."""
         if not reason.strip():
             raise click.BadParameter("give a reason", param_hint="--reason")
         if len(reason.strip()) > freezes.MAX_REASON:  # kept whole or not at all: never cut short without a word
             raise click.BadParameter(f"a reason has at most {freezes.MAX_REASON} characters", param_hint="--reason")
         user_id = account_with(phone).id
-        since = freezes.freeze(user_id, reason)
-        click.echo(f"{user_id} frozen since {since.isoformat()}")
+        done = freezes.freeze_account(user_id, reason)
+        if done.new:
+            click.echo(f"{user_id} frozen since {done.since.isoformat()}")
+        else:  # the freeze in place, and its reason, stand: a second reason is not kept
+            click.echo(f"{user_id} was frozen already, for {done.reason!r} (kept: --reason is not recorded), frozen"
+                       f" since {done.since.isoformat()}")
 
     @users_cli.command("unfreeze")
     @_migrated

@@ -18,6 +18,7 @@ freeze is kept with its reason when lifted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,8 @@ from notifications.templates import format_time
 
 _ACTIVE = sql.Statement("SELECT frozen_at FROM account_freezes WHERE user_id = :user_id AND lifted_at IS NULL",
                         utc=["frozen_at"])
+_ACTIVE_REASON = sql.Statement(
+    "SELECT frozen_at, reason FROM account_freezes WHERE user_id = :user_id AND lifted_at IS NULL", utc=["frozen_at"])
 _USER = sql.Statement("SELECT phone, locale FROM users WHERE id = :user_id")
 _FREEZE = sql.Statement(
     "INSERT INTO account_freezes (id, user_id, reason, frozen_at) VALUES (:id, :user_id, :reason, :now)"
@@ -56,22 +59,37 @@ def frozen_accounts() -> list[Any]:
 MAX_REASON = 200
 
 
+@dataclass(frozen=True)
+class Freeze:
+    """The account's freeze after ``freeze_account``: when it began, why, and whether this call made it (False: the
+    account was frozen already, and that freeze and its reason stand unchanged)."""
+
+    since: datetime
+    reason: str
+    new: bool
+
+
 def freeze(user_id: str, reason: str) -> datetime:
     """Freeze the account (its owner is told by SMS); when it is frozen already, nothing changes. Returns when the
     account's freeze began."""
+    return freeze_account(user_id, reason).since
+
+
+def freeze_account(user_id: str, reason: str) -> Freeze:
+    """As ``freeze``, saying whether the account was frozen already and for what reason (``flask users freeze`` tells
+    the operator: a second reason is not kept)."""
     reason = reason.strip()
     if not reason:
         raise ValueError("a freeze needs a reason")
 
-    def work() -> datetime:
+    def work() -> Freeze:
         now = clock.now()
         if _FREEZE.run(id=new_id("frz"), user_id=user_id, reason=reason[:MAX_REASON], now=now):
             owner = _USER.one(user_id=user_id)
             enqueue(owner.phone, "account_frozen", locale=owner.locale, user_id=user_id, time=format_time(now))
-            return now
-        since = frozen_since(user_id)
-        assert since is not None
-        return since
+            return Freeze(now, reason[:MAX_REASON], True)
+        current = _ACTIVE_REASON.one(user_id=user_id)
+        return Freeze(current.frozen_at, current.reason, False)
 
     return run_in_transaction(work)
 
