@@ -125,7 +125,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 log.warning("sandbox %s (DESIGN 7.2): %s", name, _SANDBOX[partner])
         if not app.config["METRICS_TOKEN"]:
             log.warning("/metrics is not served: set METRICS_TOKEN and have the scraper send it as a bearer token")
-        if app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+        if not app.config["RATELIMIT_ENABLED"]:
+            log.warning("rate limits are off (RATELIMIT_ENABLED=false): SMS code sends and logins are not limited per"
+                        " phone number or client")
+        elif app.config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
             log.warning("rate limits are counted in each process (RATELIMIT_STORAGE_URI=memory://): every gunicorn"
                         " worker allows a phone number the full limit; set redis://... to share them")
 

@@ -56,7 +56,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "TWILIO_MESSAGING_SERVICE_SID": ("", str, "Messaging Service (MG...), instead of or with the From number"),
     "TWILIO_STATUS_CALLBACK_URL": ("", str, "public URL of POST /api/v1/notifications/twilio/status"),
     "TWILIO_API_BASE": ("", str, "replaces https://api.twilio.com (contract tests against a mock)"),
-    "RATELIMIT_ENABLED": (True, bool, "turn rate limits off (tests only)"),
+    "RATELIMIT_ENABLED": (True, bool, "rate limits on; false turns them off (tests, benchmarks; production warns)"),
     "RATELIMIT_STORAGE_URI": ("memory://", str, "limit counters: memory:// or redis://127.0.0.1:6379"),
     "RATELIMIT_KEY_PREFIX": ("wallet", str, "prefix of the limit counters' keys (share one Redis safely)"),
     "SMS_CODE_RESEND_LIMIT": ("1 per minute", str, "code sends per phone and purpose (the resend countdown)"),
