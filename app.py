@@ -456,8 +456,9 @@ def _install_cli(app: Flask) -> None:
     @app.cli.command("worker")
     @_migrated
     def worker() -> None:
-        """Run the background work except SMS (escrow deadlines, payouts, pending top-ups, expired holds, key
-        purging, the periodic ledger check) until SIGTERM. Several may run at once."""
+        """Run the background work except SMS (escrow deadlines, payouts, pending top-ups, expired holds, purging
+        expired Idempotency-Keys, credentials and past days' spending totals, the periodic ledger check) until
+        SIGTERM. Several may run at once."""
         runner = BackgroundWorker(current_app._get_current_object(), _worker_tasks(current_app))  # type: ignore[attr-defined]
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _signum, _frame: runner.stop())
@@ -501,7 +502,8 @@ def _install_cli(app: Flask) -> None:
     @_migrated
     @click.argument("trade_id", type=TEXT)
     def escrow_verify(trade_id: str) -> None:
-        """Recompute a trade's hash-chained timeline; exit 1 and name the entry if it was tampered with."""
+        """Recompute a trade's hash-chained timeline and check that the trade's row agrees with the terms and money
+        it records; exit 1 and name the entry if either was tampered with."""
         # The trade's head and its entries in one statement, as the evidence bundle reads them (found by the evidence
         # audit: read one after the other, an entry a party added between the two was reported as forged, and on
         # SQLite the ORM read held the write lock, so that party's step waited for the verifier).
