@@ -74,7 +74,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "BANK_RETRY_AFTER_SECONDS": (2, int, "Retry-After of a 503 bank_unavailable: seconds before the client retries"
                                  " with the same Idempotency-Key"),
     "LEDGER_CHECK_SECONDS": (600.0, float, "how often the worker re-checks every ledger invariant"),
-    "ESCROW_SWEEP_SECONDS": (5.0, float, "how often `flask escrow sweep --loop` applies deadlines"),
+    "ESCROW_SWEEP_SECONDS": (5.0, float, "how often `flask worker` (or `escrow sweep --loop`) applies deadlines"),
     "ESCROW_PAY_HOURS": (24, int, "an unpaid trade closes after this many hours"),
     "ESCROW_CONFIRM_DAYS": (10, int, "a shipped trade is confirmed automatically after this many days"),
     "ESCROW_REMIND_DAYS_BEFORE": (3, int, "the buyer is reminded this many days before auto-confirmation"),
