@@ -41,7 +41,8 @@ def test_the_production_section_works_as_written(tmp_path):
               .replace("datname = 'wallet'", f"datname = '{database}'")
               .replace("CREATE DATABASE wallet", f"CREATE DATABASE {database}")
               .replace("/tmp/wallet-", f"{tmp_path}/wallet-")
-              .replace("~/.wallet-pepper", f"{tmp_path}/wallet-pepper"))
+              .replace("~/.wallet-pepper", f"{tmp_path}/wallet-pepper")
+              .replace("~/.wallet-metrics-token", f"{tmp_path}/wallet-metrics-token"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WALLET_", "DATABASE_URL", "FLASK_"))}
     env["SMS_CONSOLE_FILE"] = str(tmp_path / "sms.jsonl")
     process = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, env=env,

@@ -30,17 +30,18 @@ def test_the_readme_names_every_design_feature_the_api_does_not_have(tmp_path):
             assert named in INTRO, f"the README does not say that {feature} is not built"
 
 
-def test_the_production_block_run_again_keeps_the_password_pepper(tmp_path):
+def test_the_production_block_run_again_keeps_the_password_pepper_and_the_metrics_token(tmp_path):
     """The block made a fresh ``PASSWORD_PEPPER`` each time it ran ("keep it: hashes need it"), and it is written to run
     again (it creates the database only when missing, and the migrations apply only what is new): started again after
     a reboot, with every password, payment password, one-time code and card fingerprint keyed by the old pepper, no
     one could log in or pay, and every owner's tries locked their account (found by the docs audit)."""
     block = re.search(r"<!-- production:.*?-->\n```bash\n(.*?)```", README, re.S).group(1)
-    pepper_lines = "\n".join(line for line in block.splitlines() if "pepper" in line.lower())
+    secret_lines = "\n".join(line for line in block.splitlines() if "~/.wallet-" in line)  # where the block keeps them
     env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"]}
-    runs = [subprocess.run(["bash", "-euo", "pipefail", "-c", pepper_lines + '\necho "$PASSWORD_PEPPER"'], env=env,
-                           capture_output=True, text=True, check=True).stdout.strip() for _ in range(2)]
-    assert len(runs[0]) >= 32 and runs[0] == runs[1]
+    show = '\necho "$PASSWORD_PEPPER $METRICS_TOKEN"'
+    runs = [subprocess.run(["bash", "-euo", "pipefail", "-c", secret_lines + show], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for _ in range(2)]
+    assert [len(secret) >= 32 for secret in runs[0]] == [True, True] and runs[0] == runs[1]
 
 
 def test_every_rate_limit_that_is_no_setting_is_in_the_readme():
