@@ -71,7 +71,12 @@ class JsonFormatter(logging.Formatter):
                 line[key] = getattr(record, key)
         if record.exc_info:
             line["exc"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(line, ensure_ascii=False)
+        # JSON escapes the C0 controls; the three other characters Unicode (and Python's ``splitlines``) breaks lines
+        # at are written as they are, and a client's path or device name split the line in two.
+        return json.dumps(line, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
+_LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class TextFormatter(logging.Formatter):
@@ -86,7 +91,7 @@ class TextFormatter(logging.Formatter):
         return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), line)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1 (U+0085 breaks lines), LS, PS
 _COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # an ANSI "select graphic rendition" sequence: colour and weight only
 
 
