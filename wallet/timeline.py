@@ -82,6 +82,7 @@ def verify(trade: Any, rows: Sequence[Any] | None = None) -> Verification:
     if not rows:  # every trade's first entry is its opening (found by an audit: a paid trade with none was "intact")
         return Verification(False, 0, 1, "entry 1 is missing: a trade's timeline starts with its opening")
     prev = GENESIS
+    datas: list[dict[str, Any]] = []
     for expected_seq, row in enumerate(rows, start=1):
         if row.seq != expected_seq:
             return Verification(False, len(rows), expected_seq, f"entry {expected_seq} is missing")
@@ -89,6 +90,14 @@ def verify(trade: Any, rows: Sequence[Any] | None = None) -> Verification:
             return Verification(False, len(rows), row.seq, f"entry {row.seq} does not follow entry {row.seq - 1}")
         if entry_hash(prev, row.seq, row.at, row.actor, row.kind, row.data) != row.hash:
             return Verification(False, len(rows), row.seq, f"entry {row.seq} was altered")
+        # A chain rewritten whole, head included, checks out link by link whatever text it holds (found by the
+        # followups audit: text that was not JSON, or a money entry without its amount, crashed the verifier), and a
+        # client checks the canonical JSON of what it reads, so only the text ``append`` writes is taken.
+        data = readable(row.data)
+        if data is None:
+            return Verification(False, len(rows), row.seq, f"entry {row.seq}'s data is not the canonical JSON of an"
+                                " object, as every entry's is")
+        datas.append(data)
         prev = row.hash
     if len(rows) > trade.timeline_seq:  # well chained, but the trade's head never named them
         first = trade.timeline_seq + 1
@@ -100,7 +109,7 @@ def verify(trade: Any, rows: Sequence[Any] | None = None) -> Verification:
                                 f" {trade.timeline_seq}, the timeline holds {len(rows)})")
         return Verification(False, len(rows), len(rows), f"entry {len(rows)} is not the one the trade records as its"
                             " last")
-    disagreement = _trade_disagrees(trade, rows)
+    disagreement = _trade_disagrees(trade, rows, datas)
     if disagreement is not None:
         seq, problem = disagreement
         return Verification(False, len(rows), seq, problem)
@@ -117,21 +126,39 @@ _MONEY = {"paid_amount": ("pay",), "refunded_amount": ("refund",), "released_amo
           "fee_amount": ("fee",)}
 
 
-def _trade_disagrees(trade: Any, rows: Sequence[Any]) -> tuple[int, str] | None:
+def readable(text: str) -> dict[str, Any] | None:
+    """The object an entry's stored ``data`` holds, or None when the text is not the canonical JSON of an object (not
+    what ``append`` writes: a rewritten entry)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and canonical(data) == text else None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _trade_disagrees(trade: Any, rows: Sequence[Any], datas: Sequence[dict[str, Any]]) -> tuple[int, str] | None:
     """Where the trade's row says something its intact chain does not (a seller, an amount or the status changed in
-    the table alone): ``(seq, problem)``, or None. Without it a chain checks out whatever the row beside it says."""
-    opened = json.loads(rows[0].data)
+    the table alone): ``(seq, problem)``, or None. Without it a chain checks out whatever the row beside it says.
+    ``datas`` are the entries' data, read."""
+    opened = datas[0]
     for word, column in _TERMS.items():
         if word in opened and opened[word] != getattr(trade, column):
             return 1, f"the trade's {column} is {getattr(trade, column)!r} but its opening entry says {opened[word]!r}"
     moved: dict[str, int] = {}
     last_state: tuple[int, str] | None = None
-    for row in rows:
+    for row, data in zip(rows, datas, strict=True):
         if row.kind == "money":
-            data = json.loads(row.data)
+            if not isinstance(data.get("movement"), str) or not _whole(data.get("amount")):
+                return row.seq, f"entry {row.seq} is a money entry without a movement and a whole amount"
             moved[data["movement"]] = moved.get(data["movement"], 0) + data["amount"]
         elif row.kind == "state":
-            last_state = row.seq, json.loads(row.data)["after"]
+            if not isinstance(data.get("after"), str):
+                return row.seq, f"entry {row.seq} is a state change without the state it left the trade in"
+            last_state = row.seq, data["after"]
     # The state the chain last recorded is the trade's (found by an audit: a row moved to "shipped" alone checked out).
     if last_state is not None and last_state[1] != trade.status:
         seq, after = last_state

@@ -223,15 +223,27 @@ class TimelineEntryOut(BaseModel):
     at: str
     actor: str
     kind: str
-    data: dict[str, Any]
+    data: dict[str, Any] | str = Field(description="What the entry records; the stored text itself, as a string, only"
+                                       " when that is not a JSON object (a rewritten entry, which the evidence bundle"
+                                       " reports as not intact)")
     prev_hash: str
     hash: str
 
     @classmethod
     def of(cls, entry: TimelineEntry | Any) -> TimelineEntryOut:
         """From a stored entry, or a row of its columns (``trades.TimelineRow``)."""
-        return cls(seq=entry.seq, at=entry.at, actor=entry.actor, kind=entry.kind, data=json.loads(entry.data),
+        return cls(seq=entry.seq, at=entry.at, actor=entry.actor, kind=entry.kind, data=_stored(entry.data),
                    prev_hash=entry.prev_hash, hash=entry.hash)
+
+
+def _stored(text: str) -> dict[str, Any] | str:
+    """An entry's data as the object it holds, or its text when it holds none (found by the followups audit: a
+    rewritten entry's text that was not a JSON object made the evidence bundle and the timeline a 500)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    return data if isinstance(data, dict) else text
 
 
 class Timeline(BaseModel):
