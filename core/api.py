@@ -244,7 +244,10 @@ def parse_query(model: type[M]) -> M:
 def respond(model: BaseModel | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Serialise ``model`` (or nothing, for 204) as the response."""
     if model is None:
-        return Response(status=status, headers=headers)
+        response = Response(status=status, headers=headers)
+        # No body names no media type (found by the followups audit: Flask's default said text/html on every 204).
+        del response.headers["Content-Type"]
+        return response
     return Response(
         model.model_dump_json(), status=status, mimetype="application/json", headers=headers
     )
