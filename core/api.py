@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ValidationError
@@ -37,6 +38,7 @@ class Endpoint:
     idempotent: bool | Literal["optional"] = False  # documents the Idempotency-Key header (required or not)
     extra_statuses: tuple[int, ...] = field(default_factory=tuple)  # other successes, with the same body
     response_media_types: tuple[str, ...] = ("application/json",)
+    location: str | None = None  # OpenAPI form: /api/v1/trades/{id}, what a ``status`` answer created
 
 
 REGISTRY: list[Endpoint] = []
@@ -57,11 +59,15 @@ def endpoint(
     idempotent: bool | Literal["optional"] = False,
     response_media_types: tuple[str, ...] = ("application/json",),
     extra_statuses: tuple[int, ...] = (),
+    location: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Route ``rule`` on ``bp`` and document it. ``auth`` only documents; the view enforces it."""
+    """Route ``rule`` on ``bp`` and document it. ``auth`` only documents; the view enforces it. ``location`` (under
+    ``bp``'s prefix, as ``rule``) is where a GET reads what a ``status`` answer created: ``{id}`` the answer's ``id``,
+    other ``{name}`` the path's parameters; the answer names it in ``Location``."""
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         full = (bp.url_prefix or "") + rule
+        located = None if location is None else (bp.url_prefix or "") + location
         REGISTRY.append(
             Endpoint(
                 method=method.lower(),
@@ -76,9 +82,11 @@ def endpoint(
                 idempotent=idempotent,
                 response_media_types=response_media_types,
                 extra_statuses=extra_statuses,
+                location=located,
             )
         )
-        handler = _bounded_path(_read_only(view) if method == "GET" else view)
+        handler = _read_only(view) if method == "GET" else view
+        handler = _bounded_path(handler if located is None else _locating(handler, located, status))
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=handler, methods=[method])
         return view
 
@@ -97,6 +105,24 @@ def _bounded_path(view: Callable[..., Any]) -> Callable[..., Any]:
         if any(len(value) > MAX_PATH_PARAMETER or "\x00" in value for value in path.values()):
             raise NotFound("No such resource.")
         return view(**path)
+
+    return wrapper
+
+
+def _locating(view: Callable[..., Any], template: str, status: int) -> Callable[..., Any]:
+    """``Location`` on an answer of ``status`` (RFC 9110 15.3.2): ``template`` filled from the answer itself, so a
+    replay of a stored answer under its Idempotency-Key names what the first one did (found by the followups audit: no
+    answer that created something said where to read it)."""
+
+    @functools.wraps(view)
+    def wrapper(**path: str) -> Any:
+        response = view(**path)
+        if response.status_code == status:
+            answer = response.get_json()
+            values = {**path, "id": answer.get("id", "")} if isinstance(answer, dict) else path
+            response.headers["Location"] = request.script_root + template.format_map(
+                {name: quote(str(value), safe="") for name, value in values.items()})
+        return response
 
     return wrapper
 

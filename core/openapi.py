@@ -75,6 +75,15 @@ _REPLAYED_HEADER = {
 }
 
 
+def _location_header(template: str) -> dict[str, Any]:
+    """Sent with the answer of an operation that creates what a GET reads (``Endpoint.location``)."""
+    return {
+        "description": f"Where a GET reads what this answer created: {template}, with `{{id}}` the answer's `id`"
+                       " (a replay names the same).",
+        "schema": {"type": "string"},
+    }
+
+
 # Sent with the error answers that ask the client to come back (app.py): 429 rate_limited, 503 bank_unavailable
 # (BANK_RETRY_AFTER_SECONDS) and 503 database_unavailable.
 _RETRY_AFTER_HEADER = {
@@ -191,6 +200,9 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
             }
         for status in (ep.status, *ep.extra_statuses):
             op["responses"][str(status)] = ok
+        if ep.location is not None:  # only the answer that created it names it
+            op["responses"][str(ep.status)] = {**ok, "headers": {**ok.get("headers", {}),
+                                                                "Location": _location_header(ep.location)}}
         op["security"] = [{"bearerAuth": []}] if ep.auth else []
         paths.setdefault(ep.path, {})[ep.method] = op
 

@@ -53,7 +53,7 @@ def _out(found: Identity | None) -> IdentityOut:
 
 
 @endpoint(bp, "/me/identity", "POST", summary="Verify my real name with a resident ID (201; 200 on a repeat)",
-          body=IdentityRequest, response=IdentityOut, status=201, extra_statuses=(200,))
+          body=IdentityRequest, response=IdentityOut, status=201, extra_statuses=(200,), location="/me/identity")
 @limiter.limit(ATTEMPTS_PER_ACCOUNT, key_func=_account_key)
 def verify_identity():
     user = current_user()

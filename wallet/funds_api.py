@@ -80,7 +80,7 @@ def create_topup() -> Response:
 
 
 @endpoint(bp, "/withdrawals", "POST", summary="Withdraw to a bound card (paid out asynchronously)",
-          body=WithdrawalRequest, response=WithdrawalOut, status=202, idempotent=True)
+          body=WithdrawalRequest, response=WithdrawalOut, status=202, idempotent=True, location="/withdrawals/{id}")
 def create_withdrawal() -> Response:
     user = current_caller()
     req = parse_body(WithdrawalRequest)

@@ -58,7 +58,7 @@ def _out(trade_id: str) -> TradeOut:
 
 
 @endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional",
-          body=OpenTrade, response=TradeOut, status=201, idempotent="optional")
+          body=OpenTrade, response=TradeOut, status=201, idempotent="optional", location="/trades/{id}")
 def open_trade() -> Response:
     """An ``Idempotency-Key`` is optional here (no money moves yet), but a client that sends one can retry
     after a lost answer without opening a second trade, and gets the first answer again (the trade as it was

@@ -9,7 +9,7 @@ import jsonschema_rs
 
 DOC = "/api/v1/openapi.json"
 # Headers of our own conventions that an answer may carry; the document must describe them where they occur.
-_OUR_HEADERS = ("Idempotent-Replayed",)
+_OUR_HEADERS = ("Idempotent-Replayed", "Location")
 
 
 def document(client) -> dict[str, Any]:
