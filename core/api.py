@@ -35,6 +35,7 @@ class Endpoint:
     response: type[BaseModel] | None = None
     status: int = 200
     auth: bool = True
+    form: type[BaseModel] | None = None  # a body sent as application/x-www-form-urlencoded (a provider's callback)
     idempotent: bool | Literal["optional"] = False  # documents the Idempotency-Key header (required or not)
     extra_statuses: tuple[int, ...] = field(default_factory=tuple)  # other successes, with the same body
     response_media_types: tuple[str, ...] = ("application/json",)
@@ -60,10 +61,12 @@ def endpoint(
     response_media_types: tuple[str, ...] = ("application/json",),
     extra_statuses: tuple[int, ...] = (),
     location: str | None = None,
+    form: type[BaseModel] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Route ``rule`` on ``bp`` and document it. ``auth`` only documents; the view enforces it. ``location`` (under
     ``bp``'s prefix, as ``rule``) is where a GET reads what a ``status`` answer created: ``{id}`` the answer's ``id``,
-    other ``{name}`` the path's parameters; the answer names it in ``Location``."""
+    other ``{name}`` the path's parameters; the answer names it in ``Location``. ``form`` documents a body that
+    comes form-encoded instead of as JSON ``body``."""
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         full = (bp.url_prefix or "") + rule
@@ -83,6 +86,7 @@ def endpoint(
                 response_media_types=response_media_types,
                 extra_statuses=extra_statuses,
                 location=located,
+                form=form,
             )
         )
         handler = _read_only(view) if method == "GET" else view

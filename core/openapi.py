@@ -166,6 +166,8 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
     for ep in REGISTRY:
         if ep.body is not None:
             models.append((ep.body, "validation"))
+        if ep.form is not None:
+            models.append((ep.form, "validation"))
         if ep.response is not None:
             models.append((ep.response, "serialization"))
     unique = list(dict.fromkeys(models))
@@ -188,6 +190,11 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
             op["requestBody"] = {
                 "required": not takes_nothing(ep.body),
                 "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
+            }
+        if ep.form is not None:  # found by the followups audit: only JSON bodies were documented
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/x-www-form-urlencoded": {"schema": refs[(ep.form, "validation")]}},
             }
         ok: dict[str, Any] = {"description": "Success"}
         if ep.idempotent:
@@ -228,7 +235,7 @@ def render_docs_page(doc: dict[str, Any]) -> str:
     rows = []
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            body = next(iter(op.get("requestBody", {}).get("content", {}).values()), {}).get("schema", {})
             ok = [code for code in op["responses"] if code != "default"]
             rows.append(
                 "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(

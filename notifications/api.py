@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from core.api import endpoint, form_body, parse_query, respond, validated
 from core.errors import Forbidden
@@ -34,12 +35,17 @@ class ForeignAccount(Forbidden):
 
 
 class TwilioStatusForm(BaseModel):
-    """The fields we use of Twilio's status callback; Twilio sends more, which are ignored."""
+    """The fields we use of Twilio's status callback (form-encoded); Twilio sends more, which are ignored. The
+    OpenAPI document describes the body with it."""
 
     model_config = ConfigDict(extra="ignore")
-    MessageSid: str = Field(pattern=r"^[A-Z]{2}[0-9a-fA-F]{32}$")
-    MessageStatus: str = Field(min_length=1, max_length=32)
-    ErrorCode: int | None = Field(default=None, ge=0, le=2**31 - 1)  # what ``alerts.provider_error_code`` holds
+    MessageSid: str = Field(pattern=r"^[A-Z]{2}[0-9a-fA-F]{32}$", description="The message the report is about")
+    MessageStatus: str = Field(min_length=1, max_length=32, description="queued, sent, delivered, undelivered, ...")
+    # A form field is there or not: absent is None, never a documented null.
+    ErrorCode: int | SkipJsonSchema[None] = Field(default=None, ge=0, le=2**31 - 1,  # ``alerts.provider_error_code``
+                                                  description="Twilio's error code, on a failed delivery")
+    AccountSid: str | SkipJsonSchema[None] = Field(default=None, description="The Twilio account that sent the"
+                                                   " message; required, and ours, when TWILIO_ACCOUNT_SID is set")
 
 
 class TwilioStatusQuery(BaseModel):
@@ -61,7 +67,7 @@ def signed_url() -> str:
     return f"{base}?{query}" if query else base
 
 
-@endpoint(bp, "/twilio/status", "POST", status=204, auth=False,
+@endpoint(bp, "/twilio/status", "POST", status=204, auth=False, form=TwilioStatusForm,
           summary="Twilio delivery status callback (form-encoded; needs a valid X-Twilio-Signature and our AccountSid)")
 def twilio_status() -> Response:
     form = form_body()
