@@ -89,6 +89,8 @@ class BackgroundWorker(threading.Thread):
                     self._run_one(task)
                     task.next_run = time.monotonic() + task.every_seconds
             self.stopping.wait(0.1)
+        # As the dispatcher does: a log that ends without it was killed, not stopped (found by the followups audit).
+        log.info("background worker stopped")
 
     def _run_one(self, task: Task) -> None:
         """Run ``task`` once. A failure is logged when it starts (a bug with its traceback, an unreachable database
