@@ -116,9 +116,9 @@ class RateTrade(RequestModel):
 
 class Decide(RequestModel):
     outcome: Literal["release", "refund", "split"]
-    refund_amount: int | None = Field(default=None, gt=0, le=MAX_AMOUNT,
+    refund_amount: int | None = Field(default=None, ge=0, le=MAX_AMOUNT,
                                       description="Fen back to the buyer: required for a split; a release or a"
-                                                  " refund may give only the amount it refunds")
+                                                  " refund may give only the amount it refunds (0 for a release)")
     currency: Literal["CNY"] = Field(default="CNY", description="The trade's currency, that of refund_amount")
     reason: str = words(1000)
 
