@@ -363,10 +363,17 @@ def _mask_number(match: re.Match[str]) -> str:
     return "****" + "".join(ch for ch in match.group() if ch.isdigit() or ch in _CHINESE_DIGITS)[-4:]
 
 
+def _space_unless_mark(match: re.Match[str]) -> str:
+    """A combining mark is part of the letter before it: Devanagari, Thai, Tamil and Arabic write vowels with them, and
+    "राम का फ़ोन" read "र म क फ न" with each one a space (an item the last note left). No mark spells a link."""
+    char = match.group()
+    return char if unicodedata.category(char).startswith("M") else " "
+
+
 def plain_words(text: str, limit: int) -> str:
     """``text`` as words on one line, no number or link in it, at most ``limit`` characters."""
     # NFKC first: circled, superscript and full-width digits and letters read as the plain ones they stand for.
-    words = " ".join(_NOT_PLAIN.sub(" ", unicodedata.normalize("NFKC", text)).split())
+    words = " ".join(_NOT_PLAIN.sub(_space_unless_mark, unicodedata.normalize("NFKC", text)).split())
     return _SPACED_NUMBER.sub(_mask_number, words)[:limit].strip()
 
 
