@@ -25,11 +25,15 @@ Every committed alert is handed to the provider until the provider accepts it, r
 (``failed`` at once), or it is older than ``SMS_MAX_AGE_SECONDS`` (``failed`` and logged as an error; the
 ``flask notifications status`` command shows it). The age is looked at when a try fails: an alert no dispatcher
 tried (every dispatcher was down) is sent when one comes back, however late, because an alert that silently
-disappears (a password changed, money moved) is the worse harm; a one-time code in it has expired by then and
-says so by its time. A message is sent twice only when the provider accepted it but the acceptance was never
-recorded: the dispatcher died (or lost the database) between the provider's answer and step 3, or the provider's
-answer was lost on the wire (a read timeout after Twilio took the request). Twilio's Messages API has no
-idempotency key, so no client can close that window; we narrow it:
+disappears (a password changed, money moved) is the worse harm. A one-time code's message (``models.CODE_EVENT``)
+is the exception: it is worth nothing once its code has expired (``models.CODE_LIFETIME`` after the alert was made),
+so from then on it is given up instead of handed over, whether its tries failed or none was made (``failed``, "expired
+unsent", its body blanked, a warning: the user asks for a new code, no operator has anything to do).
+
+A message is sent twice only when the provider accepted it but the acceptance was never recorded: the dispatcher
+died (or lost the database) between the provider's answer and step 3, or the provider's answer was lost on the wire
+(a read timeout after Twilio took the request). Twilio's Messages API has no idempotency key, so no client can
+close that window; we narrow it:
 
 - one message is in flight per dispatcher at a time, so a crash puts at most one message in doubt per
   dispatcher; rows it had claimed but not started are sent later without any doubt;
@@ -52,9 +56,9 @@ lost alert; for a security alert a duplicate is the lesser harm.
 
 Failures: a permanent one (invalid, unreachable or unsubscribed number) fails the alert at once; a
 transient one (429, 5xx, timeouts, connection errors, configuration) is retried with exponential backoff
-and jitter, the last try falling at the alert's maximum age. When the provider's answer says when to come
-back (``Retry-After``, which Twilio sends with a 429), the next try is no sooner than that, and still no
-later than the maximum age.
+and jitter, the last try falling at the alert's maximum age (a code's message: given up when its code expires).
+When the provider's answer says when to come back (``Retry-After``, which Twilio sends with a 429), the next try
+is no sooner than that, and still no later than the maximum age.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ from core.db import driver_reason, in_snapshot, run_in_transaction
 from core.ids import new_id
 from core.worker import Stop
 from notifications.models import (
+    CODE_EVENT,
+    CODE_LIFETIME,
     FAILED,
     FAILED_WHERE,
     IN_DOUBT_WHERE,
@@ -303,11 +309,30 @@ def _begin(alert_id: str, token: str) -> bool:
                     alert_id, state.provider_id)
         _mark_sent(alert_id, state, state.provider_id, now)
         return False
+    if _code_expired(state, now):
+        # Nobody could send it in time (the provider, or every dispatcher, was down): the code it carries is refused
+        # by now, and a text still saying "valid for 10 minutes" would only mislead. No operator problem: a warning.
+        log.warning("alert %s (%s): the code expired unsent after %d attempts; given up", alert_id, state.event,
+                    state.attempts)
+        _give_up(alert_id, state, "one-time code expired unsent", now)
+        return False
     if state.in_flight_since is not None:
         log.warning("alert %s: the hand-over begun at %s has no known outcome; sending again",
                     alert_id, state.in_flight_since.isoformat())
     _BEGIN.run(id=alert_id, now=now, doubt=int(state.in_flight_since is not None), lease_end=now + _lease())
     return True
+
+
+def _code_expired(state: Any, now: datetime) -> bool:
+    """Whether ``state`` is a one-time code's message whose code can no longer be used (``models.CODE_LIFETIME``)."""
+    return state.event == CODE_EVENT and now >= state.created_at + CODE_LIFETIME
+
+
+def _give_up(alert_id: str, state: Any, reason: str, now: datetime) -> None:
+    """Fail the claimed alert without handing it over (again), its body blanked if sensitive. A hand-over of unknown
+    outcome stays on record: a delivery report may still prove it went through."""
+    _FAILED.run(id=alert_id, status=FAILED, last_error=reason[:2000], in_flight_since=state.in_flight_since,
+                next_attempt_at=None, now=now, give_up=True, redacted=REDACTED)
 
 
 def _sent(alert_id: str, provider_id: str) -> None:
@@ -341,10 +366,16 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
     # stays, so the next attempt first looks for a callback and otherwise counts itself a resend in doubt.
     in_flight_since = state.in_flight_since if error.in_doubt else None
     deadline = state.created_at + timedelta(seconds=_setting("SMS_MAX_AGE_SECONDS"))
-    status, next_attempt_at = PENDING, None
+    if state.event == CODE_EVENT:  # a code's message is worth a try only while the code lives
+        deadline = min(deadline, state.created_at + CODE_LIFETIME)
+    status, next_attempt_at, last_error = PENDING, None, str(error)
     if error.permanent:
         status = FAILED
         log.warning("alert %s (%s) refused for good after %d attempts: %s",
+                    alert_id, state.event, state.attempts, error)
+    elif _code_expired(state, now):
+        status, last_error = FAILED, f"one-time code expired unsent; last try: {error}"
+        log.warning("alert %s (%s): the code expired unsent after %d attempts; given up: %s",
                     alert_id, state.event, state.attempts, error)
     elif now >= deadline:
         status = FAILED
@@ -361,7 +392,7 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
             # arrive as after a dispatcher's death, not the backoff's first second or two.
             delay = max(delay, _lease())
         next_attempt_at = min(now + delay, deadline)
-    _FAILED.run(id=alert_id, status=status, last_error=str(error)[:2000], in_flight_since=in_flight_since,
+    _FAILED.run(id=alert_id, status=status, last_error=last_error[:2000], in_flight_since=in_flight_since,
                 next_attempt_at=next_attempt_at, now=now, give_up=status == FAILED, redacted=REDACTED)
 
 

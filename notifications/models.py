@@ -7,13 +7,14 @@ there, and the per-message rows with the indexes that sending, listing and callb
 
 Life of a row (``status``): ``pending`` → ``sending`` (claimed by a dispatcher under a lease) → ``sent``
 (handed to the provider) → ``delivered`` / ``undelivered`` / ``failed`` as the provider's callbacks report;
-or ``failed`` straight from ``sending`` when the provider refuses it for good or it grew too old to retry.
+or ``failed`` straight from ``sending`` when the provider refuses it for good, it grew too old to retry, or it
+carries a one-time code that expired before it could be sent.
 ``provider_status`` is the provider's own word (``queued`` … ``delivered``) and only ever moves forward.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import CheckConstraint, Index, Integer, SmallInteger, String, Text, false, text
@@ -29,6 +30,11 @@ PENDING, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED = (
 STATUSES = (PENDING, SENDING, SENT, DELIVERED, UNDELIVERED, FAILED)
 # What a one-time-code alert's body becomes once sent; the API shows it in place of any live code.
 REDACTED = "[one-time code removed after sending]"
+# One-time-code messages (``security.codes`` sends them, and its codes live this long). The code is made in the
+# transaction that queues its message, so a code expires ``CODE_LIFETIME`` after its alert's ``created_at``: here,
+# below security, so that the dispatcher knows when such a message is no longer worth sending.
+CODE_EVENT = "sms_code"
+CODE_LIFETIME = timedelta(minutes=10)
 
 # The provider's statuses in the order a message passes through them (Twilio's names). A report may only
 # move a message forward; once a final one is recorded nothing changes it, so duplicated, late or

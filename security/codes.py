@@ -22,20 +22,21 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import timedelta
 
 from sqlalchemy import select, update
 
 from core import clock, sql
 from core.db import db, run_in_transaction
 from core.ids import new_id
+from notifications.models import CODE_EVENT, CODE_LIFETIME
 from notifications.outbox import enqueue
 from security.errors import InvalidSmsCode
 from security.models import SmsCode, User
 from security.secrets_guard import passwords
 
 PURPOSES = ("register", "login", "recover", "change_phone")
-LIFETIME = timedelta(minutes=10)
+# The dispatcher gives up a code's SMS it could not send before this ran out (``notifications.dispatcher``).
+LIFETIME = CODE_LIFETIME
 
 # Requests for one number and purpose one at a time, until each commits: otherwise two at once each spend the codes
 # before them, neither sees the other's new code, and two stay valid (an audit left three). SQLite runs one write
@@ -80,7 +81,7 @@ def request_code(phone: str, purpose: str, locale: str = "zh") -> None:
         )
         if texted:
             enqueue(
-                phone, "sms_code", locale=lang, user_id=user.id if user else None, sensitive=True,
+                phone, CODE_EVENT, locale=lang, user_id=user.id if user else None, sensitive=True,
                 code=code, minutes=int(LIFETIME.total_seconds() // 60), purpose=purpose,
             )
         elif purpose == "register":
