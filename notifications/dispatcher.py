@@ -28,7 +28,14 @@ tried (every dispatcher was down) is sent when one comes back, however late, bec
 disappears (a password changed, money moved) is the worse harm. A one-time code's message (``models.CODE_EVENT``)
 is the exception: it is worth nothing once its code has expired (``models.CODE_LIFETIME`` after the alert was made),
 so from then on it is given up instead of handed over, whether its tries failed or none was made (``failed``, "expired
-unsent", its body blanked, a warning: the user asks for a new code, no operator has anything to do).
+unsent", its body blanked, a warning: the user asks for a new code, no operator has anything to do). It is given up
+too (``failed``, "superseded", logged as information) when a newer code's message to the same number and account
+has already been handed over: the user asked again, and sent after the newer one (a retry once the provider is
+back) this one would be the last code on the phone, and refused if the newer one voided it (the row does not say
+for which purpose a code is; codes of one account, or of one free number, are rare enough to count as one). Two
+still unsent go out oldest first, so the newer comes last. Only an older code gives way to a newer one, looked up
+when its hand-over is about to begin; two dispatchers holding both at once never drop the newer, at worst they send
+both.
 
 A message is sent twice only when the provider accepted it but the acceptance was never recorded: the dispatcher
 died (or lost the database) between the provider's answer and step 3, or the provider's answer was lost on the wire
@@ -146,9 +153,17 @@ _CLAIM_SQL = ("UPDATE alerts SET status = 'sending', claim_token = :token, next_
 _CLAIM = sql.Statement({"postgresql": _CLAIM_SQL.format(due=_DUE + " FOR UPDATE SKIP LOCKED"),
                         "sqlite": _CLAIM_SQL.format(due=_DUE)}, utc=["created_at"])
 _STATE_SQL = ("SELECT status, claim_token, provider_id, provider_status, in_flight_since, sent_at, attempts, event,"
-              " created_at FROM alerts WHERE id = :id")
+              " created_at, to_phone, user_id FROM alerts WHERE id = :id")
 _LOCK = sql.Statement({"postgresql": _STATE_SQL + " FOR UPDATE", "sqlite": _STATE_SQL},  # SQLite: BEGIN IMMEDIATE
                       utc=["in_flight_since", "sent_at", "created_at"])
+# A newer code's message to the same number and account (or, neither having one, to the same free number), already
+# handed over: only a code's message asks, and ``ix_alerts_user_recent`` reads just that account's alerts made since
+# it (ids are time-ordered; a code's message older than its lifetime never gets here). Newer by id: the two requests
+# of one number and purpose run one after the other (``security.codes``), so the second's id is made after the first's.
+_NEWER_CODE_SQL = (f"SELECT id FROM alerts WHERE user_id {{who}} AND id > :id AND to_phone = :to_phone"  # noqa: S608
+                   f" AND event = '{CODE_EVENT}' AND sent_at IS NOT NULL LIMIT 1")
+_NEWER_CODE = {True: sql.Statement(_NEWER_CODE_SQL.format(who="= :user_id")),
+               False: sql.Statement(_NEWER_CODE_SQL.format(who="IS NULL"))}
 _BEGIN = sql.Statement(
     "UPDATE alerts SET in_flight_since = :now, attempts = attempts + 1, resends_in_doubt = resends_in_doubt + :doubt,"
     " next_attempt_at = :lease_end, updated_at = :now WHERE id = :id")
@@ -316,6 +331,15 @@ def _begin(alert_id: str, token: str) -> bool:
                     state.attempts)
         _give_up(alert_id, state, "one-time code expired unsent", now)
         return False
+    newer = _newer_code(alert_id, state)
+    if newer is not None:
+        # The user asked again and the newer code went out, voiding this one: sent now (a retry after an outage), it
+        # would land after the newer one, and the phone would show last a code that is refused. Never the other way:
+        # only an older code gives way, so two dispatchers holding both at once at worst send both, as before.
+        log.info("alert %s (%s): superseded by the newer code %s sent before it; given up", alert_id,
+                 state.event, newer)
+        _give_up(alert_id, state, f"one-time code superseded by a newer one ({newer}), sent before it", now)
+        return False
     if state.in_flight_since is not None:
         log.warning("alert %s: the hand-over begun at %s has no known outcome; sending again",
                     alert_id, state.in_flight_since.isoformat())
@@ -326,6 +350,16 @@ def _begin(alert_id: str, token: str) -> bool:
 def _code_expired(state: Any, now: datetime) -> bool:
     """Whether ``state`` is a one-time code's message whose code can no longer be used (``models.CODE_LIFETIME``)."""
     return state.event == CODE_EVENT and now >= state.created_at + CODE_LIFETIME
+
+
+def _newer_code(alert_id: str, state: Any) -> str | None:
+    """The id of a newer one-time code's message to the same number and account already handed over, when ``state``
+    is a code's."""
+    if state.event != CODE_EVENT:
+        return None
+    has_user = state.user_id is not None
+    params = {"id": alert_id, "to_phone": state.to_phone, **({"user_id": state.user_id} if has_user else {})}
+    return _NEWER_CODE[has_user].scalar(params)
 
 
 def _give_up(alert_id: str, state: Any, reason: str, now: datetime) -> None:

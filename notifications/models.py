@@ -8,7 +8,7 @@ there, and the per-message rows with the indexes that sending, listing and callb
 Life of a row (``status``): ``pending`` → ``sending`` (claimed by a dispatcher under a lease) → ``sent``
 (handed to the provider) → ``delivered`` / ``undelivered`` / ``failed`` as the provider's callbacks report;
 or ``failed`` straight from ``sending`` when the provider refuses it for good, it grew too old to retry, or it
-carries a one-time code that expired before it could be sent.
+carries a one-time code that expired, or that a newer code sent to the same number replaced, before it went out.
 ``provider_status`` is the provider's own word (``queued`` … ``delivered``) and only ever moves forward.
 """
 
