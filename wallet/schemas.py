@@ -114,6 +114,8 @@ class StatementLine(BaseModel):
     counterparty: str
     transfer_id: str
     created_at: datetime
+    note: str | None = Field(description="The note the payer wrote on a payment to a phone number (both sides see"
+                             " it); null on every other line")
 
 
 class Statement(BaseModel):

@@ -17,7 +17,11 @@ from core.pagination import read_page
 from notifications.templates import mask_phone
 from wallet.limits import CST
 
-_COLUMNS = ["id", "created_at", "kind", "amount", "balance_after", "currency", "counterparty", "transfer_id"]
+_COLUMNS = ["id", "created_at", "kind", "amount", "balance_after", "currency", "counterparty", "transfer_id", "note"]
+
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"): the payer writes the note the payee's
+# statement shows, so a note such as ``=HYPERLINK(...)`` is written with a leading apostrophe, read as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _describe(kind: str | None, owner: str | None, phone: str | None) -> str:
@@ -58,11 +62,13 @@ def _page_statement(before: bool, kind: bool, start: bool, end: bool, rows: int)
         # Every line is of the one wallet found in ``currency``, so the currency needs no join.
         stmt = _PAGES[key] = sql.Statement(
             "SELECT e.id, e.created_at, e.kind, e.amount, e.balance_after, e.transfer_id,"  # noqa: S608
-            " c.kind AS c_kind, c.owner AS c_owner, u.phone AS c_phone"
+            " c.kind AS c_kind, c.owner AS c_owner, u.phone AS c_phone, t.details"
             " FROM ledger_entries e JOIN ledger_accounts c ON c.id = e.counterparty_account_id"
             " LEFT JOIN users u ON c.kind = 'wallet' AND u.id = c.owner"
+            # Only a payment to a phone number carries details (its note): no other line looks up its transfer.
+            " LEFT JOIN transfers t ON e.kind = 'payment' AND t.id = e.transfer_id"
             f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT {int(rows)}",
-            utc=["created_at"])
+            utc=["created_at"], json=["details"])
     return stmt
 
 
@@ -85,8 +91,14 @@ def lines(viewer: sql.Viewer, *, limit: int, before_id: int | None, kind: str | 
             counterparty = described[who] = _describe(*who)
         page.append({"id": str(row.id), "created_at": row.created_at, "kind": row.kind, "amount": row.amount,
                      "balance_after": row.balance_after, "currency": currency, "counterparty": counterparty,
-                     "transfer_id": row.transfer_id})
+                     "transfer_id": row.transfer_id, "note": (row.details or {}).get("note")})
     return page, more
+
+
+def _cell(text: str | None) -> str:
+    if not text:
+        return ""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def csv_rows(viewer: sql.Viewer, **filters: Any) -> Iterator[str]:
@@ -102,7 +114,8 @@ def csv_rows(viewer: sql.Viewer, **filters: Any) -> Iterator[str]:
         buffer.truncate()
         for line in page:
             writer.writerow([line["id"], line["created_at"].isoformat(), line["kind"], line["amount"],
-                             line["balance_after"], line["currency"], line["counterparty"], line["transfer_id"]])
+                             line["balance_after"], line["currency"], line["counterparty"], line["transfer_id"],
+                             _cell(line["note"])])
         yield buffer.getvalue()
         if not more or not page:
             return
