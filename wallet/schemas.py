@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
@@ -85,7 +85,7 @@ class StatementQuery(BaseModel):
     from_date: date | None = Field(default=None, alias="from", description="First day (YYYY-MM-DD), a day in China"
                                    " Standard Time (UTC+8): from its midnight there")
     to_date: date | None = Field(default=None, alias="to", description="Last day (YYYY-MM-DD), included, a day in"
-                                 " China Standard Time (UTC+8): up to its end there")
+                                 " China Standard Time (UTC+8): up to its end there; not before `from`")
     format: Literal["json", "csv"] = "json"
 
     @field_validator("from_date", "to_date", mode="before")
@@ -102,6 +102,15 @@ class StatementQuery(BaseModel):
         # A day is searched from its midnight in China to the next one, in UTC: both must exist.
         if value is not None and not FIRST_STATEMENT_DAY <= value <= LAST_STATEMENT_DAY:
             raise ValueError(f"use a date from {FIRST_STATEMENT_DAY} to {LAST_STATEMENT_DAY}")
+        return value
+
+    @field_validator("to_date")
+    @classmethod
+    def not_before_from(cls, value: date | None, info: ValidationInfo) -> date | None:
+        # Swapped dates would answer an empty statement, which reads as "no money moved".
+        first = info.data.get("from_date")
+        if value is not None and first is not None and value < first:
+            raise ValueError("the last day (to) cannot be before the first day (from)")
         return value
 
 
