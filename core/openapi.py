@@ -48,6 +48,8 @@ class Problem(BaseModel):
     frozen_at: datetime | None = Field(default=None, description="account_frozen: since when")
     available: int | None = Field(default=None, description="insufficient_funds: fen available now")
     topup_id: str | None = Field(default=None, description="bank_declined: the failed top-up")
+    limit: int | None = Field(default=None, description="limit_exceeded: the limit refused, in fen (the most one"
+                              " movement carries, or the most sent out in one China Standard Time day)")
 
 
 _REF = "#/components/schemas/{model}"
