@@ -86,7 +86,11 @@ class StatementQuery(BaseModel):
                                    " Standard Time (UTC+8): from its midnight there")
     to_date: date | None = Field(default=None, alias="to", description="Last day (YYYY-MM-DD), included, a day in"
                                  " China Standard Time (UTC+8): up to its end there; not before `from`")
-    format: Literal["json", "csv"] = "json"
+    format: Literal["json", "csv"] = Field(
+        default="json", description="json: one page of lines (Statement). csv: a text/csv download of every line the"
+        " filters (kind, from, to) select, newest first (limit and starting_after page only the JSON), with the"
+        " columns id, created_at, kind, amount, balance_after, currency, counterparty, transfer_id, note: created_at in"
+        " UTC (ISO 8601), amount (signed) and balance_after in fen, as in the JSON")
 
     @field_validator("from_date", "to_date", mode="before")
     @classmethod
@@ -117,8 +121,8 @@ class StatementQuery(BaseModel):
 class StatementLine(BaseModel):
     id: str
     kind: str
-    amount: int = Field(description="Signed: money in is positive, money out negative")
-    balance_after: int
+    amount: int = Field(description="In fen, signed: money in is positive, money out negative")
+    balance_after: int = Field(description="The wallet's posted balance after this line, in fen")
     currency: str
     counterparty: str
     transfer_id: str
