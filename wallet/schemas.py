@@ -58,7 +58,11 @@ class WithdrawalOut(BaseModel):
     amount: int
     currency: str
     bank_card_id: str
-    failure_reason: str | None
+    failure_reason: str | None = Field(description="Why a failed withdrawal failed (the money is back in the wallet):"
+                                       " payout_failed (the bank could not pay the card), account_frozen (the"
+                                       " account was frozen before the bank received it), bank_never_answered (the"
+                                       " bank never received it within WITHDRAWAL_MAX_AGE_SECONDS), or the bank's"
+                                       " own refusal (card_not_found, ...); null unless failed")
     created_at: datetime
     completed_at: datetime | None
 
