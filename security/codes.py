@@ -93,7 +93,11 @@ def request_code(phone: str, purpose: str, locale: str = "zh") -> None:
 
 def void_codes(phone: str) -> None:
     """Spend every open code of ``phone`` (inside the caller's transaction): the account it was sent for is leaving
-    the number, and a login or recovery code must not work for the next account there."""
+    the number, and a login or recovery code must not work for the next account there. The number's requests in
+    flight are waited for first: one had read the account still on the number, and the code it committed after this
+    statement stayed alive (found by an audit); one that waits for the move instead finds the number free."""
+    for purpose in PURPOSES:
+        _ONE_AT_A_TIME.all(key=f"sms-code:{purpose}:{phone}")
     db.session.execute(
         update(SmsCode).where(SmsCode.phone == phone, SmsCode.consumed_at.is_(None)).values(consumed_at=clock.now())
     )
