@@ -84,16 +84,21 @@ def same_name(a: str, b: str) -> bool:
     return name_key(a) == name_key(b)
 
 
-# The interpunct of transliterated names is typed several ways (买买提·艾力, 买买提•艾力, 买买提・艾力).
-_INTERPUNCTS = str.maketrans(dict.fromkeys("•‧・．", "·"))
+# The interpunct of transliterated names is typed several ways (买买提·艾力, 买买提•艾力, 买买提・艾力),
+# and as a full stop between Chinese characters (买买提．艾力, 买买提.艾力). Compatibility folding makes the
+# full-width ``．`` an ASCII stop, so a stop is recognised by its neighbours after folding (listing ``．``
+# among the interpuncts matched nothing: found by an audit); elsewhere (J. R. Smith) a stop stays a stop.
+_INTERPUNCTS = str.maketrans(dict.fromkeys("•‧・", "·"))
+_STOP_BETWEEN_CJK = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff]) ?\. ?(?=[\u3400-\u9fff\uf900-\ufaff])")
 _SPACE_BY_CJK = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff·]) | (?=[\u3400-\u9fff\uf900-\ufaff·])")
 
 
 def name_key(name: str) -> str:
     """What two spellings of one name have in common: compatibility forms folded (full-width Ｊｏｈｎ is John),
-    one interpunct, no space next to a Chinese character (张 三 is 张三; Latin words keep theirs), any case."""
+    one interpunct (a full stop between Chinese characters is one too), no space next to a Chinese character
+    (张 三 is 张三; Latin words keep theirs), any case."""
     folded = " ".join(unicodedata.normalize("NFKC", name).translate(_INTERPUNCTS).split())
-    return _SPACE_BY_CJK.sub("", folded).casefold()
+    return _SPACE_BY_CJK.sub("", _STOP_BETWEEN_CJK.sub("·", folded)).casefold()
 
 
 def mask_name(name: str) -> str:
