@@ -89,15 +89,17 @@ def same_name(a: str, b: str) -> bool:
 # full-width ``．`` an ASCII stop, so a stop is recognised by its neighbours after folding (listing ``．``
 # among the interpuncts matched nothing: found by an audit); elsewhere (J. R. Smith) a stop stays a stop.
 _INTERPUNCTS = str.maketrans(dict.fromkeys("•‧・", "·"))
+# An apostrophe is typed straight or typographic (iOS writes O’Brien for O'Brien; found by an audit).
+_APOSTROPHES = str.maketrans(dict.fromkeys("’‘ʼ", "'"))
 _STOP_BETWEEN_CJK = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff]) ?\. ?(?=[\u3400-\u9fff\uf900-\ufaff])")
 _SPACE_BY_CJK = re.compile(r"(?<=[\u3400-\u9fff\uf900-\ufaff·]) | (?=[\u3400-\u9fff\uf900-\ufaff·])")
 
 
 def name_key(name: str) -> str:
     """What two spellings of one name have in common: compatibility forms folded (full-width Ｊｏｈｎ is John),
-    one interpunct (a full stop between Chinese characters is one too), no space next to a Chinese character
-    (张 三 is 张三; Latin words keep theirs), any case."""
-    folded = " ".join(unicodedata.normalize("NFKC", name).translate(_INTERPUNCTS).split())
+    one interpunct (a full stop between Chinese characters is one too), one apostrophe, no space next to a Chinese
+    character (张 三 is 张三; Latin words keep theirs), any case."""
+    folded = " ".join(unicodedata.normalize("NFKC", name).translate(_INTERPUNCTS).translate(_APOSTROPHES).split())
     return _SPACE_BY_CJK.sub("", _STOP_BETWEEN_CJK.sub("·", folded)).casefold()
 
 
