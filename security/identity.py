@@ -115,10 +115,11 @@ def mask_name(name: str) -> str:
 def normalize_id_number(raw: str, today: date) -> str:
     """The 18-character resident ID in canonical form (upper-case ``X``), or ``InvalidIdNumber``.
 
-    Checks, in order: 17 ASCII digits and a digit or X; the GB 11643 check digit; a birth date that exists,
-    is not before 1900 and not after ``today``; a region code known for that birth year.
+    Checks, in order: 17 ASCII digits and a digit or X (spaces between groups, as input fields format it, aside);
+    the GB 11643 check digit; a birth date that exists, is not before 1900 and not after ``today``; a region code
+    known for that birth year.
     """
-    number = raw.strip().upper()
+    number = "".join(raw.split()).upper()
     if len(number) != 18 or not (number[:17].isascii() and number[:17].isdigit()) or number[17] not in "0123456789X":
         raise InvalidIdNumber("format", "A resident ID number is 17 digits followed by a digit or X.")
     if ric.calc_check_digit(number) != number[17]:

@@ -28,7 +28,7 @@ ATTEMPTS_PER_ACCOUNT = "10 per day"
 
 class IdentityRequest(RequestModel):
     real_name: str = Field(min_length=1, max_length=64, description="The name exactly as on the ID card")
-    id_number: str = Field(min_length=1, max_length=32, description="18-character resident ID number")
+    id_number: str = Field(min_length=1, max_length=32, description="18-character resident ID; spaces are ignored")
 
 
 class IdentityOut(BaseModel):
