@@ -40,16 +40,16 @@ from wallet.card_errors import (
 from wallet.card_models import BankCard
 from wallet.funds_models import PENDING, SUBMITTED, TopUp, Withdrawal
 
-_SEPARATORS = str.maketrans("", "", " -")
+_SEPARATORS = str.maketrans("", "", "-")
 
 
 # --- rules (no database, no Flask) -------------------------------------------------------------------
 
 
 def normalize_card_number(raw: str) -> str:
-    """Digits only (spaces and hyphens as typed on a phone are dropped); 16-19 digits passing Luhn.
-    Raises ``InvalidCardNumber`` (whose message never repeats the number)."""
-    number = raw.translate(_SEPARATORS)
+    """Digits only (spaces of any kind and hyphens, as typed or pasted on a phone, are dropped); 16-19 digits passing
+    Luhn. Raises ``InvalidCardNumber`` (whose message never repeats the number)."""
+    number = "".join(raw.translate(_SEPARATORS).split())
     if not (number.isascii() and number.isdigit() and 16 <= len(number) <= 19):
         raise InvalidCardNumber("A bank card number has 16 to 19 digits.")
     if not luhn.is_valid(number):
