@@ -73,10 +73,16 @@ def normalize_real_name(raw: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidRealName(f"A name has at most {MAX_NAME_LENGTH} characters.")
     if not any(ch.isalpha() for ch in name) or not all(
-        ch.isalpha() or ch in _NAME_PUNCTUATION or unicodedata.category(ch).startswith("M") for ch in name
+        ch.isalpha() or _is_name_punctuation(ch) or unicodedata.category(ch).startswith("M") for ch in name
     ):
         raise InvalidRealName("A name consists of letters, spaces and name punctuation only.")
     return name
+
+
+def _is_name_punctuation(ch: str) -> bool:
+    """Name punctuation, also in the full-width forms a Chinese keyboard types (``．`` ``＇`` ``－``, ``･``), which
+    ``name_key`` folds: verification refused them while a card holder name typed so was the same name (an audit)."""
+    return ch in _NAME_PUNCTUATION or unicodedata.normalize("NFKC", ch) in _NAME_PUNCTUATION
 
 
 def same_name(a: str, b: str) -> bool:
