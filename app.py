@@ -214,7 +214,7 @@ def _bearer_challenge(exc: AppError) -> str:
     what was refused, none when the request sent none or a password was wrong (found by the contract audit: no 401
     had one, and HTTP stacks that go by it failed on the answer instead of reading its problem+json)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if isinstance(exc, Unauthenticated) and scheme.lower() == "bearer" and token.strip():
+    if isinstance(exc, Unauthenticated) and exc.bearer_refused and scheme.lower() == "bearer" and token.strip():
         return f'{_CHALLENGE}, error="invalid_token"'
     return _CHALLENGE
 

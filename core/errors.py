@@ -60,6 +60,8 @@ class Unauthenticated(AppError):
     """No valid bearer token accompanied a request that needs one."""
 
     status, code, title = 401, "unauthenticated", "Authentication required"
+    # Whether the bearer token the request sent is what was refused: its 401 then says ``error="invalid_token"``.
+    bearer_refused: bool = True
 
 
 class Forbidden(AppError):

@@ -81,7 +81,14 @@ class DeviceVerificationRequired(AppError):
     status, code, title = 401, "device_verification_required", "New device: verification code required"
 
 
-class RefreshTokenReused(Unauthenticated):
+class RefreshTokenRefused(Unauthenticated):
+    """The refresh token sent to be rotated is unknown, expired or revoked. An access token the request carries too is
+    not what was refused (found by the review: its 401 said ``invalid_token`` of one that still worked)."""
+
+    bearer_refused = False
+
+
+class RefreshTokenReused(RefreshTokenRefused):
     """An already-rotated refresh token was presented: the whole session family is revoked."""
 
     code, title = "refresh_token_reused", "Refresh token reused"

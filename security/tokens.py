@@ -19,9 +19,8 @@ from sqlalchemy import bindparam, select, text, update
 
 from core import clock
 from core.db import UTCDateTime, db, is_postgres, run_in_transaction
-from core.errors import Unauthenticated
 from core.ids import new_id
-from security.errors import RefreshTokenReused
+from security.errors import RefreshTokenRefused, RefreshTokenReused
 from security.models import AuthSession, AuthToken
 
 ACCESS, REFRESH = "access", "refresh"
@@ -92,7 +91,7 @@ def start_session(user_id: str, device_id: str, *, touch_device: bool = False) -
 def refresh(refresh_token: str, device_key: str) -> TokenPair:
     """Rotate: spend ``refresh_token`` and mint a new pair. Reuse revokes the family.
 
-    Raises ``RefreshTokenReused`` for a token already spent, ``Unauthenticated`` for anything else invalid.
+    Raises ``RefreshTokenReused`` for a token already spent, ``RefreshTokenRefused`` for anything else invalid.
     """
 
     def work() -> TokenPair | Exception:
@@ -101,14 +100,14 @@ def refresh(refresh_token: str, device_key: str) -> TokenPair:
         ).first()
         now = clock.now()
         if row is None or row.kind != REFRESH or row.session.device.device_key != device_key:
-            return Unauthenticated("The refresh token is not valid.")
+            return RefreshTokenRefused("The refresh token is not valid.")
         session = row.session
         if row.used_at is not None:
             if session.revoked_at is None:
                 session.revoked_at, session.revoke_reason = now, "refresh_reuse"
             return RefreshTokenReused("This refresh token was already used; the session has been revoked.")
         if row.expires_at <= now or session.revoked_at is not None:
-            return Unauthenticated("The refresh token is expired or revoked.")
+            return RefreshTokenRefused("The refresh token is expired or revoked.")
         # A login lock stops password guessing, not the sessions the owner already holds (``security.auth``).
         row.used_at = now
         return _mint(session.id)
