@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -20,7 +21,9 @@ from wallet.limits import CST
 _COLUMNS = ["id", "created_at", "kind", "amount", "balance_after", "currency", "counterparty", "transfer_id", "note"]
 
 # A cell a spreadsheet would read as a formula (OWASP "CSV injection"): the payer writes the note the payee's
-# statement shows, so a note such as ``=HYPERLINK(...)`` is written with a leading apostrophe, read as text.
+# statement shows, so a note such as ``=HYPERLINK(...)`` is written with a leading apostrophe, read as text. Its first
+# character is looked at folded (NFKC): spreadsheets in Chinese and Japanese locales read the full-width ``＝`` a
+# keyboard there types as ``=`` (found by the review).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -98,7 +101,7 @@ def lines(viewer: sql.Viewer, *, limit: int, before_id: int | None, kind: str | 
 def _cell(text: str | None) -> str:
     if not text:
         return ""
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return "'" + text if unicodedata.normalize("NFKC", text[0]).startswith(_FORMULA_START) else text
 
 
 def csv_rows(viewer: sql.Viewer, **filters: Any) -> Iterator[str]:
