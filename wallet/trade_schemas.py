@@ -122,6 +122,13 @@ class Decide(RequestModel):
     currency: Literal["CNY"] = Field(default="CNY", description="The trade's currency, that of refund_amount")
     reason: str = words(1000)
 
+    @model_validator(mode="after")
+    def zero_only_with_a_release(self) -> Decide:
+        # Zero is what a release refunds; a split or a refund of nothing is malformed, as it was before zero was taken.
+        if self.refund_amount == 0 and self.outcome != "release":
+            raise ValueError("refund_amount: 0 is a release's; a split or a refund gives back more than nothing")
+        return self
+
 
 class TradeListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
