@@ -1,11 +1,16 @@
 """Helpers of the escrow tests that go beyond the stories: balances, re-login, the verifier, staff (built on the story
 helpers)."""
 
-from sqlalchemy import select
+import threading
+from contextlib import contextmanager
 
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+
+from core import sql
 from core.db import db
 from tests.api.test_escrow_stories import PP, act, books_clean, events, open_trade, paid_and_shipped, run_sweeper, trade
-from wallet import ledger
+from wallet import ledger, trades
 from wallet.escrow_models import Trade
 
 __all__ = [
@@ -75,3 +80,34 @@ def parties_by_wallet_age(api, older_wallet, balance=50000):
         assert api.money("/api/v1/topups", accounts[role], amount=balance,
                          bank_card_id=accounts[role]["card_id"]).status_code == 201
     return accounts["buyer"], accounts["seller"]
+
+
+@contextmanager
+def evidence_added_as_the_timeline_is_read(app, seller, trade_id):
+    """Inside: the first statement of this thread that reads ``trade_timeline`` (through ``core.sql`` or the ORM)
+    first lets another thread commit a piece of the seller's evidence. Yields the list of statements it raced (one,
+    once it happened), for the test to assert the race took place."""
+    reader, raced = threading.get_ident(), []
+
+    def add_evidence_meanwhile() -> None:
+        with app.app_context():
+            trades.add_evidence(seller["user"]["id"], trade_id, "shipped on time", [])
+            db.session.remove()
+
+    def before_the_timeline_is_read(statement: str) -> None:
+        if threading.get_ident() == reader and not raced and "trade_timeline" in statement:
+            raced.append(statement)
+            writer = threading.Thread(target=add_evidence_meanwhile)
+            writer.start()
+            writer.join()
+
+    def orm_statement(_conn, _cursor, statement, *_args):
+        before_the_timeline_is_read(statement)
+
+    sql.listen(before_the_timeline_is_read)
+    event.listen(Engine, "before_cursor_execute", orm_statement)
+    try:
+        yield raced
+    finally:
+        event.remove(Engine, "before_cursor_execute", orm_statement)
+        sql.unlisten(before_the_timeline_is_read)

@@ -7,16 +7,16 @@ docstring), not with our code, as a client or an arbitrator would check it.
 
 import hashlib
 import json
-import threading
 from datetime import UTC, datetime
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
-from core import sql
-from core.db import db
-from tests.api.escrow_helpers import PP, act, open_trade, paid_and_shipped, trade
-from wallet import trades
+from tests.api.escrow_helpers import (
+    PP,
+    act,
+    evidence_added_as_the_timeline_is_read,
+    open_trade,
+    paid_and_shipped,
+    trade,
+)
 
 GENESIS = "0" * 64
 
@@ -68,30 +68,8 @@ def test_an_evidence_bundle_read_while_evidence_is_added_is_one_consistent_pictu
     trade's head and its entries are one picture."""
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
-    reader, raced = threading.get_ident(), []
-
-    def add_evidence_meanwhile() -> None:
-        with app.app_context():
-            trades.add_evidence(seller["user"]["id"], trade_id, "shipped on time", [])
-            db.session.remove()
-
-    def before_the_timeline_is_read(statement: str) -> None:
-        if threading.get_ident() == reader and not raced and "trade_timeline" in statement:
-            raced.append(statement)
-            writer = threading.Thread(target=add_evidence_meanwhile)
-            writer.start()
-            writer.join()
-
-    def orm_statement(_conn, _cursor, statement, *_args):
-        before_the_timeline_is_read(statement)
-
-    sql.listen(before_the_timeline_is_read)
-    event.listen(Engine, "before_cursor_execute", orm_statement)
-    try:
+    with evidence_added_as_the_timeline_is_read(app, seller, trade_id) as raced:
         body = bundle(api, buyer, trade_id)
-    finally:
-        event.remove(Engine, "before_cursor_execute", orm_statement)
-        sql.unlisten(before_the_timeline_is_read)
     assert raced
     assert (body["intact"], body["broken_at"]) == (True, None), body
     assert client_verifies(body["timeline"], body["head_hash"])

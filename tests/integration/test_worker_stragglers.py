@@ -8,7 +8,7 @@ import logging
 
 from core.db import db
 from core.worker import BackgroundWorker, Task
-from wallet import ledger
+from wallet import ledger, trades
 from wallet.banks import ReferenceConflict, SimulatedBank
 from wallet.card_models import BankCard
 from wallet.check import check_invariants
@@ -101,9 +101,9 @@ def test_one_withdrawal_that_cannot_be_advanced_does_not_block_every_later_withd
     assert _state(app, healthy)[0] == "succeeded", "bob's withdrawal is stuck behind alice's broken one"
 
 
-def test_one_trade_whose_deadline_cannot_be_applied_does_not_stop_the_sweep(api, app, clock, monkeypatch):
+def _two_unpaid_trades_the_first_unsweepable(api, clock, monkeypatch):
+    """Two unpaid trades past their pay deadline, closing the first raising (a bug): their ids and the real step."""
     from tests.api.test_escrow_stories import open_trade
-    from wallet import trades
 
     buyer, seller = api.verified(), api.verified()
     first, second = open_trade(api, buyer, seller), open_trade(api, buyer, seller)
@@ -116,6 +116,11 @@ def test_one_trade_whose_deadline_cannot_be_applied_does_not_stop_the_sweep(api,
 
     monkeypatch.setattr(trades, "_expire_unpaid", broken_for_the_first)
     clock.advance(hours=25)
+    return first, second, real
+
+
+def test_one_trade_whose_deadline_cannot_be_applied_does_not_stop_the_sweep(api, app, clock, monkeypatch):
+    first, second, real = _two_unpaid_trades_the_first_unsweepable(api, clock, monkeypatch)
     with app.app_context():
         assert trades.sweep()["closed_unpaid"] == 1
         monkeypatch.setattr(trades, "_expire_unpaid", real)
@@ -142,20 +147,7 @@ def test_a_withdrawal_first_taken_at_exactly_its_max_age_is_not_sent_and_is_fail
 def test_a_one_shot_sweep_with_a_trade_it_could_not_sweep_exits_non_zero_and_names_it(api, app, clock, monkeypatch):
     """Run from cron, ``flask escrow sweep`` is the only sign an operator gets: a trade whose deadline raised every
     time (logged) must fail the job, while the trades it could sweep are swept; a later clean sweep exits 0."""
-    from tests.api.test_escrow_stories import open_trade
-    from wallet import trades
-
-    buyer, seller = api.verified(), api.verified()
-    first, second = open_trade(api, buyer, seller), open_trade(api, buyer, seller)
-    real = trades._expire_unpaid
-
-    def broken_for_the_first(trade, now):
-        if trade.id == first:
-            raise RuntimeError("a bug")
-        return real(trade, now)
-
-    monkeypatch.setattr(trades, "_expire_unpaid", broken_for_the_first)
-    clock.advance(hours=25)
+    first, second, real = _two_unpaid_trades_the_first_unsweepable(api, clock, monkeypatch)
     result = app.test_cli_runner().invoke(args=["escrow", "sweep"])
     assert result.exit_code == 1, result.output
     assert "closed_unpaid=1" in result.output
