@@ -15,7 +15,6 @@ from tests.cli_processes import run_until_signalled
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_sweep_loop_stops_cleanly_on_a_signal(database_url, tmp_path, signum):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "ESCROW_"))}

@@ -14,7 +14,6 @@ from tests.cli_processes import run_until_signalled
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_worker_logs_that_it_stopped_on_a_signal(database_url, tmp_path, signum):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
