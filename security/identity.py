@@ -60,7 +60,7 @@ _UNIQUE_VIOLATIONS = ("uq_identities_user_id", "uq_identities_id_number_hash", "
                       "identities.id_number_hash")
 # Separators that appear inside real names: spaces, the interpunct of transliterated names (买买提·艾力),
 # hyphens and apostrophes of Latin names.
-_NAME_PUNCTUATION = frozenset(" ·•‧・.-'’")
+_NAME_PUNCTUATION = frozenset(" ·•‧・.-'’‘")
 
 
 # --- rules (no database, no Flask) -------------------------------------------------------------------
