@@ -28,9 +28,7 @@ from core.ids import new_id
 from notifications.outbox import enqueue
 from notifications.templates import format_time
 
-_ACTIVE = sql.Statement("SELECT frozen_at FROM account_freezes WHERE user_id = :user_id AND lifted_at IS NULL",
-                        utc=["frozen_at"])
-_ACTIVE_REASON = sql.Statement(
+_ACTIVE = sql.Statement(
     "SELECT frozen_at, reason FROM account_freezes WHERE user_id = :user_id AND lifted_at IS NULL", utc=["frozen_at"])
 _USER = sql.Statement("SELECT phone, locale FROM users WHERE id = :user_id")
 _FREEZE = sql.Statement(
@@ -47,7 +45,7 @@ _LIFT = sql.Statement("UPDATE account_freezes SET lifted_at = CASE WHEN frozen_a
 
 def frozen_since(user_id: str) -> datetime | None:
     """When the account's current freeze began, or None when it is not frozen (in the caller's transaction)."""
-    return _ACTIVE.scalar(user_id=user_id)
+    return _ACTIVE.scalar(user_id=user_id)  # the first column
 
 
 def frozen_accounts() -> list[Any]:
@@ -88,7 +86,7 @@ def freeze_account(user_id: str, reason: str) -> Freeze:
             owner = _USER.one(user_id=user_id)
             enqueue(owner.phone, "account_frozen", locale=owner.locale, user_id=user_id, time=format_time(now))
             return Freeze(now, reason[:MAX_REASON], True)
-        current = _ACTIVE_REASON.one(user_id=user_id)
+        current = _ACTIVE.one(user_id=user_id)
         return Freeze(current.frozen_at, current.reason, False)
 
     return run_in_transaction(work)
