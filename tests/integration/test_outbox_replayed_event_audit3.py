@@ -38,7 +38,8 @@ def test_an_event_written_again_after_it_was_expanded_neither_stops_the_outbox_n
         assert sorted(inbox.sent) == sorted(alert.id for alert in first)
 
         _replay(saved, saved.id)  # the same row again, as it was before the dispatcher took it
-        _replay(saved, "evt" + saved.id[3:-1] + "z")  # and under another id
+        # and under another id (its last character changed: an id that ended in "z" once made this the same id)
+        _replay(saved, saved.id[:-1] + ("y" if saved.id.endswith("z") else "z"))
         later = run_in_transaction(lambda: enqueue("+12025550103", "registered", locale="en", phone="0103"))
         dispatcher.dispatch_all(inbox)
 
