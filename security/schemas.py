@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from core.api import RequestModel
 from core.pagination import Page
 
 Phone = Field(min_length=3, max_length=32, description="Mobile number, E.164 (+8613800138000) or national")
-SmsCode = Field(pattern=r"^[0-9]{6}$", description="The 6-digit code from the SMS")
+
+
+def _ascii_digits(value: object) -> object:
+    """Any Unicode decimal digit as its ASCII digit: some Chinese input methods type a code as "１２３４５６", which the
+    user cannot tell from 123456 (codes only: a password is never rewritten so)."""
+    if isinstance(value, str) and not value.isascii():
+        return "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() else ch for ch in value)
+    return value
+
+
+# A 6-digit one-time code (SMS or authenticator), typed in any script's decimal digits ("１２３４５６" too).
+OneTimeCode = Annotated[str, BeforeValidator(_ascii_digits)]
+SmsCode = Field(pattern=r"^[0-9]{6}$",
+                description="The 6-digit code from the SMS (digits typed full-width, as １２３４５６, count as"
+                            " the ASCII ones)")
 DeviceId = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="Stable id of the app install")
 Locale = Literal["zh", "en"]
 
@@ -29,7 +44,7 @@ class Accepted(BaseModel):
 
 class RegisterRequest(RequestModel):
     phone: str = Phone
-    sms_code: str = SmsCode
+    sms_code: OneTimeCode = SmsCode
     login_password: str = Field(min_length=1, max_length=128)
     payment_password: str = Field(min_length=1, max_length=16)
     device_id: str = DeviceId
@@ -66,8 +81,8 @@ class LoginRequest(RequestModel):
     login_password: str = Field(min_length=1, max_length=128)
     device_id: str = DeviceId
     device_name: str | None = Field(default=None, max_length=128)
-    sms_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
-    totp_code: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+    sms_code: OneTimeCode | None = Field(default=None, pattern=r"^[0-9]{6}$")
+    totp_code: OneTimeCode | None = Field(default=None, pattern=r"^[0-9]{6}$")
 
 
 class RefreshRequest(RequestModel):
@@ -101,7 +116,7 @@ class LoginPasswordChange(RequestModel):
 
 class PaymentPasswordChange(RequestModel):
     current_payment_password: str | None = Field(default=None, min_length=1, max_length=16)
-    sms_code: str | None = Field(
+    sms_code: OneTimeCode | None = Field(
         default=None, pattern=r"^[0-9]{6}$",
         description="A 'recover' code; refused (403 payment_password_reset_too_soon, with available_at and reason) "
                     "for PAYMENT_RESET_AFTER_PHONE_CHANGE_HOURS (24) after a phone change (reason phone_changed) and "
@@ -121,9 +136,9 @@ class PasswordReset(RequestModel):
     reset the payment password by SMS, change its phone or enrol an authenticator for SMS_RECOVERY_HOLD_HOURS (24)."""
 
     phone: str = Phone
-    sms_code: str = SmsCode
+    sms_code: OneTimeCode = SmsCode
     new_password: str = Field(min_length=1, max_length=128)
-    totp_code: str | None = Field(
+    totp_code: OneTimeCode | None = Field(
         default=None, pattern=r"^[0-9]{6}$",
         description="Required when the account has an authenticator (401 totp_required otherwise, the SMS code "
                     "spent); ignored when it has none")
@@ -134,7 +149,7 @@ class PhoneChange(RequestModel):
     login-password recovery by SMS alone."""
 
     new_phone: str = Phone
-    sms_code: str = SmsCode
+    sms_code: OneTimeCode = SmsCode
     login_password: str = Field(min_length=1, max_length=128)
 
 
@@ -152,7 +167,7 @@ class TotpEnrolment(BaseModel):
 
 
 class TotpVerify(RequestModel):
-    code: str = Field(pattern=r"^[0-9]{6}$")
+    code: OneTimeCode = Field(pattern=r"^[0-9]{6}$")
 
 
 class PaymentPasswordVerify(RequestModel):
