@@ -266,10 +266,13 @@ def _finish(trade: TradeRecord, action: str, actor: str, at: datetime | None = N
     the ratings window counts from it, however late the sweeper applies it)."""
     parties = _parties(trade.buyer_id, trade.seller_id)
     _move(trade, action, actor)
-    net = _release_to_seller(trade, _held(trade), actor)
+    released = _held(trade)
+    net = _release_to_seller(trade, released, actor)
     trade.finished_at = at or clock.now()
-    for party in (trade.seller_id, trade.buyer_id):
-        _tell(parties[party], "trade_finished", trade, amount=format_amount(net))
+    # The seller reads what reached their wallet; the buyer what left escrow for the seller, the fee included: the
+    # platform's fee is the seller's business, and less than the buyer paid would read as money gone missing.
+    for party, amount in ((trade.seller_id, net), (trade.buyer_id, released)):
+        _tell(parties[party], "trade_finished", trade, amount=format_amount(amount))
 
 
 def _pause(trade: TradeRecord, now: datetime) -> None:
