@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from core.api import RequestModel
 from core.money import MAX_AMOUNT
@@ -30,10 +31,32 @@ class WithdrawalRequest(Amount):
     payment_password: str = PaymentPassword
 
 
+# What a payment's note may not hold: control characters (C0, DEL, C1) but the tab and the line breaks a note of
+# several lines has (its CSV cell is quoted), and the Unicode bidirectional controls (U+202A-U+202E, U+2066-U+2069,
+# the marks U+200E, U+200F, U+061C), with which a payer makes the payee's statement show the note in another order
+# than it was written.
+_NOT_IN_A_NOTE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 class TransferRequest(Amount):
     to_phone: str = Field(min_length=3, max_length=32)
-    note: str | None = Field(default=None, max_length=140)
+    note: str | None = Field(
+        default=None, max_length=140,
+        description="What the payment is for, shown to both sides on their statements. A blank note (empty, or spaces"
+                    " only) is kept as no note; one with a control character (a tab and line breaks aside) or a Unicode"
+                    " bidirectional control (U+202A-U+202E, U+2066-U+2069, U+200E, U+200F, U+061C) is refused (422"
+                    " note_character_not_allowed)")
     payment_password: str = PaymentPassword
+
+    @field_validator("note")
+    @classmethod
+    def shown_as_written(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _NOT_IN_A_NOTE.search(value):
+            raise PydanticCustomError("note_character_not_allowed", "A note may not hold control characters or"
+                                      " bidirectional controls.")
+        return value if value.strip() else None
 
 
 class WalletOut(BaseModel):
