@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import UTCDateTime, db
@@ -41,7 +41,7 @@ class BankCard(db.Model):
     bank_code: Mapped[str] = mapped_column(String(8))
     card_hash: Mapped[str] = mapped_column(String(64))
     last4: Mapped[str] = mapped_column(String(4))
-    bank_token: Mapped[str | None] = mapped_column(String(64))  # erased on removal; see the module docstring
+    bank_token: Mapped[str | None] = mapped_column(Text)  # erased on removal; see the module docstring (migration 0030)
     holder_name: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

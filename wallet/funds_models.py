@@ -37,7 +37,7 @@ class TopUp(db.Model):
     status: Mapped[str] = mapped_column(String(12), default=PENDING)
     failure_reason: Mapped[str | None] = mapped_column(String(64))
     transfer_id: Mapped[str | None] = mapped_column(ForeignKey("transfers.id"), unique=True)  # migration 0017
-    bank_reference: Mapped[str | None] = mapped_column(String(64))
+    bank_reference: Mapped[str | None] = mapped_column(Text)  # what the bank calls it, any length (migration 0030)
     # Set when the top-up is part of another request (paying a trade with a card): retries of that request
     # (same caller, same Idempotency-Key) find this top-up instead of charging the card again.
     request_key: Mapped[str | None] = mapped_column(String(300), unique=True)
@@ -73,7 +73,7 @@ class Withdrawal(db.Model):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
     failure_reason: Mapped[str | None] = mapped_column(String(64))
-    bank_reference: Mapped[str | None] = mapped_column(String(64))
+    bank_reference: Mapped[str | None] = mapped_column(Text)  # what the bank calls it, any length (migration 0030)
     # Until when a payout submitted by a claim may still reach the bank (``wallet.funds._IN_FLIGHT``, migration 0026).
     submitted_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
