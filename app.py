@@ -153,9 +153,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def _outbox_gauges():
     status = dispatcher.queue_status()
     age = status.oldest_unsent_age.total_seconds() if status.oldest_unsent_age else 0.0
+    # A one-time code's message given up (expired unsent, superseded by a newer code) is no failure: the user asked
+    # again, or will; counted apart, so that an alert on failed SMS fires for alerts that failed.
+    failed = status.by_status.get(FAILED, 0) - status.codes_given_up
+    counts = {PENDING: status.by_status.get(PENDING, 0), SENDING: status.by_status.get(SENDING, 0), FAILED: failed}
     return [
-        ("wallet_outbox_alerts", "alerts waiting to be sent (pending, sending) and given up (failed)", ["status"],
-         [([name], float(status.by_status.get(name, 0))) for name in (PENDING, SENDING, FAILED)]),
+        ("wallet_outbox_alerts", "alerts waiting to be sent (pending, sending) and given up as failed (failed: refused"
+         " for good or unsent past their maximum age; one-time codes given up are wallet_outbox_codes_given_up)",
+         ["status"], [([name], float(count)) for name, count in counts.items()]),
+        ("wallet_outbox_codes_given_up", "one-time code messages given up unsent: the code expired, or a newer code"
+         " the user asked for went out first", [], [([], float(status.codes_given_up))]),
         ("wallet_outbox_oldest_unsent_seconds", "age of the oldest alert not yet handed to the provider", [],
          [([], age)]),
         ("wallet_outbox_resends_in_doubt", "re-sends after a dispatcher died mid-hand-over", [],

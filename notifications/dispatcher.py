@@ -111,6 +111,10 @@ from notifications.templates import render
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# How the ``last_error`` of a one-time code's message given up (expired unsent, or superseded) begins: /metrics counts
+# those apart from the alerts that failed (``QueueStatus.codes_given_up``).
+CODE_GIVEN_UP = "one-time code "
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -329,7 +333,7 @@ def _begin(alert_id: str, token: str) -> bool:
         # by now, and a text still saying "valid for 10 minutes" would only mislead. No operator problem: a warning.
         log.warning("alert %s (%s): the code expired unsent after %d attempts; given up", alert_id, state.event,
                     state.attempts)
-        _give_up(alert_id, state, "one-time code expired unsent", now)
+        _give_up(alert_id, state, f"{CODE_GIVEN_UP}expired unsent", now)
         return False
     newer = _newer_code(alert_id, state)
     if newer is not None:
@@ -338,7 +342,7 @@ def _begin(alert_id: str, token: str) -> bool:
         # only an older code gives way, so two dispatchers holding both at once at worst send both, as before.
         log.info("alert %s (%s): superseded by the newer code %s sent before it; given up", alert_id,
                  state.event, newer)
-        _give_up(alert_id, state, f"one-time code superseded by a newer one ({newer}), sent before it", now)
+        _give_up(alert_id, state, f"{CODE_GIVEN_UP}superseded by a newer one ({newer}), sent before it", now)
         return False
     if state.in_flight_since is not None:
         log.warning("alert %s: the hand-over begun at %s has no known outcome; sending again",
@@ -408,7 +412,7 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
         log.warning("alert %s (%s) refused for good after %d attempts: %s",
                     alert_id, state.event, state.attempts, error)
     elif _code_expired(state, now):
-        status, last_error = FAILED, f"one-time code expired unsent; last try: {error}"
+        status, last_error = FAILED, f"{CODE_GIVEN_UP}expired unsent; last try: {error}"
         log.warning("alert %s (%s): the code expired unsent after %d attempts; given up: %s",
                     alert_id, state.event, state.attempts, error)
     elif now >= deadline:
@@ -545,6 +549,9 @@ class QueueStatus:
     # Why the oldest alert is still unsent, when a try failed: a refused credential or permission holds every alert
     # without failing any until its maximum age, and this is where the operator reads the reason.
     oldest_unsent_error: str | None = None
+    # Of the ``failed``: one-time code messages given up (expired unsent, or superseded by a newer code), no failure an
+    # operator has anything to do about (counted only when ``failed`` is, and not with ``totals``).
+    codes_given_up: int = 0
 
     def lines(self) -> list[str]:
         """The report as ``flask notifications status`` prints it."""
@@ -562,6 +569,8 @@ class QueueStatus:
 # What /metrics reads on every scrape, each through a partial index holding only such rows (``models.Alert``).
 _UNSENT_COUNTS = select(Alert.status, func.count()).where(text(UNSENT_WHERE)).group_by(Alert.status)
 _FAILED_COUNT = select(func.count()).select_from(Alert).where(text(FAILED_WHERE))
+_CODES_GIVEN_UP = (select(func.count()).select_from(Alert)
+                   .where(text(FAILED_WHERE), Alert.event == CODE_EVENT, Alert.last_error.startswith(CODE_GIVEN_UP)))
 _OLDEST_UNSENT = (select(Alert.id, Alert.created_at, Alert.last_error).where(text(UNSENT_WHERE))
                   .order_by(Alert.created_at).limit(1))
 _RESENDS_IN_DOUBT = select(func.coalesce(func.sum(Alert.resends_in_doubt), 0)).where(text(IN_DOUBT_WHERE))
@@ -582,7 +591,8 @@ def queue_status(*, totals: bool = False) -> QueueStatus:
     # One snapshot for all the reads: read one after the other in autocommit (PostgreSQL), the messages of an event
     # a dispatcher expanded between the count of alerts and the count of events were in neither (found by an audit:
     # "pending 0", with three waiting).
-    def read(conn: Connection) -> tuple[dict[str, int], Any, int]:
+    def read(conn: Connection) -> tuple[dict[str, int], Any, int, int]:
+        given_up = 0
         if totals:
             counts = dict(conn.execute(select(Alert.status, func.count()).group_by(Alert.status)).all())
         else:
@@ -590,6 +600,7 @@ def queue_status(*, totals: bool = False) -> QueueStatus:
             failed = conn.scalar(_FAILED_COUNT)
             if failed:
                 counts[FAILED] = failed
+                given_up = int(conn.scalar(_CODES_GIVEN_UP) or 0)  # among the failed rows only: few, read by the index
         unexpanded = int(conn.scalar(_UNEXPANDED) or 0)
         oldest = conn.execute(_OLDEST_UNSENT).first()
         if unexpanded:  # messages a dispatcher has not expanded yet: pending, and perhaps the oldest of all
@@ -597,13 +608,14 @@ def queue_status(*, totals: bool = False) -> QueueStatus:
             event = conn.execute(_OLDEST_EVENT).first()
             if event is not None and (oldest is None or event.created_at < oldest.created_at):
                 oldest = _Oldest(event.id, event.created_at, None)
-        return counts, oldest, int(conn.scalar(_RESENDS_IN_DOUBT) or 0)
+        return counts, oldest, int(conn.scalar(_RESENDS_IN_DOUBT) or 0), given_up
 
-    counts, oldest, doubtful = in_snapshot(read)
+    counts, oldest, doubtful, given_up = in_snapshot(read)
     return QueueStatus(
         by_status=counts,
         oldest_unsent_id=oldest.id if oldest else None,
         oldest_unsent_age=clock.now() - oldest.created_at if oldest else None,
         resends_in_doubt=doubtful,
         oldest_unsent_error=oldest.last_error if oldest else None,
+        codes_given_up=given_up,
     )
