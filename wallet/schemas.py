@@ -31,11 +31,13 @@ class WithdrawalRequest(Amount):
     payment_password: str = PaymentPassword
 
 
-# What a payment's note may not hold: control characters (C0, DEL, C1) but the tab and the line breaks a note of
-# several lines has (its CSV cell is quoted), and the Unicode bidirectional controls (U+202A-U+202E, U+2066-U+2069,
-# the marks U+200E, U+200F, U+061C), with which a payer makes the payee's statement show the note in another order
-# than it was written.
-_NOT_IN_A_NOTE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What text shown to another person may not hold (a payment's note, a trade's words): control characters (C0, DEL,
+# C1) but the tab and the line breaks a text of several lines has (a note's CSV cell is quoted), and the Unicode
+# bidirectional controls (U+202A-U+202E, U+2066-U+2069, the marks U+200E, U+200F, U+061C), with which the writer
+# makes the reader's statement, SMS or dispute page show the text in another order than it was written. The body of a
+# regular-expression character class, in escapes that Python's ``re``, pydantic's Rust regex and JSON Schema all read.
+HIDDEN_CHARACTERS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_NOT_IN_A_NOTE = re.compile(f"[{HIDDEN_CHARACTERS}]")
 
 
 class TransferRequest(Amount):

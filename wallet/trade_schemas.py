@@ -13,16 +13,27 @@ from core.money import MAX_AMOUNT
 from core.pagination import cursor
 from wallet.escrow import REFUND_STATES, TRADE_STATES
 from wallet.escrow_models import Dispute, TimelineEntry, Trade
+from wallet.schemas import HIDDEN_CHARACTERS
 
 if TYPE_CHECKING:
     from wallet.trades import RefundView
 
 
-def words(max_length: int) -> Any:
-    """A field of text that must say something: not empty and not only spaces (``\\S`` is Unicode-aware, so the
-    ideographic space U+3000 counts as a space). A blank title or reason reads as nothing in the other party's SMS
-    and in staff's dispute list; a blank tracking number cannot be followed."""
-    return Field(min_length=1, max_length=max_length, pattern=r"\S")
+# Text the other party or staff reads: no control characters and no bidirectional controls, which would make it show
+# in another order than written (``wallet.schemas.HIDDEN_CHARACTERS``); a tab and line breaks only in a text of
+# several lines (a reason, evidence, a comment), not in a one-line field (a title, carrier, tracking number, file name).
+SHOWN = f"[^{HIDDEN_CHARACTERS}]"
+ONE_LINE = f"[^{HIDDEN_CHARACTERS}\\t\\n\\r\\u2028\\u2029]"
+SHOWN_AS_WRITTEN = f"^{SHOWN}*$"
+
+
+def words(max_length: int, *, lines: bool = False) -> Any:
+    """A field of text that must say something: not empty and not only spaces (``\\s`` is Unicode-aware, so the
+    ideographic space U+3000 counts as a space), shown as written (``SHOWN``), on one line unless ``lines``. A blank
+    title or reason reads as nothing in the other party's SMS and in staff's dispute list; a blank tracking number
+    cannot be followed."""
+    char = SHOWN if lines else ONE_LINE
+    return Field(min_length=1, max_length=max_length, pattern=f"^{char}*[^{HIDDEN_CHARACTERS}\\s]{char}*$")
 
 
 Short = words(64)
@@ -67,18 +78,18 @@ class RequestRefund(RequestModel):
     amount: int = Field(gt=0, le=MAX_AMOUNT)
     currency: Literal["CNY"] = Field(default="CNY", description="The trade's currency (DESIGN 3: amounts come with"
                                      " their currency; trades are opened in CNY)")
-    reason: str = words(500)
+    reason: str = words(500, lines=True)
     return_goods: bool = False
 
 
 class Reason(RequestModel):
-    reason: str = words(1000)
+    reason: str = words(1000, lines=True)
 
 
 class RefuseReason(RequestModel):
     """Why the seller refuses a refund: as long as the buyer's reason for asking may be (``refunds`` keeps 500)."""
 
-    reason: str = words(500)
+    reason: str = words(500, lines=True)
 
 
 class Attachment(RequestModel):
@@ -91,7 +102,7 @@ class AddEvidence(RequestModel):
     """Text, attachment hashes, or both: a piece with neither is refused (it would say nothing, yet be kept in the
     trade's chain for good and count toward ESCROW_EVIDENCE_PER_PARTY)."""
 
-    text: str | None = Field(default=None, max_length=4000)
+    text: str | None = Field(default=None, max_length=4000, pattern=SHOWN_AS_WRITTEN)
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
@@ -111,7 +122,7 @@ class RateTrade(RequestModel):
         if isinstance(value, bool):
             raise ValueError("give 1, 0 or -1, not a boolean")
         return value
-    comment: str | None = Field(default=None, max_length=500)
+    comment: str | None = Field(default=None, max_length=500, pattern=SHOWN_AS_WRITTEN)
 
 
 class Decide(RequestModel):
@@ -120,7 +131,7 @@ class Decide(RequestModel):
                                       description="Fen back to the buyer: required for a split; a release or a"
                                                   " refund may give only the amount it refunds (0 for a release)")
     currency: Literal["CNY"] = Field(default="CNY", description="The trade's currency, that of refund_amount")
-    reason: str = words(1000)
+    reason: str = words(1000, lines=True)
 
     @model_validator(mode="after")
     def zero_only_with_a_release(self) -> Decide:
