@@ -153,6 +153,10 @@ def load(environ: Mapping[str, str], instance_path: str) -> dict[str, Any]:
     return finish(config, instance_path)
 
 
+# The least argon2id cost a production start takes (DESIGN 4.1: at least m=19 MiB, t=2, p=1).
+ARGON2_FLOOR = {"ARGON2_MEMORY_KIB": 19456, "ARGON2_TIME_COST": 2, "ARGON2_PARALLELISM": 1}
+
+
 # The most a spending limit can be: a single movement carries at most ``MAX_AMOUNT`` (``wallet.ledger``), and a day's
 # usage is a signed 64-bit column that every payment compares with the limit (SQLite cannot bind a larger integer).
 LIMIT_MAXIMA = {"LIMIT_PER_TRANSACTION": MAX_AMOUNT, "LIMIT_DAILY": 2**63 - 1}
@@ -302,6 +306,13 @@ def finish(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         config["PASSWORD_PEPPER"] = DEV_PEPPER
     if config["WALLET_ENV"] == "production" and config["PASSWORD_PEPPER"] == DEV_PEPPER:
         raise ConfigError("PASSWORD_PEPPER must not be the development default in production")
+    if config["WALLET_ENV"] == "production":
+        # DESIGN 4.1: argon2id at least m=19 MiB, t=2, p=1 (OWASP's minimum). Below it a production start hashed
+        # every password thousands of times cheaper to guess, silently (found by the design audit); development and
+        # tests may hash cheaply.
+        for name, least in ARGON2_FLOOR.items():
+            if config[name] < least:
+                raise ConfigError(f"{name}={config[name]} is below the least DESIGN allows in production ({least})")
     if config["IDEMPOTENCY_TTL_HOURS"] < 24:  # DESIGN 7: a retry the next morning must replay, not pay again
         raise ConfigError("IDEMPOTENCY_TTL_HOURS must be at least 24: Idempotency-Key answers are kept a day")
     config["RATELIMIT_HEADERS_ENABLED"] = True
