@@ -96,7 +96,9 @@ class DeviceOut(BaseModel):
     trusted: bool
     current: bool
     created_at: datetime
-    last_seen_at: datetime
+    last_seen_at: datetime = Field(description="When the device last logged in or refreshed its session (an app in"
+                                   " use refreshes it as its access token expires: every ACCESS_TOKEN_MINUTES, 15 by"
+                                   " default)")
 
 
 class DeviceList(Page[DeviceOut]):

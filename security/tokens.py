@@ -110,6 +110,8 @@ def refresh(refresh_token: str, device_key: str) -> TokenPair:
             return RefreshTokenRefused("The refresh token is expired or revoked.")
         # A login lock stops password guessing, not the sessions the owner already holds (``security.auth``).
         row.used_at = now
+        # An app keeps its session by refreshing it, without the password: this is when its device was last seen.
+        session.device.last_seen_at = now
         return _mint(session.id)
 
     result = run_in_transaction(work)
