@@ -221,7 +221,12 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
         "info": {
             "title": title,
             "version": version,
-            "description": "Mobile wallet with escrow payments and SMS alerts. Amounts are integer fen.",
+            "description": "Mobile wallet with escrow payments and SMS alerts. Amounts are integer fen. Times in"
+                           " answers are RFC 3339 in UTC ending in Z (2026-01-15T08:00:00.123456Z; fractions of a"
+                           " second only when there are any), except a timeline entry's `at`, the text its hash"
+                           " covers, which ends in +00:00, and the statement's CSV, whose created_at does too."
+                           " Statement days (`from`, `to`) are China Standard Time (UTC+8) days, and SMS texts give"
+                           " China Standard Time.",
         },
         "servers": [{"url": "/"}],
         "paths": paths,

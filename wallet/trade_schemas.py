@@ -238,7 +238,8 @@ class TradeList(BaseModel):
 
 class TimelineEntryOut(BaseModel):
     seq: int
-    at: str
+    at: str = Field(description="When the entry was written: RFC 3339 in UTC ending in +00:00, not Z, since the hash"
+                    " covers this text as stored (2026-01-15T08:00:00.123456+00:00)")
     actor: str
     kind: str
     data: dict[str, Any] | str = Field(description="What the entry records; the stored text itself, as a string, only"
