@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from flask import current_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.api import RequestModel
@@ -180,6 +181,9 @@ class Deadlines(BaseModel):
     remind_at: datetime | None
     paused: bool
     paused_since: datetime | None = Field(description="When an open refund or dispute stopped the confirm clock")
+    rate_by: datetime | None = Field(description="A finished trade: the last moment either party may rate it"
+                                     " (finished_at + ESCROW_RATE_DAYS, this moment included); null until it finishes"
+                                     " and for a closed trade")
 
 
 class TradeOut(BaseModel):
@@ -223,7 +227,9 @@ class TradeOut(BaseModel):
                                 else None,
                                 remind_at=trade.remind_at if trade.status == "WAIT_BUYER_CONFIRM_GOODS" else None,
                                 paused=trade.paused_at is not None,
-                                paused_since=trade.paused_at if trade.status == "WAIT_BUYER_CONFIRM_GOODS" else None),
+                                paused_since=trade.paused_at if trade.status == "WAIT_BUYER_CONFIRM_GOODS" else None,
+                                rate_by=trade.finished_at + timedelta(days=current_app.config["ESCROW_RATE_DAYS"])
+                                if trade.status == "TRADE_FINISHED" and trade.finished_at is not None else None),
             refunds=[RefundOut.of(r) for r in refunds or []],
             created_at=trade.created_at, paid_at=trade.paid_at, shipped_at=trade.shipped_at,
             finished_at=trade.finished_at, closed_at=trade.closed_at, close_reason=trade.close_reason,

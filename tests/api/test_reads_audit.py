@@ -7,7 +7,7 @@ docstring), not with our code, as a client or an arbitrator would check it.
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from tests.api.escrow_helpers import (
     PP,
@@ -298,8 +298,9 @@ def test_the_trade_view_agrees_with_the_books_in_every_state(api, app, people):
     assert decided.status_code == 200, decided.json
     view = agrees(trade_id, "TRADE_FINISHED")
     assert (view["refunded_amount"], view["released_amount"], view["fee_amount"]) == (7000, 14000, 210)
+    rate_by = datetime.fromisoformat(view["finished_at"].replace("Z", "+00:00")) + timedelta(days=15)
     assert view["deadlines"] == {"pay_by": None, "confirm_by": None, "remind_at": None, "paused": False,
-                                 "paused_since": None}
+                                 "paused_since": None, "rate_by": rate_by.isoformat().replace("+00:00", "Z")}
     released = [line["amount"] for line in api.client.get("/api/v1/wallet/transactions?kind=escrow_release",
                                                           headers=seller["headers"]).json["data"]]
     assert released == [view["released_amount"] - view["fee_amount"]]
