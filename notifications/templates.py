@@ -105,7 +105,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
     },
     "card_bound": {
         "zh": "您的账户已于 {time} 绑定{bank}银行卡 {card}。如非本人操作，请立即联系客服。",
-        "en": "A {bank} card {card} was bound to your account at {time}. Not you? Contact support now.",
+        "en": "A card ({bank} {card}) was bound to your account at {time}. Not you? Contact support now.",
     },
     "card_removed": {
         "zh": "您的账户已于 {time} 解绑{bank}银行卡 {card}。如非本人操作，请立即联系客服。",

@@ -300,3 +300,12 @@ def test_a_seven_digit_number_passed_by_mistake_is_masked():
     # Seven digits in a row is already a phone, card or ID number (codes have six): a caller's slip is masked.
     text = render("transfer_received", "en", {"payer": "5512345", "amount": 100, "time": "t"})
     assert "5512345" not in text and "****2345" in text
+
+
+@pytest.mark.parametrize("bank", ["ICBC", "ABC", "BOC", "CCB"])
+def test_the_english_card_texts_read_right_whatever_the_bank(bank):
+    """The bound-card text read "A ICBC card" (and "A ABC card") for the banks whose code starts with a vowel."""
+    for event in ("card_bound", "card_removed"):
+        text = render(event, "en", {"bank": bank, "card": "**** 1234", "time": "2026-12-07 16:00"})
+        assert f"A {bank}" not in text and f"a {bank}" not in text, text
+        assert f"{bank} **** 1234" in text or f"{bank} card **** 1234" in text, text
