@@ -130,6 +130,38 @@ def driver_reason(exc: DBAPIError) -> str:
     return text.splitlines()[0] if text else type(exc.orig).__name__
 
 
+_ROW_LEFT_OUT = "DETAIL:  (left out of the log: PostgreSQL's detail quotes the row's values)"
+
+
+def leave_out_row_values(orig: BaseException) -> str | None:
+    """Take PostgreSQL's DETAIL out of the driver's error ``orig`` (in place), and return the text it had; None when
+    it had none. The DETAIL of a constraint violation quotes the row ("Failing row contains (usr_..., +12025550123,
+    ...)", "Key (phone)=(+12025550123) already exists"): a phone number, an email, an authenticator's secret, which
+    ``hide_parameters`` keeps out of the statement's part of the message but not out of the driver's. The first line
+    still names the table and the constraint, which is what an operator needs."""
+    detail = getattr(getattr(orig, "diag", None), "message_detail", None)
+    if not detail or not orig.args or not isinstance(orig.args[0], str):
+        return None
+    before = orig.args[0]
+    after = before.replace(f"DETAIL:  {detail}", _ROW_LEFT_OUT)
+    if after == before:  # not in the format libpq writes: keep only the first line
+        after = before.splitlines()[0] if before.strip() else type(orig).__name__
+    orig.args = (after, *orig.args[1:])
+    return before
+
+
+@event.listens_for(Engine, "handle_error")
+def _no_row_values_in_errors(context: Any) -> None:
+    """Every database error SQLAlchemy raises leaves out the row values PostgreSQL quotes (``leave_out_row_values``),
+    in the driver's error and in SQLAlchemy's, whose message was made from it; a 500's traceback is logged with both
+    (found by the logs audit)."""
+    orig = context.original_exception
+    before = leave_out_row_values(orig)
+    wrapped = context.sqlalchemy_exception
+    if before is not None and wrapped is not None and wrapped.args and isinstance(wrapped.args[0], str):
+        wrapped.args = (wrapped.args[0].replace(before, orig.args[0]), *wrapped.args[1:])
+
+
 def existing_session() -> Any:
     """This context's Session if something created one already, else None (without creating one)."""
     return db.session() if db.session.registry.has() else None

@@ -67,6 +67,7 @@ from core.db import (
     blocks_if_any,
     db,
     existing_session,
+    leave_out_row_values,
     reading_engine,
     transaction_connection,
 )
@@ -413,6 +414,7 @@ _SQLITE_READERS: dict[str, Callable[[Any], Any] | None] = {"utc": _aware_from_te
 def _translated(exc: Exception, bound: _Bound, sql: str, params: Mapping[str, Any]) -> DBAPIError:
     """The driver's error as SQLAlchemy would have raised it (with the engines' ``hide_parameters``: the values, a
     one-time code in an alert's body, a phone number, never reach a log); a lost connection is invalidated first."""
+    leave_out_row_values(exc)  # nor the values PostgreSQL's DETAIL quotes
     lost = bound.dialect.is_disconnect(exc, bound.driver, bound.cursor)
     if lost:
         bound.invalidate(exc)
