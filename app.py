@@ -62,7 +62,6 @@ from wallet.funds_api import bp as wallet_bp
 from wallet.trades_api import bp as trades_bp
 
 ROOT = Path(__file__).resolve().parent
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 log = logging.getLogger("wallet")
 
 migrate = Migrate(directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
@@ -176,8 +175,7 @@ def _outbox_gauges():
 def _install_hooks(app: Flask) -> None:
     @app.before_request
     def assign_request_id() -> None:
-        supplied = request.headers.get("X-Request-ID", "")
-        g.request_id = supplied if _REQUEST_ID.fullmatch(supplied) else os.urandom(16).hex()  # 128 random bits
+        g.request_id = observability.request_id_for(request.headers.get("X-Request-ID", ""))
 
     @app.after_request
     def security_headers(response: Response) -> Response:

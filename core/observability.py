@@ -27,6 +27,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,9 +52,22 @@ REQUEST_SECONDS = Histogram(
 )
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+# The id of the request served outside Flask's request context, for the lines logged on its behalf: gunicorn answering
+# one itself (``core.gunicorn_errors``).
+SERVING: ContextVar[str] = ContextVar("serving_request_id", default="-")
+
+
+def request_id_for(supplied: str) -> str:
+    """A request's id: the client's ``X-Request-ID`` when it is a short token of letters, digits, ``.``, ``_``, ``-``
+    (nothing that could break a log line), else 128 random bits."""
+    return supplied if _REQUEST_ID.fullmatch(supplied) else os.urandom(16).hex()
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        record.request_id = g.get("request_id", "-") if has_request_context() else SERVING.get()
         return True
 
 
