@@ -389,6 +389,9 @@ def _sent(alert_id: str, provider_id: str) -> None:
                     alert_id, provider_id, state.status, state.provider_id)
 
 
+RETRY_LOGGED = "alert %s (%s): attempt %d failed, next at %s: %s"
+
+
 def _failed(alert_id: str, token: str, error: SendFailed) -> None:
     state = _LOCK.one(id=alert_id)
     if state is None or state.claim_token != token or state.status != SENDING:
@@ -430,6 +433,10 @@ def _failed(alert_id: str, token: str, error: SendFailed) -> None:
             # arrive as after a dispatcher's death, not the backoff's first second or two.
             delay = max(delay, _lease())
         next_attempt_at = min(now + delay, deadline)
+        # Each failed try is told: a provider that refuses every message (a wrong auth token, an outage) is otherwise
+        # silent in the logs until alerts start to be given up a day later.
+        log.warning(RETRY_LOGGED, alert_id, state.event, state.attempts, next_attempt_at.isoformat(timespec="seconds"),
+                    error)
     _FAILED.run(id=alert_id, status=status, last_error=last_error[:2000], in_flight_since=in_flight_since,
                 next_attempt_at=next_attempt_at, now=now, give_up=status == FAILED, redacted=REDACTED)
 
