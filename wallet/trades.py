@@ -643,7 +643,7 @@ def withdraw_refund(buyer_id: str, trade_id: str, refund_id: str) -> RefundView:
 
     def change(trade: TradeRecord) -> RefundView:
         refund = _refund(trade, refund_id)
-        if refund.disputed:
+        if refund.disputed and refund.status in OPEN_REFUND_STATES:  # a decided one is settled, as any other
             raise TradeConflict("dispute_open", "the platform is deciding this refund; it cannot be withdrawn")
         _refund_step(trade, refund, "withdraw", buyer_id)
         return _view(refund, trade)

@@ -704,7 +704,7 @@ class EscrowApiMachine(RuleBasedStateMachine):
                 raise Refused("not_found")
             if silence is not None and (refund_id, silence) in applied:
                 return
-            if action == "withdraw" and refund.disputed:
+            if action == "withdraw" and refund.disputed and refund.status in OPEN_REFUND:
                 raise Refused("dispute_open")
             refund_step(m, refund, action, now)
 
@@ -961,3 +961,20 @@ def test_random_escrow_steps_over_http_keep_every_promise(app: Flask, clock: Fro
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]),
     )
     print(sorted(OUTCOMES.items()))
+
+
+def test_withdrawing_a_refund_the_platform_decided_is_not_told_the_platform_is_deciding(api, people, staff):
+    """Found while writing the machine above: a buyer withdrawing a refund whose dispute staff had already decided was
+    answered 409 ``dispute_open`` ("the platform is deciding this refund"), so a client showed a decided refund as
+    waiting for the platform. It is settled: ``illegal_refund_transition``, as for any refund no longer open."""
+    from tests.api.escrow_helpers import disputed, paid_and_shipped
+
+    buyer, seller = people
+    trade_id = paid_and_shipped(api, buyer, seller)
+    refund, dispute = disputed(api, buyer, seller, trade_id)
+    decided = api.client.post(f"/api/v1/admin/disputes/{dispute['id']}/decide", headers=staff["headers"],
+                              json={"outcome": "release", "reason": "as described"})
+    assert decided.status_code == 200, decided.json
+    withdrawn = api.client.post(f"/api/v1/trades/{trade_id}/refunds/{refund['id']}/withdraw",
+                                headers=buyer["headers"], json={})
+    assert (withdrawn.status_code, withdrawn.json["code"]) == (409, "illegal_refund_transition")

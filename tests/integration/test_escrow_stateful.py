@@ -475,7 +475,7 @@ class EscrowMachine(RuleBasedStateMachine):
             refund = next(x for x in m.refunds if x.id == refund_id)
             if done_by_silence is not None and (refund_id, done_by_silence) in applied:
                 return  # the seller's silence already did what the seller asks
-            if action == "withdraw" and refund.disputed:
+            if action == "withdraw" and refund.disputed and refund.status in OPEN_REFUND:
                 raise Refused("dispute_open")
             refund_step(m, refund, action, now, now)
 
