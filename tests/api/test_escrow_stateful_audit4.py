@@ -59,8 +59,10 @@ MAX_TRADES = 6
 TOKEN_LIFE = timedelta(minutes=14)  # access tokens live 15 minutes
 WRONG_PASSWORD = "000000"
 START_BALANCE = 400_000
-# ESCROW_HTTP_MACHINE_EXAMPLES=300 explores further (each run random; a failure prints its steps).
-EXAMPLES = int(os.environ.get("ESCROW_HTTP_MACHINE_EXAMPLES", "60"))
+# Fixed examples by default, as the suite's other machines (a suite that passes passes again; CI gates landing on it);
+# ESCROW_HTTP_MACHINE_EXAMPLES=300 explores afresh (each run random; a failure prints its steps).
+EXPLORE = os.environ.get("ESCROW_HTTP_MACHINE_EXAMPLES")
+EXAMPLES = int(EXPLORE or "60")
 LOCKED_NOW = "payment_password_locked:by this entry"
 
 
@@ -957,7 +959,8 @@ def test_random_escrow_steps_over_http_keep_every_promise(app: Flask, clock: Fro
     cast = {"users": users, "staff": grant_staff(api, app), "locks": [PasswordLock() for _ in users]}
     run_state_machine_as_test(
         lambda: EscrowApiMachine(app, clock, api, cast),
-        settings=settings(max_examples=EXAMPLES, stateful_step_count=30, deadline=None,
+        settings=settings(max_examples=EXAMPLES, stateful_step_count=30, deadline=None, database=None,
+                          derandomize=not EXPLORE,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]),
     )
     print(sorted(OUTCOMES.items()))
