@@ -16,7 +16,6 @@ About 10 s with the default 40 examples; ``ACCOUNTS_EXAMPLES=500`` explores afre
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -35,12 +33,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app import create_app
 from core.clock import FrozenClock
-from core.db import db
 from tests.conftest import Api, Inbox, empty_all_tables
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 from tests.factories_ids import make_card_number, make_id_number
+from tests.machines import machine_app, machine_settings
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 WINDOW, LOCK_FOR, MAX_FAILURES, HARD_AFTER = timedelta(hours=24), timedelta(hours=3), 3, 10
@@ -533,24 +530,9 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
                            if m["to"] in phones and m["event"] in TRACKED)
             assert sent == self.owed, (sent, self.owed)
 
-    run_state_machine_as_test(Accounts, settings=settings(
-        # Fixed examples by default (a suite that passes passes again); ACCOUNTS_EXAMPLES=500 explores afresh.
-        max_examples=int(os.environ.get("ACCOUNTS_EXAMPLES", 40)), stateful_step_count=20, deadline=None,
-        database=None, derandomize=not os.environ.get("ACCOUNTS_EXAMPLES"),
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    run_state_machine_as_test(Accounts, settings=machine_settings("ACCOUNTS_EXAMPLES", 40, 20))
 
 
 def test_accounts_lockout_sessions_and_devices_follow_the_model(database_url: str, tmp_path: Path) -> None:
-    clock = FrozenClock(START)
-    sms_file = tmp_path / "sms.jsonl"
-    app = create_app({
-        "DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": False,
-        "SMS_CONSOLE_FILE": str(sms_file),
-        # Cheap hashes: the machine hashes and verifies hundreds of passwords (DESIGN's floor binds production only).
-        "ARGON2_MEMORY_KIB": 1024, "ARGON2_TIME_COST": 1,
-    })
-    try:
+    with machine_app(database_url, tmp_path, START) as (app, clock, sms_file):
         run_machine(app, clock, sms_file)
-    finally:
-        with app.app_context():
-            db.engine.dispose()

@@ -23,7 +23,6 @@ About 20 s with the default 40 examples of 25 steps; ``FUNDS_EXAMPLES=150`` expl
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -43,7 +41,6 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select
 
-from app import create_app
 from core.clock import FrozenClock
 from core.db import db
 from security import freezes
@@ -51,6 +48,7 @@ from tests.api.test_accounts_stateful_audit4 import Lock
 from tests.conftest import Api, Inbox, empty_all_tables
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 from tests.factories_ids import make_card_number, make_id_number
+from tests.machines import machine_app, machine_settings
 from wallet.banks import BankUnavailable, SimulatedBank
 from wallet.check import check_invariants
 from wallet.funds import process_withdrawals, retry_pending_topups
@@ -621,26 +619,14 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
                 assert all(v <= DAILY for v in rows.values()), rows
                 assert check_invariants() == []
 
-    run_state_machine_as_test(Funds, settings=settings(
-        # Fixed examples by default (a suite that passes passes again); FUNDS_EXAMPLES=300 explores afresh.
-        max_examples=int(os.environ.get("FUNDS_EXAMPLES", 40)), stateful_step_count=25, deadline=None,
-        database=None, derandomize=not os.environ.get("FUNDS_EXAMPLES"),
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    run_state_machine_as_test(Funds, settings=machine_settings("FUNDS_EXAMPLES", 40, 25))
 
 
 def test_cards_top_ups_withdrawals_transfers_and_freezes_follow_the_model(database_url: str, tmp_path: Path) -> None:
-    clock = FrozenClock(START)
-    sms_file = tmp_path / "sms.jsonl"
-    app = create_app({
-        "DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": False,
-        "SMS_CONSOLE_FILE": str(sms_file), "LIMIT_PER_TRANSACTION": PER_TRANSACTION, "LIMIT_DAILY": DAILY,
-        # Cheap hashes: the machine checks the payment password hundreds of times (DESIGN's floor binds production).
-        "ARGON2_MEMORY_KIB": 1024, "ARGON2_TIME_COST": 1,
-    })
-    saved = app.extensions["bank_gateway"]
-    try:
-        run_machine(app, clock, sms_file)
-    finally:
-        app.extensions["bank_gateway"] = saved
-        with app.app_context():
-            db.engine.dispose()
+    limits = {"LIMIT_PER_TRANSACTION": PER_TRANSACTION, "LIMIT_DAILY": DAILY}
+    with machine_app(database_url, tmp_path, START, **limits) as (app, clock, sms_file):
+        saved = app.extensions["bank_gateway"]
+        try:
+            run_machine(app, clock, sms_file)
+        finally:
+            app.extensions["bank_gateway"] = saved

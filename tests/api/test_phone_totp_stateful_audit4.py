@@ -19,7 +19,6 @@ About 15 s (SQLite) with the default 35 examples of 25 steps; ``PHONE_TOTP_EXAMP
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -39,12 +37,12 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
-from app import create_app
 from core.clock import FrozenClock
 from core.db import db
 from security.models import User
 from tests.conftest import Api, Inbox, empty_all_tables
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
+from tests.machines import machine_app, machine_settings
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 WINDOW, LOCK_FOR, MAX_FAILURES, HARD_AFTER = timedelta(hours=24), timedelta(hours=3), 3, 10
@@ -671,24 +669,9 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
             sent = Counter((m["to"], m["event"]) for m in inbox.messages() if m["event"] in TRACKED)
             assert sent == self.owed, (sent - self.owed, self.owed - sent)
 
-    run_state_machine_as_test(PhonesAndAuthenticators, settings=settings(
-        # Fixed examples by default (a suite that passes passes again); PHONE_TOTP_EXAMPLES=300 explores afresh.
-        max_examples=int(os.environ.get("PHONE_TOTP_EXAMPLES", 35)), stateful_step_count=25, deadline=None,
-        database=None, derandomize=not os.environ.get("PHONE_TOTP_EXAMPLES"),
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    run_state_machine_as_test(PhonesAndAuthenticators, settings=machine_settings("PHONE_TOTP_EXAMPLES", 35, 25))
 
 
 def test_phones_codes_authenticators_and_recovery_follow_the_model(database_url: str, tmp_path: Path) -> None:
-    clock = FrozenClock(START)
-    sms_file = tmp_path / "sms.jsonl"
-    app = create_app({
-        "DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": False,
-        "SMS_CONSOLE_FILE": str(sms_file),
-        # Cheap hashes: the machine hashes and verifies hundreds of passwords (DESIGN's floor binds production only).
-        "ARGON2_MEMORY_KIB": 1024, "ARGON2_TIME_COST": 1,
-    })
-    try:
+    with machine_app(database_url, tmp_path, START) as (app, clock, sms_file):
         run_machine(app, clock, sms_file)
-    finally:
-        with app.app_context():
-            db.engine.dispose()
