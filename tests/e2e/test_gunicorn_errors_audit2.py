@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,15 +22,16 @@ from tests.e2e.server import ROOT, free_port
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def gunicorn(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gunicorn-errors")
+@contextmanager
+def running_gunicorn(workdir: Path, **env: str) -> Iterator[tuple[int, Path]]:
+    """gunicorn as the README starts it (one worker, SQLite in ``workdir``, ``env`` on top), up and answering
+    /healthz; its port and the file its output goes to. Stopped with SIGTERM after."""
     port = free_port()
     log = workdir / "gunicorn.log"
     env = {**os.environ, "WALLET_ENV": "development", "DATABASE_URL": f"sqlite:///{workdir / 'wallet.db'}",
-           "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "GUNICORN_TIMEOUT": "3",
+           "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1",
            "SMS_CONSOLE_FILE": str(workdir / "sms.jsonl"), "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-           "GUNICORN_CONTROL_SOCKET": str(workdir / "gunicorn.ctl")}
+           "GUNICORN_CONTROL_SOCKET": str(workdir / "gunicorn.ctl"), **env}
     with log.open("wb") as out:
         process = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py"],
                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -42,10 +45,16 @@ def gunicorn(tmp_path_factory):
                 time.sleep(0.2)
         else:
             raise RuntimeError(log.read_text())
-        yield port
+        yield port, log
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory):
+    with running_gunicorn(tmp_path_factory.mktemp("gunicorn-errors"), GUNICORN_TIMEOUT="3") as (port, _log):
+        yield port
 
 
 def send(port: int, raw: bytes, timeout: float = 15) -> bytes:

@@ -5,17 +5,12 @@ with the traceback, carried ``request_id`` ``-``, so the id a user quoted led no
 client had sent was replaced by another."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import ROOT, free_port
-from tests.e2e.test_gunicorn_errors_audit2 import problem, send
+from tests.e2e.test_gunicorn_errors_audit2 import problem, running_gunicorn, send
 
 pytestmark = pytest.mark.e2e
 
@@ -25,31 +20,9 @@ STALLED = (b"POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: applicat
 
 @pytest.fixture(scope="module")
 def gunicorn_json(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gunicorn-request-ids")
-    port = free_port()
-    log = workdir / "gunicorn.log"
-    env = {**os.environ, "WALLET_ENV": "development", "LOG_FORMAT": "json",
-           "DATABASE_URL": f"sqlite:///{workdir / 'wallet.db'}",
-           "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "GUNICORN_TIMEOUT": "2",
-           "SMS_CONSOLE_FILE": str(workdir / "sms.jsonl"), "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
-           "GUNICORN_CONTROL_SOCKET": str(workdir / "gunicorn.ctl")}
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py"],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if b" 200 " in send(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").split(b"\r\n")[0]:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError(log.read_text())
-        yield port, log
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+    with running_gunicorn(tmp_path_factory.mktemp("gunicorn-request-ids"), LOG_FORMAT="json",
+                          GUNICORN_TIMEOUT="2") as served:
+        yield served
 
 
 def logged(log: Path, request_id: str) -> list[dict]:
