@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from app import create_app
 from core.clock import FrozenClock
 from core.db import db
+from tests.conftest import empty_all_tables
 
 
 def machine_settings(explore_env: str, examples: int, steps: int) -> settings:
@@ -45,3 +46,11 @@ def machine_app(database_url: str, tmp_path: Path, start: datetime, **config: An
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def fresh_start(app: Flask, clock: FrozenClock, sms_file: Path, start: datetime) -> None:
+    """What each example of a machine begins from: the clock at ``start``, no SMS sent, every table empty."""
+    clock.set(start)
+    sms_file.unlink(missing_ok=True)
+    with app.app_context():
+        empty_all_tables()

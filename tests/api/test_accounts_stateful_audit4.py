@@ -34,10 +34,10 @@ from hypothesis.stateful import (
 )
 
 from core.clock import FrozenClock
-from tests.conftest import Api, Inbox, empty_all_tables
+from tests.conftest import Api, Inbox
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 from tests.factories_ids import make_card_number, make_id_number
-from tests.machines import machine_app, machine_settings
+from tests.machines import fresh_start, machine_app, machine_settings
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 WINDOW, LOCK_FOR, MAX_FAILURES, HARD_AFTER = timedelta(hours=24), timedelta(hours=3), 3, 10
@@ -124,11 +124,7 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
     class Accounts(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            clock.set(START)
-            if sms_file.exists():
-                sms_file.unlink()
-            with app.app_context():
-                empty_all_tables()
+            fresh_start(app, clock, sms_file, START)
             self.users: list[Account] = []
             self.owed: Counter[tuple[str, str]] = Counter()
             self.unchecked: list[tuple[str, datetime, Session]] = []  # access tokens not yet seen refused for good

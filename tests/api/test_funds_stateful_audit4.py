@@ -45,10 +45,10 @@ from core.clock import FrozenClock
 from core.db import db
 from security import freezes
 from tests.api.test_accounts_stateful_audit4 import Lock
-from tests.conftest import Api, Inbox, empty_all_tables
+from tests.conftest import Api, Inbox
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 from tests.factories_ids import make_card_number, make_id_number
-from tests.machines import machine_app, machine_settings
+from tests.machines import fresh_start, machine_app, machine_settings
 from wallet.banks import BankUnavailable, SimulatedBank
 from wallet.check import check_invariants
 from wallet.funds import process_withdrawals, retry_pending_topups
@@ -162,11 +162,7 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
     class Funds(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            clock.set(START)
-            if sms_file.exists():
-                sms_file.unlink()
-            with app.app_context():
-                empty_all_tables()
+            fresh_start(app, clock, sms_file, START)
             self.bank = FlakyBank()
             app.extensions["bank_gateway"] = self.bank
             self.people: list[Person] = []

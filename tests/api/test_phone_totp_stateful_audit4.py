@@ -40,9 +40,9 @@ from sqlalchemy import func, select
 from core.clock import FrozenClock
 from core.db import db
 from security.models import User
-from tests.conftest import Api, Inbox, empty_all_tables
+from tests.conftest import Api, Inbox
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
-from tests.machines import machine_app, machine_settings
+from tests.machines import fresh_start, machine_app, machine_settings
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 WINDOW, LOCK_FOR, MAX_FAILURES, HARD_AFTER = timedelta(hours=24), timedelta(hours=3), 3, 10
@@ -155,11 +155,7 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
     class PhonesAndAuthenticators(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            clock.set(START)
-            if sms_file.exists():
-                sms_file.unlink()
-            with app.app_context():
-                empty_all_tables()
+            fresh_start(app, clock, sms_file, START)
             self.users: list[Account] = []
             self.codes: dict[tuple[str, str], Code] = {}  # the live code of each number and purpose
             self.locks: dict[str, Lock] = {}  # the login lock of each number
