@@ -218,6 +218,10 @@ def _check_words(config: dict[str, Any]) -> None:
         # A lease that can run out during a hand-over gives the alert to another dispatcher, which sends it again.
         raise ConfigError(f"SMS_LEASE_SECONDS={config['SMS_LEASE_SECONDS']} must be more than twice "
                           f"SMS_SEND_TIMEOUT_SECONDS={config['SMS_SEND_TIMEOUT_SECONDS']}")
+    if config["ESCROW_REMIND_DAYS_BEFORE"] >= config["ESCROW_CONFIRM_DAYS"]:
+        # The reminder would fall due as the goods are shipped, and the buyer never be reminded near the deadline.
+        raise ConfigError(f"ESCROW_REMIND_DAYS_BEFORE={config['ESCROW_REMIND_DAYS_BEFORE']} must be less than "
+                          f"ESCROW_CONFIRM_DAYS={config['ESCROW_CONFIRM_DAYS']}")
 
 
 def _is_web_url(value: str) -> bool:
