@@ -37,10 +37,10 @@ class Problem(BaseModel):
     # Members some problems add (security.errors): what a client shows or waits for (found by the contract audit).
     attempts_left: int | None = Field(default=None, description="invalid_credentials, invalid_totp_code: wrong"
                                       " entries left before the third locks it")
-    locked_until: datetime | None = Field(default=None, description="login_locked, payment_password_locked: when"
-                                          " the lock lifts by itself; null for a hard lock")
-    hard_locked: bool | None = Field(default=None, description="login_locked, payment_password_locked: true when"
-                                     " only an SMS-verified reset lifts it")
+    locked_until: datetime | None = Field(default=None, description="login_locked, payment_password_locked,"
+                                          " recovery_locked: when the lock lifts by itself; null for a hard lock")
+    hard_locked: bool | None = Field(default=None, description="login_locked, payment_password_locked,"
+                                     " recovery_locked: true when only an SMS-verified reset lifts it")
     available_at: datetime | None = Field(default=None, description="payment_password_reset_too_soon,"
                                           " account_recently_recovered: when the request will be accepted")
     reason: str | None = Field(default=None, description="payment_password_reset_too_soon: phone_changed or"

@@ -90,6 +90,12 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "zh": "您的支付密码连续输错，{lock_zh}。如非本人操作，请通过短信重置支付密码。",
         "en": "Too many wrong payment passwords: {lock_en}. Not you? Reset it by SMS.",
     },
+    "recovery_locked": {
+        "zh": "找回密码时身份验证器验证码连续输错，找回密码已锁定至 {until}。"
+              "如非本人操作，您的手机卡可能已被他人控制，请联系运营商。",
+        "en": "Too many wrong authenticator codes while recovering your password: recovery is locked until {until}. "
+              "Not you? Someone may hold your SIM: contact your carrier.",
+    },
     "account_frozen": {
         "zh": "您的账户已于 {time} 被平台冻结，暂停付款、充值和提现，收款不受影响。如有疑问，请联系客服。",
         "en": "Your account was frozen by the platform at {time}: no payments, top-ups or withdrawals until it is "

@@ -43,6 +43,7 @@ from security.recovery_hold import Refusal, hold_refusal, hold_until, locked_acc
 from security.secrets_guard import (
     LOGIN,
     PAYMENT,
+    RECOVER,
     STATE_COLUMNS,
     STATE_CONVERSIONS,
     check_reset_factor,
@@ -143,10 +144,9 @@ def _login_view(phone: str, device_key: str) -> tuple[_LoginView | None, LockSta
 
 
 def _lock_alert(user_id: str, phone: str, locale: str, kind: str) -> Callable[[LockState], None]:
-    event = "login_locked" if kind == LOGIN else "payment_locked"
+    event = {LOGIN: "login_locked", PAYMENT: "payment_locked", RECOVER: "recovery_locked"}[kind]
 
     def alert(state: LockState) -> None:
-        # A hard lock lasts until a reset, even when a recovery's wrong authenticator codes also timed one.
         until = UNTIL_RESET if state.hard_locked or not state.locked_until else format_until(state.locked_until)
         enqueue(phone, event, locale=locale, user_id=user_id, until=until)
 
@@ -452,12 +452,13 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
     """Reset the login password by SMS: lifts any login lock (hard ones too), revokes every session and signs every
     device out (each proves itself again at its next login: the recovery proved the SIM, not who holds the device).
     An account with an authenticator also needs ``totp_code``; one without starts the hold of
-    ``SMS_RECOVERY_HOLD_HOURS`` (``security.recovery_hold``). The authenticator code counts toward the login lock as it
-    does at a login from a new device (``secrets_guard.check_reset_factor``): the third wrong one locks, and while
-    that lock lasts the recovery is refused without looking at the code; a hard lock alone does not refuse it (the
-    recovery is what lifts one). Raises ``InvalidSmsCode`` (also for unknown numbers, which never get a code), then,
-    with the SMS code spent: ``TotpRequired``, ``InvalidTotpCode`` (with ``attempts_left``), ``LoginLocked``;
-    ``ValidationFailed``."""
+    ``SMS_RECOVERY_HOLD_HOURS`` (``security.recovery_hold``). Wrong authenticator codes count toward a lock of the
+    recovery's own (``secrets_guard.check_reset_factor``, kind ``recover``, keyed by the account): the third in 24
+    hours locks recoveries for three hours (the owner is told), and while that lock lasts the recovery is refused
+    without looking at the code. They do not count toward the login lock, and a login lock does not refuse a
+    recovery: anyone who knows the number can lock its login, and the recovery is what lifts that lock. Raises
+    ``InvalidSmsCode`` (also for unknown numbers, which never get a code), then, with the SMS code spent:
+    ``TotpRequired``, ``InvalidTotpCode`` (with ``attempts_left``), ``RecoveryLocked``; ``ValidationFailed``."""
     check_login_password(new_password, phone, field="new_password")
     codes.consume_code(phone, "recover", sms_code)
     new_hash = passwords().hash(new_password)
@@ -471,11 +472,12 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
                 return TotpRequired("This account has an authenticator: request a new code and send it with "
                                     "totp_code.")
             refused = check_reset_factor(
-                phone, LOGIN, lambda: totp.accept(account, totp_code),
+                account.id, lambda: totp.accept(account, totp_code),
                 lambda left: InvalidTotpCode("The authenticator code is wrong or was already used.", left),
-                _lock_alert(account.id, phone, account.locale, LOGIN))
+                _lock_alert(account.id, phone, account.locale, RECOVER))
             if refused is not None:
                 return refused
+            lift_lock(account.id, RECOVER)  # a success clears the window (R3)
         now = clock.now()
         account.login_password_hash, account.updated_at = new_hash, now
         if not account.totp_enabled:  # the SIM alone proved this one

@@ -56,6 +56,17 @@ class PaymentPasswordLocked(_Locked):
     code, title = "payment_password_locked", "Payment password locked"
 
 
+class RecoveryLocked(_Locked):
+    """Recovering the login password is locked: three wrong authenticator codes at recoveries within 24 hours. It
+    lifts by itself at ``locked_until`` (there is no hard lock); the login password's own lock is another."""
+
+    code, title = "recovery_locked", "Password recovery locked"
+
+    def __init__(self, locked_until: datetime | None) -> None:
+        AppError.__init__(self, "Locked after three wrong authenticator codes; recovery unlocks by itself at "
+                          "locked_until.", locked_until=_iso(locked_until), hard_locked=False)
+
+
 class InvalidSmsCode(AppError):
     """The SMS code is wrong, expired, already used, meant for another purpose, or out of tries."""
 

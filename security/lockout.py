@@ -11,10 +11,12 @@
 The login and payment passwords each have their own ``LockState``; the login state is keyed by phone
 number, so unknown numbers lock exactly like real ones.
 
-A second factor that an SMS-verified reset still needs (the authenticator code of a login-password recovery) counts
-in the login state like a wrong password. Such a reset is what lifts a hard lock, so a hard lock alone does not
-refuse it (``reset_locked``); for the same reason the window keeps running under a hard lock for it
-(``record_reset_failure``): the third wrong code in the window locks the reset for three hours, hard lock or not.
+A second factor that an SMS-verified reset still needs (the authenticator code of a login-password recovery) has a
+lock state of its own, not the login password's: anyone who knows a number can lock its login, and a login lock that
+refused the recovery shut out an owner who holds both the SIM and the authenticator (found by an audit). Its state
+follows the window rule alone (``record_reset_failure``): the third wrong code in the window locks the reset for
+``lock_for``; there is no hard lock, which only the reset itself would lift. ``reset_locked`` and
+``reset_attempts_left`` read such a state.
 """
 
 from __future__ import annotations
@@ -71,26 +73,23 @@ def lift(_state: LockState) -> LockState:
 
 
 def reset_locked(state: LockState, now: datetime) -> bool:
-    """Whether a reset's second factor is refused now: during a lock that lifts by itself. A hard lock alone does not
-    refuse it (only such a reset lifts one)."""
+    """Whether a reset's second factor is refused now: during a lock that lifts by itself (a reset has no other)."""
     return state.locked_until is not None and now < state.locked_until
 
 
 def record_reset_failure(state: LockState, now: datetime, policy: Policy = POLICY) -> LockState:
-    """The state after a wrong second factor at a reset: as ``record_failure``, except that the window keeps
-    counting under a hard lock (and at the failure that makes one), so the third wrong code in it locks the reset for
-    ``lock_for`` even then."""
+    """The state after a wrong second factor at a reset: the window rule of ``record_failure`` without its ceiling
+    (the third wrong entry in the window locks for ``lock_for``; nothing becomes a hard lock, since only the reset
+    itself would lift one). The consecutive count is kept, for the record."""
     consecutive = state.consecutive_failures + 1
-    hard = state.hard_locked or consecutive >= policy.hard_lock_after
     recent = (*_in_window(state, now, policy), now)
     if len(recent) >= policy.max_failures:
-        return LockState((), consecutive, now + policy.lock_for, hard)
-    return LockState(recent, consecutive, None, hard)
+        return LockState((), consecutive, now + policy.lock_for, False)
+    return LockState(recent, consecutive, None, False)
 
 
 def reset_attempts_left(state: LockState, now: datetime, policy: Policy = POLICY) -> int:
-    """Tries a reset's second factor has left before the reset locks, the locking one included (the ceiling does not
-    stop a reset)."""
+    """Tries a reset's second factor has left before the reset locks, the locking one included."""
     return max(0, policy.max_failures - len(_in_window(state, now, policy)))
 
 

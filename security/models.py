@@ -126,11 +126,12 @@ _EVER_LOCKED = "hard_locked OR locked_until IS NOT NULL"
 
 
 class CredentialLock(db.Model):
-    """Persisted ``lockout.LockState`` for one secret: (phone, "login") or (user id, "payment")."""
+    """Persisted ``lockout.LockState`` for one secret: (phone, "login"), (user id, "payment"), or (user id, "recover"):
+    the authenticator code of a login-password recovery."""
 
     __tablename__ = "credential_locks"
     __table_args__ = (
-        CheckConstraint("kind IN ('login', 'payment')", name="kind_known"),
+        CheckConstraint("kind IN ('login', 'payment', 'recover')", name="kind_known"),
         # /metrics counts the secrets locked now (``security.metrics``) through this, not by reading the lock state
         # of everyone who ever mistyped a password; a failure that locks nothing leaves it alone.
         Index("ix_credential_locks_locked", "locked_until", postgresql_where=text(_EVER_LOCKED),

@@ -29,12 +29,20 @@ from core import clock, sql
 from core.db import run_in_transaction
 from core.errors import AppError
 from security import lockout
-from security.errors import InvalidCredentials, LoginLocked, PaymentPasswordLocked, WrongPaymentPassword
+from security.errors import (
+    InvalidCredentials,
+    LoginLocked,
+    PaymentPasswordLocked,
+    RecoveryLocked,
+    WrongPaymentPassword,
+)
 from security.lockout import LockState
 from security.models import CredentialLock
 from security.passwords import Passwords
 
-LOGIN, PAYMENT = "login", "payment"
+# The secrets with a lock state: the login password (keyed by phone number), the payment password (by account), and
+# the authenticator code of a login-password recovery (by account; ``check_reset_factor``).
+LOGIN, PAYMENT, RECOVER = "login", "payment", "recover"
 T = TypeVar("T")
 
 _locks = CredentialLock.__table__
@@ -80,6 +88,8 @@ def _store(subject: str, kind: str, state: LockState) -> None:
 
 
 def _locked_error(kind: str, state: LockState) -> AppError:
+    if kind == RECOVER:
+        return RecoveryLocked(state.locked_until)
     cls = LoginLocked if kind == LOGIN else PaymentPasswordLocked
     return cls(state.locked_until, state.hard_locked)
 
@@ -205,34 +215,30 @@ def record_second_factor(subject: str, kind: str, ok: bool, on_lock: Callable[[L
     return after
 
 
-def check_reset_factor(subject: str, kind: str, check: Callable[[], bool], wrong: Callable[[int], AppError],
+def check_reset_factor(subject: str, check: Callable[[], bool], wrong: Callable[[int], AppError],
                        on_lock: Callable[[LockState], None] | None = None) -> AppError | None:
     """Inside the caller's transaction (which holds the account's row, so one try at a time): a second factor that an
-    SMS-verified reset of the secret ``(subject, kind)`` still needs (a recovery's authenticator code), counted in
-    that secret's lock state as a wrong password would be (``lockout.record_reset_failure``). While the reset is
-    locked (``lockout.reset_locked``) ``check`` is not run, so a right code answers "locked" too; a hard lock alone
-    does not refuse it, since such a reset is what lifts one. ``on_lock`` runs when a wrong code locks the secret.
+    SMS-verified reset still needs (a recovery's authenticator code), counted in a lock state of its own,
+    ``(subject, RECOVER)``, by the window rule alone (``lockout.record_reset_failure``). A lock of the password the
+    reset replaces does not refuse it (anyone who knows the number can lock its login; the reset is what lifts that
+    lock). While the reset is locked (``lockout.reset_locked``) ``check`` is not run, so a right code answers "locked"
+    too. ``on_lock`` runs when a wrong code locks the reset.
 
-    Returns None when ``check()`` accepts the factor (the reset then lifts the lock state), else the error to answer
-    with: ``LoginLocked`` / ``PaymentPasswordLocked`` while or once locked, ``wrong(attempts_left)`` otherwise. The
-    caller returns it rather than raising it, so that the failure is recorded when its transaction commits."""
+    Returns None when ``check()`` accepts the factor (the caller then clears this state, ``lift_lock``), else the error
+    to answer with: ``RecoveryLocked`` while or once locked, ``wrong(attempts_left)`` otherwise. The caller returns it
+    rather than raising it, so that the failure is recorded when its transaction commits."""
     now = clock.now()
-    # Locked (when there is a row): a lock that a wrong password is committing now is waited for, and seen.
-    current = state_of(_locked_row(subject, kind, create=False))
+    current = state_of(_locked_row(subject, RECOVER, create=False))
     if lockout.reset_locked(current, now):
-        return _locked_error(kind, current)
+        return _locked_error(RECOVER, current)
     if check():
         return None
-    current = state_of(_locked_row(subject, kind, create=True))
-    if lockout.reset_locked(current, now):
-        # Wrong passwords locked it while the factor was checked (there was no row to hold before): the lock stands.
-        # Recording this failure over it would have rebuilt the state from the emptied window, unlocked (an audit).
-        return _locked_error(kind, current)
+    # The caller's row lock keeps every other try at this reset out, so nothing changed the state since it was read.
+    _locked_row(subject, RECOVER, create=True)
     after = lockout.record_reset_failure(current, now)
-    _store(subject, kind, after)
-    locks = lockout.reset_locked(after, now) or (after.hard_locked and not current.hard_locked)
-    if locks and on_lock is not None:
-        on_lock(after)
+    _store(subject, RECOVER, after)
     if lockout.reset_locked(after, now):
-        return _locked_error(kind, after)
+        if on_lock is not None:
+            on_lock(after)
+        return _locked_error(RECOVER, after)
     return wrong(lockout.reset_attempts_left(after, now))

@@ -8,7 +8,8 @@ replayed one (enrolling again switches the active one off); log in from a new de
 code (right, wrong, replayed); recover the login password with or without the authenticator code; reset the payment
 password by SMS; use a code sent to a number the account has left; wait. The model, written from the documents
 (not from ``security``), keeps which number each account has, the live code of every number and purpose, the login
-lock of every number (it is keyed by number), the recovery hold and the phone-change wait, and the authenticator.
+lock of every number (it is keyed by number), the lock of each account's recoveries (their authenticator codes: not
+the login's, since the fifth audit), the recovery hold and the phone-change wait, and the authenticator.
 Every answer is compared with it, never a 5xx, the accounts show the number and authenticator state the model says,
 no two accounts hold one number, and the outbox holds exactly the codes and alerts owed, each to the right number
 (a phone change tells the old number and the new).
@@ -57,7 +58,7 @@ HOME = "home-phone"
 MOSTLY_RIGHT = st.sampled_from([True] * 5 + [False])  # mostly the right login password (a wrong one ends the session)
 # What the model counts, per number: the codes texted and the alerts of these events.
 TRACKED = {"sms_code", "account_exists", "phone_changed_old", "phone_changed_new", "totp_enabled", "totp_disabled",
-           "held_after_recovery", "password_recovered", "new_device_login", "login_locked",
+           "held_after_recovery", "password_recovered", "new_device_login", "login_locked", "recovery_locked",
            "payment_password_changed", "registered"}
 
 
@@ -68,8 +69,8 @@ def iso(moment: datetime | None) -> str | None:
 @dataclass
 class Lock:
     """The login lock of one number (DESIGN 4.2; README on recoveries): a rolling 24-hour window, the third wrong
-    entry locks for three hours, ten in a row lock until an SMS reset. A recovery's wrong authenticator code counts
-    in the window even under a hard lock, and only a timed lock refuses a recovery."""
+    entry locks for three hours, ten in a row lock until an SMS reset. The lock of an account's recoveries (their
+    wrong authenticator codes) is one too, by the window rule alone (``fail_reset``: no hard lock)."""
 
     recent: list[datetime] = field(default_factory=list)
     consecutive: int = 0
@@ -98,16 +99,13 @@ class Lock:
         return False
 
     def fail_reset(self, now: datetime) -> bool:
-        """A recovery's wrong authenticator code; True when it locked (timed, or hard for the first time)."""
+        """A recovery's wrong authenticator code, in the recovery's lock; True when it locked."""
         self.consecutive += 1
-        was_hard = self.hard
-        self.hard = self.hard or self.consecutive >= HARD_AFTER
         self.recent = [*self.window(now), now]
         if len(self.recent) >= MAX_FAILURES:
             self.recent, self.until = [], now + LOCK_FOR
             return True
-        self.until = None
-        return self.hard and not was_hard
+        return False
 
     def left(self, now: datetime) -> int:
         return max(0, min(MAX_FAILURES - len(self.window(now)), HARD_AFTER - self.consecutive))
@@ -145,6 +143,7 @@ class Account:
     totp_last_code: str | None = None
     devices_made: int = 0
     codes_seen: list[tuple[str, str, str]] = field(default_factory=list)  # (number, purpose, code) texted to it
+    recovery_lock: Lock = field(default_factory=Lock)  # its recoveries' authenticator codes (not the login's lock)
 
 
 def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
@@ -216,8 +215,8 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
             assert response.json["available_at"] == iso(until), response.json
             self.owe(user.phone, "held_after_recovery")
 
-        def expect_locked(self, response: Any, lock: Lock) -> None:
-            self.expect(response, 423, "login_locked")
+        def expect_locked(self, response: Any, lock: Lock, code: str = "login_locked") -> None:
+            self.expect(response, 423, code)
             assert response.json["hard_locked"] is lock.hard, (response.json, lock)
             if lock.timed(self.now):
                 assert response.json["locked_until"] == iso(lock.until), (response.json, lock)
@@ -521,28 +520,29 @@ def run_machine(app: Any, clock: FrozenClock, sms_file: Path) -> None:
             if not self.consume(phone, "recover", body["sms_code"]):
                 self.expect(response, 401, "invalid_sms_code")
                 return
-            lock = self.lock(phone)
+            lock, held_back = self.lock(phone), user.recovery_lock
             if user.totp_enabled:
                 if totp_kind == "none":
                     self.expect(response, 401, "totp_required")
                     return
-                if lock.timed(self.now):
-                    self.expect_locked(response, lock)
+                if held_back.timed(self.now):  # the login's lock, a stranger's perhaps, does not refuse it
+                    self.expect_locked(response, held_back, "recovery_locked")
                     return
                 if not self.totp_accepts(user, body["totp_code"]):
-                    if lock.fail_reset(self.now):
-                        self.owe(phone, "login_locked")
-                    if lock.timed(self.now):
-                        self.expect_locked(response, lock)
+                    if held_back.fail_reset(self.now):
+                        self.owe(phone, "recovery_locked")
+                        self.expect_locked(response, held_back, "recovery_locked")
                     else:
                         self.expect(response, 401, "invalid_totp_code")
-                        assert response.json["attempts_left"] == lock.reset_left(self.now), (response.json, lock)
+                        assert response.json["attempts_left"] == held_back.reset_left(self.now), (response.json,
+                                                                                                 held_back)
                     return
             else:
                 user.recovered_at = self.now  # the SIM alone proved it: the hold starts
                 user.totp_pending = None  # an enrolment begun before it is not finished after it
             self.expect(response, 204)
             lock.clear()
+            held_back.clear()
             user.login_password = new
             self.revoke(user)
             user.trusted.clear()

@@ -1,11 +1,11 @@
 """A hypothesis state machine drives the lockout of DESIGN 4.2 through the HTTP API: logins from the trusted device
 and from new devices (SMS or authenticator codes, right or wrong), payment-password checks, SMS resets of both
 passwords (a recovery signs the trusted device out, needs the authenticator once one is enrolled, whose wrong codes
-count toward the login lock, and by SMS alone holds off SMS resets of the payment password and enrolments for a
-day), an authenticator re-enrolment, logins on a number that has no account, and the clock moving minutes to thirty
-hours. A plain-Python model of the rules predicts
-every answer (status, code, attempts_left, locked_until, hard_locked), the lock alerts the owner got, and that the
-unknown number answers exactly as an account would.
+count toward a lock of the recovery's own, not the login's, and by SMS alone holds off SMS resets of the payment
+password and enrolments for a day), an authenticator re-enrolment, logins on a number that has no account, and the
+clock moving minutes to thirty hours. A plain-Python model of the rules predicts every answer (status, code,
+attempts_left, locked_until, hard_locked), the lock alerts the owner got, and that the unknown number answers exactly
+as an account would.
 
 The model follows DESIGN 4.2 and, where DESIGN leaves a choice open, ``security/lockout.py``'s documented one: the
 window starts empty after a lock (at most three guesses per three hours), and the ceiling counts wrong entries
@@ -85,25 +85,21 @@ class Secret:
         return False
 
     def reset_refused(self, now: datetime) -> bool:
-        """A recovery's authenticator code is refused during a lock that lifts by itself; a hard lock alone does not
-        refuse it (the recovery is what lifts one)."""
+        """The recovery's own lock (its authenticator codes): it refuses a recovery while it lasts."""
         return self.until is not None and now < self.until
 
     def reset_left(self, now: datetime) -> int:
         return MAX_FAILURES - len([t for t in self.failures if now - t < WINDOW])
 
     def fail_at_reset(self, now: datetime) -> bool:
-        """One more wrong authenticator code at a recovery: it counts like a wrong password, except that the window
-        goes on counting under a hard lock (three in it refuse recoveries for three hours). True if it locks."""
+        """One more wrong authenticator code at a recovery, in the recovery's own lock: the window rule alone (three in
+        it refuse recoveries for three hours; no hard lock, which only a recovery would lift). True if it locks."""
         self.in_a_row += 1
         self.failures = [t for t in self.failures if now - t < WINDOW] + [now]
-        newly_hard = not self.hard and self.in_a_row >= HARD_AFTER
-        self.hard = self.hard or newly_hard
         if len(self.failures) >= MAX_FAILURES:
             self.failures, self.until = [], now + LOCK_FOR
             return True
-        self.until = None
-        return newly_hard
+        return False
 
     def clear(self) -> None:
         self.failures, self.in_a_row, self.until, self.hard = [], 0, None, False
@@ -136,6 +132,7 @@ class LockoutMachine(RuleBasedStateMachine):
         self.refresh_token: tuple[str, str] | None = (account["refresh_token"], self.trusted)
         self.password, self.payment_password = LOGIN_PASSWORD, PAYMENT_PASSWORD
         self.login, self.payment, self.ghost = Secret(), Secret(), Secret()
+        self.recovery = Secret()  # the lock of the recovery's authenticator codes (not the login's)
         self.alerts = Counter[str]()
         self.totp: pyotp.TOTP | None = None
         self.totp_last_step: int | None = None
@@ -394,8 +391,8 @@ class LockoutMachine(RuleBasedStateMachine):
         if self.totp is not None and not with_totp:  # the SIM alone does not recover an account with an authenticator
             self.expect(response, 401, "totp_required")
             return
-        if self.totp is not None and self.login.reset_refused(self.now()):  # a right code answers "locked" too
-            self.expect_locked(response, self.login, "login_locked")
+        if self.totp is not None and self.recovery.reset_refused(self.now()):  # a right code answers "locked" too
+            self.expect_locked(response, self.recovery, "recovery_locked")
             return
         self.expect(response, 204)
         if self.totp is not None:
@@ -405,29 +402,30 @@ class LockoutMachine(RuleBasedStateMachine):
         self.password, self.headers, self.refresh_token = new, None, None  # every session is revoked
         self.trusted_signed_out = True
         self.login.clear()
+        self.recovery.clear()
 
     @precondition(lambda self: self.totp is not None)
     @rule(guesses=st.integers(1, 4), wait=st.sampled_from([timedelta(0), LOCK_FOR]))
     def with_the_sim_a_thief_guesses_the_authenticator_code_at_recovery(self, guesses: int, wait: timedelta) -> None:
-        """Each guess with a fresh recovery code (the SIM gets them); wrong authenticator codes count toward the login
-        lock, in a burst after waiting out a lock or not, so that the lock and the hard lock both come."""
+        """Each guess with a fresh recovery code (the SIM gets them); wrong authenticator codes count toward the
+        recovery's own lock, never the login's, in a burst after waiting out a lock or not."""
         self.clock.advance(seconds=wait.total_seconds())
         for _ in range(guesses):
             response = self.client.post("/api/v1/password-resets", json={
                 "phone": self.phone, "sms_code": self.code_for("recover"), "new_password": LOGIN_PASSWORDS[2],
                 "totp_code": self.wrong_totp_code()})
             now = self.now()
-            if self.login.reset_refused(now):
-                self.expect_locked(response, self.login, "login_locked")
+            if self.recovery.reset_refused(now):
+                self.expect_locked(response, self.recovery, "recovery_locked")
                 self.outcomes["recovery refused while locked"] += 1
                 continue
-            if self.login.fail_at_reset(now):
-                self.alerts["login_locked"] += 1
-            if self.login.reset_refused(now):
-                self.expect_locked(response, self.login, "login_locked")
-                self.outcomes[f"recovery locked by its authenticator codes{' (hard)' if self.login.hard else ''}"] += 1
+            if self.recovery.fail_at_reset(now):
+                self.alerts["recovery_locked"] += 1
+            if self.recovery.reset_refused(now):
+                self.expect_locked(response, self.recovery, "recovery_locked")
+                self.outcomes["recovery locked by its authenticator codes"] += 1
             else:
-                self.expect(response, 401, "invalid_totp_code", attempts_left=self.login.reset_left(now))
+                self.expect(response, 401, "invalid_totp_code", attempts_left=self.recovery.reset_left(now))
 
     @rule()
     def reset_on_the_unknown_number(self) -> None:
@@ -487,7 +485,7 @@ class LockoutMachine(RuleBasedStateMachine):
             rows = db.session.execute(
                 select(Alert.to_phone, Alert.event, func.count())
                 .where(Alert.to_phone.in_([self.phone, self.unknown]),
-                       Alert.event.in_(["login_locked", "payment_locked"]))
+                       Alert.event.in_(["login_locked", "payment_locked", "recovery_locked"]))
                 .group_by(Alert.to_phone, Alert.event)).all()
             db.session.rollback()
         sent = {(to, event): n for to, event, n in rows}
@@ -529,6 +527,6 @@ def test_random_logins_payments_and_resets_follow_the_lockout_rules(cheap_app: F
         "423 payment_password_locked", "unknown number 401", "unknown number 423", "owner login_locked hard",
         "owner payment_password_locked hard", "unknown number login_locked hard", "transfer refused insufficient_funds",
         "401 totp_required", "403 payment_password_reset_too_soon", "403 account_recently_recovered",
-        "recovery locked by its authenticator codes", "recovery locked by its authenticator codes (hard)",
+        "recovery locked by its authenticator codes",
         "recovery refused while locked",
     }

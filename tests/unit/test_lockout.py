@@ -73,25 +73,20 @@ def test_a_reset_factor_counts_like_a_wrong_entry_while_there_is_no_hard_lock():
         state = record_failure(state, at)
 
 
-def test_a_hard_lock_does_not_refuse_a_reset_but_three_wrong_reset_factors_lock_it_for_three_hours():
-    hard = LockState((), 10, None, True)
-    assert hard.is_locked(T0) and not reset_locked(hard, T0) and reset_attempts_left(hard, T0) == 3
-    state = record_reset_failure(record_reset_failure(hard, T0), T0 + timedelta(minutes=1))
-    assert state.hard_locked and not reset_locked(state, T0 + timedelta(minutes=1))
+def test_three_wrong_reset_factors_in_the_window_lock_the_reset_for_three_hours():
+    state = record_reset_failure(record_reset_failure(LockState(), T0), T0 + timedelta(minutes=1))
+    assert not reset_locked(state, T0 + timedelta(minutes=1))
     assert reset_attempts_left(state, T0 + timedelta(minutes=1)) == 1
     state = record_reset_failure(state, T0 + timedelta(minutes=2))
     until = T0 + timedelta(minutes=2, hours=3)
-    assert (state.hard_locked, state.locked_until, state.consecutive_failures) == (True, until, 13)
+    assert (state.locked_until, state.hard_locked, state.consecutive_failures) == (until, False, 3)
     assert reset_locked(state, until - timedelta(seconds=1)) and not reset_locked(state, until)
-    assert state.is_locked(until)  # the login stays hard-locked until a reset lifts it
 
 
-def test_the_reset_failure_that_makes_a_hard_lock_still_counts_in_the_window():
+def test_a_reset_factor_never_makes_a_hard_lock():
+    """Only the reset itself would lift a hard lock of the reset: the window rule alone applies (fifth audit)."""
     state = LockState()
-    for i in range(8):
-        state = record_failure(state, T0 + timedelta(days=i))  # one a day: never three in a window
-    state = record_reset_failure(state, T0 + timedelta(days=8))
-    state = record_reset_failure(state, T0 + timedelta(days=8, minutes=1))
-    assert state.hard_locked and not reset_locked(state, T0 + timedelta(days=8, minutes=1))
-    state = record_reset_failure(state, T0 + timedelta(days=8, minutes=2))
-    assert reset_locked(state, T0 + timedelta(days=8, minutes=2))
+    for i in range(12):
+        state = record_reset_failure(state, T0 + timedelta(days=i))  # one a day: never three in a window
+    assert (state.consecutive_failures, state.hard_locked, state.locked_until) == (12, False, None)
+    assert not state.is_locked(T0 + timedelta(days=11)) and reset_attempts_left(state, T0 + timedelta(days=11)) == 2
