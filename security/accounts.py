@@ -49,6 +49,7 @@ from security.secrets_guard import (
     check_reset_factor,
     check_secret,
     current_state,
+    hold_state,
     lift_lock,
     passwords,
     record_second_factor,
@@ -102,6 +103,11 @@ _LOGIN_VIEW = select(
     .outerjoin(_devices, (_devices.c.user_id == _users.c.id) & (_devices.c.device_key == bindparam("device_key")))
     .outerjoin(_locks, (_locks.c.subject == _asked.c.phone) & (_locks.c.kind == LOGIN))
 )
+# A login from a trusted device takes the account's row before the login lock state (``secrets_guard``'s lock order):
+# a recovery holds the row (FOR UPDATE) and then lifts the lock, so the login's session (whose foreign key takes the row
+# FOR KEY SHARE) must not hold the lock state while it waits for the row (a deadlock, found by the fifth audit).
+_HOLD_ACCOUNT = sql.Statement({"postgresql": "SELECT 1 FROM users WHERE id = :user_id FOR KEY SHARE",
+                               "sqlite": "SELECT 1 FROM users WHERE id = :user_id"})  # BEGIN IMMEDIATE
 # A login's last look, in the transaction that opens its session, after writing it: is the login password still
 # the one verified (and, from a trusted device, is the device still trusted)? See ``_open_session``.
 _STILL_VALID = sql.Statement("SELECT login_password_hash = :verified AS same_password FROM users WHERE id = :user_id",
@@ -231,8 +237,10 @@ def log_in(
     alert = _lock_alert(account.id, account.phone, account.locale, LOGIN) if account else None
     left = lockout.attempts_left(state, clock.now())
     if account is not None and account.trusted:  # the usual case: the session opens with the recorded success
+        user_id = account.id
         return check_secret(phone, LOGIN, stored, login_password, alert, state=state,
-                            then=lambda new_hash: _open_session(account, device_key, device_name, new_hash, left))
+                            then=lambda new_hash: _open_session(account, device_key, device_name, new_hash, left),
+                            first=lambda: _HOLD_ACCOUNT.one(user_id=user_id))
 
     # The right password does not clear earlier failures yet: a wrong authenticator code counts like a wrong
     # password (R3), and only the whole login, second factor included, clears them (in ``verified`` below).
@@ -421,6 +429,10 @@ def change_payment_password(user: User, new: str, current: str | None, sms_code:
     user_id = primary_key(user)
 
     def work() -> AppError | None:
+        if current is None:
+            # The payment lock state before the account's row, as a change by the current password and every payment
+            # take them (``secrets_guard``'s lock order; the other order deadlocked with them, found by an audit).
+            hold_state(user_id, PAYMENT)
         account = locked_account(user_id)
         if current is None:
             refused = refusal_under_lock(_sms_reset_refusal(account), account)
@@ -484,9 +496,10 @@ def recover_password(phone: str, sms_code: str, new_password: str, totp_code: st
             account.password_recovered_at = now
             account.totp_secret = None  # an enrolment begun before it is not finished after it (whose was it?)
         lift_lock(phone, LOGIN)
-        revoke_sessions(account.id, "password_recovered")
+        # The devices before their sessions, as revoking one device takes them (the other order deadlocked with it).
         db.session.execute(update(Device).where(Device.user_id == account.id, Device.revoked_at.is_(None))
                            .values(trusted=False, revoked_at=now))
+        revoke_sessions(account.id, "password_recovered")
         enqueue(phone, "password_recovered", locale=account.locale, user_id=account.id, time=format_time(now))
         return None
 

@@ -11,6 +11,12 @@ The check runs in three steps so the slow argon2 verification holds no lock and 
 A caller that reads other things before the check may read the lock state in that same transaction and
 pass it in (``state``), which saves step 1 a transaction of its own.
 
+Lock order, so that no two paths wait on each other (each crossing cost PostgreSQL a deadlock, a second, and a retry):
+the account's row before the login lock state (a recovery, a login's authenticator code and a new device's session
+lock the account first; a login from a trusted device takes the account's row first too, ``check_secret``'s
+``first``), but the payment lock state before the account's row (every payment holds it while it writes rows that
+point at the account; a change of the payment password by SMS takes it first, ``hold_state``).
+
 The state row of a secret is created by its first failure and never deleted. A success does not create
 it: with no row nothing has failed yet, and no lock can be on its way either (a lock takes three failures,
 so its row was committed by an earlier one), so there is nothing to record and nothing to wait for.
@@ -122,6 +128,7 @@ def check_secret(
     then: Callable[[str | None], T] | None = None,
     settles: bool = True,
     on_wrong: Callable[[], None] | None = None,
+    first: Callable[[], None] | None = None,
 ) -> T | None:
     """Verify ``candidate`` for the secret ``(subject, kind)``, enforcing and updating its lockout.
 
@@ -130,7 +137,9 @@ def check_secret(
     transaction when this failure locks the secret (to enqueue the owner's alert). ``state`` is the lock
     state the caller has just read, if it has (else it is read here, in a transaction of its own). ``on_wrong`` runs
     inside the recording transaction when the candidate was checked and is wrong (also when a concurrent attempt
-    locked the secret meanwhile).
+    locked the secret meanwhile). For a right candidate, ``first`` runs at the start of each transaction that takes the
+    lock state's row, before it (to take a row the caller's ``then`` needs and others take before the lock state: the
+    lock order above).
 
     On success ``then(new_hash)`` runs inside the recording transaction and its result is returned (when the
     success resets earlier failures, in a transaction right after it instead, so the reset commits even if
@@ -150,6 +159,8 @@ def check_secret(
     new_hash = hasher.hash(candidate) if rehash else None  # slow too: before the transaction
 
     def record() -> tuple[AppError | None, T | None, bool]:
+        if ok and first is not None:
+            first()
         row = _locked_row(subject, kind, create=not ok)
         now = clock.now()
         current = state_of(row)
@@ -174,6 +185,8 @@ def check_secret(
         return (InvalidCredentials(left) if kind == LOGIN else WrongPaymentPassword(left)), None, True
 
     def after_reset() -> tuple[AppError | None, T | None, bool]:
+        if first is not None:
+            first()
         current = state_of(_locked_row(subject, kind, create=False))
         if current.is_locked(clock.now()):  # locked in between the two transactions
             return _locked_error(kind, current), None, True
@@ -188,6 +201,12 @@ def check_secret(
     if error is not None:
         raise error
     return result
+
+
+def hold_state(subject: str, kind: str) -> None:
+    """Inside the caller's transaction: lock the secret's state row, if it has one, until the transaction ends (to take
+    it in the lock order above, before a row the caller locks next)."""
+    _locked_row(subject, kind, create=False)
 
 
 def lift_lock(subject: str, kind: str) -> None:
