@@ -495,18 +495,36 @@ def _view(refund: Refund, trade: TradeRecord) -> RefundView:
                       refund.disputed, refund.created_at, _given_back(refund), trade.currency)
 
 
-_REFUNDS_ASKED_AFTER_SHIPPING = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :trade_id"
-                                              " AND after_shipping")
+_REFUNDS_ASKED = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :trade_id")
+
+
+def _check_request_limit(trade: TradeRecord, amount: int, shipped: bool) -> None:
+    """Refuse a refund request past ``ESCROW_MAX_REFUND_REQUESTS`` (``refund_request_limit``). Every request the buyer
+    made on the trade counts, however it ended, before shipping and after: each one texts the seller and each
+    withdrawal too, so asking and withdrawing without end flooded the seller with SMS at the platform's cost (and,
+    after shipping, held the seller's money with a clock paused for good).
+
+    Before shipping one more request is taken, once, if it asks for everything still held: a seller who never ships
+    leaves the buyer no other way to the money (no confirming, cancelling or disputing then), and this last request
+    is one the seller alone cannot use up (silence or agreement pays it, a refusal can go to the platform, shipping
+    sends the goods). After shipping the money moves without one: the buyer confirms, or the deadline does."""
+    # Counted under the trade's lock, which every refund request holds: no two requests race past the limit.
+    asked, limit = _REFUNDS_ASKED.scalar(trade_id=trade.id), current_app.config["ESCROW_MAX_REFUND_REQUESTS"]
+    held = _held(trade)
+    if asked < limit or (not shipped and asked == limit and amount == held):
+        return
+    then = ("confirm receipt, or wait for the seller (the trade confirms itself at its deadline)" if shipped
+            else f"wait for the seller to ship, or ask once more for everything still held ({held} fen)"
+            if asked == limit else "wait for the seller to ship")
+    raise TradeConflict("refund_request_limit", f"this trade has had its {asked} refund requests, as many as allowed,"
+                        " however they ended; a refund the seller refused can be taken to the platform (open a"
+                        f" dispute) while it is open; otherwise {then}")
 
 
 def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> RefundView:
-    """The buyer asks for ``amount`` back (the seller is told). Once shipped, a trade takes
-    ``ESCROW_REFUND_REQUESTS_PER_TRADE`` requests: each one pauses the confirm clock and texts the seller, so asking
-    and withdrawing without end would hold the seller's money for good and flood them with SMS. Before shipping
-    nothing pauses, the seller ends the requests by agreeing, or by refusing and then shipping (``ship``), and a
-    request is the buyer's only way to get back money a seller never ships for (there is no confirming, cancelling or
-    disputing then), so none is refused for their number. Raises ``TradeConflict`` (``trade_not_refundable``,
-    ``refund_in_progress``, ``refund_limit_reached``, ``nothing_to_return``)."""
+    """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_MAX_REFUND_REQUESTS`` requests,
+    and before shipping one last for everything still held (``_check_request_limit``). Raises ``TradeConflict``
+    (``trade_not_refundable``, ``refund_in_progress``, ``refund_request_limit``, ``nothing_to_return``)."""
 
     def change(trade: TradeRecord) -> RefundView:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):
@@ -514,11 +532,7 @@ def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, retur
         if trade.refund_open:
             raise TradeConflict("refund_in_progress", "a refund is already open on this trade")
         shipped = trade.status == WAIT_BUYER_CONFIRM_GOODS
-        # Counted under the trade's lock, which every refund request holds: no two requests race past the limit.
-        if shipped and (_REFUNDS_ASKED_AFTER_SHIPPING.scalar(trade_id=trade.id)
-                        >= current_app.config["ESCROW_REFUND_REQUESTS_PER_TRADE"]):
-            raise TradeConflict("refund_limit_reached", "this trade has had as many refund requests as allowed since it"
-                                " was shipped; confirm receipt, or take a refused refund to the platform")
+        _check_request_limit(trade, amount, shipped)
         if return_goods and not shipped:
             raise TradeConflict("nothing_to_return", "nothing was shipped yet, so nothing can be returned")
         _rules(lambda: escrow.check_refund_amount(amount, trade.paid_amount, trade.refunded_amount

@@ -57,6 +57,7 @@ from tests.integration.test_escrow_stateful import (
     RETURN,
     SEND,
     SUCCESS,
+    refund_limit_refuses,
 )
 from tests.machines import machine_settings
 from wallet import timeline, trades
@@ -646,8 +647,8 @@ class EscrowApiMachine(RuleBasedStateMachine):
             if m.open_refund():
                 raise Refused("refund_in_progress")
             shipped = m.status == CONFIRM
-            if shipped and sum(r.after_shipping for r in m.refunds) >= 3:
-                raise Refused("refund_limit_reached")
+            if refund_limit_refuses(m, amount, shipped):
+                raise Refused("refund_request_limit")
             if return_goods and not shipped:
                 raise Refused("nothing_to_return")
             if amount > m.held:
