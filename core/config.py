@@ -88,6 +88,8 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "ESCROW_EVIDENCE_PER_PARTY": (50, int, "pieces of evidence each party may add to one trade"),
     "ESCROW_MAX_REFUND_REQUESTS": (3, int, "refund requests a buyer may make on one trade, however ended (before"
                                    " shipping, one more for everything still held)"),
+    "ESCROW_MAX_UNSHIPPED_TRADES_PER_SELLER": (10, int, "paid trades a buyer may have waiting for one seller to"
+                                               " ship (each payment texts the seller)"),
     "MAX_CONTENT_LENGTH": (65536, int, "largest accepted request body in bytes"),
     "IDEMPOTENCY_TTL_HOURS": (24, int, "how long Idempotency-Key answers are kept (at least 24)"),
     "PROXY_FIX_X_FOR": (0, int, "number of trusted proxies in front (for client addresses)"),

@@ -379,9 +379,27 @@ def seller_verified(seller_id: str) -> bool:
     return bool(_SELLER_VERIFIED.scalar(seller_id=seller_id))
 
 
+_UNSHIPPED_WITH = sql.Statement("SELECT count(*) FROM trades WHERE buyer_id = :buyer_id AND seller_id = :seller_id"
+                                " AND status = :status")
+
+
+def _check_unshipped(trade: TradeRecord) -> None:
+    """Refuse a payment past ``ESCROW_MAX_UNSHIPPED_TRADES_PER_SELLER`` paid trades of this buyer waiting for this
+    seller to ship (``unshipped_trade_limit``). Each payment texts the seller, a trade may be of 1 fen, and a refund
+    the seller's silence agrees to gives the money back, so without a limit one buyer texted a seller without end at no
+    cost but the platform's (found by an audit). Counted after ``limits.consume_daily``, whose row of the buyer's day
+    every payment of theirs locks: two payments of one buyer do not race past the limit."""
+    limit = current_app.config["ESCROW_MAX_UNSHIPPED_TRADES_PER_SELLER"]
+    if _UNSHIPPED_WITH.scalar(buyer_id=trade.buyer_id, seller_id=trade.seller_id,
+                              status=WAIT_SELLER_SEND_GOODS) >= limit:
+        raise TradeConflict("unshipped_trade_limit", f"you have {limit} paid trades waiting for this seller to ship,"
+                            " as many as allowed; pay this one once the seller ships one of them or one is refunded")
+
+
 def pay(buyer_id: str, trade_id: str) -> TradeRecord:
     """Buyer's wallet → the trade's own escrow account (caller's transaction, under an idempotency key).
-    Raises ``TradeConflict``, ``SellerNotVerified``, ``InsufficientFunds``, ``LimitExceeded``."""
+    Raises ``TradeConflict`` (``unshipped_trade_limit`` among others), ``SellerNotVerified``, ``InsufficientFunds``,
+    ``LimitExceeded``."""
 
     def change(trade: TradeRecord) -> TradeRecord:
         parties = _parties(trade.buyer_id, trade.seller_id)
@@ -390,6 +408,7 @@ def pay(buyer_id: str, trade_id: str) -> TradeRecord:
         if not seller_verified(trade.seller_id):
             raise SellerNotVerified("This seller no longer has a verified identity and an active bank card.")
         limits.consume_daily(buyer_id, total)
+        _check_unshipped(trade)
         # Opened with the trade; a trade opened before migration 0011's release gets its account now.
         trade.escrow_account_id = trade.escrow_account_id or ledger.escrow_account(trade.id, trade.currency)
         moved = ledger.transfer(_wallet(trade, buyer_id), trade.escrow_account_id, total, kind=ledger.ESCROW_PAY,

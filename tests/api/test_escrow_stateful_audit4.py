@@ -57,7 +57,9 @@ from tests.integration.test_escrow_stateful import (
     RETURN,
     SEND,
     SUCCESS,
+    UNSHIPPED_PER_SELLER,
     refund_limit_refuses,
+    unshipped_in_database,
 )
 from tests.machines import machine_settings
 from wallet import timeline, trades
@@ -250,6 +252,8 @@ class EscrowApiMachine(RuleBasedStateMachine):
         self.locks: list[PasswordLock] = cast["locks"]  # they outlive a run, as the accounts do
         self.trades: list[TradeModel] = []
         self.stored: list[Stored] = []
+        self.unshipped_before = {(b, s): unshipped_in_database(app, buyer["phone"], seller["phone"])
+                                 for b, buyer in enumerate(self.users) for s, seller in enumerate(self.users) if b != s}
         self.topups = [0] * len(self.users)
         for i, user in enumerate(self.users):
             short = START_BALANCE - self.api.balance(self.fresh(user))
@@ -510,6 +514,10 @@ class EscrowApiMachine(RuleBasedStateMachine):
                 raise Refused("buyer_only")
             if m.status != PAY:
                 raise Refused("trade_not_payable")
+            if self.unshipped_before[m.buyer, m.seller] + sum(
+                    (u.buyer, u.seller, u.status) == (m.buyer, m.seller, SEND) for u in self.trades
+            ) >= UNSHIPPED_PER_SELLER:
+                raise Refused("unshipped_trade_limit")
             if self.balance_of(m.buyer) < m.total:
                 raise Refused("insufficient_funds")
             m.status, m.paid = SEND, m.total

@@ -30,8 +30,10 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from sqlalchemy import text as sa_text
 
 from core.clock import FrozenClock
+from core.db import db
 from tests.api.escrow_helpers import PP, escrow_balance, grant_staff, run_sweeper
 from wallet import ledger
 from wallet.models import FEES
@@ -55,6 +57,19 @@ def refund_limit_refuses(m: Any, amount: int, shipped: bool) -> bool:
     still held."""
     asked = len(m.refunds)
     return not (asked < REFUNDS_PER_TRADE or (not shipped and asked == REFUNDS_PER_TRADE and amount == m.held))
+
+
+UNSHIPPED_PER_SELLER = 10  # ESCROW_MAX_UNSHIPPED_TRADES_PER_SELLER
+
+
+def unshipped_in_database(app: Flask, buyer_phone: str, seller_phone: str) -> int:
+    """Paid trades of the buyer waiting for the seller to ship, as stored: those a previous run left count too
+    (``wallet.trades._check_unshipped``), and the parties outlive a run."""
+    with app.app_context():
+        return db.session.execute(sa_text(
+            "SELECT count(*) FROM trades t JOIN users b ON b.id = t.buyer_id JOIN users s ON s.id = t.seller_id"
+            " WHERE b.phone = :buyer AND s.phone = :seller AND t.status = 'WAIT_SELLER_SEND_GOODS'"),
+            {"buyer": buyer_phone, "seller": seller_phone}).scalar_one()
 
 
 # ESCROW_MACHINE_EXAMPLES=500 explores more, with fresh random runs each time (and no coverage assertion).
@@ -238,6 +253,7 @@ class EscrowMachine(RuleBasedStateMachine):
         self.run = next(self.runs)
         self.trades: list[TradeModel] = []
         self.logged_in: dict[str, datetime] = {}
+        self.unshipped_before = unshipped_in_database(app, self.buyer["phone"], self.seller["phone"])
         for who in (self.buyer, self.seller, self.staff):
             self.fresh(who)
         # The parties are shared by the runs: their balances are where the previous run left them (money held by
@@ -361,6 +377,8 @@ class EscrowMachine(RuleBasedStateMachine):
         def predict(m: TradeModel, applied: set[Any]) -> None:
             if m.status != PAY:
                 raise Refused("trade_not_payable")
+            if self.unshipped_before + sum(u.status == SEND for u in self.trades) >= UNSHIPPED_PER_SELLER:
+                raise Refused("unshipped_trade_limit")
             m.status, m.paid = SEND, m.total
 
         self.step("pay", t, predict, lambda: self.post(self.buyer, f"trades/{t.id}/pay", key=True, **PP))
