@@ -86,7 +86,7 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
     "ESCROW_ESCALATE_DAYS": (7, int, "a refused refund not taken to the platform within this closes"),
     "ESCROW_RATE_DAYS": (15, int, "ratings are accepted this many days after a trade finishes"),
     "ESCROW_EVIDENCE_PER_PARTY": (50, int, "pieces of evidence each party may add to one trade"),
-    "ESCROW_MAX_REFUND_REQUESTS": (3, int, "refund requests a buyer may make on one trade, however ended (before"
+    "ESCROW_REFUND_REQUESTS_PER_TRADE": (3, int, "refund requests a buyer may make on one trade, however ended (before"
                                    " shipping, one more for everything still held)"),
     "ESCROW_MAX_UNSHIPPED_TRADES_PER_SELLER": (10, int, "paid trades a buyer may have waiting for one seller to"
                                                " ship (each payment texts the seller)"),
@@ -109,7 +109,7 @@ RATE_LIMITS = ("SMS_CODE_RESEND_LIMIT", "SMS_CODE_LIMIT_PER_PHONE", "SMS_CODE_LI
 # Numbers are positive, except these, for which zero means something (none, no wait, at the deadline itself).
 MAY_BE_ZERO = frozenset({"BANK_LATENCY_SECONDS", "PROXY_FIX_X_FOR", "EXPIRED_CREDENTIALS_KEEP_HOURS",
                          "ESCROW_REMIND_DAYS_BEFORE", "ESCROW_EXTEND_DAYS", "ESCROW_EVIDENCE_PER_PARTY",
-                         "ESCROW_MAX_REFUND_REQUESTS"})
+                         "ESCROW_REFUND_REQUESTS_PER_TRADE"})
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 

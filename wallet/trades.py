@@ -518,7 +518,7 @@ _REFUNDS_ASKED = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :t
 
 
 def _check_request_limit(trade: TradeRecord, amount: int, shipped: bool) -> None:
-    """Refuse a refund request past ``ESCROW_MAX_REFUND_REQUESTS`` (``refund_request_limit``). Every request the buyer
+    """Refuse a refund request past ``ESCROW_REFUND_REQUESTS_PER_TRADE`` (``refund_limit_reached``). Every request the buyer
     made on the trade counts, however it ended, before shipping and after: each one texts the seller and each
     withdrawal too, so asking and withdrawing without end flooded the seller with SMS at the platform's cost (and,
     after shipping, held the seller's money with a clock paused for good).
@@ -528,22 +528,22 @@ def _check_request_limit(trade: TradeRecord, amount: int, shipped: bool) -> None
     is one the seller alone cannot use up (silence or agreement pays it, a refusal can go to the platform, shipping
     sends the goods). After shipping the money moves without one: the buyer confirms, or the deadline does."""
     # Counted under the trade's lock, which every refund request holds: no two requests race past the limit.
-    asked, limit = _REFUNDS_ASKED.scalar(trade_id=trade.id), current_app.config["ESCROW_MAX_REFUND_REQUESTS"]
+    asked, limit = _REFUNDS_ASKED.scalar(trade_id=trade.id), current_app.config["ESCROW_REFUND_REQUESTS_PER_TRADE"]
     held = _held(trade)
     if asked < limit or (not shipped and asked == limit and amount == held):
         return
     then = ("confirm receipt, or wait for the seller (the trade confirms itself at its deadline)" if shipped
             else f"wait for the seller to ship, or ask once more for everything still held ({held} fen)"
             if asked == limit else "wait for the seller to ship")
-    raise TradeConflict("refund_request_limit", f"this trade has had its {asked} refund requests, as many as allowed,"
+    raise TradeConflict("refund_limit_reached", f"this trade has had its {asked} refund requests, as many as allowed,"
                         " however they ended; a refund the seller refused can be taken to the platform (open a"
                         f" dispute) while it is open; otherwise {then}")
 
 
 def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> RefundView:
-    """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_MAX_REFUND_REQUESTS`` requests,
+    """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_REFUND_REQUESTS_PER_TRADE`` requests,
     and before shipping one last for everything still held (``_check_request_limit``). Raises ``TradeConflict``
-    (``trade_not_refundable``, ``refund_in_progress``, ``refund_request_limit``, ``nothing_to_return``)."""
+    (``trade_not_refundable``, ``refund_in_progress``, ``refund_limit_reached``, ``nothing_to_return``)."""
 
     def change(trade: TradeRecord) -> RefundView:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):

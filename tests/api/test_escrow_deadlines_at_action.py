@@ -291,7 +291,7 @@ def test_a_buyer_withdraws_a_refund_request_and_the_trade_goes_on(api, app, cloc
 def test_a_buyer_cannot_ask_and_withdraw_without_end(api, app, clock, people):
     """Found by an audit: each request paused the confirm clock and texted the seller, and withdrawing let the buyer
     ask again, so a buyer could keep the seller's money in escrow for ever and flood them with SMS. Three requests a
-    trade (ESCROW_MAX_REFUND_REQUESTS); the trade can still be confirmed, and the deadline runs again."""
+    trade (ESCROW_REFUND_REQUESTS_PER_TRADE); the trade can still be confirmed, and the deadline runs again."""
     buyer, seller = people
     trade_id = paid_and_shipped(api, buyer, seller)
     for n in range(3):
@@ -302,7 +302,7 @@ def test_a_buyer_cannot_ask_and_withdraw_without_end(api, app, clock, people):
     texts = len(events(app, seller["phone"]))
     confirm_by = trade(api, buyer, trade_id)["deadlines"]["confirm_by"]
     fourth = act(api, buyer, trade_id, "refunds", amount=100, reason="ask 3")
-    assert (fourth.status_code, fourth.json["code"]) == (409, "refund_request_limit")
+    assert (fourth.status_code, fourth.json["code"]) == (409, "refund_limit_reached")
     after = trade(api, buyer, trade_id)
     assert after["deadlines"] == {**after["deadlines"], "paused": False, "confirm_by": confirm_by}
     assert len(events(app, seller["phone"])) == texts
@@ -317,7 +317,7 @@ def test_before_shipping_the_buyer_can_always_ask_for_the_money_back(api, app, c
     """Found by an audit: the limit above also counted requests made before shipping, where nothing pauses. After a
     seller agreed to three small refunds and never shipped, every way out was refused (a fourth refund, cancel,
     confirm, a dispute) and the rest of the buyer's money stayed in escrow for good. Before shipping, past the limit,
-    one more request is taken if it asks for everything still held (ESCROW_MAX_REFUND_REQUESTS counts every request
+    one more request is taken if it asks for everything still held (ESCROW_REFUND_REQUESTS_PER_TRADE counts every request
     since): the seller's silence agrees, and the trade closes with everything back."""
     buyer, seller = people
     trade_id = open_trade(api, buyer, seller)

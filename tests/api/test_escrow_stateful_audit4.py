@@ -656,7 +656,7 @@ class EscrowApiMachine(RuleBasedStateMachine):
                 raise Refused("refund_in_progress")
             shipped = m.status == CONFIRM
             if refund_limit_refuses(m, amount, shipped):
-                raise Refused("refund_request_limit")
+                raise Refused("refund_limit_reached")
             if return_goods and not shipped:
                 raise Refused("nothing_to_return")
             if amount > m.held:

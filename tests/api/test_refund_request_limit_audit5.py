@@ -1,7 +1,7 @@
-"""A trade takes ``ESCROW_MAX_REFUND_REQUESTS`` refund requests from its buyer, however they ended (withdrawn,
+"""A trade takes ``ESCROW_REFUND_REQUESTS_PER_TRADE`` refund requests from its buyer, however they ended (withdrawn,
 refused, agreed), before and after shipping together. Found by an audit: before shipping nothing counted them, and each
 request and each withdrawal texted the seller, so a buyer with a 1-fen trade could text any verified seller without
-end at the platform's cost. The request past the limit is 409 ``refund_request_limit``: nothing changes, no text.
+end at the platform's cost. The request past the limit is 409 ``refund_limit_reached``: nothing changes, no text.
 
 So that the limit never leaves a buyer's money in escrow with a seller who never ships, before shipping one more
 request is taken once the limit is reached, if it asks for everything still held (README, Escrow)."""
@@ -9,7 +9,7 @@ request is taken once the limit is reached, if it asks for everything still held
 from tests.api.escrow_helpers import PP, act, books_clean, escrow_balance, events, open_trade, relogin, run_sweeper
 from tests.api.escrow_helpers import trade as trade_answer
 
-LIMIT = 3  # ESCROW_MAX_REFUND_REQUESTS's default
+LIMIT = 3  # ESCROW_REFUND_REQUESTS_PER_TRADE's default
 
 
 def _ask_and_withdraw(api, buyer, trade_id, amount, reason):
@@ -20,10 +20,10 @@ def _ask_and_withdraw(api, buyer, trade_id, amount, reason):
 
 
 def _refused_without_a_trace(api, app, buyer, seller, trade_id, amount):
-    """The request is 409 refund_request_limit, and the trade, its refunds and the seller's texts stay as they were."""
+    """The request is 409 refund_limit_reached, and the trade, its refunds and the seller's texts stay as they were."""
     before, texts = trade_answer(api, buyer, trade_id), events(app, seller["phone"])
     refused = act(api, buyer, trade_id, "refunds", amount=amount, reason="once more")
-    assert (refused.status_code, refused.json["code"]) == (409, "refund_request_limit"), refused.json
+    assert (refused.status_code, refused.json["code"]) == (409, "refund_limit_reached"), refused.json
     assert "dispute" in refused.json["detail"] and "wait for the seller" in refused.json["detail"]
     assert trade_answer(api, buyer, trade_id) == before
     assert events(app, seller["phone"]) == texts

@@ -48,7 +48,7 @@ OPEN_REFUND = (AGREE, REFUSED, RETURN, RECEIVE)
 DAY = timedelta(days=1)
 FEE_BP = 150  # the seller is a merchant: a fee, rounded down, on whatever is released
 MAX_TRADES = 6
-REFUNDS_PER_TRADE = 3  # ESCROW_MAX_REFUND_REQUESTS
+REFUNDS_PER_TRADE = 3  # ESCROW_REFUND_REQUESTS_PER_TRADE
 
 
 def refund_limit_refuses(m: Any, amount: int, shipped: bool) -> bool:
@@ -475,7 +475,7 @@ class EscrowMachine(RuleBasedStateMachine):
                 raise Refused("refund_in_progress")
             shipped = m.status == CONFIRM
             if refund_limit_refuses(m, amount, shipped):
-                raise Refused("refund_request_limit")
+                raise Refused("refund_limit_reached")
             if return_goods and not shipped:
                 raise Refused("nothing_to_return")
             if amount > m.held:
