@@ -38,6 +38,7 @@ _OPEN_REFUND = "status IN ({})".format(", ".join(f"'{s}'" for s in OPEN_REFUND_S
 UNPAID = f"status = '{WAIT_BUYER_PAY}'"
 AWAITING_CONFIRMATION = f"status = '{WAIT_BUYER_CONFIRM_GOODS}'"
 TO_REMIND = f"{AWAITING_CONFIRMATION} AND NOT reminded"
+UNSHIPPED = f"status = '{WAIT_SELLER_SEND_GOODS}'"
 # Two CHECKs of migration 0016, kept here so the migration writes exactly what the models declare.
 MONEY_MATCHES_STATUS = (
     f"(status <> '{WAIT_BUYER_PAY}' OR paid_amount = 0)"
@@ -85,6 +86,10 @@ class Trade(db.Model):
         Index("ix_trades_confirm_deadline", "confirm_deadline", postgresql_where=text(AWAITING_CONFIRMATION),
               sqlite_where=text(AWAITING_CONFIRMATION)),
         Index("ix_trades_remind_at", "remind_at", postgresql_where=text(TO_REMIND), sqlite_where=text(TO_REMIND)),
+        # A payment counts its buyer's trades waiting for the same seller to ship (``trades._check_unshipped``):
+        # without it, every payment read all of the buyer's trades ever made.
+        Index("ix_trades_unshipped", "buyer_id", "seller_id", postgresql_where=text(UNSHIPPED),
+              sqlite_where=text(UNSHIPPED)),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
