@@ -518,8 +518,8 @@ _REFUNDS_ASKED = sql.Statement("SELECT count(*) FROM refunds WHERE trade_id = :t
 
 
 def _check_request_limit(trade: TradeRecord, amount: int, shipped: bool) -> None:
-    """Refuse a refund request past ``ESCROW_REFUND_REQUESTS_PER_TRADE`` (``refund_limit_reached``). Every request the buyer
-    made on the trade counts, however it ended, before shipping and after: each one texts the seller and each
+    """Refuse a refund request past ``ESCROW_REFUND_REQUESTS_PER_TRADE`` (``refund_limit_reached``). Every request the
+    buyer made on the trade counts, however it ended, before shipping and after: each one texts the seller and each
     withdrawal too, so asking and withdrawing without end flooded the seller with SMS at the platform's cost (and,
     after shipping, held the seller's money with a clock paused for good).
 
@@ -541,9 +541,10 @@ def _check_request_limit(trade: TradeRecord, amount: int, shipped: bool) -> None
 
 
 def request_refund(buyer_id: str, trade_id: str, amount: int, reason: str, return_goods: bool) -> RefundView:
-    """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_REFUND_REQUESTS_PER_TRADE`` requests,
-    and before shipping one last for everything still held (``_check_request_limit``). Raises ``TradeConflict``
-    (``trade_not_refundable``, ``refund_in_progress``, ``refund_limit_reached``, ``nothing_to_return``)."""
+    """The buyer asks for ``amount`` back (the seller is told). A trade takes ``ESCROW_REFUND_REQUESTS_PER_TRADE``
+    requests, and before shipping one last for everything still held (``_check_request_limit``). Raises
+    ``TradeConflict`` (``trade_not_refundable``, ``refund_in_progress``, ``refund_limit_reached``,
+    ``nothing_to_return``)."""
 
     def change(trade: TradeRecord) -> RefundView:
         if trade.status not in (WAIT_SELLER_SEND_GOODS, WAIT_BUYER_CONFIRM_GOODS):

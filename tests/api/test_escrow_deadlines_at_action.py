@@ -317,8 +317,8 @@ def test_before_shipping_the_buyer_can_always_ask_for_the_money_back(api, app, c
     """Found by an audit: the limit above also counted requests made before shipping, where nothing pauses. After a
     seller agreed to three small refunds and never shipped, every way out was refused (a fourth refund, cancel,
     confirm, a dispute) and the rest of the buyer's money stayed in escrow for good. Before shipping, past the limit,
-    one more request is taken if it asks for everything still held (ESCROW_REFUND_REQUESTS_PER_TRADE counts every request
-    since): the seller's silence agrees, and the trade closes with everything back."""
+    one more request is taken if it asks for everything still held (ESCROW_REFUND_REQUESTS_PER_TRADE counts every
+    request since): the seller's silence agrees, and the trade closes with everything back."""
     buyer, seller = people
     trade_id = open_trade(api, buyer, seller)
     assert act(api, buyer, trade_id, "pay", key="p", **PP).status_code == 200
