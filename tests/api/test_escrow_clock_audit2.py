@@ -24,8 +24,10 @@ def test_an_escrow_duration_no_date_can_reach_is_refused_at_start_naming_the_set
 
 def test_a_trade_runs_its_whole_course_with_the_longest_durations_accepted(api, app, clock, people, tmp_path):
     """Every escrow duration at its longest: opening, paying, shipping, a refund and its chain of deadlines, an
-    extension, confirming and rating all answer, none with a 500."""
-    longest = load({name: str(most) for name, most in LONGEST.items()}, str(tmp_path))
+    extension, confirming and rating all answer, none with a 500. The reminder is at its longest beside the longest
+    confirm window: a day less (``ESCROW_REMIND_DAYS_BEFORE`` must be less than ``ESCROW_CONFIRM_DAYS``)."""
+    together = {**LONGEST, "ESCROW_REMIND_DAYS_BEFORE": LONGEST["ESCROW_CONFIRM_DAYS"] - 1}
+    longest = load({name: str(most) for name, most in together.items()}, str(tmp_path))
     app.config.update({name: longest[name] for name in LONGEST})
     buyer, seller = people
     assert open_trade(api, buyer, seller)
