@@ -19,9 +19,23 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from core.db import run_in_transaction
-from core.errors import BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from core.errors import (
+    AppError,
+    BadRequest,
+    IdempotencyKeyMissing,
+    IdempotencyKeyReused,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 M = TypeVar("M", bound=BaseModel)
+# An error an operation can answer: an ``AppError`` class (its ``status`` and ``code``), or ``(status, code)`` for
+# an error whose code is set per instance (``wallet.trades.TradeConflict``).
+ErrorSpec = type[AppError] | tuple[int, str]
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,9 @@ class Endpoint:
     extra_statuses: tuple[int, ...] = field(default_factory=tuple)  # other successes, with the same body
     response_media_types: tuple[str, ...] = ("application/json",)
     location: str | None = None  # OpenAPI form: /api/v1/trades/{id}, what a ``status`` answer created
+    # Every (status, code) of a problem this operation can answer: the ones listed to ``endpoint(errors=...)`` and
+    # the ones every operation of its kind answers (``answered_errors``).
+    errors: frozenset[tuple[int, str]] = frozenset()
 
 
 REGISTRY: list[Endpoint] = []
@@ -62,15 +79,21 @@ def endpoint(
     extra_statuses: tuple[int, ...] = (),
     location: str | None = None,
     form: type[BaseModel] | None = None,
+    errors: tuple[ErrorSpec, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Route ``rule`` on ``bp`` and document it. ``auth`` only documents; the view enforces it. ``location`` (under
     ``bp``'s prefix, as ``rule``) is where a GET reads what a ``status`` answer created: ``{id}`` the answer's ``id``,
     other ``{name}`` the path's parameters; the answer names it in ``Location``. ``form`` documents a body that
-    comes form-encoded instead of as JSON ``body``."""
+    comes form-encoded instead of as JSON ``body``. ``errors`` are the domain errors the view and the services it
+    calls can answer; the ones every operation of its kind answers are added (``answered_errors``). A view rate
+    limited with ``core.ratelimit.limit`` (below this decorator) answers ``rate_limited`` too."""
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         full = (bp.url_prefix or "") + rule
         located = None if location is None else (bp.url_prefix or "") + location
+        answered = answered_errors(errors, auth=auth, body=body is not None, form=form is not None,
+                                   query=query is not None, path_parameters=_RULE_PARAM.search(rule) is not None,
+                                   idempotent=idempotent, rate_limited=getattr(view, "rate_limited", False))
         REGISTRY.append(
             Endpoint(
                 method=method.lower(),
@@ -87,6 +110,7 @@ def endpoint(
                 extra_statuses=extra_statuses,
                 location=located,
                 form=form,
+                errors=answered,
             )
         )
         handler = _read_only(view) if method == "GET" else view
@@ -95,6 +119,35 @@ def endpoint(
         return view
 
     return decorate
+
+
+def answered_errors(errors: tuple[ErrorSpec, ...], *, auth: bool, body: bool, form: bool, query: bool,
+                    path_parameters: bool, idempotent: bool | Literal["optional"],
+                    rate_limited: bool) -> frozenset[tuple[int, str]]:
+    """Every (status, code) an operation can answer: ``errors`` and those every operation of its kind answers. A token
+    missing, expired or revoked (``security.auth``) is 401 ``unauthenticated``; a JSON body can be unreadable (400),
+    of another media type (415), too large (413) or invalid (422), and a form body too large or invalid; a query
+    invalid (422); a path parameter names nothing (404, ``_bounded_path``); an ``Idempotency-Key`` be missing where
+    required (400), malformed (422 ``validation_failed``) or used before with another request (422,
+    ``core.idempotency``); a rate limit be reached (429)."""
+    kinds: list[ErrorSpec] = list(errors)
+    if auth:
+        kinds.append(Unauthenticated)
+    if body:
+        kinds += [BadRequest, UnsupportedMediaType, PayloadTooLarge, ValidationFailed]
+    if form:
+        kinds += [PayloadTooLarge, ValidationFailed]
+    if query:
+        kinds.append(ValidationFailed)
+    if path_parameters:
+        kinds.append(NotFound)
+    if idempotent:
+        kinds += [IdempotencyKeyReused, ValidationFailed]
+    if idempotent is True:
+        kinds.append(IdempotencyKeyMissing)
+    if rate_limited:
+        kinds.append(RateLimited)
+    return frozenset(kind if isinstance(kind, tuple) else (kind.status, kind.code) for kind in kinds)
 
 
 MAX_PATH_PARAMETER = 64  # what the OpenAPI document promises for every path parameter

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document, generated from the endpoint registry and its pydantic models.
 
 Never written by hand: every path, body and response schema comes from ``core.api.REGISTRY``. Every
-operation also documents the problem+json error answer as its ``default`` response.
+operation documents each status of the problem+json errors it can answer (``Endpoint.errors``) as a response of its
+own, whose ``code`` is one of that operation's codes of that status; its ``default`` response is what no client
+error of it is (500 internal_error, 503 database_unavailable, 405 method_not_allowed).
 """
 
 from __future__ import annotations
@@ -96,12 +98,55 @@ _RETRY_AFTER_HEADER = {
 }
 
 
+# What the ``default`` response stands for: no client error the operation documents (a 4xx or 503 of it has a
+# response of its own).
+_DEFAULT_DESCRIPTION = (
+    "Not a documented client error of this operation: 500 internal_error (a fault of ours; quote the request_id),"
+    " 503 database_unavailable (retry after Retry-After, with the same Idempotency-Key), or an answer of the HTTP"
+    " layer for any path (405 method_not_allowed with Allow)."
+)
+
 # Sent with every 401 (app.py): RFC 9110 requires a challenge on it.
 _CHALLENGE_HEADER = {
     "description": 'On 401: Bearer realm="wallet", with error="invalid_token" when the access token sent is missing'
                    " from our sessions, expired or revoked (log in or refresh again).",
     "schema": {"type": "string"},
 }
+
+
+def _error_responses(ep: Endpoint, problem_ref: dict[str, Any]) -> dict[str, Any]:
+    """One response per status of the errors ``ep`` can answer: problem+json whose ``code`` is one of its codes of that
+    status, described by them, with the headers that status carries (401 a challenge; 429 and 503 Retry-After)."""
+    by_status: dict[int, list[str]] = {}
+    for status, code in sorted(ep.errors):
+        by_status.setdefault(status, []).append(code)
+    responses: dict[str, Any] = {}
+    for status, codes in by_status.items():
+        answer: dict[str, Any] = {
+            "description": "Problem details; `code` is one of: " + ", ".join(f"`{code}`" for code in codes) + ".",
+            "content": {"application/problem+json": {"schema": {"allOf": [
+                problem_ref,
+                {"properties": {"status": {"const": status}, "code": {"enum": codes}}},
+            ]}}},
+        }
+        if status == 401:
+            answer["headers"] = {"WWW-Authenticate": _CHALLENGE_HEADER}
+        elif status in (429, 503):
+            answer["headers"] = {"Retry-After": _RETRY_AFTER_HEADER}
+        responses[str(status)] = answer
+    return responses
+
+
+def error_codes(operation: dict[str, Any]) -> dict[str, list[str]]:
+    """The error codes a generated operation documents, by status (``"404": ["not_found", ...]``)."""
+    codes: dict[str, list[str]] = {}
+    for status, answer in operation["responses"].items():
+        schema = answer.get("content", {}).get("application/problem+json", {}).get("schema", {})
+        for part in schema.get("allOf", []):
+            enum = part.get("properties", {}).get("code", {}).get("enum")
+            if enum is not None:
+                codes[status] = list(enum)
+    return codes
 
 
 def _parameters(ep: Endpoint, defs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -184,9 +229,9 @@ def build_document(title: str = "Escrow wallet API", version: str = "1.0.0") -> 
             "summary": ep.summary,
             "tags": [ep.tag],
             "parameters": _parameters(ep, defs),
-            "responses": {"default": {"description": "Error (problem details)", "content": problem,
-                                      "headers": {"Retry-After": _RETRY_AFTER_HEADER,
-                                                  "WWW-Authenticate": _CHALLENGE_HEADER}}},
+            "responses": {**_error_responses(ep, refs[(Problem, "serialization")]),
+                          "default": {"description": _DEFAULT_DESCRIPTION, "content": problem,
+                                      "headers": {"Retry-After": _RETRY_AFTER_HEADER}}},
         }
         if ep.body is not None:
             op["requestBody"] = {
@@ -243,14 +288,18 @@ def render_docs_page(doc: dict[str, Any]) -> str:
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             body = next(iter(op.get("requestBody", {}).get("content", {}).values()), {}).get("schema", {})
-            ok = [code for code in op["responses"] if code != "default"]
+            ok = [code for code in op["responses"] if code.startswith("2")]
+            errors = "<br>".join(f"{status} " + ", ".join(f"<code>{html.escape(code)}</code>" for code in codes)
+                                 for status, codes in error_codes(op).items())
             rows.append(
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>".format(
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                "<td>{}</td></tr>".format(
                     method.upper(),
                     html.escape(path),
                     html.escape(op.get("summary", "")),
                     html.escape(body.get("$ref", "").rsplit("/", 1)[-1]),
                     ", ".join(ok),
+                    errors,
                     "bearer" if op.get("security") else "",
                 )
             )
@@ -259,7 +308,8 @@ def render_docs_page(doc: dict[str, Any]) -> str:
         "<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;"
         "text-align:left}}</style></head><body><h1>{title}</h1><p>{desc} Machine-readable document: "
         "<a href='/api/v1/openapi.json'>/api/v1/openapi.json</a>.</p><table><tr><th>Method</th><th>Path</th>"
-        "<th>What it does</th><th>Body</th><th>Success</th><th>Auth</th></tr>{rows}</table></body></html>"
+        "<th>What it does</th><th>Body</th><th>Success</th><th>Errors (status, code)</th><th>Auth</th></tr>{rows}"
+        "</table></body></html>"
     ).format(
         title=html.escape(doc["info"]["title"]),
         desc=html.escape(doc["info"]["description"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Any
 
 from flask import current_app
 from flask_limiter import Limiter
@@ -43,3 +44,15 @@ limiter = Limiter(key_func=client_key, default_limits=[])
 def configured(name: str) -> Callable[[], str]:
     """A limit string read from configuration at request time (so tests and operators can change it)."""
     return lambda: current_app.config[name]
+
+
+def limit(value: str | Callable[[], str], **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``limiter.limit(value, **options)``, marking the view as rate limited so that ``core.api.endpoint`` documents
+    its 429 ``rate_limited`` answer."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        limited = limiter.limit(value, **options)(view)
+        limited.rate_limited = True  # type: ignore[attr-defined]
+        return limited
+
+    return decorate

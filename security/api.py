@@ -11,7 +11,7 @@ from core.api import endpoint, json_body, json_object_or_none, parse_body, parse
 from core.db import run_in_transaction
 from core.errors import ValidationFailed
 from core.pagination import DevicePageQuery
-from core.ratelimit import configured, limiter
+from core.ratelimit import configured, limit
 from security import accounts, codes, freezes
 from security.auth import CALLER, current_caller, current_session, current_user
 from security.phones import normalize_phone
@@ -96,10 +96,10 @@ def _user_out(user, frozen_since: datetime | None = None) -> UserOut:
 
 @endpoint(bp, "/sms-codes", "POST", summary="Send a one-time code by SMS (always 202)", body=SmsCodeRequest,
           response=Accepted, status=202, auth=False)
-@limiter.limit(configured("SMS_CODE_RESEND_LIMIT"), key_func=lambda: f"{phone_key()}:{_purpose()}",
+@limit(configured("SMS_CODE_RESEND_LIMIT"), key_func=lambda: f"{phone_key()}:{_purpose()}",
                exempt_when=not_sendable)
-@limiter.limit(configured("SMS_CODE_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=not_sendable)
-@limiter.limit(configured("SMS_CODE_LIMIT_PER_CLIENT"))
+@limit(configured("SMS_CODE_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=not_sendable)
+@limit(configured("SMS_CODE_LIMIT_PER_CLIENT"))
 def send_sms_code():
     req = parse_body(SmsCodeRequest)
     codes.request_code(normalize_phone(req.phone), req.purpose, req.locale)
@@ -108,7 +108,7 @@ def send_sms_code():
 
 @endpoint(bp, "/users", "POST", summary="Register with a phone number", body=RegisterRequest,
           response=RegistrationOut, status=201, auth=False)
-@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+@limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def register():
     req = parse_body(RegisterRequest)
     result = accounts.register(
@@ -121,8 +121,8 @@ def register():
 
 
 @endpoint(bp, "/sessions", "POST", summary="Log in", body=LoginRequest, response=TokensOut, status=201, auth=False)
-@limiter.limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=no_phone)
-@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+@limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=no_phone)
+@limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def log_in():
     req = parse_body(LoginRequest)
     tokens = accounts.log_in(normalize_phone(req.phone), req.login_password, req.device_id, req.sms_code,
@@ -132,7 +132,7 @@ def log_in():
 
 @endpoint(bp, "/sessions/refresh", "POST", summary="Rotate the refresh token", body=RefreshRequest,
           response=TokensOut, auth=False)
-@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+@limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def refresh_session():
     req = parse_body(RefreshRequest)
     return respond(TokensOut(**refresh(req.refresh_token, req.device_id).__dict__))
@@ -208,8 +208,8 @@ def verify_payment_password():
 
 @endpoint(bp, "/password-resets", "POST", summary="Recover the login password by SMS", body=PasswordReset,
           status=204, auth=False)
-@limiter.limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=no_phone)
-@limiter.limit(configured("LOGIN_LIMIT_PER_CLIENT"))
+@limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=no_phone)
+@limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def reset_password():
     req = parse_body(PasswordReset)
     accounts.recover_password(normalize_phone(req.phone), req.sms_code, req.new_password, req.totp_code)

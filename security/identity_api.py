@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from core.api import RequestModel, endpoint, parse_body, respond
 from core.errors import AppError
-from core.ratelimit import client_key, limiter
+from core.ratelimit import client_key, limit
 from security import identity
 from security.auth import current_caller, current_user
 from security.identity_models import Identity
@@ -54,7 +54,7 @@ def _out(found: Identity | None) -> IdentityOut:
 
 @endpoint(bp, "/me/identity", "POST", summary="Verify my real name with a resident ID (201; 200 on a repeat)",
           body=IdentityRequest, response=IdentityOut, status=201, extra_statuses=(200,), location="/me/identity")
-@limiter.limit(ATTEMPTS_PER_ACCOUNT, key_func=_account_key)
+@limit(ATTEMPTS_PER_ACCOUNT, key_func=_account_key)
 def verify_identity():
     user = current_user()
     req = parse_body(IdentityRequest)
