@@ -24,7 +24,8 @@ def healthz() -> Response:
 
 
 @endpoint(bp, "/readyz", "GET", summary="Readiness: the database answers and has every migration", response=Health,
-          auth=False)
+          auth=False,
+          errors=(DatabaseNotMigrated,))
 def readyz() -> Response:
     db.session.execute(text("SELECT 1"))
     db.session.rollback()

@@ -68,7 +68,8 @@ def signed_url() -> str:
 
 
 @endpoint(bp, "/twilio/status", "POST", status=204, auth=False, form=TwilioStatusForm,
-          summary="Twilio delivery status callback (form-encoded; needs a valid X-Twilio-Signature and our AccountSid)")
+          summary="Twilio delivery status callback (form-encoded; needs a valid X-Twilio-Signature and our AccountSid)",
+          errors=(InvalidSignature, ForeignAccount))
 def twilio_status() -> Response:
     form = form_body()
     if not signature_valid(

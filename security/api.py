@@ -14,6 +14,22 @@ from core.pagination import DevicePageQuery
 from core.ratelimit import configured, limit
 from security import accounts, codes, freezes
 from security.auth import CALLER, current_caller, current_session, current_user
+from security.errors import (
+    AccountRecentlyRecovered,
+    DeviceVerificationRequired,
+    InvalidCredentials,
+    InvalidSmsCode,
+    InvalidTotpCode,
+    LoginLocked,
+    PaymentPasswordLocked,
+    PaymentPasswordResetTooSoon,
+    PhoneTaken,
+    RefreshTokenRefused,
+    RefreshTokenReused,
+    TotpNotEnrolled,
+    TotpRequired,
+    WrongPaymentPassword,
+)
 from security.phones import normalize_phone
 from security.schemas import (
     Accepted,
@@ -95,7 +111,8 @@ def _user_out(user, frozen_since: datetime | None = None) -> UserOut:
 
 
 @endpoint(bp, "/sms-codes", "POST", summary="Send a one-time code by SMS (always 202)", body=SmsCodeRequest,
-          response=Accepted, status=202, auth=False)
+          response=Accepted, status=202, auth=False,
+          errors=())
 @limit(configured("SMS_CODE_RESEND_LIMIT"), key_func=lambda: f"{phone_key()}:{_purpose()}",
                exempt_when=not_sendable)
 @limit(configured("SMS_CODE_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=not_sendable)
@@ -107,7 +124,8 @@ def send_sms_code():
 
 
 @endpoint(bp, "/users", "POST", summary="Register with a phone number", body=RegisterRequest,
-          response=RegistrationOut, status=201, auth=False)
+          response=RegistrationOut, status=201, auth=False,
+          errors=(InvalidSmsCode, PhoneTaken))
 @limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def register():
     req = parse_body(RegisterRequest)
@@ -120,7 +138,8 @@ def register():
                                    refresh_token=tokens.refresh_token, expires_in=tokens.expires_in), 201)
 
 
-@endpoint(bp, "/sessions", "POST", summary="Log in", body=LoginRequest, response=TokensOut, status=201, auth=False)
+@endpoint(bp, "/sessions", "POST", summary="Log in", body=LoginRequest, response=TokensOut, status=201, auth=False,
+          errors=(InvalidCredentials, LoginLocked, DeviceVerificationRequired, InvalidSmsCode, InvalidTotpCode))
 @limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=no_phone)
 @limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def log_in():
@@ -131,7 +150,8 @@ def log_in():
 
 
 @endpoint(bp, "/sessions/refresh", "POST", summary="Rotate the refresh token", body=RefreshRequest,
-          response=TokensOut, auth=False)
+          response=TokensOut, auth=False,
+          errors=(RefreshTokenRefused, RefreshTokenReused))
 @limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def refresh_session():
     req = parse_body(RefreshRequest)
@@ -169,7 +189,8 @@ def me():
 
 
 @endpoint(bp, "/me", "PATCH", summary="Change email (needs login_password) or locale", body=ProfilePatch,
-          response=UserOut)
+          response=UserOut,
+          errors=(InvalidCredentials, LoginLocked))
 def update_me():
     user = current_user()
     req = parse_body(ProfilePatch)
@@ -180,7 +201,8 @@ def update_me():
 
 
 @endpoint(bp, "/me/login-password", "PUT", summary="Change the login password", body=LoginPasswordChange,
-          status=204)
+          status=204,
+          errors=(InvalidCredentials, LoginLocked))
 def change_login_password():
     session = current_session()
     req = parse_body(LoginPasswordChange)
@@ -189,7 +211,8 @@ def change_login_password():
 
 
 @endpoint(bp, "/me/payment-password", "PUT", summary="Change the payment password", body=PaymentPasswordChange,
-          status=204)
+          status=204,
+          errors=(WrongPaymentPassword, PaymentPasswordLocked, InvalidSmsCode, PaymentPasswordResetTooSoon))
 def change_payment_password():
     user = current_user()
     req = parse_body(PaymentPasswordChange)
@@ -198,7 +221,8 @@ def change_payment_password():
 
 
 @endpoint(bp, "/me/payment-password/verify", "POST", summary="Check the payment password (counts toward its lock)",
-          body=PaymentPasswordVerify, response=Verified)
+          body=PaymentPasswordVerify, response=Verified,
+          errors=(WrongPaymentPassword, PaymentPasswordLocked))
 def verify_payment_password():
     caller = current_caller()
     req = parse_body(PaymentPasswordVerify)
@@ -207,7 +231,8 @@ def verify_payment_password():
 
 
 @endpoint(bp, "/password-resets", "POST", summary="Recover the login password by SMS", body=PasswordReset,
-          status=204, auth=False)
+          status=204, auth=False,
+          errors=(InvalidSmsCode, TotpRequired, InvalidTotpCode, LoginLocked))
 @limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=no_phone)
 @limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def reset_password():
@@ -216,7 +241,8 @@ def reset_password():
     return respond(None, 204)
 
 
-@endpoint(bp, "/me/phone", "PUT", summary="Change the phone number", body=PhoneChange, status=204)
+@endpoint(bp, "/me/phone", "PUT", summary="Change the phone number", body=PhoneChange, status=204,
+          errors=(InvalidCredentials, LoginLocked, AccountRecentlyRecovered, InvalidSmsCode, PhoneTaken))
 def change_phone():
     user = current_user()
     req = parse_body(PhoneChange)
@@ -226,7 +252,8 @@ def change_phone():
 
 
 @endpoint(bp, "/me/totp", "POST", summary="Start enrolling an authenticator app (needs login_password)",
-          body=TotpEnrolmentStart, response=TotpEnrolment, status=201)
+          body=TotpEnrolmentStart, response=TotpEnrolment, status=201,
+          errors=(InvalidCredentials, LoginLocked, AccountRecentlyRecovered))
 def enrol_totp():
     user = current_user()
     req = parse_body(TotpEnrolmentStart)
@@ -235,7 +262,8 @@ def enrol_totp():
 
 
 @endpoint(bp, "/me/totp/verify", "POST", summary="Confirm the authenticator with a code", body=TotpVerify,
-          response=Verified)
+          response=Verified,
+          errors=(TotpNotEnrolled, InvalidTotpCode, AccountRecentlyRecovered))
 def verify_totp():
     user = current_user()
     req = parse_body(TotpVerify)

@@ -17,6 +17,15 @@ from core.errors import AppError
 from core.ratelimit import client_key, limit
 from security import identity
 from security.auth import current_caller, current_user
+from security.errors import AccountRecentlyRecovered
+from security.identity_errors import (
+    AlreadyVerified,
+    IdentityMismatch,
+    IdentityProviderUnavailable,
+    IdNumberTaken,
+    InvalidIdNumber,
+    InvalidRealName,
+)
 from security.identity_models import Identity
 
 bp = Blueprint("identity", __name__, url_prefix="/api/v1")
@@ -53,7 +62,9 @@ def _out(found: Identity | None) -> IdentityOut:
 
 
 @endpoint(bp, "/me/identity", "POST", summary="Verify my real name with a resident ID (201; 200 on a repeat)",
-          body=IdentityRequest, response=IdentityOut, status=201, extra_statuses=(200,), location="/me/identity")
+          body=IdentityRequest, response=IdentityOut, status=201, extra_statuses=(200,), location="/me/identity",
+          errors=(InvalidIdNumber, InvalidRealName, IdentityMismatch, IdNumberTaken, AlreadyVerified,
+                  IdentityProviderUnavailable, AccountRecentlyRecovered))
 @limit(ATTEMPTS_PER_ACCOUNT, key_func=_account_key)
 def verify_identity():
     user = current_user()

@@ -13,7 +13,19 @@ from security.auth import current_caller, current_user
 from security.identity import mask_name
 from wallet import cards
 from wallet.banks import BANK_CODES
+from wallet.card_errors import (
+    BankUnavailable,
+    CardAlreadyBound,
+    CardBoundToAnotherAccount,
+    CardHolderMismatch,
+    CardInUse,
+    CardNotFound,
+    IdentityNotVerified,
+    InvalidCardNumber,
+    UnknownBank,
+)
 from wallet.card_models import BankCard
+from wallet.guarded import FROM_CALLER_REFUSALS
 
 bp = Blueprint("bank_cards", __name__, url_prefix="/api/v1")
 
@@ -43,7 +55,9 @@ def _out(card: BankCard) -> CardOut:
 
 
 @endpoint(bp, "/me/bank-cards", "POST", summary="Bind a bank card (needs the payment password)",
-          body=BindCardRequest, response=CardOut, status=201)
+          body=BindCardRequest, response=CardOut, status=201,
+          errors=(*FROM_CALLER_REFUSALS, InvalidCardNumber, UnknownBank, IdentityNotVerified, CardHolderMismatch,
+                  CardAlreadyBound, CardBoundToAnotherAccount, BankUnavailable))
 def bind_card():
     user = current_user()
     req = parse_body(BindCardRequest)
@@ -60,7 +74,8 @@ def list_cards():
                             next_starting_after=page[-1].id if more else None))
 
 
-@endpoint(bp, "/me/bank-cards/<card_id>", "DELETE", summary="Remove a bank card", status=204)
+@endpoint(bp, "/me/bank-cards/<card_id>", "DELETE", summary="Remove a bank card", status=204,
+          errors=(CardNotFound, CardInUse))
 def remove_card(card_id: str):
     cards.remove_card(current_user(), card_id)
     return respond(None, 204)

@@ -11,9 +11,12 @@ from core.sql import Viewing
 from security.auth import CALLER, current_caller, require_token
 from security.phones import normalize_phone
 from wallet import funds, ledger, statement
-from wallet.errors import LedgerAccountNotFound
+from wallet.card_errors import BankUnavailable, CardNotFound
+from wallet.errors import InsufficientFunds, LedgerAccountNotFound
+from wallet.funds import BankDeclined, CannotPaySelf, IdentityNotVerified, RecipientNotFound
 from wallet.funds_models import TopUp, Withdrawal
-from wallet.guarded import guarded
+from wallet.guarded import FROM_CALLER_REFUSALS, guarded
+from wallet.limits import LimitExceeded
 from wallet.schemas import (
     Statement,
     StatementQuery,
@@ -67,7 +70,8 @@ def get_statement() -> Response:
 
 
 @endpoint(bp, "/topups", "POST", summary="Top up from a bound card", body=TopUpRequest, response=TopUpOut,
-          status=201, idempotent=True)
+          status=201, idempotent=True,
+          errors=(*FROM_CALLER_REFUSALS, CardNotFound, LimitExceeded, BankDeclined, BankUnavailable))
 def create_topup() -> Response:
     user = current_caller()
     req = parse_body(TopUpRequest)
@@ -80,7 +84,8 @@ def create_topup() -> Response:
 
 
 @endpoint(bp, "/withdrawals", "POST", summary="Withdraw to a bound card (paid out asynchronously)",
-          body=WithdrawalRequest, response=WithdrawalOut, status=202, idempotent=True, location="/withdrawals/{id}")
+          body=WithdrawalRequest, response=WithdrawalOut, status=202, idempotent=True, location="/withdrawals/{id}",
+          errors=(*FROM_CALLER_REFUSALS, IdentityNotVerified, CardNotFound, LimitExceeded, InsufficientFunds))
 def create_withdrawal() -> Response:
     user = current_caller()
     req = parse_body(WithdrawalRequest)
@@ -94,7 +99,8 @@ def get_withdrawal(withdrawal_id: str) -> Response:
 
 
 @endpoint(bp, "/transfers", "POST", summary="Pay a phone number from my balance", body=TransferRequest,
-          response=TransferOut, status=201, idempotent=True)
+          response=TransferOut, status=201, idempotent=True,
+          errors=(*FROM_CALLER_REFUSALS, RecipientNotFound, CannotPaySelf, LimitExceeded, InsufficientFunds))
 def create_transfer() -> Response:
     user = current_caller()
     req = parse_body(TransferRequest)

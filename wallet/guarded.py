@@ -25,9 +25,10 @@ from flask import Response, request
 from pydantic import BaseModel
 
 from core.api import respond_json
+from core.errors import AppError
 from core.idempotency import check_key, fingerprint, run_idempotent, stored_answer
 from security.accounts import authorize_payment
-from security.errors import AccountFrozen, PaymentPasswordLocked
+from security.errors import AccountFrozen, PaymentPasswordLocked, WrongPaymentPassword
 
 
 def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[str, Any]]],
@@ -76,3 +77,9 @@ def guarded(user_id: str, body: BaseModel, effect: Callable[[], tuple[int, dict[
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+#: What the payment-password gate of ``guarded`` answers: a wrong password (401) and a locked one (423), and for a
+#: step that moves the caller's own money (``from_caller``) a frozen account (403), for ``core.api.endpoint(errors=)``.
+PASSWORD_REFUSALS: tuple[type[AppError], ...] = (WrongPaymentPassword, PaymentPasswordLocked)
+FROM_CALLER_REFUSALS: tuple[type[AppError], ...] = (*PASSWORD_REFUSALS, AccountFrozen)

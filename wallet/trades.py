@@ -76,6 +76,11 @@ class TradeConflict(AppError):
         if code in _UNPROCESSABLE:
             self.status = 422
 
+    @staticmethod
+    def answers(*codes: str) -> tuple[tuple[int, str], ...]:
+        """(status, code) of a ``TradeConflict`` with each of ``codes``, for ``core.api.endpoint(errors=...)``."""
+        return tuple((422 if code in _UNPROCESSABLE else 409, code) for code in codes)
+
 
 class SellerNotVerified(AppError):
     """Only sellers with a verified identity and a bound card can receive escrow payments (R7). Opening a trade gives

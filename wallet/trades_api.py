@@ -11,14 +11,17 @@ from pydantic import BaseModel
 from core import clock
 from core.api import endpoint, parse_body, parse_query, respond, respond_json
 from core.db import run_in_transaction
-from core.errors import NotFound
+from core.errors import Forbidden, NotFound
 from core.idempotency import fingerprint, run_idempotent
 from core.sql import Viewing
 from security.auth import CALLER, current_caller, current_staff, require_token
 from security.phones import normalize_phone
 from wallet import funds, ledger, limits, timeline, trades
-from wallet.errors import LedgerAccountNotFound
-from wallet.guarded import guarded
+from wallet.card_errors import BankUnavailable, CardNotFound
+from wallet.errors import InsufficientFunds, LedgerAccountNotFound
+from wallet.funds import BankDeclined
+from wallet.guarded import FROM_CALLER_REFUSALS, PASSWORD_REFUSALS, guarded
+from wallet.limits import LimitExceeded
 from wallet.trade_schemas import (
     AddEvidence,
     Decide,
@@ -47,6 +50,14 @@ from wallet.trade_schemas import (
     TradeListQuery,
     TradeOut,
 )
+from wallet.trades import (
+    AlreadyRated,
+    ConflictOfInterest,
+    RatingClosed,
+    SellerNotFound,
+    SellerNotVerified,
+    TradeConflict,
+)
 
 bp = Blueprint("trades", __name__, url_prefix="/api/v1")
 
@@ -58,7 +69,8 @@ def _out(trade_id: str) -> TradeOut:
 
 
 @endpoint(bp, "/trades", "POST", summary="Open a trade with a seller (WAIT_BUYER_PAY); Idempotency-Key optional",
-          body=OpenTrade, response=TradeOut, status=201, idempotent="optional", location="/trades/{id}")
+          body=OpenTrade, response=TradeOut, status=201, idempotent="optional", location="/trades/{id}",
+          errors=(SellerNotFound, SellerNotVerified, LimitExceeded))
 def open_trade() -> Response:
     """An ``Idempotency-Key`` is optional here (no money moves yet), but a client that sends one can retry
     after a lost answer without opening a second trade, and gets the first answer again (the trade as it was
@@ -109,7 +121,9 @@ def get_trade(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/pay", "POST", summary="Pay into escrow", body=PayTrade, response=TradeOut,
-          idempotent=True)
+          idempotent=True,
+          errors=(*FROM_CALLER_REFUSALS, *TradeConflict.answers("buyer_only", "trade_not_payable"), SellerNotVerified,
+                  LimitExceeded, InsufficientFunds, CardNotFound, BankDeclined, BankUnavailable))
 def pay_trade(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PayTrade)
@@ -146,7 +160,8 @@ def _trade_answer(trade: Any, viewer_id: str) -> tuple[int, dict[str, Any]]:
 
 
 @endpoint(bp, "/trades/<trade_id>/ship", "POST", summary="Seller ships", body=Ship, response=TradeOut,
-          idempotent="optional")
+          idempotent="optional",
+          errors=TradeConflict.answers("seller_only", "trade_not_shippable", "refund_in_progress"))
 def ship(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(Ship)
@@ -155,7 +170,9 @@ def ship(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/confirm", "POST", summary="Buyer confirms receipt; money to the seller",
-          body=PaymentPasswordOnly, response=TradeOut, idempotent=True)
+          body=PaymentPasswordOnly, response=TradeOut, idempotent=True,
+          errors=(*FROM_CALLER_REFUSALS,
+                  *TradeConflict.answers("buyer_only", "trade_not_confirmable", "refund_in_progress")))
 def confirm(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
@@ -164,7 +181,9 @@ def confirm(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/extend", "POST", summary="Extend the confirm deadline once", body=NoBody,
-          response=TradeOut, idempotent="optional")
+          response=TradeOut, idempotent="optional",
+          errors=TradeConflict.answers("buyer_only", "trade_not_extendable", "refund_in_progress",
+                                               "already_extended"))
 def extend(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(NoBody)
@@ -172,7 +191,8 @@ def extend(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/cancel", "POST", summary="Cancel before payment", body=NoBody, response=TradeOut,
-          idempotent="optional")
+          idempotent="optional",
+          errors=TradeConflict.answers("trade_not_cancellable"))
 def cancel(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(NoBody)
@@ -184,7 +204,10 @@ def _refund_answer(refund: Any, status: int = 200) -> tuple[int, dict[str, Any]]
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds", "POST", summary="Buyer asks for a refund", body=RequestRefund,
-          response=RefundOut, status=201, idempotent="optional")
+          response=RefundOut, status=201, idempotent="optional",
+          errors=TradeConflict.answers("buyer_only", "trade_not_refundable", "refund_in_progress",
+                                               "refund_limit_reached", "nothing_to_return", "invalid_refund_amount",
+                                               "refund_exceeds_held"))
 def request_refund(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(RequestRefund)
@@ -193,7 +216,8 @@ def request_refund(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/agree", "POST", summary="Seller agrees to the refund",
-          body=PaymentPasswordOnly, response=RefundOut, idempotent="optional")
+          body=PaymentPasswordOnly, response=RefundOut, idempotent="optional",
+          errors=(*PASSWORD_REFUSALS, *TradeConflict.answers("seller_only", "illegal_refund_transition")))
 def agree_refund(trade_id: str, refund_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
@@ -202,7 +226,8 @@ def agree_refund(trade_id: str, refund_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/refuse", "POST", summary="Seller refuses the refund",
-          body=RefuseReason, response=RefundOut, idempotent="optional")
+          body=RefuseReason, response=RefundOut, idempotent="optional",
+          errors=TradeConflict.answers("seller_only", "illegal_refund_transition"))
 def refuse_refund(trade_id: str, refund_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(RefuseReason)
@@ -211,7 +236,8 @@ def refuse_refund(trade_id: str, refund_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/return", "POST", summary="Buyer sends the goods back",
-          body=Ship, response=RefundOut, idempotent="optional")
+          body=Ship, response=RefundOut, idempotent="optional",
+          errors=TradeConflict.answers("buyer_only", "illegal_refund_transition"))
 def return_goods(trade_id: str, refund_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(Ship)
@@ -221,7 +247,8 @@ def return_goods(trade_id: str, refund_id: str) -> Response:
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/withdraw", "POST",
           summary="Buyer withdraws the refund request; the trade goes on", body=NoBody, response=RefundOut,
-          idempotent="optional")
+          idempotent="optional",
+          errors=TradeConflict.answers("buyer_only", "illegal_refund_transition", "dispute_open"))
 def withdraw_refund(trade_id: str, refund_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(NoBody)
@@ -230,7 +257,8 @@ def withdraw_refund(trade_id: str, refund_id: str) -> Response:
 
 @endpoint(bp, "/trades/<trade_id>/refunds/<refund_id>/receive-return", "POST",
           summary="Seller confirms the returned goods arrived; money back to the buyer", body=PaymentPasswordOnly,
-          response=RefundOut, idempotent="optional")
+          response=RefundOut, idempotent="optional",
+          errors=(*PASSWORD_REFUSALS, *TradeConflict.answers("seller_only", "illegal_refund_transition")))
 def receive_return(trade_id: str, refund_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(PaymentPasswordOnly)
@@ -239,7 +267,8 @@ def receive_return(trade_id: str, refund_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/disputes", "POST", summary="Buyer takes a refused refund to the platform",
-          body=Reason, response=DisputeOut, status=201, idempotent="optional")
+          body=Reason, response=DisputeOut, status=201, idempotent="optional",
+          errors=TradeConflict.answers("buyer_only", "no_refused_refund", "dispute_open"))
 def open_dispute(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(Reason)
@@ -248,7 +277,8 @@ def open_dispute(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/evidence", "POST", summary="Add evidence (text, attachment hashes)",
-          body=AddEvidence, response=EvidenceAdded, status=201, idempotent="optional")
+          body=AddEvidence, response=EvidenceAdded, status=201, idempotent="optional",
+          errors=TradeConflict.answers("evidence_limit_reached"))
 def add_evidence(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(AddEvidence)
@@ -285,7 +315,8 @@ def evidence_bundle(trade_id: str) -> Response:
 
 
 @endpoint(bp, "/trades/<trade_id>/ratings", "POST", summary="Rate the other side of a finished trade",
-          body=RateTrade, response=RatingOut, status=201, idempotent="optional")
+          body=RateTrade, response=RatingOut, status=201, idempotent="optional",
+          errors=(RatingClosed, AlreadyRated))
 def rate(trade_id: str) -> Response:
     user_id = current_caller().id
     req = parse_body(RateTrade)
@@ -313,7 +344,8 @@ def reputation(user_id: str) -> Response:
 
 
 @endpoint(bp, "/admin/disputes", "GET", summary="Staff: disputes to decide", query=DisputeQuery,
-          response=DisputeList)
+          response=DisputeList,
+          errors=(Forbidden,))
 def list_disputes() -> Response:
     current_staff()
     query = parse_query(DisputeQuery)
@@ -324,7 +356,10 @@ def list_disputes() -> Response:
 
 
 @endpoint(bp, "/admin/disputes/<dispute_id>/decide", "POST", summary="Staff: decide a dispute", body=Decide,
-          response=DisputeOut, idempotent="optional")
+          response=DisputeOut, idempotent="optional",
+          errors=(Forbidden, ConflictOfInterest,
+                  *TradeConflict.answers("dispute_decided", "invalid_split", "invalid_outcome",
+                                         "refund_amount_mismatch")))
 def decide(dispute_id: str) -> Response:
     """Moves the money held for the trade. An ``Idempotency-Key`` is optional, as on the seller's refund steps
     (DESIGN 7.1 lists the endpoint without one, and the dispute's state alone keeps a decision from being made twice):
