@@ -22,6 +22,7 @@ from app import create_app
 from core.clock import FrozenClock
 from core.db import blocks_if_any, db
 from notifications import dispatcher
+from tests.documented_errors import assert_none_found, watch
 from tests.factories import LOGIN_PASSWORD, PAYMENT_PASSWORD, make_phone
 
 PG_URL = os.environ.get("WALLET_TEST_DATABASE_URL", "")
@@ -93,11 +94,13 @@ def app(database_url: str, clock: FrozenClock, tmp_path: Path) -> Iterator[Flask
             "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"),
         }
     )
+    watch(app)  # every 4xx problem it answers must be documented for its operation
     with app.app_context():
         empty_all_tables()
     yield app
     with app.app_context():
         db.engine.dispose()
+    assert_none_found(app)
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from app import create_app
 from core.clock import FrozenClock
 from core.db import db
 from tests.conftest import empty_all_tables
+from tests.documented_errors import assert_none_found, watch
 
 
 def machine_settings(explore_env: str, examples: int, steps: int) -> settings:
@@ -41,11 +42,13 @@ def machine_app(database_url: str, tmp_path: Path, start: datetime, **config: An
         "ARGON2_MEMORY_KIB": 1024, "ARGON2_TIME_COST": 1,
         **config,
     })
+    watch(app)  # every 4xx problem it answers must be documented for its operation (tests.documented_errors)
     try:
         yield app, clock, sms_file
     finally:
         with app.app_context():
             db.engine.dispose()
+    assert_none_found(app)
 
 
 def fresh_start(app: Flask, clock: FrozenClock, sms_file: Path, start: datetime) -> None:

@@ -13,6 +13,7 @@ from core.db import db
 from core.ratelimit import limiter
 from security.identity import mask_name
 from tests.conftest import Api, Inbox, empty_all_tables
+from tests.documented_errors import watch
 from tests.factories_ids import make_id_number, with_check_digit, wrong_check_digit
 
 URL = "/api/v1/me/identity"
@@ -210,6 +211,7 @@ def test_identity_endpoints_are_in_the_openapi_document(client):
 def test_attempts_are_capped_per_account(database_url, clock, tmp_path):
     app = create_app({"DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": True,
                       "RATELIMIT_STORAGE_URI": "memory://", "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl")})
+    watch(app)  # its 4xx problems must be documented (tests.documented_errors)
     with app.app_context():
         empty_all_tables()
         limiter.reset()

@@ -7,6 +7,7 @@ from pathlib import Path
 from app import create_app
 from core.db import db
 from tests.api.test_rate_limits import fresh_ipv6_client
+from tests.documented_errors import watch
 from tests.factories import make_phone
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
@@ -15,6 +16,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding=
 def limited(database_url, clock, tmp_path, **limits):
     app = create_app({"DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": True,
                       "RATELIMIT_STORAGE_URI": "memory://", "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"), **limits})
+    watch(app)  # its 4xx problems must be documented (tests.documented_errors)
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = fresh_ipv6_client()
     return app, client

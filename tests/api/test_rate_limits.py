@@ -9,6 +9,7 @@ import pytest
 from app import create_app
 from core.db import db
 from core.ratelimit import limiter
+from tests.documented_errors import watch
 from tests.factories import make_phone
 
 
@@ -40,6 +41,7 @@ def limited_client(request, database_url, clock, tmp_path):
         "SMS_CODE_LIMIT_PER_CLIENT": "3 per hour",
         "LOGIN_LIMIT_PER_PHONE": "2 per hour", "LOGIN_LIMIT_PER_CLIENT": "100 per hour",
     })
+    watch(app)  # its 4xx problems must be documented (tests.documented_errors)
     with app.app_context():
         limiter.reset()  # Redis counters outlive a test run; phone numbers repeat between runs
     client = app.test_client()
@@ -115,6 +117,7 @@ def test_a_client_forwarded_with_its_port_or_in_brackets_is_one_client(database_
     app = create_app({"DATABASE_URL": database_url, "WALLET_ENV": "test", "CLOCK": clock, "RATELIMIT_ENABLED": True,
                       "RATELIMIT_STORAGE_URI": "memory://", "PROXY_FIX_X_FOR": 1,
                       "SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"), "SMS_CODE_LIMIT_PER_CLIENT": "3 per hour"})
+    watch(app)  # its 4xx problems must be documented (tests.documented_errors)
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = "10.0.0.1"  # the proxy
 
