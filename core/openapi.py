@@ -102,8 +102,9 @@ _RETRY_AFTER_HEADER = {
 # response of its own).
 _DEFAULT_DESCRIPTION = (
     "Not a documented client error of this operation: 500 internal_error (a fault of ours; quote the request_id),"
-    " 503 database_unavailable (retry after Retry-After, with the same Idempotency-Key), or an answer of the HTTP"
-    " layer for any path (405 method_not_allowed with Allow)."
+    " 503 database_unavailable (retry after Retry-After, with the same Idempotency-Key; listed under 503 where the"
+    " operation documents a 503 of its own), or an answer of the HTTP layer for any path (405 method_not_allowed with"
+    " Allow)."
 )
 
 # Sent with every 401 (app.py): RFC 9110 requires a challenge on it.
@@ -120,6 +121,8 @@ def _error_responses(ep: Endpoint, problem_ref: dict[str, Any]) -> dict[str, Any
     by_status: dict[int, list[str]] = {}
     for status, code in sorted(ep.errors):
         by_status.setdefault(status, []).append(code)
+    if 503 in by_status:  # a documented 503 is no longer ``default``'s: the database's outage (app.py) is one too
+        by_status[503] = sorted({*by_status[503], "database_unavailable"})
     responses: dict[str, Any] = {}
     for status, codes in by_status.items():
         answer: dict[str, Any] = {
