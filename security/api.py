@@ -24,6 +24,7 @@ from security.errors import (
     PaymentPasswordLocked,
     PaymentPasswordResetTooSoon,
     PhoneTaken,
+    RecoveryLocked,
     RefreshTokenRefused,
     RefreshTokenReused,
     TotpNotEnrolled,
@@ -232,7 +233,7 @@ def verify_payment_password():
 
 @endpoint(bp, "/password-resets", "POST", summary="Recover the login password by SMS", body=PasswordReset,
           status=204, auth=False,
-          errors=(InvalidSmsCode, TotpRequired, InvalidTotpCode, LoginLocked))
+          errors=(InvalidSmsCode, TotpRequired, InvalidTotpCode, RecoveryLocked))
 @limit(configured("LOGIN_LIMIT_PER_PHONE"), key_func=phone_key, exempt_when=no_phone)
 @limit(configured("LOGIN_LIMIT_PER_CLIENT"))
 def reset_password():

@@ -122,7 +122,8 @@ def get_trade(trade_id: str) -> Response:
 
 @endpoint(bp, "/trades/<trade_id>/pay", "POST", summary="Pay into escrow", body=PayTrade, response=TradeOut,
           idempotent=True,
-          errors=(*FROM_CALLER_REFUSALS, *TradeConflict.answers("buyer_only", "trade_not_payable"), SellerNotVerified,
+          errors=(*FROM_CALLER_REFUSALS,
+                  *TradeConflict.answers("buyer_only", "trade_not_payable", "unshipped_trade_limit"), SellerNotVerified,
                   LimitExceeded, InsufficientFunds, CardNotFound, BankDeclined, BankUnavailable))
 def pay_trade(trade_id: str) -> Response:
     user_id = current_caller().id
