@@ -128,8 +128,9 @@ def answered_errors(errors: tuple[ErrorSpec, ...], *, auth: bool, body: bool, fo
     missing, expired or revoked (``security.auth``) is 401 ``unauthenticated``; a JSON body can be unreadable (400),
     of another media type (415), too large (413) or invalid (422), and a form body unreadable (its chunked framing
     broken, ``app.py``), too large or invalid; a query invalid (422); a path parameter names nothing (404,
-    ``_bounded_path``); an ``Idempotency-Key`` be missing where required, or sent empty (400), malformed (422 ``validation_failed``)
-    or used before with another request (422, ``core.idempotency``); a rate limit be reached (429)."""
+    ``_bounded_path``); an ``Idempotency-Key`` be missing where required, or sent empty (400), malformed (422
+    ``validation_failed``) or used before with another request (422, ``core.idempotency``); a rate limit be reached
+    (429)."""
     kinds: list[ErrorSpec] = list(errors)
     if auth:
         kinds.append(Unauthenticated)
