@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from core.config import ConfigError, load
-
-
-def refused(tmp_path: Path, settings: dict[str, str]) -> str:
-    with pytest.raises(ConfigError) as caught:
-        load(settings, str(tmp_path))
-    message = caught.value.message
-    assert "\n" not in message, message
-    return message
+from core.config import load
+from tests.unit.test_config_values_audit2 import refused
 
 
 @pytest.mark.parametrize(("remind", "confirm"), [("10", "10"), ("3", "2"), ("30", "10")])
