@@ -257,8 +257,9 @@ def test_a_wrong_authenticator_code_spends_the_sms_code_it_came_with(api, clock)
     assert (again.status_code, again.json["code"]) == (401, "invalid_sms_code")
 
 
-def test_three_wrong_authenticator_codes_at_recovery_lock_it_and_then_the_right_code_is_refused(api, app, clock,
-                                                                                                inbox):
+def locked_recovery(api, app, clock, inbox):
+    """An account with an authenticator whose recovery three wrong codes locked, checked answer by answer: the owner,
+    its authenticator, the account's rows before the tries, and when the lock lifts."""
     owner = api.register(locale="en")
     totp = _enrol_totp(api, clock, owner)
     phone = owner["phone"]
@@ -272,6 +273,13 @@ def test_three_wrong_authenticator_codes_at_recovery_lock_it_and_then_the_right_
     assert (answers[2].json["locked_until"], answers[2].json["hard_locked"]) == (locked_until, False)
     (alert,) = inbox.messages(to=phone, event="recovery_locked")
     assert "recovery is locked until" in alert["body"]
+    return owner, totp, before, locked_until
+
+
+def test_three_wrong_authenticator_codes_at_recovery_lock_it_and_then_the_right_code_is_refused(api, app, clock,
+                                                                                                inbox):
+    owner, totp, before, locked_until = locked_recovery(api, app, clock, inbox)
+    phone = owner["phone"]
 
     clock.advance(minutes=1)
     right = _recover(api, phone, totp_code=totp.at(clock.now()))

@@ -8,13 +8,19 @@ anyone. Recovery's authenticator codes now count toward a lock of their own (``r
 recoveries for three hours (423 ``recovery_locked``, the owner is told), and a login lock no longer refuses a recovery
 that brings a right SMS code and a right authenticator code. The recovery still lifts the login lock."""
 
-from datetime import timedelta
 
 from sqlalchemy import select
 
 from core.db import db
 from security.models import CredentialLock, User
-from tests.api.test_recovery_audit import RECOVERED, _account_rows, _enrol_totp, _recover, _wrong_code
+from tests.api.test_recovery_audit import (
+    RECOVERED,
+    _account_rows,
+    _enrol_totp,
+    _recover,
+    _wrong_code,
+    locked_recovery,
+)
 from tests.factories import LOGIN_PASSWORD
 
 
@@ -57,19 +63,8 @@ def test_a_login_locked_by_a_stranger_does_not_refuse_the_owners_recovery_with_s
 
 def test_three_wrong_authenticator_codes_at_recovery_lock_recovery_and_the_right_code_is_refused_meanwhile(
         api, app, clock, inbox):
-    owner = api.register(locale="en")
-    totp = _enrol_totp(api, clock, owner)
+    owner, totp, before, locked_until = locked_recovery(api, app, clock, inbox)
     phone = owner["phone"]
-    before = _account_rows(app, phone)
-
-    answers = [_recover(api, phone, totp_code=_wrong_code(totp, clock)) for _ in range(3)]
-    assert [(a.status_code, a.json["code"]) for a in answers] == [
-        (401, "invalid_totp_code"), (401, "invalid_totp_code"), (423, "recovery_locked")]
-    assert [a.json.get("attempts_left") for a in answers[:2]] == [2, 1]
-    locked_until = _iso(clock.now() + timedelta(hours=3))
-    assert (answers[2].json["locked_until"], answers[2].json["hard_locked"]) == (locked_until, False)
-    (alert,) = inbox.messages(to=phone, event="recovery_locked")
-    assert "recovery is locked until" in alert["body"]
     assert not inbox.messages(to=phone, event="login_locked")
     assert _lock_kinds(app, phone) == {"recover": True}
 
