@@ -277,6 +277,7 @@ def main() -> None:
            "DATABASE_URL": (f"postgresql://postgres@/{args.database}?host={args.socket}" if args.socket
                             else f"postgresql://postgres@127.0.0.1:5432/{args.database}"), "RATELIMIT_ENABLED": "false",
            "SMS_CONSOLE_FILE": str(tmp / "sms.jsonl"), "LOG_LEVEL": "WARNING", "DISPATCH_INTERVAL_SECONDS": "0.1",
+           "LIMIT_PAYMENTS_PER_PAYEE_DAILY": str(2**31 - 1),  # one payer pays one payee throughout
            "WEB_CONCURRENCY": str(args.workers), "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics")}
     venv = Path(sys.executable).parent
     subprocess.run([str(venv / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT, env=env, check=True,

@@ -50,7 +50,7 @@ ENDPOINTS = ("wallet", "statement", "trade")
 def _config(url: str, sms_file: str) -> dict[str, object]:
     # Tokens that outlive the run under valgrind, which is some fifty times slower than the machine.
     return {"DATABASE_URL": url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False, "SMS_CONSOLE_FILE": sms_file,
-            "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_MINUTES": 600}
+            "LOG_LEVEL": "WARNING", "ACCESS_TOKEN_MINUTES": 600, "LIMIT_PAYMENTS_PER_PAYEE_DAILY": 100}
 
 
 def set_up(url: str, state_file: Path) -> None:

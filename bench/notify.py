@@ -79,7 +79,7 @@ def main() -> None:
     fresh_database(args.database_url)
     settings = {"DATABASE_URL": args.database_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
                 "SMS_CONSOLE_FILE": str(Path(tempfile.mkdtemp()) / "sms.jsonl"), "LOG_LEVEL": "WARNING",
-                "LIMIT_DAILY": 10**12}
+                "LIMIT_DAILY": 10**12, "LIMIT_PAYMENTS_PER_PAYEE_DAILY": 2**31 - 1}
     app = create_app(settings)
     payers: list[tuple[str, str]] = []
     with app.app_context():

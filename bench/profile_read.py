@@ -81,7 +81,8 @@ def main() -> None:
 
     fresh_database(args.database_url)
     app = create_app({"DATABASE_URL": args.database_url, "WALLET_ENV": "test", "RATELIMIT_ENABLED": False,
-                      "SMS_CONSOLE_FILE": str(Path(tempfile.mkdtemp()) / "sms.jsonl"), "LOG_LEVEL": "WARNING"})
+                      "SMS_CONSOLE_FILE": str(Path(tempfile.mkdtemp()) / "sms.jsonl"), "LOG_LEVEL": "WARNING",
+                      "LIMIT_PAYMENTS_PER_PAYEE_DAILY": 100})
     with app.app_context():
         upgrade()
     client = app.test_client()

@@ -68,6 +68,8 @@ SETTINGS: dict[str, tuple[Any, type, str]] = {
                                " registration, refresh and password recovery (each counted on its own)"),
     "LIMIT_PER_TRANSACTION": (5_000_000, int, "largest single payment, withdrawal or top-up, in fen (50,000 yuan)"),
     "LIMIT_DAILY": (20_000_000, int, "most a user may send out per day, in fen (200,000 yuan)"),
+    "LIMIT_PAYMENTS_PER_PAYEE_DAILY": (20, int, "payments to a phone number one user may make to one payee per day"
+                                       " (each texts the payee)"),
     "WITHDRAWAL_RETRY_SECONDS": (5.0, float, "first delay before asking the bank again about a payout"),
     "WITHDRAWAL_MAX_AGE_SECONDS": (86400, int, "after this a payout the bank never received is failed back"),
     "BANK_LATENCY_SECONDS": (0.0, float, "simulated bank: seconds every call takes"),
@@ -163,6 +165,8 @@ ARGON2_FLOOR = {"ARGON2_MEMORY_KIB": 19456, "ARGON2_TIME_COST": 2, "ARGON2_PARAL
 # The most a spending limit can be: a single movement carries at most ``MAX_AMOUNT`` (``wallet.ledger``), and a day's
 # usage is a signed 64-bit column that every payment compares with the limit (SQLite cannot bind a larger integer).
 LIMIT_MAXIMA = {"LIMIT_PER_TRANSACTION": MAX_AMOUNT, "LIMIT_DAILY": 2**63 - 1}
+# The most payments a day to one payee can be limited to: the day's count is a 32-bit column.
+PAYMENTS_PER_PAYEE_MAX = 2**31 - 1
 # The most alerts one dispatcher claims at a time: its claim binds it as a LIMIT, a signed 64-bit integer.
 SMS_BATCH_MAX = 2**63 - 1
 
@@ -175,6 +179,9 @@ def _check_limits(config: dict[str, Any]) -> None:
     for name, most in LIMIT_MAXIMA.items():
         if config[name] > most:
             raise ConfigError(f"{name}={config[name]} is more than the books hold: at most {most} fen")
+    if config["LIMIT_PAYMENTS_PER_PAYEE_DAILY"] > PAYMENTS_PER_PAYEE_MAX:
+        raise ConfigError(f"LIMIT_PAYMENTS_PER_PAYEE_DAILY={config['LIMIT_PAYMENTS_PER_PAYEE_DAILY']} is more than its"
+                          f" counter holds: at most {PAYMENTS_PER_PAYEE_MAX}")
     if config["SMS_BATCH_SIZE"] > SMS_BATCH_MAX:
         raise ConfigError(f"SMS_BATCH_SIZE={config['SMS_BATCH_SIZE']} is more than a claim can bind: at most"
                           f" {SMS_BATCH_MAX}")

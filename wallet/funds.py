@@ -472,7 +472,7 @@ def _refuse_as_for_an_account(payer: Any, amount: int) -> None:
 def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: str | None) -> Payment:
     """Move ``amount`` from the payer's wallet to the wallet of the account with ``to_phone`` (caller's
     transaction); both are told by SMS. Raises ``RecipientNotFound``, ``CannotPaySelf``, ``LimitExceeded``,
-    ``InsufficientFunds``."""
+    ``PayeeLimitExceeded`` (``LIMIT_PAYMENTS_PER_PAYEE_DAILY``), ``InsufficientFunds``."""
     parties = _PARTIES.all(payer_id=payer_id, to_phone=to_phone, currency=currency)
     payee = next((row for row in parties if row.phone == to_phone), None)
     payer = next(row for row in parties if row.id == payer_id)
@@ -482,6 +482,7 @@ def pay_phone(payer_id: str, to_phone: str, amount: int, currency: str, note: st
     if payee.id == payer_id:
         raise CannotPaySelf("You cannot pay your own phone number.")
     limits.consume_daily(payer_id, amount)
+    limits.count_payment_to(payer_id, payee.id)
     posted = ledger.transfer(payer.wallet_id or ledger.open_wallet(payer_id, currency),
                              payee.wallet_id or ledger.open_wallet(payee.id, currency), amount,
                              kind=ledger.PAYMENT, currency=currency, details={"note": note} if note else None)

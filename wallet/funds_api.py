@@ -16,7 +16,7 @@ from wallet.errors import InsufficientFunds, LedgerAccountNotFound
 from wallet.funds import BankDeclined, CannotPaySelf, IdentityNotVerified, RecipientNotFound
 from wallet.funds_models import TopUp, Withdrawal
 from wallet.guarded import FROM_CALLER_REFUSALS, guarded
-from wallet.limits import LimitExceeded
+from wallet.limits import LimitExceeded, PayeeLimitExceeded
 from wallet.schemas import (
     Statement,
     StatementQuery,
@@ -100,7 +100,8 @@ def get_withdrawal(withdrawal_id: str) -> Response:
 
 @endpoint(bp, "/transfers", "POST", summary="Pay a phone number from my balance", body=TransferRequest,
           response=TransferOut, status=201, idempotent=True,
-          errors=(*FROM_CALLER_REFUSALS, RecipientNotFound, CannotPaySelf, LimitExceeded, InsufficientFunds))
+          errors=(*FROM_CALLER_REFUSALS, RecipientNotFound, CannotPaySelf, LimitExceeded, PayeeLimitExceeded,
+                  InsufficientFunds))
 def create_transfer() -> Response:
     user = current_caller()
     req = parse_body(TransferRequest)

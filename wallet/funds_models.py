@@ -90,3 +90,17 @@ class DailyUsage(db.Model):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     amount: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DailyPayeeUsage(db.Model):
+    """How many payments to a phone number one user has made to one payee on one (China Standard Time) day. Each
+    texts the payee (``transfer_received``), so a conditional upsert keeps them under
+    ``LIMIT_PAYMENTS_PER_PAYEE_DAILY`` without a race (migration 0033)."""
+
+    __tablename__ = "daily_payee_usage"
+    __table_args__ = (CheckConstraint("payments > 0", name="payments_positive"),)
+
+    payer_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    payee_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    payments: Mapped[int] = mapped_column(Integer)

@@ -1,6 +1,7 @@
 """A day's row of spending (``daily_usage``) counts for nothing once the day is over; the background worker
 deletes the rows of the days before yesterday, China Standard Time (wallet.limits.purge_past_days), and a limit
-on today's payments is untouched by it."""
+on today's payments is untouched by it. Each payment to a phone number also has its payer's count of payments to that
+payee that day (``daily_payee_usage``), purged with it: the counts below are of both tables' rows."""
 
 from datetime import UTC, date, datetime
 
@@ -42,7 +43,7 @@ def test_the_days_before_yesterday_go_and_yesterday_and_today_stay(app, api, clo
     clock.set(datetime(2026, 3, 2, 15, 59, 59, tzinfo=UTC))  # still 2 March in China
     assert _purge(app) == 0
     clock.advance(seconds=1)  # 3 March: 1 March is the day before yesterday
-    assert _purge(app) == 1
+    assert _purge(app) == 2  # its spending, and its one payment to bob
     assert [(day, amount) for _user, day, amount in _days(app)] == [(date(2026, 3, 2), 200)]
 
 
@@ -54,7 +55,7 @@ def test_todays_limit_still_counts_what_was_paid_today_after_a_purge(app, api, c
     clock.advance(days=2)
     alice, bob = api.relogin(alice), api.relogin(bob)
     _pay(api, alice, bob, 1000)
-    assert _purge(app) == 1  # the first day's row
+    assert _purge(app) == 2  # the first day's rows (spending, payments to bob)
     over = api.money("/api/v1/transfers", alice, amount=600, to_phone=bob["phone"])
     assert (over.status_code, over.json["code"]) == (422, "limit_exceeded")
     _pay(api, alice, bob, 500)
@@ -67,7 +68,7 @@ def test_a_backlog_goes_in_batches(app, api, clock):
         api.money("/api/v1/topups", payer, amount=5_000, bank_card_id=payer["card_id"])
         _pay(api, payer, bob, 10)
     clock.advance(days=2)
-    assert _purge(app, batch=2) == 3
+    assert _purge(app, batch=2) == 6  # three payers' spending and three payments to bob
     assert _days(app) == []
 
 

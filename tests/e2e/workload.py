@@ -44,6 +44,7 @@ from wallet.funds import request_key
 API = "/api/v1"
 NAMES = ("张三", "李四", "王五", "赵六", "陈七", "刘八")
 BANKS = ("ICBC", "ABC", "CCB", "CMB")
+PAYMENTS_PER_PAYEE_DAILY = 20  # the default of LIMIT_PAYMENTS_PER_PAYEE_DAILY, which the suites leave as it is
 _CODE = re.compile(r"(?<!\d)\d{6}(?!\d)")
 _lock = threading.Lock()  # the factories' counters are shared by every actor
 
@@ -334,6 +335,13 @@ class Books:
         with self._lock:
             self.surprises.append(text)
 
+    def may_have_paid_the_limit(self, payer_id: str, payee_id: str) -> bool:
+        """Whether the payer may have made ``PAYMENTS_PER_PAYEE_DAILY`` payments to the payee today: as many answered
+        201, or some whose answer never came (the payer's balance in doubt), which may have gone through."""
+        with self._lock:
+            made = sum(1 for _id, payer, payee, _amount in self.transfers if (payer, payee) == (payer_id, payee_id))
+            return made >= PAYMENTS_PER_PAYEE_DAILY or payer_id in self.uncertain
+
     def note(self, attr: str, item: Any) -> None:
         with self._lock:
             getattr(self, attr).append(item)
@@ -531,6 +539,9 @@ class Actor(threading.Thread):
             self.books.credit(payee.id, amount)
             payer.floor -= amount
             return
+        if (answer.status, answer.get("code")) == (422, "payee_limit_exceeded") and self.books.may_have_paid_the_limit(
+                payer.id, payee.id):
+            return  # the day's payments to this payee are used up (LIMIT_PAYMENTS_PER_PAYEE_DAILY): nothing moved
         if answer.status is None:
             self.books.doubt(payer.id, "a transfer never got an answer")
             self.books.doubt(payee.id, "a transfer to it never got an answer")
