@@ -63,7 +63,7 @@ def status_after_hand_over(provider_status: str | None) -> str:
 UNSENT_WHERE = "status IN ('pending', 'sending')"
 FAILED_WHERE = "status = 'failed'"
 IN_DOUBT_WHERE = "resends_in_doubt > 0"
-LOCK_EVENTS_WHERE = "event IN ('login_locked', 'payment_locked')"
+LOCK_EVENTS_WHERE = "event IN ('login_locked', 'payment_locked', 'recovery_locked')"  # migration 0034
 
 
 class AlertEvent(db.Model):

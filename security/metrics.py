@@ -26,8 +26,12 @@ def gauges():
 
     locked, events = run_in_transaction(read, read_only=True)
     return [
-        ("wallet_credentials_locked", "passwords locked right now", ["kind"],
-         [([kind], float(locked.get(kind, 0))) for kind in ("login", "payment")]),
+        ("wallet_credentials_locked", "secrets locked right now: login and payment passwords, recoveries' authenticator"
+         " codes", ["kind"], [([kind], float(locked.get(kind, 0))) for kind in _LOCK_ALERTS]),
         ("wallet_lock_events", "locks of real accounts since the start (from the lock alerts)", ["kind"],
-         [([kind], float(events.get(f"{kind}_locked", 0))) for kind in ("login", "payment")]),
+         [([kind], float(events.get(event, 0))) for kind, event in _LOCK_ALERTS.items()]),
     ]
+
+
+# Each lock kind (``security.models.CredentialLock.kind``) and the alert its owner gets when it locks.
+_LOCK_ALERTS = {"login": "login_locked", "payment": "payment_locked", "recover": "recovery_locked"}
