@@ -118,9 +118,3 @@ class IdempotencyKeyReused(AppError):
     """The same ``Idempotency-Key`` was sent again with a different request body."""
 
     status, code, title = 422, "idempotency_key_reused", "Idempotency-Key reused with another request"
-
-
-class IdempotencyKeyInProgress(AppError):
-    """A request with the same key is still being processed (retry shortly)."""
-
-    status, code, title = 409, "idempotency_key_in_progress", "A request with this key is in progress"
