@@ -192,9 +192,14 @@ _COME_BACK = frozenset({429, 503})
 def _retry_after_only_when_asked(response: Response) -> Response:
     """Retry-After only on the answers that ask the client to come back (429, 503), as the OpenAPI document says:
     flask-limiter adds it to every answer of a limited endpoint (found by an audit: ``Retry-After: 3600`` on a 201
-    login, a 401 wrong password, a 422; a client honouring it waited an hour)."""
+    login, a 401 wrong password, a 422; a client honouring it waited an hour). And on a 423 whose lock lifts by itself,
+    ours: the seconds until it lifts (``app_error``), not the limiter's window."""
     if response.status_code not in _COME_BACK:
-        response.headers.pop("Retry-After", None)
+        retry_after = g.get("retry_after")
+        if retry_after is None:
+            response.headers.pop("Retry-After", None)
+        else:
+            response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -236,6 +241,8 @@ def _install_error_handlers(app: Flask) -> None:
             response.headers["WWW-Authenticate"] = _bearer_challenge(exc)
         if exc.retry_after_setting is not None:
             response.headers["Retry-After"] = str(current_app.config[exc.retry_after_setting])
+        elif exc.retry_after is not None:
+            g.retry_after = exc.retry_after  # sent by ``_retry_after_only_when_asked``, over the rate limiter's own
         return response
 
     @app.errorhandler(RateLimitExceeded)

@@ -18,6 +18,8 @@ class AppError(Exception):
     title: str = "Bad request"
     # The setting holding the seconds a client should wait before trying again, sent as ``Retry-After`` (None: none).
     retry_after_setting: str | None = None
+    # Or the seconds themselves, worked out when the error was raised (a lock that lifts at a known time).
+    retry_after: int | None = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)

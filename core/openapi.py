@@ -90,6 +90,11 @@ def _location_header(template: str) -> dict[str, Any]:
 
 # Sent with the error answers that ask the client to come back (app.py): 429 rate_limited, 503 bank_unavailable
 # (BANK_RETRY_AFTER_SECONDS) and 503 database_unavailable.
+_LOCK_LIFTS_HEADER = {
+    "description": "On a 423 whose lock lifts by itself (hard_locked false): seconds until locked_until, rounded up."
+                   " A hard lock, which only a reset by SMS code lifts, has none.",
+    "schema": {"type": "integer", "minimum": 1},
+}
 _RETRY_AFTER_HEADER = {
     "description": "On 429 rate_limited, 503 bank_unavailable and 503 database_unavailable: seconds to wait before"
                    " retrying (a money request with the same Idempotency-Key: after a 503 bank_unavailable the bank's"
@@ -117,7 +122,8 @@ _CHALLENGE_HEADER = {
 
 def _error_responses(ep: Endpoint, problem_ref: dict[str, Any]) -> dict[str, Any]:
     """One response per status of the errors ``ep`` can answer: problem+json whose ``code`` is one of its codes of that
-    status, described by them, with the headers that status carries (401 a challenge; 429 and 503 Retry-After)."""
+    status, described by them, with the headers that status carries (401 a challenge; 429 and 503 Retry-After; 423
+    Retry-After when the lock lifts by itself)."""
     by_status: dict[int, list[str]] = {}
     for status, code in sorted(ep.errors):
         by_status.setdefault(status, []).append(code)
@@ -136,6 +142,8 @@ def _error_responses(ep: Endpoint, problem_ref: dict[str, Any]) -> dict[str, Any
             answer["headers"] = {"WWW-Authenticate": _CHALLENGE_HEADER}
         elif status in (429, 503):
             answer["headers"] = {"Retry-After": _RETRY_AFTER_HEADER}
+        elif status == 423:
+            answer["headers"] = {"Retry-After": _LOCK_LIFTS_HEADER}
         responses[str(status)] = answer
     return responses
 

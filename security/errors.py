@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import ClassVar
 
+from core import clock
 from core.errors import AppError, Conflict, Unauthenticated
 
 
@@ -31,6 +33,9 @@ class WrongPaymentPassword(AppError):
 
 
 class _Locked(AppError):
+    """A lock in force. One that lifts by itself (not hard) also answers ``Retry-After``: the seconds until
+    ``locked_until``, rounded up."""
+
     status = 423
     #: True when the wrong entry this answers is the one that locked it (not a lock already in force).
     by_this_entry = False
@@ -42,6 +47,11 @@ class _Locked(AppError):
             else "Locked after three wrong entries; it unlocks by itself at locked_until."
         )
         super().__init__(detail, locked_until=_iso(locked_until), hard_locked=hard)
+        self._lifts_at(None if hard else locked_until)
+
+    def _lifts_at(self, locked_until: datetime | None) -> None:
+        if locked_until is not None:
+            self.retry_after = max(1, math.ceil((locked_until - clock.now()).total_seconds()))
 
 
 class LoginLocked(_Locked):
@@ -65,6 +75,7 @@ class RecoveryLocked(_Locked):
     def __init__(self, locked_until: datetime | None) -> None:
         AppError.__init__(self, "Locked after three wrong authenticator codes; recovery unlocks by itself at "
                           "locked_until.", locked_until=_iso(locked_until), hard_locked=False)
+        self._lifts_at(locked_until)
 
 
 class InvalidSmsCode(AppError):
