@@ -192,14 +192,14 @@ _COME_BACK = frozenset({429, 503})
 def _retry_after_only_when_asked(response: Response) -> Response:
     """Retry-After only on the answers that ask the client to come back (429, 503), as the OpenAPI document says:
     flask-limiter adds it to every answer of a limited endpoint (found by an audit: ``Retry-After: 3600`` on a 201
-    login, a 401 wrong password, a 422; a client honouring it waited an hour). And on a 423 whose lock lifts by itself,
-    ours: the seconds until it lifts (``app_error``), not the limiter's window."""
-    if response.status_code not in _COME_BACK:
-        retry_after = g.get("retry_after")
-        if retry_after is None:
-            response.headers.pop("Retry-After", None)
-        else:
-            response.headers["Retry-After"] = str(retry_after)
+    login, a 401 wrong password, a 422; a client honouring it waited an hour). An error of ours that says when to come
+    back (``app_error``: a 503 ``bank_unavailable``, a 423 whose lock lifts by itself) is answered with its own
+    seconds, written here over the limiter's window."""
+    retry_after = g.get("retry_after")
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    elif response.status_code not in _COME_BACK:
+        response.headers.pop("Retry-After", None)
     return response
 
 
@@ -239,10 +239,9 @@ def _install_error_handlers(app: Flask) -> None:
         response = _problem(exc.to_problem(), exc.status)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = _bearer_challenge(exc)
-        if exc.retry_after_setting is not None:
-            response.headers["Retry-After"] = str(current_app.config[exc.retry_after_setting])
-        elif exc.retry_after is not None:
-            g.retry_after = exc.retry_after  # sent by ``_retry_after_only_when_asked``, over the rate limiter's own
+        # Sent by ``_retry_after_only_when_asked``, after the rate limiter has set its own.
+        g.retry_after = (current_app.config[exc.retry_after_setting] if exc.retry_after_setting is not None
+                         else exc.retry_after)
         return response
 
     @app.errorhandler(RateLimitExceeded)
