@@ -90,15 +90,16 @@ def _location_header(template: str) -> dict[str, Any]:
 
 # Sent with the error answers that ask the client to come back (app.py): 429 rate_limited, 503 bank_unavailable
 # (BANK_RETRY_AFTER_SECONDS) and 503 database_unavailable.
-_LOCK_LIFTS_HEADER = {
-    "description": "On a 423 whose lock lifts by itself (hard_locked false): seconds until locked_until, rounded up."
-                   " A hard lock, which only a reset by SMS code lifts, has none.",
-    "schema": {"type": "integer", "minimum": 1},
-}
 _RETRY_AFTER_HEADER = {
     "description": "On 429 rate_limited, 503 bank_unavailable and 503 database_unavailable: seconds to wait before"
                    " retrying (a money request with the same Idempotency-Key: after a 503 bank_unavailable the bank's"
                    " answer is unknown, and the retry finishes the request once).",
+    "schema": {"type": "integer", "minimum": 1},
+}
+# Sent with a 423 whose lock lifts by itself (security.errors).
+_LOCK_LIFTS_HEADER = {
+    "description": "On a 423 whose lock lifts by itself (hard_locked false): seconds until locked_until, rounded up."
+                   " A hard lock, which only a reset by SMS code lifts, has none.",
     "schema": {"type": "integer", "minimum": 1},
 }
 
